@@ -1,0 +1,290 @@
+//! Compiles an eBPF crate (written with `sonde-ebpf`) from a `build.rs`.
+//!
+//! ```no_run
+//! // build.rs
+//! fn main() {
+//!     if let Err(e) = sonde_build::EbpfCrate::new("ebpf").build() {
+//!         panic!("{e}");
+//!     }
+//! }
+//! ```
+//!
+//! Each binary of the eBPF crate becomes `$OUT_DIR/<bin>.bpf.o`:
+//! `include_bytes!(concat!(env!("OUT_DIR"), "/probes.bpf.o"))`.
+//!
+//! The eBPF toolchain is a Rust compiler whose sysroot carries the standard library
+//! source (for `-Z build-std=core`) and `bpf-linker`. It is found in this order:
+//! `SONDE_BPF_RUSTC` (a rustc path); a rustup `nightly` toolchain with `rust-src`;
+//! a `rustc` with library source, such as Debian's `rustc-web` at `/usr/bin/rustc`.
+//! `cargo xtask setup` installs one.
+
+use std::env;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Why an eBPF crate could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// No compiler with library source was found.
+    #[error(
+        "no eBPF Rust toolchain found (tried {tried}): run `cargo xtask setup`, or set \
+         SONDE_BPF_RUSTC to a rustc whose sysroot has lib/rustlib/src/rust/library"
+    )]
+    NoToolchain {
+        /// The candidates looked at.
+        tried: String,
+    },
+    /// `bpf-linker` is not on PATH nor in ~/.cargo/bin.
+    #[error("bpf-linker not found on PATH or in ~/.cargo/bin: run `cargo xtask setup`")]
+    NoLinker,
+    /// A required build-script variable is missing.
+    #[error("environment variable {0} is not set (is this running from build.rs?)")]
+    Env(&'static str),
+    /// Cargo could not be started or the build failed.
+    #[error("building eBPF crate {krate} failed: {detail}")]
+    Cargo {
+        /// Crate directory.
+        krate: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// An I/O error on the named path.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// The compiler and linker that build eBPF crates.
+#[derive(Debug, Clone)]
+pub struct Toolchain {
+    /// The rustc to use (`RUSTC` for the nested cargo).
+    pub rustc: PathBuf,
+    /// Directory holding `bpf-linker`, put first on PATH.
+    pub linker_dir: PathBuf,
+}
+
+fn has_library_source(rustc: &Path) -> bool {
+    let Ok(out) = Command::new(rustc).args(["--print", "sysroot"]).output() else {
+        return false;
+    };
+    if !out.status.success() {
+        return false;
+    }
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    sysroot.join("lib/rustlib/src/rust/library/core/Cargo.toml").is_file()
+}
+
+fn cargo_home_bin() -> Option<PathBuf> {
+    env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .map(|h| h.join("bin"))
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = env::var_os("PATH").unwrap_or_default();
+    env::split_paths(&path)
+        .chain(cargo_home_bin())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+impl Toolchain {
+    /// Finds the eBPF toolchain (see the crate documentation for the order).
+    pub fn find() -> Result<Self, BuildError> {
+        let linker = find_on_path("bpf-linker").ok_or(BuildError::NoLinker)?;
+        let linker_dir = linker
+            .parent()
+            .map(Path::to_path_buf)
+            .ok_or(BuildError::NoLinker)?;
+        let mut tried = Vec::new();
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        if let Some(r) = env::var_os("SONDE_BPF_RUSTC") {
+            candidates.push(r.into());
+        }
+        if let Ok(out) = Command::new("rustup")
+            .args(["which", "--toolchain", "nightly", "rustc"])
+            .output()
+        {
+            if out.status.success() {
+                candidates.push(String::from_utf8_lossy(&out.stdout).trim().into());
+            }
+        }
+        candidates.push("/usr/bin/rustc".into());
+        if let Some(r) = find_on_path("rustc") {
+            candidates.push(r);
+        }
+        for rustc in candidates {
+            if has_library_source(&rustc) {
+                return Ok(Toolchain { rustc, linker_dir });
+            }
+            tried.push(rustc.display().to_string());
+        }
+        Err(BuildError::NoToolchain {
+            tried: tried.join(", "),
+        })
+    }
+}
+
+/// An eBPF crate to build.
+#[derive(Debug, Clone)]
+pub struct EbpfCrate {
+    dir: PathBuf,
+    watch: Vec<PathBuf>,
+}
+
+impl EbpfCrate {
+    /// The crate at `dir`, relative to the calling package's manifest directory.
+    pub fn new(dir: impl AsRef<Path>) -> Self {
+        let base = env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        let dir = base.join(dir);
+        EbpfCrate {
+            watch: vec![dir.join("src"), dir.join("Cargo.toml")],
+            dir,
+        }
+    }
+
+    /// Also rebuild when files under `path` change (e.g. a shared crate it uses).
+    pub fn watch(mut self, path: impl AsRef<Path>) -> Self {
+        self.watch.push(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// Builds every binary of the crate into `$OUT_DIR/<bin>.bpf.o` and returns their
+    /// paths.
+    pub fn build(&self) -> Result<Vec<PathBuf>, BuildError> {
+        let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or(BuildError::Env("OUT_DIR"))?);
+        // The eBPF side's own crates rebuild the object when they change.
+        let sonde_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for p in self.watch.iter().chain(&[
+            sonde_root.join("sonde-ebpf/src"),
+            sonde_root.join("sonde-macros/src"),
+        ]) {
+            println!("cargo:rerun-if-changed={}", p.display());
+        }
+        println!("cargo:rerun-if-env-changed=SONDE_BPF_RUSTC");
+        let toolchain = Toolchain::find()?;
+        let target_dir = shared_target_dir(&out_dir).join("bpf");
+        let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into());
+        let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(&self.dir)
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--bins",
+            ])
+            .arg("--target-dir")
+            .arg(&target_dir);
+        // The outer build's settings are for the host; none of them apply here.
+        for (k, _) in env::vars_os() {
+            let k = k.to_string_lossy();
+            if k.starts_with("CARGO_") && k != "CARGO_HOME"
+                || k.starts_with("RUSTC")
+                || k.starts_with("RUSTFLAGS")
+                || k == "RUSTDOC"
+            {
+                cmd.env_remove(k.as_ref());
+            }
+        }
+        let path = env::var_os("PATH").unwrap_or_default();
+        let mut paths = vec![toolchain.linker_dir.clone()];
+        paths.extend(env::split_paths(&path));
+        cmd.env("PATH", env::join_paths(paths).unwrap_or(OsString::from(path)))
+            .env("RUSTC", &toolchain.rustc)
+            .env("RUSTC_BOOTSTRAP", "1")
+            .env(
+                "CARGO_ENCODED_RUSTFLAGS",
+                [
+                    "-Cdebuginfo=2",
+                    "-Clink-arg=--btf",
+                    "--cfg",
+                    &format!("sonde_target_arch=\"{arch}\""),
+                ]
+                .join("\x1f"),
+            );
+        let out = cmd.output().map_err(|e| BuildError::Cargo {
+            krate: self.dir.clone(),
+            detail: format!("cannot run cargo: {e}"),
+        })?;
+        if !out.status.success() {
+            return Err(BuildError::Cargo {
+                krate: self.dir.clone(),
+                detail: format!(
+                    "cargo exited with {} using rustc {}:\n{}",
+                    out.status,
+                    toolchain.rustc.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            });
+        }
+        let built = target_dir.join("bpfel-unknown-none/release");
+        let mut objects = Vec::new();
+        for bin in bin_names(&self.dir)? {
+            let src = built.join(&bin);
+            let dst = out_dir.join(format!("{bin}.bpf.o"));
+            std::fs::copy(&src, &dst).map_err(|source| BuildError::Io { path: src, source })?;
+            objects.push(dst);
+        }
+        Ok(objects)
+    }
+}
+
+/// The binaries of an eBPF crate: `src/main.rs` as the package name, and
+/// `src/bin/*.rs`.
+fn bin_names(dir: &Path) -> Result<Vec<String>, BuildError> {
+    let manifest = dir.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).map_err(|source| BuildError::Io {
+        path: manifest.clone(),
+        source,
+    })?;
+    let mut bins = Vec::new();
+    if dir.join("src/main.rs").is_file() {
+        let name = text
+            .lines()
+            .find_map(|l| {
+                let l = l.trim();
+                l.strip_prefix("name")
+                    .and_then(|r| r.trim_start().strip_prefix('='))
+                    .map(|r| r.trim().trim_matches('"').to_string())
+            })
+            .ok_or_else(|| BuildError::Cargo {
+                krate: dir.to_path_buf(),
+                detail: "Cargo.toml has no package name".into(),
+            })?;
+        bins.push(name);
+    }
+    if let Ok(rd) = std::fs::read_dir(dir.join("src/bin")) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "rs") {
+                if let Some(stem) = p.file_stem() {
+                    bins.push(stem.to_string_lossy().into_owned());
+                }
+            }
+        }
+    }
+    Ok(bins)
+}
+
+/// The workspace's target directory (the one holding `CACHEDIR.TAG`), so every eBPF
+/// crate shares one build of `core`.
+fn shared_target_dir(out_dir: &Path) -> PathBuf {
+    out_dir
+        .ancestors()
+        .find(|d| d.join("CACHEDIR.TAG").is_file())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| out_dir.to_path_buf())
+}

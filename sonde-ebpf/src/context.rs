@@ -1,0 +1,173 @@
+//! Program contexts: the probed task's registers, the cookie, the current task.
+
+use core::ffi::c_void;
+
+use crate::helpers;
+
+/// Register slots (in u64 units) of the kernel's saved user registers.
+#[cfg(any(
+    sonde_target_arch = "aarch64",
+    all(not(target_arch = "bpf"), target_arch = "aarch64")
+))]
+mod regs {
+    // struct user_pt_regs { u64 regs[31]; u64 sp; u64 pc; u64 pstate; }
+    pub const ARGS: [usize; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
+    pub const RET: usize = 0;
+    pub const IP: usize = 32;
+    pub const SP: usize = 31;
+}
+
+/// Register slots (in u64 units) of the kernel's saved user registers.
+#[cfg(not(any(
+    sonde_target_arch = "aarch64",
+    all(not(target_arch = "bpf"), target_arch = "aarch64")
+)))]
+mod regs {
+    // struct pt_regs (x86-64): r15 r14 r13 r12 bp bx r11 r10 r9 r8 ax cx dx si di
+    // orig_ax ip cs flags sp ss. System V arguments: di si dx cx r8 r9.
+    pub const ARGS: [usize; 6] = [14, 13, 12, 11, 9, 8];
+    pub const RET: usize = 10;
+    pub const IP: usize = 16;
+    pub const SP: usize = 19;
+}
+
+/// A value that can be taken from a 64-bit register.
+pub trait FromRegister: Sized {
+    /// Converts the raw register (truncating, as the C ABI does).
+    fn from_register(raw: u64) -> Self;
+}
+
+macro_rules! from_register_int {
+    ($($t:ty),*) => {$(
+        impl FromRegister for $t {
+            #[inline(always)]
+            fn from_register(raw: u64) -> Self { raw as $t }
+        }
+    )*};
+}
+from_register_int!(u8, u16, u32, u64, usize, i8, i16, i32, i64, isize);
+
+impl<T> FromRegister for *const T {
+    #[inline(always)]
+    fn from_register(raw: u64) -> Self {
+        raw as usize as *const T
+    }
+}
+
+impl<T> FromRegister for *mut T {
+    #[inline(always)]
+    fn from_register(raw: u64) -> Self {
+        raw as usize as *mut T
+    }
+}
+
+#[inline(always)]
+fn read_reg(regs: *mut c_void, slot: usize) -> u64 {
+    // SAFETY: `regs` is the kernel's register context (kprobe-type programs may read
+    // it at any constant 8-byte aligned offset within the struct).
+    unsafe { core::ptr::read((regs as *const u64).add(slot)) }
+}
+
+/// What every probe context offers: cookie, current task, raw registers.
+macro_rules! common_context {
+    () => {
+        /// Wraps the raw context the kernel passes to the program.
+        ///
+        /// # Safety
+        /// `ctx` must be the program's context argument.
+        #[inline(always)]
+        pub unsafe fn new(ctx: *mut c_void) -> Self {
+            Self { regs: ctx }
+        }
+
+        /// The raw context pointer.
+        #[inline(always)]
+        pub fn as_ptr(&self) -> *mut c_void {
+            self.regs
+        }
+
+        /// The 64-bit cookie user space attached this program with: tells apart
+        /// the functions one program is attached to.
+        ///
+        /// Native on Linux 5.15+ (helper `bpf_get_attach_cookie`); on older kernels
+        /// sonde's loader rewrites this call into the constant for each target, so
+        /// the same code works on 5.10.
+        #[inline(always)]
+        pub fn cookie(&self) -> u64 {
+            // SAFETY: the context pointer is the program's own.
+            unsafe { helpers::get_attach_cookie(self.regs) }
+        }
+
+        /// `tgid << 32 | tid` of the task that hit the probe.
+        #[inline(always)]
+        pub fn pid_tgid(&self) -> u64 {
+            helpers::current_pid_tgid()
+        }
+
+        /// Process id (thread group id) of the task that hit the probe.
+        #[inline(always)]
+        pub fn pid(&self) -> u32 {
+            (helpers::current_pid_tgid() >> 32) as u32
+        }
+
+        /// Thread id of the task that hit the probe.
+        #[inline(always)]
+        pub fn tid(&self) -> u32 {
+            helpers::current_pid_tgid() as u32
+        }
+
+        /// Command name of the task that hit the probe (NUL padded).
+        #[inline(always)]
+        pub fn comm(&self) -> [u8; 16] {
+            helpers::current_comm()
+        }
+
+        /// Instruction pointer at the probe.
+        #[inline(always)]
+        pub fn ip(&self) -> u64 {
+            read_reg(self.regs, regs::IP)
+        }
+
+        /// Stack pointer at the probe.
+        #[inline(always)]
+        pub fn sp(&self) -> u64 {
+            read_reg(self.regs, regs::SP)
+        }
+    };
+}
+
+/// Context of a uprobe (function entry): arguments, cookie, current task.
+pub struct ProbeContext {
+    regs: *mut c_void,
+}
+
+impl ProbeContext {
+    common_context!();
+
+    /// Argument `n` (0-based) of the probed function under the platform's C calling
+    /// convention (x86-64: rdi, rsi, rdx, rcx, r8, r9; aarch64: x0-x7). `None` past
+    /// the register arguments.
+    #[inline(always)]
+    pub fn arg<T: FromRegister>(&self, n: usize) -> Option<T> {
+        if n < regs::ARGS.len() {
+            Some(T::from_register(read_reg(self.regs, regs::ARGS[n])))
+        } else {
+            None
+        }
+    }
+}
+
+/// Context of a uretprobe (function return): return value, cookie, current task.
+pub struct RetProbeContext {
+    regs: *mut c_void,
+}
+
+impl RetProbeContext {
+    common_context!();
+
+    /// The probed function's return value (x86-64: rax; aarch64: x0).
+    #[inline(always)]
+    pub fn ret<T: FromRegister>(&self) -> T {
+        T::from_register(read_reg(self.regs, regs::RET))
+    }
+}

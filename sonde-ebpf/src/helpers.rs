@@ -1,0 +1,144 @@
+//! Kernel helper calls (`bpf_*` functions), by their stable helper ids.
+//!
+//! Each wrapper names the first mainline kernel that has the helper. Helpers are
+//! called through a function pointer whose address is the helper id: the BPF
+//! backend turns that into `call <id>`.
+
+use core::ffi::c_void;
+use core::mem::{transmute, MaybeUninit};
+
+macro_rules! helper {
+    ($id:expr, fn($($arg:ty),*) -> $ret:ty) => {{
+        // SAFETY: on the BPF target a call to address `$id` is the helper call.
+        let f: unsafe extern "C" fn($($arg),*) -> $ret = unsafe { transmute($id as usize) };
+        f
+    }};
+}
+
+/// Helper id of `bpf_get_attach_cookie` (Linux 5.15). sonde's user space
+/// rewrites calls to it on kernels without cookies, so keep it a direct call.
+pub const BPF_FUNC_GET_ATTACH_COOKIE: u32 = 174;
+
+/// `bpf_map_lookup_elem` (3.19).
+#[inline(always)]
+pub unsafe fn map_lookup_elem(map: *mut c_void, key: *const c_void) -> *mut c_void {
+    helper!(1, fn(*mut c_void, *const c_void) -> *mut c_void)(map, key)
+}
+
+/// `bpf_map_update_elem` (3.19).
+#[inline(always)]
+pub unsafe fn map_update_elem(
+    map: *mut c_void,
+    key: *const c_void,
+    value: *const c_void,
+    flags: u64,
+) -> i64 {
+    helper!(2, fn(*mut c_void, *const c_void, *const c_void, u64) -> i64)(map, key, value, flags)
+}
+
+/// `bpf_map_delete_elem` (3.19).
+#[inline(always)]
+pub unsafe fn map_delete_elem(map: *mut c_void, key: *const c_void) -> i64 {
+    helper!(3, fn(*mut c_void, *const c_void) -> i64)(map, key)
+}
+
+/// `bpf_ktime_get_ns` (4.1): monotonic time in nanoseconds.
+#[inline(always)]
+pub fn ktime_get_ns() -> u64 {
+    // SAFETY: no arguments, no memory touched.
+    unsafe { helper!(5, fn() -> u64)() }
+}
+
+/// `bpf_get_smp_processor_id` (4.1).
+#[inline(always)]
+pub fn smp_processor_id() -> u32 {
+    // SAFETY: no arguments, no memory touched.
+    unsafe { helper!(8, fn() -> u32)() }
+}
+
+/// `bpf_get_current_pid_tgid` (4.2): `tgid << 32 | pid` (process id high, thread id low).
+#[inline(always)]
+pub fn current_pid_tgid() -> u64 {
+    // SAFETY: no arguments, no memory touched.
+    unsafe { helper!(14, fn() -> u64)() }
+}
+
+/// `bpf_get_current_uid_gid` (4.2): `gid << 32 | uid`.
+#[inline(always)]
+pub fn current_uid_gid() -> u64 {
+    // SAFETY: no arguments, no memory touched.
+    unsafe { helper!(15, fn() -> u64)() }
+}
+
+/// `bpf_get_current_comm` (4.2): the current task's command name, NUL padded.
+#[inline(always)]
+pub fn current_comm() -> [u8; 16] {
+    let mut comm = [0u8; 16];
+    // SAFETY: the buffer is 16 writable bytes.
+    unsafe { helper!(16, fn(*mut c_void, u32) -> i64)(comm.as_mut_ptr().cast(), 16) };
+    comm
+}
+
+/// `bpf_get_attach_cookie` (5.15): the cookie given when the program was attached.
+///
+/// Prefer [`crate::ProbeContext::cookie`].
+#[inline(always)]
+pub unsafe fn get_attach_cookie(ctx: *mut c_void) -> u64 {
+    helper!(BPF_FUNC_GET_ATTACH_COOKIE, fn(*mut c_void) -> u64)(ctx)
+}
+
+/// `bpf_probe_read_user` (5.5): copies a `T` from user memory.
+#[inline(always)]
+pub unsafe fn probe_read_user<T>(src: *const T) -> Result<T, i64> {
+    let mut v = MaybeUninit::<T>::uninit();
+    let ret = helper!(112, fn(*mut c_void, u32, *const c_void) -> i64)(
+        v.as_mut_ptr().cast(),
+        core::mem::size_of::<T>() as u32,
+        src.cast(),
+    );
+    if ret == 0 {
+        Ok(v.assume_init())
+    } else {
+        Err(ret)
+    }
+}
+
+/// `bpf_probe_read_user_str` (5.5): copies a NUL-terminated string from user memory
+/// into `dst`; returns the length copied, including the NUL.
+#[inline(always)]
+pub unsafe fn probe_read_user_str(src: *const u8, dst: &mut [u8]) -> Result<usize, i64> {
+    let ret = helper!(114, fn(*mut c_void, u32, *const c_void) -> i64)(
+        dst.as_mut_ptr().cast(),
+        dst.len() as u32,
+        src.cast(),
+    );
+    if ret < 0 {
+        Err(ret)
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// `bpf_ringbuf_output` (5.8).
+#[inline(always)]
+pub unsafe fn ringbuf_output(map: *mut c_void, data: *const c_void, size: u64, flags: u64) -> i64 {
+    helper!(130, fn(*mut c_void, *const c_void, u64, u64) -> i64)(map, data, size, flags)
+}
+
+/// `bpf_ringbuf_reserve` (5.8).
+#[inline(always)]
+pub unsafe fn ringbuf_reserve(map: *mut c_void, size: u64, flags: u64) -> *mut c_void {
+    helper!(131, fn(*mut c_void, u64, u64) -> *mut c_void)(map, size, flags)
+}
+
+/// `bpf_ringbuf_submit` (5.8).
+#[inline(always)]
+pub unsafe fn ringbuf_submit(data: *mut c_void, flags: u64) {
+    helper!(132, fn(*mut c_void, u64) -> ())(data, flags)
+}
+
+/// `bpf_ringbuf_discard` (5.8).
+#[inline(always)]
+pub unsafe fn ringbuf_discard(data: *mut c_void, flags: u64) {
+    helper!(133, fn(*mut c_void, u64) -> ())(data, flags)
+}

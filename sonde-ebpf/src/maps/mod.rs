@@ -1,0 +1,107 @@
+//! Map types shared with user space. Declare each as a `#[map]` static.
+//!
+//! The static holds a [`MapDef`] the user-space loader reads from the `maps` section
+//! to create the map; every access through it becomes a relocated map reference.
+
+mod array;
+mod hash_map;
+mod ring_buf;
+
+pub use array::{Array, PerCpuArray};
+pub use hash_map::{HashMap, PerCpuHashMap};
+pub use ring_buf::{RingBuf, RingBufEntry};
+
+use core::cell::UnsafeCell;
+use core::ffi::c_void;
+
+/// The map definition the loader reads (`struct bpf_map_def` of the legacy `maps`
+/// section: five little-endian u32).
+#[repr(C)]
+pub struct MapDef {
+    /// `enum bpf_map_type`.
+    pub map_type: u32,
+    /// Key size in bytes.
+    pub key_size: u32,
+    /// Value size in bytes.
+    pub value_size: u32,
+    /// Capacity (ring buffer: size in bytes, a power of two and page multiple).
+    pub max_entries: u32,
+    /// `BPF_F_*` creation flags.
+    pub map_flags: u32,
+}
+
+/// `BPF_MAP_TYPE_HASH`.
+pub const BPF_MAP_TYPE_HASH: u32 = 1;
+/// `BPF_MAP_TYPE_ARRAY`.
+pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
+/// `BPF_MAP_TYPE_PERCPU_HASH`.
+pub const BPF_MAP_TYPE_PERCPU_HASH: u32 = 5;
+/// `BPF_MAP_TYPE_PERCPU_ARRAY`.
+pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+/// `BPF_MAP_TYPE_RINGBUF`.
+pub const BPF_MAP_TYPE_RINGBUF: u32 = 27;
+
+/// `BPF_ANY`: create or update.
+pub const BPF_ANY: u64 = 0;
+/// `BPF_NOEXIST`: create only.
+pub const BPF_NOEXIST: u64 = 1;
+/// `BPF_EXIST`: update only.
+pub const BPF_EXIST: u64 = 2;
+
+/// The definition cell every map type wraps: the helpers take its address.
+#[repr(transparent)]
+pub(crate) struct DefCell(UnsafeCell<MapDef>);
+
+// SAFETY: the cell is never written by the program; the kernel replaces its address
+// with the map's at load time.
+unsafe impl Sync for DefCell {}
+
+impl DefCell {
+    pub(crate) const fn new(
+        map_type: u32,
+        key_size: usize,
+        value_size: usize,
+        max_entries: u32,
+        map_flags: u32,
+    ) -> Self {
+        DefCell(UnsafeCell::new(MapDef {
+            map_type,
+            key_size: key_size as u32,
+            value_size: value_size as u32,
+            max_entries,
+            map_flags,
+        }))
+    }
+
+    #[inline(always)]
+    pub(crate) fn ptr(&self) -> *mut c_void {
+        self.0.get().cast()
+    }
+}
+
+/// Shared lookup used by hash maps and arrays.
+#[inline(always)]
+pub(crate) fn lookup<K, V>(def: &DefCell, key: &K) -> Option<*mut V> {
+    // SAFETY: `def` is a map reference and `key` points to a key of the map's size.
+    let p = unsafe { crate::helpers::map_lookup_elem(def.ptr(), (key as *const K).cast()) };
+    if p.is_null() {
+        None
+    } else {
+        Some(p.cast())
+    }
+}
+
+/// Atomically adds `n` to the u64 at `p` (BPF `lock xadd`, any kernel).
+#[inline(always)]
+pub(crate) fn atomic_add(p: *mut u64, n: u64) {
+    #[cfg(target_arch = "bpf")]
+    // SAFETY: `p` is a live, aligned u64 in map memory (checked by the verifier).
+    unsafe {
+        core::arch::asm!("lock *(u64 *)({p} + 0) += {n}", p = in(reg) p, n = in(reg) n)
+    };
+    #[cfg(not(target_arch = "bpf"))]
+    // SAFETY: as above; host builds exist for documentation and checks only.
+    unsafe {
+        core::sync::atomic::AtomicU64::from_ptr(p).fetch_add(n, core::sync::atomic::Ordering::Relaxed);
+    }
+}

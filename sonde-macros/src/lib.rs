@@ -1,0 +1,135 @@
+//! Attribute macros for eBPF programs written with `sonde-ebpf`.
+//!
+//! Use them through `sonde_ebpf` (`use sonde_ebpf::{uprobe, uretprobe, map};`): the
+//! expansion names `::sonde_ebpf` paths.
+
+use proc_macro::TokenStream;
+use proc_macro2::Span;
+use quote::{format_ident, quote};
+use syn::{
+    parse::Parser, parse_macro_input, punctuated::Punctuated, Error, Expr, ExprLit, ItemFn,
+    ItemStatic, Lit, Meta, Token,
+};
+
+/// Options common to `#[uprobe(...)]` and `#[uretprobe(...)]`.
+struct ProbeArgs {
+    multi: bool,
+    name: Option<String>,
+}
+
+fn parse_probe_args(attr: TokenStream) -> syn::Result<ProbeArgs> {
+    let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse(attr)?;
+    let mut args = ProbeArgs {
+        multi: false,
+        name: None,
+    };
+    for meta in metas {
+        match &meta {
+            Meta::Path(p) if p.is_ident("multi") => args.multi = true,
+            Meta::NameValue(nv) if nv.path.is_ident("name") => args.name = Some(lit_str(&nv.value)?),
+            _ => {
+                return Err(Error::new_spanned(
+                    meta,
+                    "expected `multi` or `name = \"...\"`",
+                ))
+            }
+        }
+    }
+    Ok(args)
+}
+
+fn lit_str(expr: &Expr) -> syn::Result<String> {
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => Ok(s.value()),
+        other => Err(Error::new_spanned(other, "expected a string literal")),
+    }
+}
+
+fn probe(attr: TokenStream, item: TokenStream, ret: bool) -> TokenStream {
+    let args = match parse_probe_args(attr) {
+        Ok(a) => a,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    let func = parse_macro_input!(item as ItemFn);
+    let ident = &func.sig.ident;
+    let name = args.name.unwrap_or_else(|| ident.to_string());
+    let kind = match (ret, args.multi) {
+        (false, false) => "uprobe",
+        (false, true) => "uprobe.multi",
+        (true, false) => "uretprobe",
+        (true, true) => "uretprobe.multi",
+    };
+    let section = format!("{kind}/{name}");
+    let ctx_ty = if ret {
+        quote!(::sonde_ebpf::RetProbeContext)
+    } else {
+        quote!(::sonde_ebpf::ProbeContext)
+    };
+    let export = format_ident!("{}", name, span = Span::call_site());
+    quote! {
+        #[no_mangle]
+        #[link_section = #section]
+        pub extern "C" fn #export(ctx: *mut ::core::ffi::c_void) -> u32 {
+            // SAFETY: the kernel passes the probed task's saved registers as `ctx`.
+            return #ident(unsafe { #ctx_ty::new(ctx) });
+            #func
+        }
+    }
+    .into()
+}
+
+/// Marks a function as a uprobe program (function entry).
+///
+/// The function takes a [`ProbeContext`] and returns `u32`. `#[uprobe(multi)]` puts
+/// it in an `uprobe.multi/` section; `#[uprobe(name = "x")]` renames the program.
+/// The user-space library attaches either kind with any mechanism the kernel has.
+///
+/// [`ProbeContext`]: ../sonde_ebpf/struct.ProbeContext.html
+#[proc_macro_attribute]
+pub fn uprobe(attr: TokenStream, item: TokenStream) -> TokenStream {
+    probe(attr, item, false)
+}
+
+/// Marks a function as a uretprobe program (function return).
+///
+/// The function takes a [`RetProbeContext`] and returns `u32`. Options as for
+/// `#[uprobe]`.
+///
+/// [`RetProbeContext`]: ../sonde_ebpf/struct.RetProbeContext.html
+#[proc_macro_attribute]
+pub fn uretprobe(attr: TokenStream, item: TokenStream) -> TokenStream {
+    probe(attr, item, true)
+}
+
+/// Declares a map: places the static in the `maps` section under its own name
+/// (or `#[map(name = "X")]`), where the user-space loader finds it.
+#[proc_macro_attribute]
+pub fn map(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let metas = match Punctuated::<Meta, Token![,]>::parse_terminated.parse(attr) {
+        Ok(m) => m,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    let item = parse_macro_input!(item as ItemStatic);
+    let mut name = item.ident.to_string();
+    for meta in metas {
+        match &meta {
+            Meta::NameValue(nv) if nv.path.is_ident("name") => match lit_str(&nv.value) {
+                Ok(n) => name = n,
+                Err(e) => return e.to_compile_error().into(),
+            },
+            _ => {
+                return Error::new_spanned(meta, "expected `name = \"...\"`")
+                    .to_compile_error()
+                    .into()
+            }
+        }
+    }
+    quote! {
+        #[link_section = "maps"]
+        #[export_name = #name]
+        #item
+    }
+    .into()
+}

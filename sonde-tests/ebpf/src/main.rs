@@ -1,0 +1,99 @@
+//! eBPF programs for sonde's integration tests.
+#![no_std]
+#![no_main]
+
+use sonde_ebpf::maps::{Array, HashMap, PerCpuArray, RingBuf};
+use sonde_ebpf::{map, uprobe, uretprobe, ProbeContext, RetProbeContext};
+
+sonde_ebpf::license!("GPL");
+sonde_ebpf::panic_handler!();
+
+/// Calls per cookie.
+#[map]
+static COUNTS: HashMap<u64, u64> = HashMap::with_max_entries(1024);
+
+/// Returns per cookie.
+#[map]
+static RET_COUNTS: HashMap<u64, u64> = HashMap::with_max_entries(1024);
+
+/// One record per hit, in order.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024);
+
+/// Per-CPU hit counter, slot 0.
+#[map]
+static HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1);
+
+/// Values read through global data.
+#[map]
+static SEEN: Array<u64> = Array::with_max_entries(4);
+
+/// A record sent through the ring buffer (same layout on the user side).
+#[repr(C)]
+pub struct Event {
+    pub cookie: u64,
+    pub pid_tgid: u64,
+    pub value: u64,
+    pub kind: u64,
+}
+
+/// Read-only global data: the loader turns `.rodata` into a frozen array map.
+static SCALE: [u64; 4] = [10, 20, 30, 40];
+
+#[uprobe]
+fn count_calls(ctx: ProbeContext) -> u32 {
+    COUNTS.increment(&ctx.cookie());
+    HITS.add(0, 1);
+    0
+}
+
+#[uprobe]
+fn record_calls(ctx: ProbeContext) -> u32 {
+    let cookie = ctx.cookie();
+    COUNTS.increment(&cookie);
+    let ev = Event {
+        cookie,
+        pid_tgid: ctx.pid_tgid(),
+        value: ctx.arg::<u64>(0).unwrap_or(u64::MAX),
+        kind: 0,
+    };
+    let _ = EVENTS.output(&ev, 0);
+    0
+}
+
+#[uretprobe]
+fn record_returns(ctx: RetProbeContext) -> u32 {
+    let cookie = ctx.cookie();
+    RET_COUNTS.increment(&cookie);
+    if let Some(mut entry) = EVENTS.reserve::<Event>(0) {
+        entry.write(Event {
+            cookie,
+            pid_tgid: ctx.pid_tgid(),
+            value: ctx.ret::<u64>(),
+            kind: 1,
+        });
+        entry.submit(0);
+    }
+    0
+}
+
+#[uprobe]
+fn read_global_data(ctx: ProbeContext) -> u32 {
+    let i = (ctx.cookie() & 3) as usize;
+    // A volatile read keeps the access a real load from the `.rodata` map.
+    let v = unsafe { core::ptr::read_volatile(&SCALE[i]) };
+    if let Some(p) = SEEN.get_ptr_mut(i as u32) {
+        unsafe { *p = v };
+    }
+    0
+}
+
+#[uprobe]
+fn rejected_by_verifier(_ctx: ProbeContext) -> u32 {
+    // Dereferences a map lookup without the null check the verifier demands.
+    unsafe {
+        let p = COUNTS.get_ptr_mut(&0).unwrap_unchecked();
+        *p += 1;
+    }
+    0
+}

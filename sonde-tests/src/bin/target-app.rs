@@ -1,0 +1,48 @@
+//! A probe target with known functions: `target-app SEQUENCE` waits for a line on
+//! stdin, then calls `sonde_fn_<letter>(i)` for each letter of SEQUENCE (a-d), `i`
+//! the position in the sequence.
+
+use std::hint::black_box;
+use std::io::BufRead;
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn sonde_fn_a(x: u64) -> u64 {
+    black_box(x) * 3 + 1
+}
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn sonde_fn_b(x: u64) -> u64 {
+    black_box(x) * 5 + 2
+}
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn sonde_fn_c(x: u64) -> u64 {
+    black_box(x) * 7 + 3
+}
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn sonde_fn_d(x: u64) -> u64 {
+    black_box(x) * 11 + 4
+}
+
+fn main() {
+    let seq = std::env::args().nth(1).unwrap_or_default();
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    let mut sum = 0u64;
+    for (i, c) in seq.chars().enumerate() {
+        let f: extern "C" fn(u64) -> u64 = match c {
+            'a' => sonde_fn_a,
+            'b' => sonde_fn_b,
+            'c' => sonde_fn_c,
+            'd' => sonde_fn_d,
+            _ => continue,
+        };
+        sum = sum.wrapping_add(black_box(f)(i as u64));
+    }
+    println!("{sum}");
+}

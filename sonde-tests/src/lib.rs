@@ -1,0 +1,157 @@
+//! Shared pieces of sonde's integration tests: the compiled test programs, the
+//! target binary, and checks of what the kernel holds.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// The test programs (`ebpf/`), compiled by build.rs.
+pub const PROBES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/test-probes.bpf.o"));
+
+/// A ring-buffer record of the test programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The cookie the program read.
+    pub cookie: u64,
+    /// `tgid << 32 | tid`.
+    pub pid_tgid: u64,
+    /// First argument (entry) or return value.
+    pub value: u64,
+    /// 0 entry, 1 return.
+    pub kind: u64,
+}
+
+/// The functions of `target-app`, by the letter its command line uses.
+pub const FUNCTIONS: [(&str, char); 4] = [
+    ("sonde_fn_a", 'a'),
+    ("sonde_fn_b", 'b'),
+    ("sonde_fn_c", 'c'),
+    ("sonde_fn_d", 'd'),
+];
+
+/// What `target-app`'s function `letter` returns for argument `x`.
+pub fn expected_return(letter: char, x: u64) -> u64 {
+    match letter {
+        'a' => x * 3 + 1,
+        'b' => x * 5 + 2,
+        'c' => x * 7 + 3,
+        _ => x * 11 + 4,
+    }
+}
+
+/// Path of the `target-app` binary (built beside the test binaries).
+pub fn target_app() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    dir.join("target-app")
+}
+
+/// A `target-app` started and waiting for the go signal, so probes can be
+/// attached to its pid before it calls anything.
+pub struct Waiting(Child);
+
+impl Waiting {
+    /// Starts `target-app SEQUENCE` (letters a-d, one call each, in order).
+    pub fn spawn(sequence: &str) -> Waiting {
+        let child = Command::new(target_app())
+            .arg(sequence)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn target-app (build it with `cargo build -p sonde-tests --bins`)");
+        Waiting(child)
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Lets it run its calls and waits for it to exit successfully.
+    pub fn run(mut self) {
+        let mut stdin = self.0.stdin.take().expect("stdin");
+        stdin.write_all(b"go\n").expect("write go");
+        drop(stdin);
+        let out = self.0.wait_with_output().expect("wait target-app");
+        assert!(out.status.success(), "target-app failed: {:?}", out.status);
+    }
+}
+
+/// Whether the process can use BPF (root): integration tests need it.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the integration tests attach real uprobes: run them as root (cargo xtask test does)"
+    );
+}
+
+/// Number of open file descriptors of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+use sonde::maps::HashMap;
+use sonde::{AttachOptions, Attachment, Object, Target};
+
+/// The targets `sonde_fn_a..d` of `target-app`, with cookies `cookies[i]`.
+pub fn targets(cookies: &[u64]) -> Vec<Target> {
+    FUNCTIONS
+        .iter()
+        .zip(cookies)
+        .map(|((name, _), &c)| Target::symbol(target_app(), *name).cookie(c))
+        .collect()
+}
+
+/// Counts per cookie from a `HashMap<u64, u64>` map, sorted by cookie.
+pub fn counts(object: &Object, map: &str) -> Vec<(u64, u64)> {
+    let m = HashMap::<u64, u64>::new(object.map(map).expect("map")).expect("typed map");
+    let mut v: Vec<(u64, u64)> = m.iter().collect();
+    v.sort_unstable();
+    v
+}
+
+/// The expected per-cookie counts for `sequence` with `cookies[i]` on function i.
+pub fn expected_counts(sequence: &str, cookies: &[u64]) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = FUNCTIONS
+        .iter()
+        .zip(cookies)
+        .map(|((_, letter), &c)| (c, sequence.chars().filter(|x| x == letter).count() as u64))
+        .filter(|&(_, n)| n > 0)
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// Loads the test object, attaches `program` to the first `cookies.len()` target
+/// functions scoped to a waiting `target-app`, runs it, and returns the object and
+/// the attachment (still attached).
+pub fn attach_and_run(program: &str, sequence: &str, cookies: &[u64], options: AttachOptions) -> (Object, Attachment) {
+    require_root();
+    let mut object = Object::load(PROBES).expect("load object");
+    let app = Waiting::spawn(sequence);
+    let options = options.pid(app.pid());
+    let attachment = object
+        .uprobe(program)
+        .expect("program")
+        .attach(&targets(cookies), &options)
+        .unwrap_or_else(|e| panic!("attach {program}: {e}"));
+    app.run();
+    (object, attachment)
+}
+
+/// Whether the kernel lists a link of any of these program ids.
+pub fn links_of(prog_ids: &[u32]) -> Vec<sonde::inspect::LinkInfo> {
+    sonde::inspect::links()
+        .expect("list links")
+        .into_iter()
+        .filter(|l| prog_ids.contains(&l.prog_id))
+        .collect()
+}
+
+/// The kernel ids of an attachment's programs.
+pub fn prog_ids(a: &Attachment) -> Vec<u32> {
+    a.programs().iter().map(|p| p.info().expect("prog info").id).collect()
+}

@@ -1,0 +1,147 @@
+//! One program, many functions, one cookie each: the foundation, on the real
+//! kernel with the automatic tier.
+
+use sonde::maps::{PerCpuArray, RingBuf};
+use sonde::{AttachOptions, Error, Object, Target, TargetError};
+use sonde_tests::*;
+
+const SEQ: &str = "abcabcaadbbbcda";
+
+#[test]
+fn one_program_counts_each_function_by_cookie() {
+    let cookies = [1, 2, 3, 4];
+    let (object, attachment) = attach_and_run("count_calls", SEQ, &cookies, AttachOptions::default());
+    assert_eq!(counts(&object, "COUNTS"), expected_counts(SEQ, &cookies));
+    // One program loaded for four functions.
+    assert_eq!(attachment.programs().len(), 1);
+    let hits: u64 = PerCpuArray::<u64>::new(object.map("HITS").unwrap()).unwrap().get(0).unwrap().iter().sum();
+    assert_eq!(hits, SEQ.len() as u64);
+}
+
+#[test]
+fn ring_buffer_sees_cookies_in_call_order() {
+    let cookies = [11, 22, 33, 44];
+    let (object, _attachment) = attach_and_run("record_calls", SEQ, &cookies, AttachOptions::default());
+    let mut rb = RingBuf::new(object.map("EVENTS").unwrap()).unwrap();
+    let mut seen = Vec::new();
+    while let Some(rec) = rb.next() {
+        let ev: Event = unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) };
+        seen.push((ev.cookie, ev.value));
+    }
+    let want: Vec<(u64, u64)> = SEQ
+        .chars()
+        .enumerate()
+        .map(|(i, c)| (cookies[FUNCTIONS.iter().position(|f| f.1 == c).unwrap()], i as u64))
+        .collect();
+    assert_eq!(seen, want, "(cookie, first argument) per call, in order");
+}
+
+#[test]
+fn uretprobe_sees_cookie_and_return_value() {
+    let cookies = [5, 6, 7, 8];
+    let (object, _a) = attach_and_run("record_returns", SEQ, &cookies, AttachOptions::default());
+    assert_eq!(counts(&object, "RET_COUNTS"), expected_counts(SEQ, &cookies));
+    let mut rb = RingBuf::new(object.map("EVENTS").unwrap()).unwrap();
+    let mut seen = Vec::new();
+    while let Some(rec) = rb.next() {
+        let ev: Event = unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) };
+        assert_eq!(ev.kind, 1);
+        seen.push((ev.cookie, ev.value));
+    }
+    let want: Vec<(u64, u64)> = SEQ
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            let f = FUNCTIONS.iter().position(|f| f.1 == c).unwrap();
+            (cookies[f], expected_return(c, i as u64))
+        })
+        .collect();
+    assert_eq!(seen, want, "(cookie, return value) per return, in order");
+}
+
+#[test]
+fn drop_detaches() {
+    let cookies = [1, 2, 3];
+    let (object, attachment) = attach_and_run("count_calls", "abc", &cookies, AttachOptions::default());
+    assert_eq!(counts(&object, "COUNTS"), expected_counts("abc", &cookies));
+    let ids = prog_ids(&attachment);
+    let link_ids = attachment.link_ids();
+    assert!(!link_ids.is_empty());
+    let listed: Vec<u32> = links_of(&ids).iter().map(|l| l.id).collect();
+    assert_eq!(listed, link_ids, "the kernel lists the links held");
+    drop(attachment);
+    assert!(links_of(&ids).is_empty(), "links gone after drop");
+    // Calls are no longer counted.
+    let app = Waiting::spawn("aaabbbccc");
+    app.run();
+    assert_eq!(counts(&object, "COUNTS"), expected_counts("abc", &cookies));
+}
+
+#[test]
+fn global_data_is_read_from_rodata() {
+    let (object, _a) = attach_and_run("read_global_data", "abc", &[0, 1, 2], AttachOptions::default());
+    let seen = sonde::maps::Array::<u64>::new(object.map("SEEN").unwrap()).unwrap();
+    assert_eq!(seen.to_vec().unwrap(), vec![10, 20, 30, 0]);
+}
+
+#[test]
+fn rejected_program_carries_the_verifier_log() {
+    require_root();
+    let mut object = Object::load(PROBES).unwrap();
+    let err = object
+        .uprobe("rejected_by_verifier")
+        .unwrap()
+        .attach(&targets(&[1]), &AttachOptions::default())
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("rejected program `rejected_by_verifier`"), "{text}");
+    assert!(text.contains("map_value_or_null"), "log tail names the problem: {text}");
+}
+
+#[test]
+fn missing_symbol_and_binary_are_named_and_nothing_stays() {
+    require_root();
+    let mut object = Object::load(PROBES).unwrap();
+    let before = open_fds();
+    let probe = object.uprobe("count_calls").unwrap();
+    let err = probe
+        .attach(
+            &[
+                Target::symbol(target_app(), "sonde_fn_a").cookie(1),
+                Target::symbol(target_app(), "no_such_function").cookie(2),
+            ],
+            &AttachOptions::default(),
+        )
+        .unwrap_err();
+    match &err {
+        Error::Target(TargetError::NoSymbol { symbol, binary, .. }) => {
+            assert_eq!(symbol, "no_such_function");
+            assert!(binary.ends_with("target-app"));
+        }
+        other => panic!("unexpected: {other}"),
+    }
+    assert!(err.to_string().contains("no_such_function"));
+    let err = probe
+        .attach(&[Target::symbol("/nonexistent/bin", "main")], &AttachOptions::default())
+        .unwrap_err();
+    assert!(matches!(err, Error::Target(TargetError::NoSuchBinary { .. })), "{err}");
+    assert!(err.to_string().contains("/nonexistent/bin"));
+    assert_eq!(probe.loaded().count(), 0, "nothing loaded for unresolvable targets");
+    assert_eq!(open_fds(), before, "no descriptor leaked");
+}
+
+#[test]
+fn imported_symbol_and_bad_offsets_are_refused() {
+    let table = sonde::target::SymbolTable::read(&target_app()).unwrap();
+    let f = table.function("sonde_fn_a").unwrap();
+    assert!(f.size > 0);
+    let err = sonde::target::resolve(&[Target::symbol(target_app(), "sonde_fn_a").at_offset(f.size + 1)]).unwrap_err();
+    assert!(matches!(err, TargetError::OffsetOutsideSymbol { .. }), "{err}");
+    let err = sonde::target::resolve(&[Target::file_offset(target_app(), u64::MAX / 2)]).unwrap_err();
+    assert!(matches!(err, TargetError::BadFileOffset { .. }), "{err}");
+    // target-app imports `write` or similar from libc: value-0 symbols are refused.
+    let imported = ["write", "malloc", "memcpy", "__libc_start_main"]
+        .iter()
+        .find(|s| matches!(table.function(s), Err(TargetError::Imported { .. })));
+    assert!(imported.is_some(), "an imported libc function is refused with a hint");
+}

@@ -1,0 +1,55 @@
+//! What the kernel lists: BPF links and programs system-wide. Tests use it to check
+//! that nothing stays attached; tools to show what is.
+
+use std::os::fd::AsFd;
+
+use crate::sys::{bpf, SyscallError};
+
+/// A BPF link as the kernel lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// Link id.
+    pub id: u32,
+    /// `enum bpf_link_type` (7: perf event, 12: uprobe_multi).
+    pub link_type: u32,
+    /// The attached program's id.
+    pub prog_id: u32,
+}
+
+/// Every BPF link in the system.
+pub fn links() -> Result<Vec<LinkInfo>, SyscallError> {
+    let mut out = Vec::new();
+    let mut id = 0;
+    while let Some(next) = bpf::link_get_next_id(id)? {
+        id = next;
+        if let Some(fd) = bpf::link_get_fd_by_id(id)? {
+            let info = bpf::link_info(fd.as_fd())?;
+            out.push(LinkInfo {
+                id: info.id,
+                link_type: info.link_type,
+                prog_id: info.prog_id,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Ids of every loaded BPF program in the system.
+pub fn program_ids() -> Result<Vec<u32>, SyscallError> {
+    let mut out = Vec::new();
+    let mut id = 0;
+    while let Some(next) = bpf::prog_get_next_id(id)? {
+        id = next;
+        if bpf::prog_get_fd_by_id(id)?.is_some() {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+/// Lines of tracefs `uprobe_events` (empty if tracefs is not mounted).
+pub fn tracefs_uprobes() -> Vec<String> {
+    crate::sys::tracefs::root()
+        .and_then(|r| crate::sys::tracefs::list_uprobe_events(r).ok())
+        .unwrap_or_default()
+}

@@ -1,0 +1,75 @@
+//! # sonde
+//!
+//! User-space probes built around BPF cookies: **one** eBPF program attached to
+//! many functions, each with its own 64-bit cookie, read in the program with
+//! `ctx.cookie()`.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), sonde::Error> {
+//! use sonde::{maps::HashMap, AttachOptions, Object, Target};
+//!
+//! let mut object = Object::load(&std::fs::read("probes.bpf.o").unwrap())?;
+//! let attachment = object.uprobe("generic_probe")?.attach(
+//!     &[
+//!         Target::symbol("/usr/local/bin/app", "function_a").cookie(1),
+//!         Target::symbol("/usr/local/bin/app", "function_b").cookie(2),
+//!     ],
+//!     &AttachOptions::default(),
+//! )?;
+//! println!("{}", attachment.plan()); // which mechanism ran, and why
+//! let calls = HashMap::<u64, u64>::new(object.map("CALLS")?)?;
+//! for (cookie, n) in calls.iter() {
+//!     println!("cookie {cookie}: {n} calls");
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! The same program and the same call work from Linux 5.10 to today: the library
+//! probes the kernel ([`Features`]) and picks the best [`Tier`] — one uprobe_multi
+//! link per binary (6.6+), a perf link per target (5.15+), or per-target perf events
+//! with the cookie baked into a program copy (older kernels) — and the
+//! [`Attachment`] says which ran.
+//!
+//! Layers, bottom up: [`sys`] (every syscall), [`obj`] (ELF parsing), [`maps`] and
+//! [`programs`], [`target`] (symbols to file offsets), [`features`], [`attach`].
+
+#![warn(missing_docs)]
+
+pub mod attach;
+pub mod features;
+pub mod inspect;
+pub mod maps;
+pub mod obj;
+mod object;
+pub mod programs;
+pub mod sys;
+pub mod target;
+
+pub use attach::{AttachError, AttachOptions, AttachPlan, Attachment, DetachHandle, Scope, Tier};
+pub use features::{Feature, Features};
+pub use object::Object;
+pub use programs::{LoadVariant, LoadedProgram, ProgramError, ProgramInfo, UProbe};
+pub use target::{Location, ResolvedTarget, Target, TargetError};
+
+/// Any sonde error; each area also has its own enum.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The object file is malformed.
+    #[error(transparent)]
+    Object(#[from] obj::ObjError),
+    /// A map could not be created or used.
+    #[error(transparent)]
+    Map(#[from] maps::MapError),
+    /// A program did not load.
+    #[error(transparent)]
+    Program(#[from] ProgramError),
+    /// A target did not resolve.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// Attaching failed (nothing stays attached).
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    /// A system call failed.
+    #[error(transparent)]
+    Syscall(#[from] sys::SyscallError),
+}

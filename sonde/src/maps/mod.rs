@@ -1,0 +1,207 @@
+//! Maps: created from the object's definitions, read and written from user space.
+//!
+//! [`Map`] is the untyped handle an [`crate::Object`] hands out; the typed views
+//! ([`HashMap`], [`Array`], [`PerCpuArray`], [`PerCpuHashMap`], [`RingBuf`]) check the
+//! kernel map's type and sizes against their Rust types when made.
+
+mod array;
+mod hash_map;
+mod ring_buf;
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+pub use array::{Array, PerCpuArray};
+pub use hash_map::{HashMap, PerCpuHashMap};
+pub use ring_buf::{RingBuf, RingBufItem};
+
+use crate::obj::MapDef;
+use crate::sys::SyscallError;
+
+/// `BPF_MAP_TYPE_HASH`.
+pub const BPF_MAP_TYPE_HASH: u32 = 1;
+/// `BPF_MAP_TYPE_ARRAY`.
+pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
+/// `BPF_MAP_TYPE_PERCPU_HASH`.
+pub const BPF_MAP_TYPE_PERCPU_HASH: u32 = 5;
+/// `BPF_MAP_TYPE_PERCPU_ARRAY`.
+pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+/// `BPF_MAP_TYPE_RINGBUF`.
+pub const BPF_MAP_TYPE_RINGBUF: u32 = 27;
+
+/// Errors of map access.
+#[derive(Debug, thiserror::Error)]
+pub enum MapError {
+    /// The object has no map of that name.
+    #[error("no map named `{0}` in the object")]
+    NotFound(String),
+    /// The kernel map does not match the Rust view asked for.
+    #[error("map `{name}` is {actual}, not {wanted}")]
+    Mismatch {
+        /// Map name.
+        name: String,
+        /// What the definition says.
+        actual: String,
+        /// What the view needs.
+        wanted: String,
+    },
+    /// Index past `max_entries`.
+    #[error("index {index} out of bounds for map `{name}` ({max} entries)")]
+    OutOfBounds {
+        /// Map name.
+        name: String,
+        /// The index.
+        index: u32,
+        /// The capacity.
+        max: u32,
+    },
+    /// The kernel refused.
+    #[error("map `{name}`: {source}")]
+    Syscall {
+        /// Map name.
+        name: String,
+        /// The failed call.
+        #[source]
+        source: SyscallError,
+    },
+    /// A memory mapping failed (ring buffer).
+    #[error("map `{name}`: {call}: {source}")]
+    Io {
+        /// Map name.
+        name: String,
+        /// The call.
+        call: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Plain data that can cross to and from the kernel as bytes: no padding that
+/// matters, no pointers, every bit pattern valid.
+///
+/// # Safety
+/// The type must be `Copy`, `#[repr(C)]` (or a primitive), and valid for any bit
+/// pattern of its size.
+pub unsafe trait Pod: Copy + 'static {}
+
+macro_rules! pod {
+    ($($t:ty),*) => {$(
+        // SAFETY: primitives are valid for any bit pattern.
+        unsafe impl Pod for $t {}
+    )*};
+}
+pod!(u8, u16, u32, u64, u128, i8, i16, i32, i64, i128, usize, isize);
+// SAFETY: arrays of Pod are Pod.
+unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
+
+pub(crate) fn bytes_of<T: Pod>(v: &T) -> &[u8] {
+    // SAFETY: T is Pod, so all its bytes may be read.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast(), std::mem::size_of::<T>()) }
+}
+
+pub(crate) fn from_bytes<T: Pod>(b: &[u8]) -> T {
+    assert!(b.len() >= std::mem::size_of::<T>());
+    // SAFETY: T is Pod and `b` has at least size_of::<T>() bytes.
+    unsafe { std::ptr::read_unaligned(b.as_ptr().cast()) }
+}
+
+pub(crate) struct MapInner {
+    pub(crate) fd: OwnedFd,
+    pub(crate) name: String,
+    pub(crate) def: MapDef,
+}
+
+/// A map the kernel holds, shared by the object and the views made from it.
+#[derive(Clone)]
+pub struct Map {
+    pub(crate) inner: Arc<MapInner>,
+}
+
+impl std::fmt::Debug for Map {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Map")
+            .field("name", &self.inner.name)
+            .field("def", &self.inner.def)
+            .finish()
+    }
+}
+
+impl AsFd for Map {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.fd.as_fd()
+    }
+}
+
+impl Map {
+    pub(crate) fn new(fd: OwnedFd, name: String, def: MapDef) -> Self {
+        Map {
+            inner: Arc::new(MapInner { fd, name, def }),
+        }
+    }
+
+    /// The map's name in the object.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The definition it was created from.
+    pub fn def(&self) -> MapDef {
+        self.inner.def
+    }
+
+    pub(crate) fn check(&self, map_types: &[u32], key: usize, value: usize, wanted: &str) -> Result<(), MapError> {
+        let d = self.inner.def;
+        if !map_types.contains(&d.map_type) || d.key_size as usize != key || d.value_size as usize != value {
+            return Err(MapError::Mismatch {
+                name: self.inner.name.clone(),
+                actual: format!(
+                    "type {} with {}-byte keys and {}-byte values",
+                    d.map_type, d.key_size, d.value_size
+                ),
+                wanted: wanted.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn err(&self, source: SyscallError) -> MapError {
+        MapError::Syscall {
+            name: self.inner.name.clone(),
+            source,
+        }
+    }
+}
+
+/// The number of possible CPUs (per-CPU maps hold one value per possible CPU).
+pub fn possible_cpus() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::fs::read_to_string("/sys/devices/system/cpu/possible")
+            .ok()
+            .and_then(|s| parse_cpu_list(s.trim()))
+            .unwrap_or(1)
+    })
+}
+
+fn parse_cpu_list(s: &str) -> Option<usize> {
+    let mut max = 0usize;
+    for part in s.split(',') {
+        let last = part.split('-').next_back()?.parse::<usize>().ok()?;
+        max = max.max(last);
+    }
+    Some(max + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cpu_list;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-1"), Some(2));
+        assert_eq!(parse_cpu_list("0"), Some(1));
+        assert_eq!(parse_cpu_list("0-3,8-11"), Some(12));
+        assert_eq!(parse_cpu_list("x"), None);
+    }
+}

@@ -1,0 +1,195 @@
+use std::ops::Deref;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::{Map, MapError, BPF_MAP_TYPE_RINGBUF};
+
+const BUSY: u32 = 1 << 31;
+const DISCARD: u32 = 1 << 30;
+const HEADER: usize = 8;
+
+/// A memory mapping unmapped on drop.
+struct Mmap {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Drop for Mmap {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are a live mapping we own.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+/// The consumer of a `BPF_MAP_TYPE_RINGBUF` map (Linux 5.8): records in the order
+/// they were submitted, across CPUs, read from shared memory without copies.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let object: sonde::Object = unimplemented!();
+/// use std::time::Duration;
+/// let mut events = sonde::maps::RingBuf::new(object.map("EVENTS")?)?;
+/// while events.wait(Some(Duration::from_millis(100)))? {
+///     while let Some(record) = events.next() {
+///         println!("{} bytes", record.len());
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+pub struct RingBuf {
+    map: Map,
+    consumer: Mmap,
+    producer: Mmap,
+    page: usize,
+    mask: u64,
+    epoll: OwnedFd,
+}
+
+// SAFETY: the mappings are owned and only read/written through atomics or while
+// holding `&mut self`.
+unsafe impl Send for RingBuf {}
+
+impl RingBuf {
+    /// Maps the ring buffer's pages; fails if the map is not a ring buffer.
+    pub fn new(map: Map) -> Result<Self, MapError> {
+        map.check(&[BPF_MAP_TYPE_RINGBUF], 0, 0, "a ring buffer")?;
+        let io = |call, source| MapError::Io {
+            name: map.name().to_string(),
+            call,
+            source,
+        };
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let size = map.def().max_entries as usize;
+        let fd = map.as_fd().as_raw_fd();
+        let mapping = |len: usize, prot: i32, offset: usize| {
+            // SAFETY: mapping a ring buffer fd as the kernel documents: consumer page
+            // read-write at 0, producer page and twice the data read-only after it.
+            let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, offset as libc::off_t) };
+            if ptr == libc::MAP_FAILED {
+                Err(io("mmap", std::io::Error::last_os_error()))
+            } else {
+                Ok(Mmap { ptr, len })
+            }
+        };
+        let consumer = mapping(page, libc::PROT_READ | libc::PROT_WRITE, 0)?;
+        // The data area is mapped twice back to back, so a record that wraps is
+        // still contiguous in memory.
+        let producer = mapping(page + 2 * size, libc::PROT_READ, page)?;
+        // SAFETY: plain syscalls; the returned fd is owned.
+        let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epoll < 0 {
+            return Err(io("epoll_create1", std::io::Error::last_os_error()));
+        }
+        // SAFETY: a fresh descriptor.
+        let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: 0,
+        };
+        // SAFETY: valid fds and event.
+        if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
+            return Err(io("epoll_ctl", std::io::Error::last_os_error()));
+        }
+        Ok(RingBuf {
+            map,
+            consumer,
+            producer,
+            page,
+            mask: size as u64 - 1,
+            epoll,
+        })
+    }
+
+    fn consumer_pos(&self) -> &AtomicU64 {
+        // SAFETY: the first word of the consumer page, 8-aligned, lives as long as self.
+        unsafe { &*(self.consumer.ptr as *const AtomicU64) }
+    }
+
+    fn producer_pos(&self) -> &AtomicU64 {
+        // SAFETY: the first word of the producer page.
+        unsafe { &*(self.producer.ptr as *const AtomicU64) }
+    }
+
+    /// The next record, or `None` when the buffer is empty now. The record is
+    /// released (its space returned to the kernel) when the item drops.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Option<RingBufItem<'_>> {
+        loop {
+            let cons = self.consumer_pos().load(Ordering::Acquire);
+            let prod = self.producer_pos().load(Ordering::Acquire);
+            if cons >= prod {
+                return None;
+            }
+            let off = self.page + (cons & self.mask) as usize;
+            // SAFETY: `off` is inside the producer mapping; the header is 8-aligned.
+            let header = unsafe { &*((self.producer.ptr as *const u8).add(off) as *const AtomicU32) };
+            let len = header.load(Ordering::Acquire);
+            if len & BUSY != 0 {
+                // Reserved but not yet submitted: later records wait behind it.
+                return None;
+            }
+            let data_len = (len & !(BUSY | DISCARD)) as usize;
+            let next = cons + (data_len + HEADER).div_ceil(8) as u64 * 8;
+            if len & DISCARD != 0 {
+                self.consumer_pos().store(next, Ordering::Release);
+                continue;
+            }
+            // SAFETY: the record lies within the double-mapped data area.
+            let data = unsafe { std::slice::from_raw_parts((self.producer.ptr as *const u8).add(off + HEADER), data_len) };
+            return Some(RingBufItem {
+                data,
+                consumer: self.consumer_pos(),
+                next,
+            });
+        }
+    }
+
+    /// Waits until a record may be ready or `timeout` passes (`None`: forever).
+    /// Returns whether the buffer signalled; interrupted waits return `Ok(false)`.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool, MapError> {
+        let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: one event slot.
+        let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), &mut ev, 1, ms) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                return Ok(false);
+            }
+            return Err(MapError::Io {
+                name: self.map.name().to_string(),
+                call: "epoll_wait",
+                source: e,
+            });
+        }
+        Ok(n > 0)
+    }
+
+    /// The epoll descriptor that becomes readable when records arrive, for an event
+    /// loop of the caller's.
+    pub fn as_poll_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.epoll.as_fd()
+    }
+}
+
+/// One ring-buffer record; its space goes back to the kernel on drop.
+pub struct RingBufItem<'a> {
+    data: &'a [u8],
+    consumer: &'a AtomicU64,
+    next: u64,
+}
+
+impl Deref for RingBufItem<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.data
+    }
+}
+
+impl Drop for RingBufItem<'_> {
+    fn drop(&mut self) {
+        self.consumer.store(self.next, Ordering::Release);
+    }
+}

@@ -1,0 +1,479 @@
+//! Parsing eBPF objects (ELF, as `sonde-ebpf` + `bpf-linker` produce them).
+//!
+//! Pure code, no syscalls: programs by section, map definitions, map and global-data
+//! relocations, bpf-to-bpf calls (callees appended to each program). Malformed input
+//! gives an [`ObjError`], never a panic.
+
+mod insn;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::CString;
+
+pub use insn::Insn;
+pub(crate) use insn::{PSEUDO_CALL, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
+
+use object::{
+    Architecture, Object as _, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTarget,
+    SectionIndex, SectionKind, SymbolKind, SymbolSection,
+};
+
+/// Why an object could not be parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjError {
+    /// Not an ELF file the `object` crate can read.
+    #[error("not a valid ELF object: {0}")]
+    Elf(#[from] object::Error),
+    /// An ELF file for another machine.
+    #[error("not an eBPF object (machine is {0:?}, expected Bpf little-endian 64-bit)")]
+    NotBpf(Architecture),
+    /// A code section whose name is no known program kind.
+    #[error(
+        "unknown program section `{0}`: sonde loads uprobe/, uretprobe/, uprobe.multi/ and \
+         uretprobe.multi/ programs"
+    )]
+    UnknownSection(String),
+    /// A section that cannot be read or has a size that is not whole instructions.
+    #[error("section `{section}` is malformed: {reason}")]
+    BadSection {
+        /// Section name.
+        section: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A relocation sonde cannot apply.
+    #[error("bad relocation in `{section}` at instruction {insn}: {reason}")]
+    BadRelocation {
+        /// Section name.
+        section: String,
+        /// Instruction index in the section.
+        insn: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A map definition that is too short.
+    #[error("map `{0}` has a definition shorter than 20 bytes")]
+    BadMapDef(String),
+}
+
+/// A map definition from the `maps` section (`struct bpf_map_def`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapDef {
+    /// `enum bpf_map_type`.
+    pub map_type: u32,
+    /// Key size in bytes.
+    pub key_size: u32,
+    /// Value size in bytes.
+    pub value_size: u32,
+    /// Capacity.
+    pub max_entries: u32,
+    /// Creation flags.
+    pub map_flags: u32,
+}
+
+/// Where a map comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MapSource {
+    /// Declared with `#[map]`.
+    Declared,
+    /// A global-data section (`.rodata*`, `.data*`, `.bss*`) as a one-element array
+    /// with this initial value; `read_only` for `.rodata`.
+    Data {
+        /// Initial bytes (zeros for `.bss`).
+        init: Vec<u8>,
+        /// Frozen and read-only to programs.
+        read_only: bool,
+    },
+}
+
+/// A map the object needs.
+#[derive(Debug, Clone)]
+pub struct MapSpec {
+    /// Symbol or section name.
+    pub name: String,
+    /// Its definition.
+    pub def: MapDef,
+    /// Declared or global data.
+    pub source: MapSource,
+}
+
+/// Which probe a program is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProbeKind {
+    /// Function entry (`uprobe`).
+    Entry,
+    /// Function return (`uretprobe`).
+    Return,
+}
+
+/// A reference from an instruction to a map, applied once the map exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapReloc {
+    /// Index of the `ld_imm64` in the program.
+    pub insn: usize,
+    /// Index into [`ObjectFile::maps`].
+    pub map: usize,
+    /// Offset into the map's value, for global data.
+    pub offset: u32,
+}
+
+/// A program: its instructions with every callee appended, and its map references.
+#[derive(Debug, Clone)]
+pub struct ProgramSpec {
+    /// Function name.
+    pub name: String,
+    /// Section name, e.g. `uprobe/count_calls`.
+    pub section: String,
+    /// Entry or return.
+    pub kind: ProbeKind,
+    /// Declared with `multi` (an `*.multi/` section). A hint only: sonde attaches
+    /// any uprobe program with the best mechanism.
+    pub multi: bool,
+    /// Instructions, callees linked in.
+    pub insns: Vec<Insn>,
+    /// Map references to patch.
+    pub relocs: Vec<MapReloc>,
+}
+
+/// A parsed object.
+#[derive(Debug, Clone)]
+pub struct ObjectFile {
+    /// The `license` section (defaults to none: the kernel then refuses GPL helpers).
+    pub license: CString,
+    /// Maps, declared ones first.
+    pub maps: Vec<MapSpec>,
+    /// Programs.
+    pub programs: Vec<ProgramSpec>,
+}
+
+const PROGRAM_PREFIXES: [(&str, ProbeKind, bool); 4] = [
+    ("uprobe/", ProbeKind::Entry, false),
+    ("uretprobe/", ProbeKind::Return, false),
+    ("uprobe.multi/", ProbeKind::Entry, true),
+    ("uretprobe.multi/", ProbeKind::Return, true),
+];
+
+/// A code section: its instructions and relocations by instruction index.
+struct CodeSection {
+    name: String,
+    insns: Vec<Insn>,
+    relocs: HashMap<usize, Target>,
+    /// Function start index to length, from the symbol table.
+    funcs: BTreeMap<usize, usize>,
+}
+
+/// What a relocation points at.
+#[derive(Clone)]
+struct Target {
+    section: Option<SectionIndex>,
+    value: u64,
+    name: String,
+}
+
+impl ObjectFile {
+    /// Parses an object.
+    pub fn parse(data: &[u8]) -> Result<Self, ObjError> {
+        let file = object::File::parse(data)?;
+        if file.architecture() != Architecture::Bpf || !file.is_little_endian() || !file.is_64() {
+            return Err(ObjError::NotBpf(file.architecture()));
+        }
+
+        let mut license = CString::default();
+        let mut maps = Vec::new();
+        let mut map_by_symbol: HashMap<String, usize> = HashMap::new();
+        let mut data_maps: HashMap<SectionIndex, usize> = HashMap::new();
+        let mut code: HashMap<SectionIndex, CodeSection> = HashMap::new();
+        let mut maps_section = None;
+
+        for section in file.sections() {
+            let name = section.name().unwrap_or_default().to_string();
+            let bad = |reason: String| ObjError::BadSection {
+                section: name.clone(),
+                reason,
+            };
+            if name == "license" {
+                let bytes = section.data().map_err(|e| bad(e.to_string()))?;
+                let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+                license = CString::new(&bytes[..end]).unwrap_or_default();
+            } else if name == "maps" {
+                maps_section = Some(section.index());
+            } else if section.kind() == SectionKind::Text {
+                let bytes = section.data().map_err(|e| bad(e.to_string()))?;
+                if bytes.len() % 8 != 0 {
+                    return Err(bad(format!("{} bytes is not whole instructions", bytes.len())));
+                }
+                if name != ".text" && !PROGRAM_PREFIXES.iter().any(|(p, ..)| name.starts_with(p)) {
+                    return Err(ObjError::UnknownSection(name));
+                }
+                let insns = bytes
+                    .chunks_exact(8)
+                    .map(|c| Insn::from_bytes(c.try_into().expect("chunks of 8")))
+                    .collect();
+                code.insert(
+                    section.index(),
+                    CodeSection {
+                        name,
+                        insns,
+                        relocs: HashMap::new(),
+                        funcs: BTreeMap::new(),
+                    },
+                );
+            } else if is_data_section(&name) && section.size() > 0 {
+                let bss = name.starts_with(".bss");
+                let init = if bss {
+                    vec![0; section.size() as usize]
+                } else {
+                    section.data().map_err(|e| bad(e.to_string()))?.to_vec()
+                };
+                if init.len() as u64 != section.size() {
+                    return Err(bad("data shorter than the section".into()));
+                }
+                maps.push(MapSpec {
+                    name: name.clone(),
+                    def: MapDef {
+                        map_type: 2, // BPF_MAP_TYPE_ARRAY
+                        key_size: 4,
+                        value_size: init.len() as u32,
+                        max_entries: 1,
+                        map_flags: 0,
+                    },
+                    source: MapSource::Data {
+                        init,
+                        read_only: name.starts_with(".rodata"),
+                    },
+                });
+                let idx = maps.len() - 1;
+                data_maps.insert(section.index(), idx);
+            }
+        }
+
+        // Declared maps and function boundaries from the symbol table.
+        for sym in file.symbols() {
+            let SymbolSection::Section(sec) = sym.section() else {
+                continue;
+            };
+            let name = sym.name().unwrap_or_default().to_string();
+            if Some(sec) == maps_section && !name.is_empty() && sym.kind() != SymbolKind::Section {
+                let section = file.section_by_index(sec)?;
+                let bytes = section.data()?;
+                let start = sym.address() as usize;
+                let def = bytes
+                    .get(start..start + 20)
+                    .ok_or_else(|| ObjError::BadMapDef(name.clone()))?;
+                let word = |i: usize| u32::from_le_bytes(def[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
+                map_by_symbol.insert(name.clone(), maps.len());
+                maps.push(MapSpec {
+                    name,
+                    def: MapDef {
+                        map_type: word(0),
+                        key_size: word(1),
+                        value_size: word(2),
+                        max_entries: word(3),
+                        map_flags: word(4),
+                    },
+                    source: MapSource::Declared,
+                });
+            } else if sym.kind() == SymbolKind::Text {
+                if let Some(cs) = code.get_mut(&sec) {
+                    let start = (sym.address() / 8) as usize;
+                    let len = if sym.size() > 0 {
+                        (sym.size() / 8) as usize
+                    } else {
+                        cs.insns.len().saturating_sub(start)
+                    };
+                    cs.funcs.insert(start, len);
+                }
+            }
+        }
+        // Declared maps come first so their indices are stable.
+        let declared: Vec<usize> = (0..maps.len())
+            .filter(|&i| maps[i].source == MapSource::Declared)
+            .collect();
+        let mut order: Vec<usize> = declared.clone();
+        order.extend((0..maps.len()).filter(|i| !declared.contains(i)));
+        let remap: HashMap<usize, usize> = order.iter().enumerate().map(|(new, &old)| (old, new)).collect();
+        let maps: Vec<MapSpec> = order.iter().map(|&i| maps[i].clone()).collect();
+        for v in map_by_symbol.values_mut() {
+            *v = remap[v];
+        }
+        for v in data_maps.values_mut() {
+            *v = remap[v];
+        }
+
+        // Relocations of code sections.
+        for section in file.sections() {
+            let Some(cs) = code.get_mut(&section.index()) else {
+                continue;
+            };
+            for (offset, rel) in section.relocations() {
+                let insn = (offset / 8) as usize;
+                let bad = |reason: &str| ObjError::BadRelocation {
+                    section: cs.name.clone(),
+                    insn,
+                    reason: reason.to_string(),
+                };
+                if offset % 8 != 0 || insn >= cs.insns.len() {
+                    return Err(bad("offset outside the section's instructions"));
+                }
+                let RelocationTarget::Symbol(si) = rel.target() else {
+                    return Err(bad("target is not a symbol"));
+                };
+                if let RelocationFlags::Elf { r_type } = rel.flags() {
+                    // R_BPF_64_64 (ld_imm64), R_BPF_64_32 (call), R_BPF_64_ABS*.
+                    if !matches!(r_type, 1 | 2 | 3 | 10) {
+                        return Err(bad(&format!("relocation type {r_type} is not supported")));
+                    }
+                }
+                let sym = file.symbol_by_index(si).map_err(|_| bad("symbol index out of range"))?;
+                let section_of = match sym.section() {
+                    SymbolSection::Section(s) => Some(s),
+                    _ => None,
+                };
+                cs.relocs.insert(
+                    insn,
+                    Target {
+                        section: section_of,
+                        value: sym.address(),
+                        name: sym.name().unwrap_or_default().to_string(),
+                    },
+                );
+            }
+        }
+
+        // Programs: function symbols in program sections.
+        let mut programs = Vec::new();
+        let mut entries: Vec<(SectionIndex, usize, String)> = Vec::new();
+        for sym in file.symbols() {
+            if sym.kind() != SymbolKind::Text {
+                continue;
+            }
+            let SymbolSection::Section(sec) = sym.section() else {
+                continue;
+            };
+            if let Some(cs) = code.get(&sec) {
+                if cs.name != ".text" {
+                    entries.push((sec, (sym.address() / 8) as usize, sym.name().unwrap_or_default().to_string()));
+                }
+            }
+        }
+        entries.sort_by(|a, b| a.2.cmp(&b.2));
+        for (sec, start, name) in entries {
+            let cs = &code[&sec];
+            let (prefix, kind, multi) = PROGRAM_PREFIXES
+                .iter()
+                .find(|(p, ..)| cs.name.starts_with(p))
+                .copied()
+                .expect("program sections were checked");
+            let _ = prefix;
+            let (insns, relocs) = link(&code, &map_by_symbol, &data_maps, sec, start)?;
+            programs.push(ProgramSpec {
+                name,
+                section: cs.name.clone(),
+                kind,
+                multi,
+                insns,
+                relocs,
+            });
+        }
+        Ok(ObjectFile {
+            license,
+            maps,
+            programs,
+        })
+    }
+}
+
+fn is_data_section(name: &str) -> bool {
+    [".rodata", ".data", ".bss"]
+        .iter()
+        .any(|p| name == *p || name.starts_with(&format!("{p}.")))
+}
+
+/// Builds one program: the entry function, then every function it calls
+/// (transitively) appended, with call offsets fixed and map references collected.
+fn link(
+    code: &HashMap<SectionIndex, CodeSection>,
+    map_by_symbol: &HashMap<String, usize>,
+    data_maps: &HashMap<SectionIndex, usize>,
+    entry_sec: SectionIndex,
+    entry_start: usize,
+) -> Result<(Vec<Insn>, Vec<MapReloc>), ObjError> {
+    let mut out: Vec<Insn> = Vec::new();
+    let mut relocs = Vec::new();
+    let mut placed: HashMap<(SectionIndex, usize), usize> = HashMap::new();
+    let mut queue = vec![(entry_sec, entry_start)];
+    // (position of the call in `out`, callee)
+    let mut calls: Vec<(usize, (SectionIndex, usize))> = Vec::new();
+
+    while let Some((sec, start)) = queue.pop() {
+        if placed.contains_key(&(sec, start)) {
+            continue;
+        }
+        let cs = &code[&sec];
+        let bad = |insn: usize, reason: String| ObjError::BadRelocation {
+            section: cs.name.clone(),
+            insn,
+            reason,
+        };
+        let len = *cs
+            .funcs
+            .get(&start)
+            .ok_or_else(|| bad(start, "call target is not the start of a function".into()))?;
+        if start + len > cs.insns.len() || len == 0 {
+            return Err(bad(start, "function extends past its section".into()));
+        }
+        let base = out.len();
+        placed.insert((sec, start), base);
+        out.extend_from_slice(&cs.insns[start..start + len]);
+        for i in start..start + len {
+            let insn = cs.insns[i];
+            let pos = base + (i - start);
+            match (cs.relocs.get(&i), insn.is_ld_imm64(), insn.is_pseudo_call()) {
+                (Some(t), true, _) => {
+                    if i + 1 >= start + len {
+                        return Err(bad(i, "ld_imm64 is missing its second half".into()));
+                    }
+                    if let Some(&map) = map_by_symbol.get(&t.name) {
+                        relocs.push(MapReloc {
+                            insn: pos,
+                            map,
+                            offset: 0,
+                        });
+                    } else if let Some(&map) = t.section.and_then(|s| data_maps.get(&s)) {
+                        let offset = t.value as i64 + insn.imm as i64;
+                        let offset = u32::try_from(offset)
+                            .map_err(|_| bad(i, format!("offset {offset} into `{}`", t.name)))?;
+                        relocs.push(MapReloc { insn: pos, map, offset });
+                    } else {
+                        return Err(bad(i, format!("`{}` is neither a map nor global data", t.name)));
+                    }
+                }
+                (Some(t), false, true) => {
+                    let tsec = t
+                        .section
+                        .filter(|s| code.contains_key(s))
+                        .ok_or_else(|| bad(i, format!("call to `{}` outside any code section", t.name)))?;
+                    let callee = t.value as i64 / 8 + insn.imm as i64 + 1;
+                    let callee = usize::try_from(callee).map_err(|_| bad(i, "negative call target".into()))?;
+                    calls.push((pos, (tsec, callee)));
+                    queue.push((tsec, callee));
+                }
+                (None, false, true) => {
+                    let callee = i as i64 + insn.imm as i64 + 1;
+                    let callee = usize::try_from(callee).map_err(|_| bad(i, "negative call target".into()))?;
+                    calls.push((pos, (sec, callee)));
+                    queue.push((sec, callee));
+                }
+                (Some(t), false, false) => {
+                    return Err(bad(i, format!("relocation to `{}` on an instruction that takes none", t.name)));
+                }
+                _ => {}
+            }
+        }
+    }
+    for (pos, callee) in calls {
+        let target = placed[&callee];
+        out[pos].imm = (target as i64 - pos as i64 - 1) as i32;
+    }
+    Ok((out, relocs))
+}
+

@@ -1,0 +1,101 @@
+//! An eBPF object in the kernel: maps created, programs ready to load on demand.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd};
+
+use crate::maps::{Map, MapError};
+use crate::obj::{MapSource, ObjectFile, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
+use crate::programs::{ProgramError, UProbe};
+use crate::sys::bpf;
+use crate::Error;
+
+/// An object whose maps exist in the kernel and whose programs load when first
+/// attached.
+///
+/// ```no_run
+/// # fn main() -> Result<(), sonde::Error> {
+/// let bytes = std::fs::read("probes.bpf.o").unwrap();
+/// let mut object = sonde::Object::load(&bytes)?;
+/// let probe = object.uprobe("generic_probe")?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Object {
+    maps: Vec<Map>,
+    programs: HashMap<String, UProbe>,
+}
+
+impl Object {
+    /// Parses `bytes`, creates every map (global data initialised, `.rodata`
+    /// frozen) and prepares the programs (relocated, not loaded).
+    pub fn load(bytes: &[u8]) -> Result<Object, Error> {
+        let file = ObjectFile::parse(bytes)?;
+        crate::sys::lift_memlock();
+        let mut maps = Vec::with_capacity(file.maps.len());
+        for spec in &file.maps {
+            let d = spec.def;
+            let read_only = matches!(spec.source, MapSource::Data { read_only: true, .. });
+            let flags = d.map_flags | if read_only { bpf::BPF_F_RDONLY_PROG } else { 0 };
+            let fd = bpf::map_create(d.map_type, d.key_size, d.value_size, d.max_entries, flags, &spec.name).map_err(
+                |source| MapError::Syscall {
+                    name: spec.name.clone(),
+                    source,
+                },
+            )?;
+            let map = Map::new(fd, spec.name.clone(), d);
+            if let MapSource::Data { init, read_only } = &spec.source {
+                let err = |source| MapError::Syscall {
+                    name: spec.name.clone(),
+                    source,
+                };
+                bpf::map_update_elem(map.as_fd(), &0u32.to_ne_bytes(), init, 0).map_err(err)?;
+                if *read_only {
+                    bpf::map_freeze(map.as_fd()).map_err(err)?;
+                }
+            }
+            maps.push(map);
+        }
+        let mut programs = HashMap::new();
+        for p in file.programs {
+            let mut insns = p.insns;
+            for r in &p.relocs {
+                let map = &maps[r.map];
+                let fd = map.as_fd().as_raw_fd();
+                let declared = file.maps[r.map].source == MapSource::Declared;
+                insns[r.insn].set_src(if declared { PSEUDO_MAP_FD } else { PSEUDO_MAP_VALUE });
+                insns[r.insn].imm = fd;
+                insns[r.insn + 1].imm = if declared { 0 } else { r.offset as i32 };
+            }
+            programs.insert(p.name.clone(), UProbe::new(p.name, p.kind, insns, file.license.clone()));
+        }
+        Ok(Object { maps, programs })
+    }
+
+    /// The map `name` (a cheap handle; make a typed view from it).
+    pub fn map(&self, name: &str) -> Result<Map, MapError> {
+        self.maps
+            .iter()
+            .find(|m| m.name() == name)
+            .cloned()
+            .ok_or_else(|| MapError::NotFound(name.to_string()))
+    }
+
+    /// Every map.
+    pub fn maps(&self) -> &[Map] {
+        &self.maps
+    }
+
+    /// The uprobe or uretprobe program `name`.
+    pub fn uprobe(&mut self, name: &str) -> Result<&mut UProbe, ProgramError> {
+        self.programs
+            .get_mut(name)
+            .ok_or_else(|| ProgramError::NotFound(name.to_string()))
+    }
+
+    /// Names of the programs, sorted.
+    pub fn program_names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.programs.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+}

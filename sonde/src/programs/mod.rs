@@ -1,0 +1,240 @@
+//! Loading programs: the same instructions may be loaded several times, as the
+//! variant each attach mechanism needs (native cookies for a perf link, the
+//! uprobe_multi attach type, or the cookie baked in as a constant).
+
+mod cookie;
+mod uprobe;
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+pub(crate) use cookie::{bake_cookie, uses_cookie};
+pub use uprobe::UProbe;
+
+use crate::obj::Insn;
+use crate::sys::bpf::{self, ProgLoad};
+use crate::sys::SyscallError;
+
+/// Why a program did not load.
+#[derive(Debug, thiserror::Error)]
+pub enum ProgramError {
+    /// The kernel refused the program; `log` is the verifier's output.
+    #[error("the kernel rejected program `{name}` ({source}); verifier log, last lines:\n{}", log_tail(.log, 25))]
+    Rejected {
+        /// Program name.
+        name: String,
+        /// The errno of `BPF_PROG_LOAD`.
+        #[source]
+        source: std::io::Error,
+        /// The whole verifier log.
+        log: String,
+    },
+    /// Reading program information failed.
+    #[error(transparent)]
+    Syscall(#[from] SyscallError),
+    /// The object has no program of that name.
+    #[error("no program named `{0}` in the object")]
+    NotFound(String),
+}
+
+fn log_tail(log: &str, lines: usize) -> String {
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// How a program is loaded for the kernel: which attach type it declares and where
+/// its cookie comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LoadVariant {
+    /// Native cookies, attached through perf events (perf link, 5.15+).
+    Native,
+    /// Native cookies with `expected_attach_type = BPF_TRACE_UPROBE_MULTI` (6.6+):
+    /// the kernel's cookie helper reads the multi link's `cookies[]`.
+    Multi,
+    /// Every cookie read replaced by this constant (kernels without cookies).
+    Baked(u64),
+    /// The program never reads its cookie: one load serves every target.
+    CookieFree,
+}
+
+/// A program loaded in the kernel. Dropping the last handle (and every link using
+/// it) unloads it.
+#[derive(Debug)]
+pub struct LoadedProgram {
+    fd: OwnedFd,
+    name: String,
+    variant: LoadVariant,
+    load_time: Duration,
+    stats_log: String,
+}
+
+impl AsFd for LoadedProgram {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// What the kernel reports of a loaded program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramInfo {
+    /// Kernel program id.
+    pub id: u32,
+    /// Name as the kernel keeps it (15 bytes at most).
+    pub name: String,
+    /// Instructions the verifier processed (5.16+ from program info; on older
+    /// kernels from the verifier's statistics line; 0 if neither).
+    pub verified_insns: u32,
+    /// Instructions after the kernel's rewrites (`xlated_prog_len / 8`).
+    pub xlated_insns: u32,
+    /// Times the program ran (only while BPF statistics are enabled).
+    pub run_count: u64,
+    /// Total run time in ns (only while BPF statistics are enabled).
+    pub run_time_ns: u64,
+    /// Kernel memory charged to the program (`memlock` of its fdinfo), bytes.
+    pub memlock: u64,
+}
+
+impl LoadedProgram {
+    /// Loads `insns` as a uprobe (kprobe-type) program.
+    pub(crate) fn load(
+        name: &str,
+        insns: &[Insn],
+        license: &CString,
+        variant: LoadVariant,
+    ) -> Result<Self, ProgramError> {
+        let expected_attach_type = match variant {
+            LoadVariant::Multi => bpf::BPF_TRACE_UPROBE_MULTI,
+            _ => 0,
+        };
+        let req = ProgLoad {
+            prog_type: bpf::BPF_PROG_TYPE_KPROBE,
+            expected_attach_type,
+            insns,
+            license,
+            name,
+        };
+        // Level 4 (BPF_LOG_STATS, 5.2+) keeps the cheap statistics line even on
+        // success; only a rejected program is loaded again for the full log.
+        let mut stats = vec![0u8; 4096];
+        let start = Instant::now();
+        match bpf::prog_load(&req, 4, &mut stats) {
+            Ok(fd) => Ok(LoadedProgram {
+                fd,
+                name: name.to_string(),
+                variant,
+                load_time: start.elapsed(),
+                stats_log: c_text(&stats),
+            }),
+            Err(first) => {
+                let mut log = vec![0u8; 16 << 20];
+                let source = match bpf::prog_load(&req, 1 | 4, &mut log) {
+                    Err(e) => e,
+                    // Loaded the second time (a transient failure): keep it.
+                    Ok(fd) => {
+                        return Ok(LoadedProgram {
+                            fd,
+                            name: name.to_string(),
+                            variant,
+                            load_time: start.elapsed(),
+                            stats_log: c_text(&log),
+                        })
+                    }
+                };
+                let _ = first;
+                Err(ProgramError::Rejected {
+                    name: name.to_string(),
+                    source,
+                    log: c_text(&log),
+                })
+            }
+        }
+    }
+
+    /// The program's name in the object.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How it was loaded.
+    pub fn variant(&self) -> LoadVariant {
+        self.variant
+    }
+
+    /// Wall time of the `BPF_PROG_LOAD` call (verification included).
+    pub fn load_time(&self) -> Duration {
+        self.load_time
+    }
+
+    /// The verifier's statistics for this load (`processed N insns ...`).
+    pub fn verifier_stats(&self) -> &str {
+        &self.stats_log
+    }
+
+    /// The kernel's view of the program.
+    pub fn info(&self) -> Result<ProgramInfo, ProgramError> {
+        let info = bpf::prog_info(self.fd.as_fd())?;
+        let verified = if info.verified_insns > 0 {
+            info.verified_insns
+        } else {
+            parse_processed(&self.stats_log).unwrap_or(0)
+        };
+        let name_len = info.name.iter().position(|&b| b == 0).unwrap_or(16);
+        Ok(ProgramInfo {
+            id: info.id,
+            name: String::from_utf8_lossy(&info.name[..name_len]).into_owned(),
+            verified_insns: verified,
+            xlated_insns: info.xlated_prog_len / 8,
+            run_count: info.run_cnt,
+            run_time_ns: info.run_time_ns,
+            memlock: fdinfo_memlock(self.fd.as_fd()).unwrap_or(0),
+        })
+    }
+}
+
+fn c_text(buf: &[u8]) -> String {
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// `processed N insns` from the verifier's statistics.
+fn parse_processed(log: &str) -> Option<u32> {
+    let rest = log.split("processed ").nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// The `memlock:` line of a BPF object's `/proc/self/fdinfo` entry.
+pub(crate) fn fdinfo_memlock(fd: BorrowedFd<'_>) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("memlock:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Turns on the kernel's BPF run-time statistics while the guard lives (5.8+).
+/// [`ProgramInfo::run_count`] and [`ProgramInfo::run_time_ns`] count only meanwhile.
+pub struct StatsGuard(#[allow(dead_code)] OwnedFd);
+
+/// Enables BPF run-time statistics (`BPF_ENABLE_STATS`, 5.8+).
+pub fn enable_stats() -> Result<StatsGuard, SyscallError> {
+    bpf::enable_stats().map(StatsGuard)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processed_count() {
+        let log = "verification time 12 usec\nstack depth 8\nprocessed 23 insns (limit 1000000) max_states_per_insn 0";
+        assert_eq!(parse_processed(log), Some(23));
+        assert_eq!(parse_processed("nothing"), None);
+    }
+
+    #[test]
+    fn tail_keeps_last_lines() {
+        assert_eq!(log_tail("a\nb\nc", 2), "b\nc");
+        assert_eq!(log_tail("a", 5), "a");
+    }
+}

@@ -1,0 +1,403 @@
+//! `bpf(2)` commands. Layouts follow `include/uapi/linux/bpf.h`; each attr struct is
+//! the prefix of `union bpf_attr` the command reads (the kernel zero-fills the rest).
+
+use std::ffi::CStr;
+use std::io;
+use std::mem::size_of;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use super::{check_fault, cvt, Call, SysResult, SyscallError};
+use crate::obj::Insn;
+
+const BPF_MAP_CREATE: u32 = 0;
+const BPF_MAP_LOOKUP_ELEM: u32 = 1;
+const BPF_MAP_UPDATE_ELEM: u32 = 2;
+const BPF_MAP_DELETE_ELEM: u32 = 3;
+const BPF_MAP_GET_NEXT_KEY: u32 = 4;
+const BPF_PROG_LOAD: u32 = 5;
+const BPF_PROG_GET_NEXT_ID: u32 = 11;
+const BPF_PROG_GET_FD_BY_ID: u32 = 13;
+const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
+const BPF_MAP_FREEZE: u32 = 22;
+const BPF_LINK_CREATE: u32 = 28;
+const BPF_LINK_GET_FD_BY_ID: u32 = 30;
+const BPF_LINK_GET_NEXT_ID: u32 = 31;
+const BPF_ENABLE_STATS: u32 = 32;
+
+/// `BPF_PROG_TYPE_KPROBE`: the program type of uprobes too.
+pub(crate) const BPF_PROG_TYPE_KPROBE: u32 = 2;
+/// `BPF_PERF_EVENT` attach type (5.15).
+pub(crate) const BPF_PERF_EVENT: u32 = 41;
+/// `BPF_TRACE_UPROBE_MULTI` attach type (6.6).
+pub(crate) const BPF_TRACE_UPROBE_MULTI: u32 = 48;
+/// `BPF_F_UPROBE_MULTI_RETURN`.
+pub(crate) const BPF_F_UPROBE_MULTI_RETURN: u32 = 1;
+/// `BPF_F_RDONLY_PROG` map flag (5.2).
+pub(crate) const BPF_F_RDONLY_PROG: u32 = 1 << 7;
+
+/// Calls `bpf(cmd, attr, sizeof attr)`.
+fn sys_bpf<T>(cmd: u32, attr: &mut T) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a valid, initialised attr prefix of the given size.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd as libc::c_long,
+            attr as *mut T,
+            size_of::<T>(),
+        )
+    })
+}
+
+fn fd_result(ret: io::Result<libc::c_long>) -> io::Result<OwnedFd> {
+    // SAFETY: the kernel returned a new descriptor we now own.
+    ret.map(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+fn obj_name(name: &str) -> [u8; 16] {
+    // The kernel accepts [A-Za-z0-9_.] and 15 bytes plus NUL.
+    let mut out = [0u8; 16];
+    for (o, c) in out.iter_mut().zip(name.bytes().take(15)) {
+        *o = if c.is_ascii_alphanumeric() || c == b'_' || c == b'.' {
+            c
+        } else {
+            b'_'
+        };
+    }
+    out
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    inner_map_fd: u32,
+    numa_node: u32,
+    map_name: [u8; 16],
+}
+
+pub(crate) fn map_create(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    name: &str,
+) -> SysResult<OwnedFd> {
+    let call = "bpf(BPF_MAP_CREATE)";
+    check_fault(Call::MapCreate).map_err(|e| SyscallError::new(call, e))?;
+    let mut attr = MapCreateAttr {
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+        map_flags,
+        map_name: obj_name(name),
+        ..Default::default()
+    };
+    fd_result(sys_bpf(BPF_MAP_CREATE, &mut attr)).map_err(|e| SyscallError::new(call, e))
+}
+
+#[repr(C)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+fn map_elem(
+    cmd: u32,
+    fd: BorrowedFd<'_>,
+    key: *const u8,
+    value: *const u8,
+    flags: u64,
+) -> io::Result<libc::c_long> {
+    let mut attr = MapElemAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        _pad: 0,
+        key: key as u64,
+        value: value as u64,
+        flags,
+    };
+    sys_bpf(cmd, &mut attr)
+}
+
+/// Looks up `key`; `Ok(false)` when absent. `value` must hold the map's value size
+/// (times the possible CPUs for per-CPU maps).
+pub(crate) fn map_lookup_elem(fd: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> SysResult<bool> {
+    match map_elem(BPF_MAP_LOOKUP_ELEM, fd, key.as_ptr(), value.as_mut_ptr(), 0) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(SyscallError::new("bpf(BPF_MAP_LOOKUP_ELEM)", e)),
+    }
+}
+
+pub(crate) fn map_update_elem(fd: BorrowedFd<'_>, key: &[u8], value: &[u8], flags: u64) -> SysResult<()> {
+    map_elem(BPF_MAP_UPDATE_ELEM, fd, key.as_ptr(), value.as_ptr(), flags)
+        .map(drop)
+        .map_err(|e| SyscallError::new("bpf(BPF_MAP_UPDATE_ELEM)", e))
+}
+
+/// Deletes `key`; `Ok(false)` when absent.
+pub(crate) fn map_delete_elem(fd: BorrowedFd<'_>, key: &[u8]) -> SysResult<bool> {
+    match map_elem(BPF_MAP_DELETE_ELEM, fd, key.as_ptr(), std::ptr::null(), 0) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(SyscallError::new("bpf(BPF_MAP_DELETE_ELEM)", e)),
+    }
+}
+
+/// The key after `key` (the first key for `None`); `Ok(false)` at the end.
+pub(crate) fn map_get_next_key(fd: BorrowedFd<'_>, key: Option<&[u8]>, next: &mut [u8]) -> SysResult<bool> {
+    let k = key.map_or(std::ptr::null(), <[u8]>::as_ptr);
+    match map_elem(BPF_MAP_GET_NEXT_KEY, fd, k, next.as_mut_ptr(), 0) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(SyscallError::new("bpf(BPF_MAP_GET_NEXT_KEY)", e)),
+    }
+}
+
+pub(crate) fn map_freeze(fd: BorrowedFd<'_>) -> SysResult<()> {
+    let mut attr = [fd.as_raw_fd() as u32, 0];
+    sys_bpf(BPF_MAP_FREEZE, &mut attr)
+        .map(drop)
+        .map_err(|e| SyscallError::new("bpf(BPF_MAP_FREEZE)", e))
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// What `BPF_PROG_LOAD` needs.
+pub(crate) struct ProgLoad<'a> {
+    pub prog_type: u32,
+    pub expected_attach_type: u32,
+    pub insns: &'a [Insn],
+    pub license: &'a CStr,
+    pub name: &'a str,
+}
+
+/// Loads a program; `log` receives the verifier's output at `log_level`
+/// (0 for none). The error is the raw errno, for the caller to pair with the log.
+pub(crate) fn prog_load(p: &ProgLoad<'_>, log_level: u32, log: &mut [u8]) -> io::Result<OwnedFd> {
+    check_fault(Call::ProgLoad)?;
+    let mut attr = ProgLoadAttr {
+        prog_type: p.prog_type,
+        insn_cnt: p.insns.len() as u32,
+        insns: p.insns.as_ptr() as u64,
+        license: p.license.as_ptr() as u64,
+        prog_name: obj_name(p.name),
+        expected_attach_type: p.expected_attach_type,
+        ..Default::default()
+    };
+    if log_level != 0 && !log.is_empty() {
+        attr.log_level = log_level;
+        attr.log_size = log.len() as u32;
+        attr.log_buf = log.as_mut_ptr() as u64;
+    }
+    fd_result(sys_bpf(BPF_PROG_LOAD, &mut attr))
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_fd: u32,
+    attach_type: u32,
+    flags: u32,
+    // union: perf_event.bpf_cookie, or uprobe_multi { path, offsets, ref_ctr_offsets,
+    // cookies, cnt, flags, pid }.
+    u0: u64,
+    u1: u64,
+    u2: u64,
+    u3: u64,
+    u4: u32,
+    u5: u32,
+    u6: u32,
+    _pad: u32,
+}
+
+/// `BPF_LINK_CREATE` with `BPF_PERF_EVENT`: attaches `prog` to a perf event with a
+/// cookie (5.15).
+pub(crate) fn link_create_perf_event(prog: BorrowedFd<'_>, perf: RawFd, cookie: u64) -> SysResult<OwnedFd> {
+    let call = "bpf(BPF_LINK_CREATE, BPF_PERF_EVENT)";
+    check_fault(Call::LinkCreate).map_err(|e| SyscallError::new(call, e))?;
+    let mut attr = LinkCreateAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_fd: perf as u32,
+        attach_type: BPF_PERF_EVENT,
+        u0: cookie,
+        ..Default::default()
+    };
+    fd_result(sys_bpf(BPF_LINK_CREATE, &mut attr)).map_err(|e| SyscallError::new(call, e))
+}
+
+/// `BPF_LINK_CREATE` with `BPF_TRACE_UPROBE_MULTI` (6.6): one link for all
+/// `offsets` of `path`, with a cookie each; `pid` 0 for all processes.
+pub(crate) fn link_create_uprobe_multi(
+    prog: BorrowedFd<'_>,
+    path: &CStr,
+    offsets: &[u64],
+    cookies: &[u64],
+    flags: u32,
+    pid: u32,
+) -> SysResult<OwnedFd> {
+    let call = "bpf(BPF_LINK_CREATE, BPF_TRACE_UPROBE_MULTI)";
+    check_fault(Call::LinkCreate).map_err(|e| SyscallError::new(call, e))?;
+    debug_assert_eq!(offsets.len(), cookies.len());
+    let mut attr = LinkCreateAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        attach_type: BPF_TRACE_UPROBE_MULTI,
+        u0: path.as_ptr() as u64,
+        u1: offsets.as_ptr() as u64,
+        u2: 0,
+        u3: cookies.as_ptr() as u64,
+        u4: offsets.len() as u32,
+        u5: flags,
+        u6: pid,
+        ..Default::default()
+    };
+    fd_result(sys_bpf(BPF_LINK_CREATE, &mut attr)).map_err(|e| SyscallError::new(call, e))
+}
+
+/// `struct bpf_prog_info` up to `attach_btf_id` (fields past what the running
+/// kernel knows stay zero).
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+pub(crate) struct BpfProgInfo {
+    pub prog_type: u32,
+    pub id: u32,
+    pub tag: [u8; 8],
+    pub jited_prog_len: u32,
+    pub xlated_prog_len: u32,
+    pub jited_prog_insns: u64,
+    pub xlated_prog_insns: u64,
+    pub load_time: u64,
+    pub created_by_uid: u32,
+    pub nr_map_ids: u32,
+    pub map_ids: u64,
+    pub name: [u8; 16],
+    pub ifindex: u32,
+    pub gpl_compatible: u32,
+    pub netns_dev: u64,
+    pub netns_ino: u64,
+    pub nr_jited_ksyms: u32,
+    pub nr_jited_func_lens: u32,
+    pub jited_ksyms: u64,
+    pub jited_func_lens: u64,
+    pub btf_id: u32,
+    pub func_info_rec_size: u32,
+    pub func_info: u64,
+    pub nr_func_info: u32,
+    pub nr_line_info: u32,
+    pub line_info: u64,
+    pub jited_line_info: u64,
+    pub nr_jited_line_info: u32,
+    pub line_info_rec_size: u32,
+    pub jited_line_info_rec_size: u32,
+    pub nr_prog_tags: u32,
+    pub prog_tags: u64,
+    pub run_time_ns: u64,
+    pub run_cnt: u64,
+    pub recursion_misses: u64,
+    pub verified_insns: u32,
+    pub attach_btf_obj_id: u32,
+    pub attach_btf_id: u32,
+}
+
+/// `struct bpf_link_info`: the common head and room for the union.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+pub(crate) struct BpfLinkInfo {
+    pub link_type: u32,
+    pub id: u32,
+    pub prog_id: u32,
+    _union: [u32; 25],
+}
+
+#[repr(C)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+fn obj_info<T: Copy>(fd: BorrowedFd<'_>, call: &'static str) -> SysResult<T> {
+    // SAFETY: the info structs are plain integers; all-zero is valid.
+    let mut info: T = unsafe { std::mem::zeroed() };
+    let mut attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: size_of::<T>() as u32,
+        info: &mut info as *mut T as u64,
+    };
+    sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).map_err(|e| SyscallError::new(call, e))?;
+    Ok(info)
+}
+
+pub(crate) fn prog_info(fd: BorrowedFd<'_>) -> SysResult<BpfProgInfo> {
+    obj_info(fd, "bpf(BPF_OBJ_GET_INFO_BY_FD, prog)")
+}
+
+pub(crate) fn link_info(fd: BorrowedFd<'_>) -> SysResult<BpfLinkInfo> {
+    obj_info(fd, "bpf(BPF_OBJ_GET_INFO_BY_FD, link)")
+}
+
+fn next_id(cmd: u32, id: u32, call: &'static str) -> SysResult<Option<u32>> {
+    let mut attr = [id, 0u32, 0, 0];
+    match sys_bpf(cmd, &mut attr) {
+        Ok(_) => Ok(Some(attr[1])),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(SyscallError::new(call, e)),
+    }
+}
+
+fn fd_by_id(cmd: u32, id: u32, call: &'static str) -> SysResult<Option<OwnedFd>> {
+    let mut attr = [id, 0u32, 0, 0];
+    match fd_result(sys_bpf(cmd, &mut attr)) {
+        Ok(fd) => Ok(Some(fd)),
+        // Gone between listing and opening.
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(SyscallError::new(call, e)),
+    }
+}
+
+pub(crate) fn link_get_next_id(id: u32) -> SysResult<Option<u32>> {
+    next_id(BPF_LINK_GET_NEXT_ID, id, "bpf(BPF_LINK_GET_NEXT_ID)")
+}
+
+pub(crate) fn link_get_fd_by_id(id: u32) -> SysResult<Option<OwnedFd>> {
+    fd_by_id(BPF_LINK_GET_FD_BY_ID, id, "bpf(BPF_LINK_GET_FD_BY_ID)")
+}
+
+pub(crate) fn prog_get_next_id(id: u32) -> SysResult<Option<u32>> {
+    next_id(BPF_PROG_GET_NEXT_ID, id, "bpf(BPF_PROG_GET_NEXT_ID)")
+}
+
+pub(crate) fn prog_get_fd_by_id(id: u32) -> SysResult<Option<OwnedFd>> {
+    fd_by_id(BPF_PROG_GET_FD_BY_ID, id, "bpf(BPF_PROG_GET_FD_BY_ID)")
+}
+
+/// `BPF_ENABLE_STATS(BPF_STATS_RUN_TIME)` (5.8): run-time statistics on while the
+/// returned descriptor is open.
+pub(crate) fn enable_stats() -> SysResult<OwnedFd> {
+    let mut attr = [0u32; 2];
+    fd_result(sys_bpf(BPF_ENABLE_STATS, &mut attr)).map_err(|e| SyscallError::new("bpf(BPF_ENABLE_STATS)", e))
+}

@@ -1,0 +1,120 @@
+//! Every system call sonde makes, one function per kernel command.
+//!
+//! Errors name the call and keep the `io::Error` (errno). All calls pass through
+//! [`fault`] (with the `fault-injection` feature) so tests can make any of them fail
+//! without a kernel that does.
+
+pub(crate) mod bpf;
+pub(crate) mod perf;
+pub(crate) mod tracefs;
+
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+
+use std::io;
+
+/// A system call that failed: which one, and the errno.
+#[derive(Debug, thiserror::Error)]
+#[error("{call} failed: {source}")]
+pub struct SyscallError {
+    /// The call, e.g. `bpf(BPF_LINK_CREATE)` or `perf_event_open(uprobe)`.
+    pub call: &'static str,
+    /// The errno, as an `io::Error`.
+    #[source]
+    pub source: io::Error,
+}
+
+impl SyscallError {
+    pub(crate) fn new(call: &'static str, source: io::Error) -> Self {
+        SyscallError { call, source }
+    }
+
+    /// The raw errno, if any.
+    pub fn errno(&self) -> Option<i32> {
+        self.source.raw_os_error()
+    }
+
+    /// EPERM or EACCES: a privilege the kernel wants and the caller lacks.
+    pub fn is_permission(&self) -> bool {
+        matches!(self.errno(), Some(libc::EPERM) | Some(libc::EACCES))
+    }
+}
+
+pub(crate) type SysResult<T> = Result<T, SyscallError>;
+
+/// The kinds of call a test can make fail (see [`fault`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Call {
+    /// `bpf(BPF_MAP_CREATE)`.
+    MapCreate,
+    /// `bpf(BPF_PROG_LOAD)`.
+    ProgLoad,
+    /// `bpf(BPF_LINK_CREATE)`.
+    LinkCreate,
+    /// `perf_event_open` (uprobe PMU or tracepoint).
+    PerfEventOpen,
+    /// `ioctl` on a perf event (`SET_BPF`, `ENABLE`).
+    PerfIoctl,
+    /// A write to tracefs `uprobe_events`.
+    TracefsWrite,
+}
+
+/// Fails with the injected errno if a test asked for it (no-op without the
+/// `fault-injection` feature).
+#[inline]
+pub(crate) fn check_fault(call: Call) -> io::Result<()> {
+    #[cfg(feature = "fault-injection")]
+    {
+        fault::check(call)
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    {
+        let _ = call;
+        Ok(())
+    }
+}
+
+/// Converts a `-1`-on-error return into `io::Result`.
+pub(crate) fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Raises `RLIMIT_NOFILE`'s soft limit to hold at least `needed` more descriptors,
+/// as far as the hard limit allows. Returns the new soft limit.
+pub(crate) fn raise_nofile(needed: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    let open = std::fs::read_dir("/proc/self/fd").map_or(64, |d| d.count() as u64);
+    let want = open + needed + 64;
+    if lim.rlim_cur < want {
+        let new = libc::rlimit {
+            rlim_cur: want.min(lim.rlim_max),
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: valid in-pointer.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } == 0 {
+            return new.rlim_cur;
+        }
+    }
+    lim.rlim_cur
+}
+
+/// Kernels before 5.11 charge BPF memory to `RLIMIT_MEMLOCK`: lift it (best effort).
+pub(crate) fn lift_memlock() {
+    let inf = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: valid in-pointer; failure leaves the limit as it was.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &inf) };
+}

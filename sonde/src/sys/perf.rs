@@ -1,0 +1,117 @@
+//! `perf_event_open(2)` for uprobes and tracepoints, and the perf ioctls.
+
+use std::ffi::CStr;
+use std::mem::size_of;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use super::{check_fault, cvt, Call, SysResult, SyscallError};
+
+const PERF_TYPE_TRACEPOINT: u32 = 2;
+const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
+const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
+const PERF_EVENT_IOC_SET_BPF: libc::c_ulong = 0x4004_2408;
+
+/// `struct perf_event_attr` up to `sig_data` (PERF_ATTR_SIZE_VER7, 128 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct PerfEventAttr {
+    type_: u32,
+    size: u32,
+    config: u64,
+    sample_period: u64,
+    sample_type: u64,
+    read_format: u64,
+    flags: u64,
+    wakeup_events: u32,
+    bp_type: u32,
+    config1: u64,
+    config2: u64,
+    branch_sample_type: u64,
+    sample_regs_user: u64,
+    sample_stack_user: u32,
+    clockid: i32,
+    sample_regs_intr: u64,
+    aux_watermark: u32,
+    sample_max_stack: u16,
+    _reserved2: u16,
+    aux_sample_size: u32,
+    _reserved3: u32,
+    sig_data: u64,
+}
+
+/// Bit 0 of the attr flags: start disabled, enabled once a program is attached.
+const ATTR_DISABLED: u64 = 1;
+
+fn open(attr: &mut PerfEventAttr, pid: Option<u32>, call: &'static str) -> SysResult<OwnedFd> {
+    check_fault(Call::PerfEventOpen).map_err(|e| SyscallError::new(call, e))?;
+    attr.size = size_of::<PerfEventAttr>() as u32;
+    attr.flags = ATTR_DISABLED;
+    // A uprobe event with pid -1 must name a CPU; the BPF program still runs on all
+    // CPUs (the filter applies to perf's own sampling, which we do not use).
+    let (pid, cpu) = match pid {
+        Some(p) => (p as libc::c_long, -1),
+        None => (-1, 0),
+    };
+    // SAFETY: `attr` is a valid perf_event_attr of the size it states.
+    let fd = cvt(unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            attr as *mut PerfEventAttr,
+            pid,
+            cpu as libc::c_long,
+            -1 as libc::c_long,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    })
+    .map_err(|e| SyscallError::new(call, e))?;
+    // SAFETY: a new descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// A uprobe through the `uprobe` PMU (4.17): `path` at file `offset`; `retprobe_bit`
+/// set for a uretprobe; `pid` `None` for every process.
+pub(crate) fn open_uprobe(
+    pmu_type: u32,
+    retprobe_bit: Option<u32>,
+    path: &CStr,
+    offset: u64,
+    pid: Option<u32>,
+) -> SysResult<OwnedFd> {
+    let mut attr = PerfEventAttr {
+        type_: pmu_type,
+        config: retprobe_bit.map_or(0, |b| 1u64 << b),
+        config1: path.as_ptr() as u64,
+        config2: offset,
+        ..Default::default()
+    };
+    open(&mut attr, pid, "perf_event_open(uprobe)")
+}
+
+/// A tracepoint event by its tracefs id (used for tracefs uprobes).
+pub(crate) fn open_tracepoint(id: u64, pid: Option<u32>) -> SysResult<OwnedFd> {
+    let mut attr = PerfEventAttr {
+        type_: PERF_TYPE_TRACEPOINT,
+        config: id,
+        ..Default::default()
+    };
+    open(&mut attr, pid, "perf_event_open(tracepoint)")
+}
+
+fn ioctl(fd: BorrowedFd<'_>, req: libc::c_ulong, arg: libc::c_int, call: &'static str) -> SysResult<()> {
+    check_fault(Call::PerfIoctl).map_err(|e| SyscallError::new(call, e))?;
+    // SAFETY: perf ioctls with an integer argument.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), req as _, arg) };
+    cvt(ret as libc::c_long)
+        .map(drop)
+        .map_err(|e| SyscallError::new(call, e))
+}
+
+/// `PERF_EVENT_IOC_SET_BPF` (4.3): runs `prog` on the event, cookie-less.
+pub(crate) fn set_bpf(perf: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> SysResult<()> {
+    ioctl(perf, PERF_EVENT_IOC_SET_BPF, prog.as_raw_fd(), "ioctl(PERF_EVENT_IOC_SET_BPF)")
+}
+
+/// `PERF_EVENT_IOC_ENABLE`.
+pub(crate) fn enable(perf: BorrowedFd<'_>) -> SysResult<()> {
+    ioctl(perf, PERF_EVENT_IOC_ENABLE, 0, "ioctl(PERF_EVENT_IOC_ENABLE)")
+}

@@ -1,0 +1,64 @@
+//! tracefs: where it is, and writes to `uprobe_events`.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use super::{check_fault, Call, SysResult, SyscallError};
+
+const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+/// The tracefs mount that has `uprobe_events`, mounting tracefs at
+/// `/sys/kernel/tracing` if none is mounted and the process may (cached).
+pub(crate) fn root() -> Option<&'static Path> {
+    static ROOT: OnceLock<Option<PathBuf>> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let found = || {
+            CANDIDATES
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.join("uprobe_events").exists())
+        };
+        found().or_else(|| {
+            let target = c"/sys/kernel/tracing";
+            // SAFETY: static NUL-terminated strings.
+            let rc = unsafe {
+                libc::mount(c"tracefs".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null())
+            };
+            if rc == 0 {
+                log::info!("mounted tracefs at /sys/kernel/tracing");
+            }
+            found()
+        })
+    })
+    .as_deref()
+}
+
+/// Appends one line to `uprobe_events` (`p:GRP/NAME PATH:0xOFF`, `-:GRP/NAME`, ...).
+pub(crate) fn write_uprobe_event(root: &Path, line: &str) -> SysResult<()> {
+    let call = "write(tracefs uprobe_events)";
+    check_fault(Call::TracefsWrite).map_err(|e| SyscallError::new(call, e))?;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(root.join("uprobe_events"))
+        .map_err(|e| SyscallError::new(call, e))?;
+    f.write_all(line.as_bytes()).map_err(|e| SyscallError::new(call, e))
+}
+
+/// The perf tracepoint id of `GRP/NAME`.
+pub(crate) fn event_id(root: &Path, group: &str, name: &str) -> SysResult<u64> {
+    let call = "read(tracefs event id)";
+    let text = std::fs::read_to_string(root.join("events").join(group).join(name).join("id"))
+        .map_err(|e| SyscallError::new(call, e))?;
+    text.trim()
+        .parse()
+        .map_err(|_| SyscallError::new(call, io::Error::from(io::ErrorKind::InvalidData)))
+}
+
+/// The current `uprobe_events` lines.
+pub(crate) fn list_uprobe_events(root: &Path) -> io::Result<Vec<String>> {
+    Ok(std::fs::read_to_string(root.join("uprobe_events"))?
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
