@@ -2,10 +2,8 @@
 //!
 //! ```no_run
 //! // build.rs
-//! fn main() {
-//!     if let Err(e) = sonde_build::EbpfCrate::new("ebpf").build() {
-//!         panic!("{e}");
-//!     }
+//! if let Err(e) = sonde_build::EbpfCrate::new("ebpf").build() {
+//!     panic!("{e}");
 //! }
 //! ```
 //!
@@ -19,7 +17,6 @@
 //! `cargo xtask setup` installs one.
 
 use std::env;
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -98,10 +95,7 @@ impl Toolchain {
     /// Finds the eBPF toolchain (see the crate documentation for the order).
     pub fn find() -> Result<Self, BuildError> {
         let linker = find_on_path("bpf-linker").ok_or(BuildError::NoLinker)?;
-        let linker_dir = linker
-            .parent()
-            .map(Path::to_path_buf)
-            .ok_or(BuildError::NoLinker)?;
+        let linker_dir = linker.parent().map(Path::to_path_buf).ok_or(BuildError::NoLinker)?;
         let mut tried = Vec::new();
         let mut candidates: Vec<PathBuf> = Vec::new();
         if let Some(r) = env::var_os("SONDE_BPF_RUSTC") {
@@ -141,9 +135,7 @@ pub struct EbpfCrate {
 impl EbpfCrate {
     /// The crate at `dir`, relative to the calling package's manifest directory.
     pub fn new(dir: impl AsRef<Path>) -> Self {
-        let base = env::var_os("CARGO_MANIFEST_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_default();
+        let base = env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_default();
         let dir = base.join(dir);
         EbpfCrate {
             watch: vec![dir.join("src"), dir.join("Cargo.toml")],
@@ -163,10 +155,11 @@ impl EbpfCrate {
         let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or(BuildError::Env("OUT_DIR"))?);
         // The eBPF side's own crates rebuild the object when they change.
         let sonde_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        for p in self.watch.iter().chain(&[
-            sonde_root.join("sonde-ebpf/src"),
-            sonde_root.join("sonde-macros/src"),
-        ]) {
+        for p in self
+            .watch
+            .iter()
+            .chain(&[sonde_root.join("sonde-ebpf/src"), sonde_root.join("sonde-macros/src")])
+        {
             println!("cargo:rerun-if-changed={}", p.display());
         }
         println!("cargo:rerun-if-env-changed=SONDE_BPF_RUSTC");
@@ -202,7 +195,7 @@ impl EbpfCrate {
         let path = env::var_os("PATH").unwrap_or_default();
         let mut paths = vec![toolchain.linker_dir.clone()];
         paths.extend(env::split_paths(&path));
-        cmd.env("PATH", env::join_paths(paths).unwrap_or(OsString::from(path)))
+        cmd.env("PATH", env::join_paths(paths).unwrap_or(path))
             .env("RUSTC", &toolchain.rustc)
             .env("RUSTC_BOOTSTRAP", "1")
             .env(

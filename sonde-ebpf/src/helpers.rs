@@ -3,12 +3,22 @@
 //! Each wrapper names the first mainline kernel that has the helper. Helpers are
 //! called through a function pointer whose address is the helper id: the BPF
 //! backend turns that into `call <id>`.
+//!
+//! # Safety
+//!
+//! The `unsafe` helpers take raw pointers: each must point to memory of the size
+//! the helper reads or writes (map definitions from `#[map]` statics, keys and
+//! values of the map's sizes, a context pointer from the kernel). The verifier
+//! rejects a program that breaks these rules, so they never fail at run time.
+
+#![allow(clippy::missing_safety_doc)] // documented once for the module, above.
 
 use core::ffi::c_void;
 use core::mem::{transmute, MaybeUninit};
 
 macro_rules! helper {
     ($id:expr, fn($($arg:ty),*) -> $ret:ty) => {{
+        #[allow(unused_unsafe)]
         // SAFETY: on the BPF target a call to address `$id` is the helper call.
         let f: unsafe extern "C" fn($($arg),*) -> $ret = unsafe { transmute($id as usize) };
         f
@@ -27,12 +37,7 @@ pub unsafe fn map_lookup_elem(map: *mut c_void, key: *const c_void) -> *mut c_vo
 
 /// `bpf_map_update_elem` (3.19).
 #[inline(always)]
-pub unsafe fn map_update_elem(
-    map: *mut c_void,
-    key: *const c_void,
-    value: *const c_void,
-    flags: u64,
-) -> i64 {
+pub unsafe fn map_update_elem(map: *mut c_void, key: *const c_void, value: *const c_void, flags: u64) -> i64 {
     helper!(2, fn(*mut c_void, *const c_void, *const c_void, u64) -> i64)(map, key, value, flags)
 }
 
@@ -107,11 +112,8 @@ pub unsafe fn probe_read_user<T>(src: *const T) -> Result<T, i64> {
 /// into `dst`; returns the length copied, including the NUL.
 #[inline(always)]
 pub unsafe fn probe_read_user_str(src: *const u8, dst: &mut [u8]) -> Result<usize, i64> {
-    let ret = helper!(114, fn(*mut c_void, u32, *const c_void) -> i64)(
-        dst.as_mut_ptr().cast(),
-        dst.len() as u32,
-        src.cast(),
-    );
+    let ret =
+        helper!(114, fn(*mut c_void, u32, *const c_void) -> i64)(dst.as_mut_ptr().cast(), dst.len() as u32, src.cast());
     if ret < 0 {
         Err(ret)
     } else {

@@ -3,7 +3,6 @@
 //! One program attached to many functions tells them apart by its cookie:
 //!
 //! ```no_run
-//! #![no_std]
 //! use sonde_ebpf::{map, maps::HashMap, uprobe, ProbeContext};
 //!
 //! #[map]

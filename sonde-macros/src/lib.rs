@@ -7,8 +7,8 @@ use proc_macro::TokenStream;
 use proc_macro2::Span;
 use quote::{format_ident, quote};
 use syn::{
-    parse::Parser, parse_macro_input, punctuated::Punctuated, Error, Expr, ExprLit, ItemFn,
-    ItemStatic, Lit, Meta, Token,
+    parse::Parser, parse_macro_input, punctuated::Punctuated, Error, Expr, ExprLit, ItemFn, ItemStatic, Lit, Meta,
+    Token,
 };
 
 /// Options common to `#[uprobe(...)]` and `#[uretprobe(...)]`.
@@ -27,12 +27,7 @@ fn parse_probe_args(attr: TokenStream) -> syn::Result<ProbeArgs> {
         match &meta {
             Meta::Path(p) if p.is_ident("multi") => args.multi = true,
             Meta::NameValue(nv) if nv.path.is_ident("name") => args.name = Some(lit_str(&nv.value)?),
-            _ => {
-                return Err(Error::new_spanned(
-                    meta,
-                    "expected `multi` or `name = \"...\"`",
-                ))
-            }
+            _ => return Err(Error::new_spanned(meta, "expected `multi` or `name = \"...\"`")),
         }
     }
     Ok(args)
@@ -40,9 +35,7 @@ fn parse_probe_args(attr: TokenStream) -> syn::Result<ProbeArgs> {
 
 fn lit_str(expr: &Expr) -> syn::Result<String> {
     match expr {
-        Expr::Lit(ExprLit {
-            lit: Lit::Str(s), ..
-        }) => Ok(s.value()),
+        Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => Ok(s.value()),
         other => Err(Error::new_spanned(other, "expected a string literal")),
     }
 }

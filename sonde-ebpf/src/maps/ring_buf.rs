@@ -27,12 +27,7 @@ impl RingBuf {
     pub fn output<T>(&self, value: &T, flags: u64) -> Result<(), i64> {
         // SAFETY: `value` is size_of::<T>() readable bytes.
         let ret = unsafe {
-            helpers::ringbuf_output(
-                self.def.ptr(),
-                (value as *const T).cast(),
-                size_of::<T>() as u64,
-                flags,
-            )
+            helpers::ringbuf_output(self.def.ptr(), (value as *const T).cast(), size_of::<T>() as u64, flags)
         };
         if ret == 0 {
             Ok(())

@@ -78,11 +78,17 @@ impl Tier {
     /// The features the tier needs for this scope.
     pub fn requires(self, scope: Scope) -> Vec<Feature> {
         match self {
+            // The multi link's cookies are read through the same helper.
             Tier::Multi => match scope {
-                Scope::AllProcesses => vec![Feature::UprobeMulti],
-                Scope::Process(_) => vec![Feature::UprobeMulti, Feature::UprobeMultiPidFilter],
+                Scope::AllProcesses => vec![Feature::UprobeMulti, Feature::BpfCookie],
+                Scope::Process(_) => vec![Feature::UprobeMulti, Feature::UprobeMultiPidFilter, Feature::BpfCookie],
             },
-            Tier::PerfLink => vec![Feature::UprobePmu, Feature::PmuPermitted, Feature::PerfLink, Feature::BpfCookie],
+            Tier::PerfLink => vec![
+                Feature::UprobePmu,
+                Feature::PmuPermitted,
+                Feature::PerfLink,
+                Feature::BpfCookie,
+            ],
             Tier::Emulated => vec![Feature::UprobePmu, Feature::PmuPermitted],
             Tier::Tracefs => vec![Feature::Tracefs],
         }
@@ -278,7 +284,13 @@ pub(crate) fn describe(t: &ResolvedTarget) -> String {
 }
 
 /// Classifies a per-target failure: argument errors name the target.
-pub(crate) fn target_error(tier: Tier, t: &ResolvedTarget, source: SyscallError, attached: usize, wanted: usize) -> AttachError {
+pub(crate) fn target_error(
+    tier: Tier,
+    t: &ResolvedTarget,
+    source: SyscallError,
+    attached: usize,
+    wanted: usize,
+) -> AttachError {
     const ENOTSUPP: i32 = 524;
     let hint = match source.errno() {
         Some(libc::EMFILE) | Some(libc::ENFILE) => {
@@ -304,6 +316,7 @@ pub(crate) fn target_error(tier: Tier, t: &ResolvedTarget, source: SyscallError,
 
 /// One kernel attachment; dropping it detaches (fields drop in order).
 #[derive(Debug)]
+#[allow(clippy::enum_variant_names)]
 pub(crate) enum Link {
     /// A uprobe_multi link (all targets of one binary).
     Multi { link: std::os::fd::OwnedFd },
@@ -372,6 +385,18 @@ impl Attachment {
             .collect()
     }
 
+    /// Names of the tracefs `uprobe_events` entries held (`sonde/sonde_<pid>_<n>`;
+    /// tracefs tier only).
+    pub fn tracefs_events(&self) -> Vec<String> {
+        self.links
+            .iter()
+            .filter_map(|l| match l {
+                Link::Tracefs { entry, .. } => Some(entry.event_name()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Kernel objects held: links plus perf events.
     pub fn kernel_objects(&self) -> usize {
         self.links
@@ -413,7 +438,12 @@ impl DetachHandle {
 }
 
 /// Picks the tier: the first one the options allow and the kernel supports.
-fn choose(kind: ProbeKind, options: &AttachOptions, features: &Features, skip_pmu: bool) -> Result<(Tier, Vec<String>), AttachError> {
+fn choose(
+    kind: ProbeKind,
+    options: &AttachOptions,
+    features: &Features,
+    skip_pmu: bool,
+) -> Result<(Tier, Vec<String>), AttachError> {
     let _ = kind;
     let candidates: Vec<Tier> = match options.tier {
         Some(t) => vec![t],
@@ -474,12 +504,20 @@ fn make_plan(probe: &UProbe, targets: &[ResolvedTarget], tier: Tier, passed_over
     }
 }
 
-pub(crate) fn plan(probe: &UProbe, targets: &[ResolvedTarget], options: &AttachOptions) -> Result<AttachPlan, AttachError> {
+pub(crate) fn plan(
+    probe: &UProbe,
+    targets: &[ResolvedTarget],
+    options: &AttachOptions,
+) -> Result<AttachPlan, AttachError> {
     let (tier, passed_over) = choose(probe.kind(), options, &options.features(), false)?;
     Ok(make_plan(probe, targets, tier, passed_over))
 }
 
-pub(crate) fn attach(probe: &mut UProbe, targets: Vec<ResolvedTarget>, options: &AttachOptions) -> Result<Attachment, AttachError> {
+pub(crate) fn attach(
+    probe: &mut UProbe,
+    targets: Vec<ResolvedTarget>,
+    options: &AttachOptions,
+) -> Result<Attachment, AttachError> {
     if targets.is_empty() {
         return Err(AttachError::NoTargets);
     }

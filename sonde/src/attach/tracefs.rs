@@ -25,6 +25,12 @@ pub(crate) struct TracefsEntry {
     name: String,
 }
 
+impl TracefsEntry {
+    pub(crate) fn event_name(&self) -> String {
+        format!("{GROUP}/{}", self.name)
+    }
+}
+
 impl Drop for TracefsEntry {
     fn drop(&mut self) {
         let line = format!("-:{GROUP}/{}\n", self.name);

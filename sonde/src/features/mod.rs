@@ -189,7 +189,9 @@ impl fmt::Display for Features {
             } else {
                 "no"
             };
-            let since = feat.since().map_or(String::new(), |(a, b)| format!(" (Linux {a}.{b}+)"));
+            let since = feat
+                .since()
+                .map_or(String::new(), |(a, b)| format!(" (Linux {a}.{b}+)"));
             writeln!(f, "  {:<24} {state}{since}", feat.name())?;
         }
         Ok(())

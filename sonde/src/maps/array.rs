@@ -67,7 +67,12 @@ pub struct PerCpuArray<V> {
 impl<V: Pod> PerCpuArray<V> {
     /// A typed view; fails if the map is not a per-CPU array of `V`.
     pub fn new(map: Map) -> Result<Self, MapError> {
-        map.check(&[BPF_MAP_TYPE_PERCPU_ARRAY], 4, size_of::<V>(), "a per-CPU array of this value type")?;
+        map.check(
+            &[BPF_MAP_TYPE_PERCPU_ARRAY],
+            4,
+            size_of::<V>(),
+            "a per-CPU array of this value type",
+        )?;
         Ok(PerCpuArray { map, _v: PhantomData })
     }
 

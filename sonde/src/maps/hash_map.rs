@@ -23,7 +23,12 @@ pub struct HashMap<K, V> {
 impl<K: Pod, V: Pod> HashMap<K, V> {
     /// A typed view; fails if the map is not a hash of `K` to `V`.
     pub fn new(map: Map) -> Result<Self, MapError> {
-        map.check(&[BPF_MAP_TYPE_HASH], size_of::<K>(), size_of::<V>(), "a hash map of these key and value types")?;
+        map.check(
+            &[BPF_MAP_TYPE_HASH],
+            size_of::<K>(),
+            size_of::<V>(),
+            "a hash map of these key and value types",
+        )?;
         Ok(HashMap { map, _kv: PhantomData })
     }
 
@@ -78,7 +83,12 @@ pub struct PerCpuHashMap<K, V> {
 impl<K: Pod, V: Pod> PerCpuHashMap<K, V> {
     /// A typed view; fails if the map is not a per-CPU hash of `K` to `V`.
     pub fn new(map: Map) -> Result<Self, MapError> {
-        map.check(&[BPF_MAP_TYPE_PERCPU_HASH], size_of::<K>(), size_of::<V>(), "a per-CPU hash map of these types")?;
+        map.check(
+            &[BPF_MAP_TYPE_PERCPU_HASH],
+            size_of::<K>(),
+            size_of::<V>(),
+            "a per-CPU hash map of these types",
+        )?;
         Ok(PerCpuHashMap { map, _kv: PhantomData })
     }
 

@@ -66,7 +66,16 @@ impl RingBuf {
         let mapping = |len: usize, prot: i32, offset: usize| {
             // SAFETY: mapping a ring buffer fd as the kernel documents: consumer page
             // read-write at 0, producer page and twice the data read-only after it.
-            let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, offset as libc::off_t) };
+            let ptr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    prot,
+                    libc::MAP_SHARED,
+                    fd,
+                    offset as libc::off_t,
+                )
+            };
             if ptr == libc::MAP_FAILED {
                 Err(io("mmap", std::io::Error::last_os_error()))
             } else {
@@ -137,7 +146,8 @@ impl RingBuf {
                 continue;
             }
             // SAFETY: the record lies within the double-mapped data area.
-            let data = unsafe { std::slice::from_raw_parts((self.producer.ptr as *const u8).add(off + HEADER), data_len) };
+            let data =
+                unsafe { std::slice::from_raw_parts((self.producer.ptr as *const u8).add(off + HEADER), data_len) };
             return Some(RingBufItem {
                 data,
                 consumer: self.consumer_pos(),

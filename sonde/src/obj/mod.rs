@@ -13,8 +13,8 @@ pub use insn::Insn;
 pub(crate) use insn::{PSEUDO_CALL, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
 
 use object::{
-    Architecture, Object as _, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTarget,
-    SectionIndex, SectionKind, SymbolKind, SymbolSection,
+    Architecture, Object as _, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTarget, SectionIndex,
+    SectionKind, SymbolKind, SymbolSection,
 };
 
 /// Why an object could not be parsed.
@@ -351,7 +351,11 @@ impl ObjectFile {
             };
             if let Some(cs) = code.get(&sec) {
                 if cs.name != ".text" {
-                    entries.push((sec, (sym.address() / 8) as usize, sym.name().unwrap_or_default().to_string()));
+                    entries.push((
+                        sec,
+                        (sym.address() / 8) as usize,
+                        sym.name().unwrap_or_default().to_string(),
+                    ));
                 }
             }
         }
@@ -440,8 +444,8 @@ fn link(
                         });
                     } else if let Some(&map) = t.section.and_then(|s| data_maps.get(&s)) {
                         let offset = t.value as i64 + insn.imm as i64;
-                        let offset = u32::try_from(offset)
-                            .map_err(|_| bad(i, format!("offset {offset} into `{}`", t.name)))?;
+                        let offset =
+                            u32::try_from(offset).map_err(|_| bad(i, format!("offset {offset} into `{}`", t.name)))?;
                         relocs.push(MapReloc { insn: pos, map, offset });
                     } else {
                         return Err(bad(i, format!("`{}` is neither a map nor global data", t.name)));
@@ -464,7 +468,10 @@ fn link(
                     queue.push((sec, callee));
                 }
                 (Some(t), false, false) => {
-                    return Err(bad(i, format!("relocation to `{}` on an instruction that takes none", t.name)));
+                    return Err(bad(
+                        i,
+                        format!("relocation to `{}` on an instruction that takes none", t.name),
+                    ));
                 }
                 _ => {}
             }
@@ -476,4 +483,3 @@ fn link(
     }
     Ok((out, relocs))
 }
-

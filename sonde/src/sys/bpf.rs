@@ -38,14 +38,7 @@ pub(crate) const BPF_F_RDONLY_PROG: u32 = 1 << 7;
 /// Calls `bpf(cmd, attr, sizeof attr)`.
 fn sys_bpf<T>(cmd: u32, attr: &mut T) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a valid, initialised attr prefix of the given size.
-    cvt(unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd as libc::c_long,
-            attr as *mut T,
-            size_of::<T>(),
-        )
-    })
+    cvt(unsafe { libc::syscall(libc::SYS_bpf, cmd as libc::c_long, attr as *mut T, size_of::<T>()) })
 }
 
 fn fd_result(ret: io::Result<libc::c_long>) -> io::Result<OwnedFd> {
@@ -110,13 +103,7 @@ struct MapElemAttr {
     flags: u64,
 }
 
-fn map_elem(
-    cmd: u32,
-    fd: BorrowedFd<'_>,
-    key: *const u8,
-    value: *const u8,
-    flags: u64,
-) -> io::Result<libc::c_long> {
+fn map_elem(cmd: u32, fd: BorrowedFd<'_>, key: *const u8, value: *const u8, flags: u64) -> io::Result<libc::c_long> {
     let mut attr = MapElemAttr {
         map_fd: fd.as_raw_fd() as u32,
         _pad: 0,

@@ -59,3 +59,22 @@ pub(crate) fn check(call: Call) -> io::Result<()> {
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fails_only_the_nth_call_until_the_guard_drops() {
+        let g = inject(Call::ProgLoad, 2, libc::EPERM);
+        assert!(check(Call::MapCreate).is_ok());
+        assert!(check(Call::ProgLoad).is_ok());
+        let e = check(Call::ProgLoad).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM));
+        assert!(check(Call::ProgLoad).is_ok());
+        drop(g);
+        let _g = inject(Call::LinkCreate, 1, libc::EINVAL);
+        drop(_g);
+        assert!(check(Call::LinkCreate).is_ok(), "guard removed the fault");
+    }
+}

@@ -108,7 +108,12 @@ fn ioctl(fd: BorrowedFd<'_>, req: libc::c_ulong, arg: libc::c_int, call: &'stati
 
 /// `PERF_EVENT_IOC_SET_BPF` (4.3): runs `prog` on the event, cookie-less.
 pub(crate) fn set_bpf(perf: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> SysResult<()> {
-    ioctl(perf, PERF_EVENT_IOC_SET_BPF, prog.as_raw_fd(), "ioctl(PERF_EVENT_IOC_SET_BPF)")
+    ioctl(
+        perf,
+        PERF_EVENT_IOC_SET_BPF,
+        prog.as_raw_fd(),
+        "ioctl(PERF_EVENT_IOC_SET_BPF)",
+    )
 }
 
 /// `PERF_EVENT_IOC_ENABLE`.

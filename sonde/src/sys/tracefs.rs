@@ -23,7 +23,13 @@ pub(crate) fn root() -> Option<&'static Path> {
             let target = c"/sys/kernel/tracing";
             // SAFETY: static NUL-terminated strings.
             let rc = unsafe {
-                libc::mount(c"tracefs".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null())
+                libc::mount(
+                    c"tracefs".as_ptr(),
+                    target.as_ptr(),
+                    c"tracefs".as_ptr(),
+                    0,
+                    std::ptr::null(),
+                )
             };
             if rc == 0 {
                 log::info!("mounted tracefs at /sys/kernel/tracing");

@@ -1,0 +1,197 @@
+//! Failures leave nothing behind: no link, no perf event, no tracefs entry, no
+//! descriptor. Each test holds one lock, so descriptor counts are not disturbed by
+//! a test running beside it.
+
+use std::sync::Mutex;
+
+use sonde::sys::{fault, Call};
+use sonde::{AttachError, AttachOptions, Error, Feature, Object, Target, TargetError, Tier};
+use sonde_tests::*;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// One test at a time; a failed test does not block the others.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    // Probe the kernel first: the probes make calls an injected fault would hit.
+    let _ = sonde::Features::current();
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The state to compare before and after.
+#[derive(Debug, PartialEq)]
+struct Kernel {
+    fds: usize,
+    our_tracefs: Vec<String>,
+}
+
+fn snapshot() -> Kernel {
+    let me = format!("sonde_{}_", std::process::id());
+    Kernel {
+        fds: open_fds(),
+        our_tracefs: sonde::inspect::tracefs_uprobes()
+            .into_iter()
+            .filter(|l| l.contains(&me))
+            .collect(),
+    }
+}
+
+fn loaded() -> Object {
+    require_root();
+    let mut o = Object::load(PROBES).unwrap();
+    // Load every variant these tests use first, so descriptor counts compare
+    // attach state only.
+    let p = o.uprobe("count_calls").unwrap();
+    for v in [sonde::LoadVariant::Multi, sonde::LoadVariant::Native] {
+        p.load(v).unwrap();
+    }
+    for c in [1, 2, 3, 4] {
+        p.load(sonde::LoadVariant::Baked(c)).unwrap();
+    }
+    o
+}
+
+#[test]
+fn eperm_from_the_pmu_falls_back_to_tracefs() {
+    let _s = serial();
+    let mut object = loaded();
+    let app = Waiting::spawn("abcabc");
+    let options = AttachOptions::default().pid(app.pid()).disable(Feature::UprobeMulti);
+    let guard = fault::inject(Call::PerfEventOpen, 1, libc::EPERM);
+    let attachment = object
+        .uprobe("count_calls")
+        .unwrap()
+        .attach(&targets(&[1, 2, 3]), &options)
+        .unwrap();
+    drop(guard);
+    assert_eq!(attachment.tier(), Tier::Tracefs, "{}", attachment.plan());
+    assert!(attachment
+        .plan()
+        .passed_over
+        .iter()
+        .any(|r| r.contains("refused permission")));
+    assert_eq!(attachment.tracefs_events().len(), 3);
+    app.run();
+    assert_eq!(counts(&object, "COUNTS"), expected_counts("abcabc", &[1, 2, 3]));
+    let events = attachment.tracefs_events();
+    drop(attachment);
+    let listed = sonde::inspect::tracefs_uprobes();
+    for e in events {
+        assert!(!listed.iter().any(|l| l.contains(&e)), "{e} removed");
+    }
+}
+
+#[test]
+fn emfile_on_the_third_target_is_a_clean_error() {
+    let _s = serial();
+    let mut object = loaded();
+    let before = snapshot();
+    for tier in [Tier::PerfLink, Tier::Emulated, Tier::Tracefs] {
+        let _g = fault::inject(Call::PerfEventOpen, 3, libc::EMFILE);
+        let err = object
+            .uprobe("count_calls")
+            .unwrap()
+            .attach(&targets(&[1, 2, 3, 4]), &AttachOptions::default().tier(tier))
+            .unwrap_err();
+        match err {
+            Error::Attach(AttachError::TooManyFiles { attached, wanted, .. }) => {
+                assert_eq!((attached, wanted), (2, 4), "{tier}");
+            }
+            other => panic!("{tier}: unexpected {other}"),
+        }
+        assert_eq!(snapshot(), before, "{tier}: nothing left after EMFILE");
+    }
+}
+
+#[test]
+fn einval_at_link_create_is_a_clean_error() {
+    let _s = serial();
+    let mut object = loaded();
+    let ids: Vec<u32> = object
+        .uprobe("count_calls")
+        .unwrap()
+        .loaded()
+        .map(|p| p.info().unwrap().id)
+        .collect();
+    let before = snapshot();
+    for tier in [Tier::Multi, Tier::PerfLink] {
+        let _g = fault::inject(Call::LinkCreate, 1, libc::EINVAL);
+        let err = object
+            .uprobe("count_calls")
+            .unwrap()
+            .attach(&targets(&[1, 2, 3]), &AttachOptions::default().tier(tier))
+            .unwrap_err();
+        assert!(err.to_string().contains("BPF_LINK_CREATE"), "{tier}: {err}");
+        assert_eq!(snapshot(), before, "{tier}: nothing left");
+        assert!(links_of(&ids).is_empty(), "{tier}: no link listed");
+    }
+}
+
+#[test]
+fn a_failure_half_way_rolls_back_every_tier() {
+    let _s = serial();
+    let mut object = loaded();
+    let ids: Vec<u32> = object
+        .uprobe("count_calls")
+        .unwrap()
+        .loaded()
+        .map(|p| p.info().unwrap().id)
+        .collect();
+    let before = snapshot();
+    // The last target is a bad file offset the kernel refuses (beyond any code):
+    // everything attached before it must go.
+    let app = target_app();
+    let size = std::fs::metadata(&app).unwrap().len();
+    let mut t = targets(&[1, 2]);
+    t.push(Target::file_offset(&app, size - 1).cookie(3));
+    for tier in [Tier::PerfLink, Tier::Emulated, Tier::Tracefs] {
+        let _g = fault::inject(Call::PerfEventOpen, 3, libc::EINVAL);
+        let _t = fault::inject(Call::TracefsWrite, 3, libc::EINVAL);
+        let err = object
+            .uprobe("count_calls")
+            .unwrap()
+            .attach(&t, &AttachOptions::default().tier(tier))
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Attach(AttachError::Target { .. })),
+            "{tier}: {err}"
+        );
+        assert!(
+            err.to_string().contains(&format!("{:#x}", size - 1)),
+            "names the target: {err}"
+        );
+        assert_eq!(snapshot(), before, "{tier}: rolled back");
+        assert!(links_of(&ids).is_empty());
+    }
+}
+#[test]
+fn missing_symbol_and_binary_are_named_and_nothing_stays() {
+    require_root();
+    let _s = serial();
+    let mut object = Object::load(PROBES).unwrap();
+    let before = open_fds();
+    let probe = object.uprobe("count_calls").unwrap();
+    let err = probe
+        .attach(
+            &[
+                Target::symbol(target_app(), "sonde_fn_a").cookie(1),
+                Target::symbol(target_app(), "no_such_function").cookie(2),
+            ],
+            &AttachOptions::default(),
+        )
+        .unwrap_err();
+    match &err {
+        Error::Target(TargetError::NoSymbol { symbol, binary, .. }) => {
+            assert_eq!(symbol, "no_such_function");
+            assert!(binary.ends_with("target-app"));
+        }
+        other => panic!("unexpected: {other}"),
+    }
+    assert!(err.to_string().contains("no_such_function"));
+    let err = probe
+        .attach(&[Target::symbol("/nonexistent/bin", "main")], &AttachOptions::default())
+        .unwrap_err();
+    assert!(matches!(err, Error::Target(TargetError::NoSuchBinary { .. })), "{err}");
+    assert!(err.to_string().contains("/nonexistent/bin"));
+    assert_eq!(probe.loaded().count(), 0, "nothing loaded for unresolvable targets");
+    assert_eq!(open_fds(), before, "no descriptor leaked");
+}

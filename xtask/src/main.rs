@@ -1,0 +1,106 @@
+//! `cargo xtask <task>`: the project's own commands.
+//!
+//! - `setup`: installs the eBPF toolchain if missing (idempotent).
+//! - `test`: setup, then every test (unit, integration on the real kernel).
+//! - `demo`: setup, then the seed example: one program, three functions, three cookies.
+
+mod setup;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "sonde developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the eBPF toolchain (Debian rustc-web, rust-web-src, llvm-NN-dev, bpf-linker).
+    Setup,
+    /// Setup, then run all tests (needs root: they attach real uprobes).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Setup, then run the seed example on its demo target.
+    Demo,
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::run(),
+        Task::Test { args } => {
+            setup::run()?;
+            test(&args)
+        }
+        Task::Demo => {
+            setup::run()?;
+            demo()
+        }
+    }
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command, failing with its name if it fails.
+pub fn run_cmd(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    if !is_root() {
+        bail!("the tests attach real uprobes and need root: run `sudo -E cargo xtask test`");
+    }
+    println!("== cargo fmt --check");
+    run_cmd(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    println!("== cargo test (unit and integration tests, real kernel)");
+    run_cmd(cargo().args(["test", "--workspace", "--"]).args(extra))?;
+    Ok(())
+}
+
+fn demo() -> Result<()> {
+    run_cmd(cargo().args(["build", "--release", "-p", "sonde-seed-example", "--bins"]))?;
+    let bin = root().join("target/release/seed");
+    if !is_root() {
+        bail!("the demo attaches uprobes and needs root: run `sudo -E cargo xtask demo`");
+    }
+    run_cmd(&mut Command::new(bin))
+}

@@ -1,0 +1,142 @@
+//! Installs the eBPF toolchain: a rustc with library source (Debian's `rustc-web` +
+//! `rust-web-src`), the `llvm-NN-dev` matching that rustc's LLVM, and `bpf-linker`
+//! built against it. Each step is skipped when its result is already there.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::run_cmd;
+
+const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn has_library_source(rustc: &Path) -> bool {
+    output(Command::new(rustc).args(["--print", "sysroot"]))
+        .map(|s| {
+            PathBuf::from(s.trim())
+                .join("lib/rustlib/src/rust/library/core/Cargo.toml")
+                .is_file()
+        })
+        .unwrap_or(false)
+}
+
+/// A rustup nightly with rust-src, if there is one.
+fn rustup_nightly() -> Option<PathBuf> {
+    let p = output(Command::new("rustup").args(["which", "--toolchain", "nightly", "rustc"]))?;
+    let p = PathBuf::from(p.trim());
+    has_library_source(&p).then_some(p)
+}
+
+fn llvm_major(rustc: &Path) -> Result<u32> {
+    let v = output(Command::new(rustc).arg("-vV")).context("rustc -vV")?;
+    let line = v
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .context("rustc -vV names no LLVM version")?;
+    line.split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .context("unparsable LLVM version")
+}
+
+fn bpf_linker() -> Option<PathBuf> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+    let p = home.join("bin/bpf-linker");
+    if p.is_file() {
+        return Some(p);
+    }
+    output(Command::new("which").arg("bpf-linker")).map(|s| PathBuf::from(s.trim()))
+}
+
+fn apt_install(packages: &[&str], updated: &mut bool) -> Result<()> {
+    if !*updated {
+        println!("setup: apt-get update");
+        run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
+        *updated = true;
+    }
+    println!("setup: apt-get install {}", packages.join(" "));
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+/// Installs what is missing; prints one line per step.
+pub fn run() -> Result<()> {
+    let have_apt = Path::new("/usr/bin/apt-get").exists();
+    let mut updated = false;
+
+    let rustc = if let Some(r) = std::env::var_os("SONDE_BPF_RUSTC") {
+        PathBuf::from(r)
+    } else if let Some(r) = rustup_nightly() {
+        r
+    } else {
+        let r = PathBuf::from(DEBIAN_RUSTC);
+        if !has_library_source(&r) {
+            if !have_apt {
+                manual_route();
+            }
+            apt_install(&["rustc-web", "rust-web-src"], &mut updated)?;
+        }
+        r
+    };
+    if !has_library_source(&rustc) {
+        bail!("{} has no library source after setup", rustc.display());
+    }
+
+    if bpf_linker().is_none() {
+        let major = llvm_major(&rustc)?;
+        let prefix = format!("/usr/lib/llvm-{major}");
+        if !Path::new(&prefix).join("bin/llvm-config").exists() {
+            if !have_apt {
+                manual_route();
+            }
+            let dev = format!("llvm-{major}-dev");
+            apt_install(&[&dev, "zlib1g-dev", "libzstd-dev", "libxml2-dev"], &mut updated)?;
+        }
+        println!("setup: cargo install bpf-linker {BPF_LINKER_VERSION} for LLVM {major} (a few minutes)");
+        run_cmd(
+            Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+                .args([
+                    "install",
+                    "bpf-linker",
+                    "--version",
+                    BPF_LINKER_VERSION,
+                    "--no-default-features",
+                    "--features",
+                    &format!("llvm-{major}"),
+                ])
+                .env("LLVM_PREFIX", &prefix)
+                .env(format!("LLVM_SYS_{major}1_PREFIX"), &prefix),
+        )?;
+    }
+    println!(
+        "setup: eBPF toolchain ready (rustc {}, bpf-linker {})",
+        rustc.display(),
+        bpf_linker().map_or("?".into(), |p| p.display().to_string())
+    );
+    Ok(())
+}
+
+fn manual_route() -> ! {
+    eprintln!(
+        "setup: this system has no apt-get. Install the eBPF toolchain by hand:\n  \
+         rustup toolchain install nightly --component rust-src\n  \
+         cargo install bpf-linker   (needs LLVM development files matching nightly's LLVM)\n\
+         or set SONDE_BPF_RUSTC to a rustc whose sysroot has the library source."
+    );
+    std::process::exit(1);
+}
