@@ -92,8 +92,50 @@ fn test(extra: &[String]) -> Result<()> {
     println!("== cargo fmt --check");
     run_cmd(cargo().args(["fmt", "--all", "--", "--check"]))?;
     println!("== cargo test (unit and integration tests, real kernel)");
-    run_cmd(cargo().args(["test", "--workspace", "--"]).args(extra))?;
+    let (passed, failed) = cargo_test(cargo().args(["test", "--workspace", "--"]).args(extra))?;
+    println!("tests: {passed} passed, {failed} failed");
+    if failed > 0 {
+        bail!("{failed} test(s) failed");
+    }
     Ok(())
+}
+
+/// Runs `cargo test`, echoing its output, and adds up its `test result:` lines.
+fn cargo_test(cmd: &mut Command) -> Result<(u64, u64)> {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    let (mut passed, mut failed) = (0, 0);
+    for line in BufReader::new(child.stdout.take().context("stdout")?).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                rest.split(';')
+                    .find_map(|p| {
+                        p.trim().strip_suffix(word).map(|n| {
+                            n.trim()
+                                .trim_start_matches("ok.")
+                                .trim()
+                                .trim_start_matches("FAILED.")
+                                .trim()
+                                .parse::<u64>()
+                                .unwrap_or(0)
+                        })
+                    })
+                    .unwrap_or(0)
+            };
+            passed += count("passed");
+            failed += count("failed");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() && failed == 0 {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok((passed, failed))
 }
 
 fn demo() -> Result<()> {
