@@ -52,4 +52,5 @@ fn main() {
         start.elapsed().as_secs_f64()
     );
     let _ = idle.kill();
+    let _ = idle.wait();
 }

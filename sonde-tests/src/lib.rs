@@ -155,3 +155,35 @@ pub fn links_of(prog_ids: &[u32]) -> Vec<sonde::inspect::LinkInfo> {
 pub fn prog_ids(a: &Attachment) -> Vec<u32> {
     a.programs().iter().map(|p| p.info().expect("prog info").id).collect()
 }
+
+/// Whether this kernel supports `tier` for a one-process scope; prints a skip line
+/// with the missing features when not. Only features the kernel lacks are skipped:
+/// `features_match_the_kernel_version` checks detection against the version.
+pub fn tier_supported(tier: sonde::Tier) -> bool {
+    let f = sonde::Features::current();
+    let missing: Vec<String> = tier
+        .requires(sonde::Scope::Process(1))
+        .into_iter()
+        .filter(|x| !f.has(*x))
+        .map(|x| x.to_string())
+        .collect();
+    if missing.is_empty() {
+        true
+    } else {
+        println!(
+            "SKIP tier {tier} on {}: the kernel lacks {}",
+            f.kernel_release,
+            missing.join(", ")
+        );
+        false
+    }
+}
+
+/// `(major, minor)` of the running kernel.
+pub fn kernel_version() -> (u32, u32) {
+    let rel = sonde::features::kernel_release();
+    let mut parts = rel
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}

@@ -5,6 +5,7 @@
 //! - `demo`: setup, then the seed example: one program, three functions, three cookies.
 
 mod setup;
+mod vm;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -25,12 +26,21 @@ enum Task {
     Setup,
     /// Setup, then run all tests (needs root: they attach real uprobes).
     Test {
+        /// Skip the kernel matrix (a quick local loop; CI runs it).
+        #[arg(long)]
+        no_vm: bool,
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
     /// Setup, then run the seed example on its demo target.
     Demo,
+    /// Run the integration tests on Debian's 5.10 and 6.1 kernels under QEMU.
+    Vm {
+        /// 5.10, 6.1 or all.
+        #[arg(long, default_value = "all")]
+        kernel: String,
+    },
 }
 
 fn main() {
@@ -43,13 +53,31 @@ fn main() {
 fn run() -> Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::run(),
-        Task::Test { args } => {
+        Task::Test { no_vm, args } => {
             setup::run()?;
-            test(&args)
+            let (mut passed, mut failed) = test(&args)?;
+            if no_vm {
+                println!("== kernel matrix skipped (--no-vm)");
+            } else {
+                println!("== kernel matrix (5.10, 6.1 under QEMU)");
+                vm::setup()?;
+                let (p, f) = vm::run("all")?;
+                passed += p;
+                failed += f;
+            }
+            println!("tests: {passed} passed, {failed} failed");
+            Ok(())
         }
         Task::Demo => {
             setup::run()?;
             demo()
+        }
+        Task::Vm { kernel } => {
+            setup::run()?;
+            vm::setup()?;
+            let (passed, failed) = vm::run(&kernel)?;
+            println!("tests: {passed} passed, {failed} failed");
+            Ok(())
         }
     }
 }
@@ -85,7 +113,7 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn test(extra: &[String]) -> Result<()> {
+fn test(extra: &[String]) -> Result<(u64, u64)> {
     if !is_root() {
         bail!("the tests attach real uprobes and need root: run `sudo -E cargo xtask test`");
     }
@@ -93,11 +121,10 @@ fn test(extra: &[String]) -> Result<()> {
     run_cmd(cargo().args(["fmt", "--all", "--", "--check"]))?;
     println!("== cargo test (unit and integration tests, real kernel)");
     let (passed, failed) = cargo_test(cargo().args(["test", "--workspace", "--"]).args(extra))?;
-    println!("tests: {passed} passed, {failed} failed");
     if failed > 0 {
         bail!("{failed} test(s) failed");
     }
-    Ok(())
+    Ok((passed, failed))
 }
 
 /// Runs `cargo test`, echoing its output, and adds up its `test result:` lines.

@@ -1,0 +1,403 @@
+//! `cargo xtask vm`: the integration tests on older kernels under QEMU (TCG).
+//!
+//! Debian's cloud kernels (bookworm's 6.1 through the system's apt, bullseye's 5.10
+//! through a private apt configuration under `target/vm/apt-bullseye`, never the
+//! system's), cached under `target/vm`; an initramfs with busybox, the test binaries
+//! and their shared libraries; one boot per kernel with a hard timeout.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{root, run_cmd};
+
+/// A kernel of the matrix.
+struct Kernel {
+    name: &'static str,
+    /// Debian suite whose apt configuration finds it (`None`: the system's).
+    suite: Option<&'static str>,
+    /// Metapackage that depends on the current image.
+    meta: &'static str,
+}
+
+const KERNELS: [Kernel; 2] = [
+    Kernel {
+        name: "5.10",
+        suite: Some("bullseye"),
+        meta: "linux-image-cloud-amd64",
+    },
+    Kernel {
+        name: "6.1",
+        suite: None,
+        meta: "linux-image-cloud-amd64",
+    },
+];
+
+const TIMEOUT: Duration = Duration::from_secs(900);
+
+fn vm_dir() -> PathBuf {
+    root().join("target/vm")
+}
+
+fn apt_options(suite: &str) -> Result<Vec<String>> {
+    let d = vm_dir().join(format!("apt-{suite}"));
+    for sub in ["etc/preferences.d", "state/lists/partial", "cache/archives/partial"] {
+        std::fs::create_dir_all(d.join(sub))?;
+    }
+    std::fs::write(
+        d.join("etc/sources.list"),
+        format!(
+            "deb [signed-by=/usr/share/keyrings/debian-archive-{suite}-automatic.gpg] http://deb.debian.org/debian {suite} main\n\
+             deb [signed-by=/usr/share/keyrings/debian-archive-{suite}-security-automatic.gpg] http://deb.debian.org/debian-security {suite}-security main\n"
+        ),
+    )?;
+    let p = |s: &str| d.join(s).display().to_string();
+    Ok(vec![
+        "-o".into(),
+        format!("Dir::Etc::SourceList={}", p("etc/sources.list")),
+        "-o".into(),
+        "Dir::Etc::SourceParts=/nonexistent".into(),
+        "-o".into(),
+        format!("Dir::Etc::PreferencesParts={}", p("etc/preferences.d")),
+        "-o".into(),
+        format!("Dir::State={}", p("state")),
+        "-o".into(),
+        "Dir::State::status=/dev/null".into(),
+        "-o".into(),
+        format!("Dir::Cache={}", p("cache")),
+    ])
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Downloads (once) and unpacks the kernel image; returns the vmlinuz path.
+fn fetch_kernel(k: &Kernel) -> Result<PathBuf> {
+    let dir = vm_dir().join(format!("kernel-{}", k.name));
+    if let Some(v) = find_vmlinuz(&dir) {
+        return Ok(v);
+    }
+    std::fs::create_dir_all(&dir)?;
+    let opts = match k.suite {
+        Some(s) => {
+            let o = apt_options(s)?;
+            println!("vm: apt-get update ({s}, private configuration)");
+            run_cmd(Command::new("apt-get").args(&o).args(["update", "-qq"]))?;
+            o
+        }
+        None => Vec::new(),
+    };
+    let deps = output(Command::new("apt-cache").args(&opts).args(["depends", k.meta]))?;
+    let image = deps
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends: "))
+        .find(|d| d.starts_with("linux-image-"))
+        .context("the metapackage names no kernel image")?
+        .to_string();
+    println!("vm: downloading {image}");
+    run_cmd(
+        Command::new("apt-get")
+            .args(&opts)
+            .args(["download", "-qq", &image])
+            .current_dir(&dir),
+    )?;
+    let deb = std::fs::read_dir(&dir)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .context("no .deb downloaded")?;
+    run_cmd(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(dir.join("root")))?;
+    find_vmlinuz(&dir).context("no vmlinuz in the package")
+}
+
+fn find_vmlinuz(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir.join("root/boot"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+}
+
+/// Builds the test binaries and returns their paths.
+fn test_binaries() -> Result<Vec<PathBuf>> {
+    let out = output(
+        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .current_dir(root())
+            .args([
+                "test",
+                "-p",
+                "sonde-tests",
+                "-p",
+                "sonde",
+                "--no-run",
+                "--message-format=json",
+            ])
+            .stderr(Stdio::inherit()),
+    )?;
+    let mut bins = Vec::new();
+    for line in out.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some(exe), Some(kind)) = (v["executable"].as_str(), v["target"]["kind"][0].as_str()) else {
+            continue;
+        };
+        if matches!(kind, "test" | "lib") {
+            bins.push(PathBuf::from(exe));
+        }
+    }
+    if bins.is_empty() {
+        bail!("cargo test --no-run listed no test binaries");
+    }
+    Ok(bins)
+}
+
+fn copy_with_libs(src: &Path, dst: &Path, rootfs: &Path) -> Result<()> {
+    if let Some(p) = dst.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    std::fs::copy(src, dst).with_context(|| format!("copy {}", src.display()))?;
+    let ldd = Command::new("ldd").arg(src).output()?;
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let path = line.split_whitespace().find(|w| w.starts_with('/')).map(PathBuf::from);
+        if let Some(lib) = path {
+            let to = rootfs.join(lib.strip_prefix("/")?);
+            if !to.exists() {
+                std::fs::create_dir_all(to.parent().context("lib dir")?)?;
+                std::fs::copy(&lib, &to).with_context(|| format!("copy {}", lib.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+echo "SONDE-VM release $(uname -r)"
+for t in /t/deps/*; do
+  echo "SONDE-VM running $(basename $t)"
+  $t --test-threads=1 --nocapture 2>&1
+  echo "SONDE-VM exit $(basename $t) $?"
+done
+echo "SONDE-VM done"
+poweroff -f
+"#;
+
+fn build_initramfs(bins: &[PathBuf]) -> Result<PathBuf> {
+    let rootfs = vm_dir().join("rootfs");
+    let _ = std::fs::remove_dir_all(&rootfs);
+    for d in [
+        "bin",
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+        "t/deps",
+        "sys/kernel/tracing",
+        "sys/fs/bpf",
+    ] {
+        std::fs::create_dir_all(rootfs.join(d))?;
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).context("busybox-static is not installed")?;
+    std::fs::write(rootfs.join("init"), INIT)?;
+    run_cmd(Command::new("chmod").arg("+x").arg(rootfs.join("init")))?;
+    for b in bins {
+        let name = b.file_name().context("binary name")?;
+        copy_with_libs(b, &rootfs.join("t/deps").join(name), &rootfs)?;
+    }
+    let target_app = root().join("target/debug/target-app");
+    copy_with_libs(&target_app, &rootfs.join("t/target-app"), &rootfs)?;
+    let image = vm_dir().join("initramfs.cpio.gz");
+    run_cmd(Command::new("sh").current_dir(&rootfs).arg("-c").arg(format!(
+        "find . | cpio -o -H newc --quiet | gzip -1 > {}",
+        image.display()
+    )))?;
+    Ok(image)
+}
+
+/// What one kernel's run showed.
+struct Report {
+    kernel: String,
+    release: String,
+    passed: u64,
+    failed: u64,
+    tier: String,
+    ok: bool,
+    seconds: f64,
+    log: String,
+}
+
+fn boot(name: &str, vmlinuz: &Path, initramfs: &Path) -> Result<Report> {
+    let start = Instant::now();
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-m", "2048", "-smp", "2", "-nographic", "-no-reboot"])
+        .arg("-kernel")
+        .arg(vmlinuz)
+        .arg("-initrd")
+        .arg(initramfs)
+        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start qemu-system-x86_64")?;
+    let stdout = child.stdout.take().context("qemu stdout")?;
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut s = String::new();
+        let mut r = stdout;
+        let _ = r.read_to_string(&mut s);
+        s
+    });
+    let mut timed_out = false;
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        if start.elapsed() > TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            timed_out = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = reader.join().unwrap_or_default();
+    let mut r = Report {
+        kernel: name.to_string(),
+        release: String::new(),
+        passed: 0,
+        failed: 0,
+        tier: "?".into(),
+        ok: !timed_out,
+        seconds: start.elapsed().as_secs_f64(),
+        log: String::new(),
+    };
+    let mut done = false;
+    for line in log.lines() {
+        let line = line.trim_end_matches('\r');
+        if let Some(rel) = line.split("SONDE-VM release ").nth(1) {
+            r.release = rel.to_string();
+        } else if let Some(t) = line.split("planner tier: ").nth(1) {
+            r.tier = t.trim().to_string();
+        } else if let Some(rest) = line.strip_prefix("SONDE-VM exit ") {
+            if !rest.ends_with(" 0") {
+                r.ok = false;
+            }
+        } else if line == "SONDE-VM done" {
+            done = true;
+        } else if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(';') {
+                let part = part
+                    .trim()
+                    .trim_start_matches("ok.")
+                    .trim_start_matches("FAILED.")
+                    .trim();
+                if let Some(n) = part.strip_suffix(" passed") {
+                    r.passed += n.trim().parse::<u64>().unwrap_or(0);
+                } else if let Some(n) = part.strip_suffix(" failed") {
+                    r.failed += n.trim().parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+    }
+    r.ok &= done && r.failed == 0 && r.passed > 0;
+    if timed_out {
+        r.log = format!("timed out after {TIMEOUT:?}\n{log}");
+    } else {
+        r.log = log;
+    }
+    Ok(r)
+}
+
+/// Runs the matrix for `which` ("5.10", "6.1" or "all"); returns the tests passed
+/// and failed in all guests.
+pub fn run(which: &str) -> Result<(u64, u64)> {
+    let kernels: Vec<&Kernel> = KERNELS.iter().filter(|k| which == "all" || k.name == which).collect();
+    if kernels.is_empty() {
+        bail!("unknown kernel {which}: use 5.10, 6.1 or all");
+    }
+    let bins = test_binaries()?;
+    let initramfs = build_initramfs(&bins)?;
+    let start = Instant::now();
+    let mut reports = Vec::new();
+    for k in kernels {
+        let vmlinuz = fetch_kernel(k)?;
+        println!("vm: booting {} ({})", k.name, vmlinuz.display());
+        reports.push(boot(k.name, &vmlinuz, &initramfs)?);
+    }
+    println!(
+        "\n{:<8} {:<28} {:>7} {:>7} {:<10} {:>8}",
+        "kernel", "release", "passed", "failed", "tier", "seconds"
+    );
+    for r in &reports {
+        println!(
+            "{:<8} {:<28} {:>7} {:>7} {:<10} {:>8.1}",
+            r.kernel, r.release, r.passed, r.failed, r.tier, r.seconds
+        );
+    }
+    println!("matrix wall time: {:.1} s", start.elapsed().as_secs_f64());
+    let failed: Vec<&Report> = reports.iter().filter(|r| !r.ok).collect();
+    for r in &failed {
+        println!("\n===== guest output, kernel {} =====\n{}", r.kernel, r.log);
+    }
+    if !failed.is_empty() {
+        bail!(
+            "the kernel matrix failed on {}",
+            failed.iter().map(|r| r.kernel.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok((
+        reports.iter().map(|r| r.passed).sum(),
+        reports.iter().map(|r| r.failed).sum(),
+    ))
+}
+
+/// Installs QEMU, busybox-static and cpio if missing.
+pub fn setup() -> Result<()> {
+    let missing: Vec<&str> = [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("/bin/busybox", "busybox-static"),
+        ("cpio", "cpio"),
+    ]
+    .iter()
+    .filter(|(bin, _)| {
+        if bin.starts_with('/') {
+            !Path::new(bin).exists()
+        } else {
+            Command::new("which")
+                .arg(bin)
+                .output()
+                .map_or(true, |o| !o.status.success())
+        }
+    })
+    .map(|(_, pkg)| *pkg)
+    .collect();
+    if !missing.is_empty() {
+        println!("vm: apt-get install {}", missing.join(" "));
+        run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
+        run_cmd(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+    Ok(())
+}
