@@ -187,3 +187,15 @@ pub fn kernel_version() -> (u32, u32) {
         .filter_map(|p| p.parse::<u32>().ok());
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
+
+/// Every record in the object's `EVENTS` ring buffer, in order.
+pub fn drain_events(object: &Object) -> Vec<Event> {
+    let mut rb = sonde::maps::RingBuf::new(object.map("EVENTS").expect("EVENTS map")).expect("ring buffer");
+    let mut out = Vec::new();
+    while let Some(rec) = rb.next() {
+        assert_eq!(rec.len(), std::mem::size_of::<Event>());
+        // SAFETY: the program writes whole `Event`s; length checked above.
+        out.push(unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) });
+    }
+    out
+}

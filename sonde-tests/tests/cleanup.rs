@@ -54,6 +54,18 @@ fn loaded() -> Object {
     o
 }
 
+/// [`loaded`], and the kernel ids of the variants loaded.
+fn loaded_with_ids() -> (Object, Vec<u32>) {
+    let mut object = loaded();
+    let ids = object
+        .uprobe("count_calls")
+        .unwrap()
+        .loaded()
+        .map(|p| p.info().unwrap().id)
+        .collect();
+    (object, ids)
+}
+
 #[test]
 fn eperm_from_the_pmu_falls_back_to_tracefs() {
     let _s = serial();
@@ -112,13 +124,7 @@ fn emfile_on_the_third_target_is_a_clean_error() {
 #[test]
 fn einval_at_link_create_is_a_clean_error() {
     let _s = serial();
-    let mut object = loaded();
-    let ids: Vec<u32> = object
-        .uprobe("count_calls")
-        .unwrap()
-        .loaded()
-        .map(|p| p.info().unwrap().id)
-        .collect();
+    let (mut object, ids) = loaded_with_ids();
     let before = snapshot();
     for tier in [Tier::Multi, Tier::PerfLink] {
         if !tier_supported(tier) {
@@ -139,13 +145,7 @@ fn einval_at_link_create_is_a_clean_error() {
 #[test]
 fn a_failure_half_way_rolls_back_every_tier() {
     let _s = serial();
-    let mut object = loaded();
-    let ids: Vec<u32> = object
-        .uprobe("count_calls")
-        .unwrap()
-        .loaded()
-        .map(|p| p.info().unwrap().id)
-        .collect();
+    let (mut object, ids) = loaded_with_ids();
     let before = snapshot();
     // The last target is a bad file offset the kernel refuses (beyond any code):
     // everything attached before it must go.

@@ -1,7 +1,7 @@
 //! One program, many functions, one cookie each: the foundation, on the real
 //! kernel with the automatic tier.
 
-use sonde::maps::{PerCpuArray, RingBuf};
+use sonde::maps::PerCpuArray;
 use sonde::{AttachOptions, Object, Target, TargetError};
 use sonde_tests::*;
 
@@ -33,12 +33,7 @@ fn one_program_counts_each_function_by_cookie() {
 fn ring_buffer_sees_cookies_in_call_order() {
     let cookies = [11, 22, 33, 44];
     let (object, _attachment) = attach_and_run("record_calls", SEQ, &cookies, AttachOptions::default());
-    let mut rb = RingBuf::new(object.map("EVENTS").unwrap()).unwrap();
-    let mut seen = Vec::new();
-    while let Some(rec) = rb.next() {
-        let ev: Event = unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) };
-        seen.push((ev.cookie, ev.value));
-    }
+    let seen: Vec<(u64, u64)> = drain_events(&object).iter().map(|e| (e.cookie, e.value)).collect();
     let want: Vec<(u64, u64)> = SEQ
         .chars()
         .enumerate()
@@ -52,13 +47,9 @@ fn uretprobe_sees_cookie_and_return_value() {
     let cookies = [5, 6, 7, 8];
     let (object, _a) = attach_and_run("record_returns", SEQ, &cookies, AttachOptions::default());
     assert_eq!(counts(&object, "RET_COUNTS"), expected_counts(SEQ, &cookies));
-    let mut rb = RingBuf::new(object.map("EVENTS").unwrap()).unwrap();
-    let mut seen = Vec::new();
-    while let Some(rec) = rb.next() {
-        let ev: Event = unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) };
-        assert_eq!(ev.kind, 1);
-        seen.push((ev.cookie, ev.value));
-    }
+    let events = drain_events(&object);
+    assert!(events.iter().all(|e| e.kind == 1));
+    let seen: Vec<(u64, u64)> = events.iter().map(|e| (e.cookie, e.value)).collect();
     let want: Vec<(u64, u64)> = SEQ
         .chars()
         .enumerate()

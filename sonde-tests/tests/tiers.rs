@@ -1,7 +1,6 @@
 //! Every attach tier, forced in turn, gives the same exact per-cookie counts; the
 //! automatic choice follows the kernel's features.
 
-use sonde::maps::RingBuf;
 use sonde::{AttachOptions, Feature, Features, Tier};
 use sonde_tests::*;
 
@@ -77,12 +76,7 @@ fn emulated_cookies_reach_the_ring_buffer_in_order() {
         &cookies,
         AttachOptions::default().tier(Tier::Emulated),
     );
-    let mut rb = RingBuf::new(object.map("EVENTS").unwrap()).unwrap();
-    let mut seen = Vec::new();
-    while let Some(rec) = rb.next() {
-        let ev: Event = unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) };
-        seen.push(ev.cookie);
-    }
+    let seen: Vec<u64> = drain_events(&object).iter().map(|e| e.cookie).collect();
     let want: Vec<u64> = SEQ
         .chars()
         .map(|c| cookies[FUNCTIONS.iter().position(|f| f.1 == c).unwrap()])
