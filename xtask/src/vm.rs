@@ -1,8 +1,8 @@
 //! `cargo xtask vm`: the integration tests on older kernels under QEMU (TCG).
 //!
-//! Debian's cloud kernels (bookworm's 6.1 through the system's apt, bullseye's 5.10
-//! through a private apt configuration under `target/vm/apt-bullseye`, never the
-//! system's), cached under `target/vm`; an initramfs with busybox, the test binaries
+//! Debian's cloud kernels (bookworm's 6.1, bullseye's 5.10), each fetched through a
+//! private apt configuration under `target/vm/apt-<suite>` (never the system's) and
+//! cached under `target/vm`; an initramfs with busybox, the test binaries
 //! and their shared libraries; one boot per kernel with a hard timeout.
 
 use std::path::{Path, PathBuf};
@@ -16,8 +16,8 @@ use crate::{root, run_cmd};
 /// A kernel of the matrix.
 struct Kernel {
     name: &'static str,
-    /// Debian suite whose apt configuration finds it (`None`: the system's).
-    suite: Option<&'static str>,
+    /// Debian suite, fetched through a private apt configuration.
+    suite: &'static str,
     /// Metapackage that depends on the current image.
     meta: &'static str,
 }
@@ -25,12 +25,12 @@ struct Kernel {
 const KERNELS: [Kernel; 2] = [
     Kernel {
         name: "5.10",
-        suite: Some("bullseye"),
+        suite: "bullseye",
         meta: "linux-image-cloud-amd64",
     },
     Kernel {
         name: "6.1",
-        suite: None,
+        suite: "bookworm",
         meta: "linux-image-cloud-amd64",
     },
 ];
@@ -67,6 +67,9 @@ fn apt_options(suite: &str) -> Result<Vec<String>> {
         "Dir::State::status=/dev/null".into(),
         "-o".into(),
         format!("Dir::Cache={}", p("cache")),
+        // Downloads land in target/, which apt's sandbox user may not write.
+        "-o".into(),
+        "APT::Sandbox::User=root".into(),
     ])
 }
 
@@ -85,15 +88,9 @@ fn fetch_kernel(k: &Kernel) -> Result<PathBuf> {
         return Ok(v);
     }
     std::fs::create_dir_all(&dir)?;
-    let opts = match k.suite {
-        Some(s) => {
-            let o = apt_options(s)?;
-            println!("vm: apt-get update ({s}, private configuration)");
-            run_cmd(Command::new("apt-get").args(&o).args(["update", "-qq"]))?;
-            o
-        }
-        None => Vec::new(),
-    };
+    let opts = apt_options(k.suite)?;
+    println!("vm: apt-get update ({}, private configuration)", k.suite);
+    run_cmd(Command::new("apt-get").args(&opts).args(["update", "-qq"]))?;
     let deps = output(Command::new("apt-cache").args(&opts).args(["depends", k.meta]))?;
     let image = deps
         .lines()
