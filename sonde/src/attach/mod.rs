@@ -21,7 +21,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::features::{Feature, Features};
-use crate::obj::ProbeKind;
 use crate::programs::{LoadedProgram, ProgramError, UProbe};
 use crate::sys::SyscallError;
 use crate::target::ResolvedTarget;
@@ -320,7 +319,8 @@ pub(crate) fn target_error(
 pub(crate) enum Link {
     /// A uprobe_multi link (all targets of one binary).
     Multi { link: std::os::fd::OwnedFd },
-    /// A perf link, then the perf event it holds.
+    /// A perf link, then the perf event it holds (the event is held for its Drop).
+    #[allow(dead_code)]
     PerfLink {
         link: std::os::fd::OwnedFd,
         perf: std::os::fd::OwnedFd,
@@ -438,13 +438,7 @@ impl DetachHandle {
 }
 
 /// Picks the tier: the first one the options allow and the kernel supports.
-fn choose(
-    kind: ProbeKind,
-    options: &AttachOptions,
-    features: &Features,
-    skip_pmu: bool,
-) -> Result<(Tier, Vec<String>), AttachError> {
-    let _ = kind;
+fn choose(options: &AttachOptions, features: &Features, skip_pmu: bool) -> Result<(Tier, Vec<String>), AttachError> {
     let candidates: Vec<Tier> = match options.tier {
         Some(t) => vec![t],
         None => Tier::ALL.to_vec(),
@@ -509,7 +503,7 @@ pub(crate) fn plan(
     targets: &[ResolvedTarget],
     options: &AttachOptions,
 ) -> Result<AttachPlan, AttachError> {
-    let (tier, passed_over) = choose(probe.kind(), options, &options.features(), false)?;
+    let (tier, passed_over) = choose(options, &options.features(), false)?;
     Ok(make_plan(probe, targets, tier, passed_over))
 }
 
@@ -524,7 +518,7 @@ pub(crate) fn attach(
     let features = options.features();
     let mut skip_pmu = false;
     loop {
-        let (tier, passed_over) = choose(probe.kind(), options, &features, skip_pmu)?;
+        let (tier, passed_over) = choose(options, &features, skip_pmu)?;
         let plan = make_plan(probe, &targets, tier, passed_over);
         if tier.per_target() && plan.detach_estimate >= Duration::from_secs(1) {
             log::warn!("{plan}");
@@ -608,7 +602,7 @@ mod tests {
     fn choice_follows_features() {
         let f = all_features();
         let o = AttachOptions::default();
-        let pick = |f: &Features, o: &AttachOptions| choose(ProbeKind::Entry, o, f, false).map(|x| x.0).ok();
+        let pick = |f: &Features, o: &AttachOptions| choose(o, f, false).map(|x| x.0).ok();
         let base = pick(&f, &o);
         if f.has(Feature::UprobeMulti) {
             assert_eq!(base, Some(Tier::Multi));
@@ -623,7 +617,7 @@ mod tests {
             assert_eq!(pick(&no_cookie, &o.clone().native_cookies_only()), None);
         }
         let nothing = f.without(&Feature::ALL);
-        let err = choose(ProbeKind::Entry, &o, &nothing, false).unwrap_err().to_string();
+        let err = choose(&o, &nothing, false).unwrap_err().to_string();
         assert!(err.contains("multi: needs uprobe_multi (disabled)"), "{err}");
         assert!(err.contains("tracefs: needs tracefs"), "{err}");
     }
@@ -632,7 +626,7 @@ mod tests {
     fn pmu_refusal_moves_past_pmu_tiers() {
         let f = all_features().without(&[Feature::UprobeMulti]);
         if f.has(Feature::Tracefs) {
-            let (t, why) = choose(ProbeKind::Entry, &AttachOptions::default(), &f, true).unwrap();
+            let (t, why) = choose(&AttachOptions::default(), &f, true).unwrap();
             assert_eq!(t, Tier::Tracefs);
             assert!(why.iter().any(|w| w.contains("refused permission")));
         }

@@ -38,19 +38,20 @@ pub(super) fn attach(
         let perf = perf::open_uprobe(pmu, retprobe_bit, &c_path(&t.path), t.offset, scope.pid())
             .map_err(|e| fail(e, links.len()))?;
         let link = if tier == Tier::PerfLink {
-            let link = bpf::link_create_perf_event(prog.as_fd(), std::os::fd::AsRawFd::as_raw_fd(&perf), t.cookie)
-                .map_err(|source| AttachError::Syscall { tier, source })?;
-            Link::PerfLink { link, perf }
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&perf);
+            Some(
+                bpf::link_create_perf_event(prog.as_fd(), fd, t.cookie)
+                    .map_err(|source| AttachError::Syscall { tier, source })?,
+            )
         } else {
             perf::set_bpf(perf.as_fd(), prog.as_fd()).map_err(|source| AttachError::Syscall { tier, source })?;
-            Link::Perf { perf }
+            None
         };
-        let perf_fd = match &link {
-            Link::PerfLink { perf, .. } | Link::Perf { perf } => perf.as_fd(),
-            _ => unreachable!("built above"),
-        };
-        perf::enable(perf_fd).map_err(|source| AttachError::Syscall { tier, source })?;
-        links.push(link);
+        perf::enable(perf.as_fd()).map_err(|source| AttachError::Syscall { tier, source })?;
+        links.push(match link {
+            Some(link) => Link::PerfLink { link, perf },
+            None => Link::Perf { perf },
+        });
     }
     Ok((programs, links))
 }

@@ -362,12 +362,11 @@ impl ObjectFile {
         entries.sort_by(|a, b| a.2.cmp(&b.2));
         for (sec, start, name) in entries {
             let cs = &code[&sec];
-            let (prefix, kind, multi) = PROGRAM_PREFIXES
+            let (_, kind, multi) = PROGRAM_PREFIXES
                 .iter()
                 .find(|(p, ..)| cs.name.starts_with(p))
                 .copied()
                 .expect("program sections were checked");
-            let _ = prefix;
             let (insns, relocs) = link(&code, &map_by_symbol, &data_maps, sec, start)?;
             programs.push(ProgramSpec {
                 name,

@@ -126,7 +126,7 @@ impl LoadedProgram {
                 load_time: start.elapsed(),
                 stats_log: c_text(&stats),
             }),
-            Err(first) => {
+            Err(_) => {
                 let mut log = vec![0u8; 16 << 20];
                 let source = match bpf::prog_load(&req, 1 | 4, &mut log) {
                     Err(e) => e,
@@ -141,7 +141,6 @@ impl LoadedProgram {
                         })
                     }
                 };
-                let _ = first;
                 Err(ProgramError::Rejected {
                     name: name.to_string(),
                     source,
