@@ -313,14 +313,14 @@ pub(crate) fn target_error(
     }
 }
 
-/// One kernel attachment; dropping it detaches (fields drop in order).
+/// One kernel attachment; dropping it detaches (fields drop in order). Most fields
+/// are only held for their Drop.
 #[derive(Debug)]
-#[allow(clippy::enum_variant_names)]
+#[allow(clippy::enum_variant_names, dead_code)]
 pub(crate) enum Link {
     /// A uprobe_multi link (all targets of one binary).
     Multi { link: std::os::fd::OwnedFd },
     /// A perf link, then the perf event it holds (the event is held for its Drop).
-    #[allow(dead_code)]
     PerfLink {
         link: std::os::fd::OwnedFd,
         perf: std::os::fd::OwnedFd,
@@ -328,7 +328,6 @@ pub(crate) enum Link {
     /// A perf event with the program set by ioctl.
     Perf { perf: std::os::fd::OwnedFd },
     /// A tracepoint perf event, then its tracefs entry (both held for their Drop).
-    #[allow(dead_code)]
     Tracefs {
         perf: std::os::fd::OwnedFd,
         entry: tracefs::TracefsEntry,
