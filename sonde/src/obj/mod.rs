@@ -180,7 +180,8 @@ impl ObjectFile {
         let mut license = CString::default();
         let mut maps = Vec::new();
         let mut map_by_symbol: HashMap<String, usize> = HashMap::new();
-        let mut data_maps: HashMap<SectionIndex, usize> = HashMap::new();
+        // Global-data maps, appended after the declared ones once those are known.
+        let mut data_specs: Vec<(SectionIndex, MapSpec)> = Vec::new();
         let mut code: HashMap<SectionIndex, CodeSection> = HashMap::new();
         let mut maps_section = None;
 
@@ -227,22 +228,23 @@ impl ObjectFile {
                 if init.len() as u64 != section.size() {
                     return Err(bad("data shorter than the section".into()));
                 }
-                maps.push(MapSpec {
-                    name: name.clone(),
-                    def: MapDef {
-                        map_type: 2, // BPF_MAP_TYPE_ARRAY
-                        key_size: 4,
-                        value_size: init.len() as u32,
-                        max_entries: 1,
-                        map_flags: 0,
+                data_specs.push((
+                    section.index(),
+                    MapSpec {
+                        name: name.clone(),
+                        def: MapDef {
+                            map_type: 2, // BPF_MAP_TYPE_ARRAY
+                            key_size: 4,
+                            value_size: init.len() as u32,
+                            max_entries: 1,
+                            map_flags: 0,
+                        },
+                        source: MapSource::Data {
+                            init,
+                            read_only: name.starts_with(".rodata"),
+                        },
                     },
-                    source: MapSource::Data {
-                        init,
-                        read_only: name.starts_with(".rodata"),
-                    },
-                });
-                let idx = maps.len() - 1;
-                data_maps.insert(section.index(), idx);
+                ));
             }
         }
 
@@ -284,19 +286,11 @@ impl ObjectFile {
                 }
             }
         }
-        // Declared maps come first so their indices are stable.
-        let declared: Vec<usize> = (0..maps.len())
-            .filter(|&i| maps[i].source == MapSource::Declared)
-            .collect();
-        let mut order: Vec<usize> = declared.clone();
-        order.extend((0..maps.len()).filter(|i| !declared.contains(i)));
-        let remap: HashMap<usize, usize> = order.iter().enumerate().map(|(new, &old)| (old, new)).collect();
-        let maps: Vec<MapSpec> = order.iter().map(|&i| maps[i].clone()).collect();
-        for v in map_by_symbol.values_mut() {
-            *v = remap[v];
-        }
-        for v in data_maps.values_mut() {
-            *v = remap[v];
+        // Declared maps come first so their indices are stable; global data follows.
+        let mut data_maps: HashMap<SectionIndex, usize> = HashMap::new();
+        for (section, spec) in data_specs {
+            data_maps.insert(section, maps.len());
+            maps.push(spec);
         }
 
         // Relocations of code sections.
