@@ -1,5 +1,96 @@
+//! Builds the eBPF test programs and the probe-target fixtures (C, C++, Rust,
+//! a versioned shared library, stripped binaries with their debug files) into
+//! `$OUT_DIR/fixtures`.
+
+use std::path::Path;
+use std::process::Command;
+
+fn run(cmd: &mut Command) {
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (gcc, g++ and binutils are needed)"));
+    assert!(status.success(), "{cmd:?} failed: {status}");
+}
+
 fn main() {
     if let Err(e) = sonde_build::EbpfCrate::new("ebpf").build() {
         panic!("{e}");
     }
+    let src = Path::new("fixtures");
+    println!("cargo:rerun-if-changed=fixtures");
+    let out = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("fixtures");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(out.join(".debug")).expect("fixtures dir");
+    let o = |name: &str| out.join(name);
+    let gcc = || {
+        let mut c = Command::new("gcc");
+        c.args(["-O1", "-g", "-Wl,--build-id"]);
+        c
+    };
+    run(gcc()
+        .args(["-fPIC", "-shared"])
+        .arg(format!("-Wl,--version-script={}", src.join("vers.map").display()))
+        .arg(src.join("vers.c"))
+        .arg("-o")
+        .arg(o("libvers.so")));
+    for (name, flags) in [
+        ("fixture-pie", ["-fPIE", "-pie"]),
+        ("fixture-nopie", ["-fno-PIE", "-no-pie"]),
+    ] {
+        run(gcc()
+            .args(flags)
+            .arg(src.join("fixture.c"))
+            .arg("-L")
+            .arg(&out)
+            .args(["-lvers", "-Wl,-rpath,$ORIGIN", "-o"])
+            .arg(o(name)));
+    }
+    run(Command::new("g++")
+        .args(["-O1", "-g"])
+        .arg(src.join("fixture.cpp"))
+        .arg("-o")
+        .arg(o("fixture-cpp")));
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    run(Command::new(rustc)
+        .args([
+            "-Copt-level=1",
+            "-Csymbol-mangling-version=v0",
+            "-Crelocation-model=static",
+            "--edition=2021",
+        ])
+        .arg(src.join("fixture_rs.rs"))
+        .arg("-o")
+        .arg(o("fixture-rs-nopie")));
+    // Stripped copies of fixture-pie: with a debuglink to .debug/, with only a
+    // build-id file under debugroot/.build-id, and with no debug file at all.
+    let debug = o(".debug/fixture-stripped-link.debug");
+    run(Command::new("objcopy")
+        .arg("--only-keep-debug")
+        .arg(o("fixture-pie"))
+        .arg(&debug));
+    run(Command::new("objcopy")
+        .arg("--strip-all")
+        .arg(format!("--add-gnu-debuglink={}", debug.display()))
+        .arg(o("fixture-pie"))
+        .arg(o("fixture-stripped-link")));
+    for name in ["fixture-stripped-id", "fixture-stripped-bare"] {
+        run(Command::new("objcopy")
+            .arg("--strip-all")
+            .arg(o("fixture-pie"))
+            .arg(o(name)));
+    }
+    let id = build_id(&o("fixture-pie"));
+    let dir = o("debugroot/.build-id").join(&id[..2]);
+    std::fs::create_dir_all(&dir).expect("build-id dir");
+    std::fs::copy(&debug, dir.join(format!("{}.debug", &id[2..]))).expect("copy debug file");
+}
+
+/// The build-id of `path` in hex, read with readelf.
+fn build_id(path: &Path) -> String {
+    let out = Command::new("readelf").arg("-n").arg(path).output().expect("readelf");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("Build ID: "))
+        .map(str::to_string)
+        .expect("fixture-pie has a build-id")
 }

@@ -54,13 +54,37 @@ pub struct Waiting(Child);
 impl Waiting {
     /// Starts `target-app SEQUENCE` (letters a-d, one call each, in order).
     pub fn spawn(sequence: &str) -> Waiting {
-        let child = Command::new(target_app())
-            .arg(sequence)
+        Self::spawn_path(&target_app(), &[sequence])
+    }
+
+    /// Starts `path ARGS` with a pipe on stdin; it waits for a line there.
+    pub fn spawn_path(path: &std::path::Path, args: &[&str]) -> Waiting {
+        let child = Command::new(path)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .expect("spawn target-app (build it with `cargo build -p sonde-tests --bins`)");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "spawn {} (build it with `cargo build -p sonde-tests`): {e}",
+                    path.display()
+                )
+            });
         Waiting(child)
+    }
+
+    /// Waits until the process blocks reading stdin (its libraries are mapped
+    /// by then), at most 5 s.
+    pub fn until_blocked(self) -> Waiting {
+        let path = format!("/proc/{}/syscall", self.pid());
+        for _ in 0..500 {
+            // First field: the syscall number it sleeps in; 0 is read on x86-64.
+            if std::fs::read_to_string(&path).is_ok_and(|s| s.split_whitespace().next() == Some("0")) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        self
     }
 
     /// Its pid.
@@ -74,7 +98,7 @@ impl Waiting {
         stdin.write_all(b"go\n").expect("write go");
         drop(stdin);
         let out = self.0.wait_with_output().expect("wait target-app");
-        assert!(out.status.success(), "target-app failed: {:?}", out.status);
+        assert!(out.status.success(), "probe target failed: {:?}", out.status);
     }
 }
 
@@ -198,4 +222,17 @@ pub fn drain_events(object: &Object) -> Vec<Event> {
         out.push(unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) });
     }
     out
+}
+
+/// Directory of the fixtures build.rs compiled (`SONDE_FIXTURES` overrides it,
+/// for the kernel matrix's guests).
+pub fn fixtures() -> PathBuf {
+    std::env::var_os("SONDE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("OUT_DIR"), "/fixtures")))
+}
+
+/// A fixture binary started and waiting for a line on stdin.
+pub fn spawn_fixture(name: &str) -> Waiting {
+    Waiting::spawn_path(&fixtures().join(name), &[])
 }

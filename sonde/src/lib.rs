@@ -49,7 +49,7 @@ pub use attach::{AttachError, AttachOptions, AttachPlan, Attachment, DetachHandl
 pub use features::{Feature, Features};
 pub use object::Object;
 pub use programs::{LoadVariant, LoadedProgram, ProgramError, ProgramInfo, UProbe};
-pub use target::{Location, ResolvedTarget, Target, TargetError};
+pub use target::{FunctionMatch, FunctionSet, Functions, Location, ResolvedTarget, Target, TargetError};
 
 /// Any sonde error; each area also has its own enum.
 #[derive(Debug, thiserror::Error)]

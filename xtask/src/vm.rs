@@ -186,6 +186,7 @@ mount -t devtmpfs dev /dev
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+export SONDE_FIXTURES=/t/fixtures
 echo "SONDE-VM release $(uname -r)"
 for t in /t/deps/*; do
   echo "SONDE-VM running $(basename $t)"
@@ -220,12 +221,31 @@ fn build_initramfs(bins: &[PathBuf]) -> Result<PathBuf> {
     }
     let target_app = root().join("target/debug/target-app");
     copy_with_libs(&target_app, &rootfs.join("t/target-app"), &rootfs)?;
+    copy_fixtures(&rootfs.join("t/fixtures"), &rootfs)?;
     let image = vm_dir().join("initramfs.cpio.gz");
     run_cmd(Command::new("sh").current_dir(&rootfs).arg("-c").arg(format!(
         "find . | cpio -o -H newc --quiet | gzip -1 > {}",
         image.display()
     )))?;
     Ok(image)
+}
+
+/// The probe-target fixtures sonde-tests' build script compiled (the newest
+/// build directory), copied with the libraries they need.
+fn copy_fixtures(dst: &Path, rootfs: &Path) -> Result<()> {
+    let build = root().join("target/debug/build");
+    let src = std::fs::read_dir(&build)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("sonde-tests-"))
+        .map(|e| e.path().join("out/fixtures"))
+        .filter(|p| p.is_dir())
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .context("no fixtures built (cargo build -p sonde-tests)")?;
+    run_cmd(Command::new("cp").arg("-a").arg(&src).arg(dst))?;
+    for exe in ["fixture-cpp", "fixture-pie", "fixture-nopie", "fixture-rs-nopie"] {
+        copy_with_libs(&src.join(exe), &dst.join(exe), rootfs)?;
+    }
+    Ok(())
 }
 
 /// What one kernel's run showed.

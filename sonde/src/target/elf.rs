@@ -1,38 +1,74 @@
 //! Function symbols of an ELF binary and their file offsets.
+//!
+//! Both symbol tables are read (`.symtab` and `.dynsym`), plus the `.symtab` of a
+//! separate debug file when the binary is stripped. Functions (`STT_FUNC` and
+//! `STT_GNU_IFUNC`) at one address are one function with aliases; a symbol's
+//! version (`name@VER`, `name@@VER` for the default) comes from `.gnu.version` for
+//! `.dynsym` and from the name itself for `.symtab`.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-use object::elf::{PF_X, PT_LOAD};
-use object::read::elf::ProgramHeader as _;
-use object::{Object as _, ObjectSymbol, SymbolKind};
+use object::elf::{PF_X, PT_LOAD, SHN_UNDEF, STT_FUNC, STT_GNU_IFUNC};
+use object::read::elf::{ElfFile, FileHeader, ProgramHeader as _, Sym as _};
+use object::Object as _;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
+use super::debuginfo::{self, DebugFile};
+use super::names::{self, Pattern};
 use super::TargetError;
 
 /// A function defined in a binary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionSymbol {
-    /// Name as in the symbol table (without a version suffix).
+    /// Name as in the symbol table, without a version suffix.
     pub name: String,
+    /// Symbol version (`GLIBC_2.2.5`), when the symbol has one.
+    pub version: Option<String>,
+    /// Whether that version is the default one (`name@@VER`) rather than a
+    /// compatibility one (`name@VER`).
+    pub default_version: bool,
+    /// Other names at the same address (probed once, under the first name).
+    pub aliases: Vec<String>,
     /// Virtual address (`st_value`).
     pub address: u64,
     /// Size in bytes (0 if unknown).
     pub size: u64,
     /// File offset of the first instruction.
     pub file_offset: u64,
+    /// A GNU indirect function: the symbol is its *resolver*, run once when the
+    /// dynamic linker binds it; the implementations are separate functions.
+    pub ifunc: bool,
 }
 
-/// The function symbols of one binary (`.symtab` and `.dynsym`).
-#[derive(Debug, Clone)]
+impl FunctionSymbol {
+    /// The name with its version: `name@@VER`, `name@VER` or `name`.
+    pub fn versioned_name(&self) -> String {
+        match &self.version {
+            Some(v) if self.default_version => format!("{}@@{v}", self.name),
+            Some(v) => format!("{}@{v}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+/// The function symbols of one binary.
+#[derive(Debug)]
 pub struct SymbolTable {
     path: PathBuf,
     file_size: u64,
     functions: Vec<FunctionSymbol>,
-    by_name: HashMap<String, usize>,
-    imported: std::collections::HashSet<String>,
-    had_symtab: bool,
+    by_name: HashMap<String, Vec<usize>>,
+    imported: HashSet<String>,
+    debug_file: Option<PathBuf>,
+    looked_for_debug: Vec<PathBuf>,
+    symbols_read: usize,
+    stripped: bool,
+    demangled: Vec<OnceLock<Option<String>>>,
+    segments: Vec<Segment>,
 }
 
+#[derive(Debug, Clone, Copy)]
 struct Segment {
     vaddr: u64,
     filesz: u64,
@@ -40,95 +76,249 @@ struct Segment {
     exec: bool,
 }
 
+/// One symbol as read, before aliases are folded.
+struct RawSym {
+    name: String,
+    version: Option<(String, bool)>,
+    address: u64,
+    size: u64,
+    ifunc: bool,
+}
+
+/// What one ELF file's symbol tables hold.
+#[derive(Default)]
+struct Symbols {
+    defined: Vec<RawSym>,
+    imported: Vec<String>,
+    has_symtab: bool,
+    segments: Vec<Segment>,
+    debuglink: Option<(String, u32)>,
+    build_id: Option<Vec<u8>>,
+    count: usize,
+}
+
+fn read_elf<Elf: FileHeader<Endian = object::Endianness>>(
+    elf: &ElfFile<'_, Elf>,
+    data: &[u8],
+) -> object::Result<Symbols> {
+    let e = elf.endian();
+    let mut out = Symbols {
+        segments: elf
+            .elf_program_headers()
+            .iter()
+            .filter(|p| p.p_type(e) == PT_LOAD)
+            .map(|p| Segment {
+                vaddr: p.p_vaddr(e).into(),
+                filesz: p.p_filesz(e).into(),
+                offset: p.p_offset(e).into(),
+                exec: p.p_flags(e) & PF_X != 0,
+            })
+            .collect(),
+        debuglink: elf
+            .gnu_debuglink()?
+            .map(|(name, crc)| (String::from_utf8_lossy(name).into_owned(), crc)),
+        build_id: elf.build_id()?.map(<[u8]>::to_vec),
+        ..Symbols::default()
+    };
+    let sections = elf.elf_section_table();
+    let versions = sections.versions(e, data)?;
+    for (table, dynamic) in [(elf.elf_symbol_table(), false), (elf.elf_dynamic_symbol_table(), true)] {
+        if !dynamic && !table.is_empty() {
+            out.has_symtab = true;
+        }
+        out.count += table.len();
+        let strings = table.strings();
+        for (index, sym) in table.enumerate() {
+            let kind = sym.st_type();
+            if kind != STT_FUNC && kind != STT_GNU_IFUNC {
+                continue;
+            }
+            let Ok(raw) = sym.name(e, strings) else { continue };
+            if raw.is_empty() {
+                continue;
+            }
+            let raw = String::from_utf8_lossy(raw);
+            if sym.st_shndx(e) == SHN_UNDEF {
+                let plain = raw.split('@').next().unwrap_or(&raw);
+                out.imported.push(plain.to_string());
+                continue;
+            }
+            // .symtab spells versions into the name; .dynsym keeps them in .gnu.version.
+            let (name, version) = match raw.split_once('@') {
+                Some((n, v)) => match v.strip_prefix('@') {
+                    Some(v) => (n.to_string(), Some((v.to_string(), true))),
+                    None => (n.to_string(), Some((v.to_string(), false))),
+                },
+                None => {
+                    let v = match (&versions, dynamic) {
+                        (Some(vt), true) => {
+                            let vi = vt.version_index(e, index);
+                            vt.version(vi)
+                                .ok()
+                                .flatten()
+                                .filter(|_| !vi.is_global() && !vi.is_local())
+                                .map(|ver| (String::from_utf8_lossy(ver.name()).into_owned(), !vi.is_hidden()))
+                        }
+                        _ => None,
+                    };
+                    (raw.into_owned(), v)
+                }
+            };
+            out.defined.push(RawSym {
+                name,
+                version,
+                address: sym.st_value(e).into(),
+                size: sym.st_size(e).into(),
+                ifunc: kind == STT_GNU_IFUNC,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn parse_symbols(path: &Path, data: &[u8]) -> Result<Symbols, TargetError> {
+    let not_elf = |reason: String| TargetError::NotElf {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = object::File::parse(data).map_err(|e| not_elf(e.to_string()))?;
+    match &file {
+        object::File::Elf64(elf) => read_elf(elf, data),
+        object::File::Elf32(elf) => read_elf(elf, data),
+        _ => return Err(not_elf("not an ELF file".into())),
+    }
+    .map_err(|e| not_elf(e.to_string()))
+}
+
 impl SymbolTable {
-    /// Reads the symbols of `path`.
+    /// Reads the symbols of `path`, and of its separate debug file when the binary
+    /// is stripped (see [`super::debuginfo`]: build-id, then `.gnu_debuglink`,
+    /// under `debug_root`, usually `/usr/lib/debug`).
     pub fn read(path: &Path) -> Result<Self, TargetError> {
-        let data = std::fs::read(path).map_err(|source| TargetError::NoSuchBinary {
+        Self::read_with_debug_root(path, Path::new(debuginfo::DEFAULT_DEBUG_ROOT))
+    }
+
+    /// [`SymbolTable::read`] with another directory for debug files.
+    pub fn read_with_debug_root(path: &Path, debug_root: &Path) -> Result<Self, TargetError> {
+        let data = map_file(path).map_err(|source| TargetError::NoSuchBinary {
             path: path.to_path_buf(),
             source,
         })?;
         let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        let not_elf = |reason: String| TargetError::NotElf {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let file = object::File::parse(&*data).map_err(|e| not_elf(e.to_string()))?;
-        let segments: Vec<Segment> = match &file {
-            object::File::Elf64(elf) => {
-                let e = elf.endian();
-                elf.elf_program_headers()
-                    .iter()
-                    .filter(|p| p.p_type(e) == PT_LOAD)
-                    .map(|p| Segment {
-                        vaddr: p.p_vaddr(e),
-                        filesz: p.p_filesz(e),
-                        offset: p.p_offset(e),
-                        exec: p.p_flags(e) & PF_X != 0,
-                    })
-                    .collect()
+        let mut syms = parse_symbols(path, &data)?;
+        let mut debug_file = None;
+        let mut looked_for_debug = Vec::new();
+        if !syms.has_symtab {
+            match debuginfo::find(
+                &canonical,
+                syms.build_id.as_deref(),
+                syms.debuglink.as_ref(),
+                debug_root,
+            ) {
+                DebugFile::Found(found) => {
+                    let dbg_data = map_file(&found).map_err(|source| TargetError::NoSuchBinary {
+                        path: found.clone(),
+                        source,
+                    })?;
+                    let dbg = parse_symbols(&found, &dbg_data)?;
+                    syms.count += dbg.count;
+                    syms.has_symtab = dbg.has_symtab;
+                    syms.defined.extend(dbg.defined);
+                    debug_file = Some(found);
+                }
+                DebugFile::Missing(looked) => looked_for_debug = looked,
             }
-            object::File::Elf32(elf) => {
-                let e = elf.endian();
-                elf.elf_program_headers()
-                    .iter()
-                    .filter(|p| p.p_type(e) == PT_LOAD)
-                    .map(|p| Segment {
-                        vaddr: p.p_vaddr(e).into(),
-                        filesz: p.p_filesz(e).into(),
-                        offset: p.p_offset(e).into(),
-                        exec: p.p_flags(e) & PF_X != 0,
-                    })
-                    .collect()
-            }
-            _ => return Err(not_elf("not an ELF file".into())),
-        };
-        let to_offset = |addr: u64| {
-            let hit = |s: &&Segment| addr >= s.vaddr && addr < s.vaddr + s.filesz;
-            segments
-                .iter()
-                .filter(|s| s.exec)
-                .find(hit)
-                .or_else(|| segments.iter().find(hit))
-                .map(|s| addr - s.vaddr + s.offset)
-        };
-        let mut functions = Vec::new();
-        let mut by_name = HashMap::new();
-        let mut imported = std::collections::HashSet::new();
-        let had_symtab = file.symbols().next().is_some();
-        for sym in file.symbols().chain(file.dynamic_symbols()) {
-            if sym.kind() != SymbolKind::Text {
-                continue;
-            }
-            let Ok(name) = sym.name() else { continue };
-            if name.is_empty() {
-                continue;
-            }
-            if sym.is_undefined() {
-                imported.insert(name.to_string());
-                continue;
-            }
-            if by_name.contains_key(name) {
-                continue;
-            }
-            let Some(file_offset) = to_offset(sym.address()) else {
-                continue;
-            };
-            by_name.insert(name.to_string(), functions.len());
-            functions.push(FunctionSymbol {
-                name: name.to_string(),
-                address: sym.address(),
-                size: sym.size(),
-                file_offset,
-            });
         }
-        Ok(SymbolTable {
+        let mut table = SymbolTable {
             path: canonical,
             file_size: data.len() as u64,
-            functions,
-            by_name,
-            imported,
-            had_symtab,
-        })
+            functions: Vec::new(),
+            by_name: HashMap::default(),
+            imported: syms.imported.into_iter().collect(),
+            debug_file,
+            looked_for_debug,
+            symbols_read: syms.count,
+            stripped: !syms.has_symtab,
+            demangled: Vec::new(),
+            segments: syms.segments,
+        };
+        table.fold(syms.defined);
+        Ok(table)
+    }
+
+    /// Folds raw symbols into functions: one per address, aliases kept.
+    fn fold(&mut self, raw: Vec<RawSym>) {
+        let mut by_address: HashMap<u64, usize> = HashMap::default();
+        by_address.reserve(raw.len());
+        for s in raw {
+            let Some(file_offset) = self.file_offset_of(s.address) else {
+                continue;
+            };
+            let idx = match by_address.get(&s.address) {
+                Some(&i) => {
+                    let f = &mut self.functions[i];
+                    if f.name != s.name && !f.aliases.contains(&s.name) {
+                        // The public-looking, shorter name is the one shown:
+                        // `malloc` over `__libc_malloc`, `f` over `f_alias`.
+                        let rank = |n: &str| (n.starts_with('_'), n.len());
+                        if rank(&s.name) < rank(&f.name) {
+                            let old = std::mem::replace(&mut f.name, s.name.clone());
+                            f.aliases.push(old);
+                            f.ifunc |= s.ifunc;
+                            (f.version, f.default_version) = match &s.version {
+                                Some((v, d)) => (Some(v.clone()), *d),
+                                None => (None, false),
+                            };
+                        } else {
+                            f.aliases.push(s.name.clone());
+                        }
+                    }
+                    if f.version.is_none() && f.name == s.name {
+                        if let Some((v, d)) = s.version {
+                            f.version = Some(v);
+                            f.default_version = d;
+                        }
+                    }
+                    f.size = f.size.max(s.size);
+                    i
+                }
+                None => {
+                    let (version, default_version) = match s.version {
+                        Some((v, d)) => (Some(v), d),
+                        None => (None, false),
+                    };
+                    self.functions.push(FunctionSymbol {
+                        name: s.name.clone(),
+                        version,
+                        default_version,
+                        aliases: Vec::new(),
+                        address: s.address,
+                        size: s.size,
+                        file_offset,
+                        ifunc: s.ifunc,
+                    });
+                    self.demangled.push(OnceLock::new());
+                    by_address.insert(s.address, self.functions.len() - 1);
+                    self.functions.len() - 1
+                }
+            };
+            let list = self.by_name.entry(s.name).or_default();
+            if !list.contains(&idx) {
+                list.push(idx);
+            }
+        }
+    }
+
+    /// File offset of virtual address `addr`, through the `PT_LOAD` segment that
+    /// holds it (an executable one first).
+    pub fn file_offset_of(&self, addr: u64) -> Option<u64> {
+        let hit = |s: &&Segment| addr >= s.vaddr && addr < s.vaddr + s.filesz;
+        self.segments
+            .iter()
+            .filter(|s| s.exec)
+            .find(hit)
+            .or_else(|| self.segments.iter().find(hit))
+            .map(|s| addr - s.vaddr + s.offset)
     }
 
     /// Canonical path of the binary.
@@ -141,44 +331,142 @@ impl SymbolTable {
         self.file_size
     }
 
-    /// Every defined function.
+    /// Every defined function, one per address.
     pub fn functions(&self) -> &[FunctionSymbol] {
         &self.functions
     }
 
-    /// The function `name`, or an error that says why not and what is close.
+    /// How many symbol-table entries were read (all kinds, both tables and the
+    /// debug file).
+    pub fn symbols_read(&self) -> usize {
+        self.symbols_read
+    }
+
+    /// The separate debug file whose symbols were used, if any.
+    pub fn debug_file(&self) -> Option<&Path> {
+        self.debug_file.as_deref()
+    }
+
+    /// Whether the binary had no `.symtab` and no debug file supplied one.
+    pub fn is_stripped(&self) -> bool {
+        self.stripped
+    }
+
+    /// The demangled name of function `index` (Rust legacy and v0, C++),
+    /// computed on first use and kept.
+    pub fn demangled(&self, index: usize) -> Option<&str> {
+        let f = self.functions.get(index)?;
+        self.demangled[index]
+            .get_or_init(|| names::demangle(&f.name))
+            .as_deref()
+    }
+
+    /// The function `name` (`name`, `name@VER` or `name@@VER`; a demangled name
+    /// also works), or an error that says why not and what is close.
     pub fn function(&self, name: &str) -> Result<&FunctionSymbol, TargetError> {
-        if let Some(&i) = self.by_name.get(name) {
-            return Ok(&self.functions[i]);
+        let (plain, version) = match name.split_once('@') {
+            Some((n, v)) => (n, Some(v.strip_prefix('@').map_or((v, false), |v| (v, true)))),
+            None => (name, None),
+        };
+        if let Some(list) = self.by_name.get(plain) {
+            let pick =
+                |want: &dyn Fn(&FunctionSymbol) -> bool| list.iter().map(|&i| &self.functions[i]).find(|f| want(f));
+            let found = match version {
+                Some((v, true)) => pick(&|f| f.version.as_deref() == Some(v) && f.default_version),
+                Some((v, false)) => pick(&|f| f.version.as_deref() == Some(v)),
+                // No version asked: the default version, else an unversioned one, else any.
+                None => pick(&|f| f.default_version)
+                    .or_else(|| pick(&|f| f.version.is_none()))
+                    .or_else(|| pick(&|_| true)),
+            };
+            if let Some(f) = found {
+                return Ok(f);
+            }
         }
-        if self.imported.contains(name) {
+        if version.is_none() && names::may_be_mangled_form(name) {
+            let exact = Pattern::exact(name);
+            let hit = (0..self.functions.len())
+                .find(|&i| exact.may_demangle_to(&self.functions[i].name) && self.demangled(i) == Some(name));
+            if let Some(i) = hit {
+                return Ok(&self.functions[i]);
+            }
+        }
+        if self.imported.contains(plain) {
             return Err(TargetError::Imported {
                 symbol: name.to_string(),
                 binary: self.path.clone(),
             });
         }
-        let hint = if !self.had_symtab && self.functions.is_empty() {
-            " (the binary is stripped: install its debug file or give a file offset)".to_string()
-        } else {
-            let lower = name.to_lowercase();
-            let mut close: Vec<&str> = self
-                .functions
-                .iter()
-                .map(|f| f.name.as_str())
-                .filter(|n| n.to_lowercase().contains(&lower) || lower.contains(&n.to_lowercase()))
-                .take(5)
-                .collect();
-            close.sort_unstable();
-            if close.is_empty() {
-                format!(" ({} functions defined there)", self.functions.len())
-            } else {
-                format!(" (did you mean: {}?)", close.join(", "))
-            }
-        };
         Err(TargetError::NoSymbol {
             symbol: name.to_string(),
             binary: self.path.clone(),
-            hint,
+            hint: self.hint(plain),
         })
+    }
+
+    /// The functions whose raw, versioned, alias or demangled name matches
+    /// `pattern`, in address order, each once.
+    ///
+    /// Demangling is lazy: a name is demangled only when its raw form does not
+    /// match and contains every identifier the pattern spells (mangling keeps
+    /// identifiers verbatim), so a glob over 100k symbols costs milliseconds.
+    pub fn matching(&self, pattern: &Pattern) -> Vec<(usize, &FunctionSymbol)> {
+        let demangle = pattern.needs_demangled();
+        let mut out: Vec<(usize, &FunctionSymbol)> = self
+            .functions
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| {
+                pattern.matches(&f.name)
+                    || f.aliases.iter().any(|a| pattern.matches(a))
+                    || (f.version.is_some() && pattern.has_at() && pattern.matches(&f.versioned_name()))
+                    || (demangle
+                        && pattern.may_demangle_to(&f.name)
+                        && self.demangled(*i).is_some_and(|d| pattern.matches_demangled(d)))
+            })
+            .collect();
+        out.sort_by_key(|(_, f)| f.address);
+        out
+    }
+
+    /// Why a name is not there, and what is close.
+    pub(crate) fn hint(&self, name: &str) -> String {
+        if self.stripped && self.functions.is_empty() {
+            return format!(
+                " (the binary is stripped and no debug file was found{}: install its debug package or give a file offset)",
+                looked(&self.looked_for_debug)
+            );
+        }
+        let close = names::closest(name, self.functions.iter().map(|f| f.name.as_str()), 5);
+        let mut hint = if close.is_empty() {
+            format!(" ({} functions defined there)", self.functions.len())
+        } else {
+            format!(" (did you mean: {}?)", close.join(", "))
+        };
+        if self.stripped {
+            hint.push_str(&format!(
+                "; only exported symbols are available, the binary is stripped and no debug file was found{}",
+                looked(&self.looked_for_debug)
+            ));
+        }
+        hint
+    }
+}
+
+/// Maps a file read-only: only the pages the symbol tables occupy are read,
+/// not the whole (possibly 100s of MB) binary.
+pub(crate) fn map_file(path: &Path) -> std::io::Result<memmap2::Mmap> {
+    let file = std::fs::File::open(path)?;
+    // SAFETY: a private read-only mapping; binaries are not rewritten in place
+    // while being probed (a rebuild replaces the file, which keeps this mapping).
+    unsafe { memmap2::Mmap::map(&file) }
+}
+
+fn looked(paths: &[PathBuf]) -> String {
+    if paths.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        format!(" (looked for {})", list.join(", "))
     }
 }

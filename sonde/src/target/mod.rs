@@ -1,14 +1,38 @@
-//! Targets: "this function of this binary" turned into a file offset.
+//! Targets: "these functions of this binary, library or process" turned into
+//! file offsets with cookies.
 //!
 //! A uprobe takes a file offset, not a virtual address: for a symbol, the offset
-//! through the executable `PT_LOAD` segment that holds it
-//! (`st_value - p_vaddr + p_offset`).
+//! through the `PT_LOAD` segment that holds it (`st_value - p_vaddr + p_offset`).
+//!
+//! Two ways in, sharing one resolver:
+//! - [`Target`]: one location (symbol, symbol + offset, file offset, virtual
+//!   address) with the cookie you choose;
+//! - [`Functions`]: glob patterns over a binary's raw and demangled names, giving
+//!   a [`FunctionSet`] whose targets carry their index as cookie.
+//!
+//! | piece | module |
+//! |---|---|
+//! | symbol tables, versions, aliases, ifuncs | `elf` |
+//! | demangling and globs | `names` ([`demangle`], [`Pattern`]) |
+//! | debug files of stripped binaries | [`debuginfo`] |
+//! | bare library names, `/proc/PID/maps`, `ld.so.cache`, containers | [`libpath`] |
+//! | per-file cache (device, inode, mtime) | [`cache`] |
+//! | x86-64 instruction boundaries | `boundary` |
 
+mod boundary;
+pub mod cache;
+pub mod debuginfo;
 mod elf;
+pub mod libpath;
+mod names;
+mod query;
 
 use std::path::{Path, PathBuf};
 
 pub use elf::{FunctionSymbol, SymbolTable};
+pub use libpath::find_binary;
+pub use names::{demangle, Pattern};
+pub use query::{FunctionMatch, FunctionSet, Functions};
 
 /// Where in the binary to probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +46,9 @@ pub enum Location {
     },
     /// A raw file offset.
     FileOffset(u64),
+    /// A virtual address as the binary's symbols and `objdump` give it,
+    /// translated through the `PT_LOAD` segment that holds it.
+    VirtualAddress(u64),
 }
 
 /// One thing to probe and the cookie its program will read.
@@ -36,35 +63,54 @@ pub struct Target {
     binary: PathBuf,
     location: Location,
     cookie: u64,
+    pid: Option<u32>,
 }
 
 impl Target {
-    /// The entry of function `name` in `binary` (an executable or shared library).
+    /// The entry of function `name` in `binary`. `binary` is a path or a bare
+    /// library name (`libc`, see [`find_binary`]); `name` is a symbol name,
+    /// optionally versioned (`memcpy@GLIBC_2.2.5`), or a demangled name.
     pub fn symbol(binary: impl Into<PathBuf>, name: impl Into<String>) -> Self {
-        Target {
-            binary: binary.into(),
-            location: Location::Symbol {
+        Self::at(
+            binary,
+            Location::Symbol {
                 name: name.into(),
                 offset: 0,
             },
-            cookie: 0,
-        }
+        )
     }
 
     /// A raw file offset in `binary`.
     pub fn file_offset(binary: impl Into<PathBuf>, offset: u64) -> Self {
+        Self::at(binary, Location::FileOffset(offset))
+    }
+
+    /// A virtual address in `binary` (as `nm` or `objdump -d` shows it).
+    pub fn virtual_address(binary: impl Into<PathBuf>, address: u64) -> Self {
+        Self::at(binary, Location::VirtualAddress(address))
+    }
+
+    fn at(binary: impl Into<PathBuf>, location: Location) -> Self {
         Target {
             binary: binary.into(),
-            location: Location::FileOffset(offset),
+            location,
             cookie: 0,
+            pid: None,
         }
+    }
+
+    /// Looks a bare library name up among the files process `pid` maps first, and
+    /// a path inside the process's root (container) when it has its own.
+    pub fn in_process(mut self, pid: u32) -> Self {
+        self.pid = Some(pid);
+        self
     }
 
     /// Probe `offset` bytes into the symbol instead of its entry.
     pub fn at_offset(mut self, offset: u64) -> Self {
         match &mut self.location {
             Location::Symbol { offset: o, .. } => *o = offset,
-            Location::FileOffset(o) => *o += offset,
+            Location::FileOffset(o) | Location::VirtualAddress(o) => *o += offset,
         }
         self
     }
@@ -104,11 +150,18 @@ pub struct ResolvedTarget {
     pub symbol: Option<String>,
 }
 
+impl ResolvedTarget {
+    /// The symbol's demangled name, when it is mangled.
+    pub fn demangled(&self) -> Option<String> {
+        self.symbol.as_deref().and_then(demangle)
+    }
+}
+
 /// Why a target could not be resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     /// The binary cannot be opened.
-    #[error("cannot open binary {path}: {source} (check the path; name a library by its full path)")]
+    #[error("cannot open binary {path}: {source} (check the path, or name a library by its bare name: `libc`)")]
     NoSuchBinary {
         /// The path as given.
         path: PathBuf,
@@ -155,12 +208,56 @@ pub enum TargetError {
         binary: PathBuf,
     },
     /// The address is in no loadable segment.
-    #[error("address {address:#x} of `{symbol}` is in no loadable segment of {binary}")]
+    #[error("address {address:#x} of `{symbol}` is in no loadable segment of {binary} (is it the address of another build?)")]
     NotMapped {
         /// The symbol.
         symbol: String,
         /// Its virtual address.
         address: u64,
+        /// The binary.
+        binary: PathBuf,
+    },
+    /// A bare library name found nowhere.
+    #[error("library `{name}` not found (looked in {looked}): give its full path, or a pid that has it loaded")]
+    LibraryNotFound {
+        /// The name.
+        name: String,
+        /// Where it was looked for.
+        looked: String,
+    },
+    /// The process to look a library up in does not exist.
+    #[error("no process {pid} (cannot read /proc/{pid}/maps): check the pid")]
+    NoSuchProcess {
+        /// The pid.
+        pid: u32,
+    },
+    /// A glob that does not parse.
+    #[error("bad pattern `{pattern}`: {reason}")]
+    BadPattern {
+        /// The pattern.
+        pattern: String,
+        /// Why.
+        reason: String,
+    },
+    /// A pattern that matches no function.
+    #[error("no function matches `{pattern}` in {binary}{hint}")]
+    NoMatch {
+        /// The pattern.
+        pattern: String,
+        /// The binary.
+        binary: PathBuf,
+        /// Closest names, or a note that the binary is stripped.
+        hint: String,
+    },
+    /// An offset into a function that splits an instruction (x86-64).
+    #[error("offset {offset:#x} into `{symbol}` in {binary} is inside an instruction (the one starting at +{instruction:#x}): a uprobe must sit on an instruction boundary")]
+    NotInstructionBoundary {
+        /// The symbol.
+        symbol: String,
+        /// The offset asked for.
+        offset: u64,
+        /// Offset of the instruction that covers it.
+        instruction: u64,
         /// The binary.
         binary: PathBuf,
     },
@@ -176,41 +273,45 @@ pub enum TargetError {
     },
 }
 
-/// Resolves targets to file offsets, reading each binary's symbols once.
+/// Resolves targets to file offsets. Each binary's symbols are read once
+/// ([`cache`]); bare library names are looked up ([`find_binary`]).
 pub fn resolve(targets: &[Target]) -> Result<Vec<ResolvedTarget>, TargetError> {
-    let mut tables: Vec<(PathBuf, SymbolTable)> = Vec::new();
     let mut out = Vec::with_capacity(targets.len());
+    let mut paths: Vec<((PathBuf, Option<u32>), PathBuf)> = Vec::new();
     for t in targets {
-        let idx = match tables.iter().position(|(p, _)| p == &t.binary) {
-            Some(i) => i,
+        let key = (t.binary.clone(), t.pid);
+        let path = match paths.iter().find(|(k, _)| k == &key) {
+            Some((_, p)) => p.clone(),
             None => {
-                tables.push((t.binary.clone(), SymbolTable::read(&t.binary)?));
-                tables.len() - 1
+                let p = find_binary(&t.binary, t.pid)?;
+                paths.push((key, p.clone()));
+                p
             }
         };
-        let table = &tables[idx].1;
+        let table = cache::symbols(&path, Path::new(debuginfo::DEFAULT_DEBUG_ROOT))?;
         let (offset, symbol) = match &t.location {
             Location::FileOffset(off) => {
                 if *off >= table.file_size() {
                     return Err(TargetError::BadFileOffset {
                         offset: *off,
                         size: table.file_size(),
-                        binary: t.binary.clone(),
+                        binary: path,
                     });
                 }
                 (*off, None)
             }
+            Location::VirtualAddress(addr) => {
+                let off = table.file_offset_of(*addr).ok_or_else(|| TargetError::NotMapped {
+                    symbol: format!("{addr:#x}"),
+                    address: *addr,
+                    binary: path.clone(),
+                })?;
+                (off, None)
+            }
             Location::Symbol { name, offset } => {
                 let f = table.function(name)?;
-                if *offset > 0 && f.size > 0 && *offset >= f.size {
-                    return Err(TargetError::OffsetOutsideSymbol {
-                        symbol: name.clone(),
-                        offset: *offset,
-                        size: f.size,
-                        binary: t.binary.clone(),
-                    });
-                }
-                (f.file_offset + offset, Some(name.clone()))
+                check_offset(&table, f, *offset)?;
+                (f.file_offset + offset, Some(f.name.clone()))
             }
         };
         out.push(ResolvedTarget {
@@ -221,4 +322,38 @@ pub fn resolve(targets: &[Target]) -> Result<Vec<ResolvedTarget>, TargetError> {
         });
     }
     Ok(out)
+}
+
+/// An offset into `f`: within its size and, on x86-64, on an instruction boundary.
+fn check_offset(table: &SymbolTable, f: &FunctionSymbol, offset: u64) -> Result<(), TargetError> {
+    if offset == 0 {
+        return Ok(());
+    }
+    if f.size > 0 && offset >= f.size {
+        return Err(TargetError::OffsetOutsideSymbol {
+            symbol: f.name.clone(),
+            offset,
+            size: f.size,
+            binary: table.path().to_path_buf(),
+        });
+    }
+    if cfg!(target_arch = "x86_64") && f.size > 0 {
+        use std::io::{Read, Seek};
+        let mut code = vec![0u8; f.size as usize];
+        let read = std::fs::File::open(table.path()).and_then(|mut file| {
+            file.seek(std::io::SeekFrom::Start(f.file_offset))?;
+            file.read_exact(&mut code)
+        });
+        if read.is_ok() {
+            if let Err(instruction) = boundary::check_x86_64(&code, f.address, offset) {
+                return Err(TargetError::NotInstructionBoundary {
+                    symbol: f.name.clone(),
+                    offset,
+                    instruction,
+                    binary: table.path().to_path_buf(),
+                });
+            }
+        }
+    }
+    Ok(())
 }

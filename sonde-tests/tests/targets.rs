@@ -1,0 +1,336 @@
+//! Target resolution (#5): globs, demangled names, versions, aliases, stripped
+//! binaries and their debug files, library lookup, locations; attaching to what
+//! was resolved and counting per function proves the offsets.
+
+use std::collections::BTreeMap;
+
+use sonde::target::FunctionSet;
+use sonde::{AttachOptions, Functions, Object, ResolvedTarget, Target, TargetError};
+use sonde_tests::{counts, fixtures, links_of, prog_ids, require_root, spawn_fixture, target_app, PROBES};
+
+/// Tests here count fds and links: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn names(set: &FunctionSet) -> Vec<String> {
+    let mut v: Vec<String> = set.iter().map(|f| set.display_name(f).to_string()).collect();
+    v.sort();
+    v
+}
+
+fn find(binary: &str, patterns: &[&str]) -> FunctionSet {
+    Functions::in_binary(fixtures().join(binary))
+        .patterns(patterns.iter().copied())
+        .resolve()
+        .unwrap_or_else(|e| panic!("{binary} {patterns:?}: {e}"))
+}
+
+/// Attaches `count_calls` to `sets` (cookies numbered across sets), runs the
+/// fixture, and returns calls per display name.
+fn count(fixture: &str, sets: &[&FunctionSet]) -> BTreeMap<String, u64> {
+    require_root();
+    let mut object = Object::load(PROBES).expect("load");
+    let mut targets: Vec<ResolvedTarget> = Vec::new();
+    let mut label = Vec::new();
+    for set in sets {
+        for (t, f) in set.targets().into_iter().zip(set.iter()) {
+            label.push(match &f.symbol.version {
+                Some(_) => f.symbol.versioned_name(),
+                None => set.display_name(f).to_string(),
+            });
+            targets.push(ResolvedTarget {
+                cookie: targets.len() as u64,
+                ..t
+            });
+        }
+    }
+    let app = spawn_fixture(fixture);
+    let attachment = object
+        .uprobe("count_calls")
+        .expect("program")
+        .attach_resolved(targets, &AttachOptions::default().pid(app.pid()))
+        .expect("attach");
+    app.run();
+    let mut out: BTreeMap<String, u64> = label.iter().map(|l| (l.clone(), 0)).collect();
+    for (cookie, n) in counts(&object, "COUNTS") {
+        *out.get_mut(&label[cookie as usize]).expect("cookie in range") += n;
+    }
+    drop(attachment);
+    out
+}
+
+fn expect(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+#[test]
+fn globs_select_exactly_the_expected_functions_and_fold_aliases() {
+    let _serial = serial();
+    let all = find("fixture-pie", &["fx_*"]);
+    assert_eq!(names(&all), ["fx_alpha", "fx_beta", "fx_delta", "fx_gamma"]);
+    let alpha = all.iter().find(|f| f.name == "fx_alpha").expect("fx_alpha");
+    assert_eq!(
+        alpha.symbol.aliases,
+        ["fx_alpha_alias"],
+        "the alias is folded into one function"
+    );
+    assert_eq!(names(&find("fixture-pie", &["fx_[ab]*"])), ["fx_alpha", "fx_beta"]);
+    assert_eq!(names(&find("fixture-pie", &["fx_?eta"])), ["fx_beta"]);
+    // The alias by name is the same function, attached once.
+    let by_alias = find("fixture-pie", &["fx_alpha_alias", "fx_alpha"]);
+    assert_eq!(by_alias.len(), 1);
+    assert_eq!(by_alias.iter().next().map(|f| f.file_offset), Some(alpha.file_offset));
+    // Cookies are indices in the set.
+    let cookies: Vec<u64> = all.iter().map(|f| f.cookie).collect();
+    assert_eq!(cookies, [0, 1, 2, 3]);
+}
+
+#[test]
+fn demangled_names_cpp_overloads_and_rust_v0_and_legacy() {
+    let cpp = find("fixture-cpp", &["geo::*"]);
+    assert_eq!(
+        names(&cpp),
+        [
+            "geo::Shape::area(int) const",
+            "geo::Shape::area(int, int) const",
+            "geo::detail::scale(double)"
+        ]
+    );
+    assert_eq!(find("fixture-cpp", &["geo::Shape::area"]).len(), 2, "every overload");
+    let one = find("fixture-cpp", &["geo::Shape::area(int) const"]);
+    assert_eq!(
+        one.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+        ["_ZNK3geo5Shape4areaEi"]
+    );
+    // Raw names match too, and both names are reported.
+    let raw = find("fixture-cpp", &["_ZNK3geo5Shape4areaEii"]);
+    let f = raw.iter().next().expect("one");
+    assert_eq!(raw.demangled(f), Some("geo::Shape::area(int, int) const"));
+
+    let v0 = find("fixture-rs-nopie", &["*workload::Counter::*"]);
+    assert_eq!(
+        names(&v0),
+        [
+            "fixture_rs::workload::Counter::bump",
+            "fixture_rs::workload::Counter::reset"
+        ]
+    );
+    assert!(v0.iter().all(|f| f.name.starts_with("_R")), "v0 manglings");
+
+    let legacy = Functions::in_binary(target_app())
+        .pattern("*workload::Counter::bump")
+        .resolve()
+        .expect("legacy");
+    assert_eq!(names(&legacy), ["target_app::workload::Counter::bump"]);
+    assert!(legacy.iter().all(|f| f.name.starts_with("_ZN")), "legacy manglings");
+}
+
+#[test]
+fn symbol_versions_pick_the_asked_version() {
+    let _serial = serial();
+    let lib = "libvers.so";
+    let v1 = find(lib, &["vers_add@VER_1"]);
+    let v2 = find(lib, &["vers_add@@VER_2"]);
+    let plain = find(lib, &["vers_add"]);
+    let off = |s: &FunctionSet| s.iter().next().map(|f| f.file_offset);
+    assert_ne!(off(&v1), off(&v2), "two implementations");
+    assert_eq!(off(&plain), off(&v2), "a bare name is the default version");
+    assert_eq!(
+        find(lib, &["vers_*@VER_2"]).len(),
+        2,
+        "vers_add@@VER_2 and vers_mul@@VER_2"
+    );
+    let err = Functions::in_binary(fixtures().join(lib))
+        .pattern("vers_add@VER_9")
+        .resolve()
+        .unwrap_err();
+    assert!(matches!(err, TargetError::NoSymbol { .. }), "{err}");
+}
+
+#[test]
+fn pie_nopie_cpp_rust_and_shared_library_offsets_count_exactly() {
+    let _serial = serial();
+    for fixture in ["fixture-pie", "fixture-nopie"] {
+        let fx = find(fixture, &["fx_*"]);
+        let vers = find("libvers.so", &["vers_add@VER_1", "vers_add@@VER_2"]);
+        assert_eq!(
+            count(fixture, &[&fx, &vers]),
+            expect(&[
+                ("fx_alpha", 1),
+                ("fx_beta", 2),
+                ("fx_gamma", 3),
+                ("fx_delta", 4),
+                ("vers_add@VER_1", 0),
+                ("vers_add@@VER_2", 5)
+            ]),
+            "{fixture}"
+        );
+    }
+    let cpp = find("fixture-cpp", &["geo::*"]);
+    assert_eq!(
+        count("fixture-cpp", &[&cpp]),
+        expect(&[
+            ("geo::Shape::area(int) const", 2),
+            ("geo::Shape::area(int, int) const", 3),
+            ("geo::detail::scale(double)", 4)
+        ])
+    );
+    let rs = find("fixture-rs-nopie", &["*Counter::*"]);
+    assert_eq!(
+        count("fixture-rs-nopie", &[&rs]),
+        expect(&[
+            ("fixture_rs::workload::Counter::bump", 6),
+            ("fixture_rs::workload::Counter::reset", 1)
+        ])
+    );
+}
+
+#[test]
+fn stripped_binaries_use_their_debug_file_by_debuglink_or_build_id() {
+    let _serial = serial();
+    let link = find("fixture-stripped-link", &["fx_*"]);
+    assert!(link
+        .symbols()
+        .debug_file()
+        .is_some_and(|p| p.ends_with(".debug/fixture-stripped-link.debug")));
+    assert_eq!(
+        count("fixture-stripped-link", &[&link]),
+        expect(&[("fx_alpha", 1), ("fx_beta", 2), ("fx_gamma", 3), ("fx_delta", 4)])
+    );
+    let by_id = Functions::in_binary(fixtures().join("fixture-stripped-id"))
+        .debug_root(fixtures().join("debugroot"))
+        .pattern("fx_*")
+        .resolve()
+        .expect("build-id debug file");
+    assert!(by_id
+        .symbols()
+        .debug_file()
+        .is_some_and(|p| p.to_string_lossy().contains(".build-id/")));
+    assert_eq!(names(&by_id), ["fx_alpha", "fx_beta", "fx_delta", "fx_gamma"]);
+    assert_eq!(
+        by_id.iter().map(|f| f.file_offset).collect::<Vec<_>>(),
+        find("fixture-pie", &["fx_*"])
+            .iter()
+            .map(|f| f.file_offset)
+            .collect::<Vec<_>>()
+    );
+
+    let err = find_err("fixture-stripped-bare", "fx_*");
+    assert!(err.contains("stripped") && err.contains("debug"), "{err}");
+}
+
+fn find_err(binary: &str, pattern: &str) -> String {
+    Functions::in_binary(fixtures().join(binary))
+        .pattern(pattern)
+        .resolve()
+        .expect_err("must be refused")
+        .to_string()
+}
+
+#[test]
+fn bare_library_names_with_and_without_a_pid() {
+    let _serial = serial();
+    let libc = Functions::in_binary("libc")
+        .pattern("malloc")
+        .resolve()
+        .expect("libc by name");
+    assert!(
+        libc.path().to_string_lossy().contains("libc.so"),
+        "{}",
+        libc.path().display()
+    );
+    assert_eq!(names(&libc), ["malloc"]);
+
+    // libvers is in no system directory: only the process that maps it finds it.
+    let err = Functions::in_binary("libvers")
+        .pattern("vers_add")
+        .resolve()
+        .unwrap_err();
+    assert!(matches!(err, TargetError::LibraryNotFound { .. }), "{err}");
+    let app = spawn_fixture("fixture-pie").until_blocked();
+    let found = Functions::in_binary("libvers")
+        .pid(app.pid())
+        .pattern("vers_add")
+        .resolve()
+        .expect("libvers through /proc/PID/maps");
+    assert_eq!(
+        found.path(),
+        std::fs::canonicalize(fixtures().join("libvers.so")).unwrap()
+    );
+    let libc_of_pid = Functions::in_binary("libc")
+        .pid(app.pid())
+        .pattern("free")
+        .resolve()
+        .expect("libc");
+    assert_eq!(libc_of_pid.path(), libc.path());
+    app.run();
+
+    let err = Functions::in_binary("libc")
+        .pid(u32::MAX / 2)
+        .pattern("free")
+        .resolve()
+        .unwrap_err();
+    assert!(matches!(err, TargetError::NoSuchProcess { .. }), "{err}");
+}
+
+#[test]
+fn locations_symbol_offset_file_offset_and_virtual_address() {
+    let _serial = serial();
+    let bin = fixtures().join("fixture-nopie");
+    let table = Functions::in_binary(&bin)
+        .pattern("fx_beta")
+        .resolve()
+        .expect("fx_beta");
+    let beta = table.iter().next().expect("one").clone();
+    let resolved = sonde::target::resolve(&[
+        Target::symbol(&bin, "fx_beta"),
+        Target::virtual_address(&bin, beta.symbol.address),
+        Target::file_offset(&bin, beta.file_offset),
+    ])
+    .expect("resolve");
+    assert!(resolved.iter().all(|r| r.offset == beta.file_offset), "{resolved:?}");
+    // Non-PIE: addresses are absolute, offsets are not.
+    assert_ne!(beta.symbol.address, beta.file_offset);
+}
+
+#[test]
+fn refusals_name_the_problem_and_leave_nothing_attached() {
+    let _serial = serial();
+    require_root();
+    let bin = fixtures().join("fixture-pie");
+    let mut object = Object::load(PROBES).expect("load");
+    let _ = sonde::Features::current();
+    let before = sonde::inspect::links().expect("links").len();
+    let fds = sonde_tests::open_fds();
+    let cases: Vec<(Target, &str)> = vec![
+        (Target::symbol(&bin, "fx_alpah"), "did you mean: fx_alpha"),
+        (Target::symbol(&bin, "vers_add"), "imported"),
+        (Target::symbol(&bin, "fx_alpha").at_offset(1), "inside an instruction"),
+        (Target::symbol(&bin, "fx_alpha").at_offset(4096), "outside `fx_alpha`"),
+        (Target::virtual_address(&bin, 0xdead_0000_0000), "no loadable segment"),
+        (
+            Target::symbol(fixtures().join("no-such-binary"), "f"),
+            "cannot open binary",
+        ),
+        (Target::symbol("libno-such-library", "f"), "not found"),
+    ];
+    for (target, message) in cases {
+        let probe = object.uprobe("count_calls").expect("program");
+        let err = probe
+            .attach(&[target.clone().cookie(1)], &AttachOptions::default())
+            .expect_err("refused");
+        assert!(
+            err.to_string().contains(message),
+            "{target:?}: `{err}` lacks `{message}`"
+        );
+    }
+    assert!(find_err("fixture-pie", "nothing_like_this_*").contains("no function matches"));
+    assert!(find_err("fixture-pie", "[unclosed").contains("bad pattern"));
+    assert_eq!(sonde::inspect::links().expect("links").len(), before, "no link left");
+    assert_eq!(sonde_tests::open_fds(), fds, "no fd leaked");
+    assert!(links_of(&[]).is_empty());
+    let _ = prog_ids;
+}

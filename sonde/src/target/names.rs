@@ -1,0 +1,308 @@
+//! Function names: demangling (Rust legacy and v0, C++) and glob patterns.
+
+/// The demangled form of a symbol name, if it is mangled: Rust (legacy `_ZN…E`
+/// and v0 `_R…`, shown without the hash suffix) or C++ (Itanium `_Z…`).
+///
+/// ```
+/// use sonde::target::demangle;
+/// assert_eq!(demangle("_ZN4core3fmt5write17h0123456789abcdefE").as_deref(), Some("core::fmt::write"));
+/// assert_eq!(demangle("_ZN3geo5Shape4areaEi").as_deref(), Some("geo::Shape::area(int)"));
+/// assert_eq!(demangle("malloc"), None);
+/// ```
+pub fn demangle(name: &str) -> Option<String> {
+    if !(name.starts_with("_Z") || name.starts_with("_R") || name.starts_with("__Z") || name.starts_with("__R")) {
+        return None;
+    }
+    if let Ok(d) = rustc_demangle::try_demangle(name) {
+        let text = format!("{d:#}");
+        return Some(strip_inherent_impl(&text).unwrap_or(text));
+    }
+    let sym = cpp_demangle::Symbol::new(name).ok()?;
+    sym.demangle(&cpp_demangle::DemangleOptions::default()).ok()
+}
+
+/// v0 manglings demangle an inherent method as `<a::Type>::method` where legacy
+/// ones give `a::Type::method`: one spelling, the legacy one, for both, so a
+/// pattern works whatever the crate was built with. Trait impls
+/// (`<T as Trait>::f`) keep their brackets.
+fn strip_inherent_impl(text: &str) -> Option<String> {
+    let rest = text.strip_prefix('<')?;
+    let mut depth = 1usize;
+    for (i, c) in rest.char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' => {
+                depth -= 1;
+                if depth == 0 {
+                    let (inner, tail) = (&rest[..i], &rest[i + 1..]);
+                    if inner.contains(" as ") || !tail.starts_with("::") {
+                        return None;
+                    }
+                    return Some(format!("{inner}{tail}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A glob over function names: `*` any run, `?` one character, `[abc]`, `[a-z]`,
+/// `[!abc]` a set, `{a,b}` alternatives (a literal brace is escaped: `\{`).
+/// Matched against the raw name, every alias, the demangled name, and, when the pattern contains `@`, `name@VER`/`name@@VER`.
+///
+/// ```
+/// use sonde::target::Pattern;
+/// let p = Pattern::new("str*").unwrap();
+/// assert!(p.matches("strlen") && !p.matches("memcpy"));
+/// assert!(Pattern::new("geo::Shape::area*").unwrap().matches("geo::Shape::area(int)"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    text: String,
+    glob: Option<globset::GlobMatcher>,
+    /// Identifiers a mangled name must contain to demangle to a match.
+    tokens: Vec<String>,
+}
+
+/// Identifiers that mangling abbreviates (C++ `St`, `Sa`, `Ss`…, operators,
+/// Rust v0 closures and impls), so they are not required verbatim.
+const ABBREVIATED: &[&str] = &[
+    "std",
+    "allocator",
+    "basic_string",
+    "string",
+    "istream",
+    "ostream",
+    "iostream",
+    "char_traits",
+    "operator",
+    "closure",
+    "impl",
+    "shim",
+    "anonymous",
+    "namespace",
+    "const",
+    "unsigned",
+    "signed",
+    "int",
+    "long",
+    "short",
+    "char",
+    "bool",
+    "void",
+    "float",
+    "double",
+];
+
+/// Whether a mangled name is worth demangling to compare with `name`.
+pub(crate) fn may_be_mangled_form(name: &str) -> bool {
+    name.contains("::") || name.contains(['(', '<', ' '])
+}
+
+impl Pattern {
+    /// Parses a pattern; an unbalanced `[` is an error.
+    pub fn new(text: &str) -> Result<Self, super::TargetError> {
+        let is_glob = text.contains(['*', '?', '[']);
+        let glob = if is_glob {
+            let glob = globset::GlobBuilder::new(text)
+                .literal_separator(false)
+                .backslash_escape(true)
+                .empty_alternates(false)
+                .build()
+                .map_err(|e| super::TargetError::BadPattern {
+                    pattern: text.to_string(),
+                    reason: e.kind().to_string(),
+                })?;
+            Some(glob.compile_matcher())
+        } else {
+            None
+        };
+        Ok(Pattern {
+            tokens: tokens(text),
+            text: text.to_string(),
+            glob,
+        })
+    }
+
+    /// A pattern that matches `text` literally.
+    pub(crate) fn exact(text: &str) -> Self {
+        Pattern {
+            tokens: tokens(text),
+            text: text.to_string(),
+            glob: None,
+        }
+    }
+
+    /// Whether raw name `mangled` contains every identifier the pattern spells
+    /// before its first `(`, `<` or `{`: if not, its demangled form cannot match.
+    pub(crate) fn may_demangle_to(&self, mangled: &str) -> bool {
+        (mangled.starts_with("_Z") || mangled.starts_with("_R") || mangled.starts_with("__Z"))
+            && self.tokens.iter().all(|t| mangled.contains(t.as_str()))
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether it has wildcards (else it names one function).
+    pub fn is_glob(&self) -> bool {
+        self.glob.is_some()
+    }
+
+    /// Whether `name` matches.
+    pub fn matches(&self, name: &str) -> bool {
+        match &self.glob {
+            Some(g) => g.is_match(name),
+            None => self.text == name,
+        }
+    }
+
+    /// Whether demangled name `d` matches: as [`Pattern::matches`], and an exact
+    /// name without parameters selects every overload (`ns::f` matches `ns::f(int)`).
+    pub fn matches_demangled(&self, d: &str) -> bool {
+        self.matches(d) || (!self.is_glob() && d.strip_prefix(self.text.as_str()).is_some_and(|r| r.starts_with('(')))
+    }
+
+    /// Whether the pattern can only match a demangled name worth computing:
+    /// demangled names contain `::`, spaces or parentheses, or are matched by a
+    /// leading wildcard.
+    pub(crate) fn needs_demangled(&self) -> bool {
+        self.text.contains("::") || self.text.contains(['(', ' ', '<']) || self.text.starts_with(['*', '?', '['])
+    }
+
+    pub(crate) fn has_at(&self) -> bool {
+        self.text.contains('@')
+    }
+}
+
+fn tokens(text: &str) -> Vec<String> {
+    let head = text.split(['(', '<', '{']).next().unwrap_or("");
+    // Drop character classes: `[ab]` spells no identifier.
+    let mut plain = String::with_capacity(head.len());
+    let mut in_class = false;
+    for c in head.chars() {
+        match c {
+            '[' => in_class = true,
+            ']' if in_class => {
+                in_class = false;
+                plain.push(' ');
+                continue;
+            }
+            _ => {}
+        }
+        plain.push(if in_class || !(c.is_alphanumeric() || c == '_') {
+            ' '
+        } else {
+            c
+        });
+    }
+    plain
+        .split_whitespace()
+        .filter(|t| !ABBREVIATED.contains(t))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Up to `n` names close to `wanted`: same name in another case, containing it
+/// or contained in it, else the smallest edit distance (at most a third of the
+/// length).
+pub(crate) fn closest<'a>(wanted: &str, names: impl Iterator<Item = &'a str>, n: usize) -> Vec<String> {
+    let lower = wanted.to_lowercase();
+    let budget = (wanted.len() / 3).max(1);
+    let mut scored: Vec<(usize, &str)> = names
+        .filter_map(|name| {
+            let l = name.to_lowercase();
+            if l.contains(&lower) || (l.len() >= 3 && lower.contains(&l)) {
+                Some((0, name))
+            } else if l.len().abs_diff(lower.len()) <= budget {
+                let d = edit_distance(&lower, &l);
+                (d <= budget).then_some((d, name))
+            } else {
+                None
+            }
+        })
+        .collect();
+    scored.sort_unstable();
+    scored.dedup_by(|a, b| a.1 == b.1);
+    scored.into_iter().take(n).map(|(_, s)| s.to_string()).collect()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demangles_rust_v0_and_legacy_and_cpp() {
+        assert_eq!(
+            demangle("_RNvCs1234_7mycrate3foo").as_deref(),
+            Some("mycrate::foo"),
+            "Rust v0"
+        );
+        assert_eq!(
+            demangle("_ZN3std11collections4hash3map20HashMap$LT$K$C$V$GT$6insert17h0123456789abcdefE").as_deref(),
+            Some("std::collections::hash::map::HashMap<K,V>::insert")
+        );
+        assert_eq!(
+            demangle("_ZN3geo5Shape4areaEii").as_deref(),
+            Some("geo::Shape::area(int, int)")
+        );
+        assert_eq!(demangle("_Zfoo_not_mangled"), None);
+        assert_eq!(
+            strip_inherent_impl("<a::Counter>::bump").as_deref(),
+            Some("a::Counter::bump")
+        );
+        assert_eq!(strip_inherent_impl("<a::X<u8>>::f").as_deref(), Some("a::X<u8>::f"));
+        assert_eq!(strip_inherent_impl("<u8 as a::T>::f"), None);
+    }
+
+    #[test]
+    fn globs() {
+        let p = Pattern::new("sonde_fn_[ab]").unwrap();
+        assert!(p.matches("sonde_fn_a") && p.matches("sonde_fn_b") && !p.matches("sonde_fn_c"));
+        assert!(Pattern::new("a?c").unwrap().matches("abc"));
+        assert!(!Pattern::new("exact").unwrap().is_glob());
+        assert!(Pattern::new("[abc").is_err());
+    }
+
+    #[test]
+    fn demangling_is_skipped_only_when_it_cannot_match() {
+        let p = Pattern::new("*HashMap*insert*").unwrap();
+        assert!(p.may_demangle_to("_ZN3std11collections4hash3map20HashMap$LT$K$C$V$GT$6insert17h0123456789abcdefE"));
+        assert!(!p.may_demangle_to("_ZN3std11collections4hash3map20HashMap$LT$K$C$V$GT$3get17h0123456789abcdefE"));
+        assert!(!p.may_demangle_to("malloc"));
+        // std:: is `St` in C++ manglings: not required.
+        assert!(Pattern::new("std::vector*push_back*")
+            .unwrap()
+            .may_demangle_to("_ZNSt6vectorIiSaIiEE9push_backEOi"));
+        assert!(Pattern::new("geo::Shape::area(int)")
+            .unwrap()
+            .may_demangle_to("_ZN3geo5Shape4areaEi"));
+        assert!(Pattern::new("sonde_[ab]*").unwrap().may_demangle_to("_ZN5sonde_3fooE"));
+    }
+
+    #[test]
+    fn closest_names() {
+        let names = ["malloc", "calloc", "realloc", "free", "memcpy"];
+        assert_eq!(closest("maloc", names.iter().copied(), 2), vec!["malloc"]);
+        assert_eq!(
+            closest("alloc", names.iter().copied(), 5),
+            vec!["calloc", "malloc", "realloc"]
+        );
+        assert_eq!(closest("xyzzy", names.iter().copied(), 3), Vec::<String>::new());
+    }
+}

@@ -1,0 +1,237 @@
+//! Patterns over a binary's functions: the one way the CLI and library users say
+//! "these functions of that binary".
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::names::Pattern;
+use super::{cache, debuginfo, find_binary, FunctionSymbol, ResolvedTarget, SymbolTable, Target, TargetError};
+
+/// A query: glob patterns over the functions of one binary or library.
+///
+/// ```no_run
+/// # fn main() -> Result<(), sonde::Error> {
+/// use sonde::{AttachOptions, Functions, Object};
+/// // Every str* function of the libc process 4242 has loaded.
+/// let set = Functions::in_binary("libc").pid(4242).pattern("str*").resolve()?;
+/// for f in set.iter() {
+///     println!("{:>4} {} at {:#x}", f.cookie, f.name, f.file_offset);
+/// }
+/// let mut object = Object::load(&std::fs::read("probes.bpf.o").unwrap())?;
+/// // Cookie i is the i-th function of the set.
+/// let attachment = object
+///     .uprobe("count_calls")?
+///     .attach_resolved(set.targets(), &AttachOptions::default().pid(4242))?;
+/// # Ok(()) }
+/// ```
+///
+/// Patterns: `*`, `?`, `[...]` globs or exact names; matched against raw names,
+/// aliases, demangled names (Rust legacy and v0, C++) and, with an `@`,
+/// versioned names (`memcpy@GLIBC_2.2.5`). An exact demangled C++ name without
+/// parameters (`geo::Shape::area`) selects every overload.
+#[derive(Debug, Clone)]
+pub struct Functions {
+    binary: PathBuf,
+    pid: Option<u32>,
+    patterns: Vec<String>,
+    debug_root: PathBuf,
+}
+
+/// One function a [`Functions`] query selected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionMatch {
+    /// Its cookie: its index in the set.
+    pub cookie: u64,
+    /// Raw symbol name (without version); its demangled form is
+    /// [`FunctionSet::demangled`] (computed on demand: a set can hold 100k names).
+    pub name: String,
+    /// The symbol as found (version, aliases, address, size, offset, ifunc).
+    pub symbol: FunctionSymbol,
+    /// File offset of its entry.
+    pub file_offset: u64,
+    index: usize,
+}
+
+/// The functions a query resolved to, in pattern order (then address order),
+/// each once.
+#[derive(Debug, Clone)]
+pub struct FunctionSet {
+    path: PathBuf,
+    table: Arc<SymbolTable>,
+    functions: Vec<FunctionMatch>,
+}
+
+impl Functions {
+    /// Functions of `binary`: a path or a bare library name (see [`find_binary`]).
+    pub fn in_binary(binary: impl Into<PathBuf>) -> Self {
+        Functions {
+            binary: binary.into(),
+            pid: None,
+            patterns: Vec::new(),
+            debug_root: PathBuf::from(debuginfo::DEFAULT_DEBUG_ROOT),
+        }
+    }
+
+    /// Looks the binary up as process `pid` sees it (its mapped libraries, its
+    /// mount namespace).
+    pub fn pid(mut self, pid: u32) -> Self {
+        self.pid = Some(pid);
+        self
+    }
+
+    /// Adds a pattern.
+    pub fn pattern(mut self, pattern: impl Into<String>) -> Self {
+        self.patterns.push(pattern.into());
+        self
+    }
+
+    /// Adds patterns.
+    pub fn patterns<S: Into<String>>(mut self, patterns: impl IntoIterator<Item = S>) -> Self {
+        self.patterns.extend(patterns.into_iter().map(Into::into));
+        self
+    }
+
+    /// Looks for debug files of stripped binaries under `dir` instead of
+    /// `/usr/lib/debug`.
+    pub fn debug_root(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.debug_root = dir.into();
+        self
+    }
+
+    /// Finds the binary, reads its symbols (once per file), and selects the
+    /// functions. Every pattern must select at least one function; an exact name
+    /// that is only imported, or absent, is an error naming the closest names.
+    pub fn resolve(&self) -> Result<FunctionSet, TargetError> {
+        let path = find_binary(&self.binary, self.pid)?;
+        let table = cache::symbols(&path, &self.debug_root)?;
+        let mut chosen: Vec<usize> = Vec::new();
+        let mut seen = vec![false; table.functions().len()];
+        for text in &self.patterns {
+            let pattern = Pattern::new(text)?;
+            let hits: Vec<usize> = if pattern.is_glob() {
+                table.matching(&pattern).into_iter().map(|(i, _)| i).collect()
+            } else {
+                // An exact name: versions, aliases and demangled names through the
+                // symbol lookup; a C++ name without parameters selects its overloads.
+                match table.function(text) {
+                    Ok(f) => table
+                        .functions()
+                        .iter()
+                        .position(|g| g.address == f.address)
+                        .into_iter()
+                        .collect(),
+                    Err(e @ TargetError::NoSymbol { .. }) => {
+                        let overloads: Vec<usize> = table.matching(&pattern).into_iter().map(|(i, _)| i).collect();
+                        if overloads.is_empty() {
+                            return Err(e);
+                        }
+                        overloads
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            if hits.is_empty() {
+                return Err(TargetError::NoMatch {
+                    pattern: text.clone(),
+                    binary: table.path().to_path_buf(),
+                    hint: table.hint(text.trim_matches(['*', '?'])),
+                });
+            }
+            for i in hits {
+                if !std::mem::replace(&mut seen[i], true) {
+                    chosen.push(i);
+                }
+            }
+        }
+        let functions = chosen
+            .into_iter()
+            .enumerate()
+            .map(|(cookie, i)| {
+                let f = &table.functions()[i];
+                FunctionMatch {
+                    cookie: cookie as u64,
+                    name: f.name.clone(),
+                    index: i,
+                    symbol: f.clone(),
+                    file_offset: f.file_offset,
+                }
+            })
+            .collect();
+        Ok(FunctionSet {
+            path: table.path().to_path_buf(),
+            table,
+            functions,
+        })
+    }
+}
+
+impl FunctionSet {
+    /// The binary's canonical path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The selected functions; `cookie` is the index.
+    pub fn iter(&self) -> std::slice::Iter<'_, FunctionMatch> {
+        self.functions.iter()
+    }
+
+    /// How many functions.
+    pub fn len(&self) -> usize {
+        self.functions.len()
+    }
+
+    /// Whether none.
+    pub fn is_empty(&self) -> bool {
+        self.functions.is_empty()
+    }
+
+    /// The function with this cookie.
+    pub fn get(&self, cookie: u64) -> Option<&FunctionMatch> {
+        self.functions.get(usize::try_from(cookie).ok()?)
+    }
+
+    /// The demangled name of `f` (Rust legacy and v0, C++), if mangled.
+    pub fn demangled(&self, f: &FunctionMatch) -> Option<&str> {
+        self.table.demangled(f.index)
+    }
+
+    /// The name to show: demangled if mangled, else raw.
+    pub fn display_name<'a>(&'a self, f: &'a FunctionMatch) -> &'a str {
+        self.demangled(f).unwrap_or(&f.name)
+    }
+
+    /// The symbol table the set came from.
+    pub fn symbols(&self) -> &SymbolTable {
+        &self.table
+    }
+
+    /// Ready-to-attach targets, cookie = index.
+    pub fn targets(&self) -> Vec<ResolvedTarget> {
+        self.functions
+            .iter()
+            .map(|f| ResolvedTarget {
+                path: self.path.clone(),
+                offset: f.file_offset,
+                cookie: f.cookie,
+                symbol: Some(f.name.clone()),
+            })
+            .collect()
+    }
+
+    /// The same as [`Target`]s (for callers that build target lists by hand).
+    pub fn as_targets(&self) -> Vec<Target> {
+        self.functions
+            .iter()
+            .map(|f| Target::file_offset(&self.path, f.file_offset).cookie(f.cookie))
+            .collect()
+    }
+}
+
+impl<'a> IntoIterator for &'a FunctionSet {
+    type Item = &'a FunctionMatch;
+    type IntoIter = std::slice::Iter<'a, FunctionMatch>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.functions.iter()
+    }
+}
