@@ -78,10 +78,14 @@ pub fn current_uid_gid() -> u64 {
 /// `bpf_get_current_comm` (4.2): the current task's command name, NUL padded.
 #[inline(always)]
 pub fn current_comm() -> [u8; 16] {
-    let mut comm = [0u8; 16];
+    // Not zeroed here: unoptimised builds turn the zeroing into a `memset` call
+    // whose run-time alignment logic the verifier refuses on the stack. The
+    // helper writes all 16 bytes (NUL padded, or zeros on failure).
+    let mut comm = core::mem::MaybeUninit::<[u64; 2]>::uninit();
     // SAFETY: the buffer is 16 writable bytes.
     unsafe { helper!(16, fn(*mut c_void, u32) -> i64)(comm.as_mut_ptr().cast(), 16) };
-    comm
+    // SAFETY: the kernel initialised every byte; any bit pattern is a byte array.
+    unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(comm.assume_init()) }
 }
 
 /// `bpf_get_attach_cookie` (5.15): the cookie given when the program was attached.

@@ -29,7 +29,30 @@ impl Object {
     /// Parses `bytes`, creates every map (global data initialised, `.rodata`
     /// frozen) and prepares the programs (relocated, not loaded).
     pub fn load(bytes: &[u8]) -> Result<Object, Error> {
-        let file = ObjectFile::parse(bytes)?;
+        Self::load_with(bytes, &[])
+    }
+
+    /// [`Object::load`], with the `max_entries` of some maps set at run time
+    /// (`(name, entries)`): an array indexed by cookie sized to the number of
+    /// functions resolved, a ring buffer sized in bytes (a power-of-two multiple
+    /// of the page size).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), sonde::Error> {
+    /// let bytes = std::fs::read("probes.bpf.o").unwrap();
+    /// let object = sonde::Object::load_with(&bytes, &[("COUNTS", 5000)])?;
+    /// # Ok(()) }
+    /// ```
+    pub fn load_with(bytes: &[u8], max_entries: &[(&str, u32)]) -> Result<Object, Error> {
+        let mut file = ObjectFile::parse(bytes)?;
+        for (name, n) in max_entries {
+            let spec = file
+                .maps
+                .iter_mut()
+                .find(|m| m.name == *name)
+                .ok_or_else(|| MapError::NotFound(name.to_string()))?;
+            spec.def.max_entries = *n;
+        }
         crate::sys::lift_memlock();
         let mut maps = Vec::with_capacity(file.maps.len());
         for spec in &file.maps {

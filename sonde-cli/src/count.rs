@@ -1,0 +1,105 @@
+//! `sonde count`: calls per function.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use serde::Serialize;
+use sonde::maps::PerCpuArray;
+
+use crate::human;
+use crate::session::{Common, Session};
+use crate::CliError;
+
+#[derive(Serialize)]
+struct Report {
+    tier: String,
+    functions: Vec<Row>,
+}
+
+#[derive(Serialize)]
+struct Row {
+    name: String,
+    demangled: Option<String>,
+    cookie: u64,
+    count: u64,
+}
+
+fn rows(session: &Session) -> Result<Vec<Row>, CliError> {
+    let counts = PerCpuArray::<u64>::new(session.object.map("COUNTS")?)?;
+    let mut rows = Vec::with_capacity(session.set.len());
+    for f in session.set.iter() {
+        let count = counts.get(f.cookie as u32)?.iter().sum();
+        rows.push(Row {
+            name: f.name.clone(),
+            demangled: session.set.demangled(f).map(str::to_string),
+            cookie: f.cookie,
+            count,
+        });
+    }
+    rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.cookie.cmp(&b.cookie)));
+    Ok(rows)
+}
+
+/// Prints the table: the top `limit` rows (all when `None`), 80 columns.
+fn table(out: &mut impl Write, rows: &[Row], limit: Option<usize>) -> std::io::Result<usize> {
+    writeln!(out, "{:<66} {:>12}", "FUNCTION", "CALLS")?;
+    let mut lines = 1;
+    let shown = limit.unwrap_or(rows.len()).min(rows.len());
+    for r in &rows[..shown] {
+        let name = r.demangled.as_deref().unwrap_or(&r.name);
+        writeln!(out, "{:<66} {:>12}", human::fit(name, 66), human::count(r.count))?;
+        lines += 1;
+    }
+    if shown < rows.len() {
+        let rest: u64 = rows[shown..].iter().map(|r| r.count).sum();
+        writeln!(out, "{:<66} {:>12}", format!("({} more)", rows.len() - shown), human::count(rest))?;
+        lines += 1;
+    }
+    Ok(lines)
+}
+
+/// Runs `sonde count`.
+pub fn run(common: &Common) -> Result<i32, CliError> {
+    let mut session = Session::start(common, "counting calls of", &["count"], |n| vec![("COUNTS", n.max(1))])?;
+    let live = !common.json && std::io::stdout().is_terminal();
+    let mut drawn = 0usize;
+    let stop = session.wait(Duration::from_secs(1), |s| {
+        if !live {
+            return;
+        }
+        if let Ok(rows) = rows(s) {
+            let mut out = std::io::stdout().lock();
+            if drawn > 0 {
+                let _ = write!(out, "\x1b[{drawn}A\x1b[J");
+            }
+            drawn = table(&mut out, &rows, Some(20)).unwrap_or(0);
+        }
+    });
+    let rows = rows(&session)?;
+    let mut out = std::io::stdout().lock();
+    if common.json {
+        let report = Report {
+            tier: session.tier().name().to_string(),
+            functions: rows,
+        };
+        serde_json::to_writer(&mut out, &report).map_err(|e| CliError::new(e.to_string()))?;
+        writeln!(out)?;
+    } else {
+        if drawn > 0 {
+            write!(out, "\x1b[{drawn}A\x1b[J")?;
+        }
+        table(&mut out, &rows, None)?;
+        let total: u64 = rows.iter().map(|r| r.count).sum();
+        writeln!(
+            out,
+            "{} calls in {:.1} s, tier {}",
+            human::count(total),
+            session.started.elapsed().as_secs_f64(),
+            session.tier()
+        )?;
+    }
+    out.flush()?;
+    drop(out);
+    session.close();
+    Ok(crate::exit_code(stop))
+}

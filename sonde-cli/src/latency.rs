@@ -1,0 +1,170 @@
+//! `sonde latency`: entry and return probes, per-function log2 histograms.
+//!
+//! The entry program pushes the time on a per-thread stack (depth per thread
+//! id), the return program pops it: recursion, nested probed calls and
+//! concurrent threads each get their own interval.
+
+use std::io::Write;
+
+use serde::Serialize;
+use sonde::maps::PerCpuArray;
+
+use crate::human;
+use crate::session::{Common, Session};
+use crate::CliError;
+
+const BUCKETS: u32 = 64;
+
+#[derive(Serialize)]
+struct Report {
+    tier: String,
+    functions: Vec<Row>,
+}
+
+#[derive(Serialize)]
+struct Row {
+    name: String,
+    demangled: Option<String>,
+    cookie: u64,
+    count: u64,
+    p50_ns: u64,
+    p90_ns: u64,
+    p99_ns: u64,
+    max_ns: u64,
+    histogram: Vec<Bucket>,
+}
+
+#[derive(Serialize, Clone, Copy)]
+struct Bucket {
+    le_ns: u64,
+    count: u64,
+}
+
+/// The upper bound of the bucket holding quantile `q`, capped by the maximum.
+fn quantile(histogram: &[Bucket], count: u64, q: f64, max: u64) -> u64 {
+    let rank = ((count as f64) * q).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for b in histogram {
+        seen += b.count;
+        if seen >= rank {
+            return b.le_ns.min(max);
+        }
+    }
+    max
+}
+
+fn rows(session: &Session) -> Result<Vec<Row>, CliError> {
+    let hist = PerCpuArray::<u64>::new(session.object.map("HIST")?)?;
+    let maxes = PerCpuArray::<u64>::new(session.object.map("MAX_NS")?)?;
+    let mut rows = Vec::new();
+    for f in session.set.iter() {
+        let cookie = f.cookie as u32;
+        let max = maxes.get(cookie)?.into_iter().max().unwrap_or(0);
+        let mut histogram = Vec::new();
+        if max > 0 {
+            // Buckets up to the maximum's: [2^b, 2^(b+1)) ns.
+            let top = 63 - max.leading_zeros();
+            for b in 0..=top {
+                let n: u64 = hist.get(cookie * BUCKETS + b)?.iter().sum();
+                if n > 0 {
+                    histogram.push(Bucket {
+                        le_ns: 1u64.checked_shl(b + 1).unwrap_or(u64::MAX),
+                        count: n,
+                    });
+                }
+            }
+        }
+        let count = histogram.iter().map(|b| b.count).sum();
+        rows.push(Row {
+            name: f.name.clone(),
+            demangled: session.set.demangled(f).map(str::to_string),
+            cookie: f.cookie,
+            count,
+            p50_ns: quantile(&histogram, count, 0.50, max),
+            p90_ns: quantile(&histogram, count, 0.90, max),
+            p99_ns: quantile(&histogram, count, 0.99, max),
+            max_ns: max,
+            histogram,
+        });
+    }
+    rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.cookie.cmp(&b.cookie)));
+    Ok(rows)
+}
+
+fn print(out: &mut impl Write, rows: &[Row]) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<36} {:>7} {:>8} {:>8} {:>8} {:>8}",
+        "FUNCTION", "CALLS", "P50", "P90", "P99", "MAX"
+    )?;
+    for r in rows {
+        let name = r.demangled.as_deref().unwrap_or(&r.name);
+        writeln!(
+            out,
+            "{:<36} {:>7} {:>8} {:>8} {:>8} {:>8}",
+            human::fit(name, 36),
+            human::count(r.count),
+            human::nanos(r.p50_ns),
+            human::nanos(r.p90_ns),
+            human::nanos(r.p99_ns),
+            human::nanos(r.max_ns)
+        )?;
+    }
+    for r in rows.iter().filter(|r| r.count > 0) {
+        writeln!(out, "\n{}", r.demangled.as_deref().unwrap_or(&r.name))?;
+        let peak = r.histogram.iter().map(|b| b.count).max().unwrap_or(1);
+        for b in &r.histogram {
+            let bar = "#".repeat(((b.count * 40).div_ceil(peak)) as usize);
+            writeln!(out, "  < {:>8} {:>8} {bar}", human::nanos(b.le_ns), human::count(b.count))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `sonde latency`.
+pub fn run(common: &Common) -> Result<i32, CliError> {
+    let mut session = Session::start(
+        common,
+        "timing",
+        &["latency_entry", "latency_return"],
+        |n| {
+            let n = n.max(1);
+            vec![("HIST", n * BUCKETS), ("MAX_NS", n)]
+        },
+    )?;
+    let stop = session.wait(std::time::Duration::from_secs(1), |_| {});
+    let rows = rows(&session)?;
+    let mut out = std::io::stdout().lock();
+    if common.json {
+        let report = Report {
+            tier: session.tier().name().to_string(),
+            functions: rows,
+        };
+        serde_json::to_writer(&mut out, &report).map_err(|e| CliError::new(e.to_string()))?;
+        writeln!(out)?;
+    } else {
+        print(&mut out, &rows)?;
+    }
+    out.flush()?;
+    drop(out);
+    session.close();
+    Ok(crate::exit_code(stop))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_from_log2_buckets() {
+        let h = [
+            Bucket { le_ns: 1024, count: 50 },
+            Bucket { le_ns: 2048, count: 40 },
+            Bucket { le_ns: 1 << 20, count: 10 },
+        ];
+        assert_eq!(quantile(&h, 100, 0.5, 900_000), 1024);
+        assert_eq!(quantile(&h, 100, 0.9, 900_000), 2048);
+        assert_eq!(quantile(&h, 100, 0.99, 900_000), 900_000, "capped by the maximum");
+        assert_eq!(quantile(&[], 0, 0.5, 0), 0);
+    }
+}

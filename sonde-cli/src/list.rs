@@ -1,0 +1,115 @@
+//! `sonde list` and `sonde features`: nothing attached.
+
+use std::io::Write;
+
+use serde::Serialize;
+use sonde::{Feature, Features, Functions, Scope, Tier};
+
+use crate::CliError;
+
+#[derive(Serialize)]
+struct Listed<'a> {
+    name: &'a str,
+    demangled: Option<&'a str>,
+    version: Option<String>,
+    cookie: u64,
+    address: u64,
+    file_offset: u64,
+    size: u64,
+    ifunc: bool,
+}
+
+/// Runs `sonde list`.
+pub fn list(target: &str, patterns: &[String], pid: Option<u32>, json: bool) -> Result<i32, CliError> {
+    let mut q = Functions::in_binary(target);
+    q = if patterns.is_empty() { q.pattern("*") } else { q.patterns(patterns.iter().cloned()) };
+    if let Some(pid) = pid {
+        q = q.pid(pid);
+    }
+    let set = q.resolve()?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if json {
+        let items: Vec<Listed> = set
+            .iter()
+            .map(|f| Listed {
+                name: &f.name,
+                demangled: set.demangled(f),
+                version: f.symbol.version.as_ref().map(|_| f.symbol.versioned_name()),
+                cookie: f.cookie,
+                address: f.symbol.address,
+                file_offset: f.file_offset,
+                size: f.symbol.size,
+                ifunc: f.symbol.ifunc,
+            })
+            .collect();
+        serde_json::to_writer(&mut out, &serde_json::json!({"binary": set.path(), "functions": items}))
+            .map_err(|e| CliError::new(e.to_string()))?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "{:>6} {:>12} {:>7}  FUNCTION", "COOKIE", "OFFSET", "SIZE")?;
+        for f in set.iter() {
+            let name = match &f.symbol.version {
+                Some(_) => f.symbol.versioned_name(),
+                None => set.display_name(f).to_string(),
+            };
+            let note = if f.symbol.ifunc { "  [ifunc resolver]" } else { "" };
+            writeln!(out, "{:>6} {:>#12x} {:>7}  {name}{note}", f.cookie, f.file_offset, f.symbol.size)?;
+        }
+        writeln!(out, "{} functions in {}", set.len(), set.path().display())?;
+        if let Some(d) = set.symbols().debug_file() {
+            writeln!(out, "symbols from debug file {}", d.display())?;
+        }
+    }
+    out.flush()?;
+    Ok(0)
+}
+
+#[derive(Serialize)]
+struct TierState {
+    tier: &'static str,
+    scope: &'static str,
+    usable: bool,
+    missing: Vec<&'static str>,
+}
+
+/// Runs `sonde features`.
+pub fn features(json: bool) -> Result<i32, CliError> {
+    let f = Features::current();
+    let scopes = [("all processes", Scope::AllProcesses), ("one process", Scope::Process(1))];
+    let tiers: Vec<TierState> = scopes
+        .iter()
+        .flat_map(|(label, scope)| {
+            Tier::ALL.into_iter().map(move |t| {
+                let missing: Vec<&'static str> =
+                    t.requires(*scope).into_iter().filter(|x| !f.has(*x)).map(Feature::name).collect();
+                TierState {
+                    tier: t.name(),
+                    scope: label,
+                    usable: missing.is_empty(),
+                    missing,
+                }
+            })
+        })
+        .collect();
+    let mut out = std::io::stdout().lock();
+    if json {
+        let feats: serde_json::Map<String, serde_json::Value> =
+            Feature::ALL.into_iter().map(|x| (x.name().to_string(), f.has(x).into())).collect();
+        serde_json::to_writer(
+            &mut out,
+            &serde_json::json!({"kernel": f.kernel_release, "features": feats, "tiers": tiers}),
+        )
+        .map_err(|e| CliError::new(e.to_string()))?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{f}")?;
+        for (label, _) in scopes {
+            let usable: Vec<&str> = tiers.iter().filter(|t| t.scope == label && t.usable).map(|t| t.tier).collect();
+            writeln!(out, "tier order, {label}: {}", usable.join(" > "))?;
+        }
+        for t in tiers.iter().filter(|t| !t.usable && t.scope == "one process") {
+            writeln!(out, "  {} unavailable: needs {}", t.tier, t.missing.join(", "))?;
+        }
+    }
+    Ok(0)
+}

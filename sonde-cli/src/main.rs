@@ -1,0 +1,158 @@
+//! `sonde`: count calls, time and trace user-space functions with one eBPF
+//! program per job, each function told apart by its BPF cookie.
+
+mod count;
+mod human;
+mod latency;
+mod list;
+mod session;
+mod trace;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use session::{Common, Stop};
+
+/// Trace user-space functions with uprobes and BPF cookies.
+///
+/// One eBPF program per job is attached to every function matched; the
+/// function is told apart by its cookie (its index in the list). sonde picks
+/// the best mechanism the kernel has (uprobe_multi on 6.6+, perf links with
+/// cookies on 5.15+, a program copy per function on 5.10) and says which ran.
+#[derive(Parser, Debug)]
+#[command(name = "sonde", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Count calls per function.
+    ///
+    /// A live table on a terminal, refreshed every second; the summary at the
+    /// end (Ctrl-C, --duration, or the end of COMMAND). Functions never called
+    /// are listed with 0.
+    #[command(after_help = "EXAMPLES:
+  sonde count libc 'str*' -- ls -l             every str* function of libc, for one ls
+  sonde count -p 4242 -d 10 libc malloc free   two functions of process 4242, for 10 s
+  sonde count ./server '*Handler::handle*'     Rust or C++ methods by demangled name
+  sonde count --json ./app 'app::*' -- ./app   one JSON object at the end:
+      {\"tier\": \"multi\", \"functions\": [{\"name\", \"demangled\", \"cookie\", \"count\"}]}")]
+    Count(Common),
+    /// Time each call: per-function latency histograms (log2 buckets).
+    ///
+    /// Entry and return probes; the interval is measured per thread and per
+    /// nesting level, so recursion and concurrent threads are timed right.
+    #[command(after_help = "EXAMPLES:
+  sonde latency libc 'malloc' 'free' -- ./bench
+  sonde latency -p 4242 -d 30 ./server 'handle_*'
+  sonde latency --json ./app 'app::parse' -- ./app input.txt
+      {\"tier\", \"functions\": [{\"name\", \"cookie\", \"count\", \"p50_ns\", \"p90_ns\", \"p99_ns\",
+        \"max_ns\", \"histogram\": [{\"le_ns\", \"count\"}]}]}")]
+    Latency(Common),
+    /// Print one line per call: time, pid, tid, command, function, arguments.
+    ///
+    /// Calls go through a 4 MiB ring buffer; calls it had no room for are
+    /// counted and reported at the end.
+    #[command(after_help = "EXAMPLES:
+  sonde trace libc 'open*' --args 2 -- cat /etc/hostname
+  sonde trace -p 4242 ./server 'handle_*'
+  sonde trace --json ./app 'fx_*' -- ./app     one object per line:
+      {\"ts_ns\", \"pid\", \"tid\", \"comm\", \"function\", \"cookie\", \"args\": [...]}")]
+    Trace {
+        #[command(flatten)]
+        common: Common,
+        /// How many arguments to print (0 to 6).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=6))]
+        args: u8,
+    },
+    /// Show what the kernel supports and the attach tiers sonde would use.
+    #[command(after_help = "EXAMPLES:
+  sonde features
+  sonde features --json")]
+    Features {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the functions patterns resolve to, with offsets, attaching nothing.
+    #[command(after_help = "EXAMPLES:
+  sonde list libc 'str*'
+  sonde list -p 4242 libssl.so.3 'SSL_*'
+  sonde list ./app            every function of ./app")]
+    List {
+        /// Binary or library (path or bare library name).
+        target: String,
+        /// Globs or names (default: every function).
+        patterns: Vec<String>,
+        /// Look the library up in this process.
+        #[arg(short, long)]
+        pid: Option<u32>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// An error for the user: one or two lines naming the problem and the fix.
+#[derive(Debug)]
+pub struct CliError(String);
+
+impl CliError {
+    fn new(msg: impl Into<String>) -> Self {
+        CliError(msg.into())
+    }
+}
+
+macro_rules! from_display {
+    ($($t:ty),*) => {$(
+        impl From<$t> for CliError {
+            fn from(e: $t) -> Self {
+                CliError(e.to_string())
+            }
+        }
+    )*};
+}
+
+from_display!(
+    sonde::Error,
+    sonde::TargetError,
+    sonde::AttachError,
+    sonde::ProgramError,
+    sonde::maps::MapError,
+    std::io::Error
+);
+
+/// Exit status: the traced command's, else 0 (130 after Ctrl-C, as shells do).
+pub fn exit_code(stop: Stop) -> i32 {
+    match stop {
+        Stop::Exited(code) => code,
+        Stop::Duration => 0,
+        Stop::Signal => 130,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Count(c) => count::run(c),
+        Command::Latency(c) => latency::run(c),
+        Command::Trace { common, args } => trace::run(common, usize::from(*args)),
+        Command::Features { json } => list::features(*json),
+        Command::List {
+            target,
+            patterns,
+            pid,
+            json,
+        } => list::list(target, patterns, *pid, *json),
+    };
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(CliError(msg)) => {
+            eprintln!("sonde: error: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! What every probing command shares: privileges, the command to trace, resolving
+//! the functions, loading the programs with per-function maps sized, attaching
+//! with the best (or pinned) tier, waiting for the end, and stopping.
+
+use std::ffi::CString;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use sonde::{AttachOptions, Attachment, FunctionSet, Functions, Object, Tier};
+
+use crate::CliError;
+
+/// The eBPF programs of the command, built by build.rs.
+pub const PROBES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cli-probes.bpf.o"));
+
+/// Options every probing command takes.
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// Binary or library: a path, or a bare library name (`libc`, `libssl.so.3`)
+    /// looked up in the traced process, then ld.so.cache and the library path.
+    pub target: String,
+    /// Functions: globs (`*`, `?`, `[...]`) or exact names, raw or demangled
+    /// (`str*`, `*HashMap*insert*`, `geo::Shape::area`, `memcpy@GLIBC_2.2.5`).
+    #[arg(required = true)]
+    pub patterns: Vec<String>,
+    /// Trace only this process (default: every process that runs TARGET).
+    #[arg(short, long, value_name = "PID", conflicts_with = "command")]
+    pub pid: Option<u32>,
+    /// Stop after SECS seconds (default: at Ctrl-C, or when COMMAND exits).
+    #[arg(short, long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Pin the attach mechanism instead of the best the kernel has:
+    /// multi (6.6+), perf-link (5.15+), emulated (5.10), tracefs.
+    #[arg(long, value_name = "TIER", value_parser = parse_tier)]
+    pub tier: Option<Tier>,
+    /// Machine-readable output on stdout (no progress, no live table).
+    #[arg(long)]
+    pub json: bool,
+    /// Command to run and trace from its first instruction; tracing stops when
+    /// it exits.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+fn parse_tier(s: &str) -> Result<Tier, String> {
+    Tier::from_name(s).ok_or_else(|| format!("unknown tier `{s}` (one of: multi, perf-link, emulated, tracefs)"))
+}
+
+/// Why the wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Ctrl-C or SIGTERM.
+    Signal,
+    /// `--duration` elapsed.
+    Duration,
+    /// The traced command exited with this status.
+    Exited(i32),
+}
+
+/// A job attached and running.
+pub struct Session {
+    /// Programs and maps.
+    pub object: Object,
+    /// The functions; cookie = index.
+    pub set: FunctionSet,
+    attachments: Vec<Attachment>,
+    child: Option<Child>,
+    stop: Arc<AtomicBool>,
+    duration: Option<Duration>,
+    /// When counting began (after attach).
+    pub started: Instant,
+}
+
+/// A command forked and held before `exec` until the probes are attached.
+struct Child {
+    pid: libc::pid_t,
+    gate: libc::c_int,
+    exec_status: libc::c_int,
+}
+
+/// Sets the stop flag on SIGINT and SIGTERM.
+pub fn stop_flag() -> Result<Arc<AtomicBool>, CliError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| CliError::new(format!("signal handler: {e}")))?;
+    }
+    Ok(stop)
+}
+
+/// Refuses early, with the fix, when the process cannot use BPF.
+pub fn require_privileges() -> Result<(), CliError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(());
+    }
+    let caps = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0);
+    let has = |bit: u32| caps & (1u64 << bit) != 0;
+    // CAP_SYS_ADMIN 21, CAP_PERFMON 38, CAP_BPF 39.
+    if has(21) || (has(38) && has(39)) {
+        return Ok(());
+    }
+    Err(CliError::new(
+        "sonde needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs and attach uprobes: run it with sudo",
+    ))
+}
+
+impl Session {
+    /// Resolves, loads `programs` with `sizes(n)` map sizes, attaches each to
+    /// every function, then lets the command (if any) start.
+    pub fn start(
+        common: &Common,
+        job: &str,
+        programs: &[&str],
+        sizes: impl Fn(u32) -> Vec<(&'static str, u32)>,
+    ) -> Result<Session, CliError> {
+        let t0 = Instant::now();
+        require_privileges()?;
+        let stop = stop_flag()?;
+        let mut child = match common.command.as_slice() {
+            [] => None,
+            cmd => Some(spawn_gated(cmd)?),
+        };
+        let result = Self::attach_all(common, programs, &sizes, child.as_ref().map(|c| c.pid as u32));
+        let (object, set, attachments) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                if let Some(c) = child.take() {
+                    c.kill();
+                }
+                return Err(e);
+            }
+        };
+        if let Some(c) = &child {
+            // On failure the attachments drop here: nothing stays attached.
+            c.release()?;
+        }
+        let attach_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let tier = attachments.first().map_or("-", |a| a.tier().name());
+        let end = match (&child, common.duration) {
+            (Some(_), _) => "until the command exits".to_string(),
+            (None, Some(d)) => format!("for {d} s"),
+            (None, None) => "Ctrl-C to stop".to_string(),
+        };
+        eprintln!(
+            "sonde: {job} {} function{} of {} (tier {tier}, attached in {attach_ms:.1} ms); {end}",
+            set.len(),
+            if set.len() == 1 { "" } else { "s" },
+            set.path().display(),
+        );
+        Ok(Session {
+            object,
+            set,
+            attachments,
+            child,
+            stop,
+            duration: common.duration.map(Duration::from_secs_f64),
+            started: Instant::now(),
+        })
+    }
+
+    fn attach_all(
+        common: &Common,
+        programs: &[&str],
+        sizes: &dyn Fn(u32) -> Vec<(&'static str, u32)>,
+        child: Option<u32>,
+    ) -> Result<(Object, FunctionSet, Vec<Attachment>), CliError> {
+        let pid = child.or(common.pid);
+        let spinner = progress(common.json);
+        spinner.set_message(format!("resolving {} in {}", common.patterns.join(" "), common.target));
+        let mut query = Functions::in_binary(&common.target).patterns(common.patterns.iter().cloned());
+        if let Some(pid) = pid {
+            query = query.pid(pid);
+        }
+        let set = query.resolve()?;
+        let n = u32::try_from(set.len()).map_err(|_| CliError::new("too many functions"))?;
+        let mut object = Object::load_with(PROBES, &sizes(n))?;
+        let mut options = AttachOptions::default();
+        if let Some(pid) = pid {
+            options = options.pid(pid);
+        }
+        if let Some(tier) = common.tier {
+            options = options.tier(tier);
+        }
+        let mut attachments = Vec::new();
+        for program in programs {
+            spinner.set_message(format!("attaching {program} to {} functions", set.len()));
+            let probe = object.uprobe(program)?;
+            attachments.push(probe.attach_resolved(set.targets(), &options)?);
+        }
+        spinner.finish_and_clear();
+        Ok((object, set, attachments))
+    }
+
+    /// Waits for the end (signal, duration, command exit), calling `tick` every
+    /// `every` until then.
+    pub fn wait(&mut self, every: Duration, mut tick: impl FnMut(&Session)) -> Stop {
+        let mut next = Instant::now() + every;
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Stop::Signal;
+            }
+            if let Some(d) = self.duration {
+                if self.started.elapsed() >= d {
+                    return Stop::Duration;
+                }
+            }
+            if let Some(c) = &mut self.child {
+                if let Some(status) = c.try_wait() {
+                    return Stop::Exited(status);
+                }
+            }
+            if Instant::now() >= next {
+                tick(self);
+                next += every;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Whether the wait should end now (for commands with their own loop).
+    pub fn should_stop(&mut self) -> Option<Stop> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Some(Stop::Signal);
+        }
+        if self.duration.is_some_and(|d| self.started.elapsed() >= d) {
+            return Some(Stop::Duration);
+        }
+        self.child.as_mut().and_then(Child::try_wait).map(Stop::Exited)
+    }
+
+    /// The tier that ran.
+    pub fn tier(&self) -> Tier {
+        self.attachments.first().map_or(Tier::Multi, Attachment::tier)
+    }
+
+    /// Detaches everything. Per-target tiers take ~0.1 s per probe in the kernel:
+    /// the summary is printed before this is called.
+    pub fn close(self) {
+        for a in self.attachments {
+            a.detach();
+        }
+    }
+}
+
+fn progress(json: bool) -> indicatif::ProgressBar {
+    if json || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(Duration::from_millis(80));
+    bar
+}
+
+/// Forks `cmd`, held before exec until [`Child::release`]: the probes are
+/// attached with its pid first, so it is traced from its first instruction.
+fn spawn_gated(cmd: &[String]) -> Result<Child, CliError> {
+    let args: Vec<CString> = cmd
+        .iter()
+        .map(|a| CString::new(a.as_bytes()).map_err(|_| CliError::new("a command argument contains a NUL byte")))
+        .collect::<Result<_, _>>()?;
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut gate = [0; 2];
+    let mut status = [0; 2];
+    // SAFETY: plain pipe creation into local arrays.
+    if unsafe { libc::pipe2(gate.as_mut_ptr(), libc::O_CLOEXEC) } != 0
+        || unsafe { libc::pipe2(status.as_mut_ptr(), libc::O_CLOEXEC) } != 0
+    {
+        return Err(CliError::new(format!("pipe: {}", std::io::Error::last_os_error())));
+    }
+    // SAFETY: the child only calls async-signal-safe functions (read, write,
+    // execvp, _exit) on memory prepared before the fork.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(CliError::new(format!("fork: {}", std::io::Error::last_os_error())));
+    }
+    if pid == 0 {
+        unsafe {
+            // Only the read end of the gate and the write end of the status pipe
+            // stay open here, or the gate never reads end-of-file.
+            libc::close(gate[1]);
+            libc::close(status[0]);
+            let mut b = 0u8;
+            libc::read(gate[0], (&mut b as *mut u8).cast(), 1);
+            if b == 1 {
+                libc::execvp(argv[0], argv.as_ptr());
+                let err = *libc::__errno_location();
+                libc::write(status[1], (&err as *const i32).cast(), 4);
+            }
+            libc::_exit(127);
+        }
+    }
+    // SAFETY: closing our copies of the child's ends.
+    unsafe {
+        libc::close(gate[0]);
+        libc::close(status[1]);
+    }
+    Ok(Child {
+        pid,
+        gate: gate[1],
+        exec_status: status[0],
+    })
+}
+
+impl Child {
+    /// Lets the command exec; an exec failure (no such command) is an error.
+    fn release(&self) -> Result<(), CliError> {
+        let go = 1u8;
+        let mut err = 0i32;
+        // SAFETY: writes one byte, then reads the exec error pipe, which closes
+        // on a successful exec (CLOEXEC) and so returns 0 bytes.
+        let n = unsafe {
+            libc::write(self.gate, (&go as *const u8).cast(), 1);
+            libc::read(self.exec_status, (&mut err as *mut i32).cast(), 4)
+        };
+        if n == 4 {
+            return Err(CliError::new(format!(
+                "cannot run the command: {} (is it on PATH?)",
+                std::io::Error::from_raw_os_error(err)
+            )));
+        }
+        Ok(())
+    }
+
+    fn try_wait(&mut self) -> Option<i32> {
+        let mut status = 0;
+        // SAFETY: waits for our own child without blocking.
+        let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+        (r == self.pid).then(|| {
+            if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                128 + libc::WTERMSIG(status)
+            }
+        })
+    }
+
+    fn kill(mut self) {
+        // SAFETY: closing the gate makes the child exit without exec; reap it.
+        unsafe {
+            libc::close(self.gate);
+            self.gate = -1;
+            let mut status = 0;
+            libc::waitpid(self.pid, &mut status, 0);
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        // SAFETY: our own pipe ends, each closed once.
+        unsafe {
+            if self.gate >= 0 {
+                libc::close(self.gate);
+            }
+            libc::close(self.exec_status);
+        }
+    }
+}
