@@ -45,6 +45,11 @@ fn main() {
             .args(["-lvers", "-Wl,-rpath,$ORIGIN", "-o"])
             .arg(o(name)));
     }
+    run(gcc()
+        .args(["-fPIE", "-pie", "-pthread"])
+        .arg(src.join("sleeper.c"))
+        .arg("-o")
+        .arg(o("fixture-sleeper")));
     run(Command::new("g++")
         .args(["-O1", "-g"])
         .arg(src.join("fixture.cpp"))

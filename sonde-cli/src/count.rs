@@ -52,7 +52,12 @@ fn table(out: &mut impl Write, rows: &[Row], limit: Option<usize>) -> std::io::R
     }
     if shown < rows.len() {
         let rest: u64 = rows[shown..].iter().map(|r| r.count).sum();
-        writeln!(out, "{:<66} {:>12}", format!("({} more)", rows.len() - shown), human::count(rest))?;
+        writeln!(
+            out,
+            "{:<66} {:>12}",
+            format!("({} more)", rows.len() - shown),
+            human::count(rest)
+        )?;
         lines += 1;
     }
     Ok(lines)

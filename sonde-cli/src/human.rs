@@ -2,11 +2,20 @@
 
 /// A count: `999`, `1.2k`, `35k`, `1.2M`, `3.4G`.
 pub fn count(n: u64) -> String {
-    let units = [(1_000_000_000_000, "T"), (1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")];
+    let units = [
+        (1_000_000_000_000, "T"),
+        (1_000_000_000, "G"),
+        (1_000_000, "M"),
+        (1_000, "k"),
+    ];
     for (scale, unit) in units {
         if n >= scale {
             let v = n as f64 / scale as f64;
-            return if v < 10.0 { format!("{v:.1}{unit}") } else { format!("{v:.0}{unit}") };
+            return if v < 10.0 {
+                format!("{v:.1}{unit}")
+            } else {
+                format!("{v:.0}{unit}")
+            };
         }
     }
     n.to_string()
@@ -18,7 +27,11 @@ pub fn nanos(ns: u64) -> String {
     for (scale, unit) in units {
         if ns >= scale {
             let v = ns as f64 / scale as f64;
-            return if v < 10.0 { format!("{v:.1} {unit}") } else { format!("{v:.0} {unit}") };
+            return if v < 10.0 {
+                format!("{v:.1} {unit}")
+            } else {
+                format!("{v:.0} {unit}")
+            };
         }
     }
     format!("{ns} ns")

@@ -115,7 +115,12 @@ fn print(out: &mut impl Write, rows: &[Row]) -> std::io::Result<()> {
         let peak = r.histogram.iter().map(|b| b.count).max().unwrap_or(1);
         for b in &r.histogram {
             let bar = "#".repeat(((b.count * 40).div_ceil(peak)) as usize);
-            writeln!(out, "  < {:>8} {:>8} {bar}", human::nanos(b.le_ns), human::count(b.count))?;
+            writeln!(
+                out,
+                "  < {:>8} {:>8} {bar}",
+                human::nanos(b.le_ns),
+                human::count(b.count)
+            )?;
         }
     }
     Ok(())
@@ -123,15 +128,10 @@ fn print(out: &mut impl Write, rows: &[Row]) -> std::io::Result<()> {
 
 /// Runs `sonde latency`.
 pub fn run(common: &Common) -> Result<i32, CliError> {
-    let mut session = Session::start(
-        common,
-        "timing",
-        &["latency_entry", "latency_return"],
-        |n| {
-            let n = n.max(1);
-            vec![("HIST", n * BUCKETS), ("MAX_NS", n)]
-        },
-    )?;
+    let mut session = Session::start(common, "timing", &["latency_entry", "latency_return"], |n| {
+        let n = n.max(1);
+        vec![("HIST", n * BUCKETS), ("MAX_NS", n)]
+    })?;
     let stop = session.wait(std::time::Duration::from_secs(1), |_| {});
     let rows = rows(&session)?;
     let mut out = std::io::stdout().lock();
@@ -160,7 +160,10 @@ mod tests {
         let h = [
             Bucket { le_ns: 1024, count: 50 },
             Bucket { le_ns: 2048, count: 40 },
-            Bucket { le_ns: 1 << 20, count: 10 },
+            Bucket {
+                le_ns: 1 << 20,
+                count: 10,
+            },
         ];
         assert_eq!(quantile(&h, 100, 0.5, 900_000), 1024);
         assert_eq!(quantile(&h, 100, 0.9, 900_000), 2048);

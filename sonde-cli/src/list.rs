@@ -22,7 +22,11 @@ struct Listed<'a> {
 /// Runs `sonde list`.
 pub fn list(target: &str, patterns: &[String], pid: Option<u32>, json: bool) -> Result<i32, CliError> {
     let mut q = Functions::in_binary(target);
-    q = if patterns.is_empty() { q.pattern("*") } else { q.patterns(patterns.iter().cloned()) };
+    q = if patterns.is_empty() {
+        q.pattern("*")
+    } else {
+        q.patterns(patterns.iter().cloned())
+    };
     if let Some(pid) = pid {
         q = q.pid(pid);
     }
@@ -53,7 +57,11 @@ pub fn list(target: &str, patterns: &[String], pid: Option<u32>, json: bool) -> 
                 None => set.display_name(f).to_string(),
             };
             let note = if f.symbol.ifunc { "  [ifunc resolver]" } else { "" };
-            writeln!(out, "{:>6} {:>#12x} {:>7}  {name}{note}", f.cookie, f.file_offset, f.symbol.size)?;
+            writeln!(
+                out,
+                "{:>6} {:>#12x} {:>7}  {name}{note}",
+                f.cookie, f.file_offset, f.symbol.size
+            )?;
         }
         writeln!(out, "{} functions in {}", set.len(), set.path().display())?;
         if let Some(d) = set.symbols().debug_file() {
@@ -75,13 +83,20 @@ struct TierState {
 /// Runs `sonde features`.
 pub fn features(json: bool) -> Result<i32, CliError> {
     let f = Features::current();
-    let scopes = [("all processes", Scope::AllProcesses), ("one process", Scope::Process(1))];
+    let scopes = [
+        ("all processes", Scope::AllProcesses),
+        ("one process", Scope::Process(1)),
+    ];
     let tiers: Vec<TierState> = scopes
         .iter()
         .flat_map(|(label, scope)| {
             Tier::ALL.into_iter().map(move |t| {
-                let missing: Vec<&'static str> =
-                    t.requires(*scope).into_iter().filter(|x| !f.has(*x)).map(Feature::name).collect();
+                let missing: Vec<&'static str> = t
+                    .requires(*scope)
+                    .into_iter()
+                    .filter(|x| !f.has(*x))
+                    .map(Feature::name)
+                    .collect();
                 TierState {
                     tier: t.name(),
                     scope: label,
@@ -93,8 +108,10 @@ pub fn features(json: bool) -> Result<i32, CliError> {
         .collect();
     let mut out = std::io::stdout().lock();
     if json {
-        let feats: serde_json::Map<String, serde_json::Value> =
-            Feature::ALL.into_iter().map(|x| (x.name().to_string(), f.has(x).into())).collect();
+        let feats: serde_json::Map<String, serde_json::Value> = Feature::ALL
+            .into_iter()
+            .map(|x| (x.name().to_string(), f.has(x).into()))
+            .collect();
         serde_json::to_writer(
             &mut out,
             &serde_json::json!({"kernel": f.kernel_release, "features": feats, "tiers": tiers}),
@@ -104,7 +121,11 @@ pub fn features(json: bool) -> Result<i32, CliError> {
     } else {
         write!(out, "{f}")?;
         for (label, _) in scopes {
-            let usable: Vec<&str> = tiers.iter().filter(|t| t.scope == label && t.usable).map(|t| t.tier).collect();
+            let usable: Vec<&str> = tiers
+                .iter()
+                .filter(|t| t.scope == label && t.usable)
+                .map(|t| t.tier)
+                .collect();
             writeln!(out, "tier order, {label}: {}", usable.join(" > "))?;
         }
         for t in tiers.iter().filter(|t| !t.usable && t.scope == "one process") {

@@ -47,7 +47,11 @@ pub fn run(common: &Common, nargs: usize) -> Result<i32, CliError> {
     let t0 = monotonic_ns();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if !common.json {
-        writeln!(out, "{:>12} {:>7} {:>7} {:<16} FUNCTION(ARGS)", "TIME(s)", "PID", "TID", "COMM")?;
+        writeln!(
+            out,
+            "{:>12} {:>7} {:>7} {:<16} FUNCTION(ARGS)",
+            "TIME(s)", "PID", "TID", "COMM"
+        )?;
     }
     let mut events = 0u64;
     let stop = loop {
@@ -103,7 +107,11 @@ pub fn run(common: &Common, nargs: usize) -> Result<i32, CliError> {
     let lost: u64 = lost.get(0)?.iter().sum();
     eprintln!(
         "sonde: {events} events, {lost} lost{}",
-        if lost > 0 { " (the ring buffer was full: trace fewer functions)" } else { "" }
+        if lost > 0 {
+            " (the ring buffer was full: trace fewer functions)"
+        } else {
+            ""
+        }
     );
     session.close();
     Ok(crate::exit_code(stop))

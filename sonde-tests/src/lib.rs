@@ -232,6 +232,16 @@ pub fn fixtures() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(concat!(env!("OUT_DIR"), "/fixtures")))
 }
 
+/// The `sonde` command (`SONDE_BIN` overrides; built by `cargo build -p sonde-cli`,
+/// which `cargo test --workspace` does).
+pub fn sonde_bin() -> PathBuf {
+    std::env::var_os("SONDE_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        let p = target_app().with_file_name("sonde");
+        assert!(p.exists(), "{} missing: cargo build -p sonde-cli", p.display());
+        p
+    })
+}
+
 /// A fixture binary started and waiting for a line on stdin.
 pub fn spawn_fixture(name: &str) -> Waiting {
     Waiting::spawn_path(&fixtures().join(name), &[])

@@ -2,7 +2,8 @@
 //!
 //! - `setup`: installs the eBPF toolchain if missing (idempotent).
 //! - `test`: setup, then every test (unit, integration on the real kernel).
-//! - `demo`: setup, then the seed example: one program, three functions, three cookies.
+//! - `demo`: setup, then `sonde count` on the demo target, and the seed example:
+//!   one program, three functions, three cookies.
 
 mod setup;
 mod vm;
@@ -33,7 +34,7 @@ enum Task {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
-    /// Setup, then run the seed example on its demo target.
+    /// Setup, then `sonde count` and the seed example on the demo target.
     Demo,
     /// Run the integration tests on Debian's 5.10 and 6.1 kernels under QEMU.
     Vm {
@@ -166,10 +167,23 @@ fn cargo_test(cmd: &mut Command) -> Result<(u64, u64)> {
 }
 
 fn demo() -> Result<()> {
-    run_cmd(cargo().args(["build", "--release", "-p", "sonde-seed-example", "--bins"]))?;
-    let bin = root().join("target/release/seed");
+    run_cmd(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "sonde-seed-example",
+        "--bins",
+        "-p",
+        "sonde-cli",
+    ]))?;
     if !is_root() {
         bail!("the demo attaches uprobes and needs root: run `sudo -E cargo xtask demo`");
     }
-    run_cmd(&mut Command::new(bin))
+    let release = root().join("target/release");
+    let target = release.join("demo-target");
+    let target = target.to_string_lossy();
+    println!("== sonde count {target} 'function_*' -- {target}");
+    run_cmd(Command::new(release.join("sonde")).args(["count", &target, "function_*", "--", &target]))?;
+    println!("\n== the seed example: one program with cookies vs one program per function");
+    run_cmd(&mut Command::new(release.join("seed")))
 }

@@ -136,6 +136,8 @@ fn test_binaries() -> Result<Vec<PathBuf>> {
                 "sonde-tests",
                 "-p",
                 "sonde",
+                "-p",
+                "sonde-cli",
                 "--no-run",
                 "--message-format=json",
             ])
@@ -186,7 +188,7 @@ mount -t devtmpfs dev /dev
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
-export SONDE_FIXTURES=/t/fixtures
+export SONDE_FIXTURES=/t/fixtures SONDE_BIN=/t/sonde
 echo "SONDE-VM release $(uname -r)"
 for t in /t/deps/*; do
   echo "SONDE-VM running $(basename $t)"
@@ -222,6 +224,7 @@ fn build_initramfs(bins: &[PathBuf]) -> Result<PathBuf> {
     let target_app = root().join("target/debug/target-app");
     copy_with_libs(&target_app, &rootfs.join("t/target-app"), &rootfs)?;
     copy_fixtures(&rootfs.join("t/fixtures"), &rootfs)?;
+    copy_with_libs(&root().join("target/debug/sonde"), &rootfs.join("t/sonde"), &rootfs)?;
     let image = vm_dir().join("initramfs.cpio.gz");
     run_cmd(Command::new("sh").current_dir(&rootfs).arg("-c").arg(format!(
         "find . | cpio -o -H newc --quiet | gzip -1 > {}",
@@ -242,7 +245,13 @@ fn copy_fixtures(dst: &Path, rootfs: &Path) -> Result<()> {
         .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
         .context("no fixtures built (cargo build -p sonde-tests)")?;
     run_cmd(Command::new("cp").arg("-a").arg(&src).arg(dst))?;
-    for exe in ["fixture-cpp", "fixture-pie", "fixture-nopie", "fixture-rs-nopie"] {
+    for exe in [
+        "fixture-cpp",
+        "fixture-pie",
+        "fixture-nopie",
+        "fixture-rs-nopie",
+        "fixture-sleeper",
+    ] {
         copy_with_libs(&src.join(exe), &dst.join(exe), rootfs)?;
     }
     Ok(())

@@ -1,0 +1,379 @@
+//! The `sonde` command end to end (#6): exact counts, latencies of known sleeps,
+//! traced arguments, JSON validated, every tier pinned, SIGINT mid-run, errors.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sonde::Tier;
+use sonde_tests::{fixtures, require_root, sonde_bin, spawn_fixture, tier_supported};
+
+/// Tests here count links and tracefs entries: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn fixture(name: &str) -> String {
+    fixtures().join(name).to_string_lossy().into_owned()
+}
+
+/// Runs `sonde ARGS` with "go" on stdin (read by a traced command); returns
+/// (status, stdout, stderr).
+fn sonde(args: &[&str]) -> (i32, String, String) {
+    let mut child = Command::new(sonde_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sonde");
+    child.stdin.take().expect("stdin").write_all(b"go\n").expect("write go");
+    let out = child.wait_with_output().expect("wait sonde");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json(text: &str) -> Value {
+    // The traced command prints its own line first; the JSON object is the last.
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON in {text:?}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"))
+}
+
+/// `name -> count` from a count report, checking its shape.
+fn counts(report: &Value) -> Vec<(String, u64)> {
+    let functions = report["functions"].as_array().expect("functions array");
+    let out: Vec<(String, u64)> = functions
+        .iter()
+        .map(|f| {
+            assert!(f["cookie"].is_u64() && f.get("demangled").is_some(), "{f}");
+            (
+                f["name"].as_str().expect("name").to_string(),
+                f["count"].as_u64().expect("count"),
+            )
+        })
+        .collect();
+    let mut sorted = out.clone();
+    sorted.sort_by_key(|x| std::cmp::Reverse(x.1));
+    assert_eq!(
+        out.iter().map(|x| x.1).collect::<Vec<_>>(),
+        sorted.iter().map(|x| x.1).collect::<Vec<_>>(),
+        "ordered by count"
+    );
+    out
+}
+
+const FX_COUNTS: [(&str, u64); 4] = [("fx_delta", 4), ("fx_gamma", 3), ("fx_beta", 2), ("fx_alpha", 1)];
+
+fn owned(pairs: &[(&str, u64)]) -> Vec<(String, u64)> {
+    pairs.iter().map(|(n, c)| (n.to_string(), *c)).collect()
+}
+
+fn no_tracefs_entries_left() {
+    let entries = sonde::inspect::tracefs_uprobes();
+    assert!(
+        !entries.iter().any(|e| e.contains("sonde_")),
+        "tracefs entries left: {entries:?}"
+    );
+}
+
+#[test]
+fn count_with_a_command_gives_exact_counts_on_every_tier() {
+    let _s = serial();
+    require_root();
+    let before = sonde::inspect::links().expect("links").len();
+    let pie = fixture("fixture-pie");
+    let (code, out, err) = sonde(&["count", "--json", &pie, "fx_*", "--", &pie]);
+    assert_eq!(code, 0, "{err}");
+    let report = json(&out);
+    assert_eq!(counts(&report), owned(&FX_COUNTS), "{report}");
+    assert!(err.contains("tier "), "status line names the tier: {err}");
+    for tier in Tier::ALL {
+        if !tier_supported(tier) {
+            continue;
+        }
+        let (code, out, err) = sonde(&["count", "--json", "--tier", tier.name(), &pie, "fx_*", "--", &pie]);
+        assert_eq!(code, 0, "{tier}: {err}");
+        let report = json(&out);
+        assert_eq!(report["tier"], tier.name());
+        assert_eq!(counts(&report), owned(&FX_COUNTS), "{tier}");
+    }
+    // Never-called functions are listed with 0; the traced command's exit status
+    // is sonde's.
+    let (code, out, _) = sonde(&["count", "--json", &fixture("libvers.so"), "vers_*", "--", &pie]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        counts(&json(&out)),
+        owned(&[("vers_add", 5), ("vers_add", 0), ("vers_mul", 0)])
+    );
+    assert_eq!(
+        sonde::inspect::links().expect("links").len(),
+        before,
+        "every link detached"
+    );
+    no_tracefs_entries_left();
+}
+
+/// Reads stderr until the status line says attached, returning the elapsed time.
+fn until_attached(child: &mut Child) -> (Duration, BufReader<std::process::ChildStderr>) {
+    let start = Instant::now();
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).expect("read stderr") > 0,
+            "sonde exited before attaching"
+        );
+        if line.starts_with("sonde: counting") {
+            return (start.elapsed(), err);
+        }
+    }
+}
+
+#[test]
+fn sigint_mid_run_prints_the_summary_and_leaves_nothing_attached() {
+    let _s = serial();
+    require_root();
+    let before = sonde::inspect::links().expect("links").len();
+    let app = spawn_fixture("fixture-pie");
+    let pid = app.pid().to_string();
+    let mut child = Command::new(sonde_bin())
+        .args(["count", "--json", "-p", &pid, &fixture("fixture-pie"), "fx_*"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sonde");
+    let (_, mut err) = until_attached(&mut child);
+    assert!(
+        sonde::inspect::links().expect("links").len() > before
+            || sonde::Features::current().kernel_release.starts_with("5.")
+    );
+    app.run();
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("stdout");
+    let status = child.wait().expect("wait");
+    let mut rest = String::new();
+    let _ = err.read_to_string(&mut rest);
+    assert_eq!(status.code(), Some(130), "{rest}");
+    assert_eq!(counts(&json(&out)), owned(&FX_COUNTS));
+    assert_eq!(sonde::inspect::links().expect("links").len(), before);
+    no_tracefs_entries_left();
+}
+
+#[test]
+fn latency_measures_known_sleeps_per_thread_and_nesting_level() {
+    let _s = serial();
+    require_root();
+    let sleeper = fixture("fixture-sleeper");
+    let (code, out, err) = sonde(&["latency", "--json", &sleeper, "fx_*", "--", &sleeper]);
+    assert_eq!(code, 0, "{err}");
+    let report = json(&out);
+    let f = |name: &str| {
+        report["functions"]
+            .as_array()
+            .expect("functions")
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {report}"))
+            .clone()
+    };
+    const MS: u64 = 1_000_000;
+    let sleep = f("fx_sleep_ms");
+    assert_eq!(sleep["count"], 3);
+    let max = sleep["max_ns"].as_u64().expect("max");
+    assert!((20 * MS..400 * MS).contains(&max), "{sleep}");
+    assert!(sleep["p50_ns"].as_u64().expect("p50") >= 20 * MS, "{sleep}");
+    let hist_total: u64 = sleep["histogram"]
+        .as_array()
+        .expect("hist")
+        .iter()
+        .map(|b| b["count"].as_u64().expect("n"))
+        .sum();
+    assert_eq!(hist_total, 3);
+    // Recursion: 4 nested calls of 5, 10, 15, 20 ms (each measured on its own level).
+    let rec = f("fx_recurse");
+    assert_eq!(rec["count"], 4);
+    let rmax = rec["max_ns"].as_u64().expect("max");
+    assert!((20 * MS..400 * MS).contains(&rmax), "{rec}");
+    let first = &rec["histogram"][0];
+    assert!(
+        first["le_ns"].as_u64().expect("le") <= 16 * MS,
+        "the innermost 5 ms call has its own bucket: {rec}"
+    );
+    // Four threads at once, 10 ms each: no interval mixes two threads.
+    let work = f("fx_work");
+    assert_eq!(work["count"], 4);
+    for b in work["histogram"].as_array().expect("hist") {
+        assert!(
+            b["le_ns"].as_u64().expect("le") >= 16 * MS,
+            "a 10 ms call measured shorter: {work}"
+        );
+    }
+    for key in ["p90_ns", "p99_ns"] {
+        assert!(work[key].is_u64());
+    }
+}
+
+#[test]
+fn trace_prints_every_call_with_its_arguments_in_order() {
+    let _s = serial();
+    require_root();
+    let pie = fixture("fixture-pie");
+    let (code, out, err) = sonde(&["trace", "--json", "--args", "2", &pie, "fx_*", "--", &pie]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<Value> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let got: Vec<(String, u64)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["function"].as_str().expect("function").to_string(),
+                l["args"][0].as_u64().expect("arg"),
+            )
+        })
+        .collect();
+    let mut want = Vec::new();
+    for (name, n) in [("fx_alpha", 1), ("fx_beta", 2), ("fx_gamma", 3), ("fx_delta", 4)] {
+        for i in 0..n {
+            want.push((name.to_string(), i));
+        }
+    }
+    assert_eq!(got, want);
+    let l = &lines[0];
+    assert_eq!(l["comm"], "fixture-pie");
+    assert_eq!(l["args"].as_array().map(Vec::len), Some(2));
+    assert!(l["ts_ns"].is_u64() && l["pid"] == l["tid"] && l["cookie"].is_u64());
+    let ts: Vec<u64> = lines.iter().map(|l| l["ts_ns"].as_u64().expect("ts")).collect();
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]), "in time order");
+    assert!(err.contains("10 events, 0 lost"), "{err}");
+}
+
+#[test]
+fn list_and_features_report_without_attaching() {
+    let _s = serial();
+    require_root();
+    let before = sonde::inspect::links().expect("links").len();
+    let (code, out, _) = sonde(&["list", "--json", &fixture("fixture-cpp"), "geo::Shape::*"]);
+    assert_eq!(code, 0);
+    let v = json(&out);
+    let names: Vec<&str> = v["functions"]
+        .as_array()
+        .expect("functions")
+        .iter()
+        .filter_map(|f| f["demangled"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["geo::Shape::area(int) const", "geo::Shape::area(int, int) const"]
+    );
+    let set = sonde::Functions::in_binary(fixture("fixture-cpp"))
+        .pattern("geo::Shape::*")
+        .resolve()
+        .expect("resolve");
+    let offsets: Vec<u64> = v["functions"]
+        .as_array()
+        .expect("f")
+        .iter()
+        .map(|f| f["file_offset"].as_u64().expect("off"))
+        .collect();
+    assert_eq!(offsets, set.iter().map(|f| f.file_offset).collect::<Vec<_>>());
+
+    let (code, out, _) = sonde(&["features", "--json"]);
+    assert_eq!(code, 0);
+    let v = json(&out);
+    assert_eq!(v["kernel"], sonde::Features::current().kernel_release.as_str());
+    assert_eq!(
+        v["features"]["ring_buf"],
+        sonde::Features::current().has(sonde::Feature::RingBuf)
+    );
+    assert_eq!(v["tiers"].as_array().map(Vec::len), Some(8));
+    assert_eq!(sonde::inspect::links().expect("links").len(), before);
+}
+
+#[test]
+fn errors_name_the_problem_exit_non_zero_and_leave_nothing() {
+    let _s = serial();
+    require_root();
+    let before = sonde::inspect::links().expect("links").len();
+    let pie = fixture("fixture-pie");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["count".into(), "/no/such/binary".into(), "f".into()],
+            "cannot open binary /no/such/binary",
+        ),
+        (
+            vec!["count".into(), pie.clone(), "fx_alpah".into()],
+            "did you mean: fx_alpha",
+        ),
+        (
+            vec!["count".into(), fixture("fixture-stripped-bare"), "fx_*".into()],
+            "stripped",
+        ),
+        (
+            vec![
+                "count".into(),
+                pie.clone(),
+                "fx_*".into(),
+                "--".into(),
+                "/no/such/command".into(),
+            ],
+            "cannot run the command",
+        ),
+        (vec!["latency".into(), "libno-such-lib".into(), "f".into()], "not found"),
+    ];
+    for (args, message) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, _, err) = sonde(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(message), "{args:?}: `{err}` lacks `{message}`");
+        assert!(err.lines().count() <= 2, "one or two lines: {err}");
+    }
+    // A pinned tier the kernel lacks (disabled here) names the missing feature.
+    let out = Command::new(sonde_bin())
+        .env("SONDE_DISABLE_FEATURES", "uprobe_multi")
+        .args(["count", "--tier", "multi", "-d", "1", &pie, "fx_*"])
+        .output()
+        .expect("sonde");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("uprobe_multi"), "{err}");
+    // Without privileges: refused before anything is loaded, with the fix.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(sonde_bin())
+        .args(["count", "-d", "1", &pie, "fx_*"])
+        .output();
+    if let Ok(out) = out {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("needs root"), "{err}");
+    }
+    assert_eq!(sonde::inspect::links().expect("links").len(), before);
+    no_tracefs_entries_left();
+}
