@@ -1,0 +1,60 @@
+//! `sonde-bench`: what cookies and uprobe_multi buy, measured side by side in one
+//! run (`cargo xtask bench`, as root). Writes `report.md`, `results.json` and PNG
+//! charts to the output directory (default `target/bench`).
+//!
+//! Every figure is the median of several runs; comparisons are ratios of figures
+//! measured in the same run. Where a figure would take minutes (per-target
+//! detach costs ~0.1 s per probe in the kernel), it is extrapolated from a
+//! smaller N and marked so.
+
+mod charts;
+mod measure;
+mod target;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+/// The programs the `sonde` command ships (count, latency, trace).
+pub const PROBES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cli-probes.bpf.o"));
+
+/// Run options.
+pub struct Opts {
+    /// Small N and few runs: the smoke run `cargo xtask test` does.
+    pub quick: bool,
+    /// Output directory.
+    pub out: PathBuf,
+    /// The `sonde` binary (events and CLI figures).
+    pub sonde: PathBuf,
+}
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let mut opts = Opts {
+        quick: false,
+        out: PathBuf::from("target/bench"),
+        sonde: PathBuf::from("target/release/sonde"),
+    };
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => opts.quick = true,
+            "--out" => opts.out = args.next().map(PathBuf::from).unwrap_or(opts.out),
+            "--sonde" => opts.sonde = args.next().map(PathBuf::from).unwrap_or(opts.sonde),
+            other => bail!("unknown argument {other} (usage: sonde-bench [--quick] [--out DIR] [--sonde PATH])"),
+        }
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the benchmarks load eBPF programs and attach uprobes: run as root (sudo -E cargo xtask bench)");
+    }
+    std::fs::create_dir_all(&opts.out)?;
+    let results = measure::all(&opts)?;
+    let json = serde_json::to_string_pretty(&results)?;
+    std::fs::write(opts.out.join("results.json"), json)?;
+    let charts = charts::draw(&results, &opts.out)?;
+    let report = measure::report(&results, &charts);
+    std::fs::write(opts.out.join("report.md"), &report)?;
+    println!("{report}");
+    println!("wrote {}", opts.out.join("report.md").display());
+    Ok(())
+}

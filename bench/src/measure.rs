@@ -1,0 +1,685 @@
+//! The measurements.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use sonde::target::{cache, SymbolTable};
+use sonde::{AttachOptions, Functions, LoadVariant, Object, ResolvedTarget, Tier};
+
+use crate::target::{self, Prologue, Running};
+use crate::{Opts, PROBES};
+
+/// Every figure of a run.
+#[derive(Serialize)]
+pub struct Results {
+    pub kernel: String,
+    pub quick: bool,
+    pub cookies: Vec<CookieRow>,
+    pub tiers: Vec<TierRow>,
+    pub per_hit: Vec<HitRow>,
+    pub resolution: Vec<ResolutionRow>,
+    pub events: EventsRow,
+    pub cli: CliRow,
+    pub seconds: f64,
+}
+
+#[derive(Serialize, Clone, Default)]
+pub struct Side {
+    pub programs: usize,
+    pub load_ms: f64,
+    pub verified_insns: u64,
+    pub memlock_bytes: u64,
+    pub attach_ms: f64,
+    pub detach_ms: f64,
+    pub detach_extrapolated: bool,
+    pub attach_extrapolated: bool,
+    pub open_fds: usize,
+}
+
+#[derive(Serialize)]
+pub struct CookieRow {
+    pub n: usize,
+    pub cookies: Side,
+    pub per_function: Side,
+}
+
+#[derive(Serialize)]
+pub struct TierRow {
+    pub tier: &'static str,
+    pub n: usize,
+    pub attach_ms: f64,
+    pub detach_ms: f64,
+    pub extrapolated: bool,
+    pub runs: usize,
+}
+
+#[derive(Serialize)]
+pub struct HitRow {
+    pub prologue: &'static str,
+    pub unprobed_ns: f64,
+    pub cookie_probe_ns: f64,
+    pub baked_probe_ns: f64,
+    pub cookie_prog_ns: f64,
+    pub baked_prog_ns: f64,
+}
+
+#[derive(Serialize)]
+pub struct ResolutionRow {
+    pub binary: String,
+    pub file_mb: f64,
+    pub symbols: usize,
+    pub functions: usize,
+    pub cold_ms: f64,
+    pub symbols_per_s: f64,
+    pub glob: String,
+    pub glob_matches: usize,
+    pub glob_ms: f64,
+}
+
+#[derive(Serialize, Default)]
+pub struct EventsRow {
+    pub calls: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub seconds: f64,
+    pub events_per_s: f64,
+}
+
+#[derive(Serialize, Default)]
+pub struct CliRow {
+    pub functions: usize,
+    pub start_to_counting_ms: f64,
+    pub sigint_to_summary_ms: f64,
+    pub sigint_to_exit_ms: f64,
+    pub counted: u64,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+/// `memlock:` of an fd's fdinfo (programs and maps).
+fn memlock(fd: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("memlock:").map(|v| v.trim().parse().unwrap_or(0))))
+        .unwrap_or(0)
+}
+
+/// Unused maps of the CLI object made small: only COUNTS matters here.
+fn load_object(n: usize) -> Result<Object> {
+    Ok(Object::load_with(
+        PROBES,
+        &[("COUNTS", n.max(1) as u32), ("HIST", 1), ("MAX_NS", 1), ("EVENTS", 4096)],
+    )?)
+}
+
+/// `f0..f<n-1>` of a generated target, cookie = index.
+fn first_targets(all: &[ResolvedTarget], n: usize) -> Vec<ResolvedTarget> {
+    all[..n].to_vec()
+}
+
+/// The functions `f*` of `exe` ordered by their number, cookie = number.
+fn resolve_numbered(exe: &Path) -> Result<Vec<ResolvedTarget>> {
+    let set = Functions::in_binary(exe).pattern("f[0-9]*").resolve()?;
+    let mut v: Vec<(usize, ResolvedTarget)> = set
+        .targets()
+        .into_iter()
+        .filter_map(|t| Some((t.symbol.as_deref()?.get(1..)?.parse().ok()?, t)))
+        .collect();
+    v.sort_by_key(|(i, _)| *i);
+    Ok(v.into_iter()
+        .map(|(i, t)| ResolvedTarget { cookie: i as u64, ..t })
+        .collect())
+}
+
+fn cookie_side(all: &[ResolvedTarget], n: usize) -> Result<Side> {
+    let fds0 = open_fds();
+    let mut object = load_object(n)?;
+    let counts_mem = memlock(object.map("COUNTS")?.as_fd().as_raw_fd());
+    let probe = object.uprobe("count")?;
+    let t = Instant::now();
+    let prog = probe.load(LoadVariant::Multi)?;
+    let load_ms = ms(t.elapsed());
+    let info = prog.info()?;
+    let mem = memlock(prog.as_fd().as_raw_fd()) + counts_mem;
+    drop(prog);
+    let t = Instant::now();
+    let att = probe.attach_resolved(first_targets(all, n), &AttachOptions::default().tier(Tier::Multi))?;
+    let attach_ms = ms(t.elapsed());
+    let fds = open_fds() - fds0;
+    let t = Instant::now();
+    att.detach();
+    Ok(Side {
+        programs: 1,
+        load_ms,
+        verified_insns: info.verified_insns as u64,
+        memlock_bytes: mem,
+        attach_ms,
+        detach_ms: ms(t.elapsed()),
+        detach_extrapolated: false,
+        attach_extrapolated: false,
+        open_fds: fds,
+    })
+}
+
+/// One program per function: the same logic with the function's id baked in
+/// as a constant, one perf event per function (the pre-cookie way).
+fn per_function_side(all: &[ResolvedTarget], n: usize, attach: bool) -> Result<Side> {
+    let fds0 = open_fds();
+    let mut object = load_object(n)?;
+    let counts_mem = memlock(object.map("COUNTS")?.as_fd().as_raw_fd());
+    let probe = object.uprobe("count")?;
+    let mut side = Side {
+        programs: n,
+        memlock_bytes: counts_mem,
+        ..Side::default()
+    };
+    let t = Instant::now();
+    let mut progs = Vec::with_capacity(n);
+    for i in 0..n {
+        progs.push(probe.load(LoadVariant::Baked(i as u64))?);
+    }
+    side.load_ms = ms(t.elapsed());
+    for p in &progs {
+        side.verified_insns += p.info()?.verified_insns as u64;
+        side.memlock_bytes += memlock(p.as_fd().as_raw_fd());
+    }
+    drop(progs);
+    if !attach {
+        // Attaching N perf events means N detaches of ~0.1 s each afterwards:
+        // the caller extrapolates both from a smaller N.
+        side.attach_extrapolated = true;
+        side.detach_extrapolated = true;
+        side.open_fds = open_fds() - fds0 + n;
+        return Ok(side);
+    }
+    let t = Instant::now();
+    let att = probe.attach_resolved(first_targets(all, n), &AttachOptions::default().tier(Tier::Emulated))?;
+    side.attach_ms = ms(t.elapsed());
+    side.open_fds = open_fds() - fds0;
+    let t = Instant::now();
+    att.detach();
+    side.detach_ms = ms(t.elapsed());
+    Ok(side)
+}
+
+fn cookies(opts: &Opts, all: &[ResolvedTarget]) -> Result<Vec<CookieRow>> {
+    let ns: &[usize] = if opts.quick { &[1, 10] } else { &[1, 10, 100, 1000] };
+    let mut rows = Vec::new();
+    let mut per_target: Option<(f64, f64)> = None;
+    for &n in ns {
+        let runs = if opts.quick { 1 } else if n >= 1000 { 3 } else { 5 };
+        let mut c = Vec::new();
+        let mut p = Vec::new();
+        for run in 0..runs {
+            c.push(cookie_side(all, n)?);
+            // Per-function attach + detach (~0.1 s per probe) measured once, N <= 100.
+            if run == 0 || n > 100 {
+                p.push(per_function_side(all, n, n <= 100)?);
+            }
+        }
+        let mut cookies = median_side(&c);
+        let mut per_function = median_side(&p);
+        cookies.detach_ms = median(c.iter().map(|s| s.detach_ms).collect());
+        if n <= 100 {
+            per_function.detach_ms = p[0].detach_ms;
+            per_function.attach_ms = p[0].attach_ms;
+            per_target = Some((p[0].attach_ms / n as f64, p[0].detach_ms / n as f64));
+        } else {
+            let (a, d) = per_target.unwrap_or((1.0, 108.0));
+            per_function.attach_ms = a * n as f64;
+            per_function.detach_ms = d * n as f64;
+            per_function.attach_extrapolated = true;
+            per_function.detach_extrapolated = true;
+        }
+        eprintln!(
+            "cookies n={n}: load {:.2} vs {:.2} ms, memlock {} vs {} B",
+            cookies.load_ms, per_function.load_ms, cookies.memlock_bytes, per_function.memlock_bytes
+        );
+        rows.push(CookieRow { n, cookies, per_function });
+    }
+    Ok(rows)
+}
+
+fn median_side(v: &[Side]) -> Side {
+    let m = |f: &dyn Fn(&Side) -> f64| median(v.iter().map(f).collect());
+    Side {
+        programs: v[0].programs,
+        load_ms: m(&|s| s.load_ms),
+        verified_insns: v[0].verified_insns,
+        memlock_bytes: v[0].memlock_bytes,
+        attach_ms: m(&|s| s.attach_ms),
+        detach_ms: 0.0,
+        detach_extrapolated: false,
+        attach_extrapolated: false,
+        open_fds: v[0].open_fds,
+    }
+}
+
+fn tiers(opts: &Opts, exe: &Path) -> Result<Vec<TierRow>> {
+    let mut rows = Vec::new();
+    let multi_ns: &[usize] = if opts.quick { &[10, 100] } else { &[10, 100, 1000, 10000] };
+    for &n in multi_ns {
+        let runs = if opts.quick { 1 } else { 5 };
+        let (mut a, mut d) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let mut object = load_object(n)?;
+            cache::clear();
+            // Symbol resolution included: the binary's symbols read cold.
+            let t = Instant::now();
+            let all = resolve_numbered(exe)?;
+            let att = object
+                .uprobe("count")?
+                .attach_resolved(first_targets(&all, n), &AttachOptions::default().tier(Tier::Multi))?;
+            a.push(ms(t.elapsed()));
+            let t = Instant::now();
+            att.detach();
+            d.push(ms(t.elapsed()));
+        }
+        eprintln!("tier multi n={n}: attach {:.2} ms, detach {:.2} ms", median(a.clone()), median(d.clone()));
+        rows.push(TierRow {
+            tier: "multi",
+            n,
+            attach_ms: median(a),
+            detach_ms: median(d),
+            extrapolated: false,
+            runs,
+        });
+    }
+    let all = resolve_numbered(exe)?;
+    let per_ns: &[usize] = if opts.quick { &[2] } else { &[10, 100] };
+    for tier in [Tier::PerfLink, Tier::Emulated, Tier::Tracefs] {
+        let mut per_target = 0.0;
+        for &n in per_ns {
+            let runs = if n <= 10 && !opts.quick { 3 } else { 1 };
+            let (mut a, mut d) = (Vec::new(), Vec::new());
+            for _ in 0..runs {
+                let mut object = load_object(n)?;
+                let probe = object.uprobe("count")?;
+                let t = Instant::now();
+                let att = probe.attach_resolved(first_targets(&all, n), &AttachOptions::default().tier(tier))?;
+                a.push(ms(t.elapsed()));
+                let t = Instant::now();
+                att.detach();
+                d.push(ms(t.elapsed()));
+            }
+            let (attach_ms, detach_ms) = (median(a), median(d));
+            per_target = detach_ms / n as f64;
+            eprintln!("tier {tier} n={n}: attach {attach_ms:.2} ms, detach {detach_ms:.2} ms");
+            rows.push(TierRow {
+                tier: tier.name(),
+                n,
+                attach_ms,
+                detach_ms,
+                extrapolated: false,
+                runs,
+            });
+        }
+        if !opts.quick {
+            let last = rows.last().map_or(0.0, |r| r.attach_ms / r.n as f64);
+            rows.push(TierRow {
+                tier: tier.name(),
+                n: 1000,
+                attach_ms: last * 1000.0,
+                detach_ms: per_target * 1000.0,
+                extrapolated: true,
+                runs: 0,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Loop of `calls` calls to f0, unprobed and probed by the cookie program (multi)
+/// and by the baked-constant program (one perf event).
+fn per_hit(opts: &Opts, dir: &Path) -> Result<Vec<HitRow>> {
+    let calls: u64 = if opts.quick { 10_000 } else { 1_000_000 };
+    let runs = if opts.quick { 1 } else { 3 };
+    let _stats = sonde::programs::enable_stats()?;
+    let mut rows = Vec::new();
+    for prologue in [Prologue::PushRbp, Prologue::Mov] {
+        let exe = target::build(dir, 10, prologue)?;
+        let all = resolve_numbered(&exe)?;
+        let mut unprobed = Vec::new();
+        let mut probed = [Vec::new(), Vec::new()];
+        let mut prog = [Vec::new(), Vec::new()];
+        for _ in 0..runs {
+            unprobed.push(Running::spawn(&exe, calls, 0, 0)?.go()? as f64 / calls as f64);
+            for (k, tier) in [Tier::Multi, Tier::Emulated].into_iter().enumerate() {
+                let mut object = load_object(10)?;
+                let app = Running::spawn(&exe, calls, 0, 0)?;
+                let att = object.uprobe("count")?.attach_resolved(
+                    first_targets(&all, 1),
+                    &AttachOptions::default().tier(tier).pid(app.pid()),
+                )?;
+                let ns = app.go()?;
+                probed[k].push(ns as f64 / calls as f64);
+                let info = att.programs()[0].info()?;
+                if info.run_count > 0 {
+                    prog[k].push(info.run_time_ns as f64 / info.run_count as f64);
+                }
+                drop(att);
+            }
+        }
+        let row = HitRow {
+            prologue: prologue.name(),
+            unprobed_ns: median(unprobed),
+            cookie_probe_ns: median(probed[0].clone()),
+            baked_probe_ns: median(probed[1].clone()),
+            cookie_prog_ns: median(prog[0].clone()),
+            baked_prog_ns: median(prog[1].clone()),
+        };
+        eprintln!(
+            "per hit ({}): unprobed {:.1} ns, cookie {:.0} ns (program {:.1} ns), baked {:.0} ns (program {:.1} ns)",
+            row.prologue, row.unprobed_ns, row.cookie_probe_ns, row.cookie_prog_ns, row.baked_probe_ns, row.baked_prog_ns
+        );
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// The largest ELF files with function symbols here, plus libc.
+fn largest_binaries(limit: usize) -> Vec<PathBuf> {
+    let mut found: Vec<(u64, PathBuf)> = Vec::new();
+    let mut stack: Vec<(PathBuf, usize)> = ["/usr/lib", "/usr/bin", "/usr/libexec", "/usr/local", "/opt", "/root/.rustup/toolchains"]
+        .iter()
+        .map(|d| (PathBuf::from(d), 0))
+        .collect();
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() && depth < 6 {
+                stack.push((e.path(), depth + 1));
+            } else if ft.is_file() {
+                if let Ok(m) = e.metadata() {
+                    if m.len() > 8 << 20 {
+                        found.push((m.len(), e.path()));
+                    }
+                }
+            }
+        }
+    }
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found
+        .into_iter()
+        .map(|(_, p)| p)
+        .filter(|p| std::fs::File::open(p).and_then(|mut f| { let mut m = [0u8; 4]; f.read_exact(&mut m).map(|_| m) }).is_ok_and(|m| &m == b"\x7fELF"))
+        .filter(|p| SymbolTable::read(p).is_ok_and(|t| t.functions().len() > 1000))
+        .take(limit)
+        .collect()
+}
+
+fn resolution(opts: &Opts) -> Result<Vec<ResolutionRow>> {
+    let mut bins = largest_binaries(if opts.quick { 0 } else { 1 });
+    bins.push(sonde::target::find_binary(Path::new("libc"), None)?);
+    let mut rows = Vec::new();
+    for bin in bins {
+        let runs = if opts.quick { 1 } else { 5 };
+        let mut cold = Vec::new();
+        let mut table = None;
+        for _ in 0..runs {
+            cache::clear();
+            let t = Instant::now();
+            let set = Functions::in_binary(&bin).pattern("*").resolve()?;
+            cold.push(ms(t.elapsed()));
+            table = Some(set);
+        }
+        let Some(set) = table else { bail!("no run") };
+        let glob = "*alloc*";
+        let mut g = Vec::new();
+        let mut matches = 0;
+        for _ in 0..runs {
+            let t = Instant::now();
+            let s = Functions::in_binary(&bin).pattern(glob).resolve();
+            g.push(ms(t.elapsed()));
+            matches = s.map_or(0, |s| s.len());
+        }
+        let cold_ms = median(cold);
+        let symbols = set.symbols().symbols_read();
+        let row = ResolutionRow {
+            binary: bin.display().to_string(),
+            file_mb: std::fs::metadata(&bin).map_or(0.0, |m| m.len() as f64 / 1e6),
+            symbols,
+            functions: set.symbols().functions().len(),
+            cold_ms,
+            symbols_per_s: symbols as f64 / (cold_ms / 1e3),
+            glob: glob.into(),
+            glob_matches: matches,
+            glob_ms: median(g),
+        };
+        eprintln!("resolution {}: {} symbols in {:.1} ms; {glob} {:.1} ms", row.binary, row.symbols, row.cold_ms, row.glob_ms);
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// `sonde trace --json` on a tight loop: events delivered and lost.
+fn events(opts: &Opts, dir: &Path) -> Result<EventsRow> {
+    let exe = target::build(dir, 10, Prologue::Mov)?;
+    let calls: u64 = if opts.quick { 10_000 } else { 1_000_000 };
+    let exe_s = exe.to_string_lossy().into_owned();
+    let t = Instant::now();
+    let mut child = Command::new(&opts.sonde)
+        .args(["trace", "--json", &exe_s, "f0", "--", &exe_s, &calls.to_string(), "0", "0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("run {}", opts.sonde.display()))?;
+    use std::io::Write;
+    child.stdin.take().context("stdin")?.write_all(b"go\n")?;
+    let mut delivered = 0u64;
+    for line in BufReader::new(child.stdout.take().context("stdout")?).lines() {
+        if line?.starts_with('{') {
+            delivered += 1;
+        }
+    }
+    let mut err = String::new();
+    child.stderr.take().context("stderr")?.read_to_string(&mut err)?;
+    child.wait()?;
+    let seconds = t.elapsed().as_secs_f64();
+    let lost = err
+        .lines()
+        .find_map(|l| l.split(" events, ").nth(1).and_then(|r| r.split_whitespace().next()?.parse().ok()))
+        .unwrap_or(0);
+    let row = EventsRow {
+        calls,
+        delivered,
+        lost,
+        seconds,
+        events_per_s: delivered as f64 / seconds,
+    };
+    eprintln!("events: {delivered} delivered, {lost} lost of {calls} in {seconds:.2} s");
+    Ok(row)
+}
+
+/// `sonde count` on 1,000 functions: start to counting, SIGINT to summary.
+fn cli(opts: &Opts, dir: &Path) -> Result<CliRow> {
+    let n = if opts.quick { 10 } else { 1000 };
+    let exe = target::build(dir, n, Prologue::Mov)?;
+    let exe_s = exe.to_string_lossy().into_owned();
+    let runs = if opts.quick { 1 } else { 5 };
+    let (mut start, mut summary, mut exit) = (Vec::new(), Vec::new(), Vec::new());
+    let mut counted = 0;
+    for _ in 0..runs {
+        let app = Running::spawn(&exe, 1, 0, n - 1)?;
+        let t = Instant::now();
+        let mut child = Command::new(&opts.sonde)
+            .args(["count", "--json", "-p", &app.pid().to_string(), &exe_s, "f[0-9]*"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut err = BufReader::new(child.stderr.take().context("stderr")?);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if err.read_line(&mut line)? == 0 {
+                bail!("sonde count exited before attaching");
+            }
+            if line.starts_with("sonde: counting") {
+                break;
+            }
+        }
+        start.push(ms(t.elapsed()));
+        app.go()?;
+        let t = Instant::now();
+        // SAFETY: signals our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let mut out = BufReader::new(child.stdout.take().context("stdout")?);
+        let mut json = String::new();
+        out.read_line(&mut json)?;
+        summary.push(ms(t.elapsed()));
+        child.wait()?;
+        exit.push(ms(t.elapsed()));
+        let v: serde_json::Value = serde_json::from_str(&json)?;
+        counted = v["functions"].as_array().map_or(0, |f| f.iter().filter_map(|x| x["count"].as_u64()).sum());
+    }
+    let row = CliRow {
+        functions: n,
+        start_to_counting_ms: median(start),
+        sigint_to_summary_ms: median(summary),
+        sigint_to_exit_ms: median(exit),
+        counted,
+    };
+    eprintln!(
+        "cli: counting after {:.1} ms, summary {:.1} ms after SIGINT, exit {:.1} ms, {} calls counted",
+        row.start_to_counting_ms, row.sigint_to_summary_ms, row.sigint_to_exit_ms, row.counted
+    );
+    Ok(row)
+}
+
+/// Runs every section.
+pub fn all(opts: &Opts) -> Result<Results> {
+    let t = Instant::now();
+    let dir = opts.out.join("targets");
+    let n_max = if opts.quick { 100 } else { 10_000 };
+    let big = target::build(&dir, n_max, Prologue::Mov)?;
+    let all = resolve_numbered(&big)?;
+    if all.len() != n_max {
+        bail!("{} resolved {} of {n_max} functions", big.display(), all.len());
+    }
+    Ok(Results {
+        kernel: sonde::features::kernel_release(),
+        quick: opts.quick,
+        cookies: cookies(opts, &all)?,
+        tiers: tiers(opts, &big)?,
+        per_hit: per_hit(opts, &dir)?,
+        resolution: resolution(opts)?,
+        events: events(opts, &dir)?,
+        cli: cli(opts, &dir)?,
+        seconds: t.elapsed().as_secs_f64(),
+    })
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.1}×", a / b)
+    } else {
+        "–".into()
+    }
+}
+
+/// The Markdown report.
+pub fn report(r: &Results, charts: &[String]) -> String {
+    let mut s = format!(
+        "# sonde benchmarks\n\nKernel {}, {} run{}, {:.0} s. Medians of several runs; ratios are of figures measured side by side in this run. Command: `sudo -E cargo xtask bench`.\n\n",
+        r.kernel,
+        if r.quick { "quick (smoke)" } else { "full" },
+        "",
+        r.seconds
+    );
+    s.push_str("## 1. One program with cookies vs one program per function\n\n");
+    s.push_str("| N | programs | load ms | verified insns | memlock | attach ms | detach ms | fds | load ratio | memory ratio |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    for row in &r.cookies {
+        for (label, side) in [("cookies", &row.cookies), ("per function", &row.per_function)] {
+            s.push_str(&format!(
+                "| {} {label} | {} | {:.3} | {} | {:.1} KiB | {:.2}{} | {:.1}{} | {} | {} | {} |\n",
+                row.n,
+                side.programs,
+                side.load_ms,
+                side.verified_insns,
+                side.memlock_bytes as f64 / 1024.0,
+                side.attach_ms,
+                if side.attach_extrapolated { " (extrapolated)" } else { "" },
+                side.detach_ms,
+                if side.detach_extrapolated { " (extrapolated)" } else { "" },
+                side.open_fds,
+                if label == "cookies" { String::new() } else { ratio(side.load_ms, row.cookies.load_ms) },
+                if label == "cookies" {
+                    String::new()
+                } else {
+                    ratio(side.memlock_bytes as f64, row.cookies.memlock_bytes as f64)
+                },
+            ));
+        }
+    }
+    s.push_str("\nPer function = the same counting logic with the function's id baked in as a constant, one program and one perf event per function (how it is done without cookies). Memory = program memlock plus the counters map. At N = 1000 the per-function attach and detach are extrapolated linearly from N = 100 (1,000 perf events take ~100 s to detach).\n\n");
+    s.push_str("## 2. Attach and detach per tier\n\n| tier | N | attach ms | detach ms | runs |\n|---|---|---|---|---|\n");
+    for t in &r.tiers {
+        s.push_str(&format!(
+            "| {} | {} | {:.2} | {:.1} | {} |\n",
+            t.tier,
+            t.n,
+            t.attach_ms,
+            t.detach_ms,
+            if t.extrapolated { "extrapolated linearly from N=100".to_string() } else { t.runs.to_string() }
+        ));
+    }
+    s.push_str("\n`multi` attach includes reading the binary's symbols cold (cache cleared) and loading the program.\n\n");
+    s.push_str("## 3. Per hit (1,000,000 calls of one function)\n\n| first instruction | unprobed ns/call | cookie probe ns/call | baked probe ns/call | cookie program ns | baked program ns |\n|---|---|---|---|---|---|\n");
+    for h in &r.per_hit {
+        s.push_str(&format!(
+            "| {} | {:.1} | {:.0} | {:.0} | {:.1} | {:.1} |\n",
+            h.prologue, h.unprobed_ns, h.cookie_probe_ns, h.baked_probe_ns, h.cookie_prog_ns, h.baked_prog_ns
+        ));
+    }
+    s.push_str("\nProgram ns = the kernel's own run time per hit (BPF statistics, enabled for the run). The cookie program reads `bpf_get_attach_cookie`; the baked one has the id as a constant; their difference is the cookie's cost.\n\n");
+    s.push_str("## 4. Symbol resolution\n\n| binary | MB | symbols | functions | cold ms | symbols/s | glob | matches | glob ms (cached) |\n|---|---|---|---|---|---|---|---|---|\n");
+    for x in &r.resolution {
+        s.push_str(&format!(
+            "| {} | {:.0} | {} | {} | {:.1} | {:.1}M | `{}` | {} | {:.2} |\n",
+            x.binary,
+            x.file_mb,
+            x.symbols,
+            x.functions,
+            x.cold_ms,
+            x.symbols_per_s / 1e6,
+            x.glob,
+            x.glob_matches,
+            x.glob_ms
+        ));
+    }
+    let e = &r.events;
+    s.push_str(&format!(
+        "\n## 5. Events (`sonde trace --json` on a tight loop)\n\n{} calls: {} delivered, {} lost, {:.2} s, {:.0} events/s delivered.\n\n",
+        e.calls, e.delivered, e.lost, e.seconds, e.events_per_s
+    ));
+    let c = &r.cli;
+    s.push_str(&format!(
+        "## 6. `sonde count` on {} functions\n\nStart to counting: {:.1} ms (target ≤ 50 ms; bpftrace 0.9 s). SIGINT to summary: {:.1} ms (target ≤ 100 ms; bpftrace 108 s); to exit {:.1} ms. Calls counted: {}.\n\n",
+        c.functions, c.start_to_counting_ms, c.sigint_to_summary_ms, c.sigint_to_exit_ms, c.counted
+    ));
+    for chart in charts {
+        s.push_str(&format!("![{chart}]({chart})\n"));
+    }
+    s
+}
