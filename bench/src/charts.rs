@@ -96,8 +96,14 @@ pub fn draw(r: &Results, out: &Path) -> Result<Vec<String>> {
             "Kernel memory (memlock): programs + counters map",
             "KiB",
             vec![
-                ("one program + N cookies".into(), side(&|x| x.cookies.memlock_bytes as f64 / 1024.0)),
-                ("N programs".into(), side(&|x| x.per_function.memlock_bytes as f64 / 1024.0)),
+                (
+                    "one program + N cookies".into(),
+                    side(&|x| x.cookies.memlock_bytes as f64 / 1024.0),
+                ),
+                (
+                    "N programs".into(),
+                    side(&|x| x.per_function.memlock_bytes as f64 / 1024.0),
+                ),
             ],
         ),
         (
@@ -108,7 +114,11 @@ pub fn draw(r: &Results, out: &Path) -> Result<Vec<String>> {
                 .iter()
                 .flat_map(|tier| {
                     let pts = |f: &dyn Fn(&crate::measure::TierRow) -> f64| -> Vec<(f64, f64)> {
-                        r.tiers.iter().filter(|t| t.tier == *tier).map(|t| (t.n as f64, f(t))).collect()
+                        r.tiers
+                            .iter()
+                            .filter(|t| t.tier == *tier)
+                            .map(|t| (t.n as f64, f(t)))
+                            .collect()
                     };
                     [
                         (format!("{tier} attach"), pts(&|t| t.attach_ms)),

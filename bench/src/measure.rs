@@ -119,7 +119,10 @@ fn open_fds() -> usize {
 fn memlock(fd: i32) -> u64 {
     std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("memlock:").map(|v| v.trim().parse().unwrap_or(0))))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("memlock:").map(|v| v.trim().parse().unwrap_or(0)))
+        })
         .unwrap_or(0)
 }
 
@@ -127,7 +130,12 @@ fn memlock(fd: i32) -> u64 {
 fn load_object(n: usize) -> Result<Object> {
     Ok(Object::load_with(
         PROBES,
-        &[("COUNTS", n.max(1) as u32), ("HIST", 1), ("MAX_NS", 1), ("EVENTS", 4096)],
+        &[
+            ("COUNTS", n.max(1) as u32),
+            ("HIST", 1),
+            ("MAX_NS", 1),
+            ("EVENTS", 4096),
+        ],
     )?)
 }
 
@@ -226,7 +234,13 @@ fn cookies(opts: &Opts, all: &[ResolvedTarget]) -> Result<Vec<CookieRow>> {
     let mut rows = Vec::new();
     let mut per_target: Option<(f64, f64)> = None;
     for &n in ns {
-        let runs = if opts.quick { 1 } else if n >= 1000 { 3 } else { 5 };
+        let runs = if opts.quick {
+            1
+        } else if n >= 1000 {
+            3
+        } else {
+            5
+        };
         let mut c = Vec::new();
         let mut p = Vec::new();
         for run in 0..runs {
@@ -254,7 +268,11 @@ fn cookies(opts: &Opts, all: &[ResolvedTarget]) -> Result<Vec<CookieRow>> {
             "cookies n={n}: load {:.2} vs {:.2} ms, memlock {} vs {} B",
             cookies.load_ms, per_function.load_ms, cookies.memlock_bytes, per_function.memlock_bytes
         );
-        rows.push(CookieRow { n, cookies, per_function });
+        rows.push(CookieRow {
+            n,
+            cookies,
+            per_function,
+        });
     }
     Ok(rows)
 }
@@ -276,7 +294,11 @@ fn median_side(v: &[Side]) -> Side {
 
 fn tiers(opts: &Opts, exe: &Path) -> Result<Vec<TierRow>> {
     let mut rows = Vec::new();
-    let multi_ns: &[usize] = if opts.quick { &[10, 100] } else { &[10, 100, 1000, 10000] };
+    let multi_ns: &[usize] = if opts.quick {
+        &[10, 100]
+    } else {
+        &[10, 100, 1000, 10000]
+    };
     for &n in multi_ns {
         let runs = if opts.quick { 1 } else { 5 };
         let (mut a, mut d) = (Vec::new(), Vec::new());
@@ -294,7 +316,11 @@ fn tiers(opts: &Opts, exe: &Path) -> Result<Vec<TierRow>> {
             att.detach();
             d.push(ms(t.elapsed()));
         }
-        eprintln!("tier multi n={n}: attach {:.2} ms, detach {:.2} ms", median(a.clone()), median(d.clone()));
+        eprintln!(
+            "tier multi n={n}: attach {:.2} ms, detach {:.2} ms",
+            median(a.clone()),
+            median(d.clone())
+        );
         rows.push(TierRow {
             tier: "multi",
             n,
@@ -389,7 +415,12 @@ fn per_hit(opts: &Opts, dir: &Path) -> Result<Vec<HitRow>> {
         };
         eprintln!(
             "per hit ({}): unprobed {:.1} ns, cookie {:.0} ns (program {:.1} ns), baked {:.0} ns (program {:.1} ns)",
-            row.prologue, row.unprobed_ns, row.cookie_probe_ns, row.cookie_prog_ns, row.baked_probe_ns, row.baked_prog_ns
+            row.prologue,
+            row.unprobed_ns,
+            row.cookie_probe_ns,
+            row.cookie_prog_ns,
+            row.baked_probe_ns,
+            row.baked_prog_ns
         );
         rows.push(row);
     }
@@ -399,10 +430,17 @@ fn per_hit(opts: &Opts, dir: &Path) -> Result<Vec<HitRow>> {
 /// The largest ELF files with function symbols here, plus libc.
 fn largest_binaries(limit: usize) -> Vec<PathBuf> {
     let mut found: Vec<(u64, PathBuf)> = Vec::new();
-    let mut stack: Vec<(PathBuf, usize)> = ["/usr/lib", "/usr/bin", "/usr/libexec", "/usr/local", "/opt", "/root/.rustup/toolchains"]
-        .iter()
-        .map(|d| (PathBuf::from(d), 0))
-        .collect();
+    let mut stack: Vec<(PathBuf, usize)> = [
+        "/usr/lib",
+        "/usr/bin",
+        "/usr/libexec",
+        "/usr/local",
+        "/opt",
+        "/root/.rustup/toolchains",
+    ]
+    .iter()
+    .map(|d| (PathBuf::from(d), 0))
+    .collect();
     while let Some((dir, depth)) = stack.pop() {
         let Ok(rd) = std::fs::read_dir(&dir) else { continue };
         for e in rd.flatten() {
@@ -422,7 +460,14 @@ fn largest_binaries(limit: usize) -> Vec<PathBuf> {
     found
         .into_iter()
         .map(|(_, p)| p)
-        .filter(|p| std::fs::File::open(p).and_then(|mut f| { let mut m = [0u8; 4]; f.read_exact(&mut m).map(|_| m) }).is_ok_and(|m| &m == b"\x7fELF"))
+        .filter(|p| {
+            std::fs::File::open(p)
+                .and_then(|mut f| {
+                    let mut m = [0u8; 4];
+                    f.read_exact(&mut m).map(|_| m)
+                })
+                .is_ok_and(|m| &m == b"\x7fELF")
+        })
         .filter(|p| SymbolTable::read(p).is_ok_and(|t| t.functions().len() > 1000))
         .take(limit)
         .collect()
@@ -466,7 +511,10 @@ fn resolution(opts: &Opts) -> Result<Vec<ResolutionRow>> {
             glob_matches: matches,
             glob_ms: median(g),
         };
-        eprintln!("resolution {}: {} symbols in {:.1} ms; {glob} {:.1} ms", row.binary, row.symbols, row.cold_ms, row.glob_ms);
+        eprintln!(
+            "resolution {}: {} symbols in {:.1} ms; {glob} {:.1} ms",
+            row.binary, row.symbols, row.cold_ms, row.glob_ms
+        );
         rows.push(row);
     }
     Ok(rows)
@@ -479,7 +527,17 @@ fn events(opts: &Opts, dir: &Path) -> Result<EventsRow> {
     let exe_s = exe.to_string_lossy().into_owned();
     let t = Instant::now();
     let mut child = Command::new(&opts.sonde)
-        .args(["trace", "--json", &exe_s, "f0", "--", &exe_s, &calls.to_string(), "0", "0"])
+        .args([
+            "trace",
+            "--json",
+            &exe_s,
+            "f0",
+            "--",
+            &exe_s,
+            &calls.to_string(),
+            "0",
+            "0",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -499,7 +557,11 @@ fn events(opts: &Opts, dir: &Path) -> Result<EventsRow> {
     let seconds = t.elapsed().as_secs_f64();
     let lost = err
         .lines()
-        .find_map(|l| l.split(" events, ").nth(1).and_then(|r| r.split_whitespace().next()?.parse().ok()))
+        .find_map(|l| {
+            l.split(" events, ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        })
         .unwrap_or(0);
     let row = EventsRow {
         calls,
@@ -551,7 +613,9 @@ fn cli(opts: &Opts, dir: &Path) -> Result<CliRow> {
         child.wait()?;
         exit.push(ms(t.elapsed()));
         let v: serde_json::Value = serde_json::from_str(&json)?;
-        counted = v["functions"].as_array().map_or(0, |f| f.iter().filter_map(|x| x["count"].as_u64()).sum());
+        counted = v["functions"]
+            .as_array()
+            .map_or(0, |f| f.iter().filter_map(|x| x["count"].as_u64()).sum());
     }
     let row = CliRow {
         functions: n,
@@ -619,11 +683,23 @@ pub fn report(r: &Results, charts: &[String]) -> String {
                 side.verified_insns,
                 side.memlock_bytes as f64 / 1024.0,
                 side.attach_ms,
-                if side.attach_extrapolated { " (extrapolated)" } else { "" },
+                if side.attach_extrapolated {
+                    " (extrapolated)"
+                } else {
+                    ""
+                },
                 side.detach_ms,
-                if side.detach_extrapolated { " (extrapolated)" } else { "" },
+                if side.detach_extrapolated {
+                    " (extrapolated)"
+                } else {
+                    ""
+                },
                 side.open_fds,
-                if label == "cookies" { String::new() } else { ratio(side.load_ms, row.cookies.load_ms) },
+                if label == "cookies" {
+                    String::new()
+                } else {
+                    ratio(side.load_ms, row.cookies.load_ms)
+                },
                 if label == "cookies" {
                     String::new()
                 } else {
@@ -633,7 +709,9 @@ pub fn report(r: &Results, charts: &[String]) -> String {
         }
     }
     s.push_str("\nPer function = the same counting logic with the function's id baked in as a constant, one program and one perf event per function (how it is done without cookies). Memory = program memlock plus the counters map. At N = 1000 the per-function attach and detach are extrapolated linearly from N = 100 (1,000 perf events take ~100 s to detach).\n\n");
-    s.push_str("## 2. Attach and detach per tier\n\n| tier | N | attach ms | detach ms | runs |\n|---|---|---|---|---|\n");
+    s.push_str(
+        "## 2. Attach and detach per tier\n\n| tier | N | attach ms | detach ms | runs |\n|---|---|---|---|---|\n",
+    );
     for t in &r.tiers {
         s.push_str(&format!(
             "| {} | {} | {:.2} | {:.1} | {} |\n",
@@ -641,10 +719,16 @@ pub fn report(r: &Results, charts: &[String]) -> String {
             t.n,
             t.attach_ms,
             t.detach_ms,
-            if t.extrapolated { "extrapolated linearly from N=100".to_string() } else { t.runs.to_string() }
+            if t.extrapolated {
+                "extrapolated linearly from N=100".to_string()
+            } else {
+                t.runs.to_string()
+            }
         ));
     }
-    s.push_str("\n`multi` attach includes reading the binary's symbols cold (cache cleared) and loading the program.\n\n");
+    s.push_str(
+        "\n`multi` attach includes reading the binary's symbols cold (cache cleared) and loading the program.\n\n",
+    );
     s.push_str("## 3. Per hit (1,000,000 calls of one function)\n\n| first instruction | unprobed ns/call | cookie probe ns/call | baked probe ns/call | cookie program ns | baked program ns |\n|---|---|---|---|---|---|\n");
     for h in &r.per_hit {
         s.push_str(&format!(

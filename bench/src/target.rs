@@ -93,6 +93,9 @@ impl Running {
         self.0.stdin.take().context("stdin")?.write_all(b"go\n")?;
         let out = self.0.wait_with_output()?;
         let text = String::from_utf8_lossy(&out.stdout);
-        text.split_whitespace().next().and_then(|v| v.parse().ok()).context("target output")
+        text.split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .context("target output")
     }
 }

@@ -1,10 +1,13 @@
 //! `cargo xtask <task>`: the project's own commands.
 //!
 //! - `setup`: installs the eBPF toolchain if missing (idempotent).
-//! - `test`: setup, then every test (unit, integration on the real kernel).
+//! - `test`: setup, then every test (unit, integration on the real kernel, the
+//!   kernel matrix), and a smoke run of the benchmark harness.
+//! - `bench`: setup, then the benchmarks; refreshes BENCHMARKS.md.
 //! - `demo`: setup, then `sonde count` on the demo target, and the seed example:
 //!   one program, three functions, three cookies.
 
+mod bench;
 mod setup;
 mod vm;
 
@@ -36,6 +39,9 @@ enum Task {
     },
     /// Setup, then `sonde count` and the seed example on the demo target.
     Demo,
+    /// Setup, then the benchmarks (as root, a few minutes): target/bench/report.md,
+    /// results.json, charts; refreshes BENCHMARKS.md.
+    Bench,
     /// Run the integration tests on Debian's 5.10 and 6.1 kernels under QEMU.
     Vm {
         /// 5.10, 6.1 or all.
@@ -57,6 +63,9 @@ fn run() -> Result<()> {
         Task::Test { no_vm, args } => {
             setup::run()?;
             let (mut passed, mut failed) = test(&args)?;
+            let (p, f) = bench::smoke()?;
+            passed += p;
+            failed += f;
             if no_vm {
                 println!("== kernel matrix skipped (--no-vm)");
             } else {
@@ -72,6 +81,13 @@ fn run() -> Result<()> {
         Task::Demo => {
             setup::run()?;
             demo()
+        }
+        Task::Bench => {
+            setup::run()?;
+            if !is_root() {
+                bail!("the benchmarks attach real uprobes and need root: run `sudo -E cargo xtask bench`");
+            }
+            bench::run()
         }
         Task::Vm { kernel } => {
             setup::run()?;
