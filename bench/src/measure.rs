@@ -456,7 +456,7 @@ fn largest_binaries(limit: usize) -> Vec<PathBuf> {
             }
         }
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|x| std::cmp::Reverse(x.0));
     found
         .into_iter()
         .map(|(_, p)| p)
