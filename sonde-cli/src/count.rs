@@ -11,12 +11,6 @@ use crate::session::{Common, Session};
 use crate::CliError;
 
 #[derive(Serialize)]
-struct Report {
-    tier: String,
-    functions: Vec<Row>,
-}
-
-#[derive(Serialize)]
 struct Row {
     name: String,
     demangled: Option<String>,
@@ -83,12 +77,7 @@ pub fn run(common: &Common) -> Result<i32, CliError> {
     let rows = rows(&session)?;
     let mut out = std::io::stdout().lock();
     if common.json {
-        let report = Report {
-            tier: session.tier().name().to_string(),
-            functions: rows,
-        };
-        serde_json::to_writer(&mut out, &report).map_err(|e| CliError::new(e.to_string()))?;
-        writeln!(out)?;
+        crate::session::write_report(&mut out, session.tier(), rows)?;
     } else {
         if drawn > 0 {
             write!(out, "\x1b[{drawn}A\x1b[J")?;

@@ -2,39 +2,42 @@
 
 /// A count: `999`, `1.2k`, `35k`, `1.2M`, `3.4G`.
 pub fn count(n: u64) -> String {
-    let units = [
-        (1_000_000_000_000, "T"),
-        (1_000_000_000, "G"),
-        (1_000_000, "M"),
-        (1_000, "k"),
-    ];
-    for (scale, unit) in units {
-        if n >= scale {
-            let v = n as f64 / scale as f64;
-            return if v < 10.0 {
-                format!("{v:.1}{unit}")
-            } else {
-                format!("{v:.0}{unit}")
-            };
-        }
-    }
-    n.to_string()
+    scaled(
+        n,
+        &[
+            (1_000_000_000_000, "T"),
+            (1_000_000_000, "G"),
+            (1_000_000, "M"),
+            (1_000, "k"),
+        ],
+        "",
+        "",
+    )
 }
 
 /// A duration in nanoseconds: `850 ns`, `35 µs`, `1.2 ms`, `2.5 s`.
 pub fn nanos(ns: u64) -> String {
-    let units = [(1_000_000_000, "s"), (1_000_000, "ms"), (1_000, "µs")];
-    for (scale, unit) in units {
-        if ns >= scale {
-            let v = ns as f64 / scale as f64;
+    scaled(
+        ns,
+        &[(1_000_000_000, "s"), (1_000_000, "ms"), (1_000, "µs")],
+        " ",
+        " ns",
+    )
+}
+
+/// `n` in the largest unit it reaches (one decimal below 10), else as is.
+fn scaled(n: u64, units: &[(u64, &str)], sep: &str, plain: &str) -> String {
+    for &(scale, unit) in units {
+        if n >= scale {
+            let v = n as f64 / scale as f64;
             return if v < 10.0 {
-                format!("{v:.1} {unit}")
+                format!("{v:.1}{sep}{unit}")
             } else {
-                format!("{v:.0} {unit}")
+                format!("{v:.0}{sep}{unit}")
             };
         }
     }
-    format!("{ns} ns")
+    format!("{n}{plain}")
 }
 
 /// `s` cut to `width` characters, with `…` when cut.

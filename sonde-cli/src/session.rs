@@ -49,6 +49,30 @@ fn parse_tier(s: &str) -> Result<Tier, String> {
     Tier::from_name(s).ok_or_else(|| format!("unknown tier `{s}` (one of: multi, perf-link, emulated, tracefs)"))
 }
 
+/// The end-of-run JSON object of `count` and `latency`.
+#[derive(serde::Serialize)]
+pub struct Report<T> {
+    /// The tier that ran.
+    pub tier: String,
+    /// One row per function.
+    pub functions: Vec<T>,
+}
+
+/// Writes `{"tier", "functions"}` as one line.
+pub fn write_report<T: serde::Serialize>(
+    out: &mut impl std::io::Write,
+    tier: Tier,
+    functions: Vec<T>,
+) -> Result<(), CliError> {
+    let report = Report {
+        tier: tier.name().to_string(),
+        functions,
+    };
+    serde_json::to_writer(&mut *out, &report).map_err(|e| CliError::new(e.to_string()))?;
+    writeln!(out)?;
+    Ok(())
+}
+
 /// Why the wait ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {

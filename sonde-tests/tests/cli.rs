@@ -357,23 +357,23 @@ fn errors_name_the_problem_exit_non_zero_and_leave_nothing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("uprobe_multi"), "{err}");
-    // Without privileges: refused before anything is loaded, with the fix.
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-        ])
-        .arg(sonde_bin())
-        .args(["count", "-d", "1", &pie, "fx_*"])
-        .output();
-    if let Ok(out) = out {
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{err}");
-        assert!(err.contains("needs root"), "{err}");
-    }
+    // Without privileges (uid/gid nobody, no capabilities): refused before
+    // anything is loaded, with the fix. A copy anyone may run, outside /root.
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let copy = std::env::temp_dir().join(format!("sonde-unprivileged-{}", std::process::id()));
+    std::fs::copy(sonde_bin(), &copy).expect("copy sonde");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let out = Command::new(&copy)
+        .uid(65534)
+        .gid(65534)
+        .args(["count", "-d", "1", "libc", "malloc"])
+        .output()
+        .expect("run sonde as nobody");
+    let _ = std::fs::remove_file(&copy);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("needs root"), "{err}");
     assert_eq!(sonde::inspect::links().expect("links").len(), before);
     no_tracefs_entries_left();
 }
