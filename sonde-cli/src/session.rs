@@ -207,6 +207,16 @@ impl Session {
             query = query.pid(pid);
         }
         let set = query.resolve()?;
+        if !set.skipped().is_empty() {
+            let names: Vec<&str> = set.skipped().iter().take(5).map(|(n, _)| n.as_str()).collect();
+            eprintln!(
+                "sonde: skipping {} function{} the kernel cannot probe (first instruction refused): {}{}",
+                set.skipped().len(),
+                if set.skipped().len() == 1 { "" } else { "s" },
+                names.join(", "),
+                if set.skipped().len() > 5 { ", …" } else { "" }
+            );
+        }
         let n = u32::try_from(set.len()).map_err(|_| CliError::new("too many functions"))?;
         let mut object = Object::load_with(PROBES, &sizes(n))?;
         let mut options = AttachOptions::default();

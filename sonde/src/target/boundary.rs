@@ -23,6 +23,54 @@ pub(crate) fn check_x86_64(code: &[u8], address: u64, offset: u64) -> Result<(),
     Ok(())
 }
 
+/// Why the kernel's x86-64 uprobe code would refuse the instruction at the
+/// start of `code` (it answers ENOTSUPP at attach time), or `None`.
+///
+/// The kernel refuses instructions with an ES, CS, SS or DS segment prefix or a
+/// LOCK prefix, VEX/EVEX-encoded (AVX) instructions, and traps, privileged and
+/// I/O instructions. (All 21 functions of Debian 12's libc that Linux 6.18
+/// refused at attach time start with a VEX instruction.)
+pub(crate) fn refusal_x86_64(code: &[u8]) -> Option<&'static str> {
+    let mut decoder = Decoder::new(64, code, DecoderOptions::NONE);
+    let insn = decoder.decode();
+    if insn.is_invalid() {
+        return Some("its first bytes are not a valid instruction");
+    }
+    let len = insn.len().min(code.len());
+    let legacy = code[..len]
+        .iter()
+        .take_while(|b| {
+            matches!(
+                b,
+                0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3
+            )
+        })
+        .count();
+    // In 64-bit mode 0xc4/0xc5 start a VEX prefix and 0x62 an EVEX one.
+    if matches!(code.get(legacy), Some(0xc4 | 0xc5 | 0x62)) {
+        return Some("its first instruction is VEX/EVEX-encoded (AVX), which x86 uprobes do not support");
+    }
+    let prefixes = code[..len].iter().take_while(|b| {
+        matches!(
+            b,
+            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3
+        )
+    });
+    for b in prefixes {
+        match b {
+            0x26 | 0x2e | 0x36 | 0x3e => return Some("its first instruction has a segment prefix"),
+            0xf0 => return Some("its first instruction has a LOCK prefix"),
+            _ => {}
+        }
+    }
+    use iced_x86::Mnemonic::*;
+    match insn.mnemonic() {
+        Int3 | Int | Into | Int1 | Hlt | In | Out | Insb | Insw | Insd | Outsb | Outsw | Outsd | Syscall | Sysenter
+        | Sysexit | Sysret | Ud2 | Cli | Sti => Some("its first instruction is a trap, privileged or I/O instruction"),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,5 +84,26 @@ mod tests {
         }
         assert_eq!(check_x86_64(&code, 0x1000, 2), Err(1));
         assert_eq!(check_x86_64(&code, 0x1000, 6), Err(4));
+    }
+
+    #[test]
+    fn refusals() {
+        assert_eq!(refusal_x86_64(&[0x55, 0x48, 0x89, 0xe5]), None, "push %rbp");
+        assert_eq!(
+            refusal_x86_64(&[0x64, 0x48, 0x8b, 0x04, 0x25, 0x10, 0, 0, 0]),
+            None,
+            "mov %fs:0x10,%rax"
+        );
+        assert!(
+            refusal_x86_64(&[0xf0, 0x48, 0x0f, 0xb1, 0x17]).is_some(),
+            "lock cmpxchg"
+        );
+        assert!(
+            refusal_x86_64(&[0x2e, 0x0f, 0x1f, 0x84, 0, 0, 0, 0, 0]).is_some(),
+            "cs nopw"
+        );
+        assert!(refusal_x86_64(&[0xcc]).is_some(), "int3");
+        assert!(refusal_x86_64(&[0xc5, 0xf9, 0xef, 0xc0]).is_some(), "vpxor (VEX)");
+        assert!(refusal_x86_64(&[0x0f, 0x05]).is_some(), "syscall");
     }
 }

@@ -261,6 +261,16 @@ pub enum TargetError {
         /// The binary.
         binary: PathBuf,
     },
+    /// The kernel's uprobe code refuses the instruction there (x86-64).
+    #[error("`{symbol}` in {binary} cannot be probed: {reason} (the kernel refuses it; probe an offset past it)")]
+    NotProbeable {
+        /// The symbol.
+        symbol: String,
+        /// The binary.
+        binary: PathBuf,
+        /// Which rule.
+        reason: &'static str,
+    },
     /// A file offset past the end of the file.
     #[error("file offset {offset:#x} is past the end of {binary} ({size} bytes)")]
     BadFileOffset {
@@ -311,6 +321,13 @@ pub fn resolve(targets: &[Target]) -> Result<Vec<ResolvedTarget>, TargetError> {
             Location::Symbol { name, offset } => {
                 let f = table.function(name)?;
                 check_offset(&table, f, *offset)?;
+                if let Some(reason) = refusal(table.path(), f.file_offset + offset) {
+                    return Err(TargetError::NotProbeable {
+                        symbol: f.name.clone(),
+                        binary: table.path().to_path_buf(),
+                        reason,
+                    });
+                }
                 (f.file_offset + offset, Some(f.name.clone()))
             }
         };
@@ -322,6 +339,22 @@ pub fn resolve(targets: &[Target]) -> Result<Vec<ResolvedTarget>, TargetError> {
         });
     }
     Ok(out)
+}
+
+/// Why the kernel would refuse a uprobe at `offset` of `path` (x86-64 only; the
+/// kernel has the last word at attach time elsewhere).
+pub(crate) fn refusal(path: &Path, offset: u64) -> Option<&'static str> {
+    refusal_in(&elf::map_file(path).ok()?, offset)
+}
+
+/// [`refusal`] on a mapped file.
+pub(crate) fn refusal_in(data: &[u8], offset: u64) -> Option<&'static str> {
+    if !cfg!(target_arch = "x86_64") {
+        return None;
+    }
+    let start = usize::try_from(offset).ok()?;
+    let code = data.get(start..data.len().min(start + 16))?;
+    boundary::refusal_x86_64(code)
 }
 
 /// An offset into `f`: within its size and, on x86-64, on an instruction boundary.

@@ -59,6 +59,7 @@ pub struct FunctionSet {
     path: PathBuf,
     table: Arc<SymbolTable>,
     functions: Vec<FunctionMatch>,
+    skipped: Vec<(String, &'static str)>,
 }
 
 impl Functions {
@@ -104,7 +105,7 @@ impl Functions {
     pub fn resolve(&self) -> Result<FunctionSet, TargetError> {
         let path = find_binary(&self.binary, self.pid)?;
         let table = cache::symbols(&path, &self.debug_root)?;
-        let mut chosen: Vec<usize> = Vec::new();
+        let mut chosen: Vec<(usize, bool)> = Vec::new();
         let mut seen = vec![false; table.functions().len()];
         for text in &self.patterns {
             let pattern = Pattern::new(text)?;
@@ -139,14 +140,44 @@ impl Functions {
             }
             for i in hits {
                 if !std::mem::replace(&mut seen[i], true) {
-                    chosen.push(i);
+                    chosen.push((i, !pattern.is_glob()));
                 }
+            }
+        }
+        // Functions whose first instruction the kernel's uprobes refuse: an error
+        // for a name asked for exactly, left out (and listed) for a glob.
+        let mut skipped = Vec::new();
+        if let Ok(data) = super::elf::map_file(table.path()) {
+            let mut kept = Vec::with_capacity(chosen.len());
+            for (i, exact) in chosen {
+                let f = &table.functions()[i];
+                match super::refusal_in(&data, f.file_offset) {
+                    None => kept.push((i, exact)),
+                    Some(reason) if exact => {
+                        return Err(TargetError::NotProbeable {
+                            symbol: f.name.clone(),
+                            binary: table.path().to_path_buf(),
+                            reason,
+                        })
+                    }
+                    Some(reason) => skipped.push((f.name.clone(), reason)),
+                }
+            }
+            chosen = kept;
+        }
+        if chosen.is_empty() {
+            if let Some((name, reason)) = skipped.first() {
+                return Err(TargetError::NotProbeable {
+                    symbol: name.clone(),
+                    binary: table.path().to_path_buf(),
+                    reason,
+                });
             }
         }
         let functions = chosen
             .into_iter()
             .enumerate()
-            .map(|(cookie, i)| {
+            .map(|(cookie, (i, _))| {
                 let f = &table.functions()[i];
                 FunctionMatch {
                     cookie: cookie as u64,
@@ -161,6 +192,7 @@ impl Functions {
             path: table.path().to_path_buf(),
             table,
             functions,
+            skipped,
         })
     }
 }
@@ -199,6 +231,12 @@ impl FunctionSet {
     /// The name to show: demangled if mangled, else raw.
     pub fn display_name<'a>(&'a self, f: &'a FunctionMatch) -> &'a str {
         self.demangled(f).unwrap_or(&f.name)
+    }
+
+    /// Functions a glob matched but the kernel cannot probe (first instruction
+    /// refused by its x86-64 uprobe code), with the reason; not in the set.
+    pub fn skipped(&self) -> &[(String, &'static str)] {
+        &self.skipped
     }
 
     /// The symbol table the set came from.
