@@ -136,6 +136,9 @@ fn test(extra: &[String]) -> Result<(u64, u64)> {
     }
     println!("== cargo fmt --check");
     run_cmd(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    // The CLI tests run the `sonde` binary: cargo test builds binaries only of
+    // packages that have integration tests of their own.
+    run_cmd(cargo().args(["build", "-p", "sonde-cli"]))?;
     println!("== cargo test (unit and integration tests, real kernel)");
     let (passed, failed) = cargo_test(cargo().args(["test", "--workspace", "--"]).args(extra))?;
     if failed > 0 {
