@@ -71,6 +71,12 @@ fn globs_select_exactly_the_expected_functions_and_fold_aliases() {
     let _serial = serial();
     let all = find("fixture-pie", &["fx_*"]);
     assert_eq!(names(&all), ["fx_alpha", "fx_beta", "fx_delta", "fx_gamma"]);
+    let skipped: Vec<&str> = all.skipped().iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        skipped,
+        ["fx_locked"],
+        "a LOCK-prefixed first instruction is left out of a glob"
+    );
     let alpha = all.iter().find(|f| f.name == "fx_alpha").expect("fx_alpha");
     assert_eq!(
         alpha.symbol.aliases,
@@ -294,6 +300,31 @@ fn locations_symbol_offset_file_offset_and_virtual_address() {
     assert!(resolved.iter().all(|r| r.offset == beta.file_offset), "{resolved:?}");
     // Non-PIE: addresses are absolute, offsets are not.
     assert_ne!(beta.symbol.address, beta.file_offset);
+}
+
+#[test]
+fn the_kernel_refuses_what_the_resolver_skips() {
+    let _serial = serial();
+    require_root();
+    let bin = fixtures().join("fixture-pie");
+    let err = find_err("fixture-pie", "fx_locked");
+    assert!(err.contains("cannot be probed") && err.contains("LOCK"), "{err}");
+    // The same place as a raw file offset (no check): the kernel refuses it too
+    // when it installs the breakpoint in a process that maps the file, so the
+    // rule matches the kernel, and nothing stays attached.
+    let app = spawn_fixture("fixture-pie").until_blocked();
+    let table = sonde::target::SymbolTable::read(&bin).expect("symbols");
+    let f = table.function("fx_locked").expect("fx_locked");
+    let mut object = Object::load(PROBES).expect("load");
+    let before = sonde::inspect::links().expect("links").len();
+    let err = object
+        .uprobe("count_calls")
+        .expect("program")
+        .attach(&[Target::file_offset(&bin, f.file_offset)], &AttachOptions::default())
+        .expect_err("the kernel refuses a LOCK-prefixed instruction");
+    assert!(err.to_string().contains("cannot be probed"), "{err}");
+    assert_eq!(sonde::inspect::links().expect("links").len(), before);
+    app.run();
 }
 
 #[test]
