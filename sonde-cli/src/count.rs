@@ -14,6 +14,10 @@ use crate::CliError;
 struct Row {
     name: String,
     demangled: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    #[serde(skip)]
+    label: String,
     cookie: u64,
     count: u64,
 }
@@ -26,6 +30,8 @@ fn rows(session: &Session) -> Result<Vec<Row>, CliError> {
         rows.push(Row {
             name: f.name.clone(),
             demangled: session.set.demangled(f).map(str::to_string),
+            version: f.symbol.version.clone(),
+            label: session.set.label(f),
             cookie: f.cookie,
             count,
         });
@@ -40,7 +46,7 @@ fn table(out: &mut impl Write, rows: &[Row], limit: Option<usize>) -> std::io::R
     let mut lines = 1;
     let shown = limit.unwrap_or(rows.len()).min(rows.len());
     for r in &rows[..shown] {
-        let name = r.demangled.as_deref().unwrap_or(&r.name);
+        let name = &r.label;
         writeln!(out, "{:<66} {:>12}", human::fit(name, 66), human::count(r.count))?;
         lines += 1;
     }

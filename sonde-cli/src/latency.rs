@@ -19,6 +19,10 @@ const BUCKETS: u32 = 64;
 struct Row {
     name: String,
     demangled: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    #[serde(skip)]
+    label: String,
     cookie: u64,
     count: u64,
     p50_ns: u64,
@@ -72,6 +76,8 @@ fn rows(session: &Session) -> Result<Vec<Row>, CliError> {
         rows.push(Row {
             name: f.name.clone(),
             demangled: session.set.demangled(f).map(str::to_string),
+            version: f.symbol.version.clone(),
+            label: session.set.label(f),
             cookie: f.cookie,
             count,
             p50_ns: quantile(&histogram, count, 0.50, max),
@@ -92,7 +98,7 @@ fn print(out: &mut impl Write, rows: &[Row]) -> std::io::Result<()> {
         "FUNCTION", "CALLS", "P50", "P90", "P99", "MAX"
     )?;
     for r in rows {
-        let name = r.demangled.as_deref().unwrap_or(&r.name);
+        let name = &r.label;
         writeln!(
             out,
             "{:<36} {:>7} {:>8} {:>8} {:>8} {:>8}",
@@ -105,7 +111,7 @@ fn print(out: &mut impl Write, rows: &[Row]) -> std::io::Result<()> {
         )?;
     }
     for r in rows.iter().filter(|r| r.count > 0) {
-        writeln!(out, "\n{}", r.demangled.as_deref().unwrap_or(&r.name))?;
+        writeln!(out, "\n{}", r.label)?;
         let peak = r.histogram.iter().map(|b| b.count).max().unwrap_or(1);
         for b in &r.histogram {
             let bar = "#".repeat(((b.count * 40).div_ceil(peak)) as usize);

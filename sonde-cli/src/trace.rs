@@ -44,6 +44,7 @@ pub fn run(common: &Common, nargs: usize) -> Result<i32, CliError> {
     let mut session = Session::start(common, "tracing", &["trace"], |_| Vec::new())?;
     let mut ring = RingBuf::new(session.object.map("EVENTS")?)?;
     let lost = PerCpuArray::<u64>::new(session.object.map("LOST")?)?;
+    let labels: Vec<String> = session.set.iter().map(|f| session.set.label(f)).collect();
     let t0 = monotonic_ns();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if !common.json {
@@ -65,8 +66,10 @@ pub fn run(common: &Common, nargs: usize) -> Result<i32, CliError> {
             let call: Call = unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) };
             drop(rec);
             events += 1;
-            let f = session.set.get(call.cookie);
-            let function = f.map_or("?", |f| session.set.display_name(f));
+            let function = usize::try_from(call.cookie)
+                .ok()
+                .and_then(|i| labels.get(i))
+                .map_or("?", String::as_str);
             let end = call.comm.iter().position(|&b| b == 0).unwrap_or(16);
             let comm = String::from_utf8_lossy(&call.comm[..end]);
             let args = &call.args[..nargs.min(6)];

@@ -111,10 +111,16 @@ fn count_with_a_command_gives_exact_counts_on_every_tier() {
     // is sonde's.
     let (code, out, _) = sonde(&["count", "--json", &fixture("libvers.so"), "vers_*", "--", &pie]);
     assert_eq!(code, 0);
+    let report = json(&out);
     assert_eq!(
-        counts(&json(&out)),
+        counts(&report),
         owned(&[("vers_add", 5), ("vers_add", 0), ("vers_mul", 0)])
     );
+    assert_eq!(
+        report["functions"][0]["version"], "VER_2",
+        "the default version is the one called"
+    );
+    assert_eq!(report["functions"][1]["version"], "VER_1");
     assert_eq!(
         sonde::inspect::links().expect("links").len(),
         before,

@@ -239,6 +239,22 @@ impl FunctionSet {
         &self.skipped
     }
 
+    /// The name to show where functions must be told apart: the display name,
+    /// with its version (`vers_add@VER_1`) when another function of the set
+    /// has the same name.
+    pub fn label(&self, f: &FunctionMatch) -> String {
+        let name = self.display_name(f);
+        let twin = self
+            .functions
+            .iter()
+            .any(|g| g.cookie != f.cookie && self.display_name(g) == name);
+        if twin && f.symbol.version.is_some() {
+            f.symbol.versioned_name()
+        } else {
+            name.to_string()
+        }
+    }
+
     /// The symbol table the set came from.
     pub fn symbols(&self) -> &SymbolTable {
         &self.table
