@@ -250,6 +250,9 @@ impl SymbolTable {
     fn fold(&mut self, raw: Vec<RawSym>) {
         let mut by_address: HashMap<u64, usize> = HashMap::default();
         by_address.reserve(raw.len());
+        self.by_name.reserve(raw.len());
+        self.functions.reserve(raw.len());
+        self.demangled.reserve(raw.len());
         for s in raw {
             let Some(file_offset) = self.file_offset_of(s.address) else {
                 continue;

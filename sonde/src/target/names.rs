@@ -63,6 +63,9 @@ pub struct Pattern {
     glob: Option<globset::GlobMatcher>,
     /// Identifiers a mangled name must contain to demangle to a match.
     tokens: Vec<String>,
+    /// Literal runs every match contains (empty with `{a,b}` alternatives):
+    /// a substring test rejects most names before the glob runs.
+    literals: Vec<String>,
 }
 
 /// Identifiers that mangling abbreviates (C++ `St`, `Sa`, `Ss`…, operators,
@@ -120,6 +123,7 @@ impl Pattern {
         };
         Ok(Pattern {
             tokens: tokens(text),
+            literals: literals(text),
             text: text.to_string(),
             glob,
         })
@@ -129,6 +133,7 @@ impl Pattern {
     pub(crate) fn exact(text: &str) -> Self {
         Pattern {
             tokens: tokens(text),
+            literals: Vec::new(),
             text: text.to_string(),
             glob: None,
         }
@@ -154,7 +159,7 @@ impl Pattern {
     /// Whether `name` matches.
     pub fn matches(&self, name: &str) -> bool {
         match &self.glob {
-            Some(g) => g.is_match(name),
+            Some(g) => self.literals.iter().all(|l| name.contains(l.as_str())) && g.is_match(name),
             None => self.text == name,
         }
     }
@@ -175,6 +180,36 @@ impl Pattern {
     pub(crate) fn has_at(&self) -> bool {
         self.text.contains('@')
     }
+}
+
+/// The literal runs between wildcards; none when the pattern has alternatives
+/// or escapes (then every name goes to the glob).
+fn literals(text: &str) -> Vec<String> {
+    if text.contains(['{', '\\']) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_class = false;
+    for c in text.chars() {
+        match c {
+            '[' => in_class = true,
+            ']' if in_class => in_class = false,
+            '*' | '?' if !in_class => {}
+            _ if !in_class => {
+                cur.push(c);
+                continue;
+            }
+            _ => {}
+        }
+        if !cur.is_empty() {
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 fn tokens(text: &str) -> Vec<String> {
@@ -277,6 +312,10 @@ mod tests {
         assert!(Pattern::new("a?c").unwrap().matches("abc"));
         assert!(!Pattern::new("exact").unwrap().is_glob());
         assert!(Pattern::new("[abc").is_err());
+        assert_eq!(literals("*HashMap*insert?x[ab]c"), ["HashMap", "insert", "x", "c"]);
+        assert!(literals("{a,b}*").is_empty());
+        let p = Pattern::new("*alloc*").unwrap();
+        assert!(p.matches("malloc") && p.matches("__libc_calloc") && !p.matches("free"));
     }
 
     #[test]
