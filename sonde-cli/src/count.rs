@@ -7,18 +7,13 @@ use serde::Serialize;
 use sonde::maps::PerCpuArray;
 
 use crate::human;
-use crate::session::{Common, Session};
+use crate::session::{Common, FunctionId, Session};
 use crate::CliError;
 
 #[derive(Serialize)]
 struct Row {
-    name: String,
-    demangled: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    version: Option<String>,
-    #[serde(skip)]
-    label: String,
-    cookie: u64,
+    #[serde(flatten)]
+    id: FunctionId,
     count: u64,
 }
 
@@ -28,15 +23,11 @@ fn rows(session: &Session) -> Result<Vec<Row>, CliError> {
     for f in session.set.iter() {
         let count = counts.get(f.cookie as u32)?.iter().sum();
         rows.push(Row {
-            name: f.name.clone(),
-            demangled: session.set.demangled(f).map(str::to_string),
-            version: f.symbol.version.clone(),
-            label: session.set.label(f),
-            cookie: f.cookie,
+            id: FunctionId::of(&session.set, f),
             count,
         });
     }
-    rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.cookie.cmp(&b.cookie)));
+    rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.id.cookie.cmp(&b.id.cookie)));
     Ok(rows)
 }
 
@@ -46,7 +37,7 @@ fn table(out: &mut impl Write, rows: &[Row], limit: Option<usize>) -> std::io::R
     let mut lines = 1;
     let shown = limit.unwrap_or(rows.len()).min(rows.len());
     for r in &rows[..shown] {
-        let name = &r.label;
+        let name = &r.id.label;
         writeln!(out, "{:<66} {:>12}", human::fit(name, 66), human::count(r.count))?;
         lines += 1;
     }

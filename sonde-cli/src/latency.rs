@@ -10,20 +10,15 @@ use serde::Serialize;
 use sonde::maps::PerCpuArray;
 
 use crate::human;
-use crate::session::{Common, Session};
+use crate::session::{Common, FunctionId, Session};
 use crate::CliError;
 
 const BUCKETS: u32 = 64;
 
 #[derive(Serialize)]
 struct Row {
-    name: String,
-    demangled: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    version: Option<String>,
-    #[serde(skip)]
-    label: String,
-    cookie: u64,
+    #[serde(flatten)]
+    id: FunctionId,
     count: u64,
     p50_ns: u64,
     p90_ns: u64,
@@ -74,11 +69,7 @@ fn rows(session: &Session) -> Result<Vec<Row>, CliError> {
         }
         let count = histogram.iter().map(|b| b.count).sum();
         rows.push(Row {
-            name: f.name.clone(),
-            demangled: session.set.demangled(f).map(str::to_string),
-            version: f.symbol.version.clone(),
-            label: session.set.label(f),
-            cookie: f.cookie,
+            id: FunctionId::of(&session.set, f),
             count,
             p50_ns: quantile(&histogram, count, 0.50, max),
             p90_ns: quantile(&histogram, count, 0.90, max),
@@ -87,7 +78,7 @@ fn rows(session: &Session) -> Result<Vec<Row>, CliError> {
             histogram,
         });
     }
-    rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.cookie.cmp(&b.cookie)));
+    rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.id.cookie.cmp(&b.id.cookie)));
     Ok(rows)
 }
 
@@ -98,7 +89,7 @@ fn print(out: &mut impl Write, rows: &[Row]) -> std::io::Result<()> {
         "FUNCTION", "CALLS", "P50", "P90", "P99", "MAX"
     )?;
     for r in rows {
-        let name = &r.label;
+        let name = &r.id.label;
         writeln!(
             out,
             "{:<36} {:>7} {:>8} {:>8} {:>8} {:>8}",
@@ -111,7 +102,7 @@ fn print(out: &mut impl Write, rows: &[Row]) -> std::io::Result<()> {
         )?;
     }
     for r in rows.iter().filter(|r| r.count > 0) {
-        writeln!(out, "\n{}", r.label)?;
+        writeln!(out, "\n{}", r.id.label)?;
         let peak = r.histogram.iter().map(|b| b.count).max().unwrap_or(1);
         for b in &r.histogram {
             let bar = "#".repeat(((b.count * 40).div_ceil(peak)) as usize);

@@ -49,6 +49,36 @@ fn parse_tier(s: &str) -> Result<Tier, String> {
     Tier::from_name(s).ok_or_else(|| format!("unknown tier `{s}` (one of: multi, perf-link, emulated, tracefs)"))
 }
 
+/// How a report names a function: raw and demangled names, version, cookie.
+#[derive(serde::Serialize)]
+pub struct FunctionId {
+    /// Raw symbol name.
+    pub name: String,
+    /// Demangled name, if mangled.
+    pub demangled: Option<String>,
+    /// Symbol version, if versioned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The name shown in tables.
+    #[serde(skip)]
+    pub label: String,
+    /// The cookie (index in the resolved list).
+    pub cookie: u64,
+}
+
+impl FunctionId {
+    /// The identity of `f` in `set`.
+    pub fn of(set: &FunctionSet, f: &sonde::FunctionMatch) -> Self {
+        FunctionId {
+            name: f.name.clone(),
+            demangled: set.demangled(f).map(str::to_string),
+            version: f.symbol.version.clone(),
+            label: set.label(f),
+            cookie: f.cookie,
+        }
+    }
+}
+
 /// The end-of-run JSON object of `count` and `latency`.
 #[derive(serde::Serialize)]
 pub struct Report<T> {
