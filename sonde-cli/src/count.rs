@@ -72,25 +72,13 @@ pub fn run(common: &Common) -> Result<i32, CliError> {
         }
     });
     let rows = rows(&session)?;
-    let mut out = std::io::stdout().lock();
-    if common.json {
-        crate::session::write_report(&mut out, session.tier(), rows)?;
-    } else {
+    let (seconds, tier) = (session.started.elapsed().as_secs_f64(), session.tier());
+    session.finish(stop, common.json, rows, |out, rows| {
         if drawn > 0 {
             write!(out, "\x1b[{drawn}A\x1b[J")?;
         }
-        table(&mut out, &rows, None)?;
+        table(out, rows, None)?;
         let total: u64 = rows.iter().map(|r| r.count).sum();
-        writeln!(
-            out,
-            "{} calls in {:.1} s, tier {}",
-            human::count(total),
-            session.started.elapsed().as_secs_f64(),
-            session.tier()
-        )?;
-    }
-    out.flush()?;
-    drop(out);
-    session.close();
-    Ok(crate::exit_code(stop))
+        writeln!(out, "{} calls in {seconds:.1} s, tier {tier}", human::count(total))
+    })
 }

@@ -125,16 +125,7 @@ pub fn run(common: &Common) -> Result<i32, CliError> {
     })?;
     let stop = session.wait(std::time::Duration::from_secs(1), |_| {});
     let rows = rows(&session)?;
-    let mut out = std::io::stdout().lock();
-    if common.json {
-        crate::session::write_report(&mut out, session.tier(), rows)?;
-    } else {
-        print(&mut out, &rows)?;
-    }
-    out.flush()?;
-    drop(out);
-    session.close();
-    Ok(crate::exit_code(stop))
+    session.finish(stop, common.json, rows, print)
 }
 
 #[cfg(test)]

@@ -81,7 +81,7 @@ impl FunctionId {
 
 /// The end-of-run JSON object of `count` and `latency`.
 #[derive(serde::Serialize)]
-pub struct Report<T> {
+struct Report<T> {
     /// The tier that ran.
     pub tier: String,
     /// One row per function.
@@ -89,7 +89,7 @@ pub struct Report<T> {
 }
 
 /// Writes `{"tier", "functions"}` as one line.
-pub fn write_report<T: serde::Serialize>(
+fn write_report<T: serde::Serialize>(
     out: &mut impl std::io::Write,
     tier: Tier,
     functions: Vec<T>,
@@ -271,18 +271,8 @@ impl Session {
     pub fn wait(&mut self, every: Duration, mut tick: impl FnMut(&Session)) -> Stop {
         let mut next = Instant::now() + every;
         loop {
-            if self.stop.load(Ordering::Relaxed) {
-                return Stop::Signal;
-            }
-            if let Some(d) = self.duration {
-                if self.started.elapsed() >= d {
-                    return Stop::Duration;
-                }
-            }
-            if let Some(c) = &mut self.child {
-                if let Some(status) = c.try_wait() {
-                    return Stop::Exited(status);
-                }
+            if let Some(stop) = self.should_stop() {
+                return stop;
             }
             if Instant::now() >= next {
                 tick(self);
@@ -314,6 +304,27 @@ impl Session {
         for a in self.attachments {
             a.detach();
         }
+    }
+
+    /// Prints the summary (`{"tier", "functions"}` with `--json`, else `print`),
+    /// then detaches; returns the exit status for `stop`.
+    pub fn finish<T: serde::Serialize>(
+        self,
+        stop: Stop,
+        json: bool,
+        rows: Vec<T>,
+        print: impl FnOnce(&mut std::io::StdoutLock<'static>, &[T]) -> std::io::Result<()>,
+    ) -> Result<i32, CliError> {
+        let mut out = std::io::stdout().lock();
+        if json {
+            write_report(&mut out, self.tier(), rows)?;
+        } else {
+            print(&mut out, &rows)?;
+        }
+        std::io::Write::flush(&mut out)?;
+        drop(out);
+        self.close();
+        Ok(crate::exit_code(stop))
     }
 }
 

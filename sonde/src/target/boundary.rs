@@ -37,7 +37,8 @@ pub(crate) fn refusal_x86_64(code: &[u8]) -> Option<&'static str> {
         return Some("its first bytes are not a valid instruction");
     }
     let len = insn.len().min(code.len());
-    let legacy = code[..len]
+    // Legacy prefixes, scanned once.
+    let prefixes = &code[..code[..len]
         .iter()
         .take_while(|b| {
             matches!(
@@ -45,17 +46,11 @@ pub(crate) fn refusal_x86_64(code: &[u8]) -> Option<&'static str> {
                 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3
             )
         })
-        .count();
+        .count()];
     // In 64-bit mode 0xc4/0xc5 start a VEX prefix and 0x62 an EVEX one.
-    if matches!(code.get(legacy), Some(0xc4 | 0xc5 | 0x62)) {
+    if matches!(code.get(prefixes.len()), Some(0xc4 | 0xc5 | 0x62)) {
         return Some("its first instruction is VEX/EVEX-encoded (AVX), which x86 uprobes do not support");
     }
-    let prefixes = code[..len].iter().take_while(|b| {
-        matches!(
-            b,
-            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3
-        )
-    });
     for b in prefixes {
         match b {
             0x26 | 0x2e | 0x36 | 0x3e => return Some("its first instruction has a segment prefix"),

@@ -56,7 +56,9 @@ impl FunctionSymbol {
 #[derive(Debug)]
 pub struct SymbolTable {
     path: PathBuf,
-    file_size: u64,
+    /// The binary, mapped: instructions are read from here (boundary and
+    /// probeability checks) without opening the file again.
+    data: memmap2::Mmap,
     functions: Vec<FunctionSymbol>,
     by_name: HashMap<String, Vec<usize>>,
     imported: HashSet<String>,
@@ -231,7 +233,7 @@ impl SymbolTable {
         }
         let mut table = SymbolTable {
             path: canonical,
-            file_size: data.len() as u64,
+            data,
             functions: Vec::new(),
             by_name: HashMap::default(),
             imported: syms.imported.into_iter().collect(),
@@ -331,7 +333,23 @@ impl SymbolTable {
 
     /// Size of the file in bytes.
     pub fn file_size(&self) -> u64 {
-        self.file_size
+        self.data.len() as u64
+    }
+
+    /// Up to `len` bytes of the file from `offset` (fewer at its end).
+    pub(crate) fn bytes_at(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        let start = usize::try_from(offset).ok()?;
+        let end = start.saturating_add(usize::try_from(len).ok()?).min(self.data.len());
+        self.data.get(start..end)
+    }
+
+    /// Why the kernel's uprobe code would refuse a probe at file offset
+    /// `offset` (x86-64 only; elsewhere the kernel has the only word, at attach).
+    pub(crate) fn refusal_at(&self, offset: u64) -> Option<&'static str> {
+        if !cfg!(target_arch = "x86_64") {
+            return None;
+        }
+        super::boundary::refusal_x86_64(self.bytes_at(offset, 16)?)
     }
 
     /// Every defined function, one per address.

@@ -28,12 +28,10 @@ const DEFAULT_DIRS: &[&str] = &[
 
 /// Resolves `name` to a file, as described in the module documentation.
 pub fn find_binary(name: &Path, pid: Option<u32>) -> Result<PathBuf, TargetError> {
-    let text = name.to_string_lossy();
-    if text.contains('/') {
+    let wanted = name.to_string_lossy().into_owned();
+    if wanted.contains('/') {
         return Ok(match pid {
-            Some(pid) if name.is_absolute() && foreign_root(pid) => {
-                Path::new(&format!("/proc/{pid}/root")).join(name.strip_prefix("/").unwrap_or(name))
-            }
+            Some(pid) if name.is_absolute() => as_seen_by(pid, name),
             _ => name.to_path_buf(),
         });
     }
@@ -42,19 +40,14 @@ pub fn find_binary(name: &Path, pid: Option<u32>) -> Result<PathBuf, TargetError
         let maps = format!("/proc/{pid}/maps");
         match std::fs::read_to_string(&maps) {
             Ok(text) => {
-                if let Some(path) = mapped_library(&text, &text_name(name)) {
-                    return Ok(if foreign_root(pid) {
-                        Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(&path))
-                    } else {
-                        path
-                    });
+                if let Some(path) = mapped_library(&text, &wanted) {
+                    return Ok(as_seen_by(pid, &path));
                 }
                 looked.push(format!("the files process {pid} maps"));
             }
             Err(_) => return Err(TargetError::NoSuchProcess { pid }),
         }
     }
-    let wanted = text_name(name);
     if let Some(p) = ld_so_cache(Path::new("/etc/ld.so.cache")).into_iter().find(|p| {
         p.file_name()
             .is_some_and(|f| library_matches(&f.to_string_lossy(), &wanted))
@@ -88,8 +81,14 @@ pub fn find_binary(name: &Path, pid: Option<u32>) -> Result<PathBuf, TargetError
     })
 }
 
-fn text_name(name: &Path) -> String {
-    name.to_string_lossy().into_owned()
+/// Absolute `path` as process `pid` sees it: through `/proc/PID/root` when the
+/// process has another root (a container), else unchanged.
+fn as_seen_by(pid: u32, path: &Path) -> PathBuf {
+    if foreign_root(pid) {
+        Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path))
+    } else {
+        path.to_path_buf()
+    }
 }
 
 /// Whether file name `file` is library `wanted`: equal, or `wanted` followed by

@@ -321,7 +321,7 @@ pub fn resolve(targets: &[Target]) -> Result<Vec<ResolvedTarget>, TargetError> {
             Location::Symbol { name, offset } => {
                 let f = table.function(name)?;
                 check_offset(&table, f, *offset)?;
-                if let Some(reason) = refusal(table.path(), f.file_offset + offset) {
+                if let Some(reason) = table.refusal_at(f.file_offset + offset) {
                     return Err(TargetError::NotProbeable {
                         symbol: f.name.clone(),
                         binary: table.path().to_path_buf(),
@@ -341,22 +341,6 @@ pub fn resolve(targets: &[Target]) -> Result<Vec<ResolvedTarget>, TargetError> {
     Ok(out)
 }
 
-/// Why the kernel would refuse a uprobe at `offset` of `path` (x86-64 only; the
-/// kernel has the last word at attach time elsewhere).
-pub(crate) fn refusal(path: &Path, offset: u64) -> Option<&'static str> {
-    refusal_in(&elf::map_file(path).ok()?, offset)
-}
-
-/// [`refusal`] on a mapped file.
-pub(crate) fn refusal_in(data: &[u8], offset: u64) -> Option<&'static str> {
-    if !cfg!(target_arch = "x86_64") {
-        return None;
-    }
-    let start = usize::try_from(offset).ok()?;
-    let code = data.get(start..data.len().min(start + 16))?;
-    boundary::refusal_x86_64(code)
-}
-
 /// An offset into `f`: within its size and, on x86-64, on an instruction boundary.
 fn check_offset(table: &SymbolTable, f: &FunctionSymbol, offset: u64) -> Result<(), TargetError> {
     if offset == 0 {
@@ -371,14 +355,8 @@ fn check_offset(table: &SymbolTable, f: &FunctionSymbol, offset: u64) -> Result<
         });
     }
     if cfg!(target_arch = "x86_64") && f.size > 0 {
-        use std::io::{Read, Seek};
-        let mut code = vec![0u8; f.size as usize];
-        let read = std::fs::File::open(table.path()).and_then(|mut file| {
-            file.seek(std::io::SeekFrom::Start(f.file_offset))?;
-            file.read_exact(&mut code)
-        });
-        if read.is_ok() {
-            if let Err(instruction) = boundary::check_x86_64(&code, f.address, offset) {
+        if let Some(code) = table.bytes_at(f.file_offset, f.size) {
+            if let Err(instruction) = boundary::check_x86_64(code, f.address, offset) {
                 return Err(TargetError::NotInstructionBoundary {
                     symbol: f.name.clone(),
                     offset,

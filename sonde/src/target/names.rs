@@ -188,21 +188,37 @@ fn literals(text: &str) -> Vec<String> {
     if text.contains(['{', '\\']) {
         return Vec::new();
     }
+    runs_outside_classes(text, |c| matches!(c, '*' | '?'))
+}
+
+fn tokens(text: &str) -> Vec<String> {
+    let head = text.split(['(', '<', '{']).next().unwrap_or("");
+    let mut out = runs_outside_classes(head, |c| !(c.is_alphanumeric() || c == '_'));
+    out.retain(|t| !ABBREVIATED.contains(&t.as_str()));
+    out
+}
+
+/// The runs of `text` between separator characters, character classes
+/// (`[ab]`, which spell no fixed text) counting as separators.
+fn runs_outside_classes(text: &str, is_separator: impl Fn(char) -> bool) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut in_class = false;
     for c in text.chars() {
-        match c {
-            '[' => in_class = true,
-            ']' if in_class => in_class = false,
-            '*' | '?' if !in_class => {}
-            _ if !in_class => {
-                cur.push(c);
-                continue;
+        let separates = match c {
+            '[' if !in_class => {
+                in_class = true;
+                true
             }
-            _ => {}
-        }
-        if !cur.is_empty() {
+            ']' if in_class => {
+                in_class = false;
+                true
+            }
+            _ => in_class || is_separator(c),
+        };
+        if !separates {
+            cur.push(c);
+        } else if !cur.is_empty() {
             out.push(std::mem::take(&mut cur));
         }
     }
@@ -210,34 +226,6 @@ fn literals(text: &str) -> Vec<String> {
         out.push(cur);
     }
     out
-}
-
-fn tokens(text: &str) -> Vec<String> {
-    let head = text.split(['(', '<', '{']).next().unwrap_or("");
-    // Drop character classes: `[ab]` spells no identifier.
-    let mut plain = String::with_capacity(head.len());
-    let mut in_class = false;
-    for c in head.chars() {
-        match c {
-            '[' => in_class = true,
-            ']' if in_class => {
-                in_class = false;
-                plain.push(' ');
-                continue;
-            }
-            _ => {}
-        }
-        plain.push(if in_class || !(c.is_alphanumeric() || c == '_') {
-            ' '
-        } else {
-            c
-        });
-    }
-    plain
-        .split_whitespace()
-        .filter(|t| !ABBREVIATED.contains(t))
-        .map(str::to_string)
-        .collect()
 }
 
 /// Up to `n` names close to `wanted`: same name in another case, containing it

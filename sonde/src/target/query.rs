@@ -147,24 +147,22 @@ impl Functions {
         // Functions whose first instruction the kernel's uprobes refuse: an error
         // for a name asked for exactly, left out (and listed) for a glob.
         let mut skipped = Vec::new();
-        if let Ok(data) = super::elf::map_file(table.path()) {
-            let mut kept = Vec::with_capacity(chosen.len());
-            for (i, exact) in chosen {
-                let f = &table.functions()[i];
-                match super::refusal_in(&data, f.file_offset) {
-                    None => kept.push((i, exact)),
-                    Some(reason) if exact => {
-                        return Err(TargetError::NotProbeable {
-                            symbol: f.name.clone(),
-                            binary: table.path().to_path_buf(),
-                            reason,
-                        })
-                    }
-                    Some(reason) => skipped.push((f.name.clone(), reason)),
+        let mut kept = Vec::with_capacity(chosen.len());
+        for (i, exact) in chosen {
+            let f = &table.functions()[i];
+            match table.refusal_at(f.file_offset) {
+                None => kept.push((i, exact)),
+                Some(reason) if exact => {
+                    return Err(TargetError::NotProbeable {
+                        symbol: f.name.clone(),
+                        binary: table.path().to_path_buf(),
+                        reason,
+                    })
                 }
+                Some(reason) => skipped.push((f.name.clone(), reason)),
             }
-            chosen = kept;
         }
+        chosen = kept;
         if chosen.is_empty() {
             if let Some((name, reason)) = skipped.first() {
                 return Err(TargetError::NotProbeable {
