@@ -1,6 +1,8 @@
 //! Shared pieces of sonde's integration tests: the compiled test programs, the
 //! target binary, and checks of what the kernel holds.
 
+pub mod crafted;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -1,8 +1,8 @@
 //! The object parser on real and malformed objects: errors, never panics.
 
 use object::{Object as _, ObjectSection};
-use sonde::obj::{ObjError, ObjectFile, ProbeKind};
-use sonde_tests::PROBES;
+use sonde::obj::{MapSource, ObjError, ObjectFile, ProbeKind};
+use sonde_tests::{crafted, PROBES};
 
 fn section_range(name: &str) -> (usize, usize) {
     let f = object::File::parse(PROBES).unwrap();
@@ -89,4 +89,52 @@ fn relocation_to_a_non_map_symbol_is_an_error() {
     let patched = (1u64 << 32) | (info & 0xffff_ffff);
     bytes[off + 8..off + 16].copy_from_slice(&patched.to_le_bytes());
     assert!(matches!(ObjectFile::parse(&bytes), Err(ObjError::BadRelocation { .. })));
+}
+
+#[test]
+fn a_huge_bss_is_refused_without_allocating() {
+    // 1 TiB: used to abort in `vec![0; size]`; 2^63: a capacity-overflow panic.
+    for size in [1u64 << 40, 1 << 63, u64::MAX - 7] {
+        let bytes = crafted::huge_bss(size);
+        assert!(bytes.len() < 1024, "{} bytes", bytes.len());
+        match ObjectFile::parse(&bytes) {
+            Err(ObjError::BadSection { section, reason }) => {
+                assert_eq!(section, ".bss");
+                assert!(reason.contains("too large"), "{reason}");
+            }
+            other => panic!("{size}: {other:?}"),
+        }
+    }
+    // A .bss a map can hold still parses, with nothing allocated for it.
+    let o = ObjectFile::parse(&crafted::huge_bss(1 << 20)).unwrap();
+    let bss = o.maps.iter().find(|m| m.name == ".bss").unwrap();
+    assert_eq!(bss.def.value_size, 1 << 20);
+    assert!(matches!(&bss.source, MapSource::Data { init, .. } if init.is_empty()));
+}
+
+#[test]
+fn a_map_symbol_at_the_end_of_the_address_space_is_an_error() {
+    // `start + 20` overflowed here.
+    for at in [u64::MAX, u64::MAX - 19, 1 << 63, 1] {
+        let r = std::panic::catch_unwind(|| ObjectFile::parse(&crafted::map_symbol_at(at)));
+        assert!(matches!(r, Ok(Err(ObjError::BadMapDef(_)))), "{at:#x}: {r:?}");
+    }
+}
+
+#[test]
+fn many_entry_points_link_in_bounded_memory() {
+    // 120,000 instructions (960 KB) and 2,000 entry points of unknown size: each
+    // used to copy the rest of the section (~7 GB). Now each ends where the next
+    // one starts.
+    let bytes = crafted::many_entries(120_000, 2_000, |_, _| 0);
+    let o = ObjectFile::parse(&bytes).unwrap();
+    assert_eq!(o.programs.len(), 2_000);
+    let total: usize = o.programs.iter().map(|p| p.insns.len()).sum();
+    assert_eq!(total, 120_000);
+    // Entry points that each claim the rest of the section: bounded, then refused.
+    let bytes = crafted::many_entries(120_000, 2_000, |_, rest| rest);
+    assert!(matches!(
+        ObjectFile::parse(&bytes),
+        Err(ObjError::ObjectTooLarge { limit }) if limit == sonde::obj::MAX_OBJECT_INSNS
+    ));
 }

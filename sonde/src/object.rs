@@ -71,7 +71,10 @@ impl Object {
                     name: spec.name.clone(),
                     source,
                 };
-                bpf::map_update_elem(map.as_fd(), &0u32.to_ne_bytes(), init, 0).map_err(err)?;
+                // `.bss` (no bytes): the kernel already zero-filled the value.
+                if !init.is_empty() {
+                    bpf::map_update_elem(map.as_fd(), &0u32.to_ne_bytes(), init, 0).map_err(err)?;
+                }
                 if *read_only {
                     bpf::map_freeze(map.as_fd()).map_err(err)?;
                 }

@@ -471,7 +471,7 @@ fn choose(options: &AttachOptions, features: &Features, skip_pmu: bool) -> Resul
 }
 
 fn make_plan(probe: &UProbe, targets: &[ResolvedTarget], tier: Tier, passed_over: Vec<String>) -> AttachPlan {
-    let mut binaries: Vec<&std::path::Path> = targets.iter().map(|t| t.path.as_path()).collect();
+    let mut binaries: Vec<(u64, u64)> = targets.iter().map(|t| t.binary.inode()).collect();
     binaries.sort_unstable();
     binaries.dedup();
     let program_loads = if tier.native_cookies() || !probe.reads_cookie() {
@@ -576,10 +576,6 @@ pub(crate) fn load_variants(
         index.push(i);
     }
     Ok((programs, index))
-}
-
-pub(crate) fn c_path(p: &std::path::Path) -> std::ffi::CString {
-    std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap_or_default()
 }
 
 #[cfg(test)]

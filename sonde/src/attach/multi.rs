@@ -5,11 +5,11 @@
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
-use super::{c_path, target_error, AttachError, Link, Scope, Tier};
+use super::{target_error, AttachError, Link, Scope, Tier};
 use crate::obj::ProbeKind;
 use crate::programs::{LoadVariant, LoadedProgram, UProbe};
 use crate::sys::bpf;
-use crate::target::ResolvedTarget;
+use crate::target::{BinaryFile, ResolvedTarget};
 
 pub(super) fn attach(
     probe: &mut UProbe,
@@ -21,20 +21,20 @@ pub(super) fn attach(
         ProbeKind::Entry => 0,
         ProbeKind::Return => bpf::BPF_F_UPROBE_MULTI_RETURN,
     };
-    // Group by binary, keeping the caller's order.
-    let mut groups: Vec<(&std::path::Path, Vec<&ResolvedTarget>)> = Vec::new();
+    // Group by binary (the file itself, not its name), keeping the caller's order.
+    let mut groups: Vec<(&BinaryFile, Vec<&ResolvedTarget>)> = Vec::new();
     for t in targets {
-        match groups.iter_mut().find(|(p, _)| *p == t.path.as_path()) {
+        match groups.iter_mut().find(|(b, _)| **b == *t.binary) {
             Some((_, g)) => g.push(t),
-            None => groups.push((t.path.as_path(), vec![t])),
+            None => groups.push((&t.binary, vec![t])),
         }
     }
     let mut links = Vec::with_capacity(groups.len());
-    for (path, group) in groups {
+    for (binary, group) in groups {
         let offsets: Vec<u64> = group.iter().map(|t| t.offset).collect();
         let cookies: Vec<u64> = group.iter().map(|t| t.cookie).collect();
         let pid = scope.pid().unwrap_or(0);
-        let link = bpf::link_create_uprobe_multi(prog.as_fd(), &c_path(path), &offsets, &cookies, flags, pid)
+        let link = bpf::link_create_uprobe_multi(prog.as_fd(), &binary.kernel_path(), &offsets, &cookies, flags, pid)
             // The kernel does not say which offset it refused: name the binary and
             // the first target.
             .map_err(|e| target_error(Tier::Multi, group[0], e, links.len(), targets.len()))?;

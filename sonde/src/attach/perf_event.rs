@@ -6,7 +6,7 @@
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
-use super::{c_path, load_variants, target_error, AttachError, Link, Scope, Tier};
+use super::{load_variants, target_error, AttachError, Link, Scope, Tier};
 use crate::features::Features;
 use crate::obj::ProbeKind;
 use crate::programs::{LoadedProgram, UProbe};
@@ -35,7 +35,7 @@ pub(super) fn attach(
     for (t, &pi) in targets.iter().zip(&which) {
         let fail = |e, n| target_error(tier, t, e, n, targets.len());
         let prog = &programs[pi];
-        let perf = perf::open_uprobe(pmu, retprobe_bit, &c_path(&t.path), t.offset, scope.pid())
+        let perf = perf::open_uprobe(pmu, retprobe_bit, &t.binary.kernel_path(), t.offset, scope.pid())
             .map_err(|e| fail(e, links.len()))?;
         let link = if tier == Tier::PerfLink {
             let fd = std::os::fd::AsRawFd::as_raw_fd(&perf);

@@ -95,7 +95,11 @@ pub(super) fn attach(
     for (t, &pi) in targets.iter().zip(&which) {
         let fail = |e: SyscallError, n| target_error(tier, t, e, n, targets.len());
         let name = format!("sonde_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let line = format!("{kind}:{GROUP}/{name} {}:{:#x}\n", t.path.display(), t.offset);
+        // The kernel resolves `/proc/self/fd/N` in this process: the file the
+        // offset was computed from, and a name the line syntax always carries
+        // (the real path may hold spaces or newlines).
+        let path = t.binary.kernel_path();
+        let line = format!("{kind}:{GROUP}/{name} {}:{:#x}\n", path.to_string_lossy(), t.offset);
         tracefs::write_uprobe_event(root, &line).map_err(|e| fail(e, links.len()))?;
         let entry = TracefsEntry { root, name };
         let id = tracefs::event_id(root, GROUP, &entry.name).map_err(|source| AttachError::Syscall { tier, source })?;

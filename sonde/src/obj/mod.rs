@@ -53,7 +53,30 @@ pub enum ObjError {
     /// A map definition that is too short.
     #[error("map `{0}` has a definition shorter than 20 bytes")]
     BadMapDef(String),
+    /// Programs that, with their callees linked in, exceed what the kernel loads.
+    #[error("program `{program}` links into more than {limit} instructions (the kernel loads at most {limit})")]
+    ProgramTooLarge {
+        /// The program.
+        program: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// All programs together link into more instructions than sonde keeps in memory.
+    #[error("the object's programs link into more than {limit} instructions in all")]
+    ObjectTooLarge {
+        /// The limit.
+        limit: usize,
+    },
 }
+
+/// The most instructions one program may link into: the kernel's own limit
+/// (`BPF_COMPLEXITY_LIMIT_INSNS`, which also bounds `insn_cnt` at load).
+pub const MAX_PROGRAM_INSNS: usize = 1_000_000;
+
+/// The most instructions all programs of an object may link into (32 MiB):
+/// each program carries its own copy of its callees, so a hostile object with
+/// many entry points into one large function could otherwise need gigabytes.
+pub const MAX_OBJECT_INSNS: usize = 4 * MAX_PROGRAM_INSNS;
 
 /// A map definition from the `maps` section (`struct bpf_map_def`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +101,7 @@ pub enum MapSource {
     /// A global-data section (`.rodata*`, `.data*`, `.bss*`) as a one-element array
     /// with this initial value; `read_only` for `.rodata`.
     Data {
-        /// Initial bytes (zeros for `.bss`).
+        /// Initial bytes; empty for `.bss` (the kernel zero-fills the value).
         init: Vec<u8>,
         /// Frozen and read-only to programs.
         read_only: bool,
@@ -219,15 +242,20 @@ impl ObjectFile {
                     },
                 );
             } else if is_data_section(&name) && section.size() > 0 {
-                let bss = name.starts_with(".bss");
-                let init = if bss {
-                    vec![0; section.size() as usize]
+                // `.bss` has no bytes in the file: the kernel zero-fills the map, so
+                // nothing is allocated for it (a 1 TiB `.bss` costs nothing here and
+                // is refused by its size below).
+                let init = if name.starts_with(".bss") {
+                    Vec::new()
                 } else {
-                    section.data().map_err(|e| bad(e.to_string()))?.to_vec()
+                    let bytes = section.data().map_err(|e| bad(e.to_string()))?;
+                    if bytes.len() as u64 != section.size() {
+                        return Err(bad("data shorter than the section".into()));
+                    }
+                    bytes.to_vec()
                 };
-                if init.len() as u64 != section.size() {
-                    return Err(bad("data shorter than the section".into()));
-                }
+                let value_size = u32::try_from(section.size())
+                    .map_err(|_| bad(format!("{} bytes is too large for a map value", section.size())))?;
                 data_specs.push((
                     section.index(),
                     MapSpec {
@@ -235,7 +263,7 @@ impl ObjectFile {
                         def: MapDef {
                             map_type: 2, // BPF_MAP_TYPE_ARRAY
                             key_size: 4,
-                            value_size: init.len() as u32,
+                            value_size,
                             max_entries: 1,
                             map_flags: 0,
                         },
@@ -257,9 +285,9 @@ impl ObjectFile {
             if Some(sec) == maps_section && !name.is_empty() && sym.kind() != SymbolKind::Section {
                 let section = file.section_by_index(sec)?;
                 let bytes = section.data()?;
-                let start = sym.address() as usize;
-                let def = bytes
-                    .get(start..start + 20)
+                let def = usize::try_from(sym.address())
+                    .ok()
+                    .and_then(|start| bytes.get(start..start.checked_add(20)?))
                     .ok_or_else(|| ObjError::BadMapDef(name.clone()))?;
                 let word = |i: usize| u32::from_le_bytes(def[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
                 map_by_symbol.insert(name.clone(), maps.len());
@@ -276,13 +304,20 @@ impl ObjectFile {
                 });
             } else if sym.kind() == SymbolKind::Text {
                 if let Some(cs) = code.get_mut(&sec) {
-                    let start = (sym.address() / 8) as usize;
-                    let len = if sym.size() > 0 {
-                        (sym.size() / 8) as usize
-                    } else {
-                        cs.insns.len().saturating_sub(start)
-                    };
+                    // Sizes are checked against the section when a function is linked.
+                    let start = usize::try_from(sym.address() / 8).unwrap_or(usize::MAX);
+                    let len = usize::try_from(sym.size() / 8).unwrap_or(usize::MAX);
                     cs.funcs.insert(start, len);
+                }
+            }
+        }
+        // A function of unknown size (0) ends where the next one starts.
+        for cs in code.values_mut() {
+            let starts: Vec<usize> = cs.funcs.keys().copied().collect();
+            for (i, start) in starts.iter().enumerate() {
+                if cs.funcs[start] == 0 {
+                    let end = starts.get(i + 1).copied().unwrap_or(cs.insns.len());
+                    cs.funcs.insert(*start, end.saturating_sub(*start));
                 }
             }
         }
@@ -354,6 +389,7 @@ impl ObjectFile {
             }
         }
         entries.sort_by(|a, b| a.2.cmp(&b.2));
+        let mut linked = 0usize;
         for (sec, start, name) in entries {
             let cs = &code[&sec];
             let (_, kind, multi) = PROGRAM_PREFIXES
@@ -361,7 +397,19 @@ impl ObjectFile {
                 .find(|(p, ..)| cs.name.starts_with(p))
                 .copied()
                 .expect("program sections were checked");
-            let (insns, relocs) = link(&code, &map_by_symbol, &data_maps, sec, start)?;
+            let (insns, relocs) = link(&code, &map_by_symbol, &data_maps, sec, start).map_err(|e| match e {
+                LinkError::Obj(e) => e,
+                LinkError::TooLarge => ObjError::ProgramTooLarge {
+                    program: name.clone(),
+                    limit: MAX_PROGRAM_INSNS,
+                },
+            })?;
+            linked = linked.saturating_add(insns.len());
+            if linked > MAX_OBJECT_INSNS {
+                return Err(ObjError::ObjectTooLarge {
+                    limit: MAX_OBJECT_INSNS,
+                });
+            }
             programs.push(ProgramSpec {
                 name,
                 section: cs.name.clone(),
@@ -385,15 +433,27 @@ fn is_data_section(name: &str) -> bool {
         .any(|p| name == *p || name.starts_with(&format!("{p}.")))
 }
 
+enum LinkError {
+    Obj(ObjError),
+    TooLarge,
+}
+
+impl From<ObjError> for LinkError {
+    fn from(e: ObjError) -> Self {
+        LinkError::Obj(e)
+    }
+}
+
 /// Builds one program: the entry function, then every function it calls
 /// (transitively) appended, with call offsets fixed and map references collected.
+/// Stops at [`MAX_PROGRAM_INSNS`].
 fn link(
     code: &HashMap<SectionIndex, CodeSection>,
     map_by_symbol: &HashMap<String, usize>,
     data_maps: &HashMap<SectionIndex, usize>,
     entry_sec: SectionIndex,
     entry_start: usize,
-) -> Result<(Vec<Insn>, Vec<MapReloc>), ObjError> {
+) -> Result<(Vec<Insn>, Vec<MapReloc>), LinkError> {
     let mut out: Vec<Insn> = Vec::new();
     let mut relocs = Vec::new();
     let mut placed: HashMap<(SectionIndex, usize), usize> = HashMap::new();
@@ -415,8 +475,11 @@ fn link(
             .funcs
             .get(&start)
             .ok_or_else(|| bad(start, "call target is not the start of a function".into()))?;
-        if start + len > cs.insns.len() || len == 0 {
-            return Err(bad(start, "function extends past its section".into()));
+        if start.checked_add(len).is_none_or(|end| end > cs.insns.len()) || len == 0 {
+            return Err(bad(start, "function extends past its section".into()).into());
+        }
+        if out.len() + len > MAX_PROGRAM_INSNS {
+            return Err(LinkError::TooLarge);
         }
         let base = out.len();
         placed.insert((sec, start), base);
@@ -427,7 +490,7 @@ fn link(
             match (cs.relocs.get(&i), insn.is_ld_imm64(), insn.is_pseudo_call()) {
                 (Some(t), true, _) => {
                     if i + 1 >= start + len {
-                        return Err(bad(i, "ld_imm64 is missing its second half".into()));
+                        return Err(bad(i, "ld_imm64 is missing its second half".into()).into());
                     }
                     if let Some(&map) = map_by_symbol.get(&t.name) {
                         relocs.push(MapReloc {
@@ -436,12 +499,12 @@ fn link(
                             offset: 0,
                         });
                     } else if let Some(&map) = t.section.and_then(|s| data_maps.get(&s)) {
-                        let offset = t.value as i64 + insn.imm as i64;
+                        let offset = i128::from(t.value) + i128::from(insn.imm);
                         let offset =
                             u32::try_from(offset).map_err(|_| bad(i, format!("offset {offset} into `{}`", t.name)))?;
                         relocs.push(MapReloc { insn: pos, map, offset });
                     } else {
-                        return Err(bad(i, format!("`{}` is neither a map nor global data", t.name)));
+                        return Err(bad(i, format!("`{}` is neither a map nor global data", t.name)).into());
                     }
                 }
                 (Some(t), false, true) => {
@@ -449,13 +512,13 @@ fn link(
                         .section
                         .filter(|s| code.contains_key(s))
                         .ok_or_else(|| bad(i, format!("call to `{}` outside any code section", t.name)))?;
-                    let callee = t.value as i64 / 8 + insn.imm as i64 + 1;
+                    let callee = i128::from(t.value / 8) + i128::from(insn.imm) + 1;
                     let callee = usize::try_from(callee).map_err(|_| bad(i, "negative call target".into()))?;
                     calls.push((pos, (tsec, callee)));
                     queue.push((tsec, callee));
                 }
                 (None, false, true) => {
-                    let callee = i as i64 + insn.imm as i64 + 1;
+                    let callee = i as i128 + i128::from(insn.imm) + 1;
                     let callee = usize::try_from(callee).map_err(|_| bad(i, "negative call target".into()))?;
                     calls.push((pos, (sec, callee)));
                     queue.push((sec, callee));
@@ -464,14 +527,17 @@ fn link(
                     return Err(bad(
                         i,
                         format!("relocation to `{}` on an instruction that takes none", t.name),
-                    ));
+                    )
+                    .into());
                 }
                 _ => {}
             }
         }
     }
     for (pos, callee) in calls {
-        let target = placed[&callee];
+        let Some(&target) = placed.get(&callee) else {
+            continue; // unreachable: every queued callee was placed or failed
+        };
         out[pos].imm = (target as i64 - pos as i64 - 1) as i32;
     }
     Ok((out, relocs))

@@ -5,10 +5,13 @@ use iced_x86::{Decoder, DecoderOptions};
 
 /// Whether `offset` is an instruction boundary of the x86-64 code `code`
 /// (a function's bytes from its entry), decoding linearly from the entry.
-/// `Err(previous)` gives the start of the instruction that covers `offset`.
+/// `Err(previous)` gives the start of the instruction that covers `offset`, or
+/// the last one decoded when `offset` lies past the bytes given (unproven is
+/// refused: a wrong guess corrupts the traced program).
 pub(crate) fn check_x86_64(code: &[u8], address: u64, offset: u64) -> Result<(), u64> {
     let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
-    let target = address + offset;
+    let target = address.wrapping_add(offset);
+    let mut last = 0;
     while decoder.can_decode() {
         let ip = decoder.ip();
         if ip == target {
@@ -18,9 +21,12 @@ pub(crate) fn check_x86_64(code: &[u8], address: u64, offset: u64) -> Result<(),
         if ip < target && target < insn.next_ip() {
             return Err(ip - address);
         }
+        last = ip - address;
     }
-    // Past the decoded bytes: not inside a known instruction.
-    Ok(())
+    if offset == 0 {
+        return Ok(());
+    }
+    Err(last)
 }
 
 /// Why the kernel's x86-64 uprobe code would refuse the instruction at the
@@ -79,6 +85,9 @@ mod tests {
         }
         assert_eq!(check_x86_64(&code, 0x1000, 2), Err(1));
         assert_eq!(check_x86_64(&code, 0x1000, 6), Err(4));
+        // Past the bytes given: not proven, refused.
+        assert_eq!(check_x86_64(&code, 0x1000, 11), Err(10));
+        assert_eq!(check_x86_64(&[], 0x1000, 3), Err(0));
     }
 
     #[test]

@@ -12,14 +12,17 @@ use std::path::{Path, PathBuf};
 
 use object::Object as _;
 
+use super::binary::BinaryFile;
+
 /// Where distributions install debug files.
 pub const DEFAULT_DEBUG_ROOT: &str = "/usr/lib/debug";
 
 /// The outcome of a search.
 #[derive(Debug)]
 pub(crate) enum DebugFile {
-    /// A debug file that belongs to the binary.
-    Found(PathBuf),
+    /// A debug file that belongs to the binary: its path and its contents as
+    /// checked (the symbols are read from this very mapping).
+    Found(PathBuf, memmap2::Mmap),
     /// None: the paths looked at.
     Missing(Vec<PathBuf>),
 }
@@ -38,8 +41,10 @@ pub(crate) fn find(
             .join(".build-id")
             .join(&hex[..2])
             .join(format!("{}.debug", &hex[2..]));
-        if file_build_id(&candidate).as_deref() == Some(id) {
-            return DebugFile::Found(candidate);
+        if let Some(data) = map(&candidate) {
+            if build_id_of(&data).as_deref() == Some(id) {
+                return DebugFile::Found(candidate, data);
+            }
         }
         looked.push(candidate);
     }
@@ -54,13 +59,13 @@ pub(crate) fn find(
             if candidate == binary {
                 continue;
             }
-            if let Ok(data) = super::elf::map_file(&candidate) {
+            if let Some(data) = map(&candidate) {
                 let id_ok = match (build_id, build_id_of(&data)) {
                     (Some(want), Some(have)) => want == have.as_slice(),
                     _ => true,
                 };
                 if crc32fast::hash(&data) == *crc && id_ok {
-                    return DebugFile::Found(candidate);
+                    return DebugFile::Found(candidate, data);
                 }
             }
             looked.push(candidate);
@@ -69,8 +74,8 @@ pub(crate) fn find(
     DebugFile::Missing(looked)
 }
 
-fn file_build_id(path: &Path) -> Option<Vec<u8>> {
-    build_id_of(&super::elf::map_file(path).ok()?)
+fn map(path: &Path) -> Option<memmap2::Mmap> {
+    BinaryFile::open(path).ok()?.map().ok()
 }
 
 fn build_id_of(data: &[u8]) -> Option<Vec<u8>> {

@@ -14,6 +14,7 @@ use object::read::elf::{ElfFile, FileHeader, ProgramHeader as _, Sym as _};
 use object::Object as _;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
+use super::binary::BinaryFile;
 use super::debuginfo::{self, DebugFile};
 use super::names::{self, Pattern};
 use super::TargetError;
@@ -55,9 +56,10 @@ impl FunctionSymbol {
 /// The function symbols of one binary.
 #[derive(Debug)]
 pub struct SymbolTable {
+    /// Path of the file opened (symlinks resolved).
     path: PathBuf,
-    /// The binary, mapped: instructions are read from here (boundary and
-    /// probeability checks) without opening the file again.
+    /// The opened file, mapped: symbols, segments and instructions are read from
+    /// here (the mapping pins the inode; no descriptor is held).
     data: memmap2::Mmap,
     functions: Vec<FunctionSymbol>,
     by_name: HashMap<String, Vec<usize>>,
@@ -68,6 +70,8 @@ pub struct SymbolTable {
     stripped: bool,
     demangled: Vec<OnceLock<Option<String>>>,
     segments: Vec<Segment>,
+    /// Function indices in address order (for "which function holds this address").
+    by_address: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -184,12 +188,38 @@ fn parse_symbols(path: &Path, data: &[u8]) -> Result<Symbols, TargetError> {
         reason,
     };
     let file = object::File::parse(data).map_err(|e| not_elf(e.to_string()))?;
+    let host = host_architecture();
+    if file.architecture() != host {
+        return Err(TargetError::WrongArchitecture {
+            path: path.to_path_buf(),
+            found: format!("{:?}", file.architecture()),
+            expected: format!("{host:?}"),
+        });
+    }
     match &file {
         object::File::Elf64(elf) => read_elf(elf, data),
         object::File::Elf32(elf) => read_elf(elf, data),
         _ => return Err(not_elf("not an ELF file".into())),
     }
     .map_err(|e| not_elf(e.to_string()))
+}
+
+/// The machine uprobes here can probe: the one this library was built for.
+fn host_architecture() -> object::Architecture {
+    use object::Architecture as A;
+    if cfg!(target_arch = "x86_64") {
+        A::X86_64
+    } else if cfg!(target_arch = "aarch64") {
+        A::Aarch64
+    } else if cfg!(target_arch = "riscv64") {
+        A::Riscv64
+    } else if cfg!(target_arch = "s390x") {
+        A::S390x
+    } else if cfg!(target_arch = "powerpc64") {
+        A::PowerPc64
+    } else {
+        A::Unknown
+    }
 }
 
 impl SymbolTable {
@@ -202,26 +232,23 @@ impl SymbolTable {
 
     /// [`SymbolTable::read`] with another directory for debug files.
     pub fn read_with_debug_root(path: &Path, debug_root: &Path) -> Result<Self, TargetError> {
-        let data = map_file(path).map_err(|source| TargetError::NoSuchBinary {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        let mut syms = parse_symbols(path, &data)?;
+        Self::from_binary(&BinaryFile::open(path)?, debug_root)
+    }
+
+    /// Reads the symbols of a binary already opened.
+    pub fn from_binary(binary: &BinaryFile, debug_root: &Path) -> Result<Self, TargetError> {
+        let data = binary.map()?;
+        let mut syms = parse_symbols(binary.path(), &data)?;
         let mut debug_file = None;
         let mut looked_for_debug = Vec::new();
         if !syms.has_symtab {
             match debuginfo::find(
-                &canonical,
+                binary.path(),
                 syms.build_id.as_deref(),
                 syms.debuglink.as_ref(),
                 debug_root,
             ) {
-                DebugFile::Found(found) => {
-                    let dbg_data = map_file(&found).map_err(|source| TargetError::NoSuchBinary {
-                        path: found.clone(),
-                        source,
-                    })?;
+                DebugFile::Found(found, dbg_data) => {
                     let dbg = parse_symbols(&found, &dbg_data)?;
                     syms.count += dbg.count;
                     syms.has_symtab = dbg.has_symtab;
@@ -232,7 +259,7 @@ impl SymbolTable {
             }
         }
         let mut table = SymbolTable {
-            path: canonical,
+            path: binary.path().to_path_buf(),
             data,
             functions: Vec::new(),
             by_name: HashMap::default(),
@@ -243,8 +270,12 @@ impl SymbolTable {
             stripped: !syms.has_symtab,
             demangled: Vec::new(),
             segments: syms.segments,
+            by_address: Vec::new(),
         };
         table.fold(syms.defined);
+        let mut order: Vec<usize> = (0..table.functions.len()).collect();
+        order.sort_unstable_by_key(|&i| table.functions[i].address);
+        table.by_address = order;
         Ok(table)
     }
 
@@ -326,7 +357,7 @@ impl SymbolTable {
             .map(|s| addr - s.vaddr + s.offset)
     }
 
-    /// Canonical path of the binary.
+    /// Path of the binary (as opened, symlinks resolved).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -338,9 +369,48 @@ impl SymbolTable {
 
     /// Up to `len` bytes of the file from `offset` (fewer at its end).
     pub(crate) fn bytes_at(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        let data = &self.data[..];
         let start = usize::try_from(offset).ok()?;
-        let end = start.saturating_add(usize::try_from(len).ok()?).min(self.data.len());
-        self.data.get(start..end)
+        let end = start.saturating_add(usize::try_from(len).ok()?).min(data.len());
+        data.get(start..end)
+    }
+
+    /// The virtual address of file offset `offset`, through the executable
+    /// `PT_LOAD` segment that holds it; `None` outside executable code.
+    pub fn code_address_of(&self, offset: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|s| s.exec && offset >= s.offset && offset - s.offset < s.filesz)
+            .map(|s| offset - s.offset + s.vaddr)
+    }
+
+    /// The executable segment's range of addresses holding `addr`.
+    fn code_segment_of(&self, addr: u64) -> Option<(u64, u64)> {
+        self.segments
+            .iter()
+            .find(|s| s.exec && addr >= s.vaddr && addr - s.vaddr < s.filesz)
+            .map(|s| (s.vaddr, s.vaddr + s.filesz))
+    }
+
+    /// The function whose code holds address `addr`, and its extent in bytes:
+    /// its size, or for a symbol of size 0 up to the next function (or the end
+    /// of its segment).
+    pub(crate) fn function_holding(&self, addr: u64) -> Option<(&FunctionSymbol, u64)> {
+        let (_, seg_end) = self.code_segment_of(addr)?;
+        let pos = self.by_address.partition_point(|&i| self.functions[i].address <= addr);
+        // Aliases are folded, so the nearest function starting at or before addr
+        // is the only candidate.
+        let f = &self.functions[*self.by_address.get(pos.checked_sub(1)?)?];
+        let extent = if f.size > 0 {
+            f.size
+        } else {
+            let next = self.by_address.get(pos).map_or(seg_end, |&i| self.functions[i].address);
+            next.min(seg_end).saturating_sub(f.address)
+        };
+        if addr - f.address < extent {
+            return Some((f, extent));
+        }
+        None
     }
 
     /// Why the kernel's uprobe code would refuse a probe at file offset
@@ -415,12 +485,12 @@ impl SymbolTable {
         if self.imported.contains(plain) {
             return Err(TargetError::Imported {
                 symbol: name.to_string(),
-                binary: self.path.clone(),
+                binary: self.path().to_path_buf(),
             });
         }
         Err(TargetError::NoSymbol {
             symbol: name.to_string(),
-            binary: self.path.clone(),
+            binary: self.path().to_path_buf(),
             hint: self.hint(plain),
         })
     }
@@ -472,15 +542,6 @@ impl SymbolTable {
         }
         hint
     }
-}
-
-/// Maps a file read-only: only the pages the symbol tables occupy are read,
-/// not the whole (possibly 100s of MB) binary.
-pub(crate) fn map_file(path: &Path) -> std::io::Result<memmap2::Mmap> {
-    let file = std::fs::File::open(path)?;
-    // SAFETY: a private read-only mapping; binaries are not rewritten in place
-    // while being probed (a rebuild replaces the file, which keeps this mapping).
-    unsafe { memmap2::Mmap::map(&file) }
 }
 
 fn looked(paths: &[PathBuf]) -> String {

@@ -16,9 +16,11 @@
 //! | demangling and globs | `names` ([`demangle`], [`Pattern`]) |
 //! | debug files of stripped binaries | [`debuginfo`] |
 //! | bare library names, `/proc/PID/maps`, `ld.so.cache`, containers | [`libpath`] |
+//! | one opened file per binary, handed to the kernel | [`BinaryFile`] |
 //! | per-file cache (device, inode, mtime) | [`cache`] |
 //! | x86-64 instruction boundaries | `boundary` |
 
+mod binary;
 mod boundary;
 pub mod cache;
 pub mod debuginfo;
@@ -28,7 +30,9 @@ mod names;
 mod query;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+pub use binary::BinaryFile;
 pub use elf::{FunctionSymbol, SymbolTable};
 pub use libpath::find_binary;
 pub use names::{demangle, Pattern};
@@ -64,6 +68,7 @@ pub struct Target {
     location: Location,
     cookie: u64,
     pid: Option<u32>,
+    unverified: bool,
 }
 
 impl Target {
@@ -96,6 +101,7 @@ impl Target {
             location,
             cookie: 0,
             pid: None,
+            unverified: false,
         }
     }
 
@@ -112,6 +118,16 @@ impl Target {
             Location::Symbol { offset: o, .. } => *o = offset,
             Location::FileOffset(o) | Location::VirtualAddress(o) => *o += offset,
         }
+        self
+    }
+
+    /// Accepts a file offset or address that no function symbol covers without
+    /// proof that it starts an instruction (a probe inside an instruction
+    /// corrupts the traced program: use only for an offset you have checked,
+    /// e.g. in a stripped binary). Offsets inside a known function are always
+    /// checked.
+    pub fn allow_unverified(mut self) -> Self {
+        self.unverified = true;
         self
     }
 
@@ -140,7 +156,10 @@ impl Target {
 /// A target resolved to a file offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedTarget {
-    /// Canonical path of the binary.
+    /// The binary, opened once: the offset was computed from this file, and the
+    /// kernel attaches to this file.
+    pub binary: Arc<BinaryFile>,
+    /// Path of the binary (as opened, symlinks resolved).
     pub path: PathBuf,
     /// File offset of the probed instruction.
     pub offset: u64,
@@ -168,6 +187,41 @@ pub enum TargetError {
         /// The error.
         #[source]
         source: std::io::Error,
+    },
+    /// A directory, device, pipe or empty file.
+    #[error("{path} is {what}, not a binary: name an executable or shared library")]
+    NotABinary {
+        /// The path.
+        path: PathBuf,
+        /// What it is.
+        what: &'static str,
+    },
+    /// An ELF binary for another machine.
+    #[error("{path} is built for {found}, but this machine runs {expected}: uprobes can only probe binaries of the running architecture")]
+    WrongArchitecture {
+        /// The path.
+        path: PathBuf,
+        /// Its architecture.
+        found: String,
+        /// The host's.
+        expected: String,
+    },
+    /// A file offset or address that is not in executable code.
+    #[error("{location} in {binary} is not in an executable segment: a uprobe must sit on code")]
+    NotCode {
+        /// `file offset 0x..` or `address 0x..`.
+        location: String,
+        /// The binary.
+        binary: PathBuf,
+    },
+    /// A file offset or address no function symbol covers: sonde cannot prove
+    /// it starts an instruction.
+    #[error("{location} in {binary} is in no known function, so sonde cannot check that it starts an instruction (a probe inside one corrupts the program): probe a symbol, or vouch for the offset with Target::allow_unverified")]
+    Unverifiable {
+        /// `file offset 0x..` or `address 0x..`.
+        location: String,
+        /// The binary.
+        binary: PathBuf,
     },
     /// The file is not an ELF file.
     #[error("{path} is not an ELF binary: {reason}")]
@@ -283,56 +337,39 @@ pub enum TargetError {
     },
 }
 
-/// Resolves targets to file offsets. Each binary's symbols are read once
-/// ([`cache`]); bare library names are looked up ([`find_binary`]).
+/// Resolves targets to file offsets. Each binary is opened once and its
+/// symbols read once ([`cache`]); bare library names are looked up
+/// ([`find_binary`]). Every location is proven to start an instruction the
+/// kernel can probe.
 pub fn resolve(targets: &[Target]) -> Result<Vec<ResolvedTarget>, TargetError> {
     let mut out = Vec::with_capacity(targets.len());
-    let mut paths: Vec<((PathBuf, Option<u32>), PathBuf)> = Vec::new();
+    // One open file and table per (binary as named, pid): 10,000 targets of one
+    // binary cost one open, one stat and one lookup of the cache.
+    type Opened = (Arc<BinaryFile>, Arc<SymbolTable>);
+    let mut opened: Vec<((&Path, Option<u32>), Opened)> = Vec::new();
     for t in targets {
-        let key = (t.binary.clone(), t.pid);
-        let path = match paths.iter().find(|(k, _)| k == &key) {
-            Some((_, p)) => p.clone(),
+        let key = (t.binary.as_path(), t.pid);
+        let (binary, table) = match opened.iter().find(|(k, _)| *k == key) {
+            Some((_, o)) => o.clone(),
             None => {
-                let p = find_binary(&t.binary, t.pid)?;
-                paths.push((key, p.clone()));
-                p
+                let path = find_binary(&t.binary, t.pid)?;
+                let binary = Arc::new(BinaryFile::open(&path)?);
+                let table = cache::symbols_of(&binary, Path::new(debuginfo::DEFAULT_DEBUG_ROOT))?;
+                opened.push((key, (Arc::clone(&binary), Arc::clone(&table))));
+                (binary, table)
             }
         };
-        let table = cache::symbols(&path, Path::new(debuginfo::DEFAULT_DEBUG_ROOT))?;
-        let (offset, symbol) = match &t.location {
-            Location::FileOffset(off) => {
-                if *off >= table.file_size() {
-                    return Err(TargetError::BadFileOffset {
-                        offset: *off,
-                        size: table.file_size(),
-                        binary: path,
-                    });
-                }
-                (*off, None)
-            }
-            Location::VirtualAddress(addr) => {
-                let off = table.file_offset_of(*addr).ok_or_else(|| TargetError::NotMapped {
-                    symbol: format!("{addr:#x}"),
-                    address: *addr,
-                    binary: path.clone(),
-                })?;
-                (off, None)
-            }
-            Location::Symbol { name, offset } => {
-                let f = table.function(name)?;
-                check_offset(&table, f, *offset)?;
-                if let Some(reason) = table.refusal_at(f.file_offset + offset) {
-                    return Err(TargetError::NotProbeable {
-                        symbol: f.name.clone(),
-                        binary: table.path().to_path_buf(),
-                        reason,
-                    });
-                }
-                (f.file_offset + offset, Some(f.name.clone()))
-            }
-        };
+        let (offset, symbol) = locate(&table, t)?;
+        if let Some(reason) = table.refusal_at(offset) {
+            return Err(TargetError::NotProbeable {
+                symbol: symbol.clone().unwrap_or_else(|| format!("offset {offset:#x}")),
+                binary: table.path().to_path_buf(),
+                reason,
+            });
+        }
         out.push(ResolvedTarget {
             path: table.path().to_path_buf(),
+            binary,
             offset,
             cookie: t.cookie,
             symbol,
@@ -341,30 +378,98 @@ pub fn resolve(targets: &[Target]) -> Result<Vec<ResolvedTarget>, TargetError> {
     Ok(out)
 }
 
-/// An offset into `f`: within its size and, on x86-64, on an instruction boundary.
-fn check_offset(table: &SymbolTable, f: &FunctionSymbol, offset: u64) -> Result<(), TargetError> {
+/// The file offset of `t` in `table`'s binary, proven to start an instruction.
+fn locate(table: &SymbolTable, t: &Target) -> Result<(u64, Option<String>), TargetError> {
+    let path = || table.path().to_path_buf();
+    let (address, what) = match &t.location {
+        Location::Symbol { name, offset } => {
+            let f = table.function(name)?;
+            let (_, extent) = table
+                .function_holding(f.address)
+                .filter(|(g, _)| g.address == f.address)
+                .unwrap_or((f, f.size));
+            if *offset > 0 && (extent == 0 || *offset >= extent) {
+                return Err(TargetError::OffsetOutsideSymbol {
+                    symbol: f.name.clone(),
+                    offset: *offset,
+                    size: extent,
+                    binary: path(),
+                });
+            }
+            check_boundary(table, f, extent, *offset)?;
+            return Ok((f.file_offset + offset, Some(f.name.clone())));
+        }
+        Location::FileOffset(off) => {
+            if *off >= table.file_size() {
+                return Err(TargetError::BadFileOffset {
+                    offset: *off,
+                    size: table.file_size(),
+                    binary: path(),
+                });
+            }
+            let what = format!("file offset {off:#x}");
+            let address = table.code_address_of(*off).ok_or_else(|| TargetError::NotCode {
+                location: what.clone(),
+                binary: path(),
+            })?;
+            (address, what)
+        }
+        Location::VirtualAddress(addr) => {
+            let what = format!("address {addr:#x}");
+            let Some(off) = table.file_offset_of(*addr) else {
+                return Err(TargetError::NotMapped {
+                    symbol: format!("{addr:#x}"),
+                    address: *addr,
+                    binary: path(),
+                });
+            };
+            if table.code_address_of(off) != Some(*addr) {
+                return Err(TargetError::NotCode {
+                    location: what,
+                    binary: path(),
+                });
+            }
+            (*addr, what)
+        }
+    };
+    let offset = table.file_offset_of(address).unwrap_or_default();
+    match table.function_holding(address) {
+        Some((f, extent)) => {
+            check_boundary(table, f, extent, address - f.address)?;
+            let symbol = if address == f.address {
+                f.name.clone()
+            } else {
+                format!("{}+{:#x}", f.name, address - f.address)
+            };
+            Ok((offset, Some(symbol)))
+        }
+        None if t.unverified => Ok((offset, None)),
+        None => Err(TargetError::Unverifiable {
+            location: what,
+            binary: path(),
+        }),
+    }
+}
+
+/// An offset into `f` (whose code spans `extent` bytes) must start an
+/// instruction: decoded from the function's entry on x86-64, a multiple of the
+/// fixed instruction size elsewhere.
+fn check_boundary(table: &SymbolTable, f: &FunctionSymbol, extent: u64, offset: u64) -> Result<(), TargetError> {
     if offset == 0 {
         return Ok(());
     }
-    if f.size > 0 && offset >= f.size {
-        return Err(TargetError::OffsetOutsideSymbol {
-            symbol: f.name.clone(),
-            offset,
-            size: f.size,
-            binary: table.path().to_path_buf(),
-        });
+    let inside = |instruction| TargetError::NotInstructionBoundary {
+        symbol: f.name.clone(),
+        offset,
+        instruction,
+        binary: table.path().to_path_buf(),
+    };
+    if cfg!(target_arch = "x86_64") {
+        let code = table.bytes_at(f.file_offset, extent).unwrap_or_default();
+        boundary::check_x86_64(code, f.address, offset).map_err(inside)
+    } else if cfg!(any(target_arch = "aarch64", target_arch = "powerpc64")) && offset % 4 != 0 {
+        Err(inside(offset - offset % 4))
+    } else {
+        Ok(())
     }
-    if cfg!(target_arch = "x86_64") && f.size > 0 {
-        if let Some(code) = table.bytes_at(f.file_offset, f.size) {
-            if let Err(instruction) = boundary::check_x86_64(code, f.address, offset) {
-                return Err(TargetError::NotInstructionBoundary {
-                    symbol: f.name.clone(),
-                    offset,
-                    instruction,
-                    binary: table.path().to_path_buf(),
-                });
-            }
-        }
-    }
-    Ok(())
 }

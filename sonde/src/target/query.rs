@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::names::Pattern;
-use super::{cache, debuginfo, find_binary, FunctionSymbol, ResolvedTarget, SymbolTable, Target, TargetError};
+use super::{
+    cache, debuginfo, find_binary, BinaryFile, FunctionSymbol, ResolvedTarget, SymbolTable, Target, TargetError,
+};
 
 /// A query: glob patterns over the functions of one binary or library.
 ///
@@ -57,7 +59,11 @@ pub struct FunctionMatch {
 #[derive(Debug, Clone)]
 pub struct FunctionSet {
     path: PathBuf,
+    binary: Arc<BinaryFile>,
     table: Arc<SymbolTable>,
+    /// How many functions of the set show each display name (for
+    /// [`FunctionSet::label`]), counted on first use: one pass, not one per label.
+    names: std::sync::OnceLock<rustc_hash::FxHashMap<String, u32>>,
     functions: Vec<FunctionMatch>,
     skipped: Vec<(String, &'static str)>,
 }
@@ -104,7 +110,8 @@ impl Functions {
     /// that is only imported, or absent, is an error naming the closest names.
     pub fn resolve(&self) -> Result<FunctionSet, TargetError> {
         let path = find_binary(&self.binary, self.pid)?;
-        let table = cache::symbols(&path, &self.debug_root)?;
+        let binary = Arc::new(BinaryFile::open(&path)?);
+        let table = cache::symbols_of(&binary, &self.debug_root)?;
         let mut chosen: Vec<(usize, bool)> = Vec::new();
         let mut seen = vec![false; table.functions().len()];
         for text in &self.patterns {
@@ -172,7 +179,7 @@ impl Functions {
                 });
             }
         }
-        let functions = chosen
+        let functions: Vec<FunctionMatch> = chosen
             .into_iter()
             .enumerate()
             .map(|(cookie, (i, _))| {
@@ -188,7 +195,9 @@ impl Functions {
             .collect();
         Ok(FunctionSet {
             path: table.path().to_path_buf(),
+            binary,
             table,
+            names: std::sync::OnceLock::new(),
             functions,
             skipped,
         })
@@ -242,10 +251,15 @@ impl FunctionSet {
     /// has the same name.
     pub fn label(&self, f: &FunctionMatch) -> String {
         let name = self.display_name(f);
-        let twin = self
-            .functions
-            .iter()
-            .any(|g| g.cookie != f.cookie && self.display_name(g) == name);
+        let names = self.names.get_or_init(|| {
+            let mut names = rustc_hash::FxHashMap::default();
+            names.reserve(self.functions.len());
+            for g in &self.functions {
+                *names.entry(self.display_name(g).to_string()).or_insert(0u32) += 1;
+            }
+            names
+        });
+        let twin = names.get(name).is_some_and(|&n| n > 1);
         if twin && f.symbol.version.is_some() {
             f.symbol.versioned_name()
         } else {
@@ -263,6 +277,7 @@ impl FunctionSet {
         self.functions
             .iter()
             .map(|f| ResolvedTarget {
+                binary: Arc::clone(&self.binary),
                 path: self.path.clone(),
                 offset: f.file_offset,
                 cookie: f.cookie,

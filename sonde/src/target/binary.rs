@@ -1,0 +1,133 @@
+//! One opened binary: every fact sonde uses about a file (its symbols, build-id,
+//! instructions, the path it reports, its identity, the path handed to the
+//! kernel) comes from this one open file, so a path that changes meaning between
+//! two looks (a symlink flipped, a file replaced) cannot pair one file's offsets
+//! with another file's code.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use super::TargetError;
+
+/// A binary opened once.
+///
+/// Its symbol table ([`super::cache`]) is read from a mapping of this open file,
+/// or taken from the cache when an earlier read had the same device, inode,
+/// mtime and size (the cached mapping pins that inode, so the number cannot
+/// have been reused). The descriptor lives as long as the targets resolved from
+/// it, and is the file the kernel attaches to.
+///
+/// The kernel is handed `/proc/self/fd/N` of this very file (see
+/// [`BinaryFile::kernel_path`]): a magic link the kernel follows to the open
+/// file itself, never to whatever the original path names by then. That path is
+/// also plain ASCII, so it fits tracefs' `uprobe_events` syntax whatever the
+/// real path contains (spaces, newlines).
+#[derive(Debug)]
+pub struct BinaryFile {
+    file: File,
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    mtime: (i64, i64),
+    size: u64,
+}
+
+/// What identifies a file's contents for caching: device, inode, mtime, size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+    pub mtime: (i64, i64),
+    pub size: u64,
+}
+
+impl BinaryFile {
+    /// Opens `path` (following symlinks once, at open time) and maps it.
+    /// A directory, device or empty file is refused by name.
+    pub fn open(path: &Path) -> Result<Self, TargetError> {
+        let no_such = |source| TargetError::NoSuchBinary {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(no_such)?;
+        let meta = file.metadata().map_err(no_such)?;
+        let kind = meta.file_type();
+        let what = if kind.is_dir() {
+            Some("a directory")
+        } else if kind.is_block_device() || kind.is_char_device() {
+            Some("a device")
+        } else if kind.is_fifo() || kind.is_socket() {
+            Some("a pipe or socket")
+        } else if !kind.is_file() {
+            Some("not a regular file")
+        } else if meta.len() == 0 {
+            Some("an empty file")
+        } else {
+            None
+        };
+        if let Some(what) = what {
+            return Err(TargetError::NotABinary {
+                path: path.to_path_buf(),
+                what,
+            });
+        }
+        // The name of the file actually opened (symlinks resolved by the open).
+        let real =
+            std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap_or_else(|_| path.to_path_buf());
+        Ok(BinaryFile {
+            path: real,
+            dev: meta.dev(),
+            ino: meta.ino(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            size: meta.len(),
+            file,
+        })
+    }
+
+    /// The path of the file that was opened (symlinks resolved).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path the kernel is given: `/proc/self/fd/N` of this open file, which
+    /// names this inode and no other, and needs no escaping.
+    pub fn kernel_path(&self) -> CString {
+        CString::new(format!("/proc/self/fd/{}", self.file.as_raw_fd())).unwrap_or_default()
+    }
+
+    /// Device and inode of the open file.
+    pub fn inode(&self) -> (u64, u64) {
+        (self.dev, self.ino)
+    }
+
+    pub(crate) fn id(&self) -> FileId {
+        FileId {
+            dev: self.dev,
+            ino: self.ino,
+            mtime: self.mtime,
+            size: self.size,
+        }
+    }
+
+    /// Maps the open file read-only: only the pages read (symbol tables, a
+    /// function's first bytes) are loaded, not a whole 200 MB library.
+    pub(crate) fn map(&self) -> Result<memmap2::Mmap, TargetError> {
+        // SAFETY: a private read-only mapping. Binaries are replaced, not rewritten
+        // in place, when rebuilt or upgraded; a replacement keeps this mapping.
+        unsafe { memmap2::Mmap::map(&self.file) }.map_err(|source| TargetError::NoSuchBinary {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+impl PartialEq for BinaryFile {
+    fn eq(&self, other: &Self) -> bool {
+        self.inode() == other.inode()
+    }
+}
+
+impl Eq for BinaryFile {}
