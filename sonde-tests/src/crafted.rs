@@ -77,3 +77,13 @@ pub fn many_entries(insns: usize, programs: usize, size_of: impl Fn(usize, u64) 
     }
     o.write().expect("object::write")
 }
+
+/// A relocatable ELF for another machine, with one function `f` (`ret` on
+/// aarch64: `d65f03c0`).
+pub fn foreign_elf(arch: Architecture) -> Vec<u8> {
+    let mut o = Object::new(BinaryFormat::Elf, arch, Endianness::Little);
+    let text = o.add_section(Vec::new(), b".text".to_vec(), SectionKind::Text);
+    o.append_section_data(text, &[0xc0, 0x03, 0x5f, 0xd6], 4);
+    add_function(&mut o, text, "f", 0, 4);
+    o.write().expect("object::write")
+}

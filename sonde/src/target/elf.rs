@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use object::elf::{PF_X, PT_LOAD, SHN_UNDEF, STT_FUNC, STT_GNU_IFUNC};
-use object::read::elf::{ElfFile, FileHeader, ProgramHeader as _, Sym as _};
+use object::read::elf::{ElfFile, FileHeader, ProgramHeader as _, SectionHeader as _, Sym as _};
 use object::Object as _;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
@@ -70,6 +70,9 @@ pub struct SymbolTable {
     stripped: bool,
     demangled: Vec<OnceLock<Option<String>>>,
     segments: Vec<Segment>,
+    /// Address ranges of executable sections (`SHF_EXECINSTR`), sorted: a symbol
+    /// of size 0 is taken to end at its section's end at the latest.
+    code_sections: Vec<(u64, u64)>,
     /// Function indices in address order (for "which function holds this address").
     by_address: Vec<usize>,
 }
@@ -95,6 +98,7 @@ struct RawSym {
 #[derive(Default)]
 struct Symbols {
     defined: Vec<RawSym>,
+    code_sections: Vec<(u64, u64)>,
     imported: Vec<String>,
     has_symtab: bool,
     segments: Vec<Segment>,
@@ -127,6 +131,15 @@ fn read_elf<Elf: FileHeader<Endian = object::Endianness>>(
         ..Symbols::default()
     };
     let sections = elf.elf_section_table();
+    out.code_sections = sections
+        .iter()
+        .filter(|s| u64::from(s.sh_flags(e).into()) & u64::from(object::elf::SHF_EXECINSTR) != 0)
+        .map(|s| {
+            let addr: u64 = s.sh_addr(e).into();
+            (addr, addr.saturating_add(s.sh_size(e).into()))
+        })
+        .collect();
+    out.code_sections.sort_unstable();
     let versions = sections.versions(e, data)?;
     for (table, dynamic) in [(elf.elf_symbol_table(), false), (elf.elf_dynamic_symbol_table(), true)] {
         if !dynamic && !table.is_empty() {
@@ -270,6 +283,7 @@ impl SymbolTable {
             stripped: !syms.has_symtab,
             demangled: Vec::new(),
             segments: syms.segments,
+            code_sections: syms.code_sections,
             by_address: Vec::new(),
         };
         table.fold(syms.defined);
@@ -404,8 +418,16 @@ impl SymbolTable {
         let extent = if f.size > 0 {
             f.size
         } else {
+            // Unknown size: up to the next function, the end of its section or
+            // the end of its segment, whichever comes first.
             let next = self.by_address.get(pos).map_or(seg_end, |&i| self.functions[i].address);
-            next.min(seg_end).saturating_sub(f.address)
+            let k = self.code_sections.partition_point(|&(start, _)| start <= f.address);
+            let section_end = k
+                .checked_sub(1)
+                .and_then(|k| self.code_sections.get(k))
+                .filter(|&&(_, end)| f.address < end)
+                .map_or(seg_end, |&(_, end)| end);
+            next.min(seg_end).min(section_end).saturating_sub(f.address)
         };
         if addr - f.address < extent {
             return Some((f, extent));

@@ -368,7 +368,7 @@ pub fn resolve(targets: &[Target]) -> Result<Vec<ResolvedTarget>, TargetError> {
             });
         }
         out.push(ResolvedTarget {
-            path: table.path().to_path_buf(),
+            path: binary.path().to_path_buf(),
             binary,
             offset,
             cookie: t.cookie,

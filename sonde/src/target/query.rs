@@ -194,7 +194,7 @@ impl Functions {
             })
             .collect();
         Ok(FunctionSet {
-            path: table.path().to_path_buf(),
+            path: binary.path().to_path_buf(),
             binary,
             table,
             names: std::sync::OnceLock::new(),

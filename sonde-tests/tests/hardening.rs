@@ -1,0 +1,290 @@
+//! A tracer must never harm what it traces: every fact about a binary comes from
+//! one opened file (a path flipped between two looks cannot pair one file's
+//! offsets with another's code), a path reaches tracefs only as a name that
+//! cannot inject a line, and every location is proven to start an instruction.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use object::{Object as _, ObjectSection as _};
+use sonde::{AttachOptions, Functions, Object, Target, TargetError, Tier};
+use sonde_tests::{counts, crafted, fixtures, require_root, spawn_fixture, tier_supported, PROBES};
+
+/// Tests here attach system-wide and count tracefs lines: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The calls fixture-pie and fixture-nopie make, by function.
+const CALLS: [(&str, u64); 4] = [("fx_alpha", 1), ("fx_beta", 2), ("fx_gamma", 3), ("fx_delta", 4)];
+
+fn fx(binary: &Path) -> sonde::FunctionSet {
+    Functions::in_binary(binary)
+        .patterns(CALLS.iter().map(|(n, _)| *n))
+        .resolve()
+        .unwrap_or_else(|e| panic!("{}: {e}", binary.display()))
+}
+
+fn by_name(object: &Object, set: &sonde::FunctionSet) -> BTreeMap<String, u64> {
+    let mut out: BTreeMap<String, u64> = set.iter().map(|f| (f.name.clone(), 0)).collect();
+    for (cookie, n) in counts(object, "COUNTS") {
+        let f = set.get(cookie).expect("cookie of the set");
+        *out.get_mut(&f.name).expect("name") += n;
+    }
+    out
+}
+
+fn expected() -> BTreeMap<String, u64> {
+    CALLS.iter().map(|(n, c)| (n.to_string(), *c)).collect()
+}
+
+/// A scratch directory under the fixtures (same filesystem: hard links work).
+fn scratch(name: &str) -> PathBuf {
+    let d = fixtures().join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+#[test]
+fn a_symlink_flipped_after_resolving_does_not_move_the_probes() {
+    require_root();
+    let _s = serial();
+    let dir = scratch("flip");
+    let link = dir.join("app");
+    std::os::unix::fs::symlink(fixtures().join("fixture-pie"), &link).expect("symlink");
+    for tier in Tier::ALL {
+        if !tier_supported(tier) {
+            continue;
+        }
+        let set = fx(&link);
+        // The name now means another binary, with other offsets for the same names.
+        std::fs::remove_file(&link).expect("unlink");
+        std::os::unix::fs::symlink(fixtures().join("fixture-nopie"), &link).expect("symlink");
+        let mut object = Object::load(PROBES).expect("load");
+        let attachment = object
+            .uprobe("count_calls")
+            .expect("program")
+            .attach_resolved(set.targets(), &AttachOptions::default().tier(tier))
+            .expect("attach");
+        // The binary the name points at now runs untouched: nothing counted.
+        spawn_fixture("fixture-nopie").run();
+        let zero: BTreeMap<String, u64> = CALLS.iter().map(|(n, _)| (n.to_string(), 0)).collect();
+        assert_eq!(by_name(&object, &set), zero, "{tier}: probes followed the name");
+        // The binary resolved is the one probed, exactly.
+        spawn_fixture("fixture-pie").run();
+        assert_eq!(by_name(&object, &set), expected(), "{tier}");
+        drop(attachment);
+        std::fs::remove_file(&link).expect("unlink");
+        std::os::unix::fs::symlink(fixtures().join("fixture-pie"), &link).expect("symlink");
+    }
+}
+
+#[test]
+fn resolving_while_a_symlink_flips_pairs_each_path_with_its_own_offsets() {
+    let _s = serial();
+    let dir = scratch("race");
+    let (pie, nopie) = (fixtures().join("fixture-pie"), fixtures().join("fixture-nopie"));
+    let truth: BTreeMap<PathBuf, Vec<u64>> = [&pie, &nopie]
+        .into_iter()
+        .map(|p| {
+            let set = fx(p);
+            (set.path().to_path_buf(), set.iter().map(|f| f.file_offset).collect())
+        })
+        .collect();
+    assert_ne!(
+        truth[&truth.keys().next().cloned().unwrap()],
+        truth[&truth.keys().nth(1).cloned().unwrap()]
+    );
+    let link = dir.join("app");
+    std::os::unix::fs::symlink(&pie, &link).expect("symlink");
+    let stop = Arc::new(AtomicBool::new(false));
+    let flipper = {
+        let (stop, link, dir) = (Arc::clone(&stop), link.clone(), dir.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let tmp = dir.join("tmp");
+                let _ = std::fs::remove_file(&tmp);
+                let to = if n % 2 == 0 { &nopie } else { &pie };
+                std::os::unix::fs::symlink(to, &tmp).expect("symlink");
+                std::fs::rename(&tmp, &link).expect("rename");
+                n += 1;
+            }
+            n
+        })
+    };
+    let mut seen = BTreeMap::<PathBuf, u32>::new();
+    for _ in 0..1_500 {
+        let set = fx(&link);
+        let offsets: Vec<u64> = set.iter().map(|f| f.file_offset).collect();
+        let want = truth
+            .get(set.path())
+            .unwrap_or_else(|| panic!("unknown path {}", set.path().display()));
+        assert_eq!(
+            &offsets,
+            want,
+            "offsets of one file reported with {}",
+            set.path().display()
+        );
+        *seen.entry(set.path().to_path_buf()).or_default() += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let flips = flipper.join().expect("flipper");
+    assert!(flips > 10, "the link flipped {flips} times");
+    println!("resolutions per file while the link flipped {flips} times: {seen:?}");
+}
+
+#[test]
+fn a_path_with_newlines_and_spaces_cannot_inject_a_tracefs_line() {
+    require_root();
+    let _s = serial();
+    let dir = scratch("odd name\np:sonde/injected /bin/sh:0x0 x");
+    let odd = dir.join("fixture pie");
+    // The same inode under a hostile name: the fixture itself runs unchanged.
+    std::fs::hard_link(fixtures().join("fixture-pie"), &odd).expect("hard link");
+    for tier in Tier::ALL {
+        if !tier_supported(tier) {
+            continue;
+        }
+        let lines_before = sonde::inspect::tracefs_uprobes().len();
+        let set = fx(&odd);
+        assert_eq!(set.path(), odd, "the path reported is the file opened");
+        let mut object = Object::load(PROBES).expect("load");
+        let app = spawn_fixture("fixture-pie");
+        let attachment = object
+            .uprobe("count_calls")
+            .expect("program")
+            .attach_resolved(set.targets(), &AttachOptions::default().tier(tier).pid(app.pid()))
+            .expect("attach");
+        let lines = sonde::inspect::tracefs_uprobes();
+        if tier == Tier::Tracefs {
+            assert_eq!(lines.len(), lines_before + CALLS.len(), "{lines:#?}");
+            let ours: Vec<&String> = lines.iter().filter(|l| l.contains("sonde/")).collect();
+            assert!(ours.iter().all(|l| l.contains("/proc/self/fd/")), "{ours:#?}");
+        } else {
+            assert_eq!(lines.len(), lines_before, "{tier} writes no tracefs line");
+        }
+        assert!(!lines.iter().any(|l| l.contains("injected")), "{lines:#?}");
+        app.run();
+        assert_eq!(by_name(&object, &set), expected(), "{tier}");
+        drop(attachment);
+        assert_eq!(
+            sonde::inspect::tracefs_uprobes().len(),
+            lines_before,
+            "{tier}: nothing left"
+        );
+    }
+}
+
+fn plt_offset(binary: &Path) -> u64 {
+    let data = std::fs::read(binary).expect("read");
+    let file = object::File::parse(&*data).expect("elf");
+    let plt = file.section_by_name(".plt").expect(".plt");
+    plt.file_range().expect("in file").0
+}
+
+#[test]
+fn every_location_kind_is_proven_to_start_an_instruction() {
+    let pie = fixtures().join("fixture-pie");
+    let alpha = fx(&pie)
+        .iter()
+        .find(|f| f.name == "fx_alpha")
+        .cloned()
+        .expect("fx_alpha");
+    // fx_alpha is `lea 0x1(%rdi),%eax` (3 bytes), then `ret`.
+    let refused = |t: Target| match sonde::target::resolve(&[t.clone()]) {
+        Err(e) => e,
+        Ok(r) => panic!("{t:?} resolved to {:#x}", r[0].offset),
+    };
+    for t in [
+        Target::file_offset(&pie, alpha.file_offset + 1),
+        Target::file_offset(&pie, alpha.file_offset + 2),
+        Target::virtual_address(&pie, alpha.symbol.address + 1),
+        Target::symbol(&pie, "fx_alpha").at_offset(2),
+        // A symbol of size 0 (crtstuff's, `lea 0x..(%rip),%rdi` is 7 bytes).
+        Target::symbol(&pie, "deregister_tm_clones").at_offset(3),
+    ] {
+        let e = refused(t);
+        assert!(matches!(e, TargetError::NotInstructionBoundary { .. }), "{e}");
+        assert!(e.to_string().contains("inside an instruction"), "{e}");
+    }
+    // Boundaries resolve, named by the function that holds them.
+    let ok = sonde::target::resolve(&[
+        Target::file_offset(&pie, alpha.file_offset + 3),
+        Target::virtual_address(&pie, alpha.symbol.address),
+        Target::symbol(&pie, "deregister_tm_clones").at_offset(7),
+    ])
+    .expect("boundaries");
+    assert_eq!(ok[0].offset, alpha.file_offset + 3);
+    assert_eq!(ok[0].symbol.as_deref(), Some("fx_alpha+0x3"));
+    assert_eq!(ok[1].symbol.as_deref(), Some("fx_alpha"));
+    // A size-0 symbol ends at the next function: an offset past it is refused.
+    let e = refused(Target::symbol(&pie, "deregister_tm_clones").at_offset(0x1000));
+    assert!(matches!(e, TargetError::OffsetOutsideSymbol { .. }), "{e}");
+    // Not code at all (the ELF header), or code no symbol covers (the PLT).
+    let e = refused(Target::file_offset(&pie, 0));
+    assert!(matches!(e, TargetError::NotCode { .. }), "{e}");
+    let plt = plt_offset(&pie) + 16;
+    let e = refused(Target::file_offset(&pie, plt));
+    assert!(matches!(e, TargetError::Unverifiable { .. }), "{e}");
+    assert!(e.to_string().contains("allow_unverified"), "{e}");
+    let vouched = sonde::target::resolve(&[Target::file_offset(&pie, plt).allow_unverified()]).expect("vouched");
+    assert_eq!(vouched[0].offset, plt);
+}
+
+#[test]
+fn a_mid_instruction_file_offset_never_reaches_the_kernel() {
+    require_root();
+    let _s = serial();
+    let pie = fixtures().join("fixture-pie");
+    let alpha = fx(&pie)
+        .iter()
+        .find(|f| f.name == "fx_alpha")
+        .cloned()
+        .expect("fx_alpha");
+    let before = sonde::inspect::links().expect("links").len();
+    let mut object = Object::load(PROBES).expect("load");
+    let err = object
+        .uprobe("count_calls")
+        .expect("program")
+        .attach(
+            &[Target::file_offset(&pie, alpha.file_offset + 1)],
+            &AttachOptions::default(),
+        )
+        .expect_err("refused");
+    assert!(err.to_string().contains("inside an instruction"), "{err}");
+    assert_eq!(
+        sonde::inspect::links().expect("links").len(),
+        before,
+        "nothing attached"
+    );
+    // And the program computes what it should with nothing attached.
+    spawn_fixture("fixture-pie").run();
+}
+
+#[test]
+fn a_binary_of_another_architecture_is_refused_by_name() {
+    let dir = std::env::temp_dir().join(format!("sonde-foreign-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("app-aarch64");
+    std::fs::write(&path, crafted::foreign_elf(object::Architecture::Aarch64)).expect("write");
+    let e = Functions::in_binary(&path).pattern("f").resolve().expect_err("refused");
+    assert!(matches!(e, TargetError::WrongArchitecture { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("Aarch64") && msg.contains("X86_64"), "{msg}");
+    let e = sonde::target::resolve(&[Target::symbol(&path, "f")]).expect_err("refused");
+    assert!(matches!(e, TargetError::WrongArchitecture { .. }), "{e}");
+    // Neither a directory nor an empty file is a binary.
+    let e = Functions::in_binary(&dir).pattern("f").resolve().expect_err("dir");
+    assert!(e.to_string().contains("is a directory"), "{e}");
+    let empty = dir.join("empty");
+    std::fs::write(&empty, b"").expect("write");
+    let e = Functions::in_binary(&empty).pattern("f").resolve().expect_err("empty");
+    assert!(e.to_string().contains("empty file"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
