@@ -84,6 +84,7 @@ fn main() {
             .arg(o("fixture-pie"))
             .arg(o(name)));
     }
+    many_functions(&out);
     let id = build_id(&o("fixture-pie"));
     let dir = o("debugroot/.build-id").join(&id[..2]);
     std::fs::create_dir_all(&dir).expect("build-id dir");
@@ -98,4 +99,30 @@ fn build_id(path: &Path) -> String {
         .find_map(|l| l.trim().strip_prefix("Build ID: "))
         .map(str::to_string)
         .expect("fixture-pie has a build-id")
+}
+
+/// How many functions `libmany.so` defines.
+const MANY: usize = 100_000;
+
+/// `libmany.so`: `many_00000` .. `many_99999`, each `push %rbp; pop %rbp; ret`
+/// (an entry the kernel emulates), for tests at the scale of a large library.
+fn many_functions(out: &Path) {
+    use std::fmt::Write;
+    let mut asm = String::with_capacity(MANY * 110);
+    asm.push_str(".text\n");
+    for i in 0..MANY {
+        let _ = writeln!(
+            asm,
+            ".globl many_{i:05}\n.type many_{i:05},@function\nmany_{i:05}:\n push %rbp\n pop %rbp\n ret\n.size many_{i:05},3"
+        );
+    }
+    asm.push_str(".section .note.GNU-stack,\"\",@progbits\n");
+    let src = out.join("many.s");
+    std::fs::write(&src, asm).expect("write many.s");
+    run(Command::new("gcc")
+        .args(["-shared", "-nostdlib", "-Wl,--build-id"])
+        .arg(&src)
+        .arg("-o")
+        .arg(out.join("libmany.so")));
+    let _ = std::fs::remove_file(&src);
 }

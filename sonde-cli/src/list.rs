@@ -82,6 +82,9 @@ struct TierState {
 
 /// Runs `sonde features`.
 pub fn features(json: bool) -> Result<i32, CliError> {
+    // Probing loads tiny programs and opens perf events: without privileges every
+    // probe would fail and every feature would read as missing.
+    crate::session::require_privileges("to probe what the kernel supports (it loads test programs)")?;
     let f = Features::current();
     let scopes = [
         ("all processes", Scope::AllProcesses),

@@ -88,7 +88,7 @@ enum Command {
         /// Globs or names (default: every function).
         patterns: Vec<String>,
         /// Look the library up in this process.
-        #[arg(short, long)]
+        #[arg(short, long, value_parser = session::parse_pid, allow_negative_numbers = true)]
         pid: Option<u32>,
         /// JSON output.
         #[arg(long)]
@@ -130,12 +130,17 @@ pub fn exit_code(stop: Stop) -> i32 {
     match stop {
         Stop::Exited(code) => code,
         Stop::Duration => 0,
+        Stop::ProcessExited(pid) => {
+            eprintln!("sonde: process {pid} exited");
+            0
+        }
         Stop::Signal => 130,
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    sonde::sys::raise_fd_limit();
     let result = match &cli.command {
         Command::Count(c) => count::run(c),
         Command::Latency(c) => latency::run(c),

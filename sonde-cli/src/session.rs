@@ -26,12 +26,14 @@ pub struct Common {
     /// (`str*`, `*HashMap*insert*`, `geo::Shape::area`, `memcpy@GLIBC_2.2.5`).
     #[arg(required = true)]
     pub patterns: Vec<String>,
-    /// Trace only this process (default: every process that runs TARGET).
-    #[arg(short, long, value_name = "PID", conflicts_with = "command")]
+    /// Trace only this process (default: every process that runs TARGET);
+    /// sonde ends, with its summary, when the process exits.
+    #[arg(short, long, value_name = "PID", conflicts_with = "command", value_parser = parse_pid, allow_negative_numbers = true)]
     pub pid: Option<u32>,
-    /// Stop after SECS seconds (default: at Ctrl-C, or when COMMAND exits).
-    #[arg(short, long, value_name = "SECS")]
-    pub duration: Option<f64>,
+    /// Stop after SECS seconds, e.g. 10 or 0.5 (default: at Ctrl-C, or when
+    /// COMMAND exits).
+    #[arg(short, long, value_name = "SECS", value_parser = parse_duration, allow_negative_numbers = true)]
+    pub duration: Option<Duration>,
     /// Pin the attach mechanism instead of the best the kernel has:
     /// multi (6.6+), perf-link (5.15+), emulated (5.10), tracefs.
     #[arg(long, value_name = "TIER", value_parser = parse_tier)]
@@ -43,6 +45,38 @@ pub struct Common {
     /// it exits.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// The longest `--duration`: a year.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A positive, finite number of seconds up to a year.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds (e.g. 10 or 0.5)"))?;
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(format!("`{s}` is not a positive number of seconds"));
+    }
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| *d <= MAX_DURATION)
+        .ok_or_else(|| {
+            format!(
+                "`{s}` seconds is too long (at most a year, {} s)",
+                MAX_DURATION.as_secs()
+            )
+        })
+}
+
+/// A pid Linux can give out (1 to 2^22); whether it lives is checked at start.
+pub fn parse_pid(s: &str) -> Result<u32, String> {
+    let pid: u64 = s.trim().parse().map_err(|_| format!("`{s}` is not a process id"))?;
+    match sonde::process::check(pid) {
+        Err(e @ (sonde::ProcessError::Zero | sonde::ProcessError::OutOfRange(_))) => Err(e.to_string()),
+        _ => Ok(pid as u32),
+    }
 }
 
 fn parse_tier(s: &str) -> Result<Tier, String> {
@@ -112,6 +146,43 @@ pub enum Stop {
     Duration,
     /// The traced command exited with this status.
     Exited(i32),
+    /// The `-p` process exited.
+    ProcessExited(u32),
+}
+
+/// A process traced with `-p`, watched through a pidfd (Linux 5.3+): readable
+/// once the process has exited, and immune to pid reuse.
+struct Watched {
+    pid: u32,
+    /// `None` where pidfd_open failed (gone already, or a kernel without it):
+    /// then `/proc/PID` is looked at.
+    fd: Option<std::os::fd::OwnedFd>,
+}
+
+impl Watched {
+    fn open(pid: u32) -> Option<Watched> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: pidfd_open takes a pid and flags; the returned fd is ours.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+        let fd = libc::c_int::try_from(fd).ok().filter(|fd| *fd >= 0);
+        // SAFETY: a new descriptor nobody else owns.
+        let fd = fd.map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+        Some(Watched { pid, fd })
+    }
+
+    fn exited(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let Some(fd) = &self.fd else {
+            return sonde::process::stat(self.pid).is_none();
+        };
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no wait.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 && p.revents & libc::POLLIN != 0 }
+    }
 }
 
 /// A job attached and running.
@@ -124,6 +195,8 @@ pub struct Session {
     child: Option<Child>,
     stop: Arc<AtomicBool>,
     duration: Option<Duration>,
+    /// The `-p` process, watched for its exit.
+    traced: Option<Watched>,
     /// When counting began (after attach).
     pub started: Instant,
 }
@@ -145,8 +218,9 @@ pub fn stop_flag() -> Result<Arc<AtomicBool>, CliError> {
     Ok(stop)
 }
 
-/// Refuses early, with the fix, when the process cannot use BPF.
-pub fn require_privileges() -> Result<(), CliError> {
+/// Refuses early, with the fix, when the process cannot use BPF; `what` is
+/// what needs them ("to load eBPF programs and attach uprobes").
+pub fn require_privileges(what: &str) -> Result<(), CliError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         return Ok(());
@@ -164,9 +238,9 @@ pub fn require_privileges() -> Result<(), CliError> {
     if has(21) || (has(38) && has(39)) {
         return Ok(());
     }
-    Err(CliError::new(
-        "sonde needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs and attach uprobes: run it with sudo",
-    ))
+    Err(CliError::new(format!(
+        "sonde needs root (or CAP_BPF and CAP_PERFMON) {what}: run it with sudo"
+    )))
 }
 
 impl Session {
@@ -179,7 +253,15 @@ impl Session {
         sizes: impl Fn(u32) -> Vec<(&'static str, u32)>,
     ) -> Result<Session, CliError> {
         let t0 = Instant::now();
-        require_privileges()?;
+        require_privileges("to load eBPF programs and attach uprobes")?;
+        // Entries a killed sonde left behind (its pid gone or reused) go first.
+        let stale = sonde::attach::remove_stale_tracefs_entries();
+        if stale > 0 {
+            eprintln!(
+                "sonde: removed {stale} tracefs uprobe{} left by a sonde that was killed",
+                if stale == 1 { "" } else { "s" }
+            );
+        }
         let stop = stop_flag()?;
         let mut child = match common.command.as_slice() {
             [] => None,
@@ -201,10 +283,11 @@ impl Session {
         }
         let attach_ms = t0.elapsed().as_secs_f64() * 1e3;
         let tier = attachments.first().map_or("-", |a| a.tier().name());
-        let end = match (&child, common.duration) {
-            (Some(_), _) => "until the command exits".to_string(),
-            (None, Some(d)) => format!("for {d} s"),
-            (None, None) => "Ctrl-C to stop".to_string(),
+        let end = match (&child, common.duration, common.pid) {
+            (Some(_), _, _) => "until the command exits".to_string(),
+            (None, Some(d), _) => format!("for {} s", d.as_secs_f64()),
+            (None, None, Some(pid)) => format!("until process {pid} exits (Ctrl-C to stop)"),
+            (None, None, None) => "Ctrl-C to stop".to_string(),
         };
         eprintln!(
             "sonde: {job} {} function{} of {} (tier {tier}, attached in {attach_ms:.1} ms); {end}",
@@ -218,7 +301,8 @@ impl Session {
             attachments,
             child,
             stop,
-            duration: common.duration.map(Duration::from_secs_f64),
+            duration: common.duration,
+            traced: common.pid.and_then(Watched::open),
             started: Instant::now(),
         })
     }
@@ -231,7 +315,11 @@ impl Session {
     ) -> Result<(Object, FunctionSet, Vec<Attachment>), CliError> {
         let pid = child.or(common.pid);
         let spinner = progress(common.json);
-        spinner.set_message(format!("resolving {} in {}", common.patterns.join(" "), common.target));
+        spinner.set_message(format!(
+            "resolving {} in {}",
+            sonde::target::shorten(&common.patterns.join(" ")),
+            common.target
+        ));
         let mut query = Functions::in_binary(&common.target).patterns(common.patterns.iter().cloned());
         if let Some(pid) = pid {
             query = query.pid(pid);
@@ -290,6 +378,9 @@ impl Session {
         if self.duration.is_some_and(|d| self.started.elapsed() >= d) {
             return Some(Stop::Duration);
         }
+        if let Some(w) = self.traced.as_ref().filter(|w| w.exited()) {
+            return Some(Stop::ProcessExited(w.pid));
+        }
         self.child.as_mut().and_then(Child::try_wait).map(Stop::Exited)
     }
 
@@ -299,10 +390,44 @@ impl Session {
     }
 
     /// Detaches everything. Per-target tiers take ~0.1 s per probe in the kernel:
-    /// the summary is printed before this is called.
+    /// the summary is printed before this is called. When that adds up to a
+    /// second or more, sonde says so, and a second Ctrl-C leaves the rest to a
+    /// background process so sonde exits at once.
     pub fn close(self) {
-        for a in self.attachments {
-            a.detach();
+        let Session { attachments, stop, .. } = self;
+        let estimate: Duration = attachments.iter().map(|a| a.plan().detach_estimate).sum();
+        if estimate < Duration::from_secs(1) || attachments.iter().all(|a| !a.tier().per_target()) {
+            attachments.into_iter().for_each(Attachment::detach);
+            return;
+        }
+        let probes: usize = attachments.iter().map(|a| a.targets().len()).sum();
+        eprintln!(
+            "sonde: detaching {probes} probes takes about {:.0} s (the kernel removes per-target uprobes one at a \
+             time); Ctrl-C again to leave it to a background process",
+            estimate.as_secs_f64()
+        );
+        stop.store(false, Ordering::SeqCst);
+        let handles: Vec<sonde::DetachHandle> = attachments.into_iter().map(Attachment::detach_in_background).collect();
+        while !handles.iter().all(sonde::DetachHandle::is_finished) {
+            if stop.load(Ordering::SeqCst) {
+                let left: usize = handles.iter().map(|h| h.progress().1 - h.progress().0).sum();
+                let mut children = Vec::new();
+                for h in handles {
+                    match h.hand_off() {
+                        Ok(Some(pid)) => children.push(pid.to_string()),
+                        Ok(None) => {}
+                        Err(e) => eprintln!("sonde: cannot hand the detach off ({e}); the exit waits for it"),
+                    }
+                }
+                if !children.is_empty() {
+                    eprintln!(
+                        "sonde: left the detach of {left} probes to process {} (they stay attached until it is done)",
+                        children.join(", ")
+                    );
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

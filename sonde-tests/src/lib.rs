@@ -248,3 +248,44 @@ pub fn sonde_bin() -> PathBuf {
 pub fn spawn_fixture(name: &str) -> Waiting {
     Waiting::spawn_path(&fixtures().join(name), &[])
 }
+
+/// Runs `sonde ARGS` with "go" on stdin (read by a traced command); returns
+/// (status, stdout, stderr).
+pub fn run_sonde(args: &[&str]) -> (i32, String, String) {
+    let mut child = Command::new(sonde_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sonde");
+    // sonde may already have exited (an error case): a closed pipe is fine.
+    let _ = child.stdin.take().expect("stdin").write_all(b"go\n");
+    let out = child.wait_with_output().expect("wait sonde");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Reads a running sonde's stderr until its "attached" line (`sonde: counting`,
+/// `timing`, `tracing`); returns the reader for the rest.
+pub fn until_attached(child: &mut Child) -> std::io::BufReader<std::process::ChildStderr> {
+    use std::io::BufRead;
+    let mut err = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).expect("read stderr") > 0,
+            "sonde exited before attaching"
+        );
+        if ["sonde: counting", "sonde: timing", "sonde: tracing"]
+            .iter()
+            .any(|p| line.starts_with(p))
+        {
+            return err;
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! The `sonde` command end to end (#6): exact counts, latencies of known sleeps,
 //! traced arguments, JSON validated, every tier pinned, SIGINT mid-run, errors.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,24 +20,8 @@ fn fixture(name: &str) -> String {
     fixtures().join(name).to_string_lossy().into_owned()
 }
 
-/// Runs `sonde ARGS` with "go" on stdin (read by a traced command); returns
-/// (status, stdout, stderr).
 fn sonde(args: &[&str]) -> (i32, String, String) {
-    let mut child = Command::new(sonde_bin())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sonde");
-    // sonde may already have exited (an error case): a closed pipe is fine.
-    let _ = child.stdin.take().expect("stdin").write_all(b"go\n");
-    let out = child.wait_with_output().expect("wait sonde");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    sonde_tests::run_sonde(args)
 }
 
 fn json(text: &str) -> Value {
@@ -133,18 +117,8 @@ fn count_with_a_command_gives_exact_counts_on_every_tier() {
 /// Reads stderr until the status line says attached, returning the elapsed time.
 fn until_attached(child: &mut Child) -> (Duration, BufReader<std::process::ChildStderr>) {
     let start = Instant::now();
-    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            err.read_line(&mut line).expect("read stderr") > 0,
-            "sonde exited before attaching"
-        );
-        if line.starts_with("sonde: counting") {
-            return (start.elapsed(), err);
-        }
-    }
+    let err = sonde_tests::until_attached(child);
+    (start.elapsed(), err)
 }
 
 #[test]
@@ -152,10 +126,10 @@ fn sigint_mid_run_prints_the_summary_and_leaves_nothing_attached() {
     let _s = serial();
     require_root();
     let before = sonde::inspect::links().expect("links").len();
+    // Every process (with -p, sonde would end by itself when the process exits).
     let app = spawn_fixture("fixture-pie");
-    let pid = app.pid().to_string();
     let mut child = Command::new(sonde_bin())
-        .args(["count", "--json", "-p", &pid, &fixture("fixture-pie"), "fx_*"])
+        .args(["count", "--json", &fixture("fixture-pie"), "fx_*"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -110,7 +110,7 @@ fn resolving_while_a_symlink_flips_pairs_each_path_with_its_own_offsets() {
             while !stop.load(Ordering::Relaxed) {
                 let tmp = dir.join("tmp");
                 let _ = std::fs::remove_file(&tmp);
-                let to = if n % 2 == 0 { &nopie } else { &pie };
+                let to = if n.is_multiple_of(2) { &nopie } else { &pie };
                 std::os::unix::fs::symlink(to, &tmp).expect("symlink");
                 std::fs::rename(&tmp, &link).expect("rename");
                 n += 1;
@@ -197,7 +197,7 @@ fn every_location_kind_is_proven_to_start_an_instruction() {
         .cloned()
         .expect("fx_alpha");
     // fx_alpha is `lea 0x1(%rdi),%eax` (3 bytes), then `ret`.
-    let refused = |t: Target| match sonde::target::resolve(&[t.clone()]) {
+    let refused = |t: Target| match sonde::target::resolve(std::slice::from_ref(&t)) {
         Err(e) => e,
         Ok(r) => panic!("{t:?} resolved to {:#x}", r[0].offset),
     };
@@ -287,4 +287,51 @@ fn a_binary_of_another_architecture_is_refused_by_name() {
     let e = Functions::in_binary(&empty).pattern("f").resolve().expect_err("empty");
     assert!(e.to_string().contains("empty file"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_descriptor_limit_is_raised_before_programs_load() {
+    require_root();
+    let _s = serial();
+    let Some(tier) = [Tier::Emulated, Tier::PerfLink]
+        .into_iter()
+        .find(|t| tier_supported(*t))
+    else {
+        return;
+    };
+    let _ = sonde::Features::current();
+    let set = Functions::in_binary(fixtures().join("libmany.so"))
+        .pattern("many_0000?")
+        .resolve()
+        .expect("resolve");
+    let mut object = Object::load(PROBES).expect("load");
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid pointers; the limit is restored below.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) };
+    // Room for a few descriptors only: ten program copies (emulated) or ten
+    // links (perf-link) and ten perf events need more.
+    let tight = libc::rlimit {
+        rlim_cur: sonde_tests::open_fds() as u64 + 6,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: as above.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &tight) };
+    let result = object
+        .uprobe("count_calls")
+        .expect("program")
+        .attach_resolved(set.targets(), &AttachOptions::default().tier(tier));
+    // SAFETY: as above.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &old) };
+    let attachment = result.expect("the soft limit is raised before anything loads");
+    assert_eq!(attachment.targets().len(), 10);
+    assert_eq!(
+        attachment.plan().descriptors,
+        if tier == Tier::Emulated { 20 } else { 21 }
+    );
+    // A hard limit that cannot hold them is refused up front: see the CLI test
+    // `descriptors_are_reserved_before_anything_loads` (lowering the hard limit
+    // cannot be undone in this process).
 }

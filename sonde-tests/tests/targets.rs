@@ -279,7 +279,22 @@ fn bare_library_names_with_and_without_a_pid() {
         .pattern("free")
         .resolve()
         .unwrap_err();
-    assert!(matches!(err, TargetError::NoSuchProcess { .. }), "{err}");
+    assert!(
+        matches!(err, TargetError::Process(sonde::ProcessError::OutOfRange(_))),
+        "{err}"
+    );
+    let mut gone = std::process::Command::new("true").spawn().expect("true");
+    let pid = gone.id();
+    gone.wait().expect("wait");
+    let err = Functions::in_binary("libc")
+        .pid(pid)
+        .pattern("free")
+        .resolve()
+        .unwrap_err();
+    assert!(
+        matches!(err, TargetError::Process(sonde::ProcessError::NoSuchProcess(p)) if p == pid),
+        "{err}"
+    );
 }
 
 #[test]

@@ -41,6 +41,7 @@ pub mod inspect;
 pub mod maps;
 pub mod obj;
 mod object;
+pub mod process;
 pub mod programs;
 pub mod sys;
 pub mod target;
@@ -48,6 +49,7 @@ pub mod target;
 pub use attach::{AttachError, AttachOptions, AttachPlan, Attachment, DetachHandle, Scope, Tier};
 pub use features::{Feature, Features};
 pub use object::Object;
+pub use process::ProcessError;
 pub use programs::{LoadVariant, LoadedProgram, ProgramError, ProgramInfo, UProbe};
 pub use target::{FunctionMatch, FunctionSet, Functions, Location, ResolvedTarget, Target, TargetError};
 
@@ -69,6 +71,9 @@ pub enum Error {
     /// Attaching failed (nothing stays attached).
     #[error(transparent)]
     Attach(#[from] AttachError),
+    /// A pid that names no user-space process.
+    #[error(transparent)]
+    Process(#[from] ProcessError),
     /// A system call failed.
     #[error(transparent)]
     Syscall(#[from] sys::SyscallError),

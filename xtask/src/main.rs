@@ -4,6 +4,7 @@
 //! - `test`: setup, then every test (unit, integration on the real kernel, the
 //!   kernel matrix), and a smoke run of the benchmark harness.
 //! - `bench`: setup, then the benchmarks; refreshes BENCHMARKS.md.
+//! - `fuzz`: the object parser under many more mutated objects than `test` runs.
 //! - `demo`: setup, then `sonde count` on the demo target, and the seed example:
 //!   one program, three functions, three cookies.
 
@@ -42,6 +43,17 @@ enum Task {
     /// Setup, then the benchmarks (as root, a few minutes): target/bench/report.md,
     /// results.json, charts; refreshes BENCHMARKS.md.
     Bench,
+    /// Fuzz the object parser longer than `test` does (mutated real objects; any
+    /// panic, abort or input over 100 ms fails, the input kept in
+    /// target/tmp/fuzz/obj-current.bin).
+    Fuzz {
+        /// How many inputs.
+        #[arg(long, default_value_t = 2_000_000)]
+        inputs: u64,
+        /// Seed (default: from the clock, printed).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Run the integration tests on Debian's 5.10 and 6.1 kernels under QEMU.
     Vm {
         /// 5.10, 6.1 or all.
@@ -88,6 +100,29 @@ fn run() -> Result<()> {
                 bail!("the benchmarks attach real uprobes and need root: run `sudo -E cargo xtask bench`");
             }
             bench::run()
+        }
+        Task::Fuzz { inputs, seed } => {
+            let seed = seed.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
+            println!("fuzz: {inputs} inputs, seed {seed:#x} (`cargo xtask fuzz --seed {seed}` repeats it)");
+            run_cmd(
+                cargo()
+                    .args([
+                        "test",
+                        "--release",
+                        "-p",
+                        "sonde-tests",
+                        "--test",
+                        "fuzz_obj",
+                        "--",
+                        "--nocapture",
+                    ])
+                    .env("SONDE_FUZZ_INPUTS", inputs.to_string())
+                    .env("SONDE_FUZZ_SEED", seed.to_string()),
+            )
         }
         Task::Vm { kernel } => {
             setup::run()?;

@@ -125,8 +125,14 @@ fn find_vmlinuz(dir: &Path) -> Option<PathBuf> {
         })
 }
 
-/// Builds the test binaries and returns their paths.
+/// Builds the test binaries (and the `sonde` and `target-app` binaries the guest
+/// runs beside them) and returns the test binaries' paths.
 fn test_binaries() -> Result<Vec<PathBuf>> {
+    run_cmd(
+        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .current_dir(root())
+            .args(["build", "-p", "sonde-cli", "-p", "sonde-tests", "--bins"]),
+    )?;
     let out = output(
         Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
             .current_dir(root())
@@ -189,6 +195,8 @@ mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
 export SONDE_FIXTURES=/t/fixtures SONDE_BIN=/t/sonde
+# The guest emulates every instruction (TCG): a tenth of the host's fuzz budget.
+export SONDE_FUZZ_INPUTS=2000
 echo "SONDE-VM release $(uname -r)"
 for t in /t/deps/*; do
   echo "SONDE-VM running $(basename $t)"

@@ -11,13 +11,16 @@
 //! The plan is chosen before loading: the kernel's cookie helper differs per link
 //! type and a multi program must declare its attach type.
 
+mod detach;
 mod multi;
 mod perf_event;
 mod tracefs;
 
+pub use detach::DetachHandle;
+pub use tracefs::remove_stale_entries as remove_stale_tracefs_entries;
+
 use std::fmt;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::features::{Feature, Features};
@@ -184,6 +187,8 @@ pub struct AttachPlan {
     pub program_loads: usize,
     /// Upper estimate of the time detaching will block (per-target tiers).
     pub detach_estimate: Duration,
+    /// File descriptors the attachment holds: programs, links, perf events.
+    pub descriptors: u64,
 }
 
 impl fmt::Display for AttachPlan {
@@ -248,9 +253,30 @@ pub enum AttachError {
         /// The soft limit in force.
         limit: u64,
     },
+    /// The plan needs more descriptors than `RLIMIT_NOFILE`'s hard limit allows;
+    /// found before anything was loaded.
+    #[error(
+        "tier {tier} needs about {needed} file descriptors for {targets} targets, more than \
+         RLIMIT_NOFILE's hard limit ({hard_limit}) allows: raise it (`ulimit -Hn`, `LimitNOFILE=` in a \
+         systemd unit), attach fewer functions, or use a kernel with uprobe_multi (6.6+)"
+    )]
+    FileLimit {
+        /// The tier planned.
+        tier: Tier,
+        /// Targets.
+        targets: usize,
+        /// Descriptors the plan needs.
+        needed: u64,
+        /// The hard limit.
+        hard_limit: u64,
+    },
     /// Loading the program failed.
     #[error(transparent)]
     Program(#[from] ProgramError),
+    /// The process to trace is not a user-space process (pid 0, a kernel
+    /// thread, gone).
+    #[error(transparent)]
+    Process(#[from] crate::ProcessError),
     /// Another kernel call failed.
     #[error("{tier} attach failed: {source}")]
     Syscall {
@@ -384,7 +410,7 @@ impl Attachment {
             .collect()
     }
 
-    /// Names of the tracefs `uprobe_events` entries held (`sonde/sonde_<pid>_<n>`;
+    /// Names of the tracefs `uprobe_events` entries held (`sonde/sonde_<pid>_<start>_<n>`;
     /// tracefs tier only).
     pub fn tracefs_events(&self) -> Vec<String> {
         self.links
@@ -412,27 +438,10 @@ impl Attachment {
         drop(self);
     }
 
-    /// Detaches on a background thread; the returned handle can wait for it.
+    /// Detaches on a background thread; the returned handle can wait for it, or
+    /// hand what remains to a child process ([`DetachHandle::hand_off`]).
     pub fn detach_in_background(self) -> DetachHandle {
-        DetachHandle(Some(std::thread::spawn(move || drop(self))))
-    }
-}
-
-/// A detach running on a background thread.
-#[derive(Debug)]
-pub struct DetachHandle(Option<JoinHandle<()>>);
-
-impl DetachHandle {
-    /// Whether the detach has finished.
-    pub fn is_finished(&self) -> bool {
-        self.0.as_ref().is_none_or(JoinHandle::is_finished)
-    }
-
-    /// Blocks until the detach has finished.
-    pub fn wait(mut self) {
-        if let Some(h) = self.0.take() {
-            let _ = h.join();
-        }
+        DetachHandle::start(self)
     }
 }
 
@@ -482,6 +491,13 @@ fn make_plan(probe: &UProbe, targets: &[ResolvedTarget], tier: Tier, passed_over
         cookies.dedup();
         cookies.len()
     };
+    let per_target = match tier {
+        Tier::Multi => 0,
+        Tier::PerfLink => 2,
+        Tier::Emulated | Tier::Tracefs => 1,
+    };
+    let links = if tier == Tier::Multi { binaries.len() } else { 0 };
+    let descriptors = (program_loads + links + per_target * targets.len()) as u64;
     let detach_estimate = if tier.per_target() {
         PER_TARGET_DETACH_COST * targets.len() as u32
     } else {
@@ -494,6 +510,7 @@ fn make_plan(probe: &UProbe, targets: &[ResolvedTarget], tier: Tier, passed_over
         binaries: binaries.len(),
         program_loads,
         detach_estimate,
+        descriptors,
     }
 }
 
@@ -514,6 +531,9 @@ pub(crate) fn attach(
     if targets.is_empty() {
         return Err(AttachError::NoTargets);
     }
+    if let Scope::Process(pid) = options.scope {
+        crate::process::check(u64::from(pid))?;
+    }
     let features = options.features();
     let mut skip_pmu = false;
     loop {
@@ -522,6 +542,14 @@ pub(crate) fn attach(
         if tier.per_target() && plan.detach_estimate >= Duration::from_secs(1) {
             log::warn!("{plan}");
         }
+        // Room for every descriptor first: a limit hit half-way would look like a
+        // verifier or attach failure.
+        crate::sys::reserve_fds(plan.descriptors).map_err(|hard_limit| AttachError::FileLimit {
+            tier,
+            targets: targets.len(),
+            needed: plan.descriptors,
+            hard_limit,
+        })?;
         let result = match tier {
             Tier::Multi => multi::attach(probe, &targets, options.scope),
             Tier::PerfLink | Tier::Emulated => perf_event::attach(probe, &targets, options.scope, tier, &features),

@@ -2,8 +2,10 @@
 //! event, program set by ioctl (cookies baked in as in `emulated`). Works where the
 //! uprobe PMU is missing or refused.
 //!
-//! Entries are named `sonde/sonde_<pid>_<n>`: short (tracefs names stay under 64
-//! bytes) and owned, so entries left by a process that died can be removed.
+//! Entries are named `sonde/sonde_<pid>_<start>_<n>`, `<start>` being the
+//! process's start time (clock ticks after boot): short (tracefs names stay under
+//! 64 bytes) and owned by one process even after its pid is reused, so entries
+//! left by a process that died are told apart from a live one's and removed.
 
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -29,11 +31,26 @@ impl TracefsEntry {
     pub(crate) fn event_name(&self) -> String {
         format!("{GROUP}/{}", self.name)
     }
+
+    /// The `uprobe_events` line that removes the entry.
+    fn removal(&self) -> String {
+        format!("-:{GROUP}/{}\n", self.name)
+    }
+
+    /// [`Self::removal`] and the file to write it to, as C strings (for a
+    /// forked child that may not allocate).
+    pub(crate) fn removal_raw(&self) -> (std::ffi::CString, std::ffi::CString) {
+        let file = self.root.join("uprobe_events").into_os_string().into_encoded_bytes();
+        (
+            std::ffi::CString::new(file).unwrap_or_default(),
+            std::ffi::CString::new(self.removal()).unwrap_or_default(),
+        )
+    }
 }
 
 impl Drop for TracefsEntry {
     fn drop(&mut self) {
-        let line = format!("-:{GROUP}/{}\n", self.name);
+        let line = self.removal();
         // The perf event closing just before may still hold the entry for a moment.
         for _ in 0..50 {
             match tracefs::write_uprobe_event(self.root, &line) {
@@ -49,13 +66,37 @@ impl Drop for TracefsEntry {
     }
 }
 
-/// Removes `sonde/sonde_<pid>_*` entries whose process is gone.
-pub(crate) fn cleanup_stale_entries(root: &Path) {
-    let Ok(lines) = tracefs::list_uprobe_events(root) else {
-        return;
+/// Whether the process that named an entry `sonde_<pid>_<start>_<n>` is gone
+/// (pid free, or reused by a process that started at another time). Entries
+/// of the older `sonde_<pid>_<n>` form are stale when the pid is free.
+fn is_stale(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("sonde_") else {
+        return false;
     };
+    let parts: Vec<&str> = rest.split('_').collect();
+    let Some(pid) = parts.first().and_then(|p| p.parse::<u32>().ok()) else {
+        return false;
+    };
+    match (crate::process::stat(pid), parts.len()) {
+        (None, _) => true,
+        (Some(live), 3) => parts[1].parse::<u64>().is_ok_and(|start| start != live.start_time),
+        (Some(_), _) => false,
+    }
+}
+
+/// Removes the `sonde/...` tracefs uprobes whose creating process is gone (it
+/// was killed before it could remove them). Returns how many were removed.
+/// Never mounts tracefs: with none mounted there is nothing to remove.
+pub fn remove_stale_entries() -> usize {
+    let Some(root) = tracefs::mounted_root() else {
+        return 0;
+    };
+    let Ok(lines) = tracefs::list_uprobe_events(&root) else {
+        return 0;
+    };
+    let mut removed = 0;
     for line in lines {
-        // "p:sonde/sonde_1234_5 /path:0x..."
+        // "p:sonde/sonde_1234_567_5 /path:0x..."
         let Some(name) = line
             .split_whitespace()
             .next()
@@ -64,13 +105,11 @@ pub(crate) fn cleanup_stale_entries(root: &Path) {
         else {
             continue;
         };
-        let Some(pid) = name.strip_prefix("sonde_").and_then(|r| r.split('_').next()) else {
-            continue;
-        };
-        if !Path::new("/proc").join(pid).exists() {
-            let _ = tracefs::write_uprobe_event(root, &format!("-:{GROUP}/{name}\n"));
+        if is_stale(name) && tracefs::write_uprobe_event(&root, &format!("-:{GROUP}/{name}\n")).is_ok() {
+            removed += 1;
         }
     }
+    removed
 }
 
 pub(super) fn attach(
@@ -84,7 +123,10 @@ pub(super) fn attach(
     let root = tracefs::root().ok_or(AttachError::NoTier {
         reasons: vec!["tracefs: not mounted and cannot be mounted at /sys/kernel/tracing".into()],
     })?;
-    CLEANUP.call_once(|| cleanup_stale_entries(root));
+    CLEANUP.call_once(|| {
+        remove_stale_entries();
+    });
+    let start = crate::process::own_start_time();
     let (programs, which) = load_variants(probe, tier, targets)?;
     raise_nofile(targets.len() as u64);
     let kind = match probe.kind() {
@@ -94,7 +136,11 @@ pub(super) fn attach(
     let mut links = Vec::with_capacity(targets.len());
     for (t, &pi) in targets.iter().zip(&which) {
         let fail = |e: SyscallError, n| target_error(tier, t, e, n, targets.len());
-        let name = format!("sonde_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "sonde_{}_{start}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         // The kernel resolves `/proc/self/fd/N` in this process: the file the
         // offset was computed from, and a name the line syntax always carries
         // (the real path may hold spaces or newlines).

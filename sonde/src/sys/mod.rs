@@ -5,6 +5,7 @@
 //! without a kernel that does.
 
 pub(crate) mod bpf;
+pub(crate) mod handoff;
 pub(crate) mod perf;
 pub(crate) mod tracefs;
 
@@ -57,6 +58,8 @@ pub enum Call {
     PerfIoctl,
     /// A write to tracefs `uprobe_events`.
     TracefsWrite,
+    /// `fork` of the detach hand-off child.
+    Fork,
 }
 
 /// Fails with the injected errno if a test asked for it (no-op without the
@@ -81,6 +84,54 @@ pub(crate) fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
     } else {
         Ok(ret)
     }
+}
+
+/// Raises `RLIMIT_NOFILE`'s soft limit to the hard limit (at most 2^20), as
+/// tracers that hold a descriptor per probe do at start: with the common soft
+/// limit of 1024, even probing the kernel's features can run out. Returns the
+/// soft limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    let want = lim.rlim_max.min(1 << 20);
+    if lim.rlim_cur < want {
+        let new = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: valid in-pointer.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } == 0 {
+            return want;
+        }
+    }
+    lim.rlim_cur
+}
+
+/// Makes room for `needed` more descriptors: raises `RLIMIT_NOFILE`'s soft limit
+/// (up to the hard limit) before anything is opened. `Err(hard limit)` when even
+/// the hard limit cannot hold them with those already open.
+pub(crate) fn reserve_fds(needed: u64) -> Result<(), u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Ok(()); // cannot tell: let the calls say
+    }
+    let open = std::fs::read_dir("/proc/self/fd").map_or(64, |d| d.count() as u64);
+    let want = open.saturating_add(needed).saturating_add(16);
+    if want > lim.rlim_max {
+        return Err(lim.rlim_max);
+    }
+    raise_nofile(needed);
+    Ok(())
 }
 
 /// Raises `RLIMIT_NOFILE`'s soft limit to hold at least `needed` more descriptors,

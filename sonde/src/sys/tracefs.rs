@@ -8,17 +8,20 @@ use super::{check_fault, Call, SysResult, SyscallError};
 
 const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
+/// The tracefs mount that has `uprobe_events`, if one is mounted (never mounts).
+pub(crate) fn mounted_root() -> Option<PathBuf> {
+    CANDIDATES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("uprobe_events").exists())
+}
+
 /// The tracefs mount that has `uprobe_events`, mounting tracefs at
 /// `/sys/kernel/tracing` if none is mounted and the process may (cached).
 pub(crate) fn root() -> Option<&'static Path> {
     static ROOT: OnceLock<Option<PathBuf>> = OnceLock::new();
     ROOT.get_or_init(|| {
-        let found = || {
-            CANDIDATES
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| p.join("uprobe_events").exists())
-        };
+        let found = mounted_root;
         found().or_else(|| {
             let target = c"/sys/kernel/tracing";
             // SAFETY: static NUL-terminated strings.

@@ -133,7 +133,7 @@ fn read_elf<Elf: FileHeader<Endian = object::Endianness>>(
     let sections = elf.elf_section_table();
     out.code_sections = sections
         .iter()
-        .filter(|s| u64::from(s.sh_flags(e).into()) & u64::from(object::elf::SHF_EXECINSTR) != 0)
+        .filter(|s| Into::<u64>::into(s.sh_flags(e)) & u64::from(object::elf::SHF_EXECINSTR) != 0)
         .map(|s| {
             let addr: u64 = s.sh_addr(e).into();
             (addr, addr.saturating_add(s.sh_size(e).into()))

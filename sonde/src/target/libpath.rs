@@ -28,6 +28,9 @@ const DEFAULT_DIRS: &[&str] = &[
 
 /// Resolves `name` to a file, as described in the module documentation.
 pub fn find_binary(name: &Path, pid: Option<u32>) -> Result<PathBuf, TargetError> {
+    if let Some(pid) = pid {
+        crate::process::check(u64::from(pid))?;
+    }
     let wanted = name.to_string_lossy().into_owned();
     if wanted.contains('/') {
         return Ok(match pid {

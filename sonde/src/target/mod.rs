@@ -232,7 +232,7 @@ pub enum TargetError {
         reason: String,
     },
     /// No function of that name.
-    #[error("function `{symbol}` not found in {binary}{hint}")]
+    #[error("function `{}` not found in {binary}{hint}", shorten(symbol))]
     NoSymbol {
         /// The name asked for.
         symbol: String,
@@ -242,7 +242,10 @@ pub enum TargetError {
         hint: String,
     },
     /// The binary imports the symbol; its code is elsewhere.
-    #[error("`{symbol}` is imported by {binary}, not defined there: probe the library that defines it")]
+    #[error(
+        "`{}` is imported by {binary}, not defined there: probe the library that defines it",
+        shorten(symbol)
+    )]
     Imported {
         /// The symbol.
         symbol: String,
@@ -272,7 +275,10 @@ pub enum TargetError {
         binary: PathBuf,
     },
     /// A bare library name found nowhere.
-    #[error("library `{name}` not found (looked in {looked}): give its full path, or a pid that has it loaded")]
+    #[error(
+        "library `{}` not found (looked in {looked}): give its full path, or a pid that has it loaded",
+        shorten(name)
+    )]
     LibraryNotFound {
         /// The name.
         name: String,
@@ -285,8 +291,11 @@ pub enum TargetError {
         /// The pid.
         pid: u32,
     },
+    /// The pid names no user-space process.
+    #[error(transparent)]
+    Process(#[from] crate::ProcessError),
     /// A glob that does not parse.
-    #[error("bad pattern `{pattern}`: {reason}")]
+    #[error("bad pattern `{}`: {reason}", shorten(pattern))]
     BadPattern {
         /// The pattern.
         pattern: String,
@@ -294,7 +303,7 @@ pub enum TargetError {
         reason: String,
     },
     /// A pattern that matches no function.
-    #[error("no function matches `{pattern}` in {binary}{hint}")]
+    #[error("no function matches `{}` in {binary}{hint}", shorten(pattern))]
     NoMatch {
         /// The pattern.
         pattern: String,
@@ -335,6 +344,17 @@ pub enum TargetError {
         /// The binary.
         binary: PathBuf,
     },
+}
+
+/// A name or pattern as shown in a message: whole up to 120 characters, else
+/// its start and its length (a 100k-character argument is not echoed back).
+pub fn shorten(s: &str) -> std::borrow::Cow<'_, str> {
+    const MAX: usize = 120;
+    if s.chars().count() <= MAX {
+        return s.into();
+    }
+    let head: String = s.chars().take(60).collect();
+    format!("{head}… ({} characters)", s.chars().count()).into()
 }
 
 /// Resolves targets to file offsets. Each binary is opened once and its
@@ -467,7 +487,7 @@ fn check_boundary(table: &SymbolTable, f: &FunctionSymbol, extent: u64, offset: 
     if cfg!(target_arch = "x86_64") {
         let code = table.bytes_at(f.file_offset, extent).unwrap_or_default();
         boundary::check_x86_64(code, f.address, offset).map_err(inside)
-    } else if cfg!(any(target_arch = "aarch64", target_arch = "powerpc64")) && offset % 4 != 0 {
+    } else if cfg!(any(target_arch = "aarch64", target_arch = "powerpc64")) && !offset.is_multiple_of(4) {
         Err(inside(offset - offset % 4))
     } else {
         Ok(())

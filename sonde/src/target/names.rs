@@ -232,6 +232,10 @@ fn runs_outside_classes(text: &str, is_separator: impl Fn(char) -> bool) -> Vec<
 /// or contained in it, else the smallest edit distance (at most a third of the
 /// length).
 pub(crate) fn closest<'a>(wanted: &str, names: impl Iterator<Item = &'a str>, n: usize) -> Vec<String> {
+    // No symbol is this long: comparing would only cost time.
+    if wanted.len() > 1024 {
+        return Vec::new();
+    }
     let lower = wanted.to_lowercase();
     let budget = (wanted.len() / 3).max(1);
     let mut scored: Vec<(usize, &str)> = names

@@ -1,0 +1,374 @@
+//! The `sonde` command under careless and hostile input: every bad argument is
+//! refused by name before anything attaches, `-p` ends with its process, a slow
+//! detach can be left to a background process, dead sondes' tracefs entries are
+//! removed, descriptors are reserved before loading, and 100,000 functions take
+//! seconds end to end.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sonde::Tier;
+use sonde_tests::{fixtures, require_root, run_sonde, sonde_bin, spawn_fixture, tier_supported, until_attached};
+
+/// Tests here count links and tracefs entries: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn fixture(name: &str) -> String {
+    fixtures().join(name).to_string_lossy().into_owned()
+}
+
+fn links() -> usize {
+    sonde::inspect::links().expect("links").len()
+}
+
+fn ours_in_tracefs() -> Vec<String> {
+    sonde::inspect::tracefs_uprobes()
+        .into_iter()
+        .filter(|l| l.contains("sonde/"))
+        .collect()
+}
+
+/// Waits for `child` at most `limit` (a hang guard, not a speed check).
+fn wait_at_most(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("sonde still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A pid that is free now: a child that has exited and been reaped.
+fn dead_pid() -> u32 {
+    let mut c = Command::new("true").spawn().expect("true");
+    let pid = c.id();
+    c.wait().expect("wait");
+    pid
+}
+
+#[test]
+fn bad_arguments_are_refused_by_name_before_anything_attaches() {
+    let _s = serial();
+    require_root();
+    let before = links();
+    let pie = fixture("fixture-pie");
+    let long = "x".repeat(100_000);
+    let dead = dead_pid().to_string();
+    let dir = fixtures();
+    let foreign = std::env::temp_dir().join(format!("sonde-cli-aarch64-{}", std::process::id()));
+    std::fs::write(
+        &foreign,
+        sonde_tests::crafted::foreign_elf(object::Architecture::Aarch64),
+    )
+    .expect("write");
+    let foreign = foreign.to_string_lossy().into_owned();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["count", "-d", "NaN", &pie, "fx_*"], "not a positive number"),
+        (vec!["count", "-d", "inf", &pie, "fx_*"], "not a positive number"),
+        (vec!["count", "-d", "-1", &pie, "fx_*"], "not a positive number"),
+        (vec!["count", "-d", "0", &pie, "fx_*"], "not a positive number"),
+        (vec!["count", "-d", "1e30", &pie, "fx_*"], "too long"),
+        (vec!["latency", "-d", "soon", &pie, "fx_*"], "not a number of seconds"),
+        (vec!["count", "-p", "0", &pie, "fx_*"], "pid 0 is not a process"),
+        (vec!["count", "-p", "4294967295", &pie, "fx_*"], "out of range"),
+        (vec!["count", "-p", "-3", &pie, "fx_*"], "-3"),
+        (vec!["count", "-p", "2", &pie, "fx_*"], "kernel thread"),
+        (vec!["count", "-p", &dead, &pie, "fx_*"], "no process"),
+        (vec!["list", "-p", "0", "libc"], "pid 0 is not a process"),
+        (
+            vec!["count", "-d", "1", dir.to_str().expect("utf-8"), "f"],
+            "is a directory",
+        ),
+        (vec!["count", "-d", "1", &foreign, "f"], "built for Aarch64"),
+        (vec!["list", &pie, &long], "(100000 characters)"),
+        (vec!["count", "-d", "1", &pie, &long], "(100000 characters)"),
+    ];
+    for (args, message) in cases {
+        let (code, _, err) = run_sonde(&args);
+        let shown: Vec<String> = args.iter().map(|a| a.chars().take(40).collect()).collect();
+        assert_eq!(code, 2, "{shown:?}: {err}");
+        assert!(err.contains(message), "{shown:?}: `{err}` lacks `{message}`");
+        assert!(err.len() < 1_000, "{shown:?}: {} bytes of error", err.len());
+    }
+    let _ = std::fs::remove_file(&foreign);
+    assert_eq!(links(), before, "nothing attached");
+    assert!(ours_in_tracefs().is_empty());
+    // `sonde features` without privileges says so instead of "every feature missing".
+    let copy = std::env::temp_dir().join(format!("sonde-features-nobody-{}", std::process::id()));
+    std::fs::copy(sonde_bin(), &copy).expect("copy sonde");
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let out = Command::new(&copy)
+        .uid(65534)
+        .gid(65534)
+        .arg("features")
+        .output()
+        .expect("run");
+    let _ = std::fs::remove_file(&copy);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("to probe what the kernel supports"), "{err}");
+}
+
+#[test]
+fn with_p_sonde_ends_with_its_summary_when_the_process_exits() {
+    let _s = serial();
+    require_root();
+    let before = links();
+    let app = spawn_fixture("fixture-pie");
+    let pid = app.pid().to_string();
+    let mut child = Command::new(sonde_bin())
+        .args(["count", "--json", "-p", &pid, &fixture("fixture-pie"), "fx_*"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sonde");
+    let mut err = until_attached(&mut child);
+    app.run();
+    // No signal, no duration: the process's exit ends sonde.
+    let status = wait_at_most(&mut child, Duration::from_secs(30));
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("stdout");
+    let mut rest = String::new();
+    let _ = err.read_to_string(&mut rest);
+    assert_eq!(status.code(), Some(0), "{rest}");
+    assert!(rest.contains(&format!("process {pid} exited")), "{rest}");
+    let report: Value = serde_json::from_str(out.trim()).expect("JSON");
+    let mut counts: Vec<(String, u64)> = report["functions"]
+        .as_array()
+        .expect("functions")
+        .iter()
+        .map(|f| {
+            (
+                f["name"].as_str().expect("name").to_string(),
+                f["count"].as_u64().expect("count"),
+            )
+        })
+        .collect();
+    counts.sort();
+    let want: Vec<(String, u64)> = [("fx_alpha", 1), ("fx_beta", 2), ("fx_delta", 4), ("fx_gamma", 3)]
+        .iter()
+        .map(|(n, c)| (n.to_string(), *c))
+        .collect();
+    assert_eq!(counts, want);
+    assert_eq!(links(), before);
+}
+
+/// The best per-target tier the kernel has (perf-link, else emulated).
+fn per_target_tier() -> Option<Tier> {
+    [Tier::PerfLink, Tier::Emulated]
+        .into_iter()
+        .find(|t| tier_supported(*t))
+}
+
+#[test]
+fn a_second_ctrl_c_leaves_a_slow_detach_to_a_background_process() {
+    let _s = serial();
+    require_root();
+    let Some(tier) = per_target_tier() else { return };
+    let before = links();
+    // 50 per-target probes: about 5 s to detach on recent kernels.
+    let mut child = Command::new(sonde_bin())
+        .args(["count", "--tier", tier.name(), &fixture("libmany.so"), "many_000[0-4]?"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sonde");
+    let mut err = until_attached(&mut child);
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).expect("stderr");
+    assert!(
+        line.contains("detaching 50 probes takes about") && line.contains("Ctrl-C again"),
+        "says what is happening and how long: {line}"
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = wait_at_most(&mut child, Duration::from_secs(10));
+    let mut rest = String::new();
+    let _ = err.read_to_string(&mut rest);
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("stdout");
+    assert_eq!(status.code(), Some(130), "{rest}");
+    assert!(out.contains("many_00000"), "the summary came first: {out}");
+    // Either the detach was over already, or a background process finishes it.
+    if let Some(pid) = rest
+        .split("to process ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse::<u32>().ok())
+    {
+        if tier == Tier::PerfLink {
+            assert!(links() > before, "the probes are still attached, held by {pid}");
+        }
+        let start = Instant::now();
+        while sonde::process::stat(pid).is_some_and(|s| s.name == "sonde") {
+            assert!(start.elapsed() < Duration::from_secs(60), "{pid} still detaching");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert_eq!(links(), before, "everything detached in the end");
+}
+
+#[test]
+fn every_sonde_start_removes_tracefs_entries_of_dead_sondes_and_keeps_live_ones() {
+    let _s = serial();
+    require_root();
+    let Some(root) = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.join("uprobe_events").exists())
+    else {
+        println!("SKIP: no tracefs mounted");
+        return;
+    };
+    let set = sonde::Functions::in_binary(fixtures().join("libmany.so"))
+        .pattern("many_00001")
+        .resolve()
+        .expect("resolve");
+    let offset = set.iter().next().expect("one").file_offset;
+    let me = std::process::id();
+    let start = sonde::process::stat(me).expect("own stat").start_time;
+    let dead = dead_pid();
+    let names = [
+        (format!("sonde_{dead}_{start}_0"), false),     // pid gone
+        (format!("sonde_{me}_{}_0", start + 1), false), // pid reused by another process
+        (format!("sonde_{dead}_7"), false),             // older name form, pid gone
+        (format!("sonde_{me}_{start}_0"), true),        // a live sonde's
+    ];
+    let add = |line: String| {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(root.join("uprobe_events"))
+            .expect("uprobe_events");
+        f.write_all(line.as_bytes()).expect("write uprobe_events");
+    };
+    for (name, _) in &names {
+        add(format!("p:sonde/{name} {}:{offset:#x}\n", set.path().display()));
+    }
+    let listed = |name: &str| ours_in_tracefs().iter().any(|l| l.contains(&format!("sonde/{name} ")));
+    assert!(names.iter().all(|(n, _)| listed(n)));
+    let (code, _, err) = run_sonde(&["count", "-d", "0.2", &fixture("fixture-pie"), "fx_alpha"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("removed 3 tracefs uprobes"), "{err}");
+    for (name, kept) in &names {
+        assert_eq!(listed(name), *kept, "{name}");
+    }
+    add(format!("-:sonde/{}\n", names[3].0));
+    assert!(ours_in_tracefs().is_empty());
+}
+
+#[test]
+fn descriptors_are_reserved_before_anything_loads() {
+    let _s = serial();
+    require_root();
+    let Some(tier) = per_target_tier() else { return };
+    let before = links();
+    let run = |soft: u64, hard: u64| {
+        let mut cmd = Command::new(sonde_bin());
+        cmd.args([
+            "count",
+            "--json",
+            "-d",
+            "0.2",
+            "--tier",
+            tier.name(),
+            &fixture("libmany.so"),
+            "many_0000?",
+        ]);
+        // SAFETY: setrlimit between fork and exec, on a valid struct.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                };
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+                Ok(())
+            });
+        }
+        let out = cmd.output().expect("sonde");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Ten functions need ten programs (emulated) or links (perf-link) and ten
+    // perf events: more than a soft limit of 24 holds next to sonde's own.
+    let (code, out, err) = run(24, 4096);
+    assert_eq!(code, Some(0), "the soft limit is raised first: {err}");
+    let report: Value = serde_json::from_str(out.trim()).expect("JSON");
+    assert_eq!(report["functions"].as_array().map(Vec::len), Some(10));
+    // A hard limit that cannot hold them: said up front, with the numbers and the fix.
+    let (code, _, err) = run(24, 24);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("hard limit (24)") && err.contains("ulimit -Hn"), "{err}");
+    assert!(!err.contains("verifier"), "{err}");
+    assert_eq!(links(), before);
+}
+
+#[test]
+fn a_hundred_thousand_functions_are_counted_and_summarised_in_seconds() {
+    let _s = serial();
+    require_root();
+    if !tier_supported(Tier::Multi) {
+        return; // 100,000 per-target probes would take hours to detach
+    }
+    let before = links();
+    let mut child = Command::new(sonde_bin())
+        .args(["count", "--json", &fixture("libmany.so"), "*", "--", "true"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sonde");
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("stdout");
+    // Used to take minutes (a per-function scan of every function): a hang guard.
+    let status = wait_at_most(&mut child, Duration::from_secs(120));
+    let mut err = String::new();
+    let _ = child.stderr.take().expect("stderr").read_to_string(&mut err);
+    assert_eq!(status.code(), Some(0), "{err}");
+    let report: Value = serde_json::from_str(out.trim()).expect("JSON");
+    let functions = report["functions"].as_array().expect("functions");
+    assert_eq!(functions.len(), 100_000);
+    assert!(functions.iter().all(|f| f["count"] == 0), "nothing calls them");
+    let mut cookies: Vec<u64> = functions
+        .iter()
+        .map(|f| f["cookie"].as_u64().expect("cookie"))
+        .collect();
+    cookies.sort_unstable();
+    assert!(
+        cookies.iter().enumerate().all(|(i, c)| *c == i as u64),
+        "one row per cookie"
+    );
+    assert_eq!(links(), before);
+}
