@@ -46,6 +46,11 @@ fn main() {
             .arg(o(name)));
     }
     run(gcc()
+        .args(["-fPIE", "-pie"])
+        .arg(src.join("semaphore.c"))
+        .arg("-o")
+        .arg(o("fixture-semaphore")));
+    run(gcc()
         .args(["-fPIE", "-pie", "-pthread"])
         .arg(src.join("sleeper.c"))
         .arg("-o")

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use sonde::target::{cache, SymbolTable};
-use sonde::{AttachOptions, Functions, LoadVariant, Object, ResolvedTarget, Tier};
+use sonde::resolve::{cache, SymbolTable};
+use sonde::{AttachOptions, AttachType, Cookie, Functions, Load, Object, ProbeSite, Tier};
 
 use crate::target::{self, Prologue, Running};
 use crate::{Opts, PROBES};
@@ -140,37 +140,38 @@ fn load_object(n: usize) -> Result<Object> {
 }
 
 /// `f0..f<n-1>` of a generated target, cookie = index.
-fn first_targets(all: &[ResolvedTarget], n: usize) -> Vec<ResolvedTarget> {
+fn first_targets(all: &[ProbeSite], n: usize) -> Vec<ProbeSite> {
     all[..n].to_vec()
 }
 
 /// The functions `f*` of `exe` ordered by their number, cookie = number.
-fn resolve_numbered(exe: &Path) -> Result<Vec<ResolvedTarget>> {
+fn resolve_numbered(exe: &Path) -> Result<Vec<ProbeSite>> {
     let set = Functions::in_binary(exe).pattern("f[0-9]*").resolve()?;
-    let mut v: Vec<(usize, ResolvedTarget)> = set
+    let mut v: Vec<(usize, ProbeSite)> = set
         .targets()
         .into_iter()
         .filter_map(|t| Some((t.symbol.as_deref()?.get(1..)?.parse().ok()?, t)))
         .collect();
     v.sort_by_key(|(i, _)| *i);
-    Ok(v.into_iter()
-        .map(|(i, t)| ResolvedTarget { cookie: i as u64, ..t })
-        .collect())
+    Ok(v.into_iter().map(|(i, t)| t.with_cookie(i as u64)).collect())
 }
 
-fn cookie_side(all: &[ResolvedTarget], n: usize) -> Result<Side> {
+fn cookie_side(all: &[ProbeSite], n: usize) -> Result<Side> {
     let fds0 = open_fds();
     let mut object = load_object(n)?;
     let counts_mem = memlock(object.map("COUNTS")?.as_fd().as_raw_fd());
     let probe = object.uprobe("count")?;
     let t = Instant::now();
-    let prog = probe.load(LoadVariant::Multi)?;
+    let prog = probe.load(Load {
+        attach_type: AttachType::UprobeMulti,
+        cookie: Cookie::Native,
+    })?;
     let load_ms = ms(t.elapsed());
     let info = prog.info()?;
     let mem = memlock(prog.as_fd().as_raw_fd()) + counts_mem;
     drop(prog);
     let t = Instant::now();
-    let att = probe.attach_resolved(first_targets(all, n), &AttachOptions::default().tier(Tier::Multi))?;
+    let att = probe.attach_sites(first_targets(all, n), &AttachOptions::default().tier(Tier::Multi))?;
     let attach_ms = ms(t.elapsed());
     let fds = open_fds() - fds0;
     let t = Instant::now();
@@ -190,7 +191,7 @@ fn cookie_side(all: &[ResolvedTarget], n: usize) -> Result<Side> {
 
 /// One program per function: the same logic with the function's id baked in
 /// as a constant, one perf event per function (the pre-cookie way).
-fn per_function_side(all: &[ResolvedTarget], n: usize, attach: bool) -> Result<Side> {
+fn per_function_side(all: &[ProbeSite], n: usize, attach: bool) -> Result<Side> {
     let fds0 = open_fds();
     let mut object = load_object(n)?;
     let counts_mem = memlock(object.map("COUNTS")?.as_fd().as_raw_fd());
@@ -203,7 +204,10 @@ fn per_function_side(all: &[ResolvedTarget], n: usize, attach: bool) -> Result<S
     let t = Instant::now();
     let mut progs = Vec::with_capacity(n);
     for i in 0..n {
-        progs.push(probe.load(LoadVariant::Baked(i as u64))?);
+        progs.push(probe.load(Load {
+            attach_type: AttachType::PerfEvent,
+            cookie: Cookie::Emulated(i as u64),
+        })?);
     }
     side.load_ms = ms(t.elapsed());
     for p in &progs {
@@ -220,7 +224,7 @@ fn per_function_side(all: &[ResolvedTarget], n: usize, attach: bool) -> Result<S
         return Ok(side);
     }
     let t = Instant::now();
-    let att = probe.attach_resolved(first_targets(all, n), &AttachOptions::default().tier(Tier::Emulated))?;
+    let att = probe.attach_sites(first_targets(all, n), &AttachOptions::default().tier(Tier::Emulated))?;
     side.attach_ms = ms(t.elapsed());
     side.open_fds = open_fds() - fds0;
     let t = Instant::now();
@@ -229,7 +233,7 @@ fn per_function_side(all: &[ResolvedTarget], n: usize, attach: bool) -> Result<S
     Ok(side)
 }
 
-fn cookies(opts: &Opts, all: &[ResolvedTarget]) -> Result<Vec<CookieRow>> {
+fn cookies(opts: &Opts, all: &[ProbeSite]) -> Result<Vec<CookieRow>> {
     let ns: &[usize] = if opts.quick { &[1, 10] } else { &[1, 10, 100, 1000] };
     let mut rows = Vec::new();
     let mut per_target: Option<(f64, f64)> = None;
@@ -310,7 +314,7 @@ fn tiers(opts: &Opts, exe: &Path) -> Result<Vec<TierRow>> {
             let all = resolve_numbered(exe)?;
             let att = object
                 .uprobe("count")?
-                .attach_resolved(first_targets(&all, n), &AttachOptions::default().tier(Tier::Multi))?;
+                .attach_sites(first_targets(&all, n), &AttachOptions::default().tier(Tier::Multi))?;
             a.push(ms(t.elapsed()));
             let t = Instant::now();
             att.detach();
@@ -341,7 +345,7 @@ fn tiers(opts: &Opts, exe: &Path) -> Result<Vec<TierRow>> {
                 let mut object = load_object(n)?;
                 let probe = object.uprobe("count")?;
                 let t = Instant::now();
-                let att = probe.attach_resolved(first_targets(&all, n), &AttachOptions::default().tier(tier))?;
+                let att = probe.attach_sites(first_targets(&all, n), &AttachOptions::default().tier(tier))?;
                 a.push(ms(t.elapsed()));
                 let t = Instant::now();
                 att.detach();
@@ -392,7 +396,7 @@ fn per_hit(opts: &Opts, dir: &Path) -> Result<Vec<HitRow>> {
             for (k, tier) in [Tier::Multi, Tier::Emulated].into_iter().enumerate() {
                 let mut object = load_object(10)?;
                 let app = Running::spawn(&exe, calls, 0, 0)?;
-                let att = object.uprobe("count")?.attach_resolved(
+                let att = object.uprobe("count")?.attach_sites(
                     first_targets(&all, 1),
                     &AttachOptions::default().tier(tier).pid(app.pid()),
                 )?;
@@ -475,7 +479,7 @@ fn largest_binaries(limit: usize) -> Vec<PathBuf> {
 
 fn resolution(opts: &Opts) -> Result<Vec<ResolutionRow>> {
     let mut bins = largest_binaries(if opts.quick { 0 } else { 1 });
-    bins.push(sonde::target::find_binary(Path::new("libc"), None)?);
+    bins.push(sonde::resolve::find_binary(Path::new("libc"), None)?);
     let mut rows = Vec::new();
     for bin in bins {
         let runs = if opts.quick { 1 } else { 5 };

@@ -317,7 +317,7 @@ impl Session {
         let spinner = progress(common.json);
         spinner.set_message(format!(
             "resolving {} in {}",
-            sonde::target::shorten(&common.patterns.join(" ")),
+            sonde::resolve::shorten(&common.patterns.join(" ")),
             common.target
         ));
         let mut query = Functions::in_binary(&common.target).patterns(common.patterns.iter().cloned());
@@ -348,7 +348,7 @@ impl Session {
         for program in programs {
             spinner.set_message(format!("attaching {program} to {} functions", set.len()));
             let probe = object.uprobe(program)?;
-            attachments.push(probe.attach_resolved(set.targets(), &options)?);
+            attachments.push(probe.attach_sites(set.targets(), &options)?);
         }
         spinner.finish_and_clear();
         Ok((object, set, attachments))
@@ -400,7 +400,7 @@ impl Session {
             attachments.into_iter().for_each(Attachment::detach);
             return;
         }
-        let probes: usize = attachments.iter().map(|a| a.targets().len()).sum();
+        let probes: usize = attachments.iter().map(|a| a.sites().len()).sum();
         eprintln!(
             "sonde: detaching {probes} probes takes about {:.0} s (the kernel removes per-target uprobes one at a \
              time); Ctrl-C again to leave it to a background process",

@@ -16,6 +16,8 @@
 use core::ffi::c_void;
 use core::mem::{transmute, MaybeUninit};
 
+use sonde_abi::helper as id;
+
 macro_rules! helper {
     ($id:expr, fn($($arg:ty),*) -> $ret:ty) => {{
         #[allow(unused_unsafe)]
@@ -27,52 +29,55 @@ macro_rules! helper {
 
 /// Helper id of `bpf_get_attach_cookie` (Linux 5.15). sonde's user space
 /// rewrites calls to it on kernels without cookies, so keep it a direct call.
-pub const BPF_FUNC_GET_ATTACH_COOKIE: u32 = 174;
+pub const BPF_FUNC_GET_ATTACH_COOKIE: u32 = id::GET_ATTACH_COOKIE;
 
 /// `bpf_map_lookup_elem` (3.19).
 #[inline(always)]
 pub unsafe fn map_lookup_elem(map: *mut c_void, key: *const c_void) -> *mut c_void {
-    helper!(1, fn(*mut c_void, *const c_void) -> *mut c_void)(map, key)
+    helper!(id::MAP_LOOKUP_ELEM, fn(*mut c_void, *const c_void) -> *mut c_void)(map, key)
 }
 
 /// `bpf_map_update_elem` (3.19).
 #[inline(always)]
 pub unsafe fn map_update_elem(map: *mut c_void, key: *const c_void, value: *const c_void, flags: u64) -> i64 {
-    helper!(2, fn(*mut c_void, *const c_void, *const c_void, u64) -> i64)(map, key, value, flags)
+    helper!(
+        id::MAP_UPDATE_ELEM,
+        fn(*mut c_void, *const c_void, *const c_void, u64) -> i64
+    )(map, key, value, flags)
 }
 
 /// `bpf_map_delete_elem` (3.19).
 #[inline(always)]
 pub unsafe fn map_delete_elem(map: *mut c_void, key: *const c_void) -> i64 {
-    helper!(3, fn(*mut c_void, *const c_void) -> i64)(map, key)
+    helper!(id::MAP_DELETE_ELEM, fn(*mut c_void, *const c_void) -> i64)(map, key)
 }
 
 /// `bpf_ktime_get_ns` (4.1): monotonic time in nanoseconds.
 #[inline(always)]
 pub fn ktime_get_ns() -> u64 {
     // SAFETY: no arguments, no memory touched.
-    unsafe { helper!(5, fn() -> u64)() }
+    unsafe { helper!(id::KTIME_GET_NS, fn() -> u64)() }
 }
 
 /// `bpf_get_smp_processor_id` (4.1).
 #[inline(always)]
 pub fn smp_processor_id() -> u32 {
     // SAFETY: no arguments, no memory touched.
-    unsafe { helper!(8, fn() -> u32)() }
+    unsafe { helper!(id::GET_SMP_PROCESSOR_ID, fn() -> u32)() }
 }
 
 /// `bpf_get_current_pid_tgid` (4.2): `tgid << 32 | pid` (process id high, thread id low).
 #[inline(always)]
 pub fn current_pid_tgid() -> u64 {
     // SAFETY: no arguments, no memory touched.
-    unsafe { helper!(14, fn() -> u64)() }
+    unsafe { helper!(id::GET_CURRENT_PID_TGID, fn() -> u64)() }
 }
 
 /// `bpf_get_current_uid_gid` (4.2): `gid << 32 | uid`.
 #[inline(always)]
 pub fn current_uid_gid() -> u64 {
     // SAFETY: no arguments, no memory touched.
-    unsafe { helper!(15, fn() -> u64)() }
+    unsafe { helper!(id::GET_CURRENT_UID_GID, fn() -> u64)() }
 }
 
 /// `bpf_get_current_comm` (4.2): the current task's command name, NUL padded.
@@ -83,7 +88,7 @@ pub fn current_comm() -> [u8; 16] {
     // helper writes all 16 bytes (NUL padded, or zeros on failure).
     let mut comm = core::mem::MaybeUninit::<[u64; 2]>::uninit();
     // SAFETY: the buffer is 16 writable bytes.
-    unsafe { helper!(16, fn(*mut c_void, u32) -> i64)(comm.as_mut_ptr().cast(), 16) };
+    unsafe { helper!(id::GET_CURRENT_COMM, fn(*mut c_void, u32) -> i64)(comm.as_mut_ptr().cast(), 16) };
     // SAFETY: the kernel initialised every byte; any bit pattern is a byte array.
     unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(comm.assume_init()) }
 }
@@ -100,7 +105,7 @@ pub unsafe fn get_attach_cookie(ctx: *mut c_void) -> u64 {
 #[inline(always)]
 pub unsafe fn probe_read_user<T>(src: *const T) -> Result<T, i64> {
     let mut v = MaybeUninit::<T>::uninit();
-    let ret = helper!(112, fn(*mut c_void, u32, *const c_void) -> i64)(
+    let ret = helper!(id::PROBE_READ_USER, fn(*mut c_void, u32, *const c_void) -> i64)(
         v.as_mut_ptr().cast(),
         core::mem::size_of::<T>() as u32,
         src.cast(),
@@ -116,8 +121,11 @@ pub unsafe fn probe_read_user<T>(src: *const T) -> Result<T, i64> {
 /// into `dst`; returns the length copied, including the NUL.
 #[inline(always)]
 pub unsafe fn probe_read_user_str(src: *const u8, dst: &mut [u8]) -> Result<usize, i64> {
-    let ret =
-        helper!(114, fn(*mut c_void, u32, *const c_void) -> i64)(dst.as_mut_ptr().cast(), dst.len() as u32, src.cast());
+    let ret = helper!(id::PROBE_READ_USER_STR, fn(*mut c_void, u32, *const c_void) -> i64)(
+        dst.as_mut_ptr().cast(),
+        dst.len() as u32,
+        src.cast(),
+    );
     if ret < 0 {
         Err(ret)
     } else {
@@ -128,23 +136,23 @@ pub unsafe fn probe_read_user_str(src: *const u8, dst: &mut [u8]) -> Result<usiz
 /// `bpf_ringbuf_output` (5.8).
 #[inline(always)]
 pub unsafe fn ringbuf_output(map: *mut c_void, data: *const c_void, size: u64, flags: u64) -> i64 {
-    helper!(130, fn(*mut c_void, *const c_void, u64, u64) -> i64)(map, data, size, flags)
+    helper!(id::RINGBUF_OUTPUT, fn(*mut c_void, *const c_void, u64, u64) -> i64)(map, data, size, flags)
 }
 
 /// `bpf_ringbuf_reserve` (5.8).
 #[inline(always)]
 pub unsafe fn ringbuf_reserve(map: *mut c_void, size: u64, flags: u64) -> *mut c_void {
-    helper!(131, fn(*mut c_void, u64, u64) -> *mut c_void)(map, size, flags)
+    helper!(id::RINGBUF_RESERVE, fn(*mut c_void, u64, u64) -> *mut c_void)(map, size, flags)
 }
 
 /// `bpf_ringbuf_submit` (5.8).
 #[inline(always)]
 pub unsafe fn ringbuf_submit(data: *mut c_void, flags: u64) {
-    helper!(132, fn(*mut c_void, u64) -> ())(data, flags)
+    helper!(id::RINGBUF_SUBMIT, fn(*mut c_void, u64) -> ())(data, flags)
 }
 
 /// `bpf_ringbuf_discard` (5.8).
 #[inline(always)]
 pub unsafe fn ringbuf_discard(data: *mut c_void, flags: u64) {
-    helper!(133, fn(*mut c_void, u64) -> ())(data, flags)
+    helper!(id::RINGBUF_DISCARD, fn(*mut c_void, u64) -> ())(data, flags)
 }

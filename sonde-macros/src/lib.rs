@@ -6,6 +6,7 @@
 use proc_macro::TokenStream;
 use proc_macro2::Span;
 use quote::{format_ident, quote};
+use sonde_abi::ProbeKind;
 use syn::{
     parse::Parser, parse_macro_input, punctuated::Punctuated, Error, Expr, ExprLit, ItemFn, ItemStatic, Lit, Meta,
     Token,
@@ -13,21 +14,16 @@ use syn::{
 
 /// Options common to `#[uprobe(...)]` and `#[uretprobe(...)]`.
 struct ProbeArgs {
-    multi: bool,
     name: Option<String>,
 }
 
 fn parse_probe_args(attr: TokenStream) -> syn::Result<ProbeArgs> {
     let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse(attr)?;
-    let mut args = ProbeArgs {
-        multi: false,
-        name: None,
-    };
+    let mut args = ProbeArgs { name: None };
     for meta in metas {
         match &meta {
-            Meta::Path(p) if p.is_ident("multi") => args.multi = true,
             Meta::NameValue(nv) if nv.path.is_ident("name") => args.name = Some(lit_str(&nv.value)?),
-            _ => return Err(Error::new_spanned(meta, "expected `multi` or `name = \"...\"`")),
+            _ => return Err(Error::new_spanned(meta, "expected `name = \"...\"`")),
         }
     }
     Ok(args)
@@ -40,7 +36,7 @@ fn lit_str(expr: &Expr) -> syn::Result<String> {
     }
 }
 
-fn probe(attr: TokenStream, item: TokenStream, ret: bool) -> TokenStream {
+fn probe(attr: TokenStream, item: TokenStream, kind: ProbeKind) -> TokenStream {
     let args = match parse_probe_args(attr) {
         Ok(a) => a,
         Err(e) => return e.to_compile_error().into(),
@@ -48,14 +44,9 @@ fn probe(attr: TokenStream, item: TokenStream, ret: bool) -> TokenStream {
     let func = parse_macro_input!(item as ItemFn);
     let ident = &func.sig.ident;
     let name = args.name.unwrap_or_else(|| ident.to_string());
-    let kind = match (ret, args.multi) {
-        (false, false) => "uprobe",
-        (false, true) => "uprobe.multi",
-        (true, false) => "uretprobe",
-        (true, true) => "uretprobe.multi",
-    };
-    let section = format!("{kind}/{name}");
-    let ctx_ty = if ret {
+    // The section names the kind; the loader reads it back (sonde_abi::ProbeKind).
+    let section = format!("{}/{name}", kind.section_prefix());
+    let ctx_ty = if kind.at_return() {
         quote!(::sonde_ebpf::RetProbeContext)
     } else {
         quote!(::sonde_ebpf::ProbeContext)
@@ -75,14 +66,14 @@ fn probe(attr: TokenStream, item: TokenStream, ret: bool) -> TokenStream {
 
 /// Marks a function as a uprobe program (function entry).
 ///
-/// The function takes a [`ProbeContext`] and returns `u32`. `#[uprobe(multi)]` puts
-/// it in an `uprobe.multi/` section; `#[uprobe(name = "x")]` renames the program.
-/// The user-space library attaches either kind with any mechanism the kernel has.
+/// The function takes a [`ProbeContext`] and returns `u32`; `#[uprobe(name = "x")]`
+/// renames the program. The section (`uprobe/NAME`) names the kind; the
+/// user-space library attaches it with the best mechanism the kernel has.
 ///
 /// [`ProbeContext`]: ../sonde_ebpf/struct.ProbeContext.html
 #[proc_macro_attribute]
 pub fn uprobe(attr: TokenStream, item: TokenStream) -> TokenStream {
-    probe(attr, item, false)
+    probe(attr, item, ProbeKind::Entry)
 }
 
 /// Marks a function as a uretprobe program (function return).
@@ -93,7 +84,7 @@ pub fn uprobe(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// [`RetProbeContext`]: ../sonde_ebpf/struct.RetProbeContext.html
 #[proc_macro_attribute]
 pub fn uretprobe(attr: TokenStream, item: TokenStream) -> TokenStream {
-    probe(attr, item, true)
+    probe(attr, item, ProbeKind::Return)
 }
 
 /// Declares a map: places the static in the `maps` section under its own name

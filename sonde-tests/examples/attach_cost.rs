@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use sonde::target::SymbolTable;
+use sonde::resolve::SymbolTable;
 use sonde::{AttachOptions, Object, Target, Tier};
 
 fn main() {

@@ -95,12 +95,18 @@ impl Waiting {
     }
 
     /// Lets it run its calls and waits for it to exit successfully.
-    pub fn run(mut self) {
+    pub fn run(self) {
+        self.run_output();
+    }
+
+    /// [`Waiting::run`], returning what it printed.
+    pub fn run_output(mut self) -> String {
         let mut stdin = self.0.stdin.take().expect("stdin");
         stdin.write_all(b"go\n").expect("write go");
         drop(stdin);
         let out = self.0.wait_with_output().expect("wait target-app");
         assert!(out.status.success(), "probe target failed: {:?}", out.status);
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 
@@ -188,7 +194,7 @@ pub fn prog_ids(a: &Attachment) -> Vec<u32> {
 pub fn tier_supported(tier: sonde::Tier) -> bool {
     let f = sonde::Features::current();
     let missing: Vec<String> = tier
-        .requires(sonde::Scope::Process(1))
+        .requires(sonde::spec::ProbeKind::Entry, sonde::Scope::Process(1))
         .into_iter()
         .filter(|x| !f.has(*x))
         .map(|x| x.to_string())

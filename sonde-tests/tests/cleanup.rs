@@ -5,7 +5,9 @@
 use std::sync::Mutex;
 
 use sonde::sys::{fault, Call};
-use sonde::{AttachError, AttachOptions, Error, Feature, Object, Target, TargetError, Tier};
+use sonde::{
+    AttachError, AttachOptions, AttachType, Cookie, Error, Feature, Object, Refusal, Target, TargetError, Tier,
+};
 use sonde_tests::*;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -43,13 +45,25 @@ fn loaded() -> Object {
     let p = o.uprobe("count_calls").unwrap();
     let f = sonde::Features::current();
     if f.has(Feature::UprobeMulti) {
-        p.load(sonde::LoadVariant::Multi).unwrap();
+        p.load(sonde::Load {
+            attach_type: AttachType::UprobeMulti,
+            cookie: Cookie::Native,
+        })
+        .unwrap();
     }
     if f.has(Feature::BpfCookie) {
-        p.load(sonde::LoadVariant::Native).unwrap();
+        p.load(sonde::Load {
+            attach_type: AttachType::PerfEvent,
+            cookie: Cookie::Native,
+        })
+        .unwrap();
     }
     for c in [1, 2, 3, 4] {
-        p.load(sonde::LoadVariant::Baked(c)).unwrap();
+        p.load(sonde::Load {
+            attach_type: AttachType::PerfEvent,
+            cookie: Cookie::Emulated(c),
+        })
+        .unwrap();
     }
     o
 }
@@ -84,7 +98,7 @@ fn eperm_from_the_pmu_falls_back_to_tracefs() {
         .plan()
         .passed_over
         .iter()
-        .any(|r| r.contains("refused permission")));
+        .any(|(t, r)| *r == Refusal::PmuPermission && *t == Tier::PerfLink));
     assert_eq!(attachment.tracefs_events().len(), 3);
     app.run();
     assert_eq!(counts(&object, "COUNTS"), expected_counts("abcabc", &[1, 2, 3]));

@@ -104,12 +104,12 @@ fn rejected_program_carries_the_verifier_log() {
 
 #[test]
 fn imported_symbol_and_bad_offsets_are_refused() {
-    let table = sonde::target::SymbolTable::read(&target_app()).unwrap();
+    let table = sonde::resolve::SymbolTable::read(&target_app()).unwrap();
     let f = table.function("sonde_fn_a").unwrap();
     assert!(f.size > 0);
-    let err = sonde::target::resolve(&[Target::symbol(target_app(), "sonde_fn_a").at_offset(f.size + 1)]).unwrap_err();
+    let err = sonde::resolve::sites(&[Target::symbol(target_app(), "sonde_fn_a").at_offset(f.size + 1)]).unwrap_err();
     assert!(matches!(err, TargetError::OffsetOutsideSymbol { .. }), "{err}");
-    let err = sonde::target::resolve(&[Target::file_offset(target_app(), u64::MAX / 2)]).unwrap_err();
+    let err = sonde::resolve::sites(&[Target::file_offset(target_app(), u64::MAX / 2)]).unwrap_err();
     assert!(matches!(err, TargetError::BadFileOffset { .. }), "{err}");
     // target-app imports `write` or similar from libc: value-0 symbols are refused.
     let imported = ["write", "malloc", "memcpy", "__libc_start_main"]

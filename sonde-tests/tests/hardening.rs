@@ -69,7 +69,7 @@ fn a_symlink_flipped_after_resolving_does_not_move_the_probes() {
         let attachment = object
             .uprobe("count_calls")
             .expect("program")
-            .attach_resolved(set.targets(), &AttachOptions::default().tier(tier))
+            .attach_sites(set.targets(), &AttachOptions::default().tier(tier))
             .expect("attach");
         // The binary the name points at now runs untouched: nothing counted.
         spawn_fixture("fixture-nopie").run();
@@ -159,7 +159,7 @@ fn a_path_with_newlines_and_spaces_cannot_inject_a_tracefs_line() {
         let attachment = object
             .uprobe("count_calls")
             .expect("program")
-            .attach_resolved(set.targets(), &AttachOptions::default().tier(tier).pid(app.pid()))
+            .attach_sites(set.targets(), &AttachOptions::default().tier(tier).pid(app.pid()))
             .expect("attach");
         let lines = sonde::inspect::tracefs_uprobes();
         if tier == Tier::Tracefs {
@@ -197,7 +197,7 @@ fn every_location_kind_is_proven_to_start_an_instruction() {
         .cloned()
         .expect("fx_alpha");
     // fx_alpha is `lea 0x1(%rdi),%eax` (3 bytes), then `ret`.
-    let refused = |t: Target| match sonde::target::resolve(std::slice::from_ref(&t)) {
+    let refused = |t: Target| match sonde::resolve::sites(std::slice::from_ref(&t)) {
         Err(e) => e,
         Ok(r) => panic!("{t:?} resolved to {:#x}", r[0].offset),
     };
@@ -214,7 +214,7 @@ fn every_location_kind_is_proven_to_start_an_instruction() {
         assert!(e.to_string().contains("inside an instruction"), "{e}");
     }
     // Boundaries resolve, named by the function that holds them.
-    let ok = sonde::target::resolve(&[
+    let ok = sonde::resolve::sites(&[
         Target::file_offset(&pie, alpha.file_offset + 3),
         Target::virtual_address(&pie, alpha.symbol.address),
         Target::symbol(&pie, "deregister_tm_clones").at_offset(7),
@@ -233,7 +233,7 @@ fn every_location_kind_is_proven_to_start_an_instruction() {
     let e = refused(Target::file_offset(&pie, plt));
     assert!(matches!(e, TargetError::Unverifiable { .. }), "{e}");
     assert!(e.to_string().contains("allow_unverified"), "{e}");
-    let vouched = sonde::target::resolve(&[Target::file_offset(&pie, plt).allow_unverified()]).expect("vouched");
+    let vouched = sonde::resolve::sites(&[Target::file_offset(&pie, plt).allow_unverified()]).expect("vouched");
     assert_eq!(vouched[0].offset, plt);
 }
 
@@ -277,7 +277,7 @@ fn a_binary_of_another_architecture_is_refused_by_name() {
     assert!(matches!(e, TargetError::WrongArchitecture { .. }), "{e}");
     let msg = e.to_string();
     assert!(msg.contains("Aarch64") && msg.contains("X86_64"), "{msg}");
-    let e = sonde::target::resolve(&[Target::symbol(&path, "f")]).expect_err("refused");
+    let e = sonde::resolve::sites(&[Target::symbol(&path, "f")]).expect_err("refused");
     assert!(matches!(e, TargetError::WrongArchitecture { .. }), "{e}");
     // Neither a directory nor an empty file is a binary.
     let e = Functions::in_binary(&dir).pattern("f").resolve().expect_err("dir");
@@ -322,11 +322,11 @@ fn the_descriptor_limit_is_raised_before_programs_load() {
     let result = object
         .uprobe("count_calls")
         .expect("program")
-        .attach_resolved(set.targets(), &AttachOptions::default().tier(tier));
+        .attach_sites(set.targets(), &AttachOptions::default().tier(tier));
     // SAFETY: as above.
     unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &old) };
     let attachment = result.expect("the soft limit is raised before anything loads");
-    assert_eq!(attachment.targets().len(), 10);
+    assert_eq!(attachment.sites().len(), 10);
     assert_eq!(
         attachment.plan().descriptors,
         if tier == Tier::Emulated { 20 } else { 21 }
@@ -334,4 +334,57 @@ fn the_descriptor_limit_is_raised_before_programs_load() {
     // A hard limit that cannot hold them is refused up front: see the CLI test
     // `descriptors_are_reserved_before_anything_loads` (lowering the hard limit
     // cannot be undone in this process).
+}
+
+/// The file offset of data symbol `name` (through its section).
+fn data_file_offset(binary: &Path, name: &str) -> u64 {
+    use object::ObjectSymbol;
+    let data = std::fs::read(binary).expect("read");
+    let file = object::File::parse(&*data).expect("elf");
+    let sym = file.symbols().find(|s| s.name() == Ok(name)).expect("symbol");
+    let section = file
+        .section_by_index(sym.section_index().expect("section"))
+        .expect("section");
+    sym.address() - section.address() + section.file_range().expect("in file").0
+}
+
+#[test]
+fn a_semaphore_is_raised_while_attached_on_every_tier() {
+    require_root();
+    let _s = serial();
+    let bin = fixtures().join("fixture-semaphore");
+    let semaphore = data_file_offset(&bin, "fx_semaphore");
+    let run = |tier: Tier, with_semaphore: bool| -> (String, BTreeMap<String, u64>) {
+        let mut target = Target::symbol(&bin, "fx_guarded").cookie(0);
+        if with_semaphore {
+            target = target.semaphore(semaphore);
+        }
+        let sites = sonde::resolve::sites(&[target]).expect("resolve");
+        assert_eq!(sites[0].ref_ctr_offset, with_semaphore.then_some(semaphore));
+        let mut object = Object::load(PROBES).expect("load");
+        let app = sonde_tests::Waiting::spawn_path(&bin, &[]);
+        let attachment = object
+            .uprobe("count_calls")
+            .expect("program")
+            .attach_sites(sites, &AttachOptions::default().tier(tier).pid(app.pid()))
+            .expect("attach");
+        let out = app.run_output();
+        let counts: BTreeMap<String, u64> = counts(&object, "COUNTS")
+            .into_iter()
+            .map(|(c, n)| (format!("cookie {c}"), n))
+            .collect();
+        drop(attachment);
+        (out.trim().to_string(), counts)
+    };
+    for tier in Tier::ALL {
+        if !tier_supported(tier) {
+            continue;
+        }
+        let (out, counts) = run(tier, true);
+        assert_eq!(out, "1", "{tier}: the kernel raised the semaphore");
+        assert_eq!(counts.get("cookie 0"), Some(&1), "{tier}: the guarded call was counted");
+        let (out, counts) = run(tier, false);
+        assert_eq!(out, "0", "{tier}: no semaphore asked, none raised");
+        assert_eq!(counts.get("cookie 0").copied().unwrap_or(0), 0, "{tier}");
+    }
 }

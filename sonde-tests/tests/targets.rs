@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use sonde::target::FunctionSet;
-use sonde::{AttachOptions, Functions, Object, ResolvedTarget, Target, TargetError};
+use sonde::resolve::FunctionSet;
+use sonde::{AttachOptions, Functions, Object, ProbeSite, Target, TargetError};
 use sonde_tests::{counts, fixtures, links_of, prog_ids, require_root, spawn_fixture, target_app, PROBES};
 
 /// Tests here count fds and links: one at a time.
@@ -33,7 +33,7 @@ fn find(binary: &str, patterns: &[&str]) -> FunctionSet {
 fn count(fixture: &str, sets: &[&FunctionSet]) -> BTreeMap<String, u64> {
     require_root();
     let mut object = Object::load(PROBES).expect("load");
-    let mut targets: Vec<ResolvedTarget> = Vec::new();
+    let mut targets: Vec<ProbeSite> = Vec::new();
     let mut label = Vec::new();
     for set in sets {
         for (t, f) in set.targets().into_iter().zip(set.iter()) {
@@ -41,17 +41,15 @@ fn count(fixture: &str, sets: &[&FunctionSet]) -> BTreeMap<String, u64> {
                 Some(_) => f.symbol.versioned_name(),
                 None => set.display_name(f).to_string(),
             });
-            targets.push(ResolvedTarget {
-                cookie: targets.len() as u64,
-                ..t
-            });
+            let cookie = targets.len() as u64;
+            targets.push(t.with_cookie(cookie));
         }
     }
     let app = spawn_fixture(fixture);
     let attachment = object
         .uprobe("count_calls")
         .expect("program")
-        .attach_resolved(targets, &AttachOptions::default().pid(app.pid()))
+        .attach_sites(targets, &AttachOptions::default().pid(app.pid()))
         .expect("attach");
     app.run();
     let mut out: BTreeMap<String, u64> = label.iter().map(|l| (l.clone(), 0)).collect();
@@ -306,7 +304,7 @@ fn locations_symbol_offset_file_offset_and_virtual_address() {
         .resolve()
         .expect("fx_beta");
     let beta = table.iter().next().expect("one").clone();
-    let resolved = sonde::target::resolve(&[
+    let resolved = sonde::resolve::sites(&[
         Target::symbol(&bin, "fx_beta"),
         Target::virtual_address(&bin, beta.symbol.address),
         Target::file_offset(&bin, beta.file_offset),
@@ -328,7 +326,7 @@ fn the_kernel_refuses_what_the_resolver_skips() {
     // when it installs the breakpoint in a process that maps the file, so the
     // rule matches the kernel, and nothing stays attached.
     let app = spawn_fixture("fixture-pie").until_blocked();
-    let table = sonde::target::SymbolTable::read(&bin).expect("symbols");
+    let table = sonde::resolve::SymbolTable::read(&bin).expect("symbols");
     let f = table.function("fx_locked").expect("fx_locked");
     let mut object = Object::load(PROBES).expect("load");
     let before = sonde::inspect::links().expect("links").len();

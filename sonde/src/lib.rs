@@ -30,7 +30,7 @@
 //! with the cookie baked into a program copy (older kernels) — and the
 //! [`Attachment`] says which ran.
 //!
-//! Layers, bottom up: [`sys`] (every syscall), [`obj`] (ELF parsing), [`maps`] and
+//! Layers, bottom up: [`sys`] (every syscall), [`spec`] (ELF parsing), [`maps`] and
 //! [`programs`], [`target`] (symbols to file offsets), [`features`], [`attach`].
 
 #![warn(missing_docs)]
@@ -39,26 +39,26 @@ pub mod attach;
 pub mod features;
 pub mod inspect;
 pub mod maps;
-pub mod obj;
 mod object;
 pub mod process;
 pub mod programs;
+pub mod resolve;
+pub mod spec;
 pub mod sys;
-pub mod target;
 
-pub use attach::{AttachError, AttachOptions, AttachPlan, Attachment, DetachHandle, Scope, Tier};
+pub use attach::{AttachError, AttachOptions, AttachPlan, Attachment, DetachHandle, Refusal, Scope, Tier};
 pub use features::{Feature, Features};
 pub use object::Object;
 pub use process::ProcessError;
-pub use programs::{LoadVariant, LoadedProgram, ProgramError, ProgramInfo, UProbe};
-pub use target::{FunctionMatch, FunctionSet, Functions, Location, ResolvedTarget, Target, TargetError};
+pub use programs::{AttachType, Cookie, Load, LoadedProgram, ProgramError, ProgramInfo, UProbe};
+pub use resolve::{FunctionMatch, FunctionSet, Functions, Location, ProbeSite, Target, TargetError};
 
 /// Any sonde error; each area also has its own enum.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The object file is malformed.
     #[error(transparent)]
-    Object(#[from] obj::ObjError),
+    Object(#[from] spec::SpecError),
     /// A map could not be created or used.
     #[error(transparent)]
     Map(#[from] maps::MapError),

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd};
 
 use crate::maps::{Map, MapError};
-use crate::obj::{MapSource, ObjectFile, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
 use crate::programs::{ProgramError, UProbe};
+use crate::spec::{MapSource, ObjectSpec, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
 use crate::sys::bpf;
 use crate::Error;
 
@@ -44,7 +44,7 @@ impl Object {
     /// # Ok(()) }
     /// ```
     pub fn load_with(bytes: &[u8], max_entries: &[(&str, u32)]) -> Result<Object, Error> {
-        let mut file = ObjectFile::parse(bytes)?;
+        let mut file = ObjectSpec::parse(bytes)?;
         for (name, n) in max_entries {
             let spec = file
                 .maps

@@ -45,7 +45,7 @@ enum Task {
     Bench,
     /// Fuzz the object parser longer than `test` does (mutated real objects; any
     /// panic, abort or input over 100 ms fails, the input kept in
-    /// target/tmp/fuzz/obj-current.bin).
+    /// target/tmp/fuzz/spec-current.bin).
     Fuzz {
         /// How many inputs.
         #[arg(long, default_value_t = 2_000_000)]
@@ -116,7 +116,7 @@ fn run() -> Result<()> {
                         "-p",
                         "sonde-tests",
                         "--test",
-                        "fuzz_obj",
+                        "fuzz_spec",
                         "--",
                         "--nocapture",
                     ])

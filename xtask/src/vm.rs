@@ -259,6 +259,7 @@ fn copy_fixtures(dst: &Path, rootfs: &Path) -> Result<()> {
         "fixture-nopie",
         "fixture-rs-nopie",
         "fixture-sleeper",
+        "fixture-semaphore",
     ] {
         copy_with_libs(&src.join(exe), &dst.join(exe), rootfs)?;
     }

@@ -14,39 +14,19 @@ pub use ring_buf::{RingBuf, RingBufEntry};
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
 
-/// The map definition the loader reads (`struct bpf_map_def` of the legacy `maps`
-/// section: five little-endian u32).
-#[repr(C)]
-pub struct MapDef {
-    /// `enum bpf_map_type`.
-    pub map_type: u32,
-    /// Key size in bytes.
-    pub key_size: u32,
-    /// Value size in bytes.
-    pub value_size: u32,
-    /// Capacity (ring buffer: size in bytes, a power of two and page multiple).
-    pub max_entries: u32,
-    /// `BPF_F_*` creation flags.
-    pub map_flags: u32,
-}
+pub use sonde_abi::map::{MapDef, BPF_ANY, BPF_EXIST, BPF_NOEXIST};
+use sonde_abi::MapType;
 
 /// `BPF_MAP_TYPE_HASH`.
-pub const BPF_MAP_TYPE_HASH: u32 = 1;
+pub const BPF_MAP_TYPE_HASH: u32 = MapType::Hash as u32;
 /// `BPF_MAP_TYPE_ARRAY`.
-pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
+pub const BPF_MAP_TYPE_ARRAY: u32 = MapType::Array as u32;
 /// `BPF_MAP_TYPE_PERCPU_HASH`.
-pub const BPF_MAP_TYPE_PERCPU_HASH: u32 = 5;
+pub const BPF_MAP_TYPE_PERCPU_HASH: u32 = MapType::PerCpuHash as u32;
 /// `BPF_MAP_TYPE_PERCPU_ARRAY`.
-pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = MapType::PerCpuArray as u32;
 /// `BPF_MAP_TYPE_RINGBUF`.
-pub const BPF_MAP_TYPE_RINGBUF: u32 = 27;
-
-/// `BPF_ANY`: create or update.
-pub const BPF_ANY: u64 = 0;
-/// `BPF_NOEXIST`: create only.
-pub const BPF_NOEXIST: u64 = 1;
-/// `BPF_EXIST`: update only.
-pub const BPF_EXIST: u64 = 2;
+pub const BPF_MAP_TYPE_RINGBUF: u32 = MapType::RingBuf as u32;
 
 /// The definition cell every map type wraps: the helpers take its address.
 #[repr(transparent)]

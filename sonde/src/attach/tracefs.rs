@@ -12,11 +12,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 
-use super::{load_variants, target_error, AttachError, Link, Scope, Tier};
-use crate::obj::ProbeKind;
+use super::error::target_error;
+use super::{load_for, AttachError, Link, Refusal, Scope, Tier};
+use crate::features::Feature;
 use crate::programs::{LoadedProgram, UProbe};
-use crate::sys::{perf, raise_nofile, tracefs, SyscallError};
-use crate::target::ResolvedTarget;
+use crate::resolve::ProbeSite;
+use crate::sys::{perf, tracefs, SyscallError};
 
 const GROUP: &str = "sonde";
 
@@ -114,28 +115,25 @@ pub fn remove_stale_entries() -> usize {
 
 pub(super) fn attach(
     probe: &mut UProbe,
-    targets: &[ResolvedTarget],
+    sites: &[ProbeSite],
     scope: Scope,
 ) -> Result<(Vec<Arc<LoadedProgram>>, Vec<Link>), AttachError> {
     static CLEANUP: Once = Once::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let tier = Tier::Tracefs;
     let root = tracefs::root().ok_or(AttachError::NoTier {
-        reasons: vec!["tracefs: not mounted and cannot be mounted at /sys/kernel/tracing".into()],
+        refusals: vec![(tier, Refusal::Missing(vec![(Feature::Tracefs, false)]))],
     })?;
     CLEANUP.call_once(|| {
         remove_stale_entries();
     });
     let start = crate::process::own_start_time();
-    let (programs, which) = load_variants(probe, tier, targets)?;
-    raise_nofile(targets.len() as u64);
-    let kind = match probe.kind() {
-        ProbeKind::Entry => 'p',
-        ProbeKind::Return => 'r',
-    };
-    let mut links = Vec::with_capacity(targets.len());
-    for (t, &pi) in targets.iter().zip(&which) {
-        let fail = |e: SyscallError, n| target_error(tier, t, e, n, targets.len());
+    let kind = probe.kind();
+    let (programs, which) = probe.load_each(sites.iter().map(|s| load_for(tier, kind, s)))?;
+    let letter = if kind.at_return() { 'r' } else { 'p' };
+    let mut links = Vec::with_capacity(sites.len());
+    for (s, &pi) in sites.iter().zip(&which) {
+        let fail = |e: SyscallError, n| target_error(tier, s, e, n, sites.len());
         let name = format!(
             "sonde_{}_{start}_{}",
             std::process::id(),
@@ -143,9 +141,15 @@ pub(super) fn attach(
         );
         // The kernel resolves `/proc/self/fd/N` in this process: the file the
         // offset was computed from, and a name the line syntax always carries
-        // (the real path may hold spaces or newlines).
-        let path = t.binary.kernel_path();
-        let line = format!("{kind}:{GROUP}/{name} {}:{:#x}\n", path.to_string_lossy(), t.offset);
+        // (the real path may hold spaces or newlines). A USDT semaphore follows
+        // the offset as `(0xREF)`.
+        let path = s.binary.kernel_path();
+        let semaphore = s.ref_ctr_offset.map_or(String::new(), |r| format!("({r:#x})"));
+        let line = format!(
+            "{letter}:{GROUP}/{name} {}:{:#x}{semaphore}\n",
+            path.to_string_lossy(),
+            s.offset
+        );
         tracefs::write_uprobe_event(root, &line).map_err(|e| fail(e, links.len()))?;
         let entry = TracefsEntry { root, name };
         let id = tracefs::event_id(root, GROUP, &entry.name).map_err(|source| AttachError::Syscall { tier, source })?;

@@ -15,19 +15,21 @@ pub use array::{Array, PerCpuArray};
 pub use hash_map::{HashMap, PerCpuHashMap};
 pub use ring_buf::{RingBuf, RingBufItem};
 
-use crate::obj::MapDef;
+use crate::spec::MapDef;
 use crate::sys::SyscallError;
 
+pub use sonde_abi::MapType;
+
 /// `BPF_MAP_TYPE_HASH`.
-pub const BPF_MAP_TYPE_HASH: u32 = 1;
+pub const BPF_MAP_TYPE_HASH: u32 = MapType::Hash as u32;
 /// `BPF_MAP_TYPE_ARRAY`.
-pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
+pub const BPF_MAP_TYPE_ARRAY: u32 = MapType::Array as u32;
 /// `BPF_MAP_TYPE_PERCPU_HASH`.
-pub const BPF_MAP_TYPE_PERCPU_HASH: u32 = 5;
+pub const BPF_MAP_TYPE_PERCPU_HASH: u32 = MapType::PerCpuHash as u32;
 /// `BPF_MAP_TYPE_PERCPU_ARRAY`.
-pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = MapType::PerCpuArray as u32;
 /// `BPF_MAP_TYPE_RINGBUF`.
-pub const BPF_MAP_TYPE_RINGBUF: u32 = 27;
+pub const BPF_MAP_TYPE_RINGBUF: u32 = MapType::RingBuf as u32;
 
 /// Errors of map access.
 #[derive(Debug, thiserror::Error)]

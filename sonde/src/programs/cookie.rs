@@ -4,10 +4,9 @@
 //! the same register contract (r1-r5 clobbered, result in r0), so no jump offset
 //! of the program moves.
 
-use crate::obj::Insn;
+use sonde_abi::Insn;
 
-/// `BPF_FUNC_get_attach_cookie`.
-const GET_ATTACH_COOKIE: i32 = 174;
+use sonde_abi::helper::GET_ATTACH_COOKIE;
 
 /// Indices of the cookie reads (skipping the data halves of `ld_imm64`).
 fn cookie_calls(insns: &[Insn]) -> Vec<usize> {
@@ -32,7 +31,7 @@ pub(crate) fn bake_cookie(insns: &[Insn], cookie: u64) -> Vec<Insn> {
     let mut out = insns.to_vec();
     let sub = out.len();
     for i in cookie_calls(insns) {
-        out[i].set_src(crate::obj::PSEUDO_CALL);
+        out[i].set_src(crate::spec::PSEUDO_CALL);
         out[i].imm = (sub as i64 - i as i64 - 1) as i32;
     }
     out.extend_from_slice(&Insn::ld_imm64(0, cookie));

@@ -1,6 +1,7 @@
-//! Loading programs: the same instructions may be loaded several times, as the
-//! variant each attach mechanism needs (native cookies for a perf link, the
-//! uprobe_multi attach type, or the cookie baked in as a constant).
+//! Loading programs: the same instructions may be loaded several times, once per
+//! [`Load`] the attach mechanisms need: the attach type it declares (perf event,
+//! uprobe_multi, session) and where its cookie comes from (the kernel, or
+//! emulated as a constant).
 
 mod cookie;
 mod uprobe;
@@ -12,9 +13,9 @@ use std::time::{Duration, Instant};
 pub(crate) use cookie::{bake_cookie, uses_cookie};
 pub use uprobe::UProbe;
 
-use crate::obj::Insn;
 use crate::sys::bpf::{self, ProgLoad};
 use crate::sys::SyscallError;
+use sonde_abi::Insn;
 
 /// Why a program did not load.
 #[derive(Debug, thiserror::Error)]
@@ -43,19 +44,47 @@ fn log_tail(log: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// How a program is loaded for the kernel: which attach type it declares and where
-/// its cookie comes from.
+/// The kind of attachment a program is loaded for: the kernel implements
+/// `bpf_get_attach_cookie` per link type, and a multi program must declare it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LoadVariant {
-    /// Native cookies, attached through perf events (perf link, 5.15+).
+pub enum AttachType {
+    /// A perf event (uprobe PMU or tracefs): perf link or `PERF_EVENT_IOC_SET_BPF`.
+    PerfEvent,
+    /// `expected_attach_type = BPF_TRACE_UPROBE_MULTI` (6.6+).
+    UprobeMulti,
+    /// `expected_attach_type = BPF_TRACE_UPROBE_SESSION` (6.13+).
+    UprobeSession,
+}
+
+impl AttachType {
+    fn expected_attach_type(self) -> u32 {
+        use sonde_abi::program::{BPF_TRACE_UPROBE_MULTI, BPF_TRACE_UPROBE_SESSION};
+        match self {
+            AttachType::PerfEvent => 0,
+            AttachType::UprobeMulti => BPF_TRACE_UPROBE_MULTI,
+            AttachType::UprobeSession => BPF_TRACE_UPROBE_SESSION,
+        }
+    }
+}
+
+/// Where a program's cookie reads get their value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cookie {
+    /// From the kernel: the attachment's cookie (5.15+), or unread.
     Native,
-    /// Native cookies with `expected_attach_type = BPF_TRACE_UPROBE_MULTI` (6.6+):
-    /// the kernel's cookie helper reads the multi link's `cookies[]`.
-    Multi,
-    /// Every cookie read replaced by this constant (kernels without cookies).
-    Baked(u64),
-    /// The program never reads its cookie: one load serves every target.
-    CookieFree,
+    /// Emulated: every `bpf_get_attach_cookie` call replaced by this constant
+    /// (the `emulated` and `tracefs` tiers, kernels without cookies).
+    Emulated(u64),
+}
+
+/// How a program is loaded: the attach type it declares and where its cookie
+/// comes from. One loaded program per distinct `Load`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Load {
+    /// The attachment kind.
+    pub attach_type: AttachType,
+    /// The cookie source.
+    pub cookie: Cookie,
 }
 
 /// A program loaded in the kernel. Dropping the last handle (and every link using
@@ -64,7 +93,7 @@ pub enum LoadVariant {
 pub struct LoadedProgram {
     fd: OwnedFd,
     name: String,
-    variant: LoadVariant,
+    load: Load,
     load_time: Duration,
     stats_log: String,
 }
@@ -97,16 +126,8 @@ pub struct ProgramInfo {
 
 impl LoadedProgram {
     /// Loads `insns` as a uprobe (kprobe-type) program.
-    pub(crate) fn load(
-        name: &str,
-        insns: &[Insn],
-        license: &CString,
-        variant: LoadVariant,
-    ) -> Result<Self, ProgramError> {
-        let expected_attach_type = match variant {
-            LoadVariant::Multi => bpf::BPF_TRACE_UPROBE_MULTI,
-            _ => 0,
-        };
+    pub(crate) fn load(name: &str, insns: &[Insn], license: &CString, load: Load) -> Result<Self, ProgramError> {
+        let expected_attach_type = load.attach_type.expected_attach_type();
         let req = ProgLoad {
             prog_type: bpf::BPF_PROG_TYPE_KPROBE,
             expected_attach_type,
@@ -122,7 +143,7 @@ impl LoadedProgram {
             Ok(fd) => Ok(LoadedProgram {
                 fd,
                 name: name.to_string(),
-                variant,
+                load,
                 load_time: start.elapsed(),
                 stats_log: c_text(&stats),
             }),
@@ -135,7 +156,7 @@ impl LoadedProgram {
                         return Ok(LoadedProgram {
                             fd,
                             name: name.to_string(),
-                            variant,
+                            load,
                             load_time: start.elapsed(),
                             stats_log: c_text(&log),
                         })
@@ -156,8 +177,8 @@ impl LoadedProgram {
     }
 
     /// How it was loaded.
-    pub fn variant(&self) -> LoadVariant {
-        self.variant
+    pub fn load_kind(&self) -> Load {
+        self.load
     }
 
     /// Wall time of the `BPF_PROG_LOAD` call (verification included).

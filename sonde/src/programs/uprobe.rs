@@ -1,18 +1,18 @@
-//! The uprobe program handle: instructions kept, variants loaded on demand.
+//! The uprobe program handle: instructions kept, loads made on demand.
 
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::sync::Arc;
 
-use super::{bake_cookie, uses_cookie, LoadVariant, LoadedProgram, ProgramError};
-use crate::attach::{self, AttachError, AttachOptions, AttachPlan, Attachment};
-use crate::obj::{Insn, ProbeKind};
-use crate::target::{self, ResolvedTarget, Target};
+use super::{bake_cookie, uses_cookie, Cookie, Load, LoadedProgram, ProgramError};
+use crate::spec::ProbeKind;
+use sonde_abi::Insn;
 
-/// A uprobe or uretprobe program of an [`crate::Object`].
+/// A uprobe program of an [`crate::Object`] (entry, return, session or USDT).
 ///
 /// Nothing is loaded until an attach (or [`UProbe::load`]) needs it; then the
-/// variant the chosen mechanism needs is loaded once and cached.
+/// [`Load`] the chosen mechanism needs is made once and cached. Attaching is
+/// [`UProbe::attach`] (in [`crate::attach`]).
 ///
 /// ```no_run
 /// # fn main() -> Result<(), sonde::Error> {
@@ -36,7 +36,7 @@ pub struct UProbe {
     insns: Vec<Insn>,
     license: CString,
     reads_cookie: bool,
-    loaded: HashMap<LoadVariant, Arc<LoadedProgram>>,
+    loaded: HashMap<Load, Arc<LoadedProgram>>,
 }
 
 impl UProbe {
@@ -56,7 +56,7 @@ impl UProbe {
         &self.name
     }
 
-    /// Entry (uprobe) or return (uretprobe).
+    /// Entry, return, session or USDT (from its section).
     pub fn kind(&self) -> ProbeKind {
         self.kind
     }
@@ -72,53 +72,73 @@ impl UProbe {
         &self.insns
     }
 
-    /// Loads (or returns the cached) `variant` of this program.
-    pub fn load(&mut self, variant: LoadVariant) -> Result<Arc<LoadedProgram>, ProgramError> {
-        let variant = match variant {
-            LoadVariant::Baked(_) if !self.reads_cookie => LoadVariant::CookieFree,
-            v => v,
-        };
-        if let Some(p) = self.loaded.get(&variant) {
+    /// The load that serves `load`: a program that never reads its cookie needs
+    /// no emulated copy.
+    fn normalise(&self, load: Load) -> Load {
+        match load.cookie {
+            Cookie::Emulated(_) if !self.reads_cookie => Load {
+                cookie: Cookie::Native,
+                ..load
+            },
+            _ => load,
+        }
+    }
+
+    /// Loads (or returns the cached) program for `load`.
+    pub fn load(&mut self, load: Load) -> Result<Arc<LoadedProgram>, ProgramError> {
+        let load = self.normalise(load);
+        if let Some(p) = self.loaded.get(&load) {
             return Ok(Arc::clone(p));
         }
-        let insns = match variant {
-            LoadVariant::Baked(c) => bake_cookie(&self.insns, c),
-            _ => self.insns.clone(),
+        let insns = match load.cookie {
+            Cookie::Emulated(c) => bake_cookie(&self.insns, c),
+            Cookie::Native => self.insns.clone(),
         };
-        let prog = Arc::new(LoadedProgram::load(&self.name, &insns, &self.license, variant)?);
-        self.loaded.insert(variant, Arc::clone(&prog));
+        let prog = Arc::new(LoadedProgram::load(&self.name, &insns, &self.license, load)?);
+        self.loaded.insert(load, Arc::clone(&prog));
         Ok(prog)
     }
 
-    /// Every variant loaded so far.
+    /// Loads one program per distinct load of `loads` (in order); returns them
+    /// and, for each entry of `loads`, the index of its program.
+    pub fn load_each(
+        &mut self,
+        loads: impl IntoIterator<Item = Load>,
+    ) -> Result<(Vec<Arc<LoadedProgram>>, Vec<usize>), ProgramError> {
+        let mut programs: Vec<Arc<LoadedProgram>> = Vec::new();
+        let mut index = Vec::new();
+        for load in loads {
+            let p = self.load(load)?;
+            let i = match programs.iter().position(|q| Arc::ptr_eq(q, &p)) {
+                Some(i) => i,
+                None => {
+                    programs.push(p);
+                    programs.len() - 1
+                }
+            };
+            index.push(i);
+        }
+        Ok((programs, index))
+    }
+
+    /// How many programs `loads` need (distinct loads after normalising).
+    pub fn loads_needed(&self, loads: impl IntoIterator<Item = Load>) -> usize {
+        let mut seen: Vec<Load> = Vec::new();
+        for l in loads.into_iter().map(|l| self.normalise(l)) {
+            if !seen.contains(&l) {
+                seen.push(l);
+            }
+        }
+        seen.len()
+    }
+
+    /// Every program loaded so far.
     pub fn loaded(&self) -> impl Iterator<Item = &Arc<LoadedProgram>> {
         self.loaded.values()
     }
 
-    /// Drops cached variants no attachment uses (they unload from the kernel).
+    /// Drops cached programs no attachment uses (they unload from the kernel).
     pub fn unload_unused(&mut self) {
         self.loaded.retain(|_, p| Arc::strong_count(p) > 1);
-    }
-
-    /// What [`UProbe::attach`] would do with these targets and options, without
-    /// loading or attaching anything.
-    pub fn plan(&self, targets: &[ResolvedTarget], options: &AttachOptions) -> Result<AttachPlan, AttachError> {
-        attach::plan(self, targets, options)
-    }
-
-    /// Resolves `targets` and attaches this program to all of them, each with its
-    /// cookie, through the best mechanism the kernel has (see [`crate::Tier`]).
-    pub fn attach(&mut self, targets: &[Target], options: &AttachOptions) -> Result<Attachment, crate::Error> {
-        let resolved = target::resolve(targets)?;
-        Ok(self.attach_resolved(resolved, options)?)
-    }
-
-    /// Attaches to targets already resolved.
-    pub fn attach_resolved(
-        &mut self,
-        targets: Vec<ResolvedTarget>,
-        options: &AttachOptions,
-    ) -> Result<Attachment, AttachError> {
-        attach::attach(self, targets, options)
     }
 }

@@ -6,8 +6,8 @@ use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use super::{check_fault, cvt, Call, SysResult, SyscallError};
-use crate::obj::Insn;
+use super::{check_fault, cvt, run, Call, SysResult, SyscallError};
+use sonde_abi::Insn;
 
 const BPF_MAP_CREATE: u32 = 0;
 const BPF_MAP_LOOKUP_ELEM: u32 = 1;
@@ -24,16 +24,10 @@ const BPF_LINK_GET_FD_BY_ID: u32 = 30;
 const BPF_LINK_GET_NEXT_ID: u32 = 31;
 const BPF_ENABLE_STATS: u32 = 32;
 
-/// `BPF_PROG_TYPE_KPROBE`: the program type of uprobes too.
-pub(crate) const BPF_PROG_TYPE_KPROBE: u32 = 2;
-/// `BPF_PERF_EVENT` attach type (5.15).
-pub(crate) const BPF_PERF_EVENT: u32 = 41;
-/// `BPF_TRACE_UPROBE_MULTI` attach type (6.6).
-pub(crate) const BPF_TRACE_UPROBE_MULTI: u32 = 48;
-/// `BPF_F_UPROBE_MULTI_RETURN`.
-pub(crate) const BPF_F_UPROBE_MULTI_RETURN: u32 = 1;
-/// `BPF_F_RDONLY_PROG` map flag (5.2).
-pub(crate) const BPF_F_RDONLY_PROG: u32 = 1 << 7;
+pub(crate) use sonde_abi::map::BPF_F_RDONLY_PROG;
+pub(crate) use sonde_abi::program::{
+    BPF_F_UPROBE_MULTI_RETURN, BPF_PERF_EVENT, BPF_PROG_TYPE_KPROBE, BPF_TRACE_UPROBE_MULTI,
+};
 
 /// Calls `bpf(cmd, attr, sizeof attr)`.
 fn sys_bpf<T>(cmd: u32, attr: &mut T) -> io::Result<libc::c_long> {
@@ -80,8 +74,6 @@ pub(crate) fn map_create(
     map_flags: u32,
     name: &str,
 ) -> SysResult<OwnedFd> {
-    let call = "bpf(BPF_MAP_CREATE)";
-    check_fault(Call::MapCreate).map_err(|e| SyscallError::new(call, e))?;
     let mut attr = MapCreateAttr {
         map_type,
         key_size,
@@ -91,7 +83,7 @@ pub(crate) fn map_create(
         map_name: obj_name(name),
         ..Default::default()
     };
-    fd_result(sys_bpf(BPF_MAP_CREATE, &mut attr)).map_err(|e| SyscallError::new(call, e))
+    run(Call::MapCreate, || fd_result(sys_bpf(BPF_MAP_CREATE, &mut attr)))
 }
 
 #[repr(C)]
@@ -120,14 +112,14 @@ pub(crate) fn map_lookup_elem(fd: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) 
     match map_elem(BPF_MAP_LOOKUP_ELEM, fd, key.as_ptr(), value.as_mut_ptr(), 0) {
         Ok(_) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-        Err(e) => Err(SyscallError::new("bpf(BPF_MAP_LOOKUP_ELEM)", e)),
+        Err(e) => Err(SyscallError::new(Call::MapLookup, e)),
     }
 }
 
 pub(crate) fn map_update_elem(fd: BorrowedFd<'_>, key: &[u8], value: &[u8], flags: u64) -> SysResult<()> {
     map_elem(BPF_MAP_UPDATE_ELEM, fd, key.as_ptr(), value.as_ptr(), flags)
         .map(drop)
-        .map_err(|e| SyscallError::new("bpf(BPF_MAP_UPDATE_ELEM)", e))
+        .map_err(|e| SyscallError::new(Call::MapUpdate, e))
 }
 
 /// Deletes `key`; `Ok(false)` when absent.
@@ -135,7 +127,7 @@ pub(crate) fn map_delete_elem(fd: BorrowedFd<'_>, key: &[u8]) -> SysResult<bool>
     match map_elem(BPF_MAP_DELETE_ELEM, fd, key.as_ptr(), std::ptr::null(), 0) {
         Ok(_) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-        Err(e) => Err(SyscallError::new("bpf(BPF_MAP_DELETE_ELEM)", e)),
+        Err(e) => Err(SyscallError::new(Call::MapDelete, e)),
     }
 }
 
@@ -145,7 +137,7 @@ pub(crate) fn map_get_next_key(fd: BorrowedFd<'_>, key: Option<&[u8]>, next: &mu
     match map_elem(BPF_MAP_GET_NEXT_KEY, fd, k, next.as_mut_ptr(), 0) {
         Ok(_) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-        Err(e) => Err(SyscallError::new("bpf(BPF_MAP_GET_NEXT_KEY)", e)),
+        Err(e) => Err(SyscallError::new(Call::MapNextKey, e)),
     }
 }
 
@@ -153,7 +145,7 @@ pub(crate) fn map_freeze(fd: BorrowedFd<'_>) -> SysResult<()> {
     let mut attr = [fd.as_raw_fd() as u32, 0];
     sys_bpf(BPF_MAP_FREEZE, &mut attr)
         .map(drop)
-        .map_err(|e| SyscallError::new("bpf(BPF_MAP_FREEZE)", e))
+        .map_err(|e| SyscallError::new(Call::MapFreeze, e))
 }
 
 #[repr(C)]
@@ -225,8 +217,6 @@ struct LinkCreateAttr {
 /// `BPF_LINK_CREATE` with `BPF_PERF_EVENT`: attaches `prog` to a perf event with a
 /// cookie (5.15).
 pub(crate) fn link_create_perf_event(prog: BorrowedFd<'_>, perf: RawFd, cookie: u64) -> SysResult<OwnedFd> {
-    let call = "bpf(BPF_LINK_CREATE, BPF_PERF_EVENT)";
-    check_fault(Call::LinkCreate).map_err(|e| SyscallError::new(call, e))?;
     let mut attr = LinkCreateAttr {
         prog_fd: prog.as_raw_fd() as u32,
         target_fd: perf as u32,
@@ -234,35 +224,50 @@ pub(crate) fn link_create_perf_event(prog: BorrowedFd<'_>, perf: RawFd, cookie: 
         u0: cookie,
         ..Default::default()
     };
-    fd_result(sys_bpf(BPF_LINK_CREATE, &mut attr)).map_err(|e| SyscallError::new(call, e))
+    run(Call::LinkCreate, || fd_result(sys_bpf(BPF_LINK_CREATE, &mut attr)))
 }
 
-/// `BPF_LINK_CREATE` with `BPF_TRACE_UPROBE_MULTI` (6.6): one link for all
-/// `offsets` of `path`, with a cookie each; `pid` 0 for all processes.
-pub(crate) fn link_create_uprobe_multi(
-    prog: BorrowedFd<'_>,
-    path: &CStr,
-    offsets: &[u64],
-    cookies: &[u64],
-    flags: u32,
-    pid: u32,
-) -> SysResult<OwnedFd> {
-    let call = "bpf(BPF_LINK_CREATE, BPF_TRACE_UPROBE_MULTI)";
-    check_fault(Call::LinkCreate).map_err(|e| SyscallError::new(call, e))?;
+/// One uprobe_multi link's request: every offset of one file.
+pub(crate) struct UprobeMulti<'a> {
+    /// `BPF_TRACE_UPROBE_MULTI` (6.6) or `BPF_TRACE_UPROBE_SESSION` (6.13).
+    pub attach_type: u32,
+    pub path: &'a CStr,
+    pub offsets: &'a [u64],
+    /// USDT semaphores, one per offset (0: none), or `None` for no semaphores.
+    pub ref_ctr_offsets: Option<&'a [u64]>,
+    pub cookies: &'a [u64],
+    pub flags: u32,
+    /// 0 for every process.
+    pub pid: u32,
+}
+
+/// `BPF_LINK_CREATE` with a uprobe_multi attach type: one link for all offsets of
+/// one file, with a cookie (and optionally a semaphore) each.
+pub(crate) fn link_create_uprobe_multi(prog: BorrowedFd<'_>, m: &UprobeMulti<'_>) -> SysResult<OwnedFd> {
+    let UprobeMulti {
+        attach_type,
+        path,
+        offsets,
+        ref_ctr_offsets,
+        cookies,
+        flags,
+        pid,
+    } = *m;
     debug_assert_eq!(offsets.len(), cookies.len());
+    debug_assert!(ref_ctr_offsets.is_none_or(|r| r.len() == offsets.len()));
     let mut attr = LinkCreateAttr {
         prog_fd: prog.as_raw_fd() as u32,
-        attach_type: BPF_TRACE_UPROBE_MULTI,
+        attach_type,
         u0: path.as_ptr() as u64,
         u1: offsets.as_ptr() as u64,
-        u2: 0,
+        u2: ref_ctr_offsets.map_or(0, |r| r.as_ptr() as u64),
         u3: cookies.as_ptr() as u64,
         u4: offsets.len() as u32,
         u5: flags,
         u6: pid,
         ..Default::default()
     };
-    fd_result(sys_bpf(BPF_LINK_CREATE, &mut attr)).map_err(|e| SyscallError::new(call, e))
+    run(Call::LinkCreate, || fd_result(sys_bpf(BPF_LINK_CREATE, &mut attr)))
 }
 
 /// `struct bpf_prog_info` up to `attach_btf_id` (fields past what the running
@@ -327,7 +332,7 @@ struct InfoAttr {
     info: u64,
 }
 
-fn obj_info<T: Copy>(fd: BorrowedFd<'_>, call: &'static str) -> SysResult<T> {
+fn obj_info<T: Copy>(fd: BorrowedFd<'_>) -> SysResult<T> {
     // SAFETY: the info structs are plain integers; all-zero is valid.
     let mut info: T = unsafe { std::mem::zeroed() };
     let mut attr = InfoAttr {
@@ -335,56 +340,56 @@ fn obj_info<T: Copy>(fd: BorrowedFd<'_>, call: &'static str) -> SysResult<T> {
         info_len: size_of::<T>() as u32,
         info: &mut info as *mut T as u64,
     };
-    sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).map_err(|e| SyscallError::new(call, e))?;
+    sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).map_err(|e| SyscallError::new(Call::ObjInfo, e))?;
     Ok(info)
 }
 
 pub(crate) fn prog_info(fd: BorrowedFd<'_>) -> SysResult<BpfProgInfo> {
-    obj_info(fd, "bpf(BPF_OBJ_GET_INFO_BY_FD, prog)")
+    obj_info(fd)
 }
 
 pub(crate) fn link_info(fd: BorrowedFd<'_>) -> SysResult<BpfLinkInfo> {
-    obj_info(fd, "bpf(BPF_OBJ_GET_INFO_BY_FD, link)")
+    obj_info(fd)
 }
 
-fn next_id(cmd: u32, id: u32, call: &'static str) -> SysResult<Option<u32>> {
+fn next_id(cmd: u32, id: u32) -> SysResult<Option<u32>> {
     let mut attr = [id, 0u32, 0, 0];
     match sys_bpf(cmd, &mut attr) {
         Ok(_) => Ok(Some(attr[1])),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
-        Err(e) => Err(SyscallError::new(call, e)),
+        Err(e) => Err(SyscallError::new(Call::ObjById, e)),
     }
 }
 
-fn fd_by_id(cmd: u32, id: u32, call: &'static str) -> SysResult<Option<OwnedFd>> {
+fn fd_by_id(cmd: u32, id: u32) -> SysResult<Option<OwnedFd>> {
     let mut attr = [id, 0u32, 0, 0];
     match fd_result(sys_bpf(cmd, &mut attr)) {
         Ok(fd) => Ok(Some(fd)),
         // Gone between listing and opening.
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
-        Err(e) => Err(SyscallError::new(call, e)),
+        Err(e) => Err(SyscallError::new(Call::ObjById, e)),
     }
 }
 
 pub(crate) fn link_get_next_id(id: u32) -> SysResult<Option<u32>> {
-    next_id(BPF_LINK_GET_NEXT_ID, id, "bpf(BPF_LINK_GET_NEXT_ID)")
+    next_id(BPF_LINK_GET_NEXT_ID, id)
 }
 
 pub(crate) fn link_get_fd_by_id(id: u32) -> SysResult<Option<OwnedFd>> {
-    fd_by_id(BPF_LINK_GET_FD_BY_ID, id, "bpf(BPF_LINK_GET_FD_BY_ID)")
+    fd_by_id(BPF_LINK_GET_FD_BY_ID, id)
 }
 
 pub(crate) fn prog_get_next_id(id: u32) -> SysResult<Option<u32>> {
-    next_id(BPF_PROG_GET_NEXT_ID, id, "bpf(BPF_PROG_GET_NEXT_ID)")
+    next_id(BPF_PROG_GET_NEXT_ID, id)
 }
 
 pub(crate) fn prog_get_fd_by_id(id: u32) -> SysResult<Option<OwnedFd>> {
-    fd_by_id(BPF_PROG_GET_FD_BY_ID, id, "bpf(BPF_PROG_GET_FD_BY_ID)")
+    fd_by_id(BPF_PROG_GET_FD_BY_ID, id)
 }
 
 /// `BPF_ENABLE_STATS(BPF_STATS_RUN_TIME)` (5.8): run-time statistics on while the
 /// returned descriptor is open.
 pub(crate) fn enable_stats() -> SysResult<OwnedFd> {
     let mut attr = [0u32; 2];
-    fd_result(sys_bpf(BPF_ENABLE_STATS, &mut attr)).map_err(|e| SyscallError::new("bpf(BPF_ENABLE_STATS)", e))
+    run(Call::EnableStats, || fd_result(sys_bpf(BPF_ENABLE_STATS, &mut attr)))
 }

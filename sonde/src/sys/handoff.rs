@@ -30,7 +30,7 @@ pub(crate) enum Step {
 
 /// Forks a child that carries out `steps` and exits; returns its pid.
 pub(crate) fn spawn(steps: &[Step]) -> Result<u32, SyscallError> {
-    let err = |e| SyscallError::new("fork(detach hand-off)", e);
+    let err = |e| SyscallError::new(Call::Fork, e);
     super::check_fault(Call::Fork).map_err(err)?;
     // Descriptors to keep in the child, sorted: every other one is closed there
     // (a pipe to a reader, a terminal) so nobody waits on the child.

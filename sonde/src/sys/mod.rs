@@ -18,15 +18,15 @@ use std::io;
 #[derive(Debug, thiserror::Error)]
 #[error("{call} failed: {source}")]
 pub struct SyscallError {
-    /// The call, e.g. `bpf(BPF_LINK_CREATE)` or `perf_event_open(uprobe)`.
-    pub call: &'static str,
+    /// The call.
+    pub call: Call,
     /// The errno, as an `io::Error`.
     #[source]
     pub source: io::Error,
 }
 
 impl SyscallError {
-    pub(crate) fn new(call: &'static str, source: io::Error) -> Self {
+    pub(crate) fn new(call: Call, source: io::Error) -> Self {
         SyscallError { call, source }
     }
 
@@ -43,23 +43,103 @@ impl SyscallError {
 
 pub(crate) type SysResult<T> = Result<T, SyscallError>;
 
-/// The kinds of call a test can make fail (see [`fault`]).
+/// Every kernel call sonde makes: errors name it, tests make it fail ([`fault`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Call {
     /// `bpf(BPF_MAP_CREATE)`.
     MapCreate,
+    /// `bpf(BPF_MAP_LOOKUP_ELEM)`.
+    MapLookup,
+    /// `bpf(BPF_MAP_UPDATE_ELEM)`.
+    MapUpdate,
+    /// `bpf(BPF_MAP_DELETE_ELEM)`.
+    MapDelete,
+    /// `bpf(BPF_MAP_GET_NEXT_KEY)`.
+    MapNextKey,
+    /// `bpf(BPF_MAP_FREEZE)`.
+    MapFreeze,
     /// `bpf(BPF_PROG_LOAD)`.
     ProgLoad,
-    /// `bpf(BPF_LINK_CREATE)`.
+    /// `bpf(BPF_LINK_CREATE)` (perf link or uprobe_multi link).
     LinkCreate,
-    /// `perf_event_open` (uprobe PMU or tracepoint).
+    /// `bpf(BPF_OBJ_GET_INFO_BY_FD)`.
+    ObjInfo,
+    /// `bpf(BPF_*_GET_NEXT_ID)` / `bpf(BPF_*_GET_FD_BY_ID)`.
+    ObjById,
+    /// `bpf(BPF_ENABLE_STATS)`.
+    EnableStats,
+    /// `perf_event_open` of a uprobe (the uprobe PMU). A fault injected here also
+    /// fails [`Call::PerfEventOpenTracepoint`]: both are `perf_event_open`.
     PerfEventOpen,
+    /// `perf_event_open` of a tracefs tracepoint.
+    PerfEventOpenTracepoint,
     /// `ioctl` on a perf event (`SET_BPF`, `ENABLE`).
     PerfIoctl,
     /// A write to tracefs `uprobe_events`.
     TracefsWrite,
-    /// `fork` of the detach hand-off child.
+    /// A read of a tracefs event id.
+    TracefsRead,
+    /// `mount` of tracefs.
+    Mount,
+    /// `mmap` of a ring buffer.
+    Mmap,
+    /// `epoll_create1` / `epoll_ctl` / `epoll_wait`.
+    Epoll,
+    /// `pipe2`.
+    Pipe,
+    /// `fork` (the detach hand-off child, a command held before `exec`).
     Fork,
+}
+
+impl Call {
+    /// What a fault injected for this call is registered under.
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
+    fn fault_kind(self) -> Call {
+        match self {
+            Call::PerfEventOpenTracepoint => Call::PerfEventOpen,
+            c => c,
+        }
+    }
+
+    /// The call as errors name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Call::MapCreate => "bpf(BPF_MAP_CREATE)",
+            Call::MapLookup => "bpf(BPF_MAP_LOOKUP_ELEM)",
+            Call::MapUpdate => "bpf(BPF_MAP_UPDATE_ELEM)",
+            Call::MapDelete => "bpf(BPF_MAP_DELETE_ELEM)",
+            Call::MapNextKey => "bpf(BPF_MAP_GET_NEXT_KEY)",
+            Call::MapFreeze => "bpf(BPF_MAP_FREEZE)",
+            Call::ProgLoad => "bpf(BPF_PROG_LOAD)",
+            Call::LinkCreate => "bpf(BPF_LINK_CREATE)",
+            Call::ObjInfo => "bpf(BPF_OBJ_GET_INFO_BY_FD)",
+            Call::ObjById => "bpf(BPF_*_GET_NEXT_ID / GET_FD_BY_ID)",
+            Call::EnableStats => "bpf(BPF_ENABLE_STATS)",
+            Call::PerfEventOpen => "perf_event_open(uprobe)",
+            Call::PerfEventOpenTracepoint => "perf_event_open(tracepoint)",
+            Call::PerfIoctl => "ioctl(perf event)",
+            Call::TracefsWrite => "write(tracefs uprobe_events)",
+            Call::TracefsRead => "read(tracefs event id)",
+            Call::Mount => "mount(tracefs)",
+            Call::Mmap => "mmap(ring buffer)",
+            Call::Epoll => "epoll",
+            Call::Pipe => "pipe2",
+            Call::Fork => "fork",
+        }
+    }
+}
+
+impl std::fmt::Display for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Runs `op` as `call`: an injected fault fails it first; its error is named.
+pub(crate) fn run<T>(call: Call, op: impl FnOnce() -> io::Result<T>) -> SysResult<T> {
+    check_fault(call)
+        .and_then(|()| op())
+        .map_err(|e| SyscallError::new(call, e))
 }
 
 /// Fails with the injected errno if a test asked for it (no-op without the
@@ -68,7 +148,7 @@ pub enum Call {
 pub(crate) fn check_fault(call: Call) -> io::Result<()> {
     #[cfg(feature = "fault-injection")]
     {
-        fault::check(call)
+        fault::check(call.fault_kind())
     }
     #[cfg(not(feature = "fault-injection"))]
     {

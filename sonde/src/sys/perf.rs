@@ -4,7 +4,7 @@ use std::ffi::CStr;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use super::{check_fault, cvt, Call, SysResult, SyscallError};
+use super::{cvt, run, Call, SysResult};
 
 const PERF_TYPE_TRACEPOINT: u32 = 2;
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
@@ -42,8 +42,7 @@ struct PerfEventAttr {
 /// Bit 0 of the attr flags: start disabled, enabled once a program is attached.
 const ATTR_DISABLED: u64 = 1;
 
-fn open(attr: &mut PerfEventAttr, pid: Option<u32>, call: &'static str) -> SysResult<OwnedFd> {
-    check_fault(Call::PerfEventOpen).map_err(|e| SyscallError::new(call, e))?;
+fn open(attr: &mut PerfEventAttr, pid: Option<u32>, call: Call) -> SysResult<OwnedFd> {
     attr.size = size_of::<PerfEventAttr>() as u32;
     attr.flags = ATTR_DISABLED;
     // A uprobe event with pid -1 must name a CPU; the BPF program still runs on all
@@ -52,39 +51,42 @@ fn open(attr: &mut PerfEventAttr, pid: Option<u32>, call: &'static str) -> SysRe
         Some(p) => (p as libc::c_long, -1),
         None => (-1, 0),
     };
-    // SAFETY: `attr` is a valid perf_event_attr of the size it states.
-    let fd = cvt(unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            attr as *mut PerfEventAttr,
-            pid,
-            cpu as libc::c_long,
-            -1 as libc::c_long,
-            PERF_FLAG_FD_CLOEXEC,
-        )
-    })
-    .map_err(|e| SyscallError::new(call, e))?;
+    let fd = run(call, || {
+        // SAFETY: `attr` is a valid perf_event_attr of the size it states.
+        cvt(unsafe {
+            libc::syscall(
+                libc::SYS_perf_event_open,
+                attr as *mut PerfEventAttr,
+                pid,
+                cpu as libc::c_long,
+                -1 as libc::c_long,
+                PERF_FLAG_FD_CLOEXEC,
+            )
+        })
+    })?;
     // SAFETY: a new descriptor we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// A uprobe through the `uprobe` PMU (4.17): `path` at file `offset`; `retprobe_bit`
-/// set for a uretprobe; `pid` `None` for every process.
+/// set for a uretprobe; a USDT semaphore at `ref_ctr_offset` (4.20: bits 63:32 of
+/// `config`, the PMU's `ref_ctr_offset` format); `pid` `None` for every process.
 pub(crate) fn open_uprobe(
     pmu_type: u32,
     retprobe_bit: Option<u32>,
     path: &CStr,
     offset: u64,
+    ref_ctr_offset: Option<u64>,
     pid: Option<u32>,
 ) -> SysResult<OwnedFd> {
     let mut attr = PerfEventAttr {
         type_: pmu_type,
-        config: retprobe_bit.map_or(0, |b| 1u64 << b),
+        config: retprobe_bit.map_or(0, |b| 1u64 << b) | (ref_ctr_offset.unwrap_or(0) << 32),
         config1: path.as_ptr() as u64,
         config2: offset,
         ..Default::default()
     };
-    open(&mut attr, pid, "perf_event_open(uprobe)")
+    open(&mut attr, pid, Call::PerfEventOpen)
 }
 
 /// A tracepoint event by its tracefs id (used for tracefs uprobes).
@@ -94,29 +96,23 @@ pub(crate) fn open_tracepoint(id: u64, pid: Option<u32>) -> SysResult<OwnedFd> {
         config: id,
         ..Default::default()
     };
-    open(&mut attr, pid, "perf_event_open(tracepoint)")
+    open(&mut attr, pid, Call::PerfEventOpenTracepoint)
 }
 
-fn ioctl(fd: BorrowedFd<'_>, req: libc::c_ulong, arg: libc::c_int, call: &'static str) -> SysResult<()> {
-    check_fault(Call::PerfIoctl).map_err(|e| SyscallError::new(call, e))?;
-    // SAFETY: perf ioctls with an integer argument.
-    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), req as _, arg) };
-    cvt(ret as libc::c_long)
-        .map(drop)
-        .map_err(|e| SyscallError::new(call, e))
+fn ioctl(fd: BorrowedFd<'_>, req: libc::c_ulong, arg: libc::c_int) -> SysResult<()> {
+    run(Call::PerfIoctl, || {
+        // SAFETY: perf ioctls with an integer argument.
+        let ret = unsafe { libc::ioctl(fd.as_raw_fd(), req as _, arg) };
+        cvt(ret as libc::c_long).map(drop)
+    })
 }
 
 /// `PERF_EVENT_IOC_SET_BPF` (4.3): runs `prog` on the event, cookie-less.
 pub(crate) fn set_bpf(perf: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> SysResult<()> {
-    ioctl(
-        perf,
-        PERF_EVENT_IOC_SET_BPF,
-        prog.as_raw_fd(),
-        "ioctl(PERF_EVENT_IOC_SET_BPF)",
-    )
+    ioctl(perf, PERF_EVENT_IOC_SET_BPF, prog.as_raw_fd())
 }
 
 /// `PERF_EVENT_IOC_ENABLE`.
 pub(crate) fn enable(perf: BorrowedFd<'_>) -> SysResult<()> {
-    ioctl(perf, PERF_EVENT_IOC_ENABLE, 0, "ioctl(PERF_EVENT_IOC_ENABLE)")
+    ioctl(perf, PERF_EVENT_IOC_ENABLE, 0)
 }

@@ -4,7 +4,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use super::{check_fault, Call, SysResult, SyscallError};
+use super::{run, Call, SysResult};
 
 const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
@@ -24,18 +24,22 @@ pub(crate) fn root() -> Option<&'static Path> {
         let found = mounted_root;
         found().or_else(|| {
             let target = c"/sys/kernel/tracing";
-            // SAFETY: static NUL-terminated strings.
-            let rc = unsafe {
-                libc::mount(
-                    c"tracefs".as_ptr(),
-                    target.as_ptr(),
-                    c"tracefs".as_ptr(),
-                    0,
-                    std::ptr::null(),
-                )
-            };
-            if rc == 0 {
-                log::info!("mounted tracefs at /sys/kernel/tracing");
+            let mounted = run(Call::Mount, || {
+                // SAFETY: static NUL-terminated strings.
+                let rc = unsafe {
+                    libc::mount(
+                        c"tracefs".as_ptr(),
+                        target.as_ptr(),
+                        c"tracefs".as_ptr(),
+                        0,
+                        std::ptr::null(),
+                    )
+                };
+                super::cvt(rc.into())
+            });
+            match mounted {
+                Ok(_) => log::info!("mounted tracefs at /sys/kernel/tracing"),
+                Err(e) => log::info!("{e}"),
             }
             found()
         })
@@ -45,23 +49,22 @@ pub(crate) fn root() -> Option<&'static Path> {
 
 /// Appends one line to `uprobe_events` (`p:GRP/NAME PATH:0xOFF`, `-:GRP/NAME`, ...).
 pub(crate) fn write_uprobe_event(root: &Path, line: &str) -> SysResult<()> {
-    let call = "write(tracefs uprobe_events)";
-    check_fault(Call::TracefsWrite).map_err(|e| SyscallError::new(call, e))?;
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(root.join("uprobe_events"))
-        .map_err(|e| SyscallError::new(call, e))?;
-    f.write_all(line.as_bytes()).map_err(|e| SyscallError::new(call, e))
+    run(Call::TracefsWrite, || {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(root.join("uprobe_events"))?
+            .write_all(line.as_bytes())
+    })
 }
 
 /// The perf tracepoint id of `GRP/NAME`.
 pub(crate) fn event_id(root: &Path, group: &str, name: &str) -> SysResult<u64> {
-    let call = "read(tracefs event id)";
-    let text = std::fs::read_to_string(root.join("events").join(group).join(name).join("id"))
-        .map_err(|e| SyscallError::new(call, e))?;
-    text.trim()
-        .parse()
-        .map_err(|_| SyscallError::new(call, io::Error::from(io::ErrorKind::InvalidData)))
+    run(Call::TracefsRead, || {
+        let text = std::fs::read_to_string(root.join("events").join(group).join(name).join("id"))?;
+        text.trim()
+            .parse()
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+    })
 }
 
 /// The current `uprobe_events` lines.

@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::names::Pattern;
-use super::{
-    cache, debuginfo, find_binary, BinaryFile, FunctionSymbol, ResolvedTarget, SymbolTable, Target, TargetError,
-};
+use super::{cache, debuginfo, find_binary, BinaryFile, FunctionSymbol, ProbeSite, SymbolTable, Target, TargetError};
 
 /// A query: glob patterns over the functions of one binary or library.
 ///
@@ -23,7 +21,7 @@ use super::{
 /// // Cookie i is the i-th function of the set.
 /// let attachment = object
 ///     .uprobe("count_calls")?
-///     .attach_resolved(set.targets(), &AttachOptions::default().pid(4242))?;
+///     .attach_sites(set.targets(), &AttachOptions::default().pid(4242))?;
 /// # Ok(()) }
 /// ```
 ///
@@ -273,14 +271,15 @@ impl FunctionSet {
     }
 
     /// Ready-to-attach targets, cookie = index.
-    pub fn targets(&self) -> Vec<ResolvedTarget> {
+    pub fn targets(&self) -> Vec<ProbeSite> {
         self.functions
             .iter()
-            .map(|f| ResolvedTarget {
+            .map(|f| ProbeSite {
                 binary: Arc::clone(&self.binary),
-                path: self.path.clone(),
                 offset: f.file_offset,
-                cookie: f.cookie,
+                ref_ctr_offset: None,
+                attach_cookie: f.cookie,
+                value: f.cookie,
                 symbol: Some(f.name.clone()),
             })
             .collect()

@@ -5,13 +5,13 @@
 //! 20,000 by default; `cargo xtask fuzz` runs more) derived deterministically
 //! from `SONDE_FUZZ_SEED` by mutating real objects, biased towards the ELF and
 //! section headers and the symbol table where sizes and offsets live. The input
-//! being parsed is kept in `target/fuzz/obj-current.bin`: after an abort it is
+//! being parsed is kept in `target/fuzz/spec-current.bin`: after an abort it is
 //! the reproducer.
 
 use std::io::{Seek, Write};
 use std::time::{Duration, Instant};
 
-use sonde::obj::ObjectFile;
+use sonde::spec::ObjectSpec;
 use sonde_tests::{crafted, PROBES};
 
 /// xorshift64*: deterministic, no dependency.
@@ -141,7 +141,7 @@ fn mutated_objects_never_panic_abort_or_stall() {
     let hot: Vec<Vec<(usize, usize)>> = seeds.iter().map(|s| hot_ranges(s)).collect();
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz");
     std::fs::create_dir_all(&dir).expect("fuzz dir");
-    let current = dir.join("obj-current.bin");
+    let current = dir.join("spec-current.bin");
     let mut file = std::fs::File::create(&current).expect("current input file");
     let mut rng = Rng(seed | 1);
     let (mut ok, mut err, mut slowest) = (0u64, 0u64, Duration::ZERO);
@@ -153,7 +153,7 @@ fn mutated_objects_never_panic_abort_or_stall() {
         file.set_len(0).and_then(|()| file.rewind()).expect("rewind");
         file.write_all(&input).expect("write current input");
         let t = Instant::now();
-        let result = std::panic::catch_unwind(|| ObjectFile::parse(&input).is_ok());
+        let result = std::panic::catch_unwind(|| ObjectSpec::parse(&input).is_ok());
         let took = t.elapsed();
         match result {
             Ok(true) => ok += 1,

@@ -4,7 +4,7 @@
 /// and v0 `_R…`, shown without the hash suffix) or C++ (Itanium `_Z…`).
 ///
 /// ```
-/// use sonde::target::demangle;
+/// use sonde::resolve::demangle;
 /// assert_eq!(demangle("_ZN4core3fmt5write17h0123456789abcdefE").as_deref(), Some("core::fmt::write"));
 /// assert_eq!(demangle("_ZN3geo5Shape4areaEi").as_deref(), Some("geo::Shape::area(int)"));
 /// assert_eq!(demangle("malloc"), None);
@@ -52,7 +52,7 @@ fn strip_inherent_impl(text: &str) -> Option<String> {
 /// Matched against the raw name, every alias, the demangled name, and, when the pattern contains `@`, `name@VER`/`name@@VER`.
 ///
 /// ```
-/// use sonde::target::Pattern;
+/// use sonde::resolve::Pattern;
 /// let p = Pattern::new("str*").unwrap();
 /// assert!(p.matches("strlen") && !p.matches("memcpy"));
 /// assert!(Pattern::new("geo::Shape::area*").unwrap().matches("geo::Shape::area(int)"));

@@ -1,4 +1,5 @@
-//! One eBPF instruction (`struct bpf_insn`).
+//! One eBPF instruction (`struct bpf_insn`), and the opcodes sonde reads or
+//! rewrites (map references, bpf-to-bpf calls, the cookie helper).
 
 /// `struct bpf_insn`: opcode, dst/src registers, offset, immediate.
 #[repr(C)]
@@ -15,17 +16,17 @@ pub struct Insn {
 }
 
 /// `BPF_JMP | BPF_CALL`.
-pub(crate) const CALL: u8 = 0x85;
+pub const CALL: u8 = 0x85;
 /// `BPF_JMP | BPF_EXIT`.
-pub(crate) const EXIT: u8 = 0x95;
+pub const EXIT: u8 = 0x95;
 /// `BPF_LD | BPF_IMM | BPF_DW`: the first half of a 64-bit immediate load.
-pub(crate) const LD_IMM64: u8 = 0x18;
+pub const LD_IMM64: u8 = 0x18;
 /// `src_reg` of a call to a bpf-to-bpf function.
-pub(crate) const PSEUDO_CALL: u8 = 1;
+pub const PSEUDO_CALL: u8 = 1;
 /// `src_reg` of an `ld_imm64` holding a map fd.
-pub(crate) const PSEUDO_MAP_FD: u8 = 1;
+pub const PSEUDO_MAP_FD: u8 = 1;
 /// `src_reg` of an `ld_imm64` holding a map fd and an offset into its value.
-pub(crate) const PSEUDO_MAP_VALUE: u8 = 2;
+pub const PSEUDO_MAP_VALUE: u8 = 2;
 
 impl Insn {
     /// Decodes 8 little-endian bytes.
@@ -48,13 +49,14 @@ impl Insn {
         self.regs & 0xf
     }
 
-    pub(crate) fn set_src(&mut self, src: u8) {
+    /// Sets the source register.
+    pub fn set_src(&mut self, src: u8) {
         self.regs = (self.regs & 0x0f) | (src << 4);
     }
 
-    /// A call to kernel helper `id`.
-    pub fn is_helper_call(&self, id: i32) -> bool {
-        self.code == CALL && self.src() == 0 && self.imm == id
+    /// A call to kernel helper `id` (see [`crate::helper`]).
+    pub fn is_helper_call(&self, id: u32) -> bool {
+        self.code == CALL && self.src() == 0 && self.imm as u32 == id
     }
 
     /// A bpf-to-bpf call.
@@ -68,7 +70,7 @@ impl Insn {
     }
 
     /// `r{dst} = imm64` as two instructions.
-    pub(crate) fn ld_imm64(dst: u8, value: u64) -> [Insn; 2] {
+    pub fn ld_imm64(dst: u8, value: u64) -> [Insn; 2] {
         [
             Insn {
                 code: LD_IMM64,
@@ -84,7 +86,7 @@ impl Insn {
     }
 
     /// `exit`.
-    pub(crate) fn exit() -> Insn {
+    pub fn exit() -> Insn {
         Insn {
             code: EXIT,
             ..Insn::default()

@@ -2,15 +2,13 @@
 //!
 //! Pure code, no syscalls: programs by section, map definitions, map and global-data
 //! relocations, bpf-to-bpf calls (callees appended to each program). Malformed input
-//! gives an [`ObjError`], never a panic.
-
-mod insn;
+//! gives an [`SpecError`], never a panic.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
 
-pub use insn::Insn;
-pub(crate) use insn::{PSEUDO_CALL, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
+pub use sonde_abi::insn::Insn;
+pub(crate) use sonde_abi::insn::{PSEUDO_CALL, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
 
 use object::{
     Architecture, Object as _, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTarget, SectionIndex,
@@ -19,7 +17,7 @@ use object::{
 
 /// Why an object could not be parsed.
 #[derive(Debug, thiserror::Error)]
-pub enum ObjError {
+pub enum SpecError {
     /// Not an ELF file the `object` crate can read.
     #[error("not a valid ELF object: {0}")]
     Elf(#[from] object::Error),
@@ -27,10 +25,7 @@ pub enum ObjError {
     #[error("not an eBPF object (machine is {0:?}, expected Bpf little-endian 64-bit)")]
     NotBpf(Architecture),
     /// A code section whose name is no known program kind.
-    #[error(
-        "unknown program section `{0}`: sonde loads uprobe/, uretprobe/, uprobe.multi/ and \
-         uretprobe.multi/ programs"
-    )]
+    #[error("unknown program section `{0}`: sonde loads uprobe/, uretprobe/, uprobe.session/ and usdt/ programs")]
     UnknownSection(String),
     /// A section that cannot be read or has a size that is not whole instructions.
     #[error("section `{section}` is malformed: {reason}")]
@@ -78,20 +73,7 @@ pub const MAX_PROGRAM_INSNS: usize = 1_000_000;
 /// many entry points into one large function could otherwise need gigabytes.
 pub const MAX_OBJECT_INSNS: usize = 4 * MAX_PROGRAM_INSNS;
 
-/// A map definition from the `maps` section (`struct bpf_map_def`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MapDef {
-    /// `enum bpf_map_type`.
-    pub map_type: u32,
-    /// Key size in bytes.
-    pub key_size: u32,
-    /// Value size in bytes.
-    pub value_size: u32,
-    /// Capacity.
-    pub max_entries: u32,
-    /// Creation flags.
-    pub map_flags: u32,
-}
+pub use sonde_abi::{MapDef, ProbeKind};
 
 /// Where a map comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,21 +101,12 @@ pub struct MapSpec {
     pub source: MapSource,
 }
 
-/// Which probe a program is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ProbeKind {
-    /// Function entry (`uprobe`).
-    Entry,
-    /// Function return (`uretprobe`).
-    Return,
-}
-
 /// A reference from an instruction to a map, applied once the map exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MapReloc {
     /// Index of the `ld_imm64` in the program.
     pub insn: usize,
-    /// Index into [`ObjectFile::maps`].
+    /// Index into [`ObjectSpec::maps`].
     pub map: usize,
     /// Offset into the map's value, for global data.
     pub offset: u32,
@@ -146,11 +119,8 @@ pub struct ProgramSpec {
     pub name: String,
     /// Section name, e.g. `uprobe/count_calls`.
     pub section: String,
-    /// Entry or return.
+    /// Entry, return, session or USDT: from the section name.
     pub kind: ProbeKind,
-    /// Declared with `multi` (an `*.multi/` section). A hint only: sonde attaches
-    /// any uprobe program with the best mechanism.
-    pub multi: bool,
     /// Instructions, callees linked in.
     pub insns: Vec<Insn>,
     /// Map references to patch.
@@ -159,7 +129,7 @@ pub struct ProgramSpec {
 
 /// A parsed object.
 #[derive(Debug, Clone)]
-pub struct ObjectFile {
+pub struct ObjectSpec {
     /// The `license` section (defaults to none: the kernel then refuses GPL helpers).
     pub license: CString,
     /// Maps, declared ones first.
@@ -167,13 +137,6 @@ pub struct ObjectFile {
     /// Programs.
     pub programs: Vec<ProgramSpec>,
 }
-
-const PROGRAM_PREFIXES: [(&str, ProbeKind, bool); 4] = [
-    ("uprobe/", ProbeKind::Entry, false),
-    ("uretprobe/", ProbeKind::Return, false),
-    ("uprobe.multi/", ProbeKind::Entry, true),
-    ("uretprobe.multi/", ProbeKind::Return, true),
-];
 
 /// A code section: its instructions and relocations by instruction index.
 struct CodeSection {
@@ -192,12 +155,12 @@ struct Target {
     name: String,
 }
 
-impl ObjectFile {
+impl ObjectSpec {
     /// Parses an object.
-    pub fn parse(data: &[u8]) -> Result<Self, ObjError> {
+    pub fn parse(data: &[u8]) -> Result<Self, SpecError> {
         let file = object::File::parse(data)?;
         if file.architecture() != Architecture::Bpf || !file.is_little_endian() || !file.is_64() {
-            return Err(ObjError::NotBpf(file.architecture()));
+            return Err(SpecError::NotBpf(file.architecture()));
         }
 
         let mut license = CString::default();
@@ -210,7 +173,7 @@ impl ObjectFile {
 
         for section in file.sections() {
             let name = section.name().unwrap_or_default().to_string();
-            let bad = |reason: String| ObjError::BadSection {
+            let bad = |reason: String| SpecError::BadSection {
                 section: name.clone(),
                 reason,
             };
@@ -225,8 +188,8 @@ impl ObjectFile {
                 if bytes.len() % 8 != 0 {
                     return Err(bad(format!("{} bytes is not whole instructions", bytes.len())));
                 }
-                if name != ".text" && !PROGRAM_PREFIXES.iter().any(|(p, ..)| name.starts_with(p)) {
-                    return Err(ObjError::UnknownSection(name));
+                if name != ".text" && ProbeKind::from_section(&name).is_none() {
+                    return Err(SpecError::UnknownSection(name));
                 }
                 let insns = bytes
                     .chunks_exact(8)
@@ -260,13 +223,7 @@ impl ObjectFile {
                     section.index(),
                     MapSpec {
                         name: name.clone(),
-                        def: MapDef {
-                            map_type: 2, // BPF_MAP_TYPE_ARRAY
-                            key_size: 4,
-                            value_size,
-                            max_entries: 1,
-                            map_flags: 0,
-                        },
+                        def: MapDef::new(sonde_abi::MapType::Array, 4, value_size, 1),
                         source: MapSource::Data {
                             init,
                             read_only: name.starts_with(".rodata"),
@@ -287,19 +244,12 @@ impl ObjectFile {
                 let bytes = section.data()?;
                 let def = usize::try_from(sym.address())
                     .ok()
-                    .and_then(|start| bytes.get(start..start.checked_add(20)?))
-                    .ok_or_else(|| ObjError::BadMapDef(name.clone()))?;
-                let word = |i: usize| u32::from_le_bytes(def[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
+                    .and_then(|start| MapDef::parse(bytes.get(start..)?))
+                    .ok_or_else(|| SpecError::BadMapDef(name.clone()))?;
                 map_by_symbol.insert(name.clone(), maps.len());
                 maps.push(MapSpec {
                     name,
-                    def: MapDef {
-                        map_type: word(0),
-                        key_size: word(1),
-                        value_size: word(2),
-                        max_entries: word(3),
-                        map_flags: word(4),
-                    },
+                    def,
                     source: MapSource::Declared,
                 });
             } else if sym.kind() == SymbolKind::Text {
@@ -335,7 +285,7 @@ impl ObjectFile {
             };
             for (offset, rel) in section.relocations() {
                 let insn = (offset / 8) as usize;
-                let bad = |reason: &str| ObjError::BadRelocation {
+                let bad = |reason: &str| SpecError::BadRelocation {
                     section: cs.name.clone(),
                     insn,
                     reason: reason.to_string(),
@@ -392,21 +342,19 @@ impl ObjectFile {
         let mut linked = 0usize;
         for (sec, start, name) in entries {
             let cs = &code[&sec];
-            let (_, kind, multi) = PROGRAM_PREFIXES
-                .iter()
-                .find(|(p, ..)| cs.name.starts_with(p))
-                .copied()
-                .expect("program sections were checked");
+            let Some((kind, _)) = ProbeKind::from_section(&cs.name) else {
+                continue; // only program sections have entries
+            };
             let (insns, relocs) = link(&code, &map_by_symbol, &data_maps, sec, start).map_err(|e| match e {
                 LinkError::Obj(e) => e,
-                LinkError::TooLarge => ObjError::ProgramTooLarge {
+                LinkError::TooLarge => SpecError::ProgramTooLarge {
                     program: name.clone(),
                     limit: MAX_PROGRAM_INSNS,
                 },
             })?;
             linked = linked.saturating_add(insns.len());
             if linked > MAX_OBJECT_INSNS {
-                return Err(ObjError::ObjectTooLarge {
+                return Err(SpecError::ObjectTooLarge {
                     limit: MAX_OBJECT_INSNS,
                 });
             }
@@ -414,12 +362,11 @@ impl ObjectFile {
                 name,
                 section: cs.name.clone(),
                 kind,
-                multi,
                 insns,
                 relocs,
             });
         }
-        Ok(ObjectFile {
+        Ok(ObjectSpec {
             license,
             maps,
             programs,
@@ -434,12 +381,12 @@ fn is_data_section(name: &str) -> bool {
 }
 
 enum LinkError {
-    Obj(ObjError),
+    Obj(SpecError),
     TooLarge,
 }
 
-impl From<ObjError> for LinkError {
-    fn from(e: ObjError) -> Self {
+impl From<SpecError> for LinkError {
+    fn from(e: SpecError) -> Self {
         LinkError::Obj(e)
     }
 }
@@ -466,7 +413,7 @@ fn link(
             continue;
         }
         let cs = &code[&sec];
-        let bad = |insn: usize, reason: String| ObjError::BadRelocation {
+        let bad = |insn: usize, reason: String| SpecError::BadRelocation {
             section: cs.name.clone(),
             insn,
             reason,

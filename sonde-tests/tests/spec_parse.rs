@@ -1,7 +1,7 @@
 //! The object parser on real and malformed objects: errors, never panics.
 
 use object::{Object as _, ObjectSection};
-use sonde::obj::{MapSource, ObjError, ObjectFile, ProbeKind};
+use sonde::spec::{MapSource, ObjectSpec, ProbeKind, SpecError};
 use sonde_tests::{crafted, PROBES};
 
 fn section_range(name: &str) -> (usize, usize) {
@@ -13,7 +13,7 @@ fn section_range(name: &str) -> (usize, usize) {
 
 #[test]
 fn parses_the_test_programs() {
-    let o = ObjectFile::parse(PROBES).unwrap();
+    let o = ObjectSpec::parse(PROBES).unwrap();
     assert_eq!(o.license.to_str().unwrap(), "GPL");
     let names: Vec<&str> = o.programs.iter().map(|p| p.name.as_str()).collect();
     for want in ["count_calls", "record_calls", "record_returns", "read_global_data"] {
@@ -36,7 +36,7 @@ fn parses_the_test_programs() {
 #[test]
 fn truncated_objects_are_errors() {
     for len in (0..PROBES.len()).step_by(97) {
-        let r = std::panic::catch_unwind(|| ObjectFile::parse(&PROBES[..len]));
+        let r = std::panic::catch_unwind(|| ObjectSpec::parse(&PROBES[..len]));
         assert!(r.is_ok(), "panic at length {len}");
         assert!(r.unwrap().is_err(), "truncated at {len} still parsed");
     }
@@ -45,7 +45,7 @@ fn truncated_objects_are_errors() {
 #[test]
 fn a_host_binary_is_not_bpf() {
     let bytes = std::fs::read(sonde_tests::target_app()).unwrap();
-    assert!(matches!(ObjectFile::parse(&bytes), Err(ObjError::NotBpf(_))));
+    assert!(matches!(ObjectSpec::parse(&bytes), Err(SpecError::NotBpf(_))));
 }
 
 #[test]
@@ -60,8 +60,8 @@ fn unknown_program_section_is_named() {
     for at in hits {
         bytes[at] = b'k';
     }
-    match ObjectFile::parse(&bytes) {
-        Err(ObjError::UnknownSection(s)) => assert_eq!(s, "kprobe/count_calls"),
+    match ObjectSpec::parse(&bytes) {
+        Err(SpecError::UnknownSection(s)) => assert_eq!(s, "kprobe/count_calls"),
         other => panic!("unexpected: {other:?}"),
     }
 }
@@ -73,8 +73,8 @@ fn relocation_outside_the_section_is_an_error() {
     assert!(len >= 16);
     // r_offset of the first Elf64_Rel: far past the section's instructions.
     bytes[off..off + 8].copy_from_slice(&0x10_0000u64.to_le_bytes());
-    match ObjectFile::parse(&bytes) {
-        Err(ObjError::BadRelocation { section, .. }) => assert_eq!(section, "uprobe/count_calls"),
+    match ObjectSpec::parse(&bytes) {
+        Err(SpecError::BadRelocation { section, .. }) => assert_eq!(section, "uprobe/count_calls"),
         other => panic!("unexpected: {other:?}"),
     }
 }
@@ -88,7 +88,10 @@ fn relocation_to_a_non_map_symbol_is_an_error() {
     let info = u64::from_le_bytes(bytes[off + 8..off + 16].try_into().unwrap());
     let patched = (1u64 << 32) | (info & 0xffff_ffff);
     bytes[off + 8..off + 16].copy_from_slice(&patched.to_le_bytes());
-    assert!(matches!(ObjectFile::parse(&bytes), Err(ObjError::BadRelocation { .. })));
+    assert!(matches!(
+        ObjectSpec::parse(&bytes),
+        Err(SpecError::BadRelocation { .. })
+    ));
 }
 
 #[test]
@@ -97,8 +100,8 @@ fn a_huge_bss_is_refused_without_allocating() {
     for size in [1u64 << 40, 1 << 63, u64::MAX - 7] {
         let bytes = crafted::huge_bss(size);
         assert!(bytes.len() < 1024, "{} bytes", bytes.len());
-        match ObjectFile::parse(&bytes) {
-            Err(ObjError::BadSection { section, reason }) => {
+        match ObjectSpec::parse(&bytes) {
+            Err(SpecError::BadSection { section, reason }) => {
                 assert_eq!(section, ".bss");
                 assert!(reason.contains("too large"), "{reason}");
             }
@@ -106,7 +109,7 @@ fn a_huge_bss_is_refused_without_allocating() {
         }
     }
     // A .bss a map can hold still parses, with nothing allocated for it.
-    let o = ObjectFile::parse(&crafted::huge_bss(1 << 20)).unwrap();
+    let o = ObjectSpec::parse(&crafted::huge_bss(1 << 20)).unwrap();
     let bss = o.maps.iter().find(|m| m.name == ".bss").unwrap();
     assert_eq!(bss.def.value_size, 1 << 20);
     assert!(matches!(&bss.source, MapSource::Data { init, .. } if init.is_empty()));
@@ -116,8 +119,8 @@ fn a_huge_bss_is_refused_without_allocating() {
 fn a_map_symbol_at_the_end_of_the_address_space_is_an_error() {
     // `start + 20` overflowed here.
     for at in [u64::MAX, u64::MAX - 19, 1 << 63, 1] {
-        let r = std::panic::catch_unwind(|| ObjectFile::parse(&crafted::map_symbol_at(at)));
-        assert!(matches!(r, Ok(Err(ObjError::BadMapDef(_)))), "{at:#x}: {r:?}");
+        let r = std::panic::catch_unwind(|| ObjectSpec::parse(&crafted::map_symbol_at(at)));
+        assert!(matches!(r, Ok(Err(SpecError::BadMapDef(_)))), "{at:#x}: {r:?}");
     }
 }
 
@@ -127,14 +130,14 @@ fn many_entry_points_link_in_bounded_memory() {
     // used to copy the rest of the section (~7 GB). Now each ends where the next
     // one starts.
     let bytes = crafted::many_entries(120_000, 2_000, |_, _| 0);
-    let o = ObjectFile::parse(&bytes).unwrap();
+    let o = ObjectSpec::parse(&bytes).unwrap();
     assert_eq!(o.programs.len(), 2_000);
     let total: usize = o.programs.iter().map(|p| p.insns.len()).sum();
     assert_eq!(total, 120_000);
     // Entry points that each claim the rest of the section: bounded, then refused.
     let bytes = crafted::many_entries(120_000, 2_000, |_, rest| rest);
     assert!(matches!(
-        ObjectFile::parse(&bytes),
-        Err(ObjError::ObjectTooLarge { limit }) if limit == sonde::obj::MAX_OBJECT_INSNS
+        ObjectSpec::parse(&bytes),
+        Err(SpecError::ObjectTooLarge { limit }) if limit == sonde::spec::MAX_OBJECT_INSNS
     ));
 }

@@ -1,0 +1,45 @@
+//! Kernel helper ids (`enum bpf_func_id`, `include/uapi/linux/bpf.h`), with the
+//! kernel that added each.
+
+/// `bpf_map_lookup_elem` (3.19).
+pub const MAP_LOOKUP_ELEM: u32 = 1;
+/// `bpf_map_update_elem` (3.19).
+pub const MAP_UPDATE_ELEM: u32 = 2;
+/// `bpf_map_delete_elem` (3.19).
+pub const MAP_DELETE_ELEM: u32 = 3;
+/// `bpf_probe_read` (4.1).
+pub const PROBE_READ: u32 = 4;
+/// `bpf_ktime_get_ns` (4.1).
+pub const KTIME_GET_NS: u32 = 5;
+/// `bpf_get_smp_processor_id` (4.1).
+pub const GET_SMP_PROCESSOR_ID: u32 = 8;
+/// `bpf_get_current_pid_tgid` (4.2).
+pub const GET_CURRENT_PID_TGID: u32 = 14;
+/// `bpf_get_current_uid_gid` (4.2).
+pub const GET_CURRENT_UID_GID: u32 = 15;
+/// `bpf_get_current_comm` (4.2).
+pub const GET_CURRENT_COMM: u32 = 16;
+/// `bpf_get_stackid` (4.6).
+pub const GET_STACKID: u32 = 27;
+/// `bpf_perf_event_output` (4.4).
+pub const PERF_EVENT_OUTPUT: u32 = 25;
+/// `bpf_get_stack` (4.18).
+pub const GET_STACK: u32 = 67;
+/// `bpf_probe_read_user` (5.5).
+pub const PROBE_READ_USER: u32 = 112;
+/// `bpf_probe_read_user_str` (5.5).
+pub const PROBE_READ_USER_STR: u32 = 114;
+/// `bpf_ringbuf_output` (5.8).
+pub const RINGBUF_OUTPUT: u32 = 130;
+/// `bpf_ringbuf_reserve` (5.8).
+pub const RINGBUF_RESERVE: u32 = 131;
+/// `bpf_ringbuf_submit` (5.8).
+pub const RINGBUF_SUBMIT: u32 = 132;
+/// `bpf_ringbuf_discard` (5.8).
+pub const RINGBUF_DISCARD: u32 = 133;
+/// `bpf_get_func_ip` (5.15 for kprobes; uprobes 6.6).
+pub const GET_FUNC_IP: u32 = 173;
+/// `bpf_get_attach_cookie` (5.15): the cookie the attachment carries. On kernels
+/// without it, sonde rewrites each call into a call to a constant-returning
+/// subprogram (the `emulated` tier).
+pub const GET_ATTACH_COOKIE: u32 = 174;

@@ -1,0 +1,183 @@
+//! Targets: "these functions of this binary, library or process" turned into
+//! file offsets with cookies.
+//!
+//! A uprobe takes a file offset, not a virtual address: for a symbol, the offset
+//! through the `PT_LOAD` segment that holds it (`st_value - p_vaddr + p_offset`).
+//!
+//! Two ways in, sharing one resolver:
+//! - [`Target`]: one location (symbol, symbol + offset, file offset, virtual
+//!   address) with the cookie you choose;
+//! - [`Functions`]: glob patterns over a binary's raw and demangled names, giving
+//!   a [`FunctionSet`] whose targets carry their index as cookie.
+//!
+//! | piece | module |
+//! |---|---|
+//! | symbol tables, versions, aliases, ifuncs | `elf` |
+//! | demangling and globs | `names` ([`demangle`], [`Pattern`]) |
+//! | debug files of stripped binaries | [`debuginfo`] |
+//! | bare library names, `/proc/PID/maps`, `ld.so.cache`, containers | [`libpath`] |
+//! | one opened file per binary, handed to the kernel | [`BinaryFile`] |
+//! | per-file cache (device, inode, mtime) | [`cache`] |
+//! | x86-64 instruction boundaries | `boundary` |
+
+mod binary;
+mod boundary;
+pub mod cache;
+pub mod debuginfo;
+mod elf;
+mod error;
+pub mod libpath;
+mod names;
+mod query;
+mod request;
+mod site;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use binary::BinaryFile;
+pub use elf::{FunctionSymbol, SymbolTable};
+pub use error::{shorten, TargetError};
+pub use libpath::find_binary;
+pub use names::{demangle, Pattern};
+pub use query::{FunctionMatch, FunctionSet, Functions};
+pub use request::{Location, Target};
+pub use site::ProbeSite;
+
+/// Resolves targets to probe sites. Each binary is opened once and its
+/// symbols read once ([`cache`]); bare library names are looked up
+/// ([`find_binary`]). Every location is proven to start an instruction the
+/// kernel can probe.
+pub fn sites(targets: &[Target]) -> Result<Vec<ProbeSite>, TargetError> {
+    let mut out = Vec::with_capacity(targets.len());
+    // One open file and table per (binary as named, pid): 10,000 targets of one
+    // binary cost one open, one stat and one lookup of the cache.
+    type Opened = (Arc<BinaryFile>, Arc<SymbolTable>);
+    let mut opened: Vec<((&Path, Option<u32>), Opened)> = Vec::new();
+    for t in targets {
+        let key = (t.binary(), t.pid());
+        let (binary, table) = match opened.iter().find(|(k, _)| *k == key) {
+            Some((_, o)) => o.clone(),
+            None => {
+                let path = find_binary(t.binary(), t.pid())?;
+                let binary = Arc::new(BinaryFile::open(&path)?);
+                let table = cache::symbols_of(&binary, Path::new(debuginfo::DEFAULT_DEBUG_ROOT))?;
+                opened.push((key, (Arc::clone(&binary), Arc::clone(&table))));
+                (binary, table)
+            }
+        };
+        let (offset, symbol) = locate(&table, t)?;
+        if let Some(reason) = table.refusal_at(offset) {
+            return Err(TargetError::NotProbeable {
+                symbol: symbol.clone().unwrap_or_else(|| format!("offset {offset:#x}")),
+                binary: table.path().to_path_buf(),
+                reason,
+            });
+        }
+        out.push(ProbeSite {
+            binary,
+            offset,
+            ref_ctr_offset: t.ref_ctr_offset(),
+            attach_cookie: t.cookie_value(),
+            value: t.cookie_value(),
+            symbol,
+        });
+    }
+    Ok(out)
+}
+
+/// The file offset of `t` in `table`'s binary, proven to start an instruction.
+fn locate(table: &SymbolTable, t: &Target) -> Result<(u64, Option<String>), TargetError> {
+    let path = || table.path().to_path_buf();
+    let (address, what) = match t.location() {
+        Location::Symbol { name, offset } => {
+            let f = table.function(name)?;
+            let (_, extent) = table
+                .function_holding(f.address)
+                .filter(|(g, _)| g.address == f.address)
+                .unwrap_or((f, f.size));
+            if *offset > 0 && (extent == 0 || *offset >= extent) {
+                return Err(TargetError::OffsetOutsideSymbol {
+                    symbol: f.name.clone(),
+                    offset: *offset,
+                    size: extent,
+                    binary: path(),
+                });
+            }
+            check_boundary(table, f, extent, *offset)?;
+            return Ok((f.file_offset + offset, Some(f.name.clone())));
+        }
+        Location::FileOffset(off) => {
+            if *off >= table.file_size() {
+                return Err(TargetError::BadFileOffset {
+                    offset: *off,
+                    size: table.file_size(),
+                    binary: path(),
+                });
+            }
+            let what = format!("file offset {off:#x}");
+            let address = table.code_address_of(*off).ok_or_else(|| TargetError::NotCode {
+                location: what.clone(),
+                binary: path(),
+            })?;
+            (address, what)
+        }
+        Location::VirtualAddress(addr) => {
+            let what = format!("address {addr:#x}");
+            let Some(off) = table.file_offset_of(*addr) else {
+                return Err(TargetError::NotMapped {
+                    symbol: format!("{addr:#x}"),
+                    address: *addr,
+                    binary: path(),
+                });
+            };
+            if table.code_address_of(off) != Some(*addr) {
+                return Err(TargetError::NotCode {
+                    location: what,
+                    binary: path(),
+                });
+            }
+            (*addr, what)
+        }
+    };
+    let offset = table.file_offset_of(address).unwrap_or_default();
+    match table.function_holding(address) {
+        Some((f, extent)) => {
+            check_boundary(table, f, extent, address - f.address)?;
+            let symbol = if address == f.address {
+                f.name.clone()
+            } else {
+                format!("{}+{:#x}", f.name, address - f.address)
+            };
+            Ok((offset, Some(symbol)))
+        }
+        None if t.is_unverified() => Ok((offset, None)),
+        None => Err(TargetError::Unverifiable {
+            location: what,
+            binary: path(),
+        }),
+    }
+}
+
+/// An offset into `f` (whose code spans `extent` bytes) must start an
+/// instruction: decoded from the function's entry on x86-64, a multiple of the
+/// fixed instruction size elsewhere.
+fn check_boundary(table: &SymbolTable, f: &FunctionSymbol, extent: u64, offset: u64) -> Result<(), TargetError> {
+    if offset == 0 {
+        return Ok(());
+    }
+    let inside = |instruction| TargetError::NotInstructionBoundary {
+        symbol: f.name.clone(),
+        offset,
+        instruction,
+        binary: table.path().to_path_buf(),
+    };
+    if cfg!(target_arch = "x86_64") {
+        let code = table.bytes_at(f.file_offset, extent).unwrap_or_default();
+        boundary::check_x86_64(code, f.address, offset).map_err(inside)
+    } else if cfg!(any(target_arch = "aarch64", target_arch = "powerpc64")) && !offset.is_multiple_of(4) {
+        Err(inside(offset - offset % 4))
+    } else {
+        Ok(())
+    }
+}
