@@ -7,7 +7,8 @@ use serde::Serialize;
 use sonde::maps::PerCpuArray;
 
 use crate::human;
-use crate::session::{Common, FunctionId, Session};
+use crate::report::FunctionId;
+use crate::session::{Common, Session};
 use crate::CliError;
 
 #[derive(Serialize)]
@@ -18,12 +19,12 @@ struct Row {
 }
 
 fn rows(session: &Session) -> Result<Vec<Row>, CliError> {
-    let counts = PerCpuArray::<u64>::new(session.object.map("COUNTS")?)?;
-    let mut rows = Vec::with_capacity(session.set.len());
-    for f in session.set.iter() {
+    let counts = PerCpuArray::<u64>::new(session.object().map("COUNTS")?)?;
+    let mut rows = Vec::with_capacity(session.set().len());
+    for f in session.set().iter() {
         let count = counts.get(f.cookie as u32)?.iter().sum();
         rows.push(Row {
-            id: FunctionId::of(&session.set, f),
+            id: FunctionId::of(session.set(), f),
             count,
         });
     }

@@ -10,7 +10,8 @@ use serde::Serialize;
 use sonde::maps::PerCpuArray;
 
 use crate::human;
-use crate::session::{Common, FunctionId, Session};
+use crate::report::FunctionId;
+use crate::session::{Common, Session};
 use crate::CliError;
 
 const BUCKETS: u32 = 64;
@@ -47,10 +48,10 @@ fn quantile(histogram: &[Bucket], count: u64, q: f64, max: u64) -> u64 {
 }
 
 fn rows(session: &Session) -> Result<Vec<Row>, CliError> {
-    let hist = PerCpuArray::<u64>::new(session.object.map("HIST")?)?;
-    let maxes = PerCpuArray::<u64>::new(session.object.map("MAX_NS")?)?;
+    let hist = PerCpuArray::<u64>::new(session.object().map("HIST")?)?;
+    let maxes = PerCpuArray::<u64>::new(session.object().map("MAX_NS")?)?;
     let mut rows = Vec::new();
-    for f in session.set.iter() {
+    for f in session.set().iter() {
         let cookie = f.cookie as u32;
         let max = maxes.get(cookie)?.into_iter().max().unwrap_or(0);
         let mut histogram = Vec::new();
@@ -69,7 +70,7 @@ fn rows(session: &Session) -> Result<Vec<Row>, CliError> {
         }
         let count = histogram.iter().map(|b| b.count).sum();
         rows.push(Row {
-            id: FunctionId::of(&session.set, f),
+            id: FunctionId::of(session.set(), f),
             count,
             p50_ns: quantile(&histogram, count, 0.50, max),
             p90_ns: quantile(&histogram, count, 0.90, max),

@@ -1,10 +1,12 @@
 //! `sonde`: count calls, time and trace user-space functions with one eBPF
 //! program per job, each function told apart by its BPF cookie.
 
+mod child;
 mod count;
 mod human;
 mod latency;
 mod list;
+mod report;
 mod session;
 mod trace;
 

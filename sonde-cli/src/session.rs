@@ -2,15 +2,15 @@
 //! the functions, loading the programs with per-function maps sized, attaching
 //! with the best (or pinned) tier, waiting for the end, and stopping.
 
-use std::ffi::CString;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use sonde::{AttachOptions, Attachment, FunctionSet, Functions, Object, Tier};
+use sonde::{AttachOptions, Attachment, FunctionSet, Functions, GroupId, Job, Tier};
 
+use crate::child::{spawn_gated, Child, Watched};
 use crate::CliError;
 
 /// The eBPF programs of the command, built by build.rs.
@@ -83,60 +83,6 @@ fn parse_tier(s: &str) -> Result<Tier, String> {
     Tier::from_name(s).ok_or_else(|| format!("unknown tier `{s}` (one of: multi, perf-link, emulated, tracefs)"))
 }
 
-/// How a report names a function: raw and demangled names, version, cookie.
-#[derive(serde::Serialize)]
-pub struct FunctionId {
-    /// Raw symbol name.
-    pub name: String,
-    /// Demangled name, if mangled.
-    pub demangled: Option<String>,
-    /// Symbol version, if versioned.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    /// The name shown in tables.
-    #[serde(skip)]
-    pub label: String,
-    /// The cookie (index in the resolved list).
-    pub cookie: u64,
-}
-
-impl FunctionId {
-    /// The identity of `f` in `set`.
-    pub fn of(set: &FunctionSet, f: &sonde::FunctionMatch) -> Self {
-        FunctionId {
-            name: f.name.clone(),
-            demangled: set.demangled(f).map(str::to_string),
-            version: f.symbol.version.clone(),
-            label: set.label(f),
-            cookie: f.cookie,
-        }
-    }
-}
-
-/// The end-of-run JSON object of `count` and `latency`.
-#[derive(serde::Serialize)]
-struct Report<T> {
-    /// The tier that ran.
-    pub tier: String,
-    /// One row per function.
-    pub functions: Vec<T>,
-}
-
-/// Writes `{"tier", "functions"}` as one line.
-fn write_report<T: serde::Serialize>(
-    out: &mut impl std::io::Write,
-    tier: Tier,
-    functions: Vec<T>,
-) -> Result<(), CliError> {
-    let report = Report {
-        tier: tier.name().to_string(),
-        functions,
-    };
-    serde_json::to_writer(&mut *out, &report).map_err(|e| CliError::new(e.to_string()))?;
-    writeln!(out)?;
-    Ok(())
-}
-
 /// Why the wait ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
@@ -150,48 +96,10 @@ pub enum Stop {
     ProcessExited(u32),
 }
 
-/// A process traced with `-p`, watched through a pidfd (Linux 5.3+): readable
-/// once the process has exited, and immune to pid reuse.
-struct Watched {
-    pid: u32,
-    /// `None` where pidfd_open failed (gone already, or a kernel without it):
-    /// then `/proc/PID` is looked at.
-    fd: Option<std::os::fd::OwnedFd>,
-}
-
-impl Watched {
-    fn open(pid: u32) -> Option<Watched> {
-        use std::os::fd::FromRawFd;
-        // SAFETY: pidfd_open takes a pid and flags; the returned fd is ours.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
-        let fd = libc::c_int::try_from(fd).ok().filter(|fd| *fd >= 0);
-        // SAFETY: a new descriptor nobody else owns.
-        let fd = fd.map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
-        Some(Watched { pid, fd })
-    }
-
-    fn exited(&self) -> bool {
-        use std::os::fd::AsRawFd;
-        let Some(fd) = &self.fd else {
-            return sonde::process::stat(self.pid).is_none();
-        };
-        let mut p = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, no wait.
-        unsafe { libc::poll(&mut p, 1, 0) == 1 && p.revents & libc::POLLIN != 0 }
-    }
-}
-
-/// A job attached and running.
+/// A job attached and running, and what ends it.
 pub struct Session {
-    /// Programs and maps.
-    pub object: Object,
-    /// The functions; cookie = index.
-    pub set: FunctionSet,
-    attachments: Vec<Attachment>,
+    job: Job,
+    group: GroupId,
     child: Option<Child>,
     stop: Arc<AtomicBool>,
     duration: Option<Duration>,
@@ -199,13 +107,6 @@ pub struct Session {
     traced: Option<Watched>,
     /// When counting began (after attach).
     pub started: Instant,
-}
-
-/// A command forked and held before `exec` until the probes are attached.
-struct Child {
-    pid: libc::pid_t,
-    gate: libc::c_int,
-    exec_status: libc::c_int,
 }
 
 /// Sets the stop flag on SIGINT and SIGTERM.
@@ -248,7 +149,7 @@ impl Session {
     /// every function, then lets the command (if any) start.
     pub fn start(
         common: &Common,
-        job: &str,
+        what: &str,
         programs: &[&str],
         sizes: impl Fn(u32) -> Vec<(&'static str, u32)>,
     ) -> Result<Session, CliError> {
@@ -268,7 +169,7 @@ impl Session {
             cmd => Some(spawn_gated(cmd)?),
         };
         let result = Self::attach_all(common, programs, &sizes, child.as_ref().map(|c| c.pid as u32));
-        let (object, set, attachments) = match result {
+        let (job, group) = match result {
             Ok(v) => v,
             Err(e) => {
                 if let Some(c) = child.take() {
@@ -282,23 +183,24 @@ impl Session {
             c.release()?;
         }
         let attach_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let tier = attachments.first().map_or("-", |a| a.tier().name());
+        let tier = job.tier().name();
         let end = match (&child, common.duration, common.pid) {
             (Some(_), _, _) => "until the command exits".to_string(),
             (None, Some(d), _) => format!("for {} s", d.as_secs_f64()),
             (None, None, Some(pid)) => format!("until process {pid} exits (Ctrl-C to stop)"),
             (None, None, None) => "Ctrl-C to stop".to_string(),
         };
+        let (count, path) = match job.group(group) {
+            Some((set, _)) => (set.len(), set.path().display().to_string()),
+            None => (0, String::new()),
+        };
         eprintln!(
-            "sonde: {job} {} function{} of {} (tier {tier}, attached in {attach_ms:.1} ms); {end}",
-            set.len(),
-            if set.len() == 1 { "" } else { "s" },
-            set.path().display(),
+            "sonde: {what} {count} function{} of {path} (tier {tier}, attached in {attach_ms:.1} ms); {end}",
+            if count == 1 { "" } else { "s" },
         );
         Ok(Session {
-            object,
-            set,
-            attachments,
+            job,
+            group,
             child,
             stop,
             duration: common.duration,
@@ -312,7 +214,7 @@ impl Session {
         programs: &[&str],
         sizes: &dyn Fn(u32) -> Vec<(&'static str, u32)>,
         child: Option<u32>,
-    ) -> Result<(Object, FunctionSet, Vec<Attachment>), CliError> {
+    ) -> Result<(Job, GroupId), CliError> {
         let pid = child.or(common.pid);
         let spinner = progress(common.json);
         spinner.set_message(format!(
@@ -336,7 +238,6 @@ impl Session {
             );
         }
         let n = u32::try_from(set.len()).map_err(|_| CliError::new("too many functions"))?;
-        let mut object = Object::load_with(PROBES, &sizes(n))?;
         let mut options = AttachOptions::default();
         if let Some(pid) = pid {
             options = options.pid(pid);
@@ -344,14 +245,33 @@ impl Session {
         if let Some(tier) = common.tier {
             options = options.tier(tier);
         }
-        let mut attachments = Vec::new();
-        for program in programs {
-            spinner.set_message(format!("attaching {program} to {} functions", set.len()));
-            let probe = object.uprobe(program)?;
-            attachments.push(probe.attach_sites(set.targets(), &options)?);
+        // One program per job: the maps are sized by the caller (indexed by
+        // cookie), the registry holds exactly these functions.
+        let mut builder = Job::builder(PROBES).capacity(n.max(1), &[]).options(options);
+        for (map, entries) in sizes(n) {
+            builder = builder.map_size(map, entries);
         }
+        for p in programs {
+            builder = builder.program(p);
+        }
+        let mut job = builder.build()?;
+        spinner.set_message(format!("attaching {} to {} functions", programs.join(", "), set.len()));
+        let group = job.add_set(set)?;
         spinner.finish_and_clear();
-        Ok((object, set, attachments))
+        Ok((job, group))
+    }
+
+    /// The object: the programs' maps.
+    pub fn object(&self) -> &sonde::Object {
+        self.job.object()
+    }
+
+    /// The functions; a function's cookie is its index here.
+    pub fn set(&self) -> &FunctionSet {
+        match self.job.group(self.group) {
+            Some((set, _)) => set,
+            None => unreachable!("the session's group lives as long as the session"),
+        }
     }
 
     /// Waits for the end (signal, duration, command exit), calling `tick` every
@@ -386,7 +306,7 @@ impl Session {
 
     /// The tier that ran.
     pub fn tier(&self) -> Tier {
-        self.attachments.first().map_or(Tier::Multi, Attachment::tier)
+        self.job.tier()
     }
 
     /// Detaches everything. Per-target tiers take ~0.1 s per probe in the kernel:
@@ -394,7 +314,8 @@ impl Session {
     /// second or more, sonde says so, and a second Ctrl-C leaves the rest to a
     /// background process so sonde exits at once.
     pub fn close(self) {
-        let Session { attachments, stop, .. } = self;
+        let Session { mut job, stop, .. } = self;
+        let attachments = job.take_attachments();
         let estimate: Duration = attachments.iter().map(|a| a.plan().detach_estimate).sum();
         if estimate < Duration::from_secs(1) || attachments.iter().all(|a| !a.tier().per_target()) {
             attachments.into_iter().for_each(Attachment::detach);
@@ -442,7 +363,7 @@ impl Session {
     ) -> Result<i32, CliError> {
         let mut out = std::io::stdout().lock();
         if json {
-            write_report(&mut out, self.tier(), rows)?;
+            crate::report::write_report(&mut out, self.tier(), rows)?;
         } else {
             print(&mut out, &rows)?;
         }
@@ -460,111 +381,4 @@ fn progress(json: bool) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(80));
     bar
-}
-
-/// Forks `cmd`, held before exec until [`Child::release`]: the probes are
-/// attached with its pid first, so it is traced from its first instruction.
-fn spawn_gated(cmd: &[String]) -> Result<Child, CliError> {
-    let args: Vec<CString> = cmd
-        .iter()
-        .map(|a| CString::new(a.as_bytes()).map_err(|_| CliError::new("a command argument contains a NUL byte")))
-        .collect::<Result<_, _>>()?;
-    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let mut gate = [0; 2];
-    let mut status = [0; 2];
-    // SAFETY: plain pipe creation into local arrays.
-    if unsafe { libc::pipe2(gate.as_mut_ptr(), libc::O_CLOEXEC) } != 0
-        || unsafe { libc::pipe2(status.as_mut_ptr(), libc::O_CLOEXEC) } != 0
-    {
-        return Err(CliError::new(format!("pipe: {}", std::io::Error::last_os_error())));
-    }
-    // SAFETY: the child only calls async-signal-safe functions (read, write,
-    // execvp, _exit) on memory prepared before the fork.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(CliError::new(format!("fork: {}", std::io::Error::last_os_error())));
-    }
-    if pid == 0 {
-        unsafe {
-            // Only the read end of the gate and the write end of the status pipe
-            // stay open here, or the gate never reads end-of-file.
-            libc::close(gate[1]);
-            libc::close(status[0]);
-            let mut b = 0u8;
-            libc::read(gate[0], (&mut b as *mut u8).cast(), 1);
-            if b == 1 {
-                libc::execvp(argv[0], argv.as_ptr());
-                let err = *libc::__errno_location();
-                libc::write(status[1], (&err as *const i32).cast(), 4);
-            }
-            libc::_exit(127);
-        }
-    }
-    // SAFETY: closing our copies of the child's ends.
-    unsafe {
-        libc::close(gate[0]);
-        libc::close(status[1]);
-    }
-    Ok(Child {
-        pid,
-        gate: gate[1],
-        exec_status: status[0],
-    })
-}
-
-impl Child {
-    /// Lets the command exec; an exec failure (no such command) is an error.
-    fn release(&self) -> Result<(), CliError> {
-        let go = 1u8;
-        let mut err = 0i32;
-        // SAFETY: writes one byte, then reads the exec error pipe, which closes
-        // on a successful exec (CLOEXEC) and so returns 0 bytes.
-        let n = unsafe {
-            libc::write(self.gate, (&go as *const u8).cast(), 1);
-            libc::read(self.exec_status, (&mut err as *mut i32).cast(), 4)
-        };
-        if n == 4 {
-            return Err(CliError::new(format!(
-                "cannot run the command: {} (is it on PATH?)",
-                std::io::Error::from_raw_os_error(err)
-            )));
-        }
-        Ok(())
-    }
-
-    fn try_wait(&mut self) -> Option<i32> {
-        let mut status = 0;
-        // SAFETY: waits for our own child without blocking.
-        let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
-        (r == self.pid).then(|| {
-            if libc::WIFEXITED(status) {
-                libc::WEXITSTATUS(status)
-            } else {
-                128 + libc::WTERMSIG(status)
-            }
-        })
-    }
-
-    fn kill(mut self) {
-        // SAFETY: closing the gate makes the child exit without exec; reap it.
-        unsafe {
-            libc::close(self.gate);
-            self.gate = -1;
-            let mut status = 0;
-            libc::waitpid(self.pid, &mut status, 0);
-        }
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        // SAFETY: our own pipe ends, each closed once.
-        unsafe {
-            if self.gate >= 0 {
-                libc::close(self.gate);
-            }
-            libc::close(self.exec_status);
-        }
-    }
 }

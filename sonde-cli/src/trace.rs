@@ -42,9 +42,9 @@ fn monotonic_ns() -> u64 {
 /// Runs `sonde trace`.
 pub fn run(common: &Common, nargs: usize) -> Result<i32, CliError> {
     let mut session = Session::start(common, "tracing", &["trace"], |_| Vec::new())?;
-    let mut ring = RingBuf::new(session.object.map("EVENTS")?)?;
-    let lost = PerCpuArray::<u64>::new(session.object.map("LOST")?)?;
-    let labels: Vec<String> = session.set.iter().map(|f| session.set.label(f)).collect();
+    let mut ring = RingBuf::new(session.object().map("EVENTS")?)?;
+    let lost = PerCpuArray::<u64>::new(session.object().map("LOST")?)?;
+    let labels: Vec<String> = session.set().iter().map(|f| session.set().label(f)).collect();
     let t0 = monotonic_ns();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if !common.json {

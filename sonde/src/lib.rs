@@ -38,6 +38,7 @@
 pub mod attach;
 pub mod features;
 pub mod inspect;
+pub mod job;
 pub mod maps;
 mod object;
 pub mod process;
@@ -48,6 +49,7 @@ pub mod sys;
 
 pub use attach::{AttachError, AttachOptions, AttachPlan, Attachment, DetachHandle, Refusal, Scope, Tier};
 pub use features::{Feature, Features};
+pub use job::{GroupId, Job, JobBuilder};
 pub use object::Object;
 pub use process::ProcessError;
 pub use programs::{AttachType, Cookie, Load, LoadedProgram, ProgramError, ProgramInfo, UProbe};

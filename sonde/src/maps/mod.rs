@@ -66,6 +66,9 @@ pub enum MapError {
         #[source]
         source: SyscallError,
     },
+    /// A job's cookie registry is full.
+    #[error(transparent)]
+    Full(#[from] crate::job::RegistryFull),
     /// A memory mapping failed (ring buffer).
     #[error("map `{name}`: {call}: {source}")]
     Io {
@@ -150,6 +153,40 @@ impl Map {
     /// The definition it was created from.
     pub fn def(&self) -> MapDef {
         self.inner.def
+    }
+
+    /// Clears the slot of `cookie` in a map keyed by cookie: zeroes an array
+    /// element (every CPU's, for a per-CPU array), deletes a hash key (4- or
+    /// 8-byte keys).
+    pub fn clear_slot(&self, cookie: u64) -> Result<(), MapError> {
+        let d = self.inner.def;
+        let fd = self.inner.fd.as_fd();
+        match MapType::from_raw(d.map_type) {
+            Some(t @ (MapType::Array | MapType::PerCpuArray)) => {
+                let index = u32::try_from(cookie).map_err(|_| MapError::OutOfBounds {
+                    name: self.inner.name.clone(),
+                    index: u32::MAX,
+                    max: d.max_entries,
+                })?;
+                let cpus = if t.per_cpu() { possible_cpus() } else { 1 };
+                // Per-CPU values are 8-byte aligned per CPU.
+                let stride = (d.value_size as usize).next_multiple_of(if t.per_cpu() { 8 } else { 1 });
+                let zeros = vec![0u8; stride * cpus];
+                crate::sys::bpf::map_update_elem(fd, &index.to_ne_bytes(), &zeros, 0).map_err(|e| self.err(e))
+            }
+            Some(MapType::Hash | MapType::PerCpuHash | MapType::LruHash) => {
+                let key = cookie.to_ne_bytes();
+                let key = &key[..(d.key_size as usize).min(8)];
+                crate::sys::bpf::map_delete_elem(fd, key)
+                    .map(drop)
+                    .map_err(|e| self.err(e))
+            }
+            _ => Err(MapError::Mismatch {
+                name: self.inner.name.clone(),
+                actual: format!("type {}", d.map_type),
+                wanted: "an array or hash keyed by cookie".into(),
+            }),
+        }
     }
 
     pub(crate) fn check(&self, map_types: &[u32], key: usize, value: usize, wanted: &str) -> Result<(), MapError> {
