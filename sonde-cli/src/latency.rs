@@ -14,7 +14,7 @@ use crate::report::FunctionId;
 use crate::session::{Common, Session};
 use crate::CliError;
 
-const BUCKETS: u32 = 64;
+use crate::record::BUCKETS;
 
 #[derive(Serialize)]
 struct Row {

@@ -6,6 +6,7 @@ mod count;
 mod human;
 mod latency;
 mod list;
+mod record;
 mod report;
 mod session;
 mod trace;

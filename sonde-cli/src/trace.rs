@@ -6,19 +6,10 @@ use std::time::Duration;
 use serde::Serialize;
 use sonde::maps::{PerCpuArray, RingBuf};
 
+use crate::record::CallRecord;
 use crate::session::{Common, Session};
 use crate::CliError;
 
-/// The record the `trace` program writes (same layout as the eBPF side).
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Call {
-    ts_ns: u64,
-    pid_tgid: u64,
-    cookie: u64,
-    args: [u64; 6],
-    comm: [u8; 16],
-}
 
 #[derive(Serialize)]
 struct Line<'a> {
@@ -59,11 +50,11 @@ pub fn run(common: &Common, nargs: usize) -> Result<i32, CliError> {
         let stop = session.should_stop();
         // Drain what is there (after a stop too, so nothing already sent is lost).
         while let Some(rec) = ring.next() {
-            if rec.len() < std::mem::size_of::<Call>() {
+            if rec.len() < std::mem::size_of::<CallRecord>() {
                 continue;
             }
-            // SAFETY: the program writes whole `Call`s; length checked.
-            let call: Call = unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) };
+            // SAFETY: the program writes whole `CallRecord`s; length checked.
+            let call: CallRecord = unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) };
             drop(rec);
             events += 1;
             let function = usize::try_from(call.cookie)

@@ -10,19 +10,9 @@ use std::process::{Child, Command, Stdio};
 /// The test programs (`ebpf/`), compiled by build.rs.
 pub const PROBES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/test-probes.bpf.o"));
 
-/// A ring-buffer record of the test programs.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Event {
-    /// The cookie the program read.
-    pub cookie: u64,
-    /// `tgid << 32 | tid`.
-    pub pid_tgid: u64,
-    /// First argument (entry) or return value.
-    pub value: u64,
-    /// 0 entry, 1 return.
-    pub kind: u64,
-}
+mod event;
+
+pub use event::Event;
 
 /// The functions of `target-app`, by the letter its command line uses.
 pub const FUNCTIONS: [(&str, char); 4] = [

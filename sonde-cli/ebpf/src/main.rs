@@ -11,8 +11,10 @@ use sonde_ebpf::{map, uprobe, uretprobe, ProbeContext, RetProbeContext};
 sonde_ebpf::license!("GPL");
 sonde_ebpf::panic_handler!();
 
-/// Log2 buckets per function in `HIST`.
-const BUCKETS: u32 = 64;
+#[path = "../../src/record.rs"]
+mod record;
+
+use record::{CallRecord, BUCKETS};
 
 /// Calls per function (`sonde count`), per CPU: no shared cache line per hit.
 #[map]
@@ -42,15 +44,6 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22);
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1);
 
-/// A call record; the user side has the same layout.
-#[repr(C)]
-pub struct Call {
-    pub ts_ns: u64,
-    pub pid_tgid: u64,
-    pub cookie: u64,
-    pub args: [u64; 6],
-    pub comm: [u8; 16],
-}
 
 #[uprobe]
 fn count(ctx: ProbeContext) -> u32 {
@@ -116,9 +109,9 @@ fn log2(mut v: u64) -> u32 {
 
 #[uprobe]
 fn trace(ctx: ProbeContext) -> u32 {
-    match EVENTS.reserve::<Call>(0) {
+    match EVENTS.reserve::<CallRecord>(0) {
         Some(mut entry) => {
-            entry.write(Call {
+            entry.write(CallRecord {
                 ts_ns: ktime_get_ns(),
                 pid_tgid: ctx.pid_tgid(),
                 cookie: ctx.cookie(),

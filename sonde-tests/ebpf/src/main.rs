@@ -28,14 +28,10 @@ static HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1);
 #[map]
 static SEEN: Array<u64> = Array::with_max_entries(4);
 
-/// A record sent through the ring buffer (same layout on the user side).
-#[repr(C)]
-pub struct Event {
-    pub cookie: u64,
-    pub pid_tgid: u64,
-    pub value: u64,
-    pub kind: u64,
-}
+#[path = "../../src/event.rs"]
+mod event;
+
+use event::Event;
 
 /// Read-only global data: the loader turns `.rodata` into a frozen array map.
 static SCALE: [u64; 4] = [10, 20, 30, 40];
