@@ -10,7 +10,6 @@ use crate::record::CallRecord;
 use crate::session::{Common, Session};
 use crate::CliError;
 
-
 #[derive(Serialize)]
 struct Line<'a> {
     ts_ns: u64,

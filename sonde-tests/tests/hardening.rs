@@ -388,3 +388,19 @@ fn a_semaphore_is_raised_while_attached_on_every_tier() {
         assert_eq!(counts.get("cookie 0").copied().unwrap_or(0), 0, "{tier}");
     }
 }
+
+#[test]
+fn the_symbol_cache_stays_bounded() {
+    let _s = serial();
+    let dir = scratch("cache-bound");
+    for i in 0..(sonde::resolve::cache::CAPACITY + 8) {
+        let copy = dir.join(format!("app-{i}"));
+        std::fs::copy(fixtures().join("fixture-pie"), &copy).expect("copy");
+        fx(&copy);
+        assert!(sonde::resolve::cache::len() <= sonde::resolve::cache::CAPACITY);
+    }
+    // The most recent table is still cached and answers the same.
+    let last = dir.join(format!("app-{}", sonde::resolve::cache::CAPACITY + 7));
+    assert_eq!(fx(&last).len(), CALLS.len());
+    let _ = std::fs::remove_dir_all(&dir);
+}

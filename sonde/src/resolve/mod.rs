@@ -29,6 +29,7 @@ mod error;
 pub mod libpath;
 mod names;
 mod query;
+mod read;
 mod request;
 mod site;
 

@@ -1,0 +1,169 @@
+//! Reading one ELF file's symbol tables, segments, executable sections,
+//! build-id and debuglink: everything resolution takes from a binary, in one pass
+//! over one mapping.
+
+use std::path::Path;
+
+use object::elf::{PF_X, PT_LOAD, SHN_UNDEF, STT_FUNC, STT_GNU_IFUNC};
+use object::read::elf::{ElfFile, FileHeader, ProgramHeader as _, SectionHeader as _, Sym as _};
+use object::Object as _;
+
+use super::TargetError;
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Segment {
+    pub vaddr: u64,
+    pub filesz: u64,
+    pub offset: u64,
+    pub exec: bool,
+}
+
+/// One symbol as read, before aliases are folded.
+pub(super) struct RawSym {
+    pub name: String,
+    pub version: Option<(String, bool)>,
+    pub address: u64,
+    pub size: u64,
+    pub ifunc: bool,
+}
+
+/// What one ELF file's symbol tables hold.
+#[derive(Default)]
+pub(super) struct Symbols {
+    pub defined: Vec<RawSym>,
+    pub code_sections: Vec<(u64, u64)>,
+    pub imported: Vec<String>,
+    pub has_symtab: bool,
+    pub segments: Vec<Segment>,
+    pub debuglink: Option<(String, u32)>,
+    pub build_id: Option<Vec<u8>>,
+    pub count: usize,
+}
+
+fn read_elf<Elf: FileHeader<Endian = object::Endianness>>(
+    elf: &ElfFile<'_, Elf>,
+    data: &[u8],
+) -> object::Result<Symbols> {
+    let e = elf.endian();
+    let mut out = Symbols {
+        segments: elf
+            .elf_program_headers()
+            .iter()
+            .filter(|p| p.p_type(e) == PT_LOAD)
+            .map(|p| Segment {
+                vaddr: p.p_vaddr(e).into(),
+                filesz: p.p_filesz(e).into(),
+                offset: p.p_offset(e).into(),
+                exec: p.p_flags(e) & PF_X != 0,
+            })
+            .collect(),
+        debuglink: elf
+            .gnu_debuglink()?
+            .map(|(name, crc)| (String::from_utf8_lossy(name).into_owned(), crc)),
+        build_id: elf.build_id()?.map(<[u8]>::to_vec),
+        ..Symbols::default()
+    };
+    let sections = elf.elf_section_table();
+    out.code_sections = sections
+        .iter()
+        .filter(|s| Into::<u64>::into(s.sh_flags(e)) & u64::from(object::elf::SHF_EXECINSTR) != 0)
+        .map(|s| {
+            let addr: u64 = s.sh_addr(e).into();
+            (addr, addr.saturating_add(s.sh_size(e).into()))
+        })
+        .collect();
+    out.code_sections.sort_unstable();
+    let versions = sections.versions(e, data)?;
+    for (table, dynamic) in [(elf.elf_symbol_table(), false), (elf.elf_dynamic_symbol_table(), true)] {
+        if !dynamic && !table.is_empty() {
+            out.has_symtab = true;
+        }
+        out.count += table.len();
+        let strings = table.strings();
+        for (index, sym) in table.enumerate() {
+            let kind = sym.st_type();
+            if kind != STT_FUNC && kind != STT_GNU_IFUNC {
+                continue;
+            }
+            let Ok(raw) = sym.name(e, strings) else { continue };
+            if raw.is_empty() {
+                continue;
+            }
+            let raw = String::from_utf8_lossy(raw);
+            if sym.st_shndx(e) == SHN_UNDEF {
+                let plain = raw.split('@').next().unwrap_or(&raw);
+                out.imported.push(plain.to_string());
+                continue;
+            }
+            // .symtab spells versions into the name; .dynsym keeps them in .gnu.version.
+            let (name, version) = match raw.split_once('@') {
+                Some((n, v)) => match v.strip_prefix('@') {
+                    Some(v) => (n.to_string(), Some((v.to_string(), true))),
+                    None => (n.to_string(), Some((v.to_string(), false))),
+                },
+                None => {
+                    let v = match (&versions, dynamic) {
+                        (Some(vt), true) => {
+                            let vi = vt.version_index(e, index);
+                            vt.version(vi)
+                                .ok()
+                                .flatten()
+                                .filter(|_| !vi.is_global() && !vi.is_local())
+                                .map(|ver| (String::from_utf8_lossy(ver.name()).into_owned(), !vi.is_hidden()))
+                        }
+                        _ => None,
+                    };
+                    (raw.into_owned(), v)
+                }
+            };
+            out.defined.push(RawSym {
+                name,
+                version,
+                address: sym.st_value(e).into(),
+                size: sym.st_size(e).into(),
+                ifunc: kind == STT_GNU_IFUNC,
+            });
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn parse_symbols(path: &Path, data: &[u8]) -> Result<Symbols, TargetError> {
+    let not_elf = |reason: String| TargetError::NotElf {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = object::File::parse(data).map_err(|e| not_elf(e.to_string()))?;
+    let host = host_architecture();
+    if file.architecture() != host {
+        return Err(TargetError::WrongArchitecture {
+            path: path.to_path_buf(),
+            found: format!("{:?}", file.architecture()),
+            expected: format!("{host:?}"),
+        });
+    }
+    match &file {
+        object::File::Elf64(elf) => read_elf(elf, data),
+        object::File::Elf32(elf) => read_elf(elf, data),
+        _ => return Err(not_elf("not an ELF file".into())),
+    }
+    .map_err(|e| not_elf(e.to_string()))
+}
+
+/// The machine uprobes here can probe: the one this library was built for.
+fn host_architecture() -> object::Architecture {
+    use object::Architecture as A;
+    if cfg!(target_arch = "x86_64") {
+        A::X86_64
+    } else if cfg!(target_arch = "aarch64") {
+        A::Aarch64
+    } else if cfg!(target_arch = "riscv64") {
+        A::Riscv64
+    } else if cfg!(target_arch = "s390x") {
+        A::S390x
+    } else if cfg!(target_arch = "powerpc64") {
+        A::PowerPc64
+    } else {
+        A::Unknown
+    }
+}
