@@ -1,7 +1,6 @@
 //! `sonde`: count calls, time and trace user-space functions with one eBPF
 //! program per job, each function told apart by its BPF cookie.
 
-mod child;
 mod count;
 mod human;
 mod latency;

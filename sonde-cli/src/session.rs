@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use sonde::{AttachOptions, Attachment, FunctionSet, Functions, GroupId, Job, Tier};
 
-use crate::child::{spawn_gated, Child, Watched};
 use crate::CliError;
+use sonde::command::{HeldCommand, ProcessWatch};
 
 /// The eBPF programs of the command, built by build.rs.
 pub const PROBES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cli-probes.bpf.o"));
@@ -100,11 +100,11 @@ pub enum Stop {
 pub struct Session {
     job: Job,
     group: GroupId,
-    child: Option<Child>,
+    child: Option<HeldCommand>,
     stop: Arc<AtomicBool>,
     duration: Option<Duration>,
     /// The `-p` process, watched for its exit.
-    traced: Option<Watched>,
+    traced: Option<ProcessWatch>,
     /// When counting began (after attach).
     pub started: Instant,
 }
@@ -164,23 +164,16 @@ impl Session {
             );
         }
         let stop = stop_flag()?;
+        // Held before exec until the probes are attached with its pid; dropped
+        // unreleased (an error below), it exits without running anything.
         let mut child = match common.command.as_slice() {
             [] => None,
-            cmd => Some(spawn_gated(cmd)?),
+            cmd => Some(HeldCommand::spawn(cmd).map_err(|e| CliError::new(e.to_string()))?),
         };
-        let result = Self::attach_all(common, programs, &sizes, child.as_ref().map(|c| c.pid as u32));
-        let (job, group) = match result {
-            Ok(v) => v,
-            Err(e) => {
-                if let Some(c) = child.take() {
-                    c.kill();
-                }
-                return Err(e);
-            }
-        };
-        if let Some(c) = &child {
+        let (job, group) = Self::attach_all(common, programs, &sizes, child.as_ref().map(HeldCommand::pid))?;
+        if let Some(c) = &mut child {
             // On failure the attachments drop here: nothing stays attached.
-            c.release()?;
+            c.release().map_err(|e| CliError::new(e.to_string()))?;
         }
         let attach_ms = t0.elapsed().as_secs_f64() * 1e3;
         let tier = job.tier().name();
@@ -204,7 +197,7 @@ impl Session {
             child,
             stop,
             duration: common.duration,
-            traced: common.pid.and_then(Watched::open),
+            traced: common.pid.map(ProcessWatch::new),
             started: Instant::now(),
         })
     }
@@ -299,9 +292,9 @@ impl Session {
             return Some(Stop::Duration);
         }
         if let Some(w) = self.traced.as_ref().filter(|w| w.exited()) {
-            return Some(Stop::ProcessExited(w.pid));
+            return Some(Stop::ProcessExited(w.pid()));
         }
-        self.child.as_mut().and_then(Child::try_wait).map(Stop::Exited)
+        self.child.as_mut().and_then(HeldCommand::try_wait).map(Stop::Exited)
     }
 
     /// The tier that ran.

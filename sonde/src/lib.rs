@@ -36,6 +36,7 @@
 #![warn(missing_docs)]
 
 pub mod attach;
+pub mod command;
 pub mod features;
 pub mod inspect;
 pub mod job;

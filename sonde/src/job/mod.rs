@@ -16,7 +16,9 @@
 //! for f in job.functions() {
 //!     println!("{} {} (tier {})", f.cookie, f.name, job.tier());
 //! }
-//! job.remove(ssl)?.wait(); // libc's functions keep their cookies and counts
+//! for detach in job.remove(ssl)? {
+//!     detach.wait(); // libc's functions keep their cookies and counts
+//! }
 //! # let _ = libc;
 //! # Ok(()) }
 //! ```

@@ -69,17 +69,6 @@ pub enum MapError {
     /// A job's cookie registry is full.
     #[error(transparent)]
     Full(#[from] crate::job::RegistryFull),
-    /// A memory mapping failed (ring buffer).
-    #[error("map `{name}`: {call}: {source}")]
-    Io {
-        /// Map name.
-        name: String,
-        /// The call.
-        call: &'static str,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// Plain data that can cross to and from the kernel as bytes: no padding that

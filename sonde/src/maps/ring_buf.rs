@@ -1,26 +1,14 @@
 use std::ops::Deref;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::{Map, MapError, BPF_MAP_TYPE_RINGBUF};
+use crate::sys::ring::{self, Mapping};
 
 const BUSY: u32 = 1 << 31;
 const DISCARD: u32 = 1 << 30;
 const HEADER: usize = 8;
-
-/// A memory mapping unmapped on drop.
-struct Mmap {
-    ptr: *mut libc::c_void,
-    len: usize,
-}
-
-impl Drop for Mmap {
-    fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` are a live mapping we own.
-        unsafe { libc::munmap(self.ptr, self.len) };
-    }
-}
 
 /// The consumer of a `BPF_MAP_TYPE_RINGBUF` map (Linux 5.8): records in the order
 /// they were submitted, across CPUs, read from shared memory without copies.
@@ -39,8 +27,8 @@ impl Drop for Mmap {
 /// ```
 pub struct RingBuf {
     map: Map,
-    consumer: Mmap,
-    producer: Mmap,
+    consumer: Mapping,
+    producer: Mapping,
     page: usize,
     mask: u64,
     epoll: OwnedFd,
@@ -54,53 +42,14 @@ impl RingBuf {
     /// Maps the ring buffer's pages; fails if the map is not a ring buffer.
     pub fn new(map: Map) -> Result<Self, MapError> {
         map.check(&[BPF_MAP_TYPE_RINGBUF], 0, 0, "a ring buffer")?;
-        let io = |call, source| MapError::Io {
-            name: map.name().to_string(),
-            call,
-            source,
-        };
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let page = ring::page_size();
         let size = map.def().max_entries as usize;
-        let fd = map.as_fd().as_raw_fd();
-        let mapping = |len: usize, prot: i32, offset: usize| {
-            // SAFETY: mapping a ring buffer fd as the kernel documents: consumer page
-            // read-write at 0, producer page and twice the data read-only after it.
-            let ptr = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    prot,
-                    libc::MAP_SHARED,
-                    fd,
-                    offset as libc::off_t,
-                )
-            };
-            if ptr == libc::MAP_FAILED {
-                Err(io("mmap", std::io::Error::last_os_error()))
-            } else {
-                Ok(Mmap { ptr, len })
-            }
-        };
-        let consumer = mapping(page, libc::PROT_READ | libc::PROT_WRITE, 0)?;
+        let fd = map.as_fd();
+        let consumer = Mapping::shared(fd, page, 0, true).map_err(|e| map.err(e))?;
         // The data area is mapped twice back to back, so a record that wraps is
         // still contiguous in memory.
-        let producer = mapping(page + 2 * size, libc::PROT_READ, page)?;
-        // SAFETY: plain syscalls; the returned fd is owned.
-        let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if epoll < 0 {
-            return Err(io("epoll_create1", std::io::Error::last_os_error()));
-        }
-        // SAFETY: a fresh descriptor.
-        let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: 0,
-        };
-        // SAFETY: valid fds and event.
-        if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
-            return Err(io("epoll_ctl", std::io::Error::last_os_error()));
-        }
+        let producer = Mapping::shared(fd, page + 2 * size, page, false).map_err(|e| map.err(e))?;
+        let epoll = ring::epoll_watching(fd).map_err(|e| map.err(e))?;
         Ok(RingBuf {
             map,
             consumer,
@@ -113,12 +62,12 @@ impl RingBuf {
 
     fn consumer_pos(&self) -> &AtomicU64 {
         // SAFETY: the first word of the consumer page, 8-aligned, lives as long as self.
-        unsafe { &*(self.consumer.ptr as *const AtomicU64) }
+        unsafe { &*(self.consumer.ptr() as *const AtomicU64) }
     }
 
     fn producer_pos(&self) -> &AtomicU64 {
         // SAFETY: the first word of the producer page.
-        unsafe { &*(self.producer.ptr as *const AtomicU64) }
+        unsafe { &*(self.producer.ptr() as *const AtomicU64) }
     }
 
     /// The next record, or `None` when the buffer is empty now. The record is
@@ -133,7 +82,7 @@ impl RingBuf {
             }
             let off = self.page + (cons & self.mask) as usize;
             // SAFETY: `off` is inside the producer mapping; the header is 8-aligned.
-            let header = unsafe { &*((self.producer.ptr as *const u8).add(off) as *const AtomicU32) };
+            let header = unsafe { &*((self.producer.ptr() as *const u8).add(off) as *const AtomicU32) };
             let len = header.load(Ordering::Acquire);
             if len & BUSY != 0 {
                 // Reserved but not yet submitted: later records wait behind it.
@@ -147,7 +96,7 @@ impl RingBuf {
             }
             // SAFETY: the record lies within the double-mapped data area.
             let data =
-                unsafe { std::slice::from_raw_parts((self.producer.ptr as *const u8).add(off + HEADER), data_len) };
+                unsafe { std::slice::from_raw_parts((self.producer.ptr() as *const u8).add(off + HEADER), data_len) };
             return Some(RingBufItem {
                 data,
                 consumer: self.consumer_pos(),
@@ -159,22 +108,7 @@ impl RingBuf {
     /// Waits until a record may be ready or `timeout` passes (`None`: forever).
     /// Returns whether the buffer signalled; interrupted waits return `Ok(false)`.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool, MapError> {
-        let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
-        let mut ev = libc::epoll_event { events: 0, u64: 0 };
-        // SAFETY: one event slot.
-        let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), &mut ev, 1, ms) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                return Ok(false);
-            }
-            return Err(MapError::Io {
-                name: self.map.name().to_string(),
-                call: "epoll_wait",
-                source: e,
-            });
-        }
-        Ok(n > 0)
+        ring::epoll_wait(self.epoll.as_fd(), timeout).map_err(|e| self.map.err(e))
     }
 
     /// The epoll descriptor that becomes readable when records arrive, for an event

@@ -7,6 +7,8 @@
 pub(crate) mod bpf;
 pub(crate) mod handoff;
 pub(crate) mod perf;
+pub(crate) mod ring;
+pub(crate) mod spawn;
 pub(crate) mod tracefs;
 
 #[cfg(feature = "fault-injection")]
