@@ -27,11 +27,23 @@
 //! The same program and the same call work from Linux 5.10 to today: the library
 //! probes the kernel ([`Features`]) and picks the best [`Tier`] — one uprobe_multi
 //! link per binary (6.6+), a perf link per target (5.15+), or per-target perf events
-//! with the cookie baked into a program copy (older kernels) — and the
+//! with the cookie emulated by a program copy (older kernels) — and the
 //! [`Attachment`] says which ran.
 //!
-//! Layers, bottom up: [`sys`] (every syscall), [`spec`] (ELF parsing), [`maps`] and
-//! [`programs`], [`target`] (symbols to file offsets), [`features`], [`attach`].
+//! Layers, bottom up; each imports only from the ones below it:
+//!
+//! | layer | module | what |
+//! | --- | --- | --- |
+//! | 1 | [`sys`], [`process`] | every syscall (errors name the [`sys::Call`]; faults injectable), `/proc` facts |
+//! | 2 | [`spec`] | the eBPF object parsed: programs, maps, relocations (pure, fuzzed) |
+//! | 3 | [`maps`], [`programs`] | maps created and read; programs loaded per [`Load`] |
+//! | 4 | [`resolve`] | binaries and names to [`ProbeSite`]s: symbols, debug files, libraries, boundaries |
+//! | 5 | [`features`] | what the kernel can do, probed lazily from a table |
+//! | 6 | [`attach`] | the plan, one file per mechanism, the RAII [`Attachment`] |
+//! | 7 | [`job`], [`command`] | programs under one plan on a cookie registry that grows and shrinks; a command held before exec |
+//!
+//! What both sides of the kernel boundary agree on (map definitions, helper ids,
+//! attach types, instructions, probe kinds) is the `sonde-abi` crate.
 
 #![warn(missing_docs)]
 
@@ -74,6 +86,9 @@ pub enum Error {
     /// Attaching failed (nothing stays attached).
     #[error(transparent)]
     Attach(#[from] AttachError),
+    /// A job's cookie registry is full.
+    #[error(transparent)]
+    JobFull(#[from] job::RegistryFull),
     /// A pid that names no user-space process.
     #[error(transparent)]
     Process(#[from] ProcessError),

@@ -34,7 +34,6 @@ use std::collections::BTreeMap;
 pub use registry::{CookieRegistry, RegistryFull};
 
 use crate::attach::{AttachOptions, Attachment, DetachHandle, Tier};
-use crate::maps::MapError;
 use crate::resolve::{FunctionSet, Functions};
 use crate::{Error, Object};
 
@@ -177,10 +176,7 @@ impl Job {
 
     /// [`Job::add`] for functions already resolved.
     pub fn add_set(&mut self, set: FunctionSet) -> Result<GroupId, Error> {
-        let (cookies, reused) = self
-            .registry
-            .take(set.len() as u64)
-            .map_err(|e| Error::Map(MapError::Full(e)))?;
+        let (cookies, reused) = self.registry.take(set.len() as u64).map_err(Error::JobFull)?;
         let result = self
             .clear_slots(&reused)
             .and_then(|()| self.attach_group(&set, &cookies));

@@ -66,9 +66,6 @@ pub enum MapError {
         #[source]
         source: SyscallError,
     },
-    /// A job's cookie registry is full.
-    #[error(transparent)]
-    Full(#[from] crate::job::RegistryFull),
 }
 
 /// Plain data that can cross to and from the kernel as bytes: no padding that
