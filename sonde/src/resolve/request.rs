@@ -38,7 +38,7 @@ pub struct Target {
 
 impl Target {
     /// The entry of function `name` in `binary`. `binary` is a path or a bare
-    /// library name (`libc`, see [`find_binary`]); `name` is a symbol name,
+    /// library name (`libc`, see [`super::find_binary`]); `name` is a symbol name,
     /// optionally versioned (`memcpy@GLIBC_2.2.5`), or a demangled name.
     pub fn symbol(binary: impl Into<PathBuf>, name: impl Into<String>) -> Self {
         Self::at(

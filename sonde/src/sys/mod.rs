@@ -1,7 +1,7 @@
 //! Every system call sonde makes, one function per kernel command.
 //!
 //! Errors name the call and keep the `io::Error` (errno). All calls pass through
-//! [`fault`] (with the `fault-injection` feature) so tests can make any of them fail
+//! `fault` (with the `fault-injection` feature) so tests can make any of them fail
 //! without a kernel that does.
 
 pub(crate) mod bpf;
@@ -45,7 +45,7 @@ impl SyscallError {
 
 pub(crate) type SysResult<T> = Result<T, SyscallError>;
 
-/// Every kernel call sonde makes: errors name it, tests make it fail ([`fault`]).
+/// Every kernel call sonde makes: errors name it, tests make it fail (`fault`, with the `fault-injection` feature).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Call {
     /// `bpf(BPF_MAP_CREATE)`.
