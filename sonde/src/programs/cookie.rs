@@ -53,7 +53,8 @@ mod tests {
 
     #[test]
     fn rewrites_every_cookie_call_and_keeps_64_bits() {
-        let prog = vec![call(174), Insn::exit(), call(174), call(14), Insn::exit()];
+        let cookie = GET_ATTACH_COOKIE as i32;
+        let prog = vec![call(cookie), Insn::exit(), call(cookie), call(14), Insn::exit()];
         assert!(uses_cookie(&prog));
         let out = bake_cookie(&prog, 0xdead_beef_0000_0001);
         assert_eq!(out.len(), prog.len() + 3);
@@ -73,12 +74,12 @@ mod tests {
 
     #[test]
     fn ld_imm64_data_is_not_mistaken_for_a_call() {
-        // The high half of an ld_imm64 whose bytes look like `call 174`.
+        // The high half of an ld_imm64 whose bytes look like the cookie call.
         let mut ld = Insn::ld_imm64(1, 0);
-        ld[1] = call(174);
+        ld[1] = call(GET_ATTACH_COOKIE as i32);
         let prog = vec![ld[0], ld[1], Insn::exit()];
         assert!(!uses_cookie(&prog));
         let out = bake_cookie(&prog, 7);
-        assert_eq!(out[1], call(174));
+        assert_eq!(out[1], call(GET_ATTACH_COOKIE as i32));
     }
 }

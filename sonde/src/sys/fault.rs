@@ -1,5 +1,6 @@
 //! Fault injection for tests (feature `fault-injection`): make the n-th call of a
-//! kind fail with a chosen errno, on the current thread.
+//! kind fail with a chosen errno, or (for calls that return nothing) succeed
+//! without reaching the kernel, on the current thread.
 //!
 //! ```
 //! # #[cfg(feature = "fault-injection")] {
@@ -17,7 +18,18 @@ use super::Call;
 struct Fault {
     call: Call,
     remaining: usize,
-    errno: i32,
+    /// `None`: fake success.
+    errno: Option<i32>,
+}
+
+/// What an injected fault makes of a call.
+pub(crate) enum Outcome {
+    /// Make the call.
+    Run,
+    /// Fail with this error.
+    Fail(io::Error),
+    /// Report success without making it.
+    Succeed,
 }
 
 thread_local! {
@@ -41,22 +53,50 @@ pub fn inject(call: Call, nth: usize, errno: i32) -> FaultGuard {
         f.borrow_mut().push(Fault {
             call,
             remaining: nth.max(1),
-            errno,
+            errno: Some(errno),
+        })
+    });
+    FaultGuard(())
+}
+
+/// Makes the `nth` (1-based) call of kind `call` succeed without reaching the
+/// kernel. Only calls that return nothing can be faked (perf ioctls, tracefs
+/// writes, map updates and freezes); for others this never fires.
+pub fn inject_success(call: Call, nth: usize) -> FaultGuard {
+    FAULTS.with(|f| {
+        f.borrow_mut().push(Fault {
+            call,
+            remaining: nth.max(1),
+            errno: None,
         })
     });
     FaultGuard(())
 }
 
 pub(crate) fn check(call: Call) -> io::Result<()> {
+    match outcome(call, false) {
+        Outcome::Fail(e) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The outcome for `call`; fake successes count only where `fakeable`.
+pub(crate) fn outcome(call: Call, fakeable: bool) -> Outcome {
     FAULTS.with(|f| {
         let mut faults = f.borrow_mut();
-        for fault in faults.iter_mut().filter(|x| x.call == call && x.remaining > 0) {
+        for fault in faults
+            .iter_mut()
+            .filter(|x| x.call == call && x.remaining > 0 && (fakeable || x.errno.is_some()))
+        {
             fault.remaining -= 1;
             if fault.remaining == 0 {
-                return Err(io::Error::from_raw_os_error(fault.errno));
+                return match fault.errno {
+                    Some(e) => Outcome::Fail(io::Error::from_raw_os_error(e)),
+                    None => Outcome::Succeed,
+                };
             }
         }
-        Ok(())
+        Outcome::Run
     })
 }
 
@@ -76,5 +116,21 @@ mod tests {
         let _g = inject(Call::LinkCreate, 1, libc::EINVAL);
         drop(_g);
         assert!(check(Call::LinkCreate).is_ok(), "guard removed the fault");
+    }
+
+    #[test]
+    fn success_is_faked_only_where_a_call_can_be_skipped() {
+        let _g = inject_success(Call::TracefsWrite, 2);
+        let mut ran = 0;
+        for _ in 0..3 {
+            super::super::run_unit(Call::TracefsWrite, || {
+                ran += 1;
+                Ok(())
+            })
+            .unwrap();
+        }
+        assert_eq!(ran, 2, "the second call never reached its operation");
+        let _h = inject_success(Call::ProgLoad, 1);
+        assert!(check(Call::ProgLoad).is_ok(), "a fake success does not fail a call");
     }
 }

@@ -144,6 +144,18 @@ pub(crate) fn run<T>(call: Call, op: impl FnOnce() -> io::Result<T>) -> SysResul
         .map_err(|e| SyscallError::new(call, e))
 }
 
+/// [`run`] for a call that returns nothing: a test may also fake its success
+/// (`fault::inject_success`), skipping `op`.
+pub(crate) fn run_unit(call: Call, op: impl FnOnce() -> io::Result<()>) -> SysResult<()> {
+    #[cfg(feature = "fault-injection")]
+    match fault::outcome(call.fault_kind(), true) {
+        fault::Outcome::Run => {}
+        fault::Outcome::Fail(e) => return Err(SyscallError::new(call, e)),
+        fault::Outcome::Succeed => return Ok(()),
+    }
+    op().map_err(|e| SyscallError::new(call, e))
+}
+
 /// Fails with the injected errno if a test asked for it (no-op without the
 /// `fault-injection` feature).
 #[inline]

@@ -4,7 +4,7 @@ use std::ffi::CStr;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use super::{cvt, run, Call, SysResult};
+use super::{cvt, run, run_unit, Call, SysResult};
 
 const PERF_TYPE_TRACEPOINT: u32 = 2;
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
@@ -100,7 +100,7 @@ pub(crate) fn open_tracepoint(id: u64, pid: Option<u32>) -> SysResult<OwnedFd> {
 }
 
 fn ioctl(fd: BorrowedFd<'_>, req: libc::c_ulong, arg: libc::c_int) -> SysResult<()> {
-    run(Call::PerfIoctl, || {
+    run_unit(Call::PerfIoctl, || {
         // SAFETY: perf ioctls with an integer argument.
         let ret = unsafe { libc::ioctl(fd.as_raw_fd(), req as _, arg) };
         cvt(ret as libc::c_long).map(drop)

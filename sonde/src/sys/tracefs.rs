@@ -4,7 +4,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use super::{run, Call, SysResult};
+use super::{run, run_unit, Call, SysResult};
 
 const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
@@ -49,7 +49,7 @@ pub(crate) fn root() -> Option<&'static Path> {
 
 /// Appends one line to `uprobe_events` (`p:GRP/NAME PATH:0xOFF`, `-:GRP/NAME`, ...).
 pub(crate) fn write_uprobe_event(root: &Path, line: &str) -> SysResult<()> {
-    run(Call::TracefsWrite, || {
+    run_unit(Call::TracefsWrite, || {
         std::fs::OpenOptions::new()
             .append(true)
             .open(root.join("uprobe_events"))?
