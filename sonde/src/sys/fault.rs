@@ -61,7 +61,7 @@ pub fn inject(call: Call, nth: usize, errno: i32) -> FaultGuard {
 
 /// Makes the `nth` (1-based) call of kind `call` succeed without reaching the
 /// kernel. Only calls that return nothing can be faked (perf ioctls, tracefs
-/// writes, map updates and freezes); for others this never fires.
+/// writes); for others this never fires.
 pub fn inject_success(call: Call, nth: usize) -> FaultGuard {
     FAULTS.with(|f| {
         f.borrow_mut().push(Fault {
