@@ -285,3 +285,35 @@ pub fn until_attached(child: &mut Child) -> std::io::BufReader<std::process::Chi
         }
     }
 }
+
+/// Waits for a running `sonde` at most `limit` (a hang guard, not a speed check:
+/// it is killed and the test fails past it), reading its stdout meanwhile; then
+/// the rest of its stderr from `err`. Returns (exit code, stdout, stderr).
+pub fn finish_within(
+    child: &mut Child,
+    mut err: std::io::BufReader<std::process::ChildStderr>,
+    limit: std::time::Duration,
+) -> (Option<i32>, String, String) {
+    use std::io::Read;
+    let mut stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        out
+    });
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("sonde still running after {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let out = reader.join().expect("stdout reader");
+    let mut rest = String::new();
+    let _ = err.read_to_string(&mut rest);
+    (status.code(), out, rest)
+}

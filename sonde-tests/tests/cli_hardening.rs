@@ -4,14 +4,15 @@
 //! removed, descriptors are reserved before loading, and 100,000 functions take
 //! seconds end to end.
 
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sonde::Tier;
-use sonde_tests::{fixtures, require_root, run_sonde, sonde_bin, spawn_fixture, tier_supported, until_attached};
+use sonde_tests::{
+    finish_within, fixtures, require_root, run_sonde, sonde_bin, spawn_fixture, tier_supported, until_attached,
+};
 
 /// Tests here count links and tracefs entries: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -33,21 +34,6 @@ fn ours_in_tracefs() -> Vec<String> {
         .into_iter()
         .filter(|l| l.contains("sonde/"))
         .collect()
-}
-
-/// Waits for `child` at most `limit` (a hang guard, not a speed check).
-fn wait_at_most(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("sonde still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A pid that is free now: a child that has exited and been reaped.
@@ -134,20 +120,11 @@ fn with_p_sonde_ends_with_its_summary_when_the_process_exits() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn sonde");
-    let mut err = until_attached(&mut child);
+    let err = until_attached(&mut child);
     app.run();
     // No signal, no duration: the process's exit ends sonde.
-    let status = wait_at_most(&mut child, Duration::from_secs(30));
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut out)
-        .expect("stdout");
-    let mut rest = String::new();
-    let _ = err.read_to_string(&mut rest);
-    assert_eq!(status.code(), Some(0), "{rest}");
+    let (code, out, rest) = finish_within(&mut child, err, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{rest}");
     assert!(rest.contains(&format!("process {pid} exited")), "{rest}");
     let report: Value = serde_json::from_str(out.trim()).expect("JSON");
     let mut counts: Vec<(String, u64)> = report["functions"]
@@ -201,17 +178,8 @@ fn a_second_ctrl_c_leaves_a_slow_detach_to_a_background_process() {
     );
     // SAFETY: as above.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = wait_at_most(&mut child, Duration::from_secs(10));
-    let mut rest = String::new();
-    let _ = err.read_to_string(&mut rest);
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut out)
-        .expect("stdout");
-    assert_eq!(status.code(), Some(130), "{rest}");
+    let (code, out, rest) = finish_within(&mut child, err, Duration::from_secs(10));
+    assert_eq!(code, Some(130), "{rest}");
     assert!(out.contains("many_00000"), "the summary came first: {out}");
     // Either the detach was over already, or a background process finishes it.
     if let Some(pid) = rest
@@ -345,18 +313,10 @@ fn a_hundred_thousand_functions_are_counted_and_summarised_in_seconds() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn sonde");
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut out)
-        .expect("stdout");
     // Used to take minutes (a per-function scan of every function): a hang guard.
-    let status = wait_at_most(&mut child, Duration::from_secs(120));
-    let mut err = String::new();
-    let _ = child.stderr.take().expect("stderr").read_to_string(&mut err);
-    assert_eq!(status.code(), Some(0), "{err}");
+    let stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let (code, out, err) = finish_within(&mut child, stderr, Duration::from_secs(120));
+    assert_eq!(code, Some(0), "{err}");
     let report: Value = serde_json::from_str(out.trim()).expect("JSON");
     let functions = report["functions"].as_array().expect("functions");
     assert_eq!(functions.len(), 100_000);
