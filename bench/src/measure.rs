@@ -385,7 +385,7 @@ fn per_hit(opts: &Opts, dir: &Path) -> Result<Vec<HitRow>> {
     let runs = if opts.quick { 1 } else { 3 };
     let _stats = sonde::programs::enable_stats()?;
     let mut rows = Vec::new();
-    for prologue in [Prologue::PushRbp, Prologue::Mov] {
+    for prologue in Prologue::ALL {
         let exe = target::build(dir, 10, prologue)?;
         let all = resolve_numbered(&exe)?;
         let mut unprobed = Vec::new();
@@ -740,7 +740,7 @@ pub fn report(r: &Results, charts: &[String]) -> String {
             h.prologue, h.unprobed_ns, h.cookie_probe_ns, h.baked_probe_ns, h.cookie_prog_ns, h.baked_prog_ns
         ));
     }
-    s.push_str("\nThe probe's cost per call (trap, uprobe dispatch, program) is what a hit costs on the machine that ran this; on a virtual machine the breakpoint trap dominates it. Program ns = the kernel's own run time per hit (BPF statistics, enabled for the run). The cookie program reads `bpf_get_attach_cookie`; the baked one has the id as a constant; their difference is the cookie's cost.\n\n");
+    s.push_str("\nEach target function is written in assembly and its entry bytes are checked in the built binary before anything is measured (`push %rbp` = `55`, nop5 = `0f 1f 44 00 00`, mov = `8b 05`): the first instruction decides the cost. The kernel emulates `push %rbp`, turns a 5-byte nop into a call to its uprobe trampoline on 6.18 x86-64, and single-steps `mov` out of line (two traps, expensive in a VM). Program ns = the kernel's own run time per hit (BPF statistics, enabled for the run). The cookie program reads `bpf_get_attach_cookie`; the baked one has the id as a constant; their difference is the cookie's cost.\n\n");
     s.push_str("## 4. Symbol resolution\n\n| binary | MB | symbols | functions | cold ms | symbols/s | glob | matches | glob ms (cached) |\n|---|---|---|---|---|---|---|---|---|\n");
     for x in &r.resolution {
         s.push_str(&format!(
