@@ -9,6 +9,7 @@
 
 mod charts;
 mod measure;
+mod peers;
 mod target;
 
 use std::path::PathBuf;
@@ -26,21 +27,34 @@ pub struct Opts {
     pub out: PathBuf,
     /// The `sonde` binary (events and CLI figures).
     pub sonde: PathBuf,
+    /// Only the figures beside libbpf and aya (printed as a table).
+    pub peers_only: bool,
 }
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
+    // The child of the first-attach figure: one library, one fresh process.
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, lib, exe] = all.as_slice() {
+        if flag == "--first-attach" {
+            return peers::first_attach_child(lib, std::path::Path::new(exe));
+        }
+    }
     let mut opts = Opts {
         quick: false,
         out: PathBuf::from("target/bench"),
         sonde: PathBuf::from("target/release/sonde"),
+        peers_only: false,
     };
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => opts.quick = true,
+            "--peers" => opts.peers_only = true,
             "--out" => opts.out = args.next().map(PathBuf::from).unwrap_or(opts.out),
             "--sonde" => opts.sonde = args.next().map(PathBuf::from).unwrap_or(opts.sonde),
-            other => bail!("unknown argument {other} (usage: sonde-bench [--quick] [--out DIR] [--sonde PATH])"),
+            other => {
+                bail!("unknown argument {other} (usage: sonde-bench [--quick] [--peers] [--out DIR] [--sonde PATH])")
+            }
         }
     }
     // SAFETY: geteuid has no preconditions.
@@ -48,6 +62,12 @@ fn main() -> Result<()> {
         bail!("the benchmarks load eBPF programs and attach uprobes: run as root (sudo -E cargo xtask bench)");
     }
     std::fs::create_dir_all(&opts.out)?;
+    if opts.peers_only {
+        let figures = measure::peers_only(&opts)?;
+        std::fs::write(opts.out.join("peers.json"), serde_json::to_string_pretty(&figures)?)?;
+        println!("{}", peers::table(&figures));
+        return Ok(());
+    }
     let results = measure::all(&opts)?;
     let json = serde_json::to_string_pretty(&results)?;
     std::fs::write(opts.out.join("results.json"), json)?;

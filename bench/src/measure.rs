@@ -25,6 +25,8 @@ pub struct Results {
     pub resolution: Vec<ResolutionRow>,
     pub events: EventsRow,
     pub cli: CliRow,
+    /// sonde beside libbpf and aya: one record per figure.
+    pub figures: Vec<crate::peers::Figure>,
     pub seconds: f64,
 }
 
@@ -145,7 +147,7 @@ fn first_targets(all: &[ProbeSite], n: usize) -> Vec<ProbeSite> {
 }
 
 /// The functions `f*` of `exe` ordered by their number, cookie = number.
-fn resolve_numbered(exe: &Path) -> Result<Vec<ProbeSite>> {
+pub fn resolve_numbered(exe: &Path) -> Result<Vec<ProbeSite>> {
     let set = Functions::in_binary(exe).pattern("f[0-9]*").resolve()?;
     let mut v: Vec<(usize, ProbeSite)> = set
         .targets()
@@ -654,8 +656,18 @@ pub fn all(opts: &Opts) -> Result<Results> {
         resolution: resolution(opts)?,
         events: events(opts, &dir)?,
         cli: cli(opts, &dir)?,
+        figures: crate::peers::all(opts, &big, &all)?,
         seconds: t.elapsed().as_secs_f64(),
     })
+}
+
+/// Only the figures beside libbpf and aya.
+pub fn peers_only(opts: &Opts) -> Result<Vec<crate::peers::Figure>> {
+    let dir = opts.out.join("targets");
+    let n_max = if opts.quick { 100 } else { 10_000 };
+    let big = target::build(&dir, n_max, Prologue::Mov)?;
+    let all = resolve_numbered(&big)?;
+    crate::peers::all(opts, &big, &all)
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -675,6 +687,10 @@ pub fn report(r: &Results, charts: &[String]) -> String {
         "",
         r.seconds
     );
+    s.push_str("## 0. sonde beside libbpf and aya\n\n");
+    s.push_str("The same eBPF logic on the same targets in the same run (a per-CPU counter indexed by the attach cookie: sonde's `count`; `bench/peer/count.bpf.c` compiled by clang for libbpf 1.7 through libbpf-rs, and for aya 0.14). Runs interleaved (sonde, libbpf, aya, ...); median (min–max). A ratio below 1 means sonde is faster. `–`: the library cannot do it (aya 0.14 has no uprobe_multi; its first attach uses one perf link per function). Per-hit figures are the cost of one call of a function whose first instruction is the one named (checked in the binary), program attached to that process only.\n\n");
+    s.push_str(&crate::peers::table(&r.figures));
+    s.push('\n');
     s.push_str("## 1. One program with cookies vs one program per function\n\n");
     s.push_str("| N | programs | load ms | verified insns | memlock | attach ms | detach ms | fds | load ratio | memory ratio |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for row in &r.cookies {

@@ -70,9 +70,7 @@ pub fn build(dir: &Path, n: usize, prologue: Prologue) -> Result<PathBuf> {
     let exe = dir.join(format!("bench-target-{n}-{tag}"));
     let c = dir.join(format!("bench-target-{n}-{tag}.c"));
     {
-        let mut src = String::from(
-            "#include <stdio.h>\n#include <stdlib.h>\n#include <time.h>\nvolatile int sink;\n",
-        );
+        let mut src = String::from("#include <stdio.h>\n#include <stdlib.h>\n#include <time.h>\nvolatile int sink;\n");
         for i in 0..n {
             src.push_str(&format!(
                 "int f{i}(int);\n__asm__(\".text\\n.globl f{i}\\n.type f{i},@function\\n.p2align 4\\nf{i}:\\n {} .size f{i}, .-f{i}\\n\");\n",

@@ -1,6 +1,7 @@
 //! Installs the eBPF toolchain: a rustc with library source (Debian's `rustc-web` +
 //! `rust-web-src`), the `llvm-NN-dev` matching that rustc's LLVM, and `bpf-linker`
-//! built against it. Each step is skipped when its result is already there.
+//! built against it; and what the benchmark's peers need (clang, libelf, zlib).
+//! Each step is skipped when its result is already there.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -122,6 +123,25 @@ pub fn run() -> Result<()> {
                 .env("LLVM_PREFIX", &prefix)
                 .env(format!("LLVM_SYS_{major}1_PREFIX"), &prefix),
         )?;
+    }
+    // The benchmark's peers: libbpf (libbpf-sys builds its vendored copy against
+    // libelf and zlib) and a C program compiled by clang, loaded by libbpf and aya.
+    let peer_tools = [
+        ("/usr/bin/clang", "clang"),
+        ("/usr/include/libelf.h", "libelf-dev"),
+        ("/usr/include/zlib.h", "zlib1g-dev"),
+        ("/usr/bin/pkg-config", "pkg-config"),
+    ];
+    let missing: Vec<&str> = peer_tools
+        .iter()
+        .filter(|(file, _)| !Path::new(file).exists())
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if !missing.is_empty() {
+        if !have_apt {
+            bail!("the benchmark peers need {}: install them", missing.join(", "));
+        }
+        apt_install(&missing, &mut updated)?;
     }
     println!(
         "setup: eBPF toolchain ready (rustc {}, bpf-linker {})",

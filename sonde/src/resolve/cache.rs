@@ -82,6 +82,12 @@ pub fn symbols_of(binary: &BinaryFile, debug_root: &Path) -> Result<Arc<SymbolTa
     Ok(table)
 }
 
+/// The cached table of a binary already opened, if there is one.
+pub(crate) fn cached(binary: &BinaryFile, debug_root: &Path) -> Option<Arc<SymbolTable>> {
+    let key = (binary.id(), debug_root.to_path_buf());
+    cache().lock().unwrap_or_else(|e| e.into_inner()).get(&key)
+}
+
 /// Forgets every cached table (for benchmarks that measure a cold read).
 pub fn clear() {
     cache().lock().unwrap_or_else(|e| e.into_inner()).tables.clear();

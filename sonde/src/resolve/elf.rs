@@ -14,7 +14,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use super::binary::BinaryFile;
 use super::debuginfo::{self, DebugFile};
 use super::names::{self, Pattern};
-use super::read::{parse_symbols, RawSym, Segment};
+use super::read::{parse_symbols, parse_symbols_keeping, Keep, RawSym, Segment};
 use super::TargetError;
 
 /// A function defined in a binary.
@@ -60,7 +60,12 @@ pub struct SymbolTable {
     /// here (the mapping pins the inode; no descriptor is held).
     data: memmap2::Mmap,
     functions: Vec<FunctionSymbol>,
-    by_name: HashMap<String, Vec<usize>>,
+    /// Hash of a name or alias → the first function index with it; a lookup
+    /// compares the strings. No allocation per name.
+    by_name: HashMap<u64, u32>,
+    /// Further (hash, index) pairs where a hash names several functions
+    /// (versions of one name, aliases, collisions), sorted.
+    by_name_more: Vec<(u64, u32)>,
     imported: HashSet<String>,
     debug_file: Option<PathBuf>,
     looked_for_debug: Vec<PathBuf>,
@@ -72,7 +77,16 @@ pub struct SymbolTable {
     /// of size 0 is taken to end at its section's end at the latest.
     code_sections: Vec<(u64, u64)>,
     /// Function indices in address order (for "which function holds this address").
-    by_address: Vec<usize>,
+    by_address: OnceLock<Vec<usize>>,
+}
+
+/// A name's hash for the name index (FxHash: fast, collisions resolved by a
+/// string compare).
+fn name_hash(name: &str) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = rustc_hash::FxBuildHasher.build_hasher();
+    h.write(name.as_bytes());
+    h.finish()
 }
 
 impl SymbolTable {
@@ -86,6 +100,22 @@ impl SymbolTable {
     /// [`SymbolTable::read`] with another directory for debug files.
     pub fn read_with_debug_root(path: &Path, debug_root: &Path) -> Result<Self, TargetError> {
         Self::from_binary(&BinaryFile::open(path)?, debug_root)
+    }
+
+    /// A table of only the functions named `names` (and their aliases), read
+    /// in two scans that allocate only for those: what a few exact names of a
+    /// large binary cost. `None` for a stripped binary (its debug file has the
+    /// symbols; the full read finds it).
+    pub(crate) fn named_only(binary: &BinaryFile, names: &[&str]) -> Result<Option<Self>, TargetError> {
+        let data = binary.map()?;
+        let wanted: rustc_hash::FxHashSet<&str> = names.iter().map(|n| n.split('@').next().unwrap_or(n)).collect();
+        let first = parse_symbols_keeping(binary.path(), &data, Keep::Named(&wanted))?;
+        if !first.has_symtab {
+            return Ok(None);
+        }
+        let addresses: rustc_hash::FxHashSet<u64> = first.defined.iter().map(|s| s.address).collect();
+        let syms = parse_symbols_keeping(binary.path(), &data, Keep::At(&addresses))?;
+        Ok(Some(Self::assemble(binary, data, syms, None, Vec::new())))
     }
 
     /// Reads the symbols of a binary already opened.
@@ -111,11 +141,22 @@ impl SymbolTable {
                 DebugFile::Missing(looked) => looked_for_debug = looked,
             }
         }
+        Ok(Self::assemble(binary, data, syms, debug_file, looked_for_debug))
+    }
+
+    fn assemble(
+        binary: &BinaryFile,
+        data: memmap2::Mmap,
+        syms: super::read::Symbols,
+        debug_file: Option<PathBuf>,
+        looked_for_debug: Vec<PathBuf>,
+    ) -> Self {
         let mut table = SymbolTable {
             path: binary.path().to_path_buf(),
             data,
             functions: Vec::new(),
             by_name: HashMap::default(),
+            by_name_more: Vec::new(),
             imported: syms.imported.into_iter().collect(),
             debug_file,
             looked_for_debug,
@@ -124,13 +165,10 @@ impl SymbolTable {
             demangled: Vec::new(),
             segments: syms.segments,
             code_sections: syms.code_sections,
-            by_address: Vec::new(),
+            by_address: OnceLock::new(),
         };
         table.fold(syms.defined);
-        let mut order: Vec<usize> = (0..table.functions.len()).collect();
-        order.sort_unstable_by_key(|&i| table.functions[i].address);
-        table.by_address = order;
-        Ok(table)
+        table
     }
 
     /// Folds raw symbols into functions: one per address, aliases kept.
@@ -144,6 +182,7 @@ impl SymbolTable {
             let Some(file_offset) = self.file_offset_of(s.address) else {
                 continue;
             };
+            let hash = name_hash(&s.name);
             let idx = match by_address.get(&s.address) {
                 Some(&i) => {
                     let f = &mut self.functions[i];
@@ -178,7 +217,7 @@ impl SymbolTable {
                         None => (None, false),
                     };
                     self.functions.push(FunctionSymbol {
-                        name: s.name.clone(),
+                        name: s.name,
                         version,
                         default_version,
                         aliases: Vec::new(),
@@ -192,11 +231,39 @@ impl SymbolTable {
                     self.functions.len() - 1
                 }
             };
-            let list = self.by_name.entry(s.name).or_default();
-            if !list.contains(&idx) {
-                list.push(idx);
+            let idx = idx as u32;
+            match self.by_name.entry(hash) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(idx);
+                }
+                std::collections::hash_map::Entry::Occupied(o) if *o.get() != idx => {
+                    self.by_name_more.push((hash, idx));
+                }
+                std::collections::hash_map::Entry::Occupied(_) => {}
             }
         }
+        self.by_name_more.sort_unstable();
+        self.by_name_more.dedup();
+    }
+
+    /// Indices of the functions named (or aliased) `name`.
+    fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = usize> + 'a {
+        let h = name_hash(name);
+        let start = self.by_name_more.partition_point(|&(x, _)| x < h);
+        let more = self.by_name_more[start..]
+            .iter()
+            .take_while(move |&&(x, _)| x == h)
+            .map(|&(_, i)| i);
+        self.by_name
+            .get(&h)
+            .copied()
+            .into_iter()
+            .chain(more)
+            .map(|i| i as usize)
+            .filter(move |&i| {
+                let f = &self.functions[i];
+                f.name == name || f.aliases.iter().any(|a| *a == name)
+            })
     }
 
     /// File offset of virtual address `addr`, through the `PT_LOAD` segment that
@@ -246,21 +313,32 @@ impl SymbolTable {
             .map(|s| (s.vaddr, s.vaddr + s.filesz))
     }
 
+    /// Function indices in address order, sorted on first use (only locations
+    /// given by offset or address need it).
+    fn by_address(&self) -> &[usize] {
+        self.by_address.get_or_init(|| {
+            let mut order: Vec<(u64, usize)> = self.functions.iter().map(|f| f.address).zip(0..).collect();
+            order.sort_unstable();
+            order.into_iter().map(|(_, i)| i).collect()
+        })
+    }
+
     /// The function whose code holds address `addr`, and its extent in bytes:
     /// its size, or for a symbol of size 0 up to the next function (or the end
     /// of its segment).
     pub(crate) fn function_holding(&self, addr: u64) -> Option<(&FunctionSymbol, u64)> {
         let (_, seg_end) = self.code_segment_of(addr)?;
-        let pos = self.by_address.partition_point(|&i| self.functions[i].address <= addr);
+        let by_address = self.by_address();
+        let pos = by_address.partition_point(|&i| self.functions[i].address <= addr);
         // Aliases are folded, so the nearest function starting at or before addr
         // is the only candidate.
-        let f = &self.functions[*self.by_address.get(pos.checked_sub(1)?)?];
+        let f = &self.functions[*by_address.get(pos.checked_sub(1)?)?];
         let extent = if f.size > 0 {
             f.size
         } else {
             // Unknown size: up to the next function, the end of its section or
             // the end of its segment, whichever comes first.
-            let next = self.by_address.get(pos).map_or(seg_end, |&i| self.functions[i].address);
+            let next = by_address.get(pos).map_or(seg_end, |&i| self.functions[i].address);
             let k = self.code_sections.partition_point(|&(start, _)| start <= f.address);
             let section_end = k
                 .checked_sub(1)
@@ -317,31 +395,42 @@ impl SymbolTable {
     /// The function `name` (`name`, `name@VER` or `name@@VER`; a demangled name
     /// also works), or an error that says why not and what is close.
     pub fn function(&self, name: &str) -> Result<&FunctionSymbol, TargetError> {
+        self.function_index(name).map(|i| &self.functions[i])
+    }
+
+    /// [`SymbolTable::function`], as the function's index in
+    /// [`SymbolTable::functions`] (one hash lookup for a plain name).
+    pub fn function_index(&self, name: &str) -> Result<usize, TargetError> {
         let (plain, version) = match name.split_once('@') {
             Some((n, v)) => (n, Some(v.strip_prefix('@').map_or((v, false), |v| (v, true)))),
             None => (name, None),
         };
-        if let Some(list) = self.by_name.get(plain) {
-            let pick =
-                |want: &dyn Fn(&FunctionSymbol) -> bool| list.iter().map(|&i| &self.functions[i]).find(|f| want(f));
-            let found = match version {
-                Some((v, true)) => pick(&|f| f.version.as_deref() == Some(v) && f.default_version),
-                Some((v, false)) => pick(&|f| f.version.as_deref() == Some(v)),
-                // No version asked: the default version, else an unversioned one, else any.
-                None => pick(&|f| f.default_version)
-                    .or_else(|| pick(&|f| f.version.is_none()))
-                    .or_else(|| pick(&|_| true)),
+        // One pass over the functions of that name: the version asked for; with
+        // none asked, the default version, else an unversioned one, else any.
+        let mut best: Option<(u8, usize)> = None;
+        for i in self.named(plain) {
+            let f = &self.functions[i];
+            let rank = match version {
+                Some((v, true)) if f.version.as_deref() == Some(v) && f.default_version => 0,
+                Some((v, false)) if f.version.as_deref() == Some(v) => 0,
+                Some(_) => continue,
+                None if f.default_version => 0,
+                None if f.version.is_none() => 1,
+                None => 2,
             };
-            if let Some(f) = found {
-                return Ok(f);
+            if best.is_none_or(|(r, _)| rank < r) {
+                best = Some((rank, i));
             }
+        }
+        if let Some((_, i)) = best {
+            return Ok(i);
         }
         if version.is_none() && names::may_be_mangled_form(name) {
             let exact = Pattern::exact(name);
             let hit = (0..self.functions.len())
                 .find(|&i| exact.may_demangle_to(&self.functions[i].name) && self.demangled(i) == Some(name));
             if let Some(i) = hit {
-                return Ok(&self.functions[i]);
+                return Ok(i);
             }
         }
         if self.imported.contains(plain) {

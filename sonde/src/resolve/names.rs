@@ -104,9 +104,14 @@ pub(crate) fn may_be_mangled_form(name: &str) -> bool {
 }
 
 impl Pattern {
+    /// Whether `text` is a glob (has `*`, `?` or `[`) rather than a name.
+    pub fn is_glob_text(text: &str) -> bool {
+        text.contains(['*', '?', '['])
+    }
+
     /// Parses a pattern; an unbalanced `[` is an error.
     pub fn new(text: &str) -> Result<Self, super::TargetError> {
-        let is_glob = text.contains(['*', '?', '[']);
+        let is_glob = Self::is_glob_text(text);
         let glob = if is_glob {
             let glob = globset::GlobBuilder::new(text)
                 .literal_separator(false)

@@ -109,24 +109,24 @@ impl Functions {
     pub fn resolve(&self) -> Result<FunctionSet, TargetError> {
         let path = find_binary(&self.binary, self.pid)?;
         let binary = Arc::new(BinaryFile::open(&path)?);
-        let table = cache::symbols_of(&binary, &self.debug_root)?;
+        let table = self.table(&binary)?;
         let mut chosen: Vec<(usize, bool)> = Vec::new();
         let mut seen = vec![false; table.functions().len()];
         for text in &self.patterns {
-            let pattern = Pattern::new(text)?;
-            let hits: Vec<usize> = if pattern.is_glob() {
-                table.matching(&pattern).into_iter().map(|(i, _)| i).collect()
+            let glob = Pattern::is_glob_text(text);
+            let hits: Vec<usize> = if glob {
+                table
+                    .matching(&Pattern::new(text)?)
+                    .into_iter()
+                    .map(|(i, _)| i)
+                    .collect()
             } else {
-                // An exact name: versions, aliases and demangled names through the
-                // symbol lookup; a C++ name without parameters selects its overloads.
-                match table.function(text) {
-                    Ok(f) => table
-                        .functions()
-                        .iter()
-                        .position(|g| g.address == f.address)
-                        .into_iter()
-                        .collect(),
+                // An exact name: one lookup (versions, aliases, demangled names);
+                // a C++ name without parameters selects its overloads.
+                match table.function_index(text) {
+                    Ok(i) => vec![i],
                     Err(e @ TargetError::NoSymbol { .. }) => {
+                        let pattern = Pattern::new(text)?;
                         let overloads: Vec<usize> = table.matching(&pattern).into_iter().map(|(i, _)| i).collect();
                         if overloads.is_empty() {
                             return Err(e);
@@ -145,7 +145,7 @@ impl Functions {
             }
             for i in hits {
                 if !std::mem::replace(&mut seen[i], true) {
-                    chosen.push((i, !pattern.is_glob()));
+                    chosen.push((i, !glob));
                 }
             }
         }
@@ -199,6 +199,33 @@ impl Functions {
             functions,
             skipped,
         })
+    }
+}
+
+/// Up to this many exact names of a binary not read yet are looked up by a scan
+/// for just them (as libbpf does) instead of reading the whole table.
+const FEW_NAMES: usize = 256;
+
+impl Functions {
+    /// The symbols to resolve against: the cached table; for a few exact names
+    /// of a binary not read yet, a table of just those (when every one is there
+    /// by its raw name); else the whole table, read and cached.
+    fn table(&self, binary: &BinaryFile) -> Result<Arc<SymbolTable>, TargetError> {
+        if let Some(t) = cache::cached(binary, &self.debug_root) {
+            return Ok(t);
+        }
+        let exact = !self.patterns.is_empty()
+            && self.patterns.len() <= FEW_NAMES
+            && self.patterns.iter().all(|p| !Pattern::is_glob_text(p));
+        if exact {
+            let names: Vec<&str> = self.patterns.iter().map(String::as_str).collect();
+            if let Some(t) = SymbolTable::named_only(binary, &names)? {
+                if names.iter().all(|n| t.function_index(n).is_ok()) {
+                    return Ok(Arc::new(t));
+                }
+            }
+        }
+        cache::symbols_of(binary, &self.debug_root)
     }
 }
 
@@ -265,7 +292,8 @@ impl FunctionSet {
         }
     }
 
-    /// The symbol table the set came from.
+    /// The symbol table the set came from (for a few exact names of a binary
+    /// not read before, a table of just those functions).
     pub fn symbols(&self) -> &SymbolTable {
         &self.table
     }

@@ -27,6 +27,17 @@ pub(super) struct RawSym {
     pub ifunc: bool,
 }
 
+/// Which defined function symbols to keep.
+#[derive(Clone, Copy)]
+pub(super) enum Keep<'a> {
+    /// Every one.
+    All,
+    /// Those whose name (without a version suffix) is one of these.
+    Named(&'a rustc_hash::FxHashSet<&'a str>),
+    /// Those at one of these addresses (the aliases of the named ones).
+    At(&'a rustc_hash::FxHashSet<u64>),
+}
+
 /// What one ELF file's symbol tables hold.
 #[derive(Default)]
 pub(super) struct Symbols {
@@ -43,6 +54,7 @@ pub(super) struct Symbols {
 fn read_elf<Elf: FileHeader<Endian = object::Endianness>>(
     elf: &ElfFile<'_, Elf>,
     data: &[u8],
+    keep: Keep<'_>,
 ) -> object::Result<Symbols> {
     let e = elf.endian();
     let mut out = Symbols {
@@ -79,6 +91,7 @@ fn read_elf<Elf: FileHeader<Endian = object::Endianness>>(
             out.has_symtab = true;
         }
         out.count += table.len();
+        out.defined.reserve(table.len());
         let strings = table.strings();
         for (index, sym) in table.enumerate() {
             let kind = sym.st_type();
@@ -89,14 +102,31 @@ fn read_elf<Elf: FileHeader<Endian = object::Endianness>>(
             if raw.is_empty() {
                 continue;
             }
-            let raw = String::from_utf8_lossy(raw);
+            // Skipped before any allocation: a few names of a large table cost a scan.
+            let wanted = match keep {
+                Keep::All => true,
+                Keep::Named(names) => {
+                    let plain = raw.split(|&b| b == b'@').next().unwrap_or(raw);
+                    std::str::from_utf8(plain).is_ok_and(|p| names.contains(p))
+                }
+                Keep::At(addrs) => addrs.contains(&sym.st_value(e).into()),
+            };
+            if !wanted && sym.st_shndx(e) != SHN_UNDEF {
+                continue;
+            }
+            // Valid UTF-8 (nearly always) is borrowed, not re-scanned and copied.
+            let raw = match std::str::from_utf8(raw) {
+                Ok(s) => std::borrow::Cow::Borrowed(s),
+                Err(_) => String::from_utf8_lossy(raw),
+            };
             if sym.st_shndx(e) == SHN_UNDEF {
                 let plain = raw.split('@').next().unwrap_or(&raw);
                 out.imported.push(plain.to_string());
                 continue;
             }
             // .symtab spells versions into the name; .dynsym keeps them in .gnu.version.
-            let (name, version) = match raw.split_once('@') {
+            let at = raw.as_bytes().iter().position(|&b| b == b'@');
+            let (name, version) = match at.map(|i| (&raw[..i], &raw[i + 1..])) {
                 Some((n, v)) => match v.strip_prefix('@') {
                     Some(v) => (n.to_string(), Some((v.to_string(), true))),
                     None => (n.to_string(), Some((v.to_string(), false))),
@@ -129,6 +159,11 @@ fn read_elf<Elf: FileHeader<Endian = object::Endianness>>(
 }
 
 pub(super) fn parse_symbols(path: &Path, data: &[u8]) -> Result<Symbols, TargetError> {
+    parse_symbols_keeping(path, data, Keep::All)
+}
+
+/// [`parse_symbols`], keeping only some defined functions (imports always).
+pub(super) fn parse_symbols_keeping(path: &Path, data: &[u8], keep: Keep<'_>) -> Result<Symbols, TargetError> {
     let not_elf = |reason: String| TargetError::NotElf {
         path: path.to_path_buf(),
         reason,
@@ -143,8 +178,8 @@ pub(super) fn parse_symbols(path: &Path, data: &[u8]) -> Result<Symbols, TargetE
         });
     }
     match &file {
-        object::File::Elf64(elf) => read_elf(elf, data),
-        object::File::Elf32(elf) => read_elf(elf, data),
+        object::File::Elf64(elf) => read_elf(elf, data, keep),
+        object::File::Elf32(elf) => read_elf(elf, data, keep),
         _ => return Err(not_elf("not an ELF file".into())),
     }
     .map_err(|e| not_elf(e.to_string()))

@@ -1,0 +1,599 @@
+//! sonde beside libbpf (libbpf-rs, its vendored libbpf) and aya, in one run, on
+//! the same targets with the same eBPF logic: a per-CPU counter indexed by the
+//! attach cookie (sonde's `count`; `peer/count.bpf.c` for the peers, compiled by
+//! clang). Runs are interleaved (sonde, libbpf, aya, sonde, ...) and each figure
+//! keeps the median with min and max.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use serde::Serialize;
+use sonde::{AttachOptions, AttachType, Cookie, Functions, Load, Object, ProbeSite, Tier};
+
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
+
+use crate::target::{self, Prologue, Running};
+use crate::Opts;
+
+/// The peers' program (`count_multi` and `count_single`), for libbpf.
+const PEER_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/peer-count.bpf.o"));
+/// `count_single` alone, for aya (0.14 has no uprobe_multi).
+const PEER_SINGLE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/peer-count-single.bpf.o"));
+
+/// One figure's runs of one library: median, min, max.
+#[derive(Serialize, Clone, Copy, Debug)]
+pub struct Stat {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Stat {
+    fn of(mut v: Vec<f64>) -> Option<Stat> {
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        Some(Stat {
+            median: v[v.len() / 2],
+            min: v[0],
+            max: v[v.len() - 1],
+        })
+    }
+}
+
+/// One figure: sonde and each peer (`None` where the peer cannot do it).
+#[derive(Serialize, Clone, Debug)]
+pub struct Figure {
+    pub figure: String,
+    pub n: usize,
+    pub unit: &'static str,
+    pub sonde: Option<Stat>,
+    pub libbpf: Option<Stat>,
+    pub aya: Option<Stat>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Lib {
+    Sonde,
+    Libbpf,
+    Aya,
+}
+
+const LIBS: [Lib; 3] = [Lib::Sonde, Lib::Libbpf, Lib::Aya];
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Lets the kernel's uprobe registration go quiet before a timed attach: the
+/// first registration after a quiet period waits for an RCU grace period
+/// (~10-40 ms here), so every library starts from the same state and pays it
+/// alike instead of whichever runs first.
+fn quiet() {
+    std::thread::sleep(Duration::from_millis(150));
+}
+
+/// Runs `f` for each library `runs` times, interleaved; `None` from `f` means
+/// the library cannot do it.
+fn interleaved(runs: usize, mut f: impl FnMut(Lib) -> Result<Option<f64>>) -> Result<[Option<Stat>; 3]> {
+    let mut v: [Vec<f64>; 3] = Default::default();
+    let mut can = [true; 3];
+    for _ in 0..runs {
+        for (i, lib) in LIBS.into_iter().enumerate() {
+            if !can[i] {
+                continue;
+            }
+            match f(lib)? {
+                Some(x) => v[i].push(x),
+                None => can[i] = false,
+            }
+        }
+    }
+    let [a, b, c] = v;
+    Ok([Stat::of(a), Stat::of(b), Stat::of(c)])
+}
+
+fn figure(figure: &str, n: usize, unit: &'static str, s: [Option<Stat>; 3]) -> Figure {
+    let [sonde, libbpf, aya] = s;
+    let f = Figure {
+        figure: figure.to_string(),
+        n,
+        unit,
+        sonde,
+        libbpf,
+        aya,
+    };
+    let show = |s: Option<Stat>| s.map_or("–".to_string(), |s| format!("{:.3}", s.median));
+    eprintln!(
+        "peers: {figure} n={n}: sonde {} libbpf {} aya {} {unit}",
+        show(f.sonde),
+        show(f.libbpf),
+        show(f.aya)
+    );
+    f
+}
+
+/// sonde's side: the CLI's `count` program, COUNTS sized to `n`.
+fn sonde_object(n: usize) -> Result<Object> {
+    Ok(Object::load_with(
+        crate::PROBES,
+        &[
+            ("COUNTS", n.max(1) as u32),
+            ("HIST", 1),
+            ("MAX_NS", 1),
+            ("DEPTH", 1),
+            ("START", 1),
+            ("EVENTS", 4096),
+        ],
+    )?)
+}
+
+const MULTI: Load = Load {
+    attach_type: AttachType::UprobeMulti,
+    cookie: Cookie::Native,
+};
+
+/// libbpf's side: the object opened from memory, COUNTS sized, only `prog` loaded.
+fn libbpf_object(n: usize, prog: &str) -> Result<libbpf_rs::Object> {
+    let mut open = libbpf_rs::ObjectBuilder::default().open_memory(PEER_OBJECT)?;
+    for mut m in open.maps_mut() {
+        if m.name() == "COUNTS" {
+            m.set_max_entries(n.max(1) as u32)?;
+        }
+    }
+    for mut p in open.progs_mut() {
+        p.set_autoload(p.name() == prog);
+    }
+    Ok(open.load()?)
+}
+
+fn libbpf_prog<'a>(obj: &'a libbpf_rs::Object, name: &str) -> Result<libbpf_rs::ProgramMut<'a>> {
+    obj.progs_mut().find(|p| p.name() == name).context("peer program")
+}
+
+/// aya's side: the object with COUNTS sized, `count_single` loaded.
+fn aya_object(n: usize) -> Result<aya::Ebpf> {
+    let mut ebpf = aya::EbpfLoader::new()
+        .map_max_entries("COUNTS", n.max(1) as u32)
+        .load(PEER_SINGLE)?;
+    let p: &mut aya::programs::UProbe = ebpf.program_mut("count_single").context("peer program")?.try_into()?;
+    p.load()?;
+    Ok(ebpf)
+}
+
+/// Attaches aya's program to each point (one perf link each), cookies set.
+fn aya_attach_each(
+    p: &mut aya::programs::UProbe,
+    points: Vec<UProbeAttachPoint<'_>>,
+    exe: &Path,
+    scope: UProbeScope,
+) -> Result<Vec<aya::programs::uprobe::UProbeLinkId>> {
+    points.into_iter().map(|pt| Ok(p.attach(pt, exe, scope)?)).collect()
+}
+
+fn aya_prog(ebpf: &mut aya::Ebpf) -> Result<&mut aya::programs::UProbe> {
+    Ok(ebpf.program_mut("count_single").context("peer program")?.try_into()?)
+}
+
+/// Loading one cookie program (object, maps, program) of `n` entries.
+fn load(runs: usize, n: usize) -> Result<Figure> {
+    let s = interleaved(runs, |lib| {
+        let t = Instant::now();
+        match lib {
+            Lib::Sonde => {
+                let mut o = sonde_object(n)?;
+                o.uprobe("count")?.load(MULTI)?;
+            }
+            Lib::Libbpf => drop(libbpf_object(n, "count_multi")?),
+            Lib::Aya => drop(aya_object(n)?),
+        }
+        Ok(Some(ms(t.elapsed())))
+    })?;
+    Ok(figure("load one cookie program", 1, "ms", s))
+}
+
+/// Attaching (and detaching) `sites` with the multi link: by file offsets.
+fn attach_offsets(runs: usize, exe: &Path, sites: &[ProbeSite]) -> Result<[Figure; 2]> {
+    let n = sites.len();
+    let offsets: Vec<u64> = sites.iter().map(|s| s.offset).collect();
+    let cookies: Vec<u64> = sites.iter().map(|s| s.attach_cookie).collect();
+    let mut detach = [Vec::new(), Vec::new(), Vec::new()];
+    let attach = interleaved(runs, |lib| {
+        let (a, d) = match lib {
+            Lib::Sonde => {
+                let mut o = sonde_object(n)?;
+                let p = o.uprobe("count")?;
+                p.load(MULTI)?;
+                quiet();
+                let t = Instant::now();
+                let att = p.attach_sites(sites.to_vec(), &AttachOptions::default().tier(Tier::Multi))?;
+                let a = t.elapsed();
+                let t = Instant::now();
+                drop(att);
+                (a, t.elapsed())
+            }
+            Lib::Libbpf => {
+                let obj = libbpf_object(n, "count_multi")?;
+                let p = libbpf_prog(&obj, "count_multi")?;
+                quiet();
+                let t = Instant::now();
+                let opts = libbpf_rs::UprobeMultiOpts {
+                    offsets: offsets.iter().map(|o| *o as usize).collect(),
+                    cookies: cookies.clone(),
+                    ..Default::default()
+                };
+                let link = p.attach_uprobe_multi_with_opts(-1, exe, "", opts)?;
+                let a = t.elapsed();
+                let t = Instant::now();
+                drop(link);
+                (a, t.elapsed())
+            }
+            // aya 0.14 has no uprobe_multi.
+            Lib::Aya => return Ok(None),
+        };
+        detach[LIBS.iter().position(|l| *l == lib).unwrap_or(0)].push(ms(d));
+        Ok(Some(ms(a)))
+    })?;
+    let [d0, d1, d2] = detach;
+    Ok([
+        figure("attach by offsets (multi)", n, "ms", attach),
+        figure("detach (multi)", n, "ms", [Stat::of(d0), Stat::of(d1), Stat::of(d2)]),
+    ])
+}
+
+/// Attaching `names` of `exe` with the multi link, resolution included (sonde's
+/// symbol cache cleared first: every library starts cold). A library taking
+/// over `limit` is not run again at larger N.
+fn attach_names(runs: usize, exe: &Path, names: &[String], slow: &mut [bool; 3]) -> Result<Figure> {
+    let n = names.len();
+    let limit = Duration::from_secs(20);
+    let s = interleaved(runs, |lib| {
+        let i = LIBS.iter().position(|l| *l == lib).unwrap_or(0);
+        if slow[i] {
+            return Ok(None);
+        }
+        let d = match lib {
+            Lib::Sonde => {
+                let mut o = sonde_object(n)?;
+                let p = o.uprobe("count")?;
+                p.load(MULTI)?;
+                sonde::resolve::cache::clear();
+                quiet();
+                let t = Instant::now();
+                let set = Functions::in_binary(exe).patterns(names.iter().cloned()).resolve()?;
+                let att = p.attach_sites(set.targets(), &AttachOptions::default().tier(Tier::Multi))?;
+                let d = t.elapsed();
+                drop(att);
+                d
+            }
+            Lib::Libbpf => {
+                let obj = libbpf_object(n, "count_multi")?;
+                let p = libbpf_prog(&obj, "count_multi")?;
+                quiet();
+                let t = Instant::now();
+                let opts = libbpf_rs::UprobeMultiOpts {
+                    syms: names.to_vec(),
+                    cookies: (0..n as u64).collect(),
+                    ..Default::default()
+                };
+                let link = p.attach_uprobe_multi_with_opts(-1, exe, "", opts)?;
+                let d = t.elapsed();
+                drop(link);
+                d
+            }
+            Lib::Aya => return Ok(None),
+        };
+        if d > limit {
+            slow[i] = true;
+        }
+        Ok(Some(ms(d)))
+    })?;
+    Ok(figure("attach by names (multi)", n, "ms", s))
+}
+
+/// Attaching `sites` one perf link each (5.15+), and detaching them.
+fn attach_perf_links(runs: usize, exe: &Path, sites: &[ProbeSite]) -> Result<[Figure; 2]> {
+    let n = sites.len();
+    let mut detach = [Vec::new(), Vec::new(), Vec::new()];
+    let attach = interleaved(runs, |lib| {
+        let (a, d) = match lib {
+            Lib::Sonde => {
+                let mut o = sonde_object(n)?;
+                let p = o.uprobe("count")?;
+                p.load(Load {
+                    attach_type: AttachType::PerfEvent,
+                    cookie: Cookie::Native,
+                })?;
+                let t = Instant::now();
+                let att = p.attach_sites(sites.to_vec(), &AttachOptions::default().tier(Tier::PerfLink))?;
+                let a = t.elapsed();
+                let t = Instant::now();
+                drop(att);
+                (a, t.elapsed())
+            }
+            Lib::Libbpf => {
+                let obj = libbpf_object(n, "count_single")?;
+                let p = libbpf_prog(&obj, "count_single")?;
+                let t = Instant::now();
+                let mut links = Vec::with_capacity(n);
+                for s in sites {
+                    let opts = libbpf_rs::UprobeOpts {
+                        cookie: s.attach_cookie,
+                        ..Default::default()
+                    };
+                    links.push(p.attach_uprobe_with_opts(-1, exe, s.offset as usize, opts)?);
+                }
+                let a = t.elapsed();
+                let t = Instant::now();
+                drop(links);
+                (a, t.elapsed())
+            }
+            Lib::Aya => {
+                let mut ebpf = aya_object(n)?;
+                let p = aya_prog(&mut ebpf)?;
+                let t = Instant::now();
+                let points: Vec<UProbeAttachPoint> = sites
+                    .iter()
+                    .map(|s| UProbeAttachPoint {
+                        location: UProbeAttachLocation::AbsoluteOffset(s.offset),
+                        cookie: Some(s.attach_cookie),
+                    })
+                    .collect();
+                let ids = aya_attach_each(p, points, exe, UProbeScope::AllProcesses)?;
+                let a = t.elapsed();
+                let t = Instant::now();
+                for id in ids {
+                    p.detach(id)?;
+                }
+                (a, t.elapsed())
+            }
+        };
+        detach[LIBS.iter().position(|l| *l == lib).unwrap_or(0)].push(ms(d));
+        Ok(Some(ms(a)))
+    })?;
+    let [d0, d1, d2] = detach;
+    Ok([
+        figure("attach (perf link per target)", n, "ms", attach),
+        figure(
+            "detach (perf link per target)",
+            n,
+            "ms",
+            [Stat::of(d0), Stat::of(d1), Stat::of(d2)],
+        ),
+    ])
+}
+
+/// ns per call of f0 with each library's program attached (multi, this process
+/// only), minus nothing: the unprobed loop is its own row.
+fn per_hit(runs: usize, calls: u64, dir: &Path) -> Result<Vec<Figure>> {
+    let mut out = Vec::new();
+    for prologue in Prologue::ALL {
+        // A single-stepped entry costs ~10 µs a hit in a VM: fewer calls.
+        let calls = if prologue == Prologue::Mov { calls / 10 } else { calls }.max(1000);
+        let exe = target::build(dir, 10, prologue)?;
+        let f0 = crate::measure::resolve_numbered(&exe)?
+            .into_iter()
+            .next()
+            .context("f0")?;
+        let mut unprobed = Vec::new();
+        let s = interleaved(runs, |lib| {
+            unprobed.push(Running::spawn(&exe, calls, 0, 0)?.go()? as f64 / calls as f64);
+            let app = Running::spawn(&exe, calls, 0, 0)?;
+            let pid = app.pid();
+            let ns = match lib {
+                Lib::Sonde => {
+                    let mut o = sonde_object(1)?;
+                    let att = o
+                        .uprobe("count")?
+                        .attach_sites(vec![f0.clone()], &AttachOptions::default().tier(Tier::Multi).pid(pid))?;
+                    let ns = app.go()?;
+                    drop(att);
+                    ns
+                }
+                Lib::Libbpf => {
+                    let obj = libbpf_object(1, "count_multi")?;
+                    let p = libbpf_prog(&obj, "count_multi")?;
+                    let opts = libbpf_rs::UprobeMultiOpts {
+                        offsets: vec![f0.offset as usize],
+                        cookies: vec![0],
+                        ..Default::default()
+                    };
+                    let link = p.attach_uprobe_multi_with_opts(pid as i32, &exe, "", opts)?;
+                    let ns = app.go()?;
+                    drop(link);
+                    ns
+                }
+                Lib::Aya => {
+                    let mut ebpf = aya_object(1)?;
+                    let p = aya_prog(&mut ebpf)?;
+                    let point = UProbeAttachPoint {
+                        location: UProbeAttachLocation::AbsoluteOffset(f0.offset),
+                        cookie: Some(0),
+                    };
+                    let scope =
+                        UProbeScope::OneProcess(std::num::NonZeroU32::new(pid).ok_or_else(|| anyhow!("pid 0"))?);
+                    let id = p.attach(point, &exe, scope)?;
+                    let ns = app.go()?;
+                    p.detach(id)?;
+                    ns
+                }
+            };
+            Ok(Some(ns as f64 / calls as f64))
+        })?;
+        let name = format!("per hit, {} entry (probed call)", prologue.name());
+        out.push(figure(&name, calls as usize, "ns", s));
+        let u = Stat::of(unprobed);
+        out.push(figure(
+            &format!("per hit, {} entry (unprobed call)", prologue.name()),
+            calls as usize,
+            "ns",
+            [u, u, u],
+        ));
+    }
+    Ok(out)
+}
+
+/// The first attach of a fresh process, feature probing included: a child
+/// process per run (`sonde-bench --first-attach LIB EXE`).
+fn first_attach(runs: usize, exe: &Path) -> Result<Figure> {
+    let me = std::env::current_exe()?;
+    let s = interleaved(runs, |lib| {
+        let name = match lib {
+            Lib::Sonde => "sonde",
+            Lib::Libbpf => "libbpf",
+            Lib::Aya => "aya",
+        };
+        quiet();
+        let out = std::process::Command::new(&me)
+            .args(["--first-attach", name])
+            .arg(exe)
+            .output()?;
+        if !out.status.success() {
+            return Err(anyhow!(
+                "first attach ({name}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(Some(text.trim().parse::<f64>().context("first-attach output")?))
+    })?;
+    Ok(figure(
+        "first attach of a process, feature probing included (10 functions)",
+        10,
+        "ms",
+        s,
+    ))
+}
+
+/// What sonde's feature probing adds to a first attach: the probes a multi plan
+/// asks for, in a fresh process each run (the peers probe inside their attach).
+fn probing_cost(runs: usize) -> Result<Figure> {
+    let me = std::env::current_exe()?;
+    let mut v = Vec::new();
+    for _ in 0..runs {
+        let out = std::process::Command::new(&me)
+            .args(["--first-attach", "probe", "-"])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        v.push(text.trim().parse::<f64>().context("probe-cost output")?);
+    }
+    Ok(figure(
+        "feature probing a multi plan needs, fresh process (sonde)",
+        1,
+        "ms",
+        [Stat::of(v), None, None],
+    ))
+}
+
+/// The child side of [`first_attach`]: loads and attaches to `f0..f9` of `exe`
+/// with `lib`, printing the milliseconds from the first library call.
+pub fn first_attach_child(lib: &str, exe: &Path) -> Result<()> {
+    let names: Vec<String> = (0..10).map(|i| format!("f{i}")).collect();
+    let t = Instant::now();
+    match lib {
+        "probe" => {
+            let f = sonde::Features::current();
+            let plan_needs = [sonde::Feature::UprobeMulti, sonde::Feature::BpfCookie];
+            let all = plan_needs.iter().all(|x| f.has(*x));
+            println!("{:.3}", ms(t.elapsed()));
+            std::hint::black_box(all);
+        }
+        "sonde" => {
+            let mut o = sonde_object(10)?;
+            let set = Functions::in_binary(exe).patterns(names.iter().cloned()).resolve()?;
+            let att = o
+                .uprobe("count")?
+                .attach_sites(set.targets(), &AttachOptions::default())?;
+            println!("{:.3}", ms(t.elapsed()));
+            drop(att);
+        }
+        "libbpf" => {
+            let obj = libbpf_object(10, "count_multi")?;
+            let p = libbpf_prog(&obj, "count_multi")?;
+            let opts = libbpf_rs::UprobeMultiOpts {
+                syms: names,
+                cookies: (0..10).collect(),
+                ..Default::default()
+            };
+            let link = p.attach_uprobe_multi_with_opts(-1, exe, "", opts)?;
+            println!("{:.3}", ms(t.elapsed()));
+            drop(link);
+        }
+        _ => {
+            let mut ebpf = aya_object(10)?;
+            let p = aya_prog(&mut ebpf)?;
+            let points: Vec<UProbeAttachPoint> = names
+                .iter()
+                .enumerate()
+                .map(|(c, name)| UProbeAttachPoint {
+                    location: UProbeAttachLocation::Symbol(name),
+                    cookie: Some(c as u64),
+                })
+                .collect();
+            let ids = aya_attach_each(p, points, exe, UProbeScope::AllProcesses)?;
+            println!("{:.3}", ms(t.elapsed()));
+            for id in ids {
+                p.detach(id)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every peer figure.
+pub fn all(opts: &Opts, exe: &Path, sites: &[ProbeSite]) -> Result<Vec<Figure>> {
+    let runs = if opts.quick { 1 } else { 5 };
+    let ns: &[usize] = if opts.quick { &[10] } else { &[10, 1_000, 10_000] };
+    let dir = opts.out.join("targets");
+    let mut out = vec![load(runs, sites.len())?];
+    let mut slow = [false; 3];
+    for &n in ns.iter().filter(|&&n| n <= sites.len()) {
+        out.extend(attach_offsets(runs, exe, &sites[..n])?);
+        let names: Vec<String> = (0..n).map(|i| format!("f{i}")).collect();
+        out.push(attach_names(runs, exe, &names, &mut slow)?);
+    }
+    // Per-target links detach in ~0.1 s each: 10 is enough to compare.
+    out.extend(attach_perf_links(runs, exe, &sites[..10.min(sites.len())])?);
+    let calls = if opts.quick { 10_000 } else { 1_000_000 };
+    out.extend(per_hit(runs, calls, &dir)?);
+    out.push(first_attach(runs, exe)?);
+    out.push(probing_cost(runs)?);
+    Ok(out)
+}
+
+/// The peer table for the report: each figure with the three libraries and
+/// sonde's ratio to the best peer.
+pub fn table(figures: &[Figure]) -> String {
+    let cell = |s: Option<Stat>| {
+        s.map_or("–".to_string(), |s| {
+            if s.min == s.max {
+                format!("{:.3}", s.median)
+            } else {
+                format!("{:.3} ({:.3}–{:.3})", s.median, s.min, s.max)
+            }
+        })
+    };
+    let ratio = |a: Option<Stat>, b: Option<Stat>| match (a, b) {
+        (Some(a), Some(b)) if b.median > 0.0 => format!("{:.2}", a.median / b.median),
+        _ => "–".into(),
+    };
+    let mut s = String::from(
+        "| figure | n | unit | sonde | libbpf | aya | sonde/libbpf | sonde/aya |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for f in figures {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            f.figure,
+            f.n,
+            f.unit,
+            cell(f.sonde),
+            cell(f.libbpf),
+            cell(f.aya),
+            ratio(f.sonde, f.libbpf),
+            ratio(f.sonde, f.aya)
+        ));
+    }
+    s
+}
