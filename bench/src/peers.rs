@@ -580,11 +580,20 @@ pub fn table(figures: &[Figure]) -> String {
         _ => "–".into(),
     };
     let mut s = String::from(
-        "| figure | n | unit | sonde | libbpf | aya | sonde/libbpf | sonde/aya |\n|---|---|---|---|---|---|---|---|\n",
+        "| figure | n | unit | sonde | libbpf | aya | sonde/libbpf | sonde/aya | sonde leads |\n|---|---|---|---|---|---|---|---|---|\n",
     );
+    let mut behind = Vec::new();
     for f in figures {
+        let verdict = match leads(f) {
+            Some(true) => "yes",
+            Some(false) => {
+                behind.push(format!("{} (n={})", f.figure, f.n));
+                "no"
+            }
+            None => "–",
+        };
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {verdict} |\n",
             f.figure,
             f.n,
             f.unit,
@@ -595,5 +604,25 @@ pub fn table(figures: &[Figure]) -> String {
             ratio(f.sonde, f.aya)
         ));
     }
+    if behind.is_empty() {
+        s.push_str("\nsonde leads or ties on every figure a peer can do (ratio ≤ 1.05, or within the peers' min–max).\n");
+    } else {
+        s.push_str(&format!("\nsonde behind on: {}.\n", behind.join("; ")));
+    }
     s
+}
+
+/// Whether sonde's median is at most 1.05 × every peer's, or within a peer's
+/// min–max (noise); `None` where no peer has the figure.
+fn leads(f: &Figure) -> Option<bool> {
+    let sonde = f.sonde?;
+    let peers: Vec<Stat> = [f.libbpf, f.aya].into_iter().flatten().collect();
+    if peers.is_empty() || f.figure.contains("unprobed") {
+        return None;
+    }
+    Some(
+        peers
+            .iter()
+            .all(|p| sonde.median <= 1.05 * p.median || sonde.min <= p.max),
+    )
 }
