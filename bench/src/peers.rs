@@ -194,6 +194,21 @@ fn load(runs: usize, n: usize) -> Result<Figure> {
     Ok(figure("load one cookie program", 1, "ms", s))
 }
 
+/// sonde's attach of `sites` with `tier` (the program loaded beforehand, after a
+/// quiet period), and its detach.
+fn sonde_attach_detach(sites: &[ProbeSite], load: Load, tier: Tier) -> Result<(Duration, Duration)> {
+    let mut o = sonde_object(sites.len())?;
+    let p = o.uprobe("count")?;
+    p.load(load)?;
+    quiet();
+    let t = Instant::now();
+    let att = p.attach_sites(sites.to_vec(), &AttachOptions::default().tier(tier))?;
+    let a = t.elapsed();
+    let t = Instant::now();
+    drop(att);
+    Ok((a, t.elapsed()))
+}
+
 /// Attaching (and detaching) `sites` with the multi link: by file offsets.
 fn attach_offsets(runs: usize, exe: &Path, sites: &[ProbeSite]) -> Result<[Figure; 2]> {
     let n = sites.len();
@@ -202,18 +217,7 @@ fn attach_offsets(runs: usize, exe: &Path, sites: &[ProbeSite]) -> Result<[Figur
     let mut detach = [Vec::new(), Vec::new(), Vec::new()];
     let attach = interleaved(runs, |lib| {
         let (a, d) = match lib {
-            Lib::Sonde => {
-                let mut o = sonde_object(n)?;
-                let p = o.uprobe("count")?;
-                p.load(MULTI)?;
-                quiet();
-                let t = Instant::now();
-                let att = p.attach_sites(sites.to_vec(), &AttachOptions::default().tier(Tier::Multi))?;
-                let a = t.elapsed();
-                let t = Instant::now();
-                drop(att);
-                (a, t.elapsed())
-            }
+            Lib::Sonde => sonde_attach_detach(sites, MULTI, Tier::Multi)?,
             Lib::Libbpf => {
                 let obj = libbpf_object(n, "count_multi")?;
                 let p = libbpf_prog(&obj, "count_multi")?;
@@ -300,22 +304,16 @@ fn attach_perf_links(runs: usize, exe: &Path, sites: &[ProbeSite]) -> Result<[Fi
     let attach = interleaved(runs, |lib| {
         let (a, d) = match lib {
             Lib::Sonde => {
-                let mut o = sonde_object(n)?;
-                let p = o.uprobe("count")?;
-                p.load(Load {
+                let load = Load {
                     attach_type: AttachType::PerfEvent,
                     cookie: Cookie::Native,
-                })?;
-                let t = Instant::now();
-                let att = p.attach_sites(sites.to_vec(), &AttachOptions::default().tier(Tier::PerfLink))?;
-                let a = t.elapsed();
-                let t = Instant::now();
-                drop(att);
-                (a, t.elapsed())
+                };
+                sonde_attach_detach(sites, load, Tier::PerfLink)?
             }
             Lib::Libbpf => {
                 let obj = libbpf_object(n, "count_single")?;
                 let p = libbpf_prog(&obj, "count_single")?;
+                quiet();
                 let t = Instant::now();
                 let mut links = Vec::with_capacity(n);
                 for s in sites {
@@ -333,6 +331,7 @@ fn attach_perf_links(runs: usize, exe: &Path, sites: &[ProbeSite]) -> Result<[Fi
             Lib::Aya => {
                 let mut ebpf = aya_object(n)?;
                 let p = aya_prog(&mut ebpf)?;
+                quiet();
                 let t = Instant::now();
                 let points: Vec<UProbeAttachPoint> = sites
                     .iter()
