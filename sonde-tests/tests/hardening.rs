@@ -279,6 +279,14 @@ fn a_binary_of_another_architecture_is_refused_by_name() {
     assert!(msg.contains("Aarch64") && msg.contains("X86_64"), "{msg}");
     let e = sonde::resolve::sites(&[Target::symbol(&path, "f")]).expect_err("refused");
     assert!(matches!(e, TargetError::WrongArchitecture { .. }), "{e}");
+    // A FIFO is refused at once (opening one for reading used to wait for a
+    // writer forever).
+    let fifo = dir.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().expect("utf-8")).expect("path");
+    // SAFETY: a valid path string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    let e = Functions::in_binary(&fifo).pattern("f").resolve().expect_err("fifo");
+    assert!(e.to_string().contains("a pipe or socket"), "{e}");
     // Neither a directory nor an empty file is a binary.
     let e = Functions::in_binary(&dir).pattern("f").resolve().expect_err("dir");
     assert!(e.to_string().contains("is a directory"), "{e}");

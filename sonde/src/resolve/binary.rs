@@ -52,7 +52,16 @@ impl BinaryFile {
             path: path.to_path_buf(),
             source,
         };
-        let file = File::open(path).map_err(no_such)?;
+        // Non-blocking: opening a FIFO for reading would otherwise wait for a
+        // writer forever; for a regular file the flag changes nothing.
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .map_err(no_such)?
+        };
         let meta = file.metadata().map_err(no_such)?;
         let kind = meta.file_type();
         let what = if kind.is_dir() {
