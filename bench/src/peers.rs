@@ -209,6 +209,20 @@ fn sonde_attach_detach(sites: &[ProbeSite], load: Load, tier: Tier) -> Result<(D
     Ok((a, t.elapsed()))
 }
 
+/// libbpf's multi attach of `opts` to `exe` (the program loaded beforehand,
+/// after a quiet period), and its detach.
+fn libbpf_attach_detach(n: usize, exe: &Path, opts: libbpf_rs::UprobeMultiOpts) -> Result<(Duration, Duration)> {
+    let obj = libbpf_object(n, "count_multi")?;
+    let p = libbpf_prog(&obj, "count_multi")?;
+    quiet();
+    let t = Instant::now();
+    let link = p.attach_uprobe_multi_with_opts(-1, exe, "", opts)?;
+    let a = t.elapsed();
+    let t = Instant::now();
+    drop(link);
+    Ok((a, t.elapsed()))
+}
+
 /// Attaching (and detaching) `sites` with the multi link: by file offsets.
 fn attach_offsets(runs: usize, exe: &Path, sites: &[ProbeSite]) -> Result<[Figure; 2]> {
     let n = sites.len();
@@ -219,20 +233,12 @@ fn attach_offsets(runs: usize, exe: &Path, sites: &[ProbeSite]) -> Result<[Figur
         let (a, d) = match lib {
             Lib::Sonde => sonde_attach_detach(sites, MULTI, Tier::Multi)?,
             Lib::Libbpf => {
-                let obj = libbpf_object(n, "count_multi")?;
-                let p = libbpf_prog(&obj, "count_multi")?;
-                quiet();
-                let t = Instant::now();
                 let opts = libbpf_rs::UprobeMultiOpts {
                     offsets: offsets.iter().map(|o| *o as usize).collect(),
                     cookies: cookies.clone(),
                     ..Default::default()
                 };
-                let link = p.attach_uprobe_multi_with_opts(-1, exe, "", opts)?;
-                let a = t.elapsed();
-                let t = Instant::now();
-                drop(link);
-                (a, t.elapsed())
+                libbpf_attach_detach(n, exe, opts)?
             }
             // aya 0.14 has no uprobe_multi.
             Lib::Aya => return Ok(None),
@@ -273,19 +279,12 @@ fn attach_names(runs: usize, exe: &Path, names: &[String], slow: &mut [bool; 3])
                 d
             }
             Lib::Libbpf => {
-                let obj = libbpf_object(n, "count_multi")?;
-                let p = libbpf_prog(&obj, "count_multi")?;
-                quiet();
-                let t = Instant::now();
                 let opts = libbpf_rs::UprobeMultiOpts {
                     syms: names.to_vec(),
                     cookies: (0..n as u64).collect(),
                     ..Default::default()
                 };
-                let link = p.attach_uprobe_multi_with_opts(-1, exe, "", opts)?;
-                let d = t.elapsed();
-                drop(link);
-                d
+                libbpf_attach_detach(n, exe, opts)?.0
             }
             Lib::Aya => return Ok(None),
         };
