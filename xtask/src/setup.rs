@@ -124,13 +124,15 @@ pub fn run() -> Result<()> {
                 .env(format!("LLVM_SYS_{major}1_PREFIX"), &prefix),
         )?;
     }
-    // The benchmark's peers: libbpf (libbpf-sys builds its vendored copy against
-    // libelf and zlib) and a C program compiled by clang, loaded by libbpf and aya.
+    // The benchmark's peers: libbpf (libbpf-sys builds its vendored copy with
+    // make, against libelf and zlib found by pkg-config) and a C program compiled
+    // by clang, loaded by libbpf and aya.
     let peer_tools = [
         ("/usr/bin/clang", "clang"),
         ("/usr/include/libelf.h", "libelf-dev"),
         ("/usr/include/zlib.h", "zlib1g-dev"),
         ("/usr/bin/pkg-config", "pkg-config"),
+        ("/usr/bin/make", "make"),
     ];
     let missing: Vec<&str> = peer_tools
         .iter()
