@@ -171,6 +171,14 @@ fn test(extra: &[String]) -> Result<(u64, u64)> {
     }
     println!("== cargo fmt --check");
     run_cmd(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    println!("== cargo clippy (warnings are errors)");
+    run_cmd(cargo().args(["clippy", "--workspace", "--all-targets", "-q", "--", "-D", "warnings"]))?;
+    println!("== cargo doc (warnings are errors)");
+    run_cmd(
+        cargo()
+            .args(["doc", "--workspace", "--no-deps", "-q"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
     // The CLI tests run the `sonde` binary: cargo test builds binaries only of
     // packages that have integration tests of their own.
     run_cmd(cargo().args(["build", "-p", "sonde-cli"]))?;
