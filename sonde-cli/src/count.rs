@@ -33,7 +33,7 @@ fn rows(session: &Session) -> Result<Vec<Row>, CliError> {
 }
 
 /// Prints the table: the top `limit` rows (all when `None`), 80 columns.
-fn table(out: &mut impl Write, rows: &[Row], limit: Option<usize>) -> std::io::Result<usize> {
+fn table(out: &mut (impl Write + ?Sized), rows: &[Row], limit: Option<usize>) -> std::io::Result<usize> {
     writeln!(out, "{:<66} {:>12}", "FUNCTION", "CALLS")?;
     let mut lines = 1;
     let shown = limit.unwrap_or(rows.len()).min(rows.len());
@@ -58,7 +58,7 @@ fn table(out: &mut impl Write, rows: &[Row], limit: Option<usize>) -> std::io::R
 /// Runs `sonde count`.
 pub fn run(common: &Common) -> Result<i32, CliError> {
     let mut session = Session::start(common, "counting calls of", &["count"], |n| vec![("COUNTS", n.max(1))])?;
-    let live = !common.json && std::io::stdout().is_terminal();
+    let live = !common.json && common.output.is_none() && std::io::stdout().is_terminal();
     let mut drawn = 0usize;
     let stop = session.wait(Duration::from_secs(1), |s| {
         if !live {
@@ -74,7 +74,7 @@ pub fn run(common: &Common) -> Result<i32, CliError> {
     });
     let rows = rows(&session)?;
     let (seconds, tier) = (session.started.elapsed().as_secs_f64(), session.tier());
-    session.finish(stop, common.json, rows, |out, rows| {
+    session.finish(stop, common, rows, |out, rows| {
         if drawn > 0 {
             write!(out, "\x1b[{drawn}A\x1b[J")?;
         }

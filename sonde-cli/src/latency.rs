@@ -83,7 +83,7 @@ fn rows(session: &Session) -> Result<Vec<Row>, CliError> {
     Ok(rows)
 }
 
-fn print(out: &mut impl Write, rows: &[Row]) -> std::io::Result<()> {
+fn print(out: &mut (impl Write + ?Sized), rows: &[Row]) -> std::io::Result<()> {
     writeln!(
         out,
         "{:<36} {:>7} {:>8} {:>8} {:>8} {:>8}",
@@ -126,7 +126,7 @@ pub fn run(common: &Common) -> Result<i32, CliError> {
     })?;
     let stop = session.wait(std::time::Duration::from_secs(1), |_| {});
     let rows = rows(&session)?;
-    session.finish(stop, common.json, rows, print)
+    session.finish(stop, common, rows, |out, rows| print(out, rows))
 }
 
 #[cfg(test)]

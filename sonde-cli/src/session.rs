@@ -38,9 +38,14 @@ pub struct Common {
     /// multi (6.6+), perf-link (5.15+), emulated (5.10), tracefs.
     #[arg(long, value_name = "TIER", value_parser = parse_tier)]
     pub tier: Option<Tier>,
-    /// Machine-readable output on stdout (no progress, no live table).
+    /// Machine-readable output (no progress, no live table). With `-- COMMAND`
+    /// and no `-o`, the command's stdout goes to stderr so stdout holds only the
+    /// JSON (`sonde count --json ... -- cmd | jq` works).
     #[arg(long)]
     pub json: bool,
+    /// Write the report (table, JSON, trace lines) to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
     /// Command to run and trace from its first instruction; tracing stops when
     /// it exits.
     #[arg(last = true, value_name = "COMMAND")]
@@ -155,6 +160,10 @@ impl Session {
     ) -> Result<Session, CliError> {
         let t0 = Instant::now();
         require_privileges("to load eBPF programs and attach uprobes")?;
+        // A report that cannot be written is said before anything attaches.
+        if common.output.is_some() {
+            drop(report_output(common)?);
+        }
         // Entries a killed sonde left behind (its pid gone or reused) go first.
         let stale = sonde::attach::remove_stale_tracefs_entries();
         if stale > 0 {
@@ -168,7 +177,11 @@ impl Session {
         // unreleased (an error below), it exits without running anything.
         let mut child = match common.command.as_slice() {
             [] => None,
-            cmd => Some(HeldCommand::spawn(cmd).map_err(|e| CliError::new(e.to_string()))?),
+            cmd => {
+                // The report owns stdout: the command's output goes to stderr.
+                let to_stderr = common.json && common.output.is_none();
+                Some(HeldCommand::spawn_with(cmd, to_stderr).map_err(|e| CliError::new(e.to_string()))?)
+            }
         };
         let (job, group) = Self::attach_all(common, programs, &sizes, child.as_ref().map(HeldCommand::pid))?;
         if let Some(c) = &mut child {
@@ -350,21 +363,31 @@ impl Session {
     pub fn finish<T: serde::Serialize>(
         self,
         stop: Stop,
-        json: bool,
+        common: &Common,
         rows: Vec<T>,
-        print: impl FnOnce(&mut std::io::StdoutLock<'static>, &[T]) -> std::io::Result<()>,
+        print: impl FnOnce(&mut dyn std::io::Write, &[T]) -> std::io::Result<()>,
     ) -> Result<i32, CliError> {
-        let mut out = std::io::stdout().lock();
-        if json {
+        let mut out = report_output(common)?;
+        if common.json {
             crate::report::write_report(&mut out, self.tier(), rows)?;
         } else {
             print(&mut out, &rows)?;
         }
-        std::io::Write::flush(&mut out)?;
+        out.flush()?;
         drop(out);
         self.close();
         Ok(crate::exit_code(stop))
     }
+}
+
+/// Where the report goes: `-o FILE` (created or truncated), else stdout.
+pub fn report_output(common: &Common) -> Result<Box<dyn std::io::Write>, CliError> {
+    Ok(match &common.output {
+        Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| {
+            CliError::new(format!("cannot write the report to {}: {e}", path.display()))
+        })?)),
+        None => Box::new(std::io::stdout().lock()),
+    })
 }
 
 fn progress(json: bool) -> indicatif::ProgressBar {

@@ -36,7 +36,7 @@ pub fn run(common: &Common, nargs: usize) -> Result<i32, CliError> {
     let lost = PerCpuArray::<u64>::new(session.object().map("LOST")?)?;
     let labels: Vec<String> = session.set().iter().map(|f| session.set().label(f)).collect();
     let t0 = monotonic_ns();
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut out = std::io::BufWriter::new(crate::session::report_output(common)?);
     if !common.json {
         writeln!(
             out,

@@ -358,3 +358,39 @@ fn errors_name_the_problem_exit_non_zero_and_leave_nothing() {
     assert_eq!(sonde::inspect::links().expect("links").len(), before);
     no_tracefs_entries_left();
 }
+
+#[test]
+fn json_with_a_command_keeps_stdout_to_the_report_and_o_writes_a_file() {
+    let _s = serial();
+    require_root();
+    let pie = fixture("fixture-pie");
+    // The fixture prints a number on stdout: with --json it goes to stderr, and
+    // stdout is exactly one JSON object (what `| jq` needs).
+    let (code, out, err) = sonde(&["count", "--json", &pie, "fx_*", "--", &pie]);
+    assert_eq!(code, 0, "{err}");
+    let report: Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {out:?}"));
+    assert_eq!(counts(&report), owned(&FX_COUNTS));
+    assert!(
+        err.lines().any(|l| l.trim() == "577"),
+        "the command's output is on stderr: {err}"
+    );
+    // -o: the report in the file, the command's output back on stdout.
+    let file = std::env::temp_dir().join(format!("sonde-report-{}.json", std::process::id()));
+    let path = file.to_string_lossy().into_owned();
+    let (code, out, err) = sonde(&["trace", "--json", "-o", &path, &pie, "fx_alpha", "--", &pie]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "577", "stdout is the command's");
+    let text = std::fs::read_to_string(&file).expect("report file");
+    let _ = std::fs::remove_file(&file);
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON Lines ({e}): {l}")))
+        .collect();
+    assert_eq!(lines.len(), 1, "fx_alpha is called once: {text}");
+    assert_eq!(lines[0]["function"], "fx_alpha");
+    // A report that cannot be written is an error naming the file, before attaching.
+    let (code, _, err) = sonde(&["count", "-d", "0.2", "-o", "/nonexistent/dir/r.json", &pie, "fx_alpha"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/nonexistent/dir/r.json"), "{err}");
+}

@@ -65,13 +65,23 @@ impl HeldCommand {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        Self::spawn_with(args, false)
+    }
+
+    /// [`HeldCommand::spawn`], the command's stdout sent to this process's
+    /// stderr when `stdout_to_stderr` (so a report on stdout stays clean).
+    pub fn spawn_with<I, S>(args: I, stdout_to_stderr: bool) -> Result<HeldCommand, CommandError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let argv: Vec<CString> = args
             .into_iter()
             .map(|a| CString::new(a.as_ref().as_bytes()).map_err(|_| CommandError::Nul))
             .collect::<Result<_, _>>()?;
         let command = argv.first().ok_or(CommandError::Empty)?.to_string_lossy().into_owned();
         Ok(HeldCommand {
-            held: Some(spawn::spawn_held(&argv)?),
+            held: Some(spawn::spawn_held(&argv, stdout_to_stderr)?),
             command,
             status: None,
         })

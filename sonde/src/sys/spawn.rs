@@ -28,8 +28,9 @@ pub(crate) struct Held {
     pub exec_status: OwnedFd,
 }
 
-/// Forks a child that waits on a pipe, then runs `argv` (looked up on PATH).
-pub(crate) fn spawn_held(argv: &[CString]) -> SysResult<Held> {
+/// Forks a child that waits on a pipe, then runs `argv` (looked up on PATH),
+/// with its stdout on this process's stderr when `stdout_to_stderr`.
+pub(crate) fn spawn_held(argv: &[CString], stdout_to_stderr: bool) -> SysResult<Held> {
     let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     ptrs.push(std::ptr::null());
     let (gate_r, gate_w) = pipe()?;
@@ -49,6 +50,9 @@ pub(crate) fn spawn_held(argv: &[CString]) -> SysResult<Held> {
             let mut b = 0u8;
             libc::read(gate_r.as_raw_fd(), (&mut b as *mut u8).cast(), 1);
             if b == 1 {
+                if stdout_to_stderr {
+                    libc::dup2(2, 1);
+                }
                 libc::execvp(ptrs[0], ptrs.as_ptr());
                 let err = *libc::__errno_location();
                 libc::write(status_w.as_raw_fd(), (&err as *const i32).cast(), 4);
