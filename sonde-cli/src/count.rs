@@ -20,11 +20,13 @@ struct Row {
 
 fn rows(session: &Session) -> Result<Vec<Row>, CliError> {
     let counts = PerCpuArray::<u64>::new(session.object().map("COUNTS")?)?;
-    let mut rows = Vec::with_capacity(session.set().len());
-    for f in session.set().iter() {
+    let several = session.several_binaries();
+    let functions = session.functions();
+    let mut rows = Vec::with_capacity(functions.len());
+    for f in &functions {
         let count = counts.get(f.cookie as u32)?.iter().sum();
         rows.push(Row {
-            id: FunctionId::of(session.set(), f),
+            id: FunctionId::of(f, several),
             count,
         });
     }

@@ -51,7 +51,8 @@ fn rows(session: &Session) -> Result<Vec<Row>, CliError> {
     let hist = PerCpuArray::<u64>::new(session.object().map("HIST")?)?;
     let maxes = PerCpuArray::<u64>::new(session.object().map("MAX_NS")?)?;
     let mut rows = Vec::new();
-    for f in session.set().iter() {
+    let several = session.several_binaries();
+    for f in &session.functions() {
         let cookie = f.cookie as u32;
         let max = maxes.get(cookie)?.into_iter().max().unwrap_or(0);
         let mut histogram = Vec::new();
@@ -70,7 +71,7 @@ fn rows(session: &Session) -> Result<Vec<Row>, CliError> {
         }
         let count = histogram.iter().map(|b| b.count).sum();
         rows.push(Row {
-            id: FunctionId::of(session.set(), f),
+            id: FunctionId::of(f, several),
             count,
             p50_ns: quantile(&histogram, count, 0.50, max),
             p90_ns: quantile(&histogram, count, 0.90, max),

@@ -40,6 +40,8 @@ enum Command {
   sonde count libc 'str*' -- ls -l             every str* function of libc, for one ls
   sonde count -p 4242 -d 10 libc malloc free   two functions of process 4242, for 10 s
   sonde count ./server '*Handler::handle*'     Rust or C++ methods by demangled name
+  sonde count ./app:'handle*' libc:malloc libssl:'SSL_*' -- ./app
+                                               several binaries: BINARY:PATTERN each
   sonde count --json ./app 'app::*' -- ./app   one JSON object at the end:
       {\"tier\": \"multi\", \"functions\": [{\"name\", \"demangled\", \"cookie\", \"count\"}]}")]
     Count(Common),

@@ -17,19 +17,36 @@ pub struct FunctionId {
     /// The name shown in tables.
     #[serde(skip)]
     pub label: String,
-    /// The cookie (index in the resolved list).
+    /// The cookie.
     pub cookie: u64,
+    /// The binary, when several are traced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binary: Option<String>,
 }
 
 impl FunctionId {
-    /// The identity of `f` in `set`.
-    pub fn of(set: &FunctionSet, f: &sonde::FunctionMatch) -> Self {
+    /// The identity of a session's function; with several binaries the label
+    /// is `binary:name` and the JSON names the binary.
+    pub fn of(f: &crate::session::SessionFunction<'_>, several_binaries: bool) -> Self {
+        let set: &FunctionSet = f.set;
+        let binary = several_binaries.then(|| set.path().display().to_string());
+        let label = set.label(f.function);
         FunctionId {
-            name: f.name.clone(),
-            demangled: set.demangled(f).map(str::to_string),
-            version: f.symbol.version.clone(),
-            label: set.label(f),
+            name: f.function.name.clone(),
+            demangled: set.demangled(f.function).map(str::to_string),
+            version: f.function.symbol.version.clone(),
+            label: match &binary {
+                Some(_) => format!(
+                    "{}:{label}",
+                    set.path().file_name().map_or_else(
+                        || set.path().display().to_string(),
+                        |n| n.to_string_lossy().into_owned()
+                    )
+                ),
+                None => label,
+            },
             cookie: f.cookie,
+            binary,
         }
     }
 }

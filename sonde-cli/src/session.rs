@@ -21,10 +21,12 @@ pub const PROBES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cli-probes.b
 pub struct Common {
     /// Binary or library: a path, or a bare library name (`libc`, `libssl.so.3`)
     /// looked up in the traced process, then ld.so.cache and the library path.
+    /// Or, for several binaries, every argument a probe spec `BINARY:PATTERN`
+    /// (`./app:'handle*' libc:malloc libssl:'SSL_*'`).
     pub target: String,
     /// Functions: globs (`*`, `?`, `[...]`) or exact names, raw or demangled
-    /// (`str*`, `*HashMap*insert*`, `geo::Shape::area`, `memcpy@GLIBC_2.2.5`).
-    #[arg(required = true)]
+    /// (`str*`, `*HashMap*insert*`, `geo::Shape::area`, `memcpy@GLIBC_2.2.5`);
+    /// or more `BINARY:PATTERN` specs.
     pub patterns: Vec<String>,
     /// Trace only this process (default: every process that runs TARGET);
     /// sonde ends, with its summary, when the process exits.
@@ -50,6 +52,48 @@ pub struct Common {
     /// it exits.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// `BINARY:PATTERN` split at its first single `:` (C++'s `::` is part of a
+/// pattern), or `None` for a plain pattern or target.
+pub fn split_spec(arg: &str) -> Option<(&str, &str)> {
+    let b = arg.as_bytes();
+    let i = (0..b.len()).find(|&i| b[i] == b':' && (i == 0 || b[i - 1] != b':') && b.get(i + 1) != Some(&b':'))?;
+    (i > 0 && i + 1 < b.len()).then(|| (&arg[..i], &arg[i + 1..]))
+}
+
+/// The binaries and their patterns: `TARGET PATTERN...`, or every argument a
+/// `BINARY:PATTERN` spec (grouped by binary, in order).
+pub fn probe_groups(target: &str, patterns: &[String]) -> Result<Vec<(String, Vec<String>)>, CliError> {
+    if split_spec(target).is_none() {
+        if patterns.is_empty() {
+            return Err(CliError::new(format!(
+                "no function named for {target}: give patterns after it (`{target} 'name*'`) or write BINARY:PATTERN"
+            )));
+        }
+        if let Some(spec) = patterns
+            .iter()
+            .find(|p| split_spec(p).is_some_and(|(b, _)| b.contains('/')))
+        {
+            return Err(CliError::new(format!(
+                "`{spec}` is a BINARY:PATTERN spec after a target: write every probe as BINARY:PATTERN, or the target once and then patterns"
+            )));
+        }
+        return Ok(vec![(target.to_string(), patterns.to_vec())]);
+    }
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for arg in std::iter::once(target).chain(patterns.iter().map(String::as_str)) {
+        let (binary, pattern) = split_spec(arg).ok_or_else(|| {
+            CliError::new(format!(
+                "`{arg}` is not BINARY:PATTERN: with several binaries, write every probe as BINARY:PATTERN"
+            ))
+        })?;
+        match groups.iter_mut().find(|(b, _)| b == binary) {
+            Some((_, p)) => p.push(pattern.to_string()),
+            None => groups.push((binary.to_string(), vec![pattern.to_string()])),
+        }
+    }
+    Ok(groups)
 }
 
 /// The longest `--duration`: a year.
@@ -101,10 +145,20 @@ pub enum Stop {
     ProcessExited(u32),
 }
 
+/// One function of a session: its cookie, the set it came from, itself.
+pub struct SessionFunction<'a> {
+    /// Its cookie (index into the per-cookie maps).
+    pub cookie: u64,
+    /// The binary's resolved functions.
+    pub set: &'a FunctionSet,
+    /// The function.
+    pub function: &'a sonde::FunctionMatch,
+}
+
 /// A job attached and running, and what ends it.
 pub struct Session {
     job: Job,
-    group: GroupId,
+    groups: Vec<GroupId>,
     child: Option<HeldCommand>,
     stop: Arc<AtomicBool>,
     duration: Option<Duration>,
@@ -183,7 +237,7 @@ impl Session {
                 Some(HeldCommand::spawn_with(cmd, to_stderr).map_err(|e| CliError::new(e.to_string()))?)
             }
         };
-        let (job, group) = Self::attach_all(common, programs, &sizes, child.as_ref().map(HeldCommand::pid))?;
+        let (job, groups) = Self::attach_all(common, programs, &sizes, child.as_ref().map(HeldCommand::pid))?;
         if let Some(c) = &mut child {
             // On failure the attachments drop here: nothing stays attached.
             c.release().map_err(|e| CliError::new(e.to_string()))?;
@@ -196,9 +250,11 @@ impl Session {
             (None, None, Some(pid)) => format!("until process {pid} exits (Ctrl-C to stop)"),
             (None, None, None) => "Ctrl-C to stop".to_string(),
         };
-        let (count, path) = match job.group(group) {
-            Some((set, _)) => (set.len(), set.path().display().to_string()),
-            None => (0, String::new()),
+        let sets: Vec<&FunctionSet> = groups.iter().filter_map(|g| job.group(*g)).map(|(s, _)| s).collect();
+        let count: usize = sets.iter().map(|s| s.len()).sum();
+        let path = match sets.as_slice() {
+            [one] => one.path().display().to_string(),
+            many => format!("{} binaries", many.len()),
         };
         eprintln!(
             "sonde: {what} {count} function{} of {path} (tier {tier}, attached in {attach_ms:.1} ms); {end}",
@@ -206,7 +262,7 @@ impl Session {
         );
         Ok(Session {
             job,
-            group,
+            groups,
             child,
             stop,
             duration: common.duration,
@@ -220,30 +276,34 @@ impl Session {
         programs: &[&str],
         sizes: &dyn Fn(u32) -> Vec<(&'static str, u32)>,
         child: Option<u32>,
-    ) -> Result<(Job, GroupId), CliError> {
+    ) -> Result<(Job, Vec<GroupId>), CliError> {
         let pid = child.or(common.pid);
         let spinner = progress(common.json);
-        spinner.set_message(format!(
-            "resolving {} in {}",
-            sonde::resolve::shorten(&common.patterns.join(" ")),
-            common.target
-        ));
-        let mut query = Functions::in_binary(&common.target).patterns(common.patterns.iter().cloned());
-        if let Some(pid) = pid {
-            query = query.pid(pid);
+        let mut sets = Vec::new();
+        for (binary, patterns) in probe_groups(&common.target, &common.patterns)? {
+            spinner.set_message(format!(
+                "resolving {} in {binary}",
+                sonde::resolve::shorten(&patterns.join(" "))
+            ));
+            let mut query = Functions::in_binary(&binary).patterns(patterns);
+            if let Some(pid) = pid {
+                query = query.pid(pid);
+            }
+            let set = query.resolve()?;
+            if !set.skipped().is_empty() {
+                let names: Vec<&str> = set.skipped().iter().take(5).map(|(n, _)| n.as_str()).collect();
+                eprintln!(
+                    "sonde: skipping {} function{} of {binary} the kernel cannot probe (first instruction refused): {}{}",
+                    set.skipped().len(),
+                    if set.skipped().len() == 1 { "" } else { "s" },
+                    names.join(", "),
+                    if set.skipped().len() > 5 { ", …" } else { "" }
+                );
+            }
+            sets.push(set);
         }
-        let set = query.resolve()?;
-        if !set.skipped().is_empty() {
-            let names: Vec<&str> = set.skipped().iter().take(5).map(|(n, _)| n.as_str()).collect();
-            eprintln!(
-                "sonde: skipping {} function{} the kernel cannot probe (first instruction refused): {}{}",
-                set.skipped().len(),
-                if set.skipped().len() == 1 { "" } else { "s" },
-                names.join(", "),
-                if set.skipped().len() > 5 { ", …" } else { "" }
-            );
-        }
-        let n = u32::try_from(set.len()).map_err(|_| CliError::new("too many functions"))?;
+        let total: usize = sets.iter().map(FunctionSet::len).sum();
+        let n = u32::try_from(total).map_err(|_| CliError::new("too many functions"))?;
         let mut options = AttachOptions::default();
         if let Some(pid) = pid {
             options = options.pid(pid);
@@ -252,7 +312,8 @@ impl Session {
             options = options.tier(tier);
         }
         // One program per job: the maps are sized by the caller (indexed by
-        // cookie), the registry holds exactly these functions.
+        // cookie), the registry holds exactly these functions, cookies distinct
+        // across binaries (one multi link per binary).
         let mut builder = Job::builder(PROBES).capacity(n.max(1), &[]).options(options);
         for (map, entries) in sizes(n) {
             builder = builder.map_size(map, entries);
@@ -261,10 +322,13 @@ impl Session {
             builder = builder.program(p);
         }
         let mut job = builder.build()?;
-        spinner.set_message(format!("attaching {} to {} functions", programs.join(", "), set.len()));
-        let group = job.add_set(set)?;
+        spinner.set_message(format!("attaching {} to {total} functions", programs.join(", ")));
+        let mut groups = Vec::with_capacity(sets.len());
+        for set in sets {
+            groups.push(job.add_set(set)?);
+        }
         spinner.finish_and_clear();
-        Ok((job, group))
+        Ok((job, groups))
     }
 
     /// The object: the programs' maps.
@@ -272,12 +336,21 @@ impl Session {
         self.job.object()
     }
 
-    /// The functions; a function's cookie is its index here.
-    pub fn set(&self) -> &FunctionSet {
-        match self.job.group(self.group) {
-            Some((set, _)) => set,
-            None => unreachable!("the session's group lives as long as the session"),
+    /// Every function, binary by binary, with its cookie.
+    pub fn functions(&self) -> Vec<SessionFunction<'_>> {
+        let mut out = Vec::new();
+        for (set, cookies) in self.groups.iter().filter_map(|g| self.job.group(*g)) {
+            for (function, &cookie) in set.iter().zip(cookies) {
+                out.push(SessionFunction { cookie, set, function });
+            }
         }
+        out
+    }
+
+    /// Whether functions of more than one binary are traced (reports then
+    /// name each function's binary).
+    pub fn several_binaries(&self) -> bool {
+        self.groups.len() > 1
     }
 
     /// Waits for the end (signal, duration, command exit), calling `tick` every

@@ -34,7 +34,16 @@ pub fn run(common: &Common, nargs: usize) -> Result<i32, CliError> {
     let mut session = Session::start(common, "tracing", &["trace"], |_| Vec::new())?;
     let mut ring = RingBuf::new(session.object().map("EVENTS")?)?;
     let lost = PerCpuArray::<u64>::new(session.object().map("LOST")?)?;
-    let labels: Vec<String> = session.set().iter().map(|f| session.set().label(f)).collect();
+    // Labels indexed by cookie.
+    let several = session.several_binaries();
+    let mut labels: Vec<String> = Vec::new();
+    for f in &session.functions() {
+        let i = f.cookie as usize;
+        if labels.len() <= i {
+            labels.resize(i + 1, String::new());
+        }
+        labels[i] = crate::report::FunctionId::of(f, several).label;
+    }
     let t0 = monotonic_ns();
     let mut out = std::io::BufWriter::new(crate::session::report_output(common)?);
     if !common.json {

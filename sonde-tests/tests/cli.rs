@@ -394,3 +394,66 @@ fn json_with_a_command_keeps_stdout_to_the_report_and_o_writes_a_file() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("/nonexistent/dir/r.json"), "{err}");
 }
+
+#[test]
+fn several_binaries_in_one_run_with_distinct_cookies_and_exact_counts() {
+    let _s = serial();
+    require_root();
+    let pie = fixture("fixture-pie");
+    let lib = fixture("libvers.so");
+    let (specs_pie, specs_lib) = (format!("{pie}:fx_[abgd]*"), format!("{lib}:vers_*"));
+    let (code, out, err) = sonde(&["count", "--json", &specs_pie, &specs_lib, "--", &pie]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("7 functions of 2 binaries"), "{err}");
+    let report = json(&out);
+    let rows = report["functions"].as_array().expect("functions");
+    let mut seen: Vec<(String, String, u64)> = rows
+        .iter()
+        .map(|f| {
+            let binary = f["binary"]
+                .as_str()
+                .expect("binary named")
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            let name = match f["version"].as_str() {
+                Some(v) => format!("{}@{v}", f["name"].as_str().unwrap_or("")),
+                None => f["name"].as_str().unwrap_or("").to_string(),
+            };
+            (binary, name, f["count"].as_u64().expect("count"))
+        })
+        .collect();
+    seen.sort();
+    let want: Vec<(String, String, u64)> = [
+        ("fixture-pie", "fx_alpha", 1),
+        ("fixture-pie", "fx_beta", 2),
+        ("fixture-pie", "fx_delta", 4),
+        ("fixture-pie", "fx_gamma", 3),
+        ("libvers.so", "vers_add@VER_1", 0),
+        ("libvers.so", "vers_add@VER_2", 5),
+        ("libvers.so", "vers_mul@VER_2", 0),
+    ]
+    .iter()
+    .map(|(b, n, c)| (b.to_string(), n.to_string(), *c))
+    .collect();
+    assert_eq!(seen, want);
+    let mut cookies: Vec<u64> = rows.iter().map(|f| f["cookie"].as_u64().expect("cookie")).collect();
+    cookies.sort_unstable();
+    assert_eq!(
+        cookies,
+        (0..7).collect::<Vec<u64>>(),
+        "cookies distinct across binaries"
+    );
+    // The table names each function's binary; mixing forms is refused by name.
+    let (code, out, _) = sonde(&["count", &specs_pie, &specs_lib, "--", &pie]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("libvers.so:vers_add@@VER_2") && out.contains("fixture-pie:fx_delta"),
+        "{out}"
+    );
+    let (code, _, err) = sonde(&["count", &specs_pie, "fx_beta", "-d", "0.1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("`fx_beta` is not BINARY:PATTERN"), "{err}");
+    no_tracefs_entries_left();
+}
