@@ -19,54 +19,71 @@ struct Listed<'a> {
     ifunc: bool,
 }
 
-/// Runs `sonde list`.
+#[derive(Serialize)]
+struct Listing<'a> {
+    binary: &'a std::path::Path,
+    functions: Vec<Listed<'a>>,
+}
+
+/// Runs `sonde list`: `TARGET [PATTERN...]` (every function without patterns),
+/// or `BINARY:PATTERN...` for several binaries (cookies numbered across them,
+/// as `count` gives them; with `--json`, one object per binary and line).
 pub fn list(target: &str, patterns: &[String], pid: Option<u32>, json: bool) -> Result<i32, CliError> {
-    let mut q = Functions::in_binary(target);
-    q = if patterns.is_empty() {
-        q.pattern("*")
+    let groups = if crate::session::split_spec(target).is_some() || !patterns.is_empty() {
+        crate::session::probe_groups(target, patterns)?
     } else {
-        q.patterns(patterns.iter().cloned())
+        vec![(target.to_string(), vec!["*".to_string()])]
     };
-    if let Some(pid) = pid {
-        q = q.pid(pid);
-    }
-    let set = q.resolve()?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    if json {
-        let items: Vec<Listed> = set
-            .iter()
-            .map(|f| Listed {
-                name: &f.name,
-                demangled: set.demangled(f),
-                version: f.symbol.version.as_ref().map(|_| f.symbol.versioned_name()),
-                cookie: f.cookie,
-                address: f.symbol.address,
-                file_offset: f.file_offset,
-                size: f.symbol.size,
-                ifunc: f.symbol.ifunc,
-            })
-            .collect();
-        serde_json::to_writer(&mut out, &serde_json::json!({"binary": set.path(), "functions": items}))
-            .map_err(|e| CliError::new(e.to_string()))?;
-        writeln!(out)?;
-    } else {
-        writeln!(out, "{:>6} {:>12} {:>7}  FUNCTION", "COOKIE", "OFFSET", "SIZE")?;
-        for f in set.iter() {
-            let name = match &f.symbol.version {
-                Some(_) => f.symbol.versioned_name(),
-                None => set.display_name(f).to_string(),
+    let mut first_cookie = 0u64;
+    for (binary, patterns) in groups {
+        let mut q = Functions::in_binary(&binary).patterns(patterns);
+        if let Some(pid) = pid {
+            q = q.pid(pid);
+        }
+        let set = q.resolve()?;
+        if json {
+            let functions: Vec<Listed> = set
+                .iter()
+                .map(|f| Listed {
+                    name: &f.name,
+                    demangled: set.demangled(f),
+                    version: f.symbol.version.as_ref().map(|_| f.symbol.versioned_name()),
+                    cookie: first_cookie + f.cookie,
+                    address: f.symbol.address,
+                    file_offset: f.file_offset,
+                    size: f.symbol.size,
+                    ifunc: f.symbol.ifunc,
+                })
+                .collect();
+            let listing = Listing {
+                binary: set.path(),
+                functions,
             };
-            let note = if f.symbol.ifunc { "  [ifunc resolver]" } else { "" };
-            writeln!(
-                out,
-                "{:>6} {:>#12x} {:>7}  {name}{note}",
-                f.cookie, f.file_offset, f.symbol.size
-            )?;
+            serde_json::to_writer(&mut out, &listing).map_err(|e| CliError::new(e.to_string()))?;
+            writeln!(out)?;
+        } else {
+            writeln!(out, "{:>6} {:>12} {:>7}  FUNCTION", "COOKIE", "OFFSET", "SIZE")?;
+            for f in set.iter() {
+                let name = match &f.symbol.version {
+                    Some(_) => f.symbol.versioned_name(),
+                    None => set.display_name(f).to_string(),
+                };
+                let note = if f.symbol.ifunc { "  [ifunc resolver]" } else { "" };
+                writeln!(
+                    out,
+                    "{:>6} {:>#12x} {:>7}  {name}{note}",
+                    first_cookie + f.cookie,
+                    f.file_offset,
+                    f.symbol.size
+                )?;
+            }
+            writeln!(out, "{} functions in {}", set.len(), set.path().display())?;
+            if let Some(d) = set.symbols().debug_file() {
+                writeln!(out, "symbols from debug file {}", d.display())?;
+            }
         }
-        writeln!(out, "{} functions in {}", set.len(), set.path().display())?;
-        if let Some(d) = set.symbols().debug_file() {
-            writeln!(out, "symbols from debug file {}", d.display())?;
-        }
+        first_cookie += set.len() as u64;
     }
     out.flush()?;
     Ok(0)
