@@ -95,15 +95,32 @@ fn globs_select_exactly_the_expected_functions_and_fold_aliases() {
 #[test]
 fn demangled_names_cpp_overloads_and_rust_v0_and_legacy() {
     let cpp = find("fixture-cpp", &["geo::*"]);
+    // A function template's demangled name starts with its return type: the
+    // qualified name without it is matched.
     assert_eq!(
         names(&cpp),
         [
+            "double geo::twice<double>(double)",
             "geo::Shape::area(int) const",
             "geo::Shape::area(int, int) const",
             "geo::detail::scale(double)"
         ]
     );
     assert_eq!(find("fixture-cpp", &["geo::Shape::area"]).len(), 2, "every overload");
+    // A destructor's variants are separate functions with one demangled name:
+    // their labels tell them apart.
+    let dtor = find("fixture-cpp", &["Sq::~Sq"]);
+    let mut labels: Vec<String> = dtor.iter().map(|f| dtor.label(f)).collect();
+    labels.sort();
+    assert_eq!(
+        labels,
+        [
+            "Sq::~Sq() [base]",
+            "Sq::~Sq() [complete]",
+            "Sq::~Sq() [deleting]",
+            "Sq::~Sq() [unified]"
+        ]
+    );
     let one = find("fixture-cpp", &["geo::Shape::area(int) const"]);
     assert_eq!(
         one.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
@@ -177,6 +194,7 @@ fn pie_nopie_cpp_rust_and_shared_library_offsets_count_exactly() {
     assert_eq!(
         count("fixture-cpp", &[&cpp]),
         expect(&[
+            ("double geo::twice<double>(double)", 5),
             ("geo::Shape::area(int) const", 2),
             ("geo::Shape::area(int, int) const", 3),
             ("geo::detail::scale(double)", 4)

@@ -98,6 +98,45 @@ const ABBREVIATED: &[&str] = &[
     "double",
 ];
 
+/// `double geo::twice<double>(double)` → `geo::twice<double>(double)`: what
+/// follows the last space outside `<...>` before the parameter list, unless that
+/// space belongs to an operator name (`operator new`).
+pub(crate) fn without_return_type(d: &str) -> Option<&str> {
+    let mut depth = 0i32;
+    let mut last_space = None;
+    for (i, c) in d.char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth -= 1,
+            '(' if depth == 0 => {
+                let start = last_space? + 1;
+                return (!d[..start].trim_end().ends_with("operator")).then(|| &d[start..]);
+            }
+            ' ' if depth == 0 => last_space = Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The C++ constructor or destructor variant a mangled name is (`D1` complete
+/// object, `D2` base object, `D0` deleting, `C1`/`C2`, `C4`/`D4` unified), by
+/// its Itanium code before the end of the nested name.
+pub(crate) fn structor_variant(mangled: &str) -> Option<&'static str> {
+    let b = mangled.as_bytes();
+    let i = (0..b.len().saturating_sub(2))
+        .rev()
+        .find(|&i| matches!(b[i], b'C' | b'D') && b[i + 1].is_ascii_digit() && b[i + 2] == b'E')?;
+    Some(match (b[i], b[i + 1]) {
+        (b'C', b'1') | (b'D', b'1') => "complete",
+        (b'C', b'2') | (b'D', b'2') => "base",
+        (b'C', b'3') => "allocating",
+        (b'D', b'0') => "deleting",
+        (b'C', b'4') | (b'D', b'4') => "unified",
+        _ => return None,
+    })
+}
+
 /// Whether a mangled name is worth demangling to compare with `name`.
 pub(crate) fn may_be_mangled_form(name: &str) -> bool {
     name.contains("::") || name.contains(['(', '<', ' '])
@@ -171,8 +210,15 @@ impl Pattern {
 
     /// Whether demangled name `d` matches: as [`Pattern::matches`], and an exact
     /// name without parameters selects every overload (`ns::f` matches `ns::f(int)`).
+    /// A function template's demangled name starts with its return type
+    /// (`double geo::twice<double>(double)`): the qualified name without it is
+    /// matched too, so `geo::*` finds it.
     pub fn matches_demangled(&self, d: &str) -> bool {
-        self.matches(d) || (!self.is_glob() && d.strip_prefix(self.text.as_str()).is_some_and(|r| r.starts_with('(')))
+        let one = |d: &str| {
+            self.matches(d)
+                || (!self.is_glob() && d.strip_prefix(self.text.as_str()).is_some_and(|r| r.starts_with('(')))
+        };
+        one(d) || without_return_type(d).is_some_and(one)
     }
 
     /// Whether the pattern can only match a demangled name worth computing:
@@ -277,6 +323,27 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn return_types_and_structor_variants() {
+        assert_eq!(
+            without_return_type("double geo::twice<double>(double)"),
+            Some("geo::twice<double>(double)")
+        );
+        assert_eq!(without_return_type("geo::Shape::area(int) const"), None);
+        assert_eq!(without_return_type("operator new(unsigned long)"), None);
+        assert_eq!(
+            without_return_type("std::pair<int, int> f<std::pair<int, int> >(int)"),
+            Some("f<std::pair<int, int> >(int)")
+        );
+        assert!(Pattern::new("geo::*")
+            .unwrap()
+            .matches_demangled("double geo::twice<double>(double)"));
+        assert_eq!(structor_variant("_ZN2SqD1Ev"), Some("complete"));
+        assert_eq!(structor_variant("_ZN2SqD2Ev"), Some("base"));
+        assert_eq!(structor_variant("_ZN2SqD0Ev"), Some("deleting"));
+        assert_eq!(structor_variant("_ZN3geo5Shape4areaEi"), None);
+    }
 
     #[test]
     fn demangles_rust_v0_and_legacy_and_cpp() {

@@ -287,6 +287,9 @@ impl FunctionSet {
         let twin = names.get(name).is_some_and(|&n| n > 1);
         if twin && f.symbol.version.is_some() {
             f.symbol.versioned_name()
+        } else if let Some(variant) = twin.then(|| super::names::structor_variant(&f.name)).flatten() {
+            // `Sq::~Sq()` twice: the complete- and base-object destructors.
+            format!("{name} [{variant}]")
         } else {
             name.to_string()
         }
