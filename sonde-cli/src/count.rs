@@ -57,12 +57,74 @@ fn table(out: &mut (impl Write + ?Sized), rows: &[Row], limit: Option<usize>) ->
     Ok(lines)
 }
 
+/// One `-i` interval's calls (JSON).
+#[derive(Serialize)]
+struct Interval<'a> {
+    interval: Span,
+    functions: Vec<&'a Row>,
+}
+
+#[derive(Serialize)]
+struct Span {
+    start_s: f64,
+    end_s: f64,
+}
+
+/// Prints the calls made since `previous` (by cookie), and remembers the totals.
+fn print_interval(
+    out: &mut dyn Write,
+    json: bool,
+    rows: Vec<Row>,
+    previous: &mut std::collections::HashMap<u64, u64>,
+    span: Span,
+) -> Result<(), CliError> {
+    let deltas: Vec<Row> = rows
+        .into_iter()
+        .filter_map(|mut r| {
+            let before = previous.insert(r.id.cookie, r.count).unwrap_or(0);
+            r.count -= before.min(r.count);
+            (r.count > 0).then_some(r)
+        })
+        .collect();
+    let mut deltas = deltas;
+    deltas.sort_by(|a, b| b.count.cmp(&a.count).then(a.id.cookie.cmp(&b.id.cookie)));
+    if json {
+        let record = Interval {
+            interval: span,
+            functions: deltas.iter().collect(),
+        };
+        serde_json::to_writer(&mut *out, &record).map_err(|e| CliError::new(e.to_string()))?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "-- {:.1} s to {:.1} s", span.start_s, span.end_s)?;
+        table(out, &deltas, None)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
 /// Runs `sonde count`.
 pub fn run(common: &Common) -> Result<i32, CliError> {
     let mut session = Session::start(common, "counting calls of", &["count"], |n| vec![("COUNTS", n.max(1))])?;
-    let live = !common.json && common.output.is_none() && std::io::stdout().is_terminal();
+    let live = !common.json && common.output.is_none() && common.interval.is_none() && std::io::stdout().is_terminal();
     let mut drawn = 0usize;
-    let stop = session.wait(Duration::from_secs(1), |s| {
+    let mut previous = std::collections::HashMap::new();
+    let mut last = 0.0f64;
+    let every = common.interval.unwrap_or(Duration::from_secs(1));
+    let stop = session.wait(every, |s| {
+        if common.interval.is_some() {
+            let now = s.started.elapsed().as_secs_f64();
+            if let Ok(rows) = rows(s) {
+                let span = Span {
+                    start_s: last,
+                    end_s: now,
+                };
+                let mut out = std::io::stdout().lock();
+                let _ = print_interval(&mut out, common.json, rows, &mut previous, span);
+            }
+            last = now;
+            return;
+        }
         if !live {
             return;
         }
@@ -76,6 +138,22 @@ pub fn run(common: &Common) -> Result<i32, CliError> {
     });
     let rows = rows(&session)?;
     let (seconds, tier) = (session.started.elapsed().as_secs_f64(), session.tier());
+    if common.interval.is_some() {
+        // The last, partial interval: the intervals add up to the totals.
+        let span = Span {
+            start_s: last,
+            end_s: seconds,
+        };
+        let mut out = std::io::stdout().lock();
+        let now: Vec<Row> = rows
+            .iter()
+            .map(|r| Row {
+                id: r.id.clone(),
+                count: r.count,
+            })
+            .collect();
+        print_interval(&mut out, common.json, now, &mut previous, span)?;
+    }
     session.finish(stop, common, rows, |out, rows| {
         if drawn > 0 {
             write!(out, "\x1b[{drawn}A\x1b[J")?;

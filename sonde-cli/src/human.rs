@@ -1,7 +1,19 @@
-//! Numbers for people: `1.2k`, `35 µs`.
+//! Numbers for people: `1.2k`, `35 µs` (or exact, with `--exact`).
 
-/// A count: `999`, `1.2k`, `35k`, `1.2M`, `3.4G`.
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static EXACT: AtomicBool = AtomicBool::new(false);
+
+/// Counts printed whole from now on (`--exact`).
+pub fn set_exact(exact: bool) {
+    EXACT.store(exact, Ordering::Relaxed);
+}
+
+/// A count: `999`, `1.2k`, `35k`, `1.2M`, `3.4G` (whole with `--exact`).
 pub fn count(n: u64) -> String {
+    if EXACT.load(Ordering::Relaxed) {
+        return n.to_string();
+    }
     scaled(
         n,
         &[

@@ -5,7 +5,7 @@ use sonde::{FunctionSet, Tier};
 use crate::CliError;
 
 /// How a report names a function: raw and demangled names, version, cookie.
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, Clone)]
 pub struct FunctionId {
     /// Raw symbol name.
     pub name: String,

@@ -45,6 +45,13 @@ pub struct Common {
     /// JSON (`sonde count --json ... -- cmd | jq` works).
     #[arg(long)]
     pub json: bool,
+    /// Print counts whole (`18342`, not `18k`).
+    #[arg(long)]
+    pub exact: bool,
+    /// Also print a table every SECS seconds with the calls of that interval
+    /// (`count`; with `--json`, one `{"interval", "functions"}` line each).
+    #[arg(short, long, value_name = "SECS", value_parser = parse_duration)]
+    pub interval: Option<Duration>,
     /// Write the report (table, JSON, trace lines) to FILE instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<std::path::PathBuf>,
@@ -214,6 +221,7 @@ impl Session {
     ) -> Result<Session, CliError> {
         let t0 = Instant::now();
         require_privileges("to load eBPF programs and attach uprobes")?;
+        crate::human::set_exact(common.exact);
         // A report that cannot be written is said before anything attaches.
         if common.output.is_some() {
             drop(report_output(common)?);

@@ -457,3 +457,33 @@ fn several_binaries_in_one_run_with_distinct_cookies_and_exact_counts() {
     assert!(err.contains("`fx_beta` is not BINARY:PATTERN"), "{err}");
     no_tracefs_entries_left();
 }
+
+#[test]
+fn intervals_add_up_to_the_totals() {
+    let _s = serial();
+    require_root();
+    let sleeper = fixture("fixture-sleeper");
+    let (code, out, err) = sonde(&["count", "-i", "0.02", "--json", &sleeper, "fx_*", "--", &sleeper]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<Value> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let (summary, intervals) = lines.split_last().expect("a summary");
+    assert!(intervals.len() >= 2, "{out}");
+    let mut sums = std::collections::BTreeMap::<String, u64>::new();
+    let mut end = 0.0;
+    for i in intervals {
+        let start = i["interval"]["start_s"].as_f64().expect("start");
+        assert!((start - end).abs() < 1e-9, "intervals are contiguous: {i}");
+        end = i["interval"]["end_s"].as_f64().expect("end");
+        for f in i["functions"].as_array().expect("functions") {
+            *sums.entry(f["name"].as_str().expect("name").to_string()).or_default() +=
+                f["count"].as_u64().expect("count");
+        }
+    }
+    let totals: std::collections::BTreeMap<String, u64> = counts(summary).into_iter().filter(|(_, c)| *c > 0).collect();
+    assert_eq!(sums, totals);
+    assert_eq!(totals.get("fx_sleep_ms"), Some(&3));
+}
