@@ -487,3 +487,68 @@ fn intervals_add_up_to_the_totals() {
     assert_eq!(sums, totals);
     assert_eq!(totals.get("fx_sleep_ms"), Some(&3));
 }
+
+#[test]
+fn with_p_a_path_is_the_path_inside_the_process_mount_namespace() {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    let _s = serial();
+    require_root();
+    // A directory empty here, with a private tmpfs holding the fixture in the
+    // process's own mount namespace.
+    let dir = fixtures().join("ns-private");
+    let _ = std::fs::create_dir_all(&dir);
+    let d = dir.to_string_lossy().into_owned();
+    let script = format!(
+        "mount -t tmpfs none {d} && cp {pie} {lib} {d}/ && exec {d}/fixture-pie",
+        pie = fixture("fixture-pie"),
+        lib = fixture("libvers.so")
+    );
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script]).stdin(Stdio::piped()).stdout(Stdio::piped());
+    // SAFETY: unshare and mount between fork and exec: plain syscalls.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let flags = libc::MS_REC | libc::MS_PRIVATE;
+            if libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                flags,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut app = cmd.spawn().expect("spawn in a mount namespace");
+    let pid = app.id().to_string();
+    // Wait for the exec (the fixture then blocks on stdin).
+    let exe = format!("/proc/{pid}/exe");
+    for _ in 0..500 {
+        if std::fs::read_link(&exe).is_ok_and(|p| p.ends_with("fixture-pie")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!dir.join("fixture-pie").exists(), "not visible outside the namespace");
+    let inside = format!("{d}/fixture-pie");
+    let mut sonde_child = Command::new(sonde_bin())
+        .args(["count", "--json", "-p", &pid, &inside, "fx_*"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sonde");
+    let err = sonde_tests::until_attached(&mut sonde_child);
+    app.stdin.take().expect("stdin").write_all(b"go\n").expect("go");
+    let status = app.wait().expect("app");
+    assert!(status.success());
+    let (code, out, rest) = sonde_tests::finish_within(&mut sonde_child, err, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{rest}");
+    assert_eq!(counts(&json(&out)), owned(&FX_COUNTS));
+}

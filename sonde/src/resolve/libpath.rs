@@ -85,7 +85,8 @@ pub fn find_binary(name: &Path, pid: Option<u32>) -> Result<PathBuf, TargetError
 }
 
 /// Absolute `path` as process `pid` sees it: through `/proc/PID/root` when the
-/// process has another root (a container), else unchanged.
+/// process has another root or another mount namespace (a container, `unshare
+/// -m` with its own mounts), else unchanged.
 fn as_seen_by(pid: u32, path: &Path) -> PathBuf {
     if foreign_root(pid) {
         Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path))
@@ -137,14 +138,15 @@ fn find_in_dir(dir: &Path, wanted: &str) -> Option<PathBuf> {
     hits.into_iter().next()
 }
 
-/// Whether process `pid` sees another root directory than we do.
+/// Whether process `pid` sees files differently from us: another root
+/// directory, or another mount namespace (the same root with other mounts).
 fn foreign_root(pid: u32) -> bool {
-    let theirs = std::fs::metadata(format!("/proc/{pid}/root"));
-    let ours = std::fs::metadata("/proc/self/root");
-    match (theirs, ours) {
+    let differs = |theirs: String, ours: &str| match (std::fs::metadata(theirs), std::fs::metadata(ours)) {
         (Ok(a), Ok(b)) => (a.dev(), a.ino()) != (b.dev(), b.ino()),
         _ => false,
-    }
+    };
+    differs(format!("/proc/{pid}/root"), "/proc/self/root")
+        || differs(format!("/proc/{pid}/ns/mnt"), "/proc/self/ns/mnt")
 }
 
 /// The library paths of glibc's `ld.so.cache` (new format, with or without the
