@@ -32,6 +32,10 @@ pub struct Common {
     /// sonde ends, with its summary, when the process exits.
     #[arg(short, long, value_name = "PID", conflicts_with = "command", value_parser = parse_pid, allow_negative_numbers = true)]
     pub pid: Option<u32>,
+    /// Look binaries up as process PID sees them (its mount namespace and
+    /// libraries: a container), but trace every process that runs them.
+    #[arg(long, value_name = "PID", conflicts_with = "pid", value_parser = parse_pid)]
+    pub container: Option<u32>,
     /// Stop after SECS seconds, e.g. 10 or 0.5 (default: at Ctrl-C, or when
     /// COMMAND exits).
     #[arg(short, long, value_name = "SECS", value_parser = parse_duration, allow_negative_numbers = true)]
@@ -294,7 +298,7 @@ impl Session {
                 sonde::resolve::shorten(&patterns.join(" "))
             ));
             let mut query = Functions::in_binary(&binary).patterns(patterns);
-            if let Some(pid) = pid {
+            if let Some(pid) = pid.or(common.container) {
                 query = query.pid(pid);
             }
             let set = query.resolve()?;

@@ -488,14 +488,12 @@ fn intervals_add_up_to_the_totals() {
     assert_eq!(totals.get("fx_sleep_ms"), Some(&3));
 }
 
-#[test]
-fn with_p_a_path_is_the_path_inside_the_process_mount_namespace() {
+/// Starts fixture-pie from a private tmpfs in a mount namespace of its own
+/// (the directory is empty here), counts `fx_*` with `sonde count --json FLAG
+/// PID /that/path`, lets it run, and returns the counts.
+fn count_in_a_private_mount_namespace(flag: &str) -> Vec<(String, u64)> {
     use std::io::Write;
     use std::os::unix::process::CommandExt;
-    let _s = serial();
-    require_root();
-    // A directory empty here, with a private tmpfs holding the fixture in the
-    // process's own mount namespace.
     let dir = fixtures().join("ns-private");
     let _ = std::fs::create_dir_all(&dir);
     let d = dir.to_string_lossy().into_owned();
@@ -539,16 +537,30 @@ fn with_p_a_path_is_the_path_inside_the_process_mount_namespace() {
     assert!(!dir.join("fixture-pie").exists(), "not visible outside the namespace");
     let inside = format!("{d}/fixture-pie");
     let mut sonde_child = Command::new(sonde_bin())
-        .args(["count", "--json", "-p", &pid, &inside, "fx_*"])
+        .args(["count", "--json", flag, &pid, &inside, "fx_*"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn sonde");
     let err = sonde_tests::until_attached(&mut sonde_child);
     app.stdin.take().expect("stdin").write_all(b"go\n").expect("go");
-    let status = app.wait().expect("app");
-    assert!(status.success());
+    assert!(app.wait().expect("app").success());
+    if flag != "-p" {
+        // Not scoped to that process: sonde runs until stopped.
+        // SAFETY: signals our own child.
+        unsafe { libc::kill(sonde_child.id() as i32, libc::SIGINT) };
+    }
     let (code, out, rest) = sonde_tests::finish_within(&mut sonde_child, err, Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{rest}");
-    assert_eq!(counts(&json(&out)), owned(&FX_COUNTS));
+    assert_eq!(code, Some(if flag == "-p" { 0 } else { 130 }), "{rest}");
+    counts(&json(&out))
+}
+
+#[test]
+fn a_path_is_looked_up_in_the_mount_namespace_of_the_process_or_container() {
+    let _s = serial();
+    require_root();
+    // -p: that process only; --container: files as it sees them, every process.
+    for flag in ["-p", "--container"] {
+        assert_eq!(count_in_a_private_mount_namespace(flag), owned(&FX_COUNTS), "{flag}");
+    }
 }
