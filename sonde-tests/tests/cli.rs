@@ -24,6 +24,14 @@ fn sonde(args: &[&str]) -> (i32, String, String) {
     sonde_tests::run_sonde(args)
 }
 
+/// Every line of `text` that is a JSON object (JSON Lines), parsed.
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
 fn json(text: &str) -> Value {
     // The traced command prints its own line first; the JSON object is the last.
     let line = text
@@ -219,11 +227,7 @@ fn trace_prints_every_call_with_its_arguments_in_order() {
     let pie = fixture("fixture-pie");
     let (code, out, err) = sonde(&["trace", "--json", "--args", "2", &pie, "fx_*", "--", &pie]);
     assert_eq!(code, 0, "{err}");
-    let lines: Vec<Value> = out
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
+    let lines = json_lines(&out);
     let got: Vec<(String, u64)> = lines
         .iter()
         .map(|l| {
@@ -383,10 +387,7 @@ fn json_with_a_command_keeps_stdout_to_the_report_and_o_writes_a_file() {
     assert_eq!(out.trim(), "577", "stdout is the command's");
     let text = std::fs::read_to_string(&file).expect("report file");
     let _ = std::fs::remove_file(&file);
-    let lines: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON Lines ({e}): {l}")))
-        .collect();
+    let lines = json_lines(&text);
     assert_eq!(lines.len(), 1, "fx_alpha is called once: {text}");
     assert_eq!(lines[0]["function"], "fx_alpha");
     // A report that cannot be written is an error naming the file, before attaching.
@@ -465,11 +466,7 @@ fn intervals_add_up_to_the_totals() {
     let sleeper = fixture("fixture-sleeper");
     let (code, out, err) = sonde(&["count", "-i", "0.02", "--json", &sleeper, "fx_*", "--", &sleeper]);
     assert_eq!(code, 0, "{err}");
-    let lines: Vec<Value> = out
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
+    let lines = json_lines(&out);
     let (summary, intervals) = lines.split_last().expect("a summary");
     assert!(intervals.len() >= 2, "{out}");
     let mut sums = std::collections::BTreeMap::<String, u64>::new();
