@@ -387,6 +387,10 @@ fn json_with_a_command_keeps_stdout_to_the_report_and_o_writes_a_file() {
     assert_eq!(out.trim(), "577", "stdout is the command's");
     let text = std::fs::read_to_string(&file).expect("report file");
     let _ = std::fs::remove_file(&file);
+    assert!(
+        text.lines().all(|l| l.starts_with('{')),
+        "only JSON Lines in the file: {text}"
+    );
     let lines = json_lines(&text);
     assert_eq!(lines.len(), 1, "fx_alpha is called once: {text}");
     assert_eq!(lines[0]["function"], "fx_alpha");
