@@ -112,7 +112,7 @@ pub(crate) fn target_error(
             return AttachError::TooManyFiles {
                 attached,
                 wanted,
-                limit: crate::sys::raise_nofile(0),
+                limit: crate::sys::fd_soft_limit(),
             }
         }
         Some(libc::ENOENT) => " (the file is gone: check the path)",

@@ -56,7 +56,6 @@ pub struct FunctionMatch {
 /// each once.
 #[derive(Debug, Clone)]
 pub struct FunctionSet {
-    path: PathBuf,
     binary: Arc<BinaryFile>,
     table: Arc<SymbolTable>,
     /// How many functions of the set show each display name (for
@@ -192,7 +191,6 @@ impl Functions {
             })
             .collect();
         Ok(FunctionSet {
-            path: binary.path().to_path_buf(),
             binary,
             table,
             names: std::sync::OnceLock::new(),
@@ -232,7 +230,7 @@ impl Functions {
 impl FunctionSet {
     /// The binary's canonical path.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.binary.path()
     }
 
     /// The selected functions; `cookie` is the index.
@@ -320,7 +318,7 @@ impl FunctionSet {
     pub fn as_targets(&self) -> Vec<Target> {
         self.functions
             .iter()
-            .map(|f| Target::file_offset(&self.path, f.file_offset).cookie(f.cookie))
+            .map(|f| Target::file_offset(self.binary.path(), f.file_offset).cookie(f.cookie))
             .collect()
     }
 }

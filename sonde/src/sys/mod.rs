@@ -180,78 +180,62 @@ pub(crate) fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
     }
 }
 
+/// The `RLIMIT_NOFILE` in force, if it can be read.
+fn nofile() -> Option<libc::rlimit> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out-pointer.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim)
+}
+
+/// Raises the soft limit of `lim` to `want` (capped at the hard limit) if it is
+/// lower; returns the soft limit now in force.
+fn raise_soft(lim: libc::rlimit, want: u64) -> u64 {
+    let want = want.min(lim.rlim_max);
+    if lim.rlim_cur >= want {
+        return lim.rlim_cur;
+    }
+    let new = libc::rlimit {
+        rlim_cur: want,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: valid in-pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } == 0 {
+        want
+    } else {
+        lim.rlim_cur
+    }
+}
+
 /// Raises `RLIMIT_NOFILE`'s soft limit to the hard limit (at most 2^20), as
 /// tracers that hold a descriptor per probe do at start: with the common soft
 /// limit of 1024, even probing the kernel's features can run out. Returns the
 /// soft limit now in force.
 pub fn raise_fd_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid out-pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return 0;
-    }
-    let want = lim.rlim_max.min(1 << 20);
-    if lim.rlim_cur < want {
-        let new = libc::rlimit {
-            rlim_cur: want,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: valid in-pointer.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } == 0 {
-            return want;
-        }
-    }
-    lim.rlim_cur
+    nofile().map_or(0, |lim| raise_soft(lim, 1 << 20))
+}
+
+/// The soft `RLIMIT_NOFILE` in force (0 if unknown).
+pub(crate) fn fd_soft_limit() -> u64 {
+    nofile().map_or(0, |lim| lim.rlim_cur)
 }
 
 /// Makes room for `needed` more descriptors: raises `RLIMIT_NOFILE`'s soft limit
-/// (up to the hard limit) before anything is opened. `Err(hard limit)` when even
-/// the hard limit cannot hold them with those already open.
+/// (up to the hard limit) before anything is opened, counting the descriptors
+/// open once. `Err(hard limit)` when even the hard limit cannot hold them with
+/// those already open.
 pub(crate) fn reserve_fds(needed: u64) -> Result<(), u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid out-pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+    let Some(lim) = nofile() else {
         return Ok(()); // cannot tell: let the calls say
-    }
+    };
     let open = std::fs::read_dir("/proc/self/fd").map_or(64, |d| d.count() as u64);
-    let want = open.saturating_add(needed).saturating_add(16);
-    if want > lim.rlim_max {
+    if open.saturating_add(needed).saturating_add(16) > lim.rlim_max {
         return Err(lim.rlim_max);
     }
-    raise_nofile(needed);
+    raise_soft(lim, open.saturating_add(needed).saturating_add(64));
     Ok(())
-}
-
-/// Raises `RLIMIT_NOFILE`'s soft limit to hold at least `needed` more descriptors,
-/// as far as the hard limit allows. Returns the new soft limit.
-pub(crate) fn raise_nofile(needed: u64) -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid out-pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return 0;
-    }
-    let open = std::fs::read_dir("/proc/self/fd").map_or(64, |d| d.count() as u64);
-    let want = open + needed + 64;
-    if lim.rlim_cur < want {
-        let new = libc::rlimit {
-            rlim_cur: want.min(lim.rlim_max),
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: valid in-pointer.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } == 0 {
-            return new.rlim_cur;
-        }
-    }
-    lim.rlim_cur
 }
 
 /// Kernels before 5.11 charge BPF memory to `RLIMIT_MEMLOCK`: lift it (best effort).
