@@ -32,9 +32,9 @@ impl FunctionId {
         let binary = several_binaries.then(|| set.path().display().to_string());
         let label = set.label(f.function);
         FunctionId {
-            name: f.function.name.clone(),
+            name: f.function.name.to_string(),
             demangled: set.demangled(f.function).map(str::to_string),
-            version: f.function.symbol.version.clone(),
+            version: f.function.symbol.version.as_deref().map(str::to_string),
             label: match &binary {
                 Some(_) => format!(
                     "{}:{label}",

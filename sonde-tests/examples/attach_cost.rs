@@ -18,7 +18,7 @@ fn main() {
         .filter(|f| f.size > 0 && seen.insert(f.file_offset))
         .take(n)
         .zip(1u64..)
-        .map(|(f, c)| Target::symbol(libc, &f.name).cookie(c))
+        .map(|(f, c)| Target::symbol(libc, &*f.name).cookie(c))
         .collect();
     let mut idle = std::process::Command::new("sleep").arg("600").spawn().expect("sleep");
     let mut pending = Vec::new();

@@ -30,10 +30,10 @@ fn fx(binary: &Path) -> sonde::FunctionSet {
 }
 
 fn by_name(object: &Object, set: &sonde::FunctionSet) -> BTreeMap<String, u64> {
-    let mut out: BTreeMap<String, u64> = set.iter().map(|f| (f.name.clone(), 0)).collect();
+    let mut out: BTreeMap<String, u64> = set.iter().map(|f| (f.name.to_string(), 0)).collect();
     for (cookie, n) in counts(object, "COUNTS") {
         let f = set.get(cookie).expect("cookie of the set");
-        *out.get_mut(&f.name).expect("name") += n;
+        *out.get_mut(&*f.name).expect("name") += n;
     }
     out
 }
@@ -193,7 +193,7 @@ fn every_location_kind_is_proven_to_start_an_instruction() {
     let pie = fixtures().join("fixture-pie");
     let alpha = fx(&pie)
         .iter()
-        .find(|f| f.name == "fx_alpha")
+        .find(|f| &*f.name == "fx_alpha")
         .cloned()
         .expect("fx_alpha");
     // fx_alpha is `lea 0x1(%rdi),%eax` (3 bytes), then `ret`.
@@ -244,7 +244,7 @@ fn a_mid_instruction_file_offset_never_reaches_the_kernel() {
     let pie = fixtures().join("fixture-pie");
     let alpha = fx(&pie)
         .iter()
-        .find(|f| f.name == "fx_alpha")
+        .find(|f| &*f.name == "fx_alpha")
         .cloned()
         .expect("fx_alpha");
     let before = sonde::inspect::links().expect("links").len();

@@ -75,9 +75,9 @@ fn globs_select_exactly_the_expected_functions_and_fold_aliases() {
         ["fx_locked"],
         "a LOCK-prefixed first instruction is left out of a glob"
     );
-    let alpha = all.iter().find(|f| f.name == "fx_alpha").expect("fx_alpha");
+    let alpha = all.iter().find(|f| &*f.name == "fx_alpha").expect("fx_alpha");
     assert_eq!(
-        alpha.symbol.aliases,
+        alpha.symbol.aliases.iter().map(|a| &**a).collect::<Vec<_>>(),
         ["fx_alpha_alias"],
         "the alias is folded into one function"
     );
@@ -123,7 +123,7 @@ fn demangled_names_cpp_overloads_and_rust_v0_and_legacy() {
     );
     let one = find("fixture-cpp", &["geo::Shape::area(int) const"]);
     assert_eq!(
-        one.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+        one.iter().map(|f| &*f.name).collect::<Vec<_>>(),
         ["_ZNK3geo5Shape4areaEi"]
     );
     // Raw names match too, and both names are reported.

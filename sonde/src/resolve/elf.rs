@@ -7,7 +7,7 @@
 //! `.dynsym` and from the name itself for `.symtab`.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
@@ -21,14 +21,14 @@ use super::TargetError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionSymbol {
     /// Name as in the symbol table, without a version suffix.
-    pub name: String,
+    pub name: Arc<str>,
     /// Symbol version (`GLIBC_2.2.5`), when the symbol has one.
-    pub version: Option<String>,
+    pub version: Option<Arc<str>>,
     /// Whether that version is the default one (`name@@VER`) rather than a
     /// compatibility one (`name@VER`).
     pub default_version: bool,
     /// Other names at the same address (probed once, under the first name).
-    pub aliases: Vec<String>,
+    pub aliases: Vec<Arc<str>>,
     /// Virtual address (`st_value`).
     pub address: u64,
     /// Size in bytes (0 if unknown).
@@ -46,7 +46,7 @@ impl FunctionSymbol {
         match &self.version {
             Some(v) if self.default_version => format!("{}@@{v}", self.name),
             Some(v) => format!("{}@{v}", self.name),
-            None => self.name.clone(),
+            None => self.name.to_string(),
         }
     }
 }
@@ -262,7 +262,7 @@ impl SymbolTable {
             .map(|i| i as usize)
             .filter(move |&i| {
                 let f = &self.functions[i];
-                f.name == name || f.aliases.iter().any(|a| *a == name)
+                &*f.name == name || f.aliases.iter().any(|a| &**a == name)
             })
     }
 
@@ -479,7 +479,7 @@ impl SymbolTable {
                 looked(&self.looked_for_debug)
             );
         }
-        let close = names::closest(name, self.functions.iter().map(|f| f.name.as_str()), 5);
+        let close = names::closest(name, self.functions.iter().map(|f| &*f.name), 5);
         let mut hint = if close.is_empty() {
             format!(" ({} functions defined there)", self.functions.len())
         } else {

@@ -81,7 +81,7 @@ pub fn sites(targets: &[Target]) -> Result<Vec<ProbeSite>, TargetError> {
             ref_ctr_offset: t.ref_ctr_offset(),
             attach_cookie: t.cookie_value(),
             value: t.cookie_value(),
-            symbol,
+            symbol: symbol.map(Arc::from),
         });
     }
     Ok(out)
@@ -99,14 +99,14 @@ fn locate(table: &SymbolTable, t: &Target) -> Result<(u64, Option<String>), Targ
                 .unwrap_or((f, f.size));
             if *offset > 0 && (extent == 0 || *offset >= extent) {
                 return Err(TargetError::OffsetOutsideSymbol {
-                    symbol: f.name.clone(),
+                    symbol: f.name.to_string(),
                     offset: *offset,
                     size: extent,
                     binary: path(),
                 });
             }
             check_boundary(table, f, extent, *offset)?;
-            return Ok((f.file_offset + offset, Some(f.name.clone())));
+            return Ok((f.file_offset + offset, Some(f.name.to_string())));
         }
         Location::FileOffset(off) => {
             if *off >= table.file_size() {
@@ -146,7 +146,7 @@ fn locate(table: &SymbolTable, t: &Target) -> Result<(u64, Option<String>), Targ
         Some((f, extent)) => {
             check_boundary(table, f, extent, address - f.address)?;
             let symbol = if address == f.address {
-                f.name.clone()
+                f.name.to_string()
             } else {
                 format!("{}+{:#x}", f.name, address - f.address)
             };
@@ -168,7 +168,7 @@ fn check_boundary(table: &SymbolTable, f: &FunctionSymbol, extent: u64, offset: 
         return Ok(());
     }
     let inside = |instruction| TargetError::NotInstructionBoundary {
-        symbol: f.name.clone(),
+        symbol: f.name.to_string(),
         offset,
         instruction,
         binary: table.path().to_path_buf(),

@@ -44,7 +44,7 @@ pub struct FunctionMatch {
     pub cookie: u64,
     /// Raw symbol name (without version); its demangled form is
     /// [`FunctionSet::demangled`] (computed on demand: a set can hold 100k names).
-    pub name: String,
+    pub name: Arc<str>,
     /// The symbol as found (version, aliases, address, size, offset, ifunc).
     pub symbol: FunctionSymbol,
     /// File offset of its entry.
@@ -158,19 +158,19 @@ impl Functions {
                 None => kept.push((i, exact)),
                 Some(reason) if exact => {
                     return Err(TargetError::NotProbeable {
-                        symbol: f.name.clone(),
+                        symbol: f.name.to_string(),
                         binary: table.path().to_path_buf(),
                         reason,
                     })
                 }
-                Some(reason) => skipped.push((f.name.clone(), reason)),
+                Some(reason) => skipped.push((f.name.to_string(), reason)),
             }
         }
         chosen = kept;
         if chosen.is_empty() {
             if let Some((name, reason)) = skipped.first() {
                 return Err(TargetError::NotProbeable {
-                    symbol: name.clone(),
+                    symbol: name.to_string(),
                     binary: table.path().to_path_buf(),
                     reason,
                 });

@@ -3,6 +3,7 @@
 //! over one mapping.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use object::elf::{PF_X, PT_LOAD, SHN_UNDEF, STT_FUNC, STT_GNU_IFUNC};
 use object::read::elf::{ElfFile, FileHeader, ProgramHeader as _, SectionHeader as _, Sym as _};
@@ -20,8 +21,8 @@ pub(super) struct Segment {
 
 /// One symbol as read, before aliases are folded.
 pub(super) struct RawSym {
-    pub name: String,
-    pub version: Option<(String, bool)>,
+    pub name: Arc<str>,
+    pub version: Option<(Arc<str>, bool)>,
     pub address: u64,
     pub size: u64,
     pub ifunc: bool,
@@ -128,8 +129,8 @@ fn read_elf<Elf: FileHeader<Endian = object::Endianness>>(
             let at = raw.as_bytes().iter().position(|&b| b == b'@');
             let (name, version) = match at.map(|i| (&raw[..i], &raw[i + 1..])) {
                 Some((n, v)) => match v.strip_prefix('@') {
-                    Some(v) => (n.to_string(), Some((v.to_string(), true))),
-                    None => (n.to_string(), Some((v.to_string(), false))),
+                    Some(v) => (Arc::from(n), Some((Arc::from(v), true))),
+                    None => (Arc::from(n), Some((Arc::from(v), false))),
                 },
                 None => {
                     let v = match (&versions, dynamic) {
@@ -139,11 +140,11 @@ fn read_elf<Elf: FileHeader<Endian = object::Endianness>>(
                                 .ok()
                                 .flatten()
                                 .filter(|_| !vi.is_global() && !vi.is_local())
-                                .map(|ver| (String::from_utf8_lossy(ver.name()).into_owned(), !vi.is_hidden()))
+                                .map(|ver| (Arc::from(String::from_utf8_lossy(ver.name())), !vi.is_hidden()))
                         }
                         _ => None,
                     };
-                    (raw.into_owned(), v)
+                    (Arc::from(&*raw), v)
                 }
             };
             out.defined.push(RawSym {

@@ -29,7 +29,7 @@ pub struct ProbeSite {
     /// The caller's value.
     pub value: u64,
     /// The symbol, when resolved from one (`name` or `name+0x..`).
-    pub symbol: Option<String>,
+    pub symbol: Option<Arc<str>>,
 }
 
 impl ProbeSite {

@@ -222,11 +222,20 @@ pub(crate) fn fd_soft_limit() -> u64 {
     nofile().map_or(0, |lim| lim.rlim_cur)
 }
 
+/// Reservations up to this many descriptors are not counted ahead.
+const FEW_FDS: u64 = 4;
+
 /// Makes room for `needed` more descriptors: raises `RLIMIT_NOFILE`'s soft limit
 /// (up to the hard limit) before anything is opened, counting the descriptors
 /// open once. `Err(hard limit)` when even the hard limit cannot hold them with
 /// those already open.
 pub(crate) fn reserve_fds(needed: u64) -> Result<(), u64> {
+    // A handful (a multi plan: one program, one link per binary) is not worth
+    // listing /proc/self/fd for: were the table full, the first call would fail
+    // with EMFILE, before anything half-done.
+    if needed <= FEW_FDS {
+        return Ok(());
+    }
     let Some(lim) = nofile() else {
         return Ok(()); // cannot tell: let the calls say
     };
