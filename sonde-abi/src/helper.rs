@@ -27,6 +27,8 @@ pub const PERF_EVENT_OUTPUT: u32 = 25;
 pub const GET_STACK: u32 = 67;
 /// `bpf_probe_read_user` (5.5).
 pub const PROBE_READ_USER: u32 = 112;
+/// `bpf_probe_read_kernel` (5.5).
+pub const PROBE_READ_KERNEL: u32 = 113;
 /// `bpf_probe_read_user_str` (5.5).
 pub const PROBE_READ_USER_STR: u32 = 114;
 /// `bpf_ringbuf_output` (5.8).

@@ -10,3 +10,16 @@ pub const BPF_TRACE_UPROBE_MULTI: u32 = 48;
 pub const BPF_TRACE_UPROBE_SESSION: u32 = 57;
 /// `BPF_F_UPROBE_MULTI_RETURN`: the multi link fires at function return.
 pub const BPF_F_UPROBE_MULTI_RETURN: u32 = 1;
+/// `BPF_PROG_TYPE_TRACEPOINT` (4.7): a program on a kernel tracepoint, reading
+/// the event's record (layout in tracefs `events/CATEGORY/EVENT/format`).
+pub const BPF_PROG_TYPE_TRACEPOINT: u32 = 5;
+/// The section prefix of tracepoint programs: `tracepoint/CATEGORY/EVENT`.
+pub const TRACEPOINT_SECTION_PREFIX: &str = "tracepoint";
+
+/// The category and event a section `tracepoint/CATEGORY/EVENT` names.
+pub fn tracepoint_of_section(section: &str) -> Option<(&str, &str)> {
+    let rest = section.strip_prefix(TRACEPOINT_SECTION_PREFIX)?.strip_prefix('/')?;
+    let (category, event) = rest.split_once('/')?;
+    let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    (ok(category) && ok(event)).then_some((category, event))
+}

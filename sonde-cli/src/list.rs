@@ -17,6 +17,9 @@ struct Listed<'a> {
     file_offset: u64,
     size: u64,
     ifunc: bool,
+    /// For an ifunc: the implementation probed instead of its resolver.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    implementation: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -54,6 +57,7 @@ pub fn list(target: &str, patterns: &[String], pid: Option<u32>, json: bool) -> 
                     file_offset: f.file_offset,
                     size: f.symbol.size,
                     ifunc: f.symbol.ifunc,
+                    implementation: f.implementation.as_ref().map(|m| m.label()),
                 })
                 .collect();
             let listing = Listing {
@@ -69,7 +73,13 @@ pub fn list(target: &str, patterns: &[String], pid: Option<u32>, json: bool) -> 
                     Some(_) => f.symbol.versioned_name(),
                     None => set.display_name(f).to_string(),
                 };
-                let note = if f.symbol.ifunc { "  [ifunc resolver]" } else { "" };
+                let note = match (&f.implementation, f.symbol.ifunc) {
+                    (Some(m), _) => format!("  [ifunc: calls reach {}, probed there]", m.label()),
+                    (None, true) => {
+                        "  [ifunc resolver: runs once per binding; implementation unknown here]".to_string()
+                    }
+                    (None, false) => String::new(),
+                };
                 writeln!(
                     out,
                     "{:>6} {:>#12x} {:>7}  {name}{note}",

@@ -126,6 +126,7 @@ from_display!(
     sonde::AttachError,
     sonde::ProgramError,
     sonde::maps::MapError,
+    sonde::TracepointError,
     std::io::Error
 );
 

@@ -22,6 +22,10 @@ pub struct FunctionId {
     /// The binary, when several are traced.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub binary: Option<String>,
+    /// For an ifunc (`strlen`): the implementation its calls reach, probed
+    /// instead of the resolver (`__strlen_evex`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub implementation: Option<String>,
 }
 
 impl FunctionId {
@@ -47,6 +51,7 @@ impl FunctionId {
             },
             cookie: f.cookie,
             binary,
+            implementation: f.function.implementation.as_ref().map(|m| m.label()),
         }
     }
 }

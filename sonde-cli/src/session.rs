@@ -32,6 +32,15 @@ pub struct Common {
     /// sonde ends, with its summary, when the process exits.
     #[arg(short, long, value_name = "PID", conflicts_with = "command", value_parser = parse_pid, allow_negative_numbers = true)]
     pub pid: Option<u32>,
+    /// With `-p`: also trace every process PID has forked or forks later (its
+    /// whole tree, across fork and exec).
+    #[arg(long, requires = "pid")]
+    pub follow: bool,
+    /// With `-- COMMAND`: trace only the command's own process, not the
+    /// processes it forks (followed by default: `sh -c`, `make`, servers with
+    /// workers).
+    #[arg(long)]
+    pub no_follow: bool,
     /// Look binaries up as process PID sees them (its mount namespace and
     /// libraries: a container), but trace every process that runs them.
     #[arg(long, value_name = "PID", conflicts_with = "pid", value_parser = parse_pid)]
@@ -175,6 +184,8 @@ pub struct Session {
     duration: Option<Duration>,
     /// The `-p` process, watched for its exit.
     traced: Option<ProcessWatch>,
+    /// The fork and exit tracepoints that keep a followed tree up to date.
+    _follow: Vec<sonde::TracepointLink>,
     /// When counting began (after attach).
     pub started: Instant,
 }
@@ -249,7 +260,7 @@ impl Session {
                 Some(HeldCommand::spawn_with(cmd, to_stderr).map_err(|e| CliError::new(e.to_string()))?)
             }
         };
-        let (job, groups) = Self::attach_all(common, programs, &sizes, child.as_ref().map(HeldCommand::pid))?;
+        let (job, groups, follow) = Self::attach_all(common, programs, &sizes, child.as_ref().map(HeldCommand::pid))?;
         if let Some(c) = &mut child {
             // On failure the attachments drop here: nothing stays attached.
             c.release().map_err(|e| CliError::new(e.to_string()))?;
@@ -261,6 +272,11 @@ impl Session {
             (None, Some(d), _) => format!("for {} s", d.as_secs_f64()),
             (None, None, Some(pid)) => format!("until process {pid} exits (Ctrl-C to stop)"),
             (None, None, None) => "Ctrl-C to stop".to_string(),
+        };
+        let end = if follow.is_empty() {
+            end
+        } else {
+            format!("following its child processes; {end}")
         };
         let sets: Vec<&FunctionSet> = groups.iter().filter_map(|g| job.group(*g)).map(|(s, _)| s).collect();
         let count: usize = sets.iter().map(|s| s.len()).sum();
@@ -279,6 +295,7 @@ impl Session {
             stop,
             duration: common.duration,
             traced: common.pid.map(ProcessWatch::new),
+            _follow: follow,
             started: Instant::now(),
         })
     }
@@ -288,8 +305,15 @@ impl Session {
         programs: &[&str],
         sizes: &dyn Fn(u32) -> Vec<(&'static str, u32)>,
         child: Option<u32>,
-    ) -> Result<(Job, Vec<GroupId>), CliError> {
+    ) -> Result<(Job, Vec<GroupId>, Vec<sonde::TracepointLink>), CliError> {
         let pid = child.or(common.pid);
+        // A followed tree is filtered in the program (a map of its processes fed
+        // by the fork tracepoint): the uprobes then attach for every process.
+        let follow = match (child, common.pid) {
+            (Some(_), _) => !common.no_follow,
+            (None, Some(_)) => common.follow,
+            (None, None) => false,
+        };
         let spinner = progress(common.json);
         let mut sets = Vec::new();
         for (binary, patterns) in probe_groups(&common.target, &common.patterns)? {
@@ -317,7 +341,7 @@ impl Session {
         let total: usize = sets.iter().map(FunctionSet::len).sum();
         let n = u32::try_from(total).map_err(|_| CliError::new("too many functions"))?;
         let mut options = AttachOptions::default();
-        if let Some(pid) = pid {
+        if let (Some(pid), false) = (pid, follow) {
             options = options.pid(pid);
         }
         if let Some(tier) = common.tier {
@@ -334,13 +358,17 @@ impl Session {
             builder = builder.program(p);
         }
         let mut job = builder.build()?;
+        let links = match (pid, follow) {
+            (Some(root), true) => follow_tree(&mut job, root, child.is_none())?,
+            _ => Vec::new(),
+        };
         spinner.set_message(format!("attaching {} to {total} functions", programs.join(", ")));
         let mut groups = Vec::with_capacity(sets.len());
         for set in sets {
             groups.push(job.add_set(set)?);
         }
         spinner.finish_and_clear();
-        Ok((job, groups))
+        Ok((job, groups, links))
     }
 
     /// The object: the programs' maps.
@@ -482,4 +510,33 @@ fn progress(json: bool) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(80));
     bar
+}
+
+/// Starts following the process tree of `root` before any uprobe attaches: the
+/// fork and exit tracepoints keep `TRACED` up to date, `root` (and, for a
+/// running process, its descendants of the moment) seed it, then `FOLLOW`
+/// switches the programs to filtering by it.
+fn follow_tree(job: &mut Job, root: u32, running: bool) -> Result<Vec<sonde::TracepointLink>, CliError> {
+    use sonde::maps::{Array, HashMap};
+    let offset = sonde::TracePoint::field_offset("sched", "sched_process_fork", "child_pid").map_err(|e| {
+        CliError::new(format!(
+            "{e} (needed to follow child processes; --no-follow traces only the command)"
+        ))
+    })?;
+    let object = job.object_mut();
+    let follow: Array<u64> = Array::new(object.map("FOLLOW")?)?;
+    let traced: HashMap<u32, u8> = HashMap::new(object.map("TRACED")?)?;
+    follow.set(1, &u64::from(offset))?;
+    let mut links = Vec::new();
+    for program in ["follow_fork", "follow_exit"] {
+        links.push(object.tracepoint(program)?.attach()?);
+    }
+    traced.insert(&root, &1)?;
+    if running {
+        for pid in sonde::process::descendants(root) {
+            traced.insert(&pid, &1)?;
+        }
+    }
+    follow.set(0, &1)?;
+    Ok(links)
 }

@@ -171,3 +171,42 @@ impl RetProbeContext {
         T::from_register(read_reg(self.regs, regs::RET))
     }
 }
+
+/// The context of a `#[tracepoint]` program: the event's record, laid out as
+/// tracefs `events/CATEGORY/EVENT/format` says. Needs Linux 4.7 (reads: 5.5).
+///
+/// Offsets differ between kernels: user space reads them with
+/// `sonde::TracePoint::field_offset` and hands them over in a map.
+pub struct TracePointContext {
+    ctx: *mut c_void,
+}
+
+impl TracePointContext {
+    /// Wraps the kernel's context pointer (the macro does this).
+    ///
+    /// # Safety
+    /// `ctx` must be the pointer the kernel passed to a tracepoint program.
+    #[inline(always)]
+    pub unsafe fn new(ctx: *mut c_void) -> Self {
+        TracePointContext { ctx }
+    }
+
+    /// The raw context pointer.
+    #[inline(always)]
+    pub fn as_ptr(&self) -> *mut c_void {
+        self.ctx
+    }
+
+    /// Reads a `T` at byte `offset` of the record (`bpf_probe_read_kernel`, 5.5).
+    #[inline(always)]
+    pub fn read_at<T>(&self, offset: usize) -> Result<T, i64> {
+        // SAFETY: the helper checks the address; a bad offset is an error, not a fault.
+        unsafe { helpers::probe_read_kernel((self.ctx as *const u8).wrapping_add(offset).cast::<T>()) }
+    }
+
+    /// The current task's `tgid << 32 | pid` (the task that hit the tracepoint).
+    #[inline(always)]
+    pub fn pid_tgid(&self) -> u64 {
+        helpers::current_pid_tgid()
+    }
+}

@@ -117,6 +117,23 @@ pub unsafe fn probe_read_user<T>(src: *const T) -> Result<T, i64> {
     }
 }
 
+/// `bpf_probe_read_kernel` (5.5): copies a `T` from kernel memory (a
+/// tracepoint's record, a kernel structure).
+#[inline(always)]
+pub unsafe fn probe_read_kernel<T>(src: *const T) -> Result<T, i64> {
+    let mut v = MaybeUninit::<T>::uninit();
+    let ret = helper!(id::PROBE_READ_KERNEL, fn(*mut c_void, u32, *const c_void) -> i64)(
+        v.as_mut_ptr().cast(),
+        core::mem::size_of::<T>() as u32,
+        src.cast(),
+    );
+    if ret == 0 {
+        Ok(v.assume_init())
+    } else {
+        Err(ret)
+    }
+}
+
 /// `bpf_probe_read_user_str` (5.5): copies a NUL-terminated string from user memory
 /// into `dst`; returns the length copied, including the NUL.
 #[inline(always)]

@@ -31,8 +31,8 @@ mod context;
 pub mod helpers;
 pub mod maps;
 
-pub use context::{FromRegister, ProbeContext, RetProbeContext};
-pub use sonde_macros::{map, uprobe, uretprobe};
+pub use context::{FromRegister, ProbeContext, RetProbeContext, TracePointContext};
+pub use sonde_macros::{map, tracepoint, uprobe, uretprobe};
 
 /// Declares the object's license (the kernel reads the `license` section).
 ///

@@ -87,6 +87,67 @@ pub fn uretprobe(attr: TokenStream, item: TokenStream) -> TokenStream {
     probe(attr, item, ProbeKind::Return)
 }
 
+/// Marks a function as a kernel tracepoint program (Linux 4.7):
+/// `#[tracepoint(category = "sched", event = "sched_process_fork")]`.
+///
+/// The function takes a [`TracePointContext`] and returns `u32`; the section is
+/// `tracepoint/CATEGORY/EVENT`. User space attaches it with
+/// `Object::tracepoint(NAME)?.attach()`.
+///
+/// [`TracePointContext`]: ../sonde_ebpf/struct.TracePointContext.html
+#[proc_macro_attribute]
+pub fn tracepoint(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let metas = match Punctuated::<Meta, Token![,]>::parse_terminated.parse(attr) {
+        Ok(m) => m,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    let (mut category, mut event) = (None, None);
+    for meta in &metas {
+        let value = match meta {
+            Meta::NameValue(nv) if nv.path.is_ident("category") || nv.path.is_ident("event") => lit_str(&nv.value),
+            _ => Err(Error::new_spanned(
+                meta,
+                "expected `category = \"...\"` and `event = \"...\"`",
+            )),
+        };
+        match value {
+            Ok(v) if meta.path().is_ident("category") => category = Some(v),
+            Ok(v) => event = Some(v),
+            Err(e) => return e.to_compile_error().into(),
+        }
+    }
+    let (Some(category), Some(event)) = (category, event) else {
+        return Error::new(
+            Span::call_site(),
+            "#[tracepoint] needs `category = \"...\"` and `event = \"...\"`",
+        )
+        .to_compile_error()
+        .into();
+    };
+    let section = format!("{}/{category}/{event}", sonde_abi::program::TRACEPOINT_SECTION_PREFIX);
+    if sonde_abi::program::tracepoint_of_section(&section).is_none() {
+        return Error::new(
+            Span::call_site(),
+            "category and event are tracefs names: letters, digits and `_`",
+        )
+        .to_compile_error()
+        .into();
+    }
+    let func = parse_macro_input!(item as ItemFn);
+    let ident = &func.sig.ident;
+    let export = format_ident!("{}", ident, span = Span::call_site());
+    quote! {
+        #[no_mangle]
+        #[link_section = #section]
+        pub extern "C" fn #export(ctx: *mut ::core::ffi::c_void) -> u32 {
+            // SAFETY: the kernel passes the tracepoint's record as `ctx`.
+            return #ident(unsafe { ::sonde_ebpf::TracePointContext::new(ctx) });
+            #func
+        }
+    }
+    .into()
+}
+
 /// Declares a map: places the static in the `maps` section under its own name
 /// (or `#[map(name = "X")]`), where the user-space loader finds it.
 #[proc_macro_attribute]

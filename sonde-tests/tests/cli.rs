@@ -565,3 +565,146 @@ fn a_path_is_looked_up_in_the_mount_namespace_of_the_process_or_container() {
         assert_eq!(count_in_a_private_mount_namespace(flag), owned(&FX_COUNTS), "{flag}");
     }
 }
+
+/// `FX_COUNTS` for `times` runs of the fixture's calls.
+fn fx_counts_times(times: u64) -> Vec<(String, u64)> {
+    FX_COUNTS.iter().map(|(n, c)| (n.to_string(), c * times)).collect()
+}
+
+/// #14: `-- COMMAND` follows the processes it forks, through fork alone (workers)
+/// and fork + exec (`sh -c`), exactly, on every tier; `--no-follow` traces only
+/// the command's own process; `-p PID --follow` takes in the children a running
+/// process forks.
+#[test]
+fn a_command_is_followed_into_every_process_it_forks() {
+    let _s = serial();
+    require_root();
+    let before = sonde::inspect::links().expect("links").len();
+    let pie = fixture("fixture-pie");
+    let script = format!("echo go | '{pie}'; echo go | '{pie}'; echo go | '{pie}' >/dev/null");
+    for tier in Tier::ALL.into_iter().filter(|t| tier_supported(*t)) {
+        // Three forked workers make the calls; their parent makes none.
+        let (code, out, err) = sonde(&[
+            "count",
+            "--json",
+            "--tier",
+            tier.name(),
+            &pie,
+            "fx_*",
+            "--",
+            &pie,
+            "fork",
+            "3",
+        ]);
+        assert_eq!(code, 0, "{tier}: {err}");
+        assert!(err.contains("following its child processes"), "{err}");
+        assert_eq!(counts(&json(&out)), fx_counts_times(3), "{tier}: workers");
+        // A shell that runs the fixture three times (fork, then exec).
+        let (code, out, err) = sonde(&[
+            "count",
+            "--json",
+            "--tier",
+            tier.name(),
+            &pie,
+            "fx_*",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ]);
+        assert_eq!(code, 0, "{tier}: {err}");
+        assert_eq!(counts(&json(&out)), fx_counts_times(3), "{tier}: sh -c");
+    }
+    // Opted out: the parent alone, which calls nothing.
+    let (code, out, err) = sonde(&["count", "--json", "--no-follow", &pie, "fx_*", "--", &pie, "fork", "3"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("following"), "{err}");
+    let mut got = counts(&json(&out));
+    got.sort();
+    let mut none = fx_counts_times(0);
+    none.sort();
+    assert_eq!(got, none, "--no-follow");
+    // Only the tree counts: the same binary run outside it is not counted.
+    let outsider = spawn_fixture("fixture-pie");
+    let (code, out, err) = sonde(&["count", "--json", &pie, "fx_*", "--", &pie, "fork", "2"]);
+    outsider.run();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(counts(&json(&out)), fx_counts_times(2), "a process outside the tree");
+    assert_eq!(
+        sonde::inspect::links().expect("links").len(),
+        before,
+        "every link detached"
+    );
+    no_tracefs_entries_left();
+}
+
+/// `-p PID --follow`: a running process's children, forked after attaching, count.
+#[test]
+fn a_running_process_is_followed_into_its_children_with_follow() {
+    let _s = serial();
+    require_root();
+    let pie = fixture("fixture-pie");
+    let parent = sonde_tests::Waiting::spawn_path(std::path::Path::new(&pie), &["fork", "2"]).until_blocked();
+    let pid = parent.pid().to_string();
+    let mut child = Command::new(sonde_bin())
+        .args(["count", "--json", "-p", &pid, "--follow", &pie, "fx_*"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sonde");
+    let (_, err) = until_attached(&mut child);
+    parent.run();
+    // sonde ends when the process it was given exits.
+    let (code, out, rest) = sonde_tests::finish_within(&mut child, err, Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{rest}");
+    assert_eq!(counts(&json(&out)), fx_counts_times(2), "{rest}");
+}
+
+/// #14: an ifunc (`strlen`) is counted at the implementation its calls reach,
+/// labelled `strlen (→ __strlen_…)`, exactly, on every tier; `list` says so.
+#[test]
+fn an_ifunc_is_counted_at_its_implementation() {
+    let _s = serial();
+    require_root();
+    let pie = fixture("fixture-pie");
+    let (code, out, err) = sonde(&["list", "--json", "libc", "strlen"]);
+    assert_eq!(code, 0, "{err}");
+    let listing = json(&out);
+    let f = &listing["functions"][0];
+    assert_eq!(f["ifunc"], true, "{listing}");
+    let implementation = f["implementation"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no implementation: {listing}"));
+    let (_, table, _) = sonde(&["list", "libc", "strlen"]);
+    assert!(
+        table.contains(&format!("[ifunc: calls reach {implementation}, probed there]")),
+        "{table}"
+    );
+    for tier in Tier::ALL.into_iter().filter(|t| tier_supported(*t)) {
+        // A process already waiting: its 1,000 calls are all that run after attaching.
+        let app = sonde_tests::Waiting::spawn_path(std::path::Path::new(&pie), &["strlen", "1000"]).until_blocked();
+        let pid = app.pid().to_string();
+        let mut child = Command::new(sonde_bin())
+            .args(["count", "--json", "--tier", tier.name(), "-p", &pid, "libc", "strlen"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sonde");
+        let (_, err) = until_attached(&mut child);
+        app.run();
+        let (code, out, rest) = sonde_tests::finish_within(&mut child, err, Duration::from_secs(20));
+        assert_eq!(code, Some(0), "{tier}: {rest}");
+        let report = json(&out);
+        let row = &report["functions"][0];
+        assert_eq!(row["name"], "strlen", "{report}");
+        assert_eq!(row["implementation"], implementation, "{tier}: {report}");
+        assert_eq!(
+            row["count"], 1000,
+            "{tier}: every call, at the implementation: {report}"
+        );
+    }
+    // The table labels the row with the implementation.
+    let (code, out, err) = sonde(&["count", "--exact", "libc", "strlen", "--", &pie, "strlen", "7"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("strlen (→ {implementation})")), "{out}");
+}

@@ -20,7 +20,7 @@ fn parses_the_test_programs() {
         assert!(names.contains(&want), "{want} in {names:?}");
     }
     let ret = o.programs.iter().find(|p| p.name == "record_returns").unwrap();
-    assert_eq!(ret.kind, ProbeKind::Return);
+    assert_eq!(ret.kind, sonde::spec::ProgramKind::Probe(ProbeKind::Return));
     let maps: Vec<&str> = o.maps.iter().map(|m| m.name.as_str()).collect();
     for want in ["COUNTS", "EVENTS", "HITS", "SEEN", ".rodata"] {
         assert!(maps.contains(&want), "{want} in {maps:?}");

@@ -65,7 +65,10 @@ pub use features::{Feature, Features};
 pub use job::{GroupId, Job, JobBuilder};
 pub use object::Object;
 pub use process::ProcessError;
-pub use programs::{AttachType, Cookie, Load, LoadedProgram, ProgramError, ProgramInfo, UProbe};
+pub use programs::{
+    AttachType, Cookie, Load, LoadedProgram, ProgramError, ProgramInfo, TracePoint, TracepointError, TracepointLink,
+    UProbe,
+};
 pub use resolve::{FunctionMatch, FunctionSet, Functions, Location, ProbeSite, Target, TargetError};
 
 /// Any sonde error; each area also has its own enum.
@@ -95,4 +98,7 @@ pub enum Error {
     /// A system call failed.
     #[error(transparent)]
     Syscall(#[from] sys::SyscallError),
+    /// A tracepoint program could not be attached.
+    #[error(transparent)]
+    Tracepoint(#[from] programs::TracepointError),
 }

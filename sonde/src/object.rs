@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd};
 
 use crate::maps::{Map, MapError};
-use crate::programs::{ProgramError, UProbe};
-use crate::spec::{MapSource, ObjectSpec, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
+use crate::programs::{ProgramError, TracePoint, UProbe};
+use crate::spec::{MapSource, ObjectSpec, ProgramKind, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
 use crate::sys::bpf;
 use crate::Error;
 
@@ -23,6 +23,7 @@ use crate::Error;
 pub struct Object {
     maps: Vec<Map>,
     programs: HashMap<String, UProbe>,
+    tracepoints: HashMap<String, TracePoint>,
 }
 
 impl Object {
@@ -82,6 +83,7 @@ impl Object {
             maps.push(map);
         }
         let mut programs = HashMap::new();
+        let mut tracepoints = HashMap::new();
         for p in file.programs {
             let mut insns = p.insns;
             for r in &p.relocs {
@@ -92,9 +94,21 @@ impl Object {
                 insns[r.insn].imm = fd;
                 insns[r.insn + 1].imm = if declared { 0 } else { r.offset as i32 };
             }
-            programs.insert(p.name.clone(), UProbe::new(p.name, p.kind, insns, file.license.clone()));
+            match p.kind {
+                ProgramKind::Probe(kind) => {
+                    programs.insert(p.name.clone(), UProbe::new(p.name, kind, insns, file.license.clone()));
+                }
+                ProgramKind::Tracepoint { category, event } => {
+                    let t = TracePoint::new(p.name.clone(), category, event, insns, file.license.clone());
+                    tracepoints.insert(p.name, t);
+                }
+            }
         }
-        Ok(Object { maps, programs })
+        Ok(Object {
+            maps,
+            programs,
+            tracepoints,
+        })
     }
 
     /// The map `name` (a cheap handle; make a typed view from it).
@@ -118,9 +132,21 @@ impl Object {
             .ok_or_else(|| ProgramError::NotFound(name.to_string()))
     }
 
-    /// Names of the programs, sorted.
+    /// The tracepoint program `name` (Linux 4.7+).
+    pub fn tracepoint(&mut self, name: &str) -> Result<&mut TracePoint, ProgramError> {
+        self.tracepoints
+            .get_mut(name)
+            .ok_or_else(|| ProgramError::NotFound(name.to_string()))
+    }
+
+    /// Names of the programs (uprobe and tracepoint), sorted.
     pub fn program_names(&self) -> Vec<&str> {
-        let mut v: Vec<&str> = self.programs.keys().map(String::as_str).collect();
+        let mut v: Vec<&str> = self
+            .programs
+            .keys()
+            .chain(self.tracepoints.keys())
+            .map(String::as_str)
+            .collect();
         v.sort_unstable();
         v
     }

@@ -37,6 +37,8 @@ pub enum ProcessError {
 pub struct ProcessStat {
     /// The command name (`comm`).
     pub name: String,
+    /// The parent's pid (field 4).
+    pub ppid: u32,
     /// `flags` (field 9).
     pub flags: u64,
     /// Start time in clock ticks after boot (field 22): with the pid, it names
@@ -58,9 +60,34 @@ fn parse_stat(text: &str) -> Option<ProcessStat> {
     let fields: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
     Some(ProcessStat {
         name,
+        ppid: fields.get(1)?.parse().ok()?,
         flags: fields.get(6)?.parse().ok()?,
         start_time: fields.get(19)?.parse().ok()?,
     })
+}
+
+/// The live descendants of `pid` (children, their children, ...), from
+/// `/proc/*/stat`: a snapshot, so take it after whatever follows new children
+/// is in place.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let parents: Vec<(u32, u32)> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| Some((p, stat(p)?.ppid)))
+        .collect();
+    let mut out = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for &(child, pp) in &parents {
+            if pp == parent && child != pid && !out.contains(&child) {
+                out.push(child);
+                frontier.push(child);
+            }
+        }
+    }
+    out
 }
 
 /// Checks that `pid` names a live user-space process.

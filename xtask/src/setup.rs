@@ -133,6 +133,9 @@ pub fn run() -> Result<()> {
         ("/usr/include/zlib.h", "zlib1g-dev"),
         ("/usr/bin/pkg-config", "pkg-config"),
         ("/usr/bin/make", "make"),
+        // libc's symbol names beyond .dynsym (`__strlen_evex`, the ifunc
+        // implementations the tests name).
+        ("/usr/share/doc/libc6-dbg", "libc6-dbg"),
     ];
     let missing: Vec<&str> = peer_tools
         .iter()
@@ -141,7 +144,10 @@ pub fn run() -> Result<()> {
         .collect();
     if !missing.is_empty() {
         if !have_apt {
-            bail!("the benchmark peers need {}: install them", missing.join(", "));
+            bail!(
+                "the benchmark peers and tests need {}: install them",
+                missing.join(", ")
+            );
         }
         apt_install(&missing, &mut updated)?;
     }

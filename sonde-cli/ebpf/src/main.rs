@@ -4,9 +4,9 @@
 #![no_std]
 #![no_main]
 
-use sonde_ebpf::helpers::ktime_get_ns;
+use sonde_ebpf::helpers::{current_pid_tgid, ktime_get_ns};
 use sonde_ebpf::maps::{Array, HashMap, PerCpuArray, RingBuf};
-use sonde_ebpf::{map, uprobe, uretprobe, ProbeContext, RetProbeContext};
+use sonde_ebpf::{map, tracepoint, uprobe, uretprobe, ProbeContext, RetProbeContext, TracePointContext};
 
 sonde_ebpf::license!("GPL");
 sonde_ebpf::panic_handler!();
@@ -44,9 +44,57 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22);
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1);
 
+/// Following a process tree (`-- COMMAND`, `-p PID --follow`): `FOLLOW[0]` is 1
+/// when only the processes in `TRACED` count; `FOLLOW[1]` is the offset of
+/// `child_pid` in the `sched_process_fork` record (from tracefs: it differs
+/// between kernels).
+#[map]
+static FOLLOW: Array<u64> = Array::with_max_entries(2);
+
+/// The processes (tgids) of the followed tree: the root, seeded by user space,
+/// then every child forked by a member. Threads' ids land here too (a fork
+/// record cannot tell), harmlessly: a uprobe hit is keyed by its tgid.
+#[map]
+static TRACED: HashMap<u32, u8> = HashMap::with_max_entries(65536);
+
+/// Whether the current process counts: always, unless following a tree.
+#[inline(always)]
+fn traced() -> bool {
+    match FOLLOW.get(0) {
+        Some(1) => TRACED.get(&((current_pid_tgid() >> 32) as u32)).is_some(),
+        _ => true,
+    }
+}
+
+/// A member forked: its child joins the tree before the child first runs (the
+/// tracepoint fires before the new task is woken).
+#[tracepoint(category = "sched", event = "sched_process_fork")]
+fn follow_fork(ctx: TracePointContext) -> u32 {
+    let parent = (ctx.pid_tgid() >> 32) as u32;
+    if TRACED.get(&parent).is_none() {
+        return 0;
+    }
+    let Some(offset) = FOLLOW.get(1) else { return 0 };
+    if let Ok(child) = ctx.read_at::<u32>(offset as usize & 0xfff) {
+        let _ = TRACED.insert(&child, &1, 0);
+    }
+    0
+}
+
+/// A task of the tree exited: its id leaves (for a process, when its main
+/// thread exits), so a reused pid is not counted.
+#[tracepoint(category = "sched", event = "sched_process_exit")]
+fn follow_exit(ctx: TracePointContext) -> u32 {
+    let tid = ctx.pid_tgid() as u32;
+    let _ = TRACED.remove(&tid);
+    0
+}
 
 #[uprobe]
 fn count(ctx: ProbeContext) -> u32 {
+    if !traced() {
+        return 0;
+    }
     if let Some(p) = COUNTS.get_ptr_mut(ctx.cookie() as u32) {
         // SAFETY: the kernel's pointer to this CPU's counter.
         unsafe { *p += 1 };
@@ -56,6 +104,9 @@ fn count(ctx: ProbeContext) -> u32 {
 
 #[uprobe]
 fn latency_entry(ctx: ProbeContext) -> u32 {
+    if !traced() {
+        return 0;
+    }
     let tid = ctx.pid_tgid() as u32;
     let depth = DEPTH.get(&tid).unwrap_or(0);
     let now = ktime_get_ns();
@@ -66,6 +117,9 @@ fn latency_entry(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 fn latency_return(ctx: RetProbeContext) -> u32 {
+    if !traced() {
+        return 0;
+    }
     let now = ktime_get_ns();
     let tid = ctx.pid_tgid() as u32;
     let depth = match DEPTH.get(&tid) {
@@ -109,6 +163,9 @@ fn log2(mut v: u64) -> u32 {
 
 #[uprobe]
 fn trace(ctx: ProbeContext) -> u32 {
+    if !traced() {
+        return 0;
+    }
     match EVENTS.reserve::<CallRecord>(0) {
         Some(mut entry) => {
             entry.write(CallRecord {

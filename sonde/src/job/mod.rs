@@ -291,6 +291,11 @@ impl Job {
         &self.object
     }
 
+    /// The object, to write its maps or attach its other programs (tracepoints).
+    pub fn object_mut(&mut self) -> &mut Object {
+        &mut self.object
+    }
+
     /// Takes every attachment out (to detach them as the caller chooses); the
     /// job keeps its maps.
     pub fn take_attachments(&mut self) -> Vec<Attachment> {

@@ -4,6 +4,7 @@
 //! emulated as a constant).
 
 mod cookie;
+mod tracepoint;
 mod uprobe;
 
 use std::ffi::CString;
@@ -11,6 +12,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 pub(crate) use cookie::{bake_cookie, uses_cookie};
+pub use tracepoint::{TracePoint, TracepointError, TracepointLink};
 pub use uprobe::UProbe;
 
 use crate::sys::bpf::{self, ProgLoad};
@@ -54,13 +56,16 @@ pub enum AttachType {
     UprobeMulti,
     /// `expected_attach_type = BPF_TRACE_UPROBE_SESSION` (6.13+).
     UprobeSession,
+    /// A tracepoint program (`BPF_PROG_TYPE_TRACEPOINT`, 4.7+) on a tracepoint's
+    /// perf event: [`TracePoint`].
+    Tracepoint,
 }
 
 impl AttachType {
     fn expected_attach_type(self) -> u32 {
         use sonde_abi::program::{BPF_TRACE_UPROBE_MULTI, BPF_TRACE_UPROBE_SESSION};
         match self {
-            AttachType::PerfEvent => 0,
+            AttachType::PerfEvent | AttachType::Tracepoint => 0,
             AttachType::UprobeMulti => BPF_TRACE_UPROBE_MULTI,
             AttachType::UprobeSession => BPF_TRACE_UPROBE_SESSION,
         }
@@ -125,11 +130,14 @@ pub struct ProgramInfo {
 }
 
 impl LoadedProgram {
-    /// Loads `insns` as a uprobe (kprobe-type) program.
+    /// Loads `insns` as a uprobe (kprobe-type) or tracepoint program.
     pub(crate) fn load(name: &str, insns: &[Insn], license: &CString, load: Load) -> Result<Self, ProgramError> {
         let expected_attach_type = load.attach_type.expected_attach_type();
         let req = ProgLoad {
-            prog_type: bpf::BPF_PROG_TYPE_KPROBE,
+            prog_type: match load.attach_type {
+                AttachType::Tracepoint => sonde_abi::program::BPF_PROG_TYPE_TRACEPOINT,
+                _ => bpf::BPF_PROG_TYPE_KPROBE,
+            },
             expected_attach_type,
             insns,
             license,

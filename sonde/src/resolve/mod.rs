@@ -12,7 +12,8 @@
 //!
 //! | piece | module |
 //! |---|---|
-//! | symbol tables, versions, aliases, ifuncs | `elf` |
+//! | symbol tables, versions, aliases | `elf` |
+//! | the implementation an ifunc binds to ([`Implementation`]) | `ifunc` |
 //! | demangling and globs | `names` ([`demangle`], [`Pattern`]) |
 //! | debug files of stripped binaries | [`debuginfo`] |
 //! | bare library names, `/proc/PID/maps`, `ld.so.cache`, containers | [`libpath`] |
@@ -26,6 +27,7 @@ pub mod cache;
 pub mod debuginfo;
 mod elf;
 mod error;
+mod ifunc;
 pub mod libpath;
 mod names;
 mod query;
@@ -41,7 +43,7 @@ pub use elf::{FunctionSymbol, SymbolTable};
 pub use error::{shorten, TargetError};
 pub use libpath::find_binary;
 pub use names::{demangle, Pattern};
-pub use query::{FunctionMatch, FunctionSet, Functions};
+pub use query::{FunctionMatch, FunctionSet, Functions, Implementation};
 pub use request::{Location, Target};
 pub use site::ProbeSite;
 

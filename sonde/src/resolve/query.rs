@@ -47,9 +47,36 @@ pub struct FunctionMatch {
     pub name: Arc<str>,
     /// The symbol as found (version, aliases, address, size, offset, ifunc).
     pub symbol: FunctionSymbol,
+    /// File offset of its entry: where it is probed (for an ifunc whose
+    /// implementation is known, the implementation's entry).
+    pub file_offset: u64,
+    /// For a GNU indirect function (`strlen`, `memcpy`: the symbol is a resolver
+    /// run once at binding), the implementation calls really reach on this
+    /// machine, probed instead of the resolver; `None` for other functions, or
+    /// when it cannot be told (the binary is not mapped in this process: then
+    /// the resolver is probed, and counts bindings).
+    pub implementation: Option<Implementation>,
+    index: usize,
+}
+
+/// The implementation an ifunc binds to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Implementation {
+    /// Its name (`__strlen_evex`), when the symbol table has one (libc's
+    /// implementations are named in its debug file: Debian's `libc6-dbg`).
+    pub name: Option<Arc<str>>,
     /// File offset of its entry.
     pub file_offset: u64,
-    index: usize,
+}
+
+impl Implementation {
+    /// Its name, or its offset (`0x167ac0`) when unnamed.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(n) => n.to_string(),
+            None => format!("{:#x}", self.file_offset),
+        }
+    }
 }
 
 /// The functions a query resolved to, in pattern order (then address order),
@@ -181,12 +208,18 @@ impl Functions {
             .enumerate()
             .map(|(cookie, (i, _))| {
                 let f = &table.functions()[i];
+                let implementation = if f.ifunc {
+                    self.implementation(&binary, &table, f)
+                } else {
+                    None
+                };
                 FunctionMatch {
                     cookie: cookie as u64,
                     name: f.name.clone(),
                     index: i,
                     symbol: f.clone(),
-                    file_offset: f.file_offset,
+                    file_offset: implementation.as_ref().map_or(f.file_offset, |m| m.file_offset),
+                    implementation,
                 }
             })
             .collect();
@@ -205,6 +238,25 @@ impl Functions {
 const FEW_NAMES: usize = 256;
 
 impl Functions {
+    /// The implementation the ifunc `f` binds to here, named from the whole
+    /// table (a table of a few names does not hold it), and probeable.
+    fn implementation(&self, binary: &BinaryFile, table: &SymbolTable, f: &FunctionSymbol) -> Option<Implementation> {
+        let offset = super::ifunc::bound_implementation(binary, &f.name, f.version.as_deref())?;
+        if offset == f.file_offset || table.refusal_at(offset).is_some() {
+            return None;
+        }
+        let full = cache::symbols_of(binary, &self.debug_root).ok()?;
+        let name = full
+            .code_address_of(offset)
+            .and_then(|addr| full.function_holding(addr))
+            .filter(|(g, _)| g.file_offset == offset)
+            .map(|(g, _)| g.name.clone());
+        Some(Implementation {
+            name,
+            file_offset: offset,
+        })
+    }
+
     /// The symbols to resolve against: the cached table; for a few exact names
     /// of a binary not read yet, a table of just those (when every one is there
     /// by its raw name); else the whole table, read and cached.
@@ -271,7 +323,8 @@ impl FunctionSet {
 
     /// The name to show where functions must be told apart: the display name,
     /// with its version (`vers_add@VER_1`) when another function of the set
-    /// has the same name.
+    /// has the same name, and for an ifunc the implementation probed
+    /// (`strlen (→ __strlen_evex)`).
     pub fn label(&self, f: &FunctionMatch) -> String {
         let name = self.display_name(f);
         let names = self.names.get_or_init(|| {
@@ -283,7 +336,15 @@ impl FunctionSet {
             names
         });
         let twin = names.get(name).is_some_and(|&n| n > 1);
-        if twin && f.symbol.version.is_some() {
+        if let Some(m) = &f.implementation {
+            // `strlen (→ __strlen_evex)`: the calls counted are the implementation's.
+            let base = if twin && f.symbol.version.is_some() {
+                f.symbol.versioned_name()
+            } else {
+                name.to_string()
+            };
+            format!("{base} (→ {})", m.label())
+        } else if twin && f.symbol.version.is_some() {
             f.symbol.versioned_name()
         } else if let Some(variant) = twin.then(|| super::names::structor_variant(&f.name)).flatten() {
             // `Sq::~Sq()` twice: the complete- and base-object destructors.

@@ -29,7 +29,7 @@ pub enum SpecError {
     #[error("not an eBPF object (machine is {0:?}, expected Bpf little-endian 64-bit)")]
     NotBpf(Architecture),
     /// A code section whose name is no known program kind.
-    #[error("unknown program section `{0}`: sonde loads uprobe/, uretprobe/, uprobe.session/ and usdt/ programs")]
+    #[error("unknown program section `{0}`: sonde loads uprobe/, uretprobe/, uprobe.session/, usdt/ and tracepoint/CATEGORY/EVENT programs")]
     UnknownSection(String),
     /// A section that cannot be read or has a size that is not whole instructions.
     #[error("section `{section}` is malformed: {reason}")]
@@ -123,12 +123,39 @@ pub struct ProgramSpec {
     pub name: String,
     /// Section name, e.g. `uprobe/count_calls`.
     pub section: String,
-    /// Entry, return, session or USDT: from the section name.
-    pub kind: ProbeKind,
+    /// A uprobe kind or a tracepoint: from the section name.
+    pub kind: ProgramKind,
     /// Instructions, callees linked in.
     pub insns: Vec<Insn>,
     /// Map references to patch.
     pub relocs: Vec<MapReloc>,
+}
+
+/// What a program section declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProgramKind {
+    /// A uprobe program: entry, return, session or USDT.
+    Probe(ProbeKind),
+    /// A kernel tracepoint program (`tracepoint/CATEGORY/EVENT`, Linux 4.7+).
+    Tracepoint {
+        /// Tracepoint category (`sched`).
+        category: String,
+        /// Event name (`sched_process_fork`).
+        event: String,
+    },
+}
+
+impl ProgramKind {
+    /// The kind a program section declares, if it is one.
+    pub fn of_section(section: &str) -> Option<ProgramKind> {
+        if let Some((kind, _)) = ProbeKind::from_section(section) {
+            return Some(ProgramKind::Probe(kind));
+        }
+        sonde_abi::program::tracepoint_of_section(section).map(|(c, e)| ProgramKind::Tracepoint {
+            category: c.to_string(),
+            event: e.to_string(),
+        })
+    }
 }
 
 /// A parsed object.
@@ -192,7 +219,7 @@ impl ObjectSpec {
                 if bytes.len() % 8 != 0 {
                     return Err(bad(format!("{} bytes is not whole instructions", bytes.len())));
                 }
-                if name != ".text" && ProbeKind::from_section(&name).is_none() {
+                if name != ".text" && ProgramKind::of_section(&name).is_none() {
                     return Err(SpecError::UnknownSection(name));
                 }
                 let insns = bytes
@@ -346,7 +373,7 @@ impl ObjectSpec {
         let mut linked = 0usize;
         for (sec, start, name) in entries {
             let cs = &code[&sec];
-            let Some((kind, _)) = ProbeKind::from_section(&cs.name) else {
+            let Some(kind) = ProgramKind::of_section(&cs.name) else {
                 continue; // only program sections have entries
             };
             let (insns, relocs) = link(&code, &map_by_symbol, &data_maps, sec, start).map_err(|e| match e {
