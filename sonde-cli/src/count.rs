@@ -8,7 +8,7 @@ use sonde::maps::PerCpuArray;
 
 use crate::human;
 use crate::report::FunctionId;
-use crate::session::{Common, Session};
+use crate::session::{report_output, Common, Session};
 use crate::CliError;
 
 #[derive(Serialize)]
@@ -119,8 +119,9 @@ pub fn run(common: &Common) -> Result<i32, CliError> {
                     start_s: last,
                     end_s: now,
                 };
-                let mut out = std::io::stdout().lock();
-                let _ = print_interval(&mut out, common.json, rows, &mut previous, span);
+                if let Ok(mut out) = report_output(common) {
+                    let _ = print_interval(&mut out, common.json, rows, &mut previous, span);
+                }
             }
             last = now;
             return;
@@ -144,7 +145,7 @@ pub fn run(common: &Common) -> Result<i32, CliError> {
             start_s: last,
             end_s: seconds,
         };
-        let mut out = std::io::stdout().lock();
+        let mut out = report_output(common)?;
         let now: Vec<Row> = rows
             .iter()
             .map(|r| Row {

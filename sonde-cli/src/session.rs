@@ -237,9 +237,11 @@ impl Session {
         let t0 = Instant::now();
         require_privileges("to load eBPF programs and attach uprobes")?;
         crate::human::set_exact(common.exact);
-        // A report that cannot be written is said before anything attaches.
-        if common.output.is_some() {
-            drop(report_output(common)?);
+        // A report that cannot be written is said before anything attaches;
+        // the file starts empty, and every write after appends to it.
+        if let Some(path) = &common.output {
+            std::fs::File::create(path)
+                .map_err(|e| CliError::new(format!("cannot write the report to {}: {e}", path.display())))?;
         }
         // Entries a killed sonde left behind (its pid gone or reused) go first.
         let stale = sonde::attach::remove_stale_tracefs_entries();
@@ -493,12 +495,18 @@ impl Session {
     }
 }
 
-/// Where the report goes: `-o FILE` (created or truncated), else stdout.
+/// Where the report goes: `-o FILE` (emptied when the session started,
+/// appended to since: interval tables, then the summary), else stdout.
 pub fn report_output(common: &Common) -> Result<Box<dyn std::io::Write>, CliError> {
     Ok(match &common.output {
-        Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| {
-            CliError::new(format!("cannot write the report to {}: {e}", path.display()))
-        })?)),
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| CliError::new(format!("cannot write the report to {}: {e}", path.display())))?;
+            Box::new(std::io::BufWriter::new(file))
+        }
         None => Box::new(std::io::stdout().lock()),
     })
 }

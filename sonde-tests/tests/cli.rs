@@ -470,7 +470,26 @@ fn intervals_add_up_to_the_totals() {
     let sleeper = fixture("fixture-sleeper");
     let (code, out, err) = sonde(&["count", "-i", "0.02", "--json", &sleeper, "fx_*", "--", &sleeper]);
     assert_eq!(code, 0, "{err}");
-    let lines = json_lines(&out);
+    check_intervals(&out);
+    // With -o, the interval records and the summary all go to the file.
+    let path = fixtures().join("intervals.jsonl");
+    let p = path.to_string_lossy().into_owned();
+    let (code, _, err) = sonde(&[
+        "count", "-i", "0.02", "--json", "-o", &p, &sleeper, "fx_*", "--", &sleeper,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(&path).expect("report file");
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        text.lines().all(|l| l.starts_with('{')),
+        "only JSON Lines in the file: {text}"
+    );
+    check_intervals(&text);
+}
+
+/// Interval records followed by a summary: contiguous, adding up to the totals.
+fn check_intervals(out: &str) {
+    let lines = json_lines(out);
     let (summary, intervals) = lines.split_last().expect("a summary");
     assert!(intervals.len() >= 2, "{out}");
     let mut sums = std::collections::BTreeMap::<String, u64>::new();
