@@ -213,13 +213,22 @@ impl EbpfCrate {
             detail: format!("cannot run cargo: {e}"),
         })?;
         if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            // Inside the user's own workspace, the nested build needs the eBPF
+            // crate out of it: say how, before cargo's long explanation.
+            let fix = if stderr.contains("believes it's in a workspace") {
+                "the eBPF crate sits inside your workspace but is not built as its member: \
+                 add an empty `[workspace]` table to its Cargo.toml (as `sonde new` does), \
+                 or list it in the workspace's `exclude`\n"
+            } else {
+                ""
+            };
             return Err(BuildError::Cargo {
                 krate: self.dir.clone(),
                 detail: format!(
-                    "cargo exited with {} using rustc {}:\n{}",
+                    "{fix}cargo exited with {} using rustc {}:\n{stderr}",
                     out.status,
                     toolchain.rustc.display(),
-                    String::from_utf8_lossy(&out.stderr)
                 ),
             });
         }

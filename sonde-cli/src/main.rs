@@ -5,6 +5,7 @@ mod count;
 mod human;
 mod latency;
 mod list;
+mod new;
 mod record;
 mod report;
 mod session;
@@ -81,6 +82,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a new probe project: host crate, eBPF crate, build script.
+    ///
+    /// The example counts calls per function with one program and cookies:
+    /// `cargo build --release`, then `sudo target/release/NAME BINARY PATTERN...
+    /// [-- COMMAND]` prints `name count` per function. DIR must be new or empty.
+    #[command(after_help = "EXAMPLES:
+  sonde new my-probe
+  sonde new tools/alloc-counter --name alloc_counter")]
+    New {
+        /// Directory to create (new or empty).
+        dir: std::path::PathBuf,
+        /// Package name (default: the directory's name).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// List the functions patterns resolve to, with offsets, attaching nothing.
     #[command(after_help = "EXAMPLES:
   sonde list libc 'str*'
@@ -151,6 +167,7 @@ fn main() -> ExitCode {
         Command::Latency(c) => latency::run(c),
         Command::Trace { common, args } => trace::run(common, usize::from(*args)),
         Command::Features { json } => list::features(*json),
+        Command::New { dir, name } => new::new(dir, name.as_deref()),
         Command::List {
             target,
             patterns,
