@@ -9,6 +9,7 @@
 //! | [`program`] | program and attach types, uprobe_multi flags |
 //! | [`insn`] | [`Insn`] (`struct bpf_insn`) and the opcodes sonde rewrites |
 //! | [`probe`] | [`ProbeKind`] and its ELF section names |
+//! | [`pod`] | [`Pod`]: plain data for map keys, values and records |
 //!
 //! `no_std`, no dependencies: it builds for the host and for `bpfel-unknown-none`.
 
@@ -18,9 +19,11 @@
 pub mod helper;
 pub mod insn;
 pub mod map;
+pub mod pod;
 pub mod probe;
 pub mod program;
 
 pub use insn::Insn;
 pub use map::{MapDef, MapType};
+pub use pod::Pod;
 pub use probe::ProbeKind;

@@ -57,13 +57,9 @@ pub fn run(common: &Common, nargs: usize) -> Result<i32, CliError> {
     let stop = loop {
         let stop = session.should_stop();
         // Drain what is there (after a stop too, so nothing already sent is lost).
-        while let Some(rec) = ring.next() {
-            if rec.len() < std::mem::size_of::<CallRecord>() {
-                continue;
-            }
-            // SAFETY: the program writes whole `CallRecord`s; length checked.
-            let call: CallRecord = unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) };
-            drop(rec);
+        while let Some(call) = ring.next_as::<CallRecord>() {
+            // The program writes whole records: a short one is skipped.
+            let Ok(call) = call else { continue };
             events += 1;
             let function = usize::try_from(call.cookie)
                 .ok()

@@ -210,3 +210,31 @@ impl TracePointContext {
         helpers::current_pid_tgid()
     }
 }
+
+/// A program's context, for helpers that take it (`bpf_get_stackid`): the
+/// context types of `#[uprobe]`, `#[uretprobe]` and `#[tracepoint]` programs.
+pub trait EbpfContext {
+    /// The raw context pointer the kernel passed.
+    fn as_ptr(&self) -> *mut c_void;
+}
+
+impl EbpfContext for ProbeContext {
+    #[inline(always)]
+    fn as_ptr(&self) -> *mut c_void {
+        self.regs
+    }
+}
+
+impl EbpfContext for RetProbeContext {
+    #[inline(always)]
+    fn as_ptr(&self) -> *mut c_void {
+        self.regs
+    }
+}
+
+impl EbpfContext for TracePointContext {
+    #[inline(always)]
+    fn as_ptr(&self) -> *mut c_void {
+        self.ctx
+    }
+}

@@ -117,6 +117,13 @@ pub unsafe fn probe_read_user<T>(src: *const T) -> Result<T, i64> {
     }
 }
 
+/// `bpf_get_stackid` (4.6): stores the current stack in a stack trace map and
+/// returns its id, or a negative errno.
+#[inline(always)]
+pub unsafe fn get_stackid(ctx: *mut c_void, map: *mut c_void, flags: u64) -> i64 {
+    helper!(id::GET_STACKID, fn(*mut c_void, *mut c_void, u64) -> i64)(ctx, map, flags)
+}
+
 /// `bpf_probe_read_kernel` (5.5): copies a `T` from kernel memory (a
 /// tracepoint's record, a kernel structure).
 #[inline(always)]

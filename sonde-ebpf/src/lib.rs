@@ -31,7 +31,10 @@ mod context;
 pub mod helpers;
 pub mod maps;
 
-pub use context::{FromRegister, ProbeContext, RetProbeContext, TracePointContext};
+pub use context::{EbpfContext, FromRegister, ProbeContext, RetProbeContext, TracePointContext};
+pub use sonde_abi::Pod;
+/// `#[derive(Pod)]` for `#[repr(C)]` records without padding (checked at compile time).
+pub use sonde_macros::Pod;
 pub use sonde_macros::{map, tracepoint, uprobe, uretprobe};
 
 /// Declares the object's license (the kernel reads the `license` section).

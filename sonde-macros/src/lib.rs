@@ -8,8 +8,8 @@ use proc_macro2::Span;
 use quote::{format_ident, quote};
 use sonde_abi::ProbeKind;
 use syn::{
-    parse::Parser, parse_macro_input, punctuated::Punctuated, Error, Expr, ExprLit, ItemFn, ItemStatic, Lit, Meta,
-    Token,
+    parse::Parser, parse_macro_input, punctuated::Punctuated, Data, DeriveInput, Error, Expr, ExprLit, ItemFn,
+    ItemStatic, Lit, Meta, Token,
 };
 
 /// Options common to `#[uprobe(...)]` and `#[uretprobe(...)]`.
@@ -175,6 +175,66 @@ pub fn map(attr: TokenStream, item: TokenStream) -> TokenStream {
         #[link_section = "maps"]
         #[export_name = #name]
         #item
+    }
+    .into()
+}
+
+/// Derives `Pod` (plain data for map keys, values and ring buffer records) for a
+/// `#[repr(C)]` struct, checking at compile time that it has no padding and that
+/// every field is `Pod`. `Pod` must be in scope: `use sonde::Pod;` on the host,
+/// `use sonde_ebpf::Pod;` in a program (each names the trait and this derive).
+///
+/// ```ignore
+/// #[derive(Clone, Copy, Pod)]
+/// #[repr(C)]
+/// struct Event { pid: u32, cookie: u32, ts_ns: u64 }
+/// ```
+#[proc_macro_derive(Pod)]
+pub fn derive_pod(item: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(item as DeriveInput);
+    let ident = &input.ident;
+    let repr_c = input.attrs.iter().any(|a| {
+        a.path().is_ident("repr")
+            && a.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated)
+                .is_ok_and(|m| {
+                    m.iter()
+                        .any(|m| m.path().is_ident("C") || m.path().is_ident("transparent"))
+                })
+    });
+    if !repr_c {
+        return Error::new_spanned(
+            ident,
+            "#[derive(Pod)] needs #[repr(C)]: the layout must be the same on both sides",
+        )
+        .to_compile_error()
+        .into();
+    }
+    if !input.generics.params.is_empty() {
+        return Error::new_spanned(&input.generics, "#[derive(Pod)] takes no generic parameters")
+            .to_compile_error()
+            .into();
+    }
+    let Data::Struct(data) = &input.data else {
+        return Error::new_spanned(ident, "#[derive(Pod)] is for structs")
+            .to_compile_error()
+            .into();
+    };
+    let types: Vec<&syn::Type> = data.fields.iter().map(|f| &f.ty).collect();
+    let message = format!("{ident} has padding: add explicit fields (e.g. `_pad: [u8; N]`) so every byte is a field");
+    quote! {
+        // SAFETY: repr(C), every field Pod and no padding (both checked below).
+        unsafe impl Pod for #ident {}
+        const _: () = {
+            #[allow(dead_code)]
+            fn fields_are_pod() {
+                fn is_pod<T: Pod>() {}
+                #( is_pod::<#types>(); )*
+            }
+            assert!(
+                ::core::mem::size_of::<#ident>() == 0 #( + ::core::mem::size_of::<#types>() )*,
+                #message
+            );
+        };
     }
     .into()
 }

@@ -130,7 +130,7 @@ pub fn targets(cookies: &[u64]) -> Vec<Target> {
 /// Counts per cookie from a `HashMap<u64, u64>` map, sorted by cookie.
 pub fn counts(object: &Object, map: &str) -> Vec<(u64, u64)> {
     let m = HashMap::<u64, u64>::new(object.map(map).expect("map")).expect("typed map");
-    let mut v: Vec<(u64, u64)> = m.iter().collect();
+    let mut v: Vec<(u64, u64)> = m.iter().expect("key walk").collect::<Result<_, _>>().expect("lookups");
     v.sort_unstable();
     v
 }
@@ -215,9 +215,8 @@ pub fn drain_events(object: &Object) -> Vec<Event> {
     let mut rb = sonde::maps::RingBuf::new(object.map("EVENTS").expect("EVENTS map")).expect("ring buffer");
     let mut out = Vec::new();
     while let Some(rec) = rb.next() {
-        assert_eq!(rec.len(), std::mem::size_of::<Event>());
-        // SAFETY: the program writes whole `Event`s; length checked above.
-        out.push(unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) });
+        assert_eq!(rec.len(), std::mem::size_of::<Event>(), "whole records");
+        out.push(rec.read::<Event>().expect("an Event"));
     }
     out
 }

@@ -61,8 +61,11 @@ pub mod spec;
 pub mod sys;
 
 pub use attach::{AttachError, AttachOptions, AttachPlan, Attachment, DetachHandle, Refusal, Scope, Tier};
+/// A command started held until the probes are attached: [`command::HeldCommand`].
+pub use command::HeldCommand as Command;
 pub use features::{Feature, Features};
 pub use job::{GroupId, Job, JobBuilder};
+pub use maps::Pod;
 pub use object::Object;
 pub use process::ProcessError;
 pub use programs::{

@@ -1,6 +1,6 @@
 use core::marker::PhantomData;
 
-use super::{lookup, DefCell, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_HASH, BPF_NOEXIST};
+use super::{lookup, DefCell, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_PERCPU_HASH, BPF_NOEXIST};
 use crate::helpers;
 
 macro_rules! hash_map {
@@ -109,4 +109,11 @@ hash_map!(
     /// reads all CPUs' values.
     PerCpuHashMap,
     BPF_MAP_TYPE_PERCPU_HASH
+);
+hash_map!(
+    /// `BPF_MAP_TYPE_LRU_HASH` (Linux 4.10): a hash map that evicts the least
+    /// recently used key when full, instead of refusing inserts (for keys without
+    /// bound: pids, addresses, strings).
+    LruHashMap,
+    BPF_MAP_TYPE_LRU_HASH
 );

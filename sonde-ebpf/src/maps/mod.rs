@@ -6,10 +6,12 @@
 mod array;
 mod hash_map;
 mod ring_buf;
+pub mod stack_trace;
 
 pub use array::{Array, PerCpuArray};
-pub use hash_map::{HashMap, PerCpuHashMap};
+pub use hash_map::{HashMap, LruHashMap, PerCpuHashMap};
 pub use ring_buf::{RingBuf, RingBufEntry};
+pub use stack_trace::StackTrace;
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
@@ -25,6 +27,10 @@ pub const BPF_MAP_TYPE_ARRAY: u32 = MapType::Array as u32;
 pub const BPF_MAP_TYPE_PERCPU_HASH: u32 = MapType::PerCpuHash as u32;
 /// `BPF_MAP_TYPE_PERCPU_ARRAY`.
 pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = MapType::PerCpuArray as u32;
+/// `BPF_MAP_TYPE_LRU_HASH`.
+pub const BPF_MAP_TYPE_LRU_HASH: u32 = MapType::LruHash as u32;
+/// `BPF_MAP_TYPE_STACK_TRACE`.
+pub const BPF_MAP_TYPE_STACK_TRACE: u32 = MapType::StackTrace as u32;
 /// `BPF_MAP_TYPE_RINGBUF`.
 pub const BPF_MAP_TYPE_RINGBUF: u32 = MapType::RingBuf as u32;
 

@@ -2,7 +2,8 @@
 #![no_std]
 #![no_main]
 
-use sonde_ebpf::maps::{Array, HashMap, PerCpuArray, RingBuf};
+use sonde_ebpf::maps::stack_trace::BPF_F_USER_STACK;
+use sonde_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace};
 use sonde_ebpf::{map, uprobe, uretprobe, ProbeContext, RetProbeContext};
 
 sonde_ebpf::license!("GPL");
@@ -27,6 +28,23 @@ static HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1);
 /// Values read through global data.
 #[map]
 static SEEN: Array<u64> = Array::with_max_entries(4);
+
+/// User stacks of the probed calls.
+#[map]
+static STACKS: StackTrace = StackTrace::with_max_entries(256);
+
+/// Calls per stack id (LRU: a bounded map for unbounded keys).
+#[map]
+static BY_STACK: LruHashMap<i64, u64> = LruHashMap::with_max_entries(64);
+
+/// Counts calls by user stack.
+#[uprobe]
+fn count_stacks(ctx: ProbeContext) -> u32 {
+    if let Ok(id) = STACKS.get_stackid(&ctx, BPF_F_USER_STACK) {
+        BY_STACK.increment(&id);
+    }
+    0
+}
 
 #[path = "../../src/event.rs"]
 mod event;

@@ -1,16 +1,21 @@
 use std::marker::PhantomData;
 use std::os::fd::AsFd;
 
-use super::{bytes_of, from_bytes, possible_cpus, Map, MapError, Pod, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_HASH};
+use super::{
+    bytes_of, from_bytes, possible_cpus, Map, MapError, Pod, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH,
+    BPF_MAP_TYPE_PERCPU_HASH,
+};
 use crate::sys::bpf;
 
-/// A `BPF_MAP_TYPE_HASH` map (Linux 3.19) seen as `K -> V`.
+/// A `BPF_MAP_TYPE_HASH` map (Linux 3.19), or `BPF_MAP_TYPE_LRU_HASH` (4.10),
+/// seen as `K -> V`.
 ///
 /// ```no_run
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let object: sonde::Object = unimplemented!();
 /// let counts = sonde::maps::HashMap::<u64, u64>::new(object.map("COUNTS")?)?;
-/// for (cookie, count) in counts.iter() {
+/// for entry in counts.iter()? {
+///     let (cookie, count) = entry?;
 ///     println!("{cookie}: {count}");
 /// }
 /// # Ok(()) }
@@ -24,7 +29,7 @@ impl<K: Pod, V: Pod> HashMap<K, V> {
     /// A typed view; fails if the map is not a hash of `K` to `V`.
     pub fn new(map: Map) -> Result<Self, MapError> {
         map.check(
-            &[BPF_MAP_TYPE_HASH],
+            &[BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH],
             size_of::<K>(),
             size_of::<V>(),
             "a hash map of these key and value types",
@@ -54,12 +59,14 @@ impl<K: Pod, V: Pod> HashMap<K, V> {
         keys::<K>(&self.map)
     }
 
-    /// All entries; entries that vanish during the walk are skipped.
-    pub fn iter(&self) -> impl Iterator<Item = (K, V)> + '_ {
-        self.keys()
-            .unwrap_or_default()
+    /// All entries: a failed key walk is an error, not an empty map; a failed
+    /// lookup is an item's error; entries that vanish during the walk are
+    /// skipped.
+    pub fn iter(&self) -> Result<impl Iterator<Item = Result<(K, V), MapError>> + '_, MapError> {
+        let keys = self.keys()?;
+        Ok(keys
             .into_iter()
-            .filter_map(|k| self.get(&k).ok().flatten().map(|v| (k, v)))
+            .filter_map(|k| self.get(&k).map(|v| v.map(|v| (k, v))).transpose()))
     }
 }
 

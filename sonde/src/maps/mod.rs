@@ -7,6 +7,7 @@
 mod array;
 mod hash_map;
 mod ring_buf;
+mod stack_trace;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 pub use array::{Array, PerCpuArray};
 pub use hash_map::{HashMap, PerCpuHashMap};
 pub use ring_buf::{RingBuf, RingBufItem};
+pub use stack_trace::StackTraceMap;
 
 use crate::spec::MapDef;
 use crate::sys::SyscallError;
@@ -30,6 +32,10 @@ pub const BPF_MAP_TYPE_PERCPU_HASH: u32 = MapType::PerCpuHash as u32;
 pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = MapType::PerCpuArray as u32;
 /// `BPF_MAP_TYPE_RINGBUF`.
 pub const BPF_MAP_TYPE_RINGBUF: u32 = MapType::RingBuf as u32;
+/// `BPF_MAP_TYPE_LRU_HASH`.
+pub const BPF_MAP_TYPE_LRU_HASH: u32 = MapType::LruHash as u32;
+/// `BPF_MAP_TYPE_STACK_TRACE`.
+pub const BPF_MAP_TYPE_STACK_TRACE: u32 = MapType::StackTrace as u32;
 
 /// Errors of map access.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +63,18 @@ pub enum MapError {
         /// The capacity.
         max: u32,
     },
+    /// A record shorter than the type it is read as.
+    #[error("map `{name}`: a record of {len} bytes cannot be read as {wanted} ({size} bytes)")]
+    RecordSize {
+        /// Map name.
+        name: String,
+        /// The record's length.
+        len: usize,
+        /// The type asked for.
+        wanted: &'static str,
+        /// Its size.
+        size: usize,
+    },
     /// The kernel refused.
     #[error("map `{name}`: {source}")]
     Syscall {
@@ -68,23 +86,33 @@ pub enum MapError {
     },
 }
 
-/// Plain data that can cross to and from the kernel as bytes: no padding that
-/// matters, no pointers, every bit pattern valid.
+pub use sonde_abi::Pod;
+/// `#[derive(Pod)]` for `#[repr(C)]` structs without padding (checked at compile time).
 ///
-/// # Safety
-/// The type must be `Copy`, `#[repr(C)]` (or a primitive), and valid for any bit
-/// pattern of its size.
-pub unsafe trait Pod: Copy + 'static {}
-
-macro_rules! pod {
-    ($($t:ty),*) => {$(
-        // SAFETY: primitives are valid for any bit pattern.
-        unsafe impl Pod for $t {}
-    )*};
-}
-pod!(u8, u16, u32, u64, u128, i8, i16, i32, i64, i128, usize, isize);
-// SAFETY: arrays of Pod are Pod.
-unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
+/// ```
+/// use sonde::Pod;
+/// #[derive(Clone, Copy, Pod)]
+/// #[repr(C)]
+/// struct Event { pid: u32, cookie: u32, ts_ns: u64, comm: [u8; 16] }
+/// ```
+///
+/// Padding is refused (here 7 bytes after `flag`):
+///
+/// ```compile_fail
+/// use sonde::Pod;
+/// #[derive(Clone, Copy, Pod)]
+/// #[repr(C)]
+/// struct Padded { flag: u8, ts_ns: u64 }
+/// ```
+///
+/// and so is a layout Rust may reorder:
+///
+/// ```compile_fail
+/// use sonde::Pod;
+/// #[derive(Clone, Copy, Pod)]
+/// struct NotReprC { a: u64 }
+/// ```
+pub use sonde_macros::Pod;
 
 pub(crate) fn bytes_of<T: Pod>(v: &T) -> &[u8] {
     // SAFETY: T is Pod, so all its bytes may be read.

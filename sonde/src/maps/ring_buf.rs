@@ -3,7 +3,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{Map, MapError, BPF_MAP_TYPE_RINGBUF};
+use super::{Map, MapError, Pod, BPF_MAP_TYPE_RINGBUF};
 use crate::sys::ring::{self, Mapping};
 
 const BUSY: u32 = 1 << 31;
@@ -101,8 +101,31 @@ impl RingBuf {
                 data,
                 consumer: self.consumer_pos(),
                 next,
+                map: &self.map,
             });
         }
+    }
+
+    /// The next record read as a `T` (released at once), or `None` when the
+    /// buffer is empty now.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let object: sonde::Object = unimplemented!();
+    /// use sonde::Pod;
+    /// #[derive(Clone, Copy, Pod)]
+    /// #[repr(C)]
+    /// struct Event { pid: u32, cookie: u32, ts_ns: u64 }
+    ///
+    /// let mut ring = sonde::maps::RingBuf::new(object.map("EVENTS")?)?;
+    /// while let Some(event) = ring.next_as::<Event>() {
+    ///     let event = event?;
+    ///     println!("{} {} {}", event.pid, event.cookie, event.ts_ns);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn next_as<T: Pod>(&mut self) -> Option<Result<T, MapError>> {
+        self.next().map(|item| item.read())
     }
 
     /// Waits until a record may be ready or `timeout` passes (`None`: forever).
@@ -123,6 +146,23 @@ pub struct RingBufItem<'a> {
     data: &'a [u8],
     consumer: &'a AtomicU64,
     next: u64,
+    map: &'a Map,
+}
+
+impl RingBufItem<'_> {
+    /// The record as a `T` (the type the program reserved or output); an error
+    /// if the record is shorter than `T`.
+    pub fn read<T: Pod>(&self) -> Result<T, MapError> {
+        if self.data.len() < std::mem::size_of::<T>() {
+            return Err(MapError::RecordSize {
+                name: self.map.name().to_string(),
+                len: self.data.len(),
+                wanted: std::any::type_name::<T>(),
+                size: std::mem::size_of::<T>(),
+            });
+        }
+        Ok(super::from_bytes(self.data))
+    }
 }
 
 impl Deref for RingBufItem<'_> {

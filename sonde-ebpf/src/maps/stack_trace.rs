@@ -1,0 +1,65 @@
+//! The stack trace map ([`StackTrace`]) and the flags of `bpf_get_stackid`.
+
+use super::{DefCell, BPF_MAP_TYPE_STACK_TRACE};
+use crate::{helpers, EbpfContext};
+
+/// Frames kept per stack (the kernel's default `PERF_MAX_STACK_DEPTH`).
+pub const MAX_DEPTH: usize = 127;
+
+/// `BPF_F_USER_STACK`: the user-space stack of the probed task.
+pub const BPF_F_USER_STACK: u64 = 1 << 8;
+/// `BPF_F_REUSE_STACKID`: when the bucket is taken by another stack, replace it.
+pub const BPF_F_REUSE_STACKID: u64 = 1 << 10;
+
+/// `BPF_MAP_TYPE_STACK_TRACE` (Linux 4.6): stacks stored by the kernel, each
+/// under an id that [`StackTrace::get_stackid`] returns; user space reads a
+/// stack by id (`sonde::maps::StackTraceMap`) and symbolizes it.
+///
+/// ```no_run
+/// use sonde_ebpf::maps::{stack_trace::BPF_F_USER_STACK, HashMap, StackTrace};
+/// use sonde_ebpf::{map, uprobe, ProbeContext};
+///
+/// #[map]
+/// static STACKS: StackTrace = StackTrace::with_max_entries(1024);
+/// #[map]
+/// static BY_STACK: HashMap<i64, u64> = HashMap::with_max_entries(1024);
+///
+/// #[uprobe]
+/// fn by_stack(ctx: ProbeContext) -> u32 {
+///     if let Ok(id) = STACKS.get_stackid(&ctx, BPF_F_USER_STACK) {
+///         BY_STACK.increment(&id);
+///     }
+///     0
+/// }
+/// ```
+#[repr(transparent)]
+pub struct StackTrace {
+    def: DefCell,
+}
+
+// SAFETY: all access goes through kernel helpers, which synchronise.
+unsafe impl Sync for StackTrace {}
+
+impl StackTrace {
+    /// A map with room for `max_entries` distinct stacks of [`MAX_DEPTH`] frames.
+    pub const fn with_max_entries(max_entries: u32) -> Self {
+        StackTrace {
+            def: DefCell::new(BPF_MAP_TYPE_STACK_TRACE, 4, MAX_DEPTH * 8, max_entries, 0),
+        }
+    }
+
+    /// `bpf_get_stackid` (Linux 4.6): stores the current stack (with
+    /// [`BPF_F_USER_STACK`], the user-space one) and returns its id. Errors are
+    /// the helper's negative errno (`-EEXIST`: the bucket holds another stack
+    /// and [`BPF_F_REUSE_STACKID`] was not given; `-ENOMEM`: the map is full).
+    #[inline(always)]
+    pub fn get_stackid(&self, ctx: &impl EbpfContext, flags: u64) -> Result<i64, i64> {
+        // SAFETY: `ctx` is the program's context and the map is a stack trace map.
+        let ret = unsafe { helpers::get_stackid(ctx.as_ptr(), self.def.ptr(), flags) };
+        if ret < 0 {
+            Err(ret)
+        } else {
+            Ok(ret)
+        }
+    }
+}

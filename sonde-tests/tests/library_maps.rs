@@ -1,0 +1,71 @@
+//! The library's data types on the real kernel (#18): user stacks stored by the
+//! program in a stack trace map, counted in an LRU hash keyed by stack id, read
+//! back through the typed views.
+
+use sonde::maps::{HashMap, StackTraceMap};
+use sonde::resolve::SymbolTable;
+use sonde::{AttachOptions, Object, Target};
+use sonde_tests::{require_root, target_app, Waiting};
+
+/// The file offset and path of virtual address `ip`, through a snapshot of
+/// `/proc/PID/maps`.
+fn translate(maps: &str, ip: u64) -> Option<(u64, String)> {
+    maps.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (start, end) = f.next()?.split_once('-')?;
+        let (start, end) = (u64::from_str_radix(start, 16).ok()?, u64::from_str_radix(end, 16).ok()?);
+        let offset = u64::from_str_radix(f.nth(1)?, 16).ok()?;
+        let path = f.nth(2)?.to_string();
+        (ip >= start && ip < end).then(|| (ip - start + offset, path))
+    })
+}
+
+#[test]
+fn user_stacks_are_stored_and_counted_by_id() {
+    require_root();
+    let app = target_app();
+    let table = SymbolTable::read(&app).expect("symbols");
+    let entry = table.function("sonde_fn_a").expect("sonde_fn_a").file_offset;
+    let mut object = Object::load(sonde_tests::PROBES).expect("object");
+    // "aab": sonde_fn_a twice from the same call site, then sonde_fn_b.
+    let waiting = Waiting::spawn("aab").until_blocked();
+    let pid = waiting.pid();
+    let _attachment = object
+        .uprobe("count_stacks")
+        .expect("program")
+        .attach(
+            &[Target::symbol(&app, "sonde_fn_a").cookie(0)],
+            &AttachOptions::default().pid(pid),
+        )
+        .expect("attach");
+    // Read while the process waits: its mappings do not move after.
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    waiting.run();
+
+    let by_stack: HashMap<i64, u64> = HashMap::new(object.map("BY_STACK").expect("map")).expect("LRU hash view");
+    let stacks = StackTraceMap::new(object.map("STACKS").expect("map")).expect("stack map view");
+    let entries: Vec<(i64, u64)> = by_stack
+        .iter()
+        .expect("key walk")
+        .collect::<Result<_, _>>()
+        .expect("lookups");
+    assert_eq!(entries.iter().map(|(_, n)| n).sum::<u64>(), 2, "two calls: {entries:?}");
+    for (id, _) in &entries {
+        let frames = stacks
+            .get(u32::try_from(*id).expect("a stack id"))
+            .expect("lookup")
+            .expect("the stack is stored");
+        assert!(frames.len() >= 2, "the function and its callers: {frames:x?}");
+        // The innermost frame is the probed function's entry, in the target.
+        let (offset, path) = translate(&maps, frames[0]).expect("frame 0 in a mapping");
+        assert!(path.ends_with("target-app"), "{path}");
+        assert_eq!(offset, entry, "frame 0 is sonde_fn_a's entry");
+        // Its caller is in the target too (main's dispatch loop).
+        let (_, caller) = translate(&maps, frames[1]).expect("frame 1 in a mapping");
+        assert!(caller.ends_with("target-app"), "{caller}");
+    }
+    assert!(
+        stacks.get(u32::MAX).expect("lookup").is_none(),
+        "an unused id holds nothing"
+    );
+}
