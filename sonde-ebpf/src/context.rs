@@ -32,6 +32,8 @@ mod regs {
 }
 
 /// A value that can be taken from a 64-bit register.
+///
+/// Kernel: none (a conversion); register reads work on every kernel sonde supports (5.10+).
 pub trait FromRegister: Sized {
     /// Converts the raw register (truncating, as the C ABI does).
     fn from_register(raw: u64) -> Self;
@@ -75,12 +77,16 @@ macro_rules! common_context {
         ///
         /// # Safety
         /// `ctx` must be the program's context argument.
+        ///
+        /// Kernel: any (no helper).
         #[inline(always)]
         pub unsafe fn new(ctx: *mut c_void) -> Self {
             Self { regs: ctx }
         }
 
         /// The raw context pointer.
+        ///
+        /// Kernel: any (no helper).
         #[inline(always)]
         pub fn as_ptr(&self) -> *mut c_void {
             self.regs
@@ -99,36 +105,48 @@ macro_rules! common_context {
         }
 
         /// `tgid << 32 | tid` of the task that hit the probe.
+        ///
+        /// Kernel: Linux 4.2 (`bpf_get_current_pid_tgid`).
         #[inline(always)]
         pub fn pid_tgid(&self) -> u64 {
             helpers::current_pid_tgid()
         }
 
         /// Process id (thread group id) of the task that hit the probe.
+        ///
+        /// Kernel: Linux 4.2 (`bpf_get_current_pid_tgid`).
         #[inline(always)]
         pub fn pid(&self) -> u32 {
             (helpers::current_pid_tgid() >> 32) as u32
         }
 
         /// Thread id of the task that hit the probe.
+        ///
+        /// Kernel: Linux 4.2 (`bpf_get_current_pid_tgid`).
         #[inline(always)]
         pub fn tid(&self) -> u32 {
             helpers::current_pid_tgid() as u32
         }
 
         /// Command name of the task that hit the probe (NUL padded).
+        ///
+        /// Kernel: Linux 4.2 (`bpf_get_current_comm`).
         #[inline(always)]
         pub fn comm(&self) -> [u8; 16] {
             helpers::current_comm()
         }
 
         /// Instruction pointer at the probe.
+        ///
+        /// Kernel: any (a register read from the context).
         #[inline(always)]
         pub fn ip(&self) -> u64 {
             read_reg(self.regs, regs::IP)
         }
 
         /// Stack pointer at the probe.
+        ///
+        /// Kernel: any (a register read from the context).
         #[inline(always)]
         pub fn sp(&self) -> u64 {
             read_reg(self.regs, regs::SP)
@@ -137,6 +155,8 @@ macro_rules! common_context {
 }
 
 /// Context of a uprobe (function entry): arguments, cookie, current task.
+///
+/// Kernel: BPF programs on uprobes since Linux 4.3; sonde supports 5.10 and later.
 pub struct ProbeContext {
     regs: *mut c_void,
 }
@@ -147,6 +167,8 @@ impl ProbeContext {
     /// Argument `n` (0-based) of the probed function under the platform's C calling
     /// convention (x86-64: rdi, rsi, rdx, rcx, r8, r9; aarch64: x0-x7). `None` past
     /// the register arguments.
+    ///
+    /// Kernel: any (a register read from the context).
     #[inline(always)]
     pub fn arg<T: FromRegister>(&self, n: usize) -> Option<T> {
         if n < regs::ARGS.len() {
@@ -158,6 +180,8 @@ impl ProbeContext {
 }
 
 /// Context of a uretprobe (function return): return value, cookie, current task.
+///
+/// Kernel: BPF programs on uretprobes since Linux 4.3; sonde supports 5.10 and later.
 pub struct RetProbeContext {
     regs: *mut c_void,
 }
@@ -166,6 +190,8 @@ impl RetProbeContext {
     common_context!();
 
     /// The probed function's return value (x86-64: rax; aarch64: x0).
+    ///
+    /// Kernel: any (a register read from the context).
     #[inline(always)]
     pub fn ret<T: FromRegister>(&self) -> T {
         T::from_register(read_reg(self.regs, regs::RET))
@@ -186,12 +212,16 @@ impl TracePointContext {
     ///
     /// # Safety
     /// `ctx` must be the pointer the kernel passed to a tracepoint program.
+    ///
+    /// Kernel: any (no helper).
     #[inline(always)]
     pub unsafe fn new(ctx: *mut c_void) -> Self {
         TracePointContext { ctx }
     }
 
     /// The raw context pointer.
+    ///
+    /// Kernel: any (no helper).
     #[inline(always)]
     pub fn as_ptr(&self) -> *mut c_void {
         self.ctx
@@ -205,6 +235,8 @@ impl TracePointContext {
     }
 
     /// The current task's `tgid << 32 | pid` (the task that hit the tracepoint).
+    ///
+    /// Kernel: Linux 4.2 (`bpf_get_current_pid_tgid`).
     #[inline(always)]
     pub fn pid_tgid(&self) -> u64 {
         helpers::current_pid_tgid()
@@ -213,6 +245,8 @@ impl TracePointContext {
 
 /// A program's context, for helpers that take it (`bpf_get_stackid`): the
 /// context types of `#[uprobe]`, `#[uretprobe]` and `#[tracepoint]` programs.
+///
+/// Kernel: any (no helper).
 pub trait EbpfContext {
     /// The raw context pointer the kernel passed.
     fn as_ptr(&self) -> *mut c_void;

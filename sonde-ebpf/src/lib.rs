@@ -29,6 +29,7 @@
 
 mod context;
 pub mod helpers;
+pub mod log;
 pub mod maps;
 
 pub use context::{EbpfContext, FromRegister, ProbeContext, RetProbeContext, TracePointContext};

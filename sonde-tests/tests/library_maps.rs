@@ -69,3 +69,41 @@ fn user_stacks_are_stored_and_counted_by_id() {
         "an unused id holds nothing"
     );
 }
+
+/// `sonde_ebpf::info!` and `debug!` in a program, formatted in user space from
+/// the object's format strings: exact lines, in order.
+#[test]
+fn program_logs_are_formatted_in_user_space() {
+    require_root();
+    let app = target_app();
+    let mut object = Object::load(sonde_tests::PROBES).expect("object");
+    // "ab": sonde_fn_a(0), then sonde_fn_b(1).
+    let waiting = Waiting::spawn("ab").until_blocked();
+    let pid = waiting.pid();
+    let _attachment = object
+        .uprobe("log_calls")
+        .expect("program")
+        .attach(
+            &[
+                Target::symbol(&app, "sonde_fn_a").cookie(5),
+                Target::symbol(&app, "sonde_fn_b").cookie(6),
+            ],
+            &AttachOptions::default().pid(pid),
+        )
+        .expect("attach");
+    waiting.run();
+    let mut reader = sonde::log::LogReader::new(sonde_tests::PROBES, &object).expect("log reader");
+    let mut lines = Vec::new();
+    while let Some(line) = reader.next_line() {
+        lines.push(line);
+    }
+    assert_eq!(
+        lines,
+        [
+            (log::Level::Info, "call 5 arg 0x0".to_string()),
+            (log::Level::Debug, "no arguments at all".to_string()),
+            (log::Level::Info, "call 6 arg 0x1".to_string()),
+            (log::Level::Debug, "no arguments at all".to_string()),
+        ]
+    );
+}

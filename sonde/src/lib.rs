@@ -5,7 +5,7 @@
 //! `ctx.cookie()`.
 //!
 //! ```no_run
-//! # fn main() -> Result<(), sonde::Error> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use sonde::{maps::HashMap, AttachOptions, Object, Target};
 //!
 //! let mut object = Object::load(&std::fs::read("probes.bpf.o").unwrap())?;
@@ -18,7 +18,8 @@
 //! )?;
 //! println!("{}", attachment.plan()); // which mechanism ran, and why
 //! let calls = HashMap::<u64, u64>::new(object.map("CALLS")?)?;
-//! for (cookie, n) in calls.iter() {
+//! for entry in calls.iter()? {
+//!     let (cookie, n) = entry?;
 //!     println!("cookie {cookie}: {n} calls");
 //! }
 //! # Ok(()) }
@@ -40,7 +41,7 @@
 //! | 4 | [`resolve`] | binaries and names to [`ProbeSite`]s: symbols, debug files, libraries, boundaries |
 //! | 5 | [`features`] | what the kernel can do, probed lazily from a table |
 //! | 6 | [`attach`] | the plan, one file per mechanism, the RAII [`Attachment`] |
-//! | 7 | [`job`], [`command`] | programs under one plan on a cookie registry that grows and shrinks; a command held before exec |
+//! | 7 | [`job`], [`command`], [`log`] | programs under one plan on a cookie registry that grows and shrinks; a command held before exec; program log lines formatted |
 //!
 //! What both sides of the kernel boundary agree on (map definitions, helper ids,
 //! attach types, instructions, probe kinds) is the `sonde-abi` crate.
@@ -52,6 +53,7 @@ pub mod command;
 pub mod features;
 pub mod inspect;
 pub mod job;
+pub mod log;
 pub mod maps;
 mod object;
 pub mod process;

@@ -16,6 +16,8 @@ macro_rules! array {
 
         impl<V> $name<V> {
             /// An array of `max_entries` zeroed values, indexed by `u32`.
+            ///
+            /// Kernel: as the map type (arrays 3.19, per-CPU arrays 4.6).
             pub const fn with_max_entries(max_entries: u32) -> Self {
                 Self {
                     def: DefCell::new($map_type, 4, core::mem::size_of::<V>(), max_entries, 0),
@@ -25,12 +27,16 @@ macro_rules! array {
 
             /// A pointer to element `index` (this CPU's copy for per-CPU arrays);
             /// `None` out of bounds.
+            ///
+            /// Kernel: Linux 3.19 (`bpf_map_lookup_elem`).
             #[inline(always)]
             pub fn get_ptr_mut(&self, index: u32) -> Option<*mut V> {
                 lookup(&self.def, &index)
             }
 
             /// A copy of element `index`.
+            ///
+            /// Kernel: Linux 3.19 (`bpf_map_lookup_elem`).
             #[inline(always)]
             pub fn get(&self, index: u32) -> Option<V>
             where
@@ -44,6 +50,8 @@ macro_rules! array {
         impl $name<u64> {
             /// Adds `n` to counter `index` (atomic; per-CPU arrays need no atomics
             /// but the cost is the same on one CPU's cache line).
+            ///
+            /// Kernel: Linux 3.19 (lookup and atomic add).
             #[inline(always)]
             pub fn add(&self, index: u32, n: u64) {
                 if let Some(p) = self.get_ptr_mut(index) {

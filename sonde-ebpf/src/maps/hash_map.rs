@@ -17,11 +17,15 @@ macro_rules! hash_map {
 
         impl<K, V> $name<K, V> {
             /// A map with room for `max_entries` keys.
+            ///
+            /// Kernel: as the map type (hash 3.19, per-CPU hash 4.6, LRU 4.10).
             pub const fn with_max_entries(max_entries: u32) -> Self {
                 Self::with_flags(max_entries, 0)
             }
 
             /// A map with room for `max_entries` keys and `BPF_F_*` creation flags.
+            ///
+            /// Kernel: as the map type; each flag has its own (`BPF_F_NO_PREALLOC` 4.6).
             pub const fn with_flags(max_entries: u32, flags: u32) -> Self {
                 Self {
                     def: DefCell::new(
@@ -36,12 +40,16 @@ macro_rules! hash_map {
             }
 
             /// A pointer to the value of `key` (this CPU's copy for per-CPU maps).
+            ///
+            /// Kernel: Linux 3.19 (`bpf_map_lookup_elem`).
             #[inline(always)]
             pub fn get_ptr_mut(&self, key: &K) -> Option<*mut V> {
                 lookup(&self.def, key)
             }
 
             /// A copy of the value of `key`.
+            ///
+            /// Kernel: Linux 3.19 (`bpf_map_lookup_elem`).
             #[inline(always)]
             pub fn get(&self, key: &K) -> Option<V>
             where
@@ -53,6 +61,8 @@ macro_rules! hash_map {
 
             /// Inserts or replaces the value of `key`; `flags` is `BPF_ANY`,
             /// `BPF_NOEXIST` or `BPF_EXIST`. Errors are the helper's negative errno.
+            ///
+            /// Kernel: Linux 3.19 (`bpf_map_update_elem`).
             #[inline(always)]
             pub fn insert(&self, key: &K, value: &V, flags: u64) -> Result<(), i64> {
                 // SAFETY: key and value point to values of the map's sizes.
@@ -68,6 +78,8 @@ macro_rules! hash_map {
             }
 
             /// Removes `key`. Errors are the helper's negative errno.
+            ///
+            /// Kernel: Linux 3.19 (`bpf_map_delete_elem`).
             #[inline(always)]
             pub fn remove(&self, key: &K) -> Result<(), i64> {
                 // SAFETY: key points to a value of the map's key size.
@@ -78,12 +90,16 @@ macro_rules! hash_map {
 
         impl<K> $name<K, u64> {
             /// Adds one to the counter of `key`, creating it at 1. Atomic.
+            ///
+            /// Kernel: Linux 3.19 (lookup, update and atomic add).
             #[inline(always)]
             pub fn increment(&self, key: &K) {
                 self.add(key, 1)
             }
 
             /// Adds `n` to the counter of `key`, creating it at `n`. Atomic.
+            ///
+            /// Kernel: Linux 3.19 (lookup, update and atomic add).
             #[inline(always)]
             pub fn add(&self, key: &K, n: u64) {
                 if let Some(p) = self.get_ptr_mut(key) {

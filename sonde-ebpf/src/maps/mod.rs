@@ -19,19 +19,19 @@ use core::ffi::c_void;
 pub use sonde_abi::map::{MapDef, BPF_ANY, BPF_EXIST, BPF_NOEXIST};
 use sonde_abi::MapType;
 
-/// `BPF_MAP_TYPE_HASH`.
+/// `BPF_MAP_TYPE_HASH` (Linux 3.19).
 pub const BPF_MAP_TYPE_HASH: u32 = MapType::Hash as u32;
-/// `BPF_MAP_TYPE_ARRAY`.
+/// `BPF_MAP_TYPE_ARRAY` (Linux 3.19).
 pub const BPF_MAP_TYPE_ARRAY: u32 = MapType::Array as u32;
-/// `BPF_MAP_TYPE_PERCPU_HASH`.
+/// `BPF_MAP_TYPE_PERCPU_HASH` (Linux 4.6).
 pub const BPF_MAP_TYPE_PERCPU_HASH: u32 = MapType::PerCpuHash as u32;
-/// `BPF_MAP_TYPE_PERCPU_ARRAY`.
+/// `BPF_MAP_TYPE_PERCPU_ARRAY` (Linux 4.6).
 pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = MapType::PerCpuArray as u32;
-/// `BPF_MAP_TYPE_LRU_HASH`.
+/// `BPF_MAP_TYPE_LRU_HASH` (Linux 4.10).
 pub const BPF_MAP_TYPE_LRU_HASH: u32 = MapType::LruHash as u32;
-/// `BPF_MAP_TYPE_STACK_TRACE`.
+/// `BPF_MAP_TYPE_STACK_TRACE` (Linux 4.6).
 pub const BPF_MAP_TYPE_STACK_TRACE: u32 = MapType::StackTrace as u32;
-/// `BPF_MAP_TYPE_RINGBUF`.
+/// `BPF_MAP_TYPE_RINGBUF` (Linux 5.8).
 pub const BPF_MAP_TYPE_RINGBUF: u32 = MapType::RingBuf as u32;
 
 /// The definition cell every map type wraps: the helpers take its address.

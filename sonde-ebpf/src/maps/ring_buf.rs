@@ -15,6 +15,8 @@ unsafe impl Sync for RingBuf {}
 
 impl RingBuf {
     /// A ring buffer of `byte_size` bytes (a power of two, multiple of the page size).
+    ///
+    /// Kernel: Linux 5.8 (ring buffers).
     pub const fn with_byte_size(byte_size: u32) -> Self {
         Self {
             def: DefCell::new(BPF_MAP_TYPE_RINGBUF, 0, 0, byte_size, 0),
@@ -23,6 +25,8 @@ impl RingBuf {
 
     /// Copies `value` into the buffer. Errors (buffer full) are the helper's
     /// negative errno: user space counts them as lost events.
+    ///
+    /// Kernel: Linux 5.8 (`bpf_ringbuf_output`).
     #[inline(always)]
     pub fn output<T>(&self, value: &T, flags: u64) -> Result<(), i64> {
         // SAFETY: `value` is size_of::<T>() readable bytes.
@@ -38,6 +42,8 @@ impl RingBuf {
 
     /// Reserves room for one `T`, to fill in place and then submit or discard.
     /// `None` when the buffer is full.
+    ///
+    /// Kernel: Linux 5.8 (`bpf_ringbuf_reserve`).
     #[inline(always)]
     pub fn reserve<T>(&self, flags: u64) -> Option<RingBufEntry<T>> {
         // SAFETY: the size is a constant, as the verifier requires.
@@ -52,12 +58,16 @@ impl RingBuf {
 
 /// A reserved ring-buffer record. The verifier requires that it is submitted or
 /// discarded on every path.
+///
+/// Kernel: Linux 5.8.
 pub struct RingBufEntry<T> {
     ptr: *mut T,
 }
 
 impl<T> RingBufEntry<T> {
     /// Writes the record's value.
+    ///
+    /// Kernel: Linux 5.8 (a store into reserved memory).
     #[inline(always)]
     pub fn write(&mut self, value: T) {
         // SAFETY: the kernel reserved size_of::<T>() bytes at `ptr`.
@@ -65,12 +75,16 @@ impl<T> RingBufEntry<T> {
     }
 
     /// The record's memory, to fill field by field.
+    ///
+    /// Kernel: Linux 5.8.
     #[inline(always)]
     pub fn as_mut_ptr(&mut self) -> *mut T {
         self.ptr
     }
 
     /// Publishes the record to user space.
+    ///
+    /// Kernel: Linux 5.8 (`bpf_ringbuf_submit`).
     #[inline(always)]
     pub fn submit(self, flags: u64) {
         // SAFETY: `ptr` came from ringbuf_reserve and is consumed once.
@@ -78,6 +92,8 @@ impl<T> RingBufEntry<T> {
     }
 
     /// Drops the record.
+    ///
+    /// Kernel: Linux 5.8 (`bpf_ringbuf_discard`).
     #[inline(always)]
     pub fn discard(self, flags: u64) {
         // SAFETY: `ptr` came from ringbuf_reserve and is consumed once.

@@ -4,11 +4,17 @@ use super::{DefCell, BPF_MAP_TYPE_STACK_TRACE};
 use crate::{helpers, EbpfContext};
 
 /// Frames kept per stack (the kernel's default `PERF_MAX_STACK_DEPTH`).
+///
+/// Kernel: Linux 4.6 (stack trace maps).
 pub const MAX_DEPTH: usize = 127;
 
 /// `BPF_F_USER_STACK`: the user-space stack of the probed task.
+///
+/// Kernel: Linux 4.6.
 pub const BPF_F_USER_STACK: u64 = 1 << 8;
 /// `BPF_F_REUSE_STACKID`: when the bucket is taken by another stack, replace it.
+///
+/// Kernel: Linux 4.6.
 pub const BPF_F_REUSE_STACKID: u64 = 1 << 10;
 
 /// `BPF_MAP_TYPE_STACK_TRACE` (Linux 4.6): stacks stored by the kernel, each
@@ -42,6 +48,8 @@ unsafe impl Sync for StackTrace {}
 
 impl StackTrace {
     /// A map with room for `max_entries` distinct stacks of [`MAX_DEPTH`] frames.
+    ///
+    /// Kernel: Linux 4.6.
     pub const fn with_max_entries(max_entries: u32) -> Self {
         StackTrace {
             def: DefCell::new(BPF_MAP_TYPE_STACK_TRACE, 4, MAX_DEPTH * 8, max_entries, 0),

@@ -46,6 +46,14 @@ fn count_stacks(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// Logs every call: its cookie and first argument, formatted in user space.
+#[uprobe]
+fn log_calls(ctx: ProbeContext) -> u32 {
+    sonde_ebpf::info!("call {} arg {:#x}", ctx.cookie(), ctx.arg::<u64>(0).unwrap_or(0));
+    sonde_ebpf::debug!("no arguments at all");
+    0
+}
+
 #[path = "../../src/event.rs"]
 mod event;
 

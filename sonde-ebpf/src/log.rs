@@ -1,0 +1,172 @@
+//! Logging from programs: [`info!`](crate::info), [`debug!`](crate::debug),
+//! [`warn!`](crate::warn), [`error!`](crate::error), [`trace!`](crate::trace),
+//! formatted in user space (`sonde::log::EbpfLogger`, one line to enable).
+//!
+//! ```no_run
+//! # use sonde_ebpf::{uprobe, ProbeContext};
+//! #[uprobe]
+//! fn probe(ctx: ProbeContext) -> u32 {
+//!     sonde_ebpf::info!("call {} with {:#x}", ctx.cookie(), ctx.arg::<u64>(0).unwrap_or(0));
+//!     0
+//! }
+//! ```
+//!
+//! A call sends one fixed-size record (level, format id, up to
+//! [`MAX_ARGS`] integer arguments) through the [`SONDE_LOG`] ring buffer; the
+//! format strings never run in the kernel: each is kept in the object's
+//! `sonde_log` section under a hash of its text, where user space reads it.
+//! Arguments are integers or pointers (`as u64`); placeholders are `{}`, `{:x}`,
+//! `{:#x}` and `{:?}` (decimal). Needs Linux 5.8 (ring buffers); a full buffer
+//! drops the line and counts it.
+
+use crate::maps::RingBuf;
+
+/// Arguments a log line carries at most.
+pub const MAX_ARGS: usize = 6;
+
+/// The ring buffer log lines go through (256 KiB): in the object only when a
+/// program logs.
+///
+/// Kernel: Linux 5.8.
+#[link_section = "maps"]
+#[export_name = "SONDE_LOG"]
+pub static SONDE_LOG: RingBuf = RingBuf::with_byte_size(256 * 1024);
+
+/// Level of a log line (the `log` crate's, same order).
+#[repr(u8)]
+#[derive(Clone, Copy)]
+pub enum Level {
+    /// `error!`
+    Error = 1,
+    /// `warn!`
+    Warn = 2,
+    /// `info!`
+    Info = 3,
+    /// `debug!`
+    Debug = 4,
+    /// `trace!`
+    Trace = 5,
+}
+
+/// One log line as sent: `sonde::log` reads the same layout.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Record {
+    /// The format string's id ([`fmt_id`]).
+    pub id: u64,
+    /// [`Level`] as a byte.
+    pub level: u8,
+    /// Arguments used.
+    pub nargs: u8,
+    /// Zero.
+    pub _pad0: u16,
+    /// Zero.
+    pub _pad1: u32,
+    /// The arguments, as 64-bit values.
+    pub args: [u64; MAX_ARGS],
+}
+
+/// FNV-1a of a format string: its id in records and in the `sonde_log` section.
+pub const fn fmt_id(s: &str) -> u64 {
+    let b = s.as_bytes();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < b.len() {
+        h ^= b[i] as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+        i += 1;
+    }
+    h
+}
+
+/// A `sonde_log` section entry: id (8 bytes, little-endian), length (2 bytes),
+/// then the format's bytes; `L` is `10 + s.len()`.
+pub const fn entry<const L: usize>(s: &str) -> [u8; L] {
+    let mut out = [0u8; L];
+    let id = fmt_id(s).to_le_bytes();
+    let mut i = 0;
+    while i < 8 {
+        out[i] = id[i];
+        i += 1;
+    }
+    let b = s.as_bytes();
+    let len = (b.len() as u16).to_le_bytes();
+    out[8] = len[0];
+    out[9] = len[1];
+    let mut j = 0;
+    while j < b.len() && 10 + j < L {
+        out[10 + j] = b[j];
+        j += 1;
+    }
+    out
+}
+
+/// Sends one record (the macros call this): reserved in the ring buffer and
+/// written field by field (volatile stores: no `memset` the verifier would
+/// refuse), then submitted.
+#[inline(always)]
+pub fn send(level: Level, id: u64, args: &[u64]) {
+    let Some(mut entry) = SONDE_LOG.reserve::<Record>(0) else {
+        return;
+    };
+    let r = entry.as_mut_ptr();
+    let n = if args.len() < MAX_ARGS { args.len() } else { MAX_ARGS };
+    // SAFETY: `r` is the reserved record, valid for writes of a whole Record.
+    unsafe {
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*r).id), id);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*r).level), level as u8);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*r).nargs), n as u8);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*r)._pad0), 0);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*r)._pad1), 0);
+        let mut i = 0;
+        while i < MAX_ARGS {
+            let v = if i < n { args[i] } else { 0 };
+            core::ptr::write_volatile(core::ptr::addr_of_mut!((*r).args[i]), v);
+            i += 1;
+        }
+    }
+    entry.submit(0);
+}
+
+/// Logs at `level`: `log!(Level::Info, "x = {}", x)`. Prefer [`info!`](crate::info) and friends.
+#[macro_export]
+macro_rules! log {
+    ($level:expr, $fmt:literal $(, $arg:expr)* $(,)?) => {{
+        const FMT: &str = $fmt;
+        // The format, for user space only: never read by the program.
+        #[link_section = "sonde_log"]
+        #[used]
+        static ENTRY: [u8; 10 + FMT.len()] = $crate::log::entry::<{ 10 + FMT.len() }>(FMT);
+        $crate::log::send($level, $crate::log::fmt_id(FMT), &[$(($arg) as u64),*]);
+    }};
+}
+
+/// Logs at error level (Linux 5.8).
+#[macro_export]
+macro_rules! error {
+    ($($t:tt)*) => { $crate::log!($crate::log::Level::Error, $($t)*) };
+}
+
+/// Logs at warn level (Linux 5.8).
+#[macro_export]
+macro_rules! warn {
+    ($($t:tt)*) => { $crate::log!($crate::log::Level::Warn, $($t)*) };
+}
+
+/// Logs at info level (Linux 5.8).
+#[macro_export]
+macro_rules! info {
+    ($($t:tt)*) => { $crate::log!($crate::log::Level::Info, $($t)*) };
+}
+
+/// Logs at debug level (Linux 5.8).
+#[macro_export]
+macro_rules! debug {
+    ($($t:tt)*) => { $crate::log!($crate::log::Level::Debug, $($t)*) };
+}
+
+/// Logs at trace level (Linux 5.8).
+#[macro_export]
+macro_rules! trace {
+    ($($t:tt)*) => { $crate::log!($crate::log::Level::Trace, $($t)*) };
+}
