@@ -117,6 +117,16 @@ pub unsafe fn probe_read_user<T>(src: *const T) -> Result<T, i64> {
     }
 }
 
+/// `bpf_perf_event_output` (4.4): copies `size` bytes at `data` into the perf
+/// event array `map`'s buffer selected by `flags` (`BPF_F_CURRENT_CPU`).
+#[inline(always)]
+pub unsafe fn perf_event_output(ctx: *mut c_void, map: *mut c_void, flags: u64, data: *const c_void, size: u64) -> i64 {
+    helper!(
+        id::PERF_EVENT_OUTPUT,
+        fn(*mut c_void, *mut c_void, u64, *const c_void, u64) -> i64
+    )(ctx, map, flags, data, size)
+}
+
 /// `bpf_get_stackid` (4.6): stores the current stack in a stack trace map and
 /// returns its id, or a negative errno.
 #[inline(always)]

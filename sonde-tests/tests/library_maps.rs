@@ -107,3 +107,45 @@ fn program_logs_are_formatted_in_user_space() {
         ]
     );
 }
+
+/// Records through a perf event array: one buffer per CPU, every call's record
+/// read back exactly.
+#[test]
+fn records_arrive_through_per_cpu_perf_buffers() {
+    require_root();
+    let app = target_app();
+    let mut object = Object::load(sonde_tests::PROBES).expect("object");
+    let perf = sonde::maps::PerfEventArray::new(object.map("PERF_EVENTS").expect("map")).expect("view");
+    let mut buffers = perf.open_all(4).expect("per-CPU buffers");
+    assert!(!buffers.is_empty());
+    let waiting = Waiting::spawn("abba").until_blocked();
+    let pid = waiting.pid();
+    let _attachment = object
+        .uprobe("perf_calls")
+        .expect("program")
+        .attach(
+            &[
+                Target::symbol(&app, "sonde_fn_a").cookie(1),
+                Target::symbol(&app, "sonde_fn_b").cookie(2),
+            ],
+            &AttachOptions::default().pid(pid),
+        )
+        .expect("attach");
+    waiting.run();
+    let mut events = Vec::new();
+    for b in &mut buffers {
+        while let Some(record) = b.next() {
+            match &record {
+                sonde::maps::PerfRecord::Sample(_) => {
+                    events.push(record.sample_as::<sonde_tests::Event>().expect("a whole Event"));
+                }
+                sonde::maps::PerfRecord::Lost(n) => panic!("{n} records lost"),
+            }
+        }
+    }
+    events.sort_by_key(|e| e.value);
+    let got: Vec<(u64, u64)> = events.iter().map(|e| (e.cookie, e.value)).collect();
+    // "abba": a(0) b(1) b(2) a(3).
+    assert_eq!(got, [(1, 0), (2, 1), (2, 2), (1, 3)]);
+    assert!(events.iter().all(|e| (e.pid_tgid >> 32) as u32 == pid));
+}

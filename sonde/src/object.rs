@@ -57,7 +57,11 @@ impl Object {
         crate::sys::lift_memlock();
         let mut maps = Vec::with_capacity(file.maps.len());
         for spec in &file.maps {
-            let d = spec.def;
+            let mut d = spec.def;
+            // A perf event array declared without a size gets one slot per CPU.
+            if d.map_type == crate::maps::BPF_MAP_TYPE_PERF_EVENT_ARRAY && d.max_entries == 0 {
+                d.max_entries = u32::try_from(crate::maps::possible_cpus()).unwrap_or(u32::MAX);
+            }
             let read_only = matches!(spec.source, MapSource::Data { read_only: true, .. });
             let flags = d.map_flags | if read_only { bpf::BPF_F_RDONLY_PROG } else { 0 };
             let fd = bpf::map_create(d.map_type, d.key_size, d.value_size, d.max_entries, flags, &spec.name).map_err(

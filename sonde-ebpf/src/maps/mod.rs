@@ -5,11 +5,13 @@
 
 mod array;
 mod hash_map;
+pub mod perf_event_array;
 mod ring_buf;
 pub mod stack_trace;
 
 pub use array::{Array, PerCpuArray};
 pub use hash_map::{HashMap, LruHashMap, PerCpuHashMap};
+pub use perf_event_array::PerfEventArray;
 pub use ring_buf::{RingBuf, RingBufEntry};
 pub use stack_trace::StackTrace;
 
@@ -31,6 +33,8 @@ pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = MapType::PerCpuArray as u32;
 pub const BPF_MAP_TYPE_LRU_HASH: u32 = MapType::LruHash as u32;
 /// `BPF_MAP_TYPE_STACK_TRACE` (Linux 4.6).
 pub const BPF_MAP_TYPE_STACK_TRACE: u32 = MapType::StackTrace as u32;
+/// `BPF_MAP_TYPE_PERF_EVENT_ARRAY` (Linux 4.4).
+pub const BPF_MAP_TYPE_PERF_EVENT_ARRAY: u32 = MapType::PerfEventArray as u32;
 /// `BPF_MAP_TYPE_RINGBUF` (Linux 5.8).
 pub const BPF_MAP_TYPE_RINGBUF: u32 = MapType::RingBuf as u32;
 

@@ -3,7 +3,7 @@
 #![no_main]
 
 use sonde_ebpf::maps::stack_trace::BPF_F_USER_STACK;
-use sonde_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace};
+use sonde_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, PerfEventArray, RingBuf, StackTrace};
 use sonde_ebpf::{map, uprobe, uretprobe, ProbeContext, RetProbeContext};
 
 sonde_ebpf::license!("GPL");
@@ -58,6 +58,23 @@ fn log_calls(ctx: ProbeContext) -> u32 {
 mod event;
 
 use event::Event;
+
+/// The same records as `EVENTS`, through per-CPU perf buffers.
+#[map]
+static PERF_EVENTS: PerfEventArray<Event> = PerfEventArray::new();
+
+/// One `Event` per call into the perf event array.
+#[uprobe]
+fn perf_calls(ctx: ProbeContext) -> u32 {
+    let ev = Event {
+        cookie: ctx.cookie(),
+        pid_tgid: ctx.pid_tgid(),
+        value: ctx.arg::<u64>(0).unwrap_or(u64::MAX),
+        kind: 0,
+    };
+    let _ = PERF_EVENTS.output(&ctx, &ev);
+    0
+}
 
 /// Read-only global data: the loader turns `.rodata` into a frozen array map.
 static SCALE: [u64; 4] = [10, 20, 30, 40];

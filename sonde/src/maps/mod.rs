@@ -6,6 +6,7 @@
 
 mod array;
 mod hash_map;
+mod perf_event_array;
 mod ring_buf;
 mod stack_trace;
 
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 pub use array::{Array, PerCpuArray};
 pub use hash_map::{HashMap, PerCpuHashMap};
+pub use perf_event_array::{PerfBuffer, PerfEventArray, PerfRecord};
 pub use ring_buf::{RingBuf, RingBufItem};
 pub use stack_trace::StackTraceMap;
 
@@ -36,6 +38,8 @@ pub const BPF_MAP_TYPE_RINGBUF: u32 = MapType::RingBuf as u32;
 pub const BPF_MAP_TYPE_LRU_HASH: u32 = MapType::LruHash as u32;
 /// `BPF_MAP_TYPE_STACK_TRACE`.
 pub const BPF_MAP_TYPE_STACK_TRACE: u32 = MapType::StackTrace as u32;
+/// `BPF_MAP_TYPE_PERF_EVENT_ARRAY`.
+pub const BPF_MAP_TYPE_PERF_EVENT_ARRAY: u32 = MapType::PerfEventArray as u32;
 
 /// Errors of map access.
 #[derive(Debug, thiserror::Error)]

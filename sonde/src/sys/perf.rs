@@ -99,6 +99,39 @@ pub(crate) fn open_tracepoint(id: u64, pid: Option<u32>) -> SysResult<OwnedFd> {
     open(&mut attr, pid, Call::PerfEventOpenTracepoint)
 }
 
+/// A `PERF_COUNT_SW_BPF_OUTPUT` event on `cpu` (4.4): the per-CPU buffer that
+/// `bpf_perf_event_output` writes samples into; `wakeup` samples per wakeup.
+pub(crate) fn open_bpf_output(cpu: u32) -> SysResult<OwnedFd> {
+    const PERF_TYPE_SOFTWARE: u32 = 1;
+    const PERF_COUNT_SW_BPF_OUTPUT: u64 = 10;
+    const PERF_SAMPLE_RAW: u64 = 1 << 10;
+    let mut attr = PerfEventAttr {
+        type_: PERF_TYPE_SOFTWARE,
+        size: size_of::<PerfEventAttr>() as u32,
+        config: PERF_COUNT_SW_BPF_OUTPUT,
+        sample_period: 1,
+        sample_type: PERF_SAMPLE_RAW,
+        wakeup_events: 1,
+        flags: ATTR_DISABLED,
+        ..Default::default()
+    };
+    let fd = run(Call::PerfEventOpen, || {
+        // SAFETY: `attr` is a valid perf_event_attr of the size it states.
+        cvt(unsafe {
+            libc::syscall(
+                libc::SYS_perf_event_open,
+                &mut attr as *mut PerfEventAttr,
+                -1 as libc::c_long,
+                cpu as libc::c_long,
+                -1 as libc::c_long,
+                PERF_FLAG_FD_CLOEXEC,
+            )
+        })
+    })?;
+    // SAFETY: a new descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
 fn ioctl(fd: BorrowedFd<'_>, req: libc::c_ulong, arg: libc::c_int) -> SysResult<()> {
     run_unit(Call::PerfIoctl, || {
         // SAFETY: perf ioctls with an integer argument.
