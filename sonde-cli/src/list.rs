@@ -80,12 +80,14 @@ pub fn list(target: &str, patterns: &[String], pid: Option<u32>, json: bool) -> 
                     }
                     (None, false) => String::new(),
                 };
+                // The size of what is probed: the implementation's for an ifunc.
+                let size = f.implementation.as_ref().map_or(f.symbol.size, |m| m.size);
                 writeln!(
                     out,
                     "{:>6} {:>#12x} {:>7}  {name}{note}",
                     first_cookie + f.cookie,
                     f.file_offset,
-                    f.symbol.size
+                    size
                 )?;
             }
             writeln!(out, "{} functions in {}", set.len(), set.path().display())?;

@@ -67,6 +67,8 @@ pub struct Implementation {
     pub name: Option<Arc<str>>,
     /// File offset of its entry.
     pub file_offset: u64,
+    /// Its size in bytes (0 when unnamed or unknown).
+    pub size: u64,
 }
 
 impl Implementation {
@@ -246,13 +248,14 @@ impl Functions {
             return None;
         }
         let full = cache::symbols_of(binary, &self.debug_root).ok()?;
-        let name = full
+        let named = full
             .code_address_of(offset)
             .and_then(|addr| full.function_holding(addr))
             .filter(|(g, _)| g.file_offset == offset)
-            .map(|(g, _)| g.name.clone());
+            .map(|(g, _)| (g.name.clone(), g.size));
         Some(Implementation {
-            name,
+            name: named.as_ref().map(|(n, _)| n.clone()),
+            size: named.map_or(0, |(_, s)| s),
             file_offset: offset,
         })
     }
