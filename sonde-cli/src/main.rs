@@ -63,15 +63,25 @@ enum Command {
     /// counted and reported at the end.
     #[command(after_help = "EXAMPLES:
   sonde trace libc 'open*' --args 2 -- cat /etc/hostname
+  sonde trace --args s,i --ret i libc open -- cat /etc/hostname    path as a string, fd returned
+  sonde trace --ret s /bin/bash readline       bashreadline: each line typed, as bash returns it
   sonde trace -p 4242 ./server 'handle_*'
   sonde trace --json ./app 'fx_*' -- ./app     one object per line:
       {\"ts_ns\", \"pid\", \"tid\", \"comm\", \"function\", \"cookie\", \"args\": [...]}")]
     Trace {
         #[command(flatten)]
         common: Common,
-        /// How many arguments to print (0 to 6).
-        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=6))]
-        args: u8,
+        /// Arguments to print: a count (`2`: two, in hex) or types, one per
+        /// argument: i (int), u (unsigned), l (long), x (hex), p (pointer),
+        /// s (C string read from the process, up to 256 bytes; one per function).
+        /// `PATTERN=TYPES` sets them for the functions PATTERN names
+        /// (`--args readline=s`); repeat for several.
+        #[arg(long, value_name = "TYPES")]
+        args: Vec<String>,
+        /// Also print each call's return value (TYPE as for --args, default x)
+        /// and duration, matched to its entry per thread.
+        #[arg(long, value_name = "TYPE", num_args = 0..=1, default_missing_value = "x", value_parser = trace::parse_ret)]
+        ret: Option<trace::ArgType>,
     },
     /// Show what the kernel supports and the attach tiers sonde would use.
     #[command(after_help = "EXAMPLES:
@@ -165,7 +175,9 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Count(c) => count::run(c),
         Command::Latency(c) => latency::run(c),
-        Command::Trace { common, args } => trace::run(common, usize::from(*args)),
+        Command::Trace { common, args, ret } => {
+            trace::ArgSpecs::parse(args).and_then(|specs| trace::run(common, &specs, *ret))
+        }
         Command::Features { json } => list::features(*json),
         Command::New { dir, name } => new::new(dir, name.as_deref()),
         Command::List {

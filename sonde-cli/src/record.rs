@@ -29,4 +29,30 @@ pub struct CallRecord {
     pub args: [u64; ARGS],
     /// The thread's command name.
     pub comm: [u8; 16],
+    /// [`ENTRY`] or [`RETURN`] (then `args[0]` is the return value).
+    pub kind: u32,
+    /// Bytes of `text` read, NUL included (0: no string asked for; negative:
+    /// the read failed, e.g. a bad pointer; [`TEXT`]: possibly truncated).
+    pub text_len: i32,
+    /// The string argument or return value the function's settings ask for.
+    pub text: [u8; TEXT],
+}
+
+/// `CallRecord::kind` of a function entry (written by the program).
+#[cfg_attr(not(target_arch = "bpf"), allow(dead_code))]
+pub const ENTRY: u32 = 0;
+/// `CallRecord::kind` of a function return.
+pub const RETURN: u32 = 1;
+/// Bytes of a string read from the traced process (longer ones are truncated).
+pub const TEXT: usize = 256;
+
+/// `sonde trace`'s settings of one function (index: its cookie), read by the
+/// program on every hit: one verification serves every function.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Default)]
+pub struct TraceConfig {
+    /// Which argument is read as a C string: 1..=6, or 0 for none.
+    pub text_arg: u32,
+    /// 1 when the return value is read as a C string.
+    pub text_ret: u32,
 }

@@ -234,6 +234,18 @@ impl Session {
         programs: &[&str],
         sizes: impl Fn(u32) -> Vec<(&'static str, u32)>,
     ) -> Result<Session, CliError> {
+        Self::start_with(common, what, programs, sizes, |_| Ok(()))
+    }
+
+    /// [`Session::start`], with `setup` run once everything is attached and
+    /// before the command runs (per-function settings in the maps).
+    pub fn start_with(
+        common: &Common,
+        what: &str,
+        programs: &[&str],
+        sizes: impl Fn(u32) -> Vec<(&'static str, u32)>,
+        setup: impl FnOnce(&Session) -> Result<(), CliError>,
+    ) -> Result<Session, CliError> {
         let t0 = Instant::now();
         require_privileges("to load eBPF programs and attach uprobes")?;
         crate::human::set_exact(common.exact);
@@ -254,7 +266,7 @@ impl Session {
         let stop = stop_flag()?;
         // Held before exec until the probes are attached with its pid; dropped
         // unreleased (an error below), it exits without running anything.
-        let mut child = match common.command.as_slice() {
+        let child = match common.command.as_slice() {
             [] => None,
             cmd => {
                 // The report owns stdout: the command's output goes to stderr.
@@ -263,10 +275,6 @@ impl Session {
             }
         };
         let (job, groups, follow) = Self::attach_all(common, programs, &sizes, child.as_ref().map(HeldCommand::pid))?;
-        if let Some(c) = &mut child {
-            // On failure the attachments drop here: nothing stays attached.
-            c.release().map_err(|e| CliError::new(e.to_string()))?;
-        }
         let attach_ms = t0.elapsed().as_secs_f64() * 1e3;
         let tier = job.tier().name();
         let end = match (&child, common.duration, common.pid) {
@@ -286,11 +294,11 @@ impl Session {
             [one] => one.path().display().to_string(),
             many => format!("{} binaries", many.len()),
         };
-        eprintln!(
+        let status = format!(
             "sonde: {what} {count} function{} of {path} (tier {tier}, attached in {attach_ms:.1} ms); {end}",
             if count == 1 { "" } else { "s" },
         );
-        Ok(Session {
+        let mut session = Session {
             job,
             groups,
             child,
@@ -299,7 +307,15 @@ impl Session {
             traced: common.pid.map(ProcessWatch::new),
             _follow: follow,
             started: Instant::now(),
-        })
+        };
+        // On failure the attachments drop with the session: nothing stays attached.
+        setup(&session)?;
+        if let Some(c) = &mut session.child {
+            c.release().map_err(|e| CliError::new(e.to_string()))?;
+        }
+        eprintln!("{status}");
+        session.started = Instant::now();
+        Ok(session)
     }
 
     fn attach_all(

@@ -1,14 +1,120 @@
-//! `sonde trace`: one line per call, through the ring buffer.
+//! `sonde trace`: one line per call, through the ring buffer; arguments typed
+//! per function (strings read in the program), return values matched to their
+//! calls.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
 use serde::Serialize;
-use sonde::maps::{PerCpuArray, RingBuf};
+use sonde::maps::{Array, PerCpuArray, RingBuf};
+use sonde::resolve::Pattern;
 
-use crate::record::CallRecord;
+use crate::record::{CallRecord, TraceConfig, RETURN, TEXT};
 use crate::session::{Common, Session};
 use crate::CliError;
+
+/// How an argument or return value is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgType {
+    /// `i`: a C `int` (low 32 bits, signed).
+    Int,
+    /// `u`: a C `unsigned` (low 32 bits).
+    Uint,
+    /// `l`: a 64-bit signed integer (`long`, `ssize_t`).
+    Long,
+    /// `x`: 64-bit hexadecimal.
+    Hex,
+    /// `p`: a pointer (hexadecimal).
+    Ptr,
+    /// `s`: a NUL-terminated string read from the process (up to 256 bytes).
+    Str,
+}
+
+impl ArgType {
+    fn parse(s: &str) -> Result<ArgType, String> {
+        Ok(match s.trim() {
+            "i" => ArgType::Int,
+            "u" => ArgType::Uint,
+            "l" => ArgType::Long,
+            "x" => ArgType::Hex,
+            "p" => ArgType::Ptr,
+            "s" => ArgType::Str,
+            other => return Err(format!(
+                "`{other}` is not an argument type: i (int), u (unsigned), l (long), x (hex), p (pointer), s (string)"
+            )),
+        })
+    }
+}
+
+/// `--args`: types for every function, and for the functions a pattern names.
+#[derive(Clone, Debug, Default)]
+pub struct ArgSpecs {
+    all: Vec<ArgType>,
+    by_pattern: Vec<(String, Vec<ArgType>)>,
+}
+
+/// A type list (`s,i,x`) or a count (`3`: three hex arguments).
+fn parse_types(s: &str) -> Result<Vec<ArgType>, String> {
+    if let Ok(n) = s.trim().parse::<usize>() {
+        if n > 6 {
+            return Err(format!("{n} arguments: at most 6 are read"));
+        }
+        return Ok(vec![ArgType::Hex; n]);
+    }
+    let types = s.split(',').map(ArgType::parse).collect::<Result<Vec<_>, _>>()?;
+    if types.len() > 6 {
+        return Err(format!("{} argument types: at most 6 are read", types.len()));
+    }
+    if types.iter().filter(|t| **t == ArgType::Str).count() > 1 {
+        return Err("one string argument per function (the program reads one string per call)".into());
+    }
+    Ok(types)
+}
+
+impl ArgSpecs {
+    /// Parses every `--args` value: `TYPES` (all functions) or `PATTERN=TYPES`.
+    pub fn parse(values: &[String]) -> Result<ArgSpecs, CliError> {
+        let mut specs = ArgSpecs::default();
+        for v in values {
+            let err = |e: String| CliError::new(format!("--args {v}: {e}"));
+            match v.split_once('=') {
+                Some((pattern, types)) => specs
+                    .by_pattern
+                    .push((pattern.to_string(), parse_types(types).map_err(err)?)),
+                None => specs.all = parse_types(v).map_err(err)?,
+            }
+        }
+        Ok(specs)
+    }
+
+    /// The types of a function named `raw` (demangled `display`): the last
+    /// pattern that matches it, else the types for all.
+    fn of(&self, raw: &str, display: &str) -> Vec<ArgType> {
+        for (pattern, types) in self.by_pattern.iter().rev() {
+            if let Ok(p) = Pattern::new(pattern) {
+                if p.matches(raw) || p.matches(display) {
+                    return types.clone();
+                }
+            }
+        }
+        self.all.clone()
+    }
+}
+
+/// Parses `--ret [TYPE]`.
+pub fn parse_ret(s: &str) -> Result<ArgType, String> {
+    ArgType::parse(s)
+}
+
+/// A value as JSON: integers as numbers, strings as strings.
+#[derive(Serialize, Clone)]
+#[serde(untagged)]
+enum Value {
+    Int(i64),
+    Uint(u64),
+    Text(String),
+}
 
 #[derive(Serialize)]
 struct Line<'a> {
@@ -18,7 +124,13 @@ struct Line<'a> {
     comm: &'a str,
     function: &'a str,
     cookie: u64,
-    args: &'a [u64],
+    args: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ret: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_ns: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
 }
 
 fn monotonic_ns() -> u64 {
@@ -29,31 +141,209 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// The string a record carries, with invalid UTF-8 bytes escaped (`\xNN`), and
+/// whether it may be truncated; `Err` text when the read failed.
+fn record_text(call: &CallRecord) -> Result<(String, bool), String> {
+    if call.text_len < 0 {
+        return Err(format!(
+            "<unreadable: {}>",
+            std::io::Error::from_raw_os_error(-call.text_len)
+        ));
+    }
+    let n = (call.text_len as usize).min(TEXT);
+    let bytes = &call.text[..n];
+    let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+    // The kernel copies at most TEXT - 1 bytes and the NUL: a full buffer may
+    // have cut the string.
+    let truncated = n == TEXT;
+    Ok((escape(bytes), truncated))
+}
+
+/// UTF-8 as is, other bytes as `\xNN`.
+fn escape(mut bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    loop {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => {
+                out.push_str(s);
+                return out;
+            }
+            Err(e) => {
+                let (good, bad) = bytes.split_at(e.valid_up_to());
+                out.push_str(std::str::from_utf8(good).unwrap_or_default());
+                let skip = e.error_len().unwrap_or(bad.len()).max(1);
+                for b in &bad[..skip] {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+                bytes = &bad[skip..];
+            }
+        }
+    }
+}
+
+/// A value shown as `t` says; `text` is the record's string for `s`.
+fn value(t: ArgType, raw: u64, text: Option<&Result<(String, bool), String>>) -> Value {
+    match t {
+        ArgType::Int => Value::Int(i64::from(raw as u32 as i32)),
+        ArgType::Uint => Value::Uint(u64::from(raw as u32)),
+        ArgType::Long => Value::Int(raw as i64),
+        ArgType::Hex | ArgType::Ptr => Value::Uint(raw),
+        ArgType::Str => match text {
+            Some(Ok((s, _))) => Value::Text(s.clone()),
+            Some(Err(e)) => Value::Text(e.clone()),
+            None => Value::Uint(raw),
+        },
+    }
+}
+
+fn human(t: ArgType, v: &Value, truncated: bool) -> String {
+    match (t, v) {
+        (ArgType::Str, Value::Text(s)) if s.starts_with("<unreadable") => s.clone(),
+        (ArgType::Str, Value::Text(s)) => format!(
+            "\"{}\"{}",
+            s.replace('"', "\\\"").replace('\n', "\\n"),
+            if truncated { "..." } else { "" }
+        ),
+        (ArgType::Hex | ArgType::Ptr, Value::Uint(n)) => format!("{n:#x}"),
+        (_, Value::Int(n)) => n.to_string(),
+        (_, Value::Uint(n)) => n.to_string(),
+        (_, Value::Text(s)) => s.clone(),
+    }
+}
+
+/// Per function (index: cookie): its label and argument types.
+struct Function {
+    label: String,
+    types: Vec<ArgType>,
+}
+
+/// An entry waiting for its return (with `--ret`).
+struct Pending {
+    call: CallRecord,
+}
+
 /// Runs `sonde trace`.
-pub fn run(common: &Common, nargs: usize) -> Result<i32, CliError> {
-    let mut session = Session::start(common, "tracing", &["trace"], |_| Vec::new())?;
+pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>) -> Result<i32, CliError> {
+    let programs: &[&str] = if ret.is_some() {
+        &["trace", "trace_ret"]
+    } else {
+        &["trace"]
+    };
+    let mut functions: Vec<Function> = Vec::new();
+    let mut session = Session::start_with(
+        common,
+        "tracing",
+        programs,
+        |n| vec![("TRACE_CONFIG", n.max(1))],
+        |s| {
+            // Each function's settings, by cookie, before the command runs.
+            let config = Array::<TraceConfig>::new(s.object().map("TRACE_CONFIG")?)?;
+            let several = s.several_binaries();
+            for f in &s.functions() {
+                let types = specs.of(&f.function.name, f.set.display_name(f.function));
+                let text_arg = types
+                    .iter()
+                    .position(|t| *t == ArgType::Str)
+                    .map_or(0, |i| i as u32 + 1);
+                let cookie = f.cookie as u32;
+                config.set(
+                    cookie,
+                    &TraceConfig {
+                        text_arg,
+                        text_ret: u32::from(ret == Some(ArgType::Str)),
+                    },
+                )?;
+                let i = f.cookie as usize;
+                if functions.len() <= i {
+                    functions.resize_with(i + 1, || Function {
+                        label: String::new(),
+                        types: Vec::new(),
+                    });
+                }
+                functions[i] = Function {
+                    label: crate::report::FunctionId::of(f, several).label,
+                    types,
+                };
+            }
+            Ok(())
+        },
+    )?;
     let mut ring = RingBuf::new(session.object().map("EVENTS")?)?;
     let lost = PerCpuArray::<u64>::new(session.object().map("LOST")?)?;
-    // Labels indexed by cookie.
-    let several = session.several_binaries();
-    let mut labels: Vec<String> = Vec::new();
-    for f in &session.functions() {
-        let i = f.cookie as usize;
-        if labels.len() <= i {
-            labels.resize(i + 1, String::new());
-        }
-        labels[i] = crate::report::FunctionId::of(f, several).label;
-    }
     let t0 = monotonic_ns();
     let mut out = std::io::BufWriter::new(crate::session::report_output(common)?);
     if !common.json {
         writeln!(
             out,
-            "{:>12} {:>7} {:>7} {:<16} FUNCTION(ARGS)",
-            "TIME(s)", "PID", "TID", "COMM"
+            "{:>12} {:>7} {:>7} {:<16} FUNCTION(ARGS){}",
+            "TIME(s)",
+            "PID",
+            "TID",
+            "COMM",
+            if ret.is_some() { " = RETURN (DURATION)" } else { "" }
         )?;
     }
     let mut events = 0u64;
+    // Entries waiting for their return, per thread (innermost last).
+    let mut pending: HashMap<u32, Vec<Pending>> = HashMap::new();
+    let print = |out: &mut dyn Write, entry: &CallRecord, exit: Option<&CallRecord>| -> Result<(), CliError> {
+        let f = functions.get(entry.cookie as usize);
+        let label = f.map_or("?", |f| f.label.as_str());
+        let types = f.map(|f| f.types.as_slice()).unwrap_or(&[]);
+        let text = (entry.text_len != 0).then(|| record_text(entry));
+        let truncated = matches!(text, Some(Ok((_, true))));
+        let args: Vec<Value> = types
+            .iter()
+            .zip(entry.args)
+            .map(|(t, raw)| value(*t, raw, text.as_ref()))
+            .collect();
+        let (ret_value, ret_truncated) = match (exit, ret) {
+            (Some(x), Some(t)) => {
+                let text = (x.text_len != 0).then(|| record_text(x));
+                let truncated = matches!(text, Some(Ok((_, true))));
+                (Some(value(t, x.args[0], text.as_ref())), truncated)
+            }
+            _ => (None, false),
+        };
+        let duration_ns = exit.map(|x| x.ts_ns.saturating_sub(entry.ts_ns));
+        let end = entry.comm.iter().position(|&b| b == 0).unwrap_or(16);
+        let comm = String::from_utf8_lossy(&entry.comm[..end]);
+        if common.json {
+            let line = Line {
+                ts_ns: entry.ts_ns,
+                pid: (entry.pid_tgid >> 32) as u32,
+                tid: entry.pid_tgid as u32,
+                comm: &comm,
+                function: label,
+                cookie: entry.cookie,
+                args,
+                ret: ret_value,
+                duration_ns,
+                truncated: truncated || ret_truncated,
+            };
+            serde_json::to_writer(&mut *out, &line).map_err(|e| CliError::new(e.to_string()))?;
+            writeln!(out)?;
+        } else {
+            let shown: Vec<String> = types.iter().zip(&args).map(|(t, v)| human(*t, v, truncated)).collect();
+            let tail = match (ret, &ret_value, duration_ns) {
+                (Some(t), Some(v), Some(d)) => {
+                    format!(" = {} ({})", human(t, v, ret_truncated), crate::human::nanos(d))
+                }
+                (Some(_), _, _) => " = ? (no return seen)".to_string(),
+                _ => String::new(),
+            };
+            writeln!(
+                out,
+                "{:>12.6} {:>7} {:>7} {:<16} {label}({}){tail}",
+                entry.ts_ns.saturating_sub(t0) as f64 / 1e9,
+                entry.pid_tgid >> 32,
+                entry.pid_tgid as u32,
+                comm,
+                shown.join(", "),
+            )?;
+        }
+        Ok(())
+    };
     let stop = loop {
         let stop = session.should_stop();
         // Drain what is there (after a stop too, so nothing already sent is lost).
@@ -61,37 +351,27 @@ pub fn run(common: &Common, nargs: usize) -> Result<i32, CliError> {
             // The program writes whole records: a short one is skipped.
             let Ok(call) = call else { continue };
             events += 1;
-            let function = usize::try_from(call.cookie)
-                .ok()
-                .and_then(|i| labels.get(i))
-                .map_or("?", String::as_str);
-            let end = call.comm.iter().position(|&b| b == 0).unwrap_or(16);
-            let comm = String::from_utf8_lossy(&call.comm[..end]);
-            let args = &call.args[..nargs.min(6)];
-            if common.json {
-                let line = Line {
-                    ts_ns: call.ts_ns,
-                    pid: (call.pid_tgid >> 32) as u32,
-                    tid: call.pid_tgid as u32,
-                    comm: &comm,
-                    function,
-                    cookie: call.cookie,
-                    args,
-                };
-                serde_json::to_writer(&mut out, &line).map_err(|e| CliError::new(e.to_string()))?;
-                writeln!(out)?;
-            } else {
-                let args: Vec<String> = args.iter().map(|a| format!("{a:#x}")).collect();
-                writeln!(
-                    out,
-                    "{:>12.6} {:>7} {:>7} {:<16} {}({})",
-                    call.ts_ns.saturating_sub(t0) as f64 / 1e9,
-                    call.pid_tgid >> 32,
-                    call.pid_tgid as u32,
-                    comm,
-                    function,
-                    args.join(", ")
-                )?;
+            let tid = call.pid_tgid as u32;
+            match (ret.is_some(), call.kind != RETURN) {
+                (false, _) => print(&mut out, &call, None)?,
+                (true, true) => pending.entry(tid).or_default().push(Pending { call }),
+                (true, false) => {
+                    // The innermost pending entry of this function on this thread.
+                    let stack = pending.entry(tid).or_default();
+                    match stack.iter().rposition(|p| p.call.cookie == call.cookie) {
+                        Some(i) => {
+                            let entry = stack.remove(i).call;
+                            print(&mut out, &entry, Some(&call))?;
+                        }
+                        // Entered before sonde attached: the return alone.
+                        None => {
+                            let mut alone = call;
+                            alone.args = [0; 6];
+                            alone.text_len = 0;
+                            print(&mut out, &alone, Some(&call))?;
+                        }
+                    }
+                }
             }
         }
         if let Some(s) = stop {
@@ -100,6 +380,12 @@ pub fn run(common: &Common, nargs: usize) -> Result<i32, CliError> {
         out.flush()?;
         ring.wait(Some(Duration::from_millis(50)))?;
     };
+    // Calls still running at the end.
+    let mut left: Vec<CallRecord> = pending.into_values().flatten().map(|p| p.call).collect();
+    left.sort_by_key(|c| c.ts_ns);
+    for call in &left {
+        print(&mut out, call, None)?;
+    }
     out.flush()?;
     drop(out);
     let lost: u64 = lost.get(0)?.iter().sum();
@@ -113,4 +399,26 @@ pub fn run(common: &Common, nargs: usize) -> Result<i32, CliError> {
     );
     session.close();
     Ok(crate::exit_code(stop))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arg_specs() {
+        let specs = ArgSpecs::parse(&["2".into(), "readline=s".into(), "fx_*=s,i".into()]).expect("specs");
+        assert_eq!(specs.of("other", "other"), vec![ArgType::Hex; 2]);
+        assert_eq!(specs.of("readline", "readline"), vec![ArgType::Str]);
+        assert_eq!(specs.of("fx_echo", "fx_echo"), vec![ArgType::Str, ArgType::Int]);
+        assert!(ArgSpecs::parse(&["s,s".into()]).is_err());
+        assert!(ArgSpecs::parse(&["7".into()]).is_err());
+        assert!(ArgSpecs::parse(&["q".into()]).is_err());
+    }
+
+    #[test]
+    fn escapes_invalid_utf8() {
+        assert_eq!(escape(b"ok \xff\xfe end"), "ok \\xff\\xfe end");
+        assert_eq!(escape("é".as_bytes()), "é");
+    }
 }

@@ -727,3 +727,79 @@ fn an_ifunc_is_counted_at_its_implementation() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&format!("strlen (→ {implementation})")), "{out}");
 }
+
+/// #15: typed arguments with a string read in the program, and string return
+/// values matched to their calls, exactly, on every tier.
+#[test]
+fn trace_reads_string_arguments_and_return_values() {
+    let _s = serial();
+    require_root();
+    let pie = fixture("fixture-pie");
+    let x300 = "x".repeat(255);
+    for tier in Tier::ALL.into_iter().filter(|t| tier_supported(*t)) {
+        let (code, out, err) = sonde(&[
+            "trace",
+            "--json",
+            "--tier",
+            tier.name(),
+            "--args",
+            "str_echo=s,i",
+            "--ret",
+            "s",
+            &pie,
+            "str_*",
+            "--",
+            &pie,
+            "strings",
+        ]);
+        assert_eq!(code, 0, "{tier}: {err}");
+        let lines = json_lines(&out);
+        let got: Vec<(String, Value, Value, bool)> = lines
+            .iter()
+            .map(|l| {
+                (
+                    l["function"].as_str().expect("function").to_string(),
+                    l["args"].clone(),
+                    l["ret"].clone(),
+                    l.get("truncated").and_then(Value::as_bool).unwrap_or(false),
+                )
+            })
+            .collect();
+        let expected = vec![
+            (
+                "str_echo".to_string(),
+                serde_json::json!(["hello", 5]),
+                serde_json::json!("hello"),
+                false,
+            ),
+            (
+                "str_echo".to_string(),
+                serde_json::json!(["w\u{f6}rld \\xff", -1]),
+                serde_json::json!(""),
+                false,
+            ),
+            (
+                "str_echo".to_string(),
+                serde_json::json!([x300, 300]),
+                serde_json::json!(x300),
+                true,
+            ),
+            (
+                "str_name".to_string(),
+                serde_json::json!([]),
+                serde_json::json!("alpha"),
+                false,
+            ),
+            (
+                "str_name".to_string(),
+                serde_json::json!([]),
+                serde_json::json!("beta"),
+                false,
+            ),
+        ];
+        assert_eq!(got, expected, "{tier}: {out}");
+        for l in &lines {
+            assert!(l["duration_ns"].as_u64().is_some_and(|d| d > 0), "{l}");
+        }
+    }
+}

@@ -14,7 +14,7 @@ sonde_ebpf::panic_handler!();
 #[path = "../../src/record.rs"]
 mod record;
 
-use record::{CallRecord, BUCKETS};
+use record::{CallRecord, TraceConfig, BUCKETS, ENTRY, RETURN, TEXT};
 
 /// Calls per function (`sonde count`), per CPU: no shared cache line per hit.
 #[map]
@@ -161,35 +161,89 @@ fn log2(mut v: u64) -> u32 {
     r
 }
 
+/// `sonde trace`'s settings per function (index: cookie), sized to the job.
+#[map]
+static TRACE_CONFIG: Array<TraceConfig> = Array::with_max_entries(1);
+
+/// Writes one call record into the ring buffer: the common fields, then the
+/// string at `text` when `want_text` (read straight into the record). Every
+/// store is volatile: no `memset` for the verifier to refuse.
+#[inline(always)]
+fn emit(pid_tgid: u64, cookie: u64, kind: u32, args: [u64; 6], comm: [u8; 16], text: Option<u64>) {
+    let Some(mut entry) = EVENTS.reserve::<CallRecord>(0) else {
+        if let Some(p) = LOST.get_ptr_mut(0) {
+            // SAFETY: this CPU's counter.
+            unsafe { *p += 1 };
+        }
+        return;
+    };
+    let r = entry.as_mut_ptr();
+    // SAFETY: `r` is the reserved record, valid for writes of a whole CallRecord.
+    unsafe {
+        use core::ptr::{addr_of_mut, write_volatile};
+        write_volatile(addr_of_mut!((*r).ts_ns), ktime_get_ns());
+        write_volatile(addr_of_mut!((*r).pid_tgid), pid_tgid);
+        write_volatile(addr_of_mut!((*r).cookie), cookie);
+        let mut i = 0;
+        while i < 6 {
+            write_volatile(addr_of_mut!((*r).args[i]), args[i]);
+            i += 1;
+        }
+        write_volatile(addr_of_mut!((*r).comm), comm);
+        write_volatile(addr_of_mut!((*r).kind), kind);
+        let len = match text {
+            Some(p) => {
+                let dst = core::slice::from_raw_parts_mut(addr_of_mut!((*r).text).cast::<u8>(), TEXT);
+                match sonde_ebpf::helpers::probe_read_user_str(p as *const u8, dst) {
+                    Ok(n) => n as i32,
+                    Err(e) => e as i32,
+                }
+            }
+            None => 0,
+        };
+        write_volatile(addr_of_mut!((*r).text_len), len);
+    }
+    entry.submit(0);
+}
+
 #[uprobe]
 fn trace(ctx: ProbeContext) -> u32 {
     if !traced() {
         return 0;
     }
-    match EVENTS.reserve::<CallRecord>(0) {
-        Some(mut entry) => {
-            entry.write(CallRecord {
-                ts_ns: ktime_get_ns(),
-                pid_tgid: ctx.pid_tgid(),
-                cookie: ctx.cookie(),
-                args: [
-                    ctx.arg::<u64>(0).unwrap_or(0),
-                    ctx.arg::<u64>(1).unwrap_or(0),
-                    ctx.arg::<u64>(2).unwrap_or(0),
-                    ctx.arg::<u64>(3).unwrap_or(0),
-                    ctx.arg::<u64>(4).unwrap_or(0),
-                    ctx.arg::<u64>(5).unwrap_or(0),
-                ],
-                comm: ctx.comm(),
-            });
-            entry.submit(0);
-        }
-        None => {
-            if let Some(p) = LOST.get_ptr_mut(0) {
-                // SAFETY: this CPU's counter.
-                unsafe { *p += 1 };
-            }
-        }
+    let cookie = ctx.cookie();
+    let args = [
+        ctx.arg::<u64>(0).unwrap_or(0),
+        ctx.arg::<u64>(1).unwrap_or(0),
+        ctx.arg::<u64>(2).unwrap_or(0),
+        ctx.arg::<u64>(3).unwrap_or(0),
+        ctx.arg::<u64>(4).unwrap_or(0),
+        ctx.arg::<u64>(5).unwrap_or(0),
+    ];
+    let text = match TRACE_CONFIG.get(cookie as u32).map_or(0, |c| c.text_arg) {
+        1 => Some(args[0]),
+        2 => Some(args[1]),
+        3 => Some(args[2]),
+        4 => Some(args[3]),
+        5 => Some(args[4]),
+        6 => Some(args[5]),
+        _ => None,
+    };
+    emit(ctx.pid_tgid(), cookie, ENTRY, args, ctx.comm(), text);
+    0
+}
+
+#[uretprobe]
+fn trace_ret(ctx: RetProbeContext) -> u32 {
+    if !traced() {
+        return 0;
     }
+    let cookie = ctx.cookie();
+    let ret: u64 = ctx.ret();
+    let text = match TRACE_CONFIG.get(cookie as u32) {
+        Some(c) if c.text_ret == 1 => Some(ret),
+        _ => None,
+    };
+    emit(ctx.pid_tgid(), cookie, RETURN, [ret, 0, 0, 0, 0, 0], ctx.comm(), text);
     0
 }
