@@ -8,7 +8,7 @@ use sonde::maps::PerCpuArray;
 
 use crate::human;
 use crate::report::FunctionId;
-use crate::session::{report_output, Common, Session};
+use crate::session::{report_output, By, Common, Session};
 use crate::CliError;
 
 #[derive(Serialize)]
@@ -105,6 +105,9 @@ fn print_interval(
 
 /// Runs `sonde count`.
 pub fn run(common: &Common) -> Result<i32, CliError> {
+    if let Some(by) = common.by {
+        return run_by(common, by);
+    }
     let mut session = Session::start(common, "counting calls of", &["count"], |n| vec![("COUNTS", n.max(1))])?;
     let live = !common.json && common.output.is_none() && common.interval.is_none() && std::io::stdout().is_terminal();
     let mut drawn = 0usize;
@@ -160,6 +163,109 @@ pub fn run(common: &Common) -> Result<i32, CliError> {
             write!(out, "\x1b[{drawn}A\x1b[J")?;
         }
         table(out, rows, None)?;
+        let total: u64 = rows.iter().map(|r| r.count).sum();
+        writeln!(out, "{} calls in {seconds:.1} s, tier {tier}", human::count(total))
+    })
+}
+
+/// One `--by` row: the function, its key and its calls.
+#[derive(Serialize)]
+struct ByRow {
+    #[serde(flatten)]
+    id: FunctionId,
+    #[serde(flatten)]
+    key: serde_json::Map<String, serde_json::Value>,
+    count: u64,
+    #[serde(skip)]
+    shown: String,
+}
+
+/// `sonde count --by KEY`: rows keyed by (function, key) in the program's map.
+fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
+    use crate::record::{ByKey, BY_ARG, BY_COMM, BY_PID, BY_TID};
+    if common.interval.is_some() {
+        return Err(CliError::new("--by and -i do not go together: give one"));
+    }
+    let (kind, arg) = match by {
+        By::Pid => (BY_PID, 0),
+        By::Tid => (BY_TID, 0),
+        By::Comm => (BY_COMM, 0),
+        By::Arg(n) => (BY_ARG, u64::from(n)),
+    };
+    let mut session = Session::start_with(
+        common,
+        "counting calls of",
+        &["count"],
+        |n| vec![("COUNTS", n.max(1))],
+        |s| {
+            let config = sonde::maps::Array::<u64>::new(s.object().map("COUNT_BY")?)?;
+            config.set(1, &arg)?;
+            config.set(0, &kind)?;
+            Ok(())
+        },
+    )?;
+    let stop = session.wait(Duration::from_millis(200), |_| {});
+    let several = session.several_binaries();
+    let ids: std::collections::HashMap<u64, FunctionId> = session
+        .functions()
+        .iter()
+        .map(|f| (f.cookie, FunctionId::of(f, several)))
+        .collect();
+    let map = sonde::maps::HashMap::<ByKey, u64>::new(session.object().map("BY_KEY")?)?;
+    let mut rows = Vec::new();
+    for entry in map.iter()? {
+        let (key, count) = entry?;
+        let Some(id) = ids.get(&u64::from(key.cookie)) else {
+            continue;
+        };
+        let (json, shown) = match by {
+            By::Comm => {
+                let mut bytes = key.comm_lo.to_ne_bytes().to_vec();
+                bytes.extend_from_slice(&key.comm_hi.to_ne_bytes());
+                let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+                let comm = String::from_utf8_lossy(&bytes[..end]).into_owned();
+                (serde_json::Value::from(comm.clone()), comm)
+            }
+            _ => (serde_json::Value::from(key.value), key.value.to_string()),
+        };
+        let mut key_map = serde_json::Map::new();
+        key_map.insert(by.name(), json);
+        rows.push(ByRow {
+            id: id.clone(),
+            key: key_map,
+            count,
+            shown,
+        });
+    }
+    rows.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then(a.id.cookie.cmp(&b.id.cookie))
+            .then(a.shown.cmp(&b.shown))
+    });
+    let lost: u64 = sonde::maps::PerCpuArray::<u64>::new(session.object().map("BY_LOST")?)?
+        .get(0)?
+        .iter()
+        .sum();
+    if lost > 0 {
+        eprintln!(
+            "sonde: {lost} calls not counted: more than 16,384 (function, {}) keys",
+            by.name()
+        );
+    }
+    let (seconds, tier) = (session.started.elapsed().as_secs_f64(), session.tier());
+    let header = by.name().to_uppercase();
+    session.finish(stop, common, rows, |out, rows| {
+        writeln!(out, "{:<50} {:<16} {:>12}", "FUNCTION", header, "CALLS")?;
+        for r in rows {
+            writeln!(
+                out,
+                "{:<50} {:<16} {:>12}",
+                human::fit(&r.id.label, 50),
+                human::fit(&r.shown, 16),
+                human::count(r.count)
+            )?;
+        }
         let total: u64 = rows.iter().map(|r| r.count).sum();
         writeln!(out, "{} calls in {seconds:.1} s, tier {tier}", human::count(total))
     })

@@ -121,6 +121,11 @@ fn print(out: &mut (impl Write + ?Sized), rows: &[Row]) -> std::io::Result<()> {
 
 /// Runs `sonde latency`.
 pub fn run(common: &Common) -> Result<i32, CliError> {
+    if common.by.is_some() {
+        return Err(CliError::new(
+            "--by breaks down `sonde count`; here it has nothing to do",
+        ));
+    }
     let mut session = Session::start(common, "timing", &["latency_entry", "latency_return"], |n| {
         let n = n.max(1);
         vec![("HIST", n * BUCKETS), ("MAX_NS", n)]

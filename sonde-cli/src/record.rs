@@ -46,6 +46,32 @@ pub const RETURN: u32 = 1;
 /// Bytes of a string read from the traced process (longer ones are truncated).
 pub const TEXT: usize = 256;
 
+/// A `--by` row's key in the program's `BY_KEY` map: the function and the
+/// value it is broken down by.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, PartialEq, Eq, Hash, Debug)]
+pub struct ByKey {
+    /// The function's cookie.
+    pub cookie: u32,
+    /// What `value` is: one of the `BY_*` kinds.
+    pub kind: u32,
+    /// The pid, tid or argument.
+    pub value: u64,
+    /// The command name's first 8 bytes (`BY_COMM`).
+    pub comm_lo: u64,
+    /// Its last 8 bytes.
+    pub comm_hi: u64,
+}
+
+/// `--by` kinds (`COUNT_BY[0]`); `COUNT_BY[1]` is the argument index for [`BY_ARG`].
+pub const BY_PID: u64 = 1;
+/// By thread id.
+pub const BY_TID: u64 = 2;
+/// By command name.
+pub const BY_COMM: u64 = 3;
+/// By the value of an argument.
+pub const BY_ARG: u64 = 4;
+
 /// `sonde trace`'s settings of one function (index: its cookie), read by the
 /// program on every hit: one verification serves every function.
 #[repr(C)]

@@ -65,6 +65,10 @@ pub struct Common {
     /// (`count`; with `--json`, one `{"interval", "functions"}` line each).
     #[arg(short, long, value_name = "SECS", value_parser = parse_duration)]
     pub interval: Option<Duration>,
+    /// Break counts down by pid, tid, comm or argN (`arg0`..`arg5`): one row
+    /// per (function, key), counted in the program (`count`).
+    #[arg(long, value_name = "KEY", value_parser = parse_by)]
+    pub by: Option<By>,
     /// Write the report (table, JSON, trace lines) to FILE instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<std::path::PathBuf>,
@@ -137,6 +141,44 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
                 MAX_DURATION.as_secs()
             )
         })
+}
+
+/// What `--by` breaks counts down by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum By {
+    /// Process id.
+    Pid,
+    /// Thread id.
+    Tid,
+    /// Command name.
+    Comm,
+    /// The value of argument N (0..=5).
+    Arg(u8),
+}
+
+impl By {
+    /// The name of the key (`pid`, `arg1`), as JSON rows carry it.
+    pub fn name(self) -> String {
+        match self {
+            By::Pid => "pid".into(),
+            By::Tid => "tid".into(),
+            By::Comm => "comm".into(),
+            By::Arg(n) => format!("arg{n}"),
+        }
+    }
+}
+
+/// Parses `--by`.
+pub fn parse_by(s: &str) -> Result<By, String> {
+    match s {
+        "pid" => Ok(By::Pid),
+        "tid" => Ok(By::Tid),
+        "comm" => Ok(By::Comm),
+        _ => match s.strip_prefix("arg").and_then(|n| n.parse::<u8>().ok()) {
+            Some(n) if n <= 5 => Ok(By::Arg(n)),
+            _ => Err(format!("`{s}`: break down by pid, tid, comm or arg0..arg5")),
+        },
+    }
 }
 
 /// A pid Linux can give out (1 to 2^22); whether it lives is checked at start.

@@ -40,9 +40,11 @@ impl ArgType {
             "x" => ArgType::Hex,
             "p" => ArgType::Ptr,
             "s" => ArgType::Str,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "`{other}` is not an argument type: i (int), u (unsigned), l (long), x (hex), p (pointer), s (string)"
-            )),
+            ))
+            }
         })
     }
 }
@@ -224,6 +226,11 @@ struct Pending {
 
 /// Runs `sonde trace`.
 pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>) -> Result<i32, CliError> {
+    if common.by.is_some() {
+        return Err(CliError::new(
+            "--by breaks down `sonde count`; here it has nothing to do",
+        ));
+    }
     let programs: &[&str] = if ret.is_some() {
         &["trace", "trace_ret"]
     } else {

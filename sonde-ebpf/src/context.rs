@@ -66,8 +66,10 @@ impl<T> FromRegister for *mut T {
 #[inline(always)]
 fn read_reg(regs: *mut c_void, slot: usize) -> u64 {
     // SAFETY: `regs` is the kernel's register context (kprobe-type programs may read
-    // it at any constant 8-byte aligned offset within the struct).
-    unsafe { core::ptr::read((regs as *const u64).add(slot)) }
+    // it at any constant 8-byte aligned offset within the struct). Volatile: the
+    // verifier refuses a load from a computed context offset, which is what the
+    // optimiser makes of `match n { 0 => arg(0), 1 => arg(1), ... }` otherwise.
+    unsafe { core::ptr::read_volatile((regs as *const u64).add(slot)) }
 }
 
 /// What every probe context offers: cookie, current task, raw registers.
@@ -163,6 +165,23 @@ pub struct ProbeContext {
 
 impl ProbeContext {
     common_context!();
+
+    /// The first six register arguments, raw, each read at its constant
+    /// offset. To pick one by a run-time index, pick from this array: the
+    /// verifier refuses a context load at a computed offset.
+    ///
+    /// Kernel: any (register reads from the context).
+    #[inline(always)]
+    pub fn args(&self) -> [u64; 6] {
+        [
+            read_reg(self.regs, regs::ARGS[0]),
+            read_reg(self.regs, regs::ARGS[1]),
+            read_reg(self.regs, regs::ARGS[2]),
+            read_reg(self.regs, regs::ARGS[3]),
+            read_reg(self.regs, regs::ARGS[4]),
+            read_reg(self.regs, regs::ARGS[5]),
+        ]
+    }
 
     /// Argument `n` (0-based) of the probed function under the platform's C calling
     /// convention (x86-64: rdi, rsi, rdx, rcx, r8, r9; aarch64: x0-x7). `None` past

@@ -803,3 +803,72 @@ fn trace_reads_string_arguments_and_return_values() {
         }
     }
 }
+
+/// #15: `count --by pid|comm|arg0`, counted in the program: exact rows for two
+/// processes, on every tier.
+#[test]
+fn count_by_breaks_calls_down_in_the_program() {
+    let _s = serial();
+    require_root();
+    let pie = fixture("fixture-pie");
+    let script = format!("echo go | '{pie}' & echo go | '{pie}'; wait");
+    let rows = |by: &str, tier: Tier| -> Vec<(String, Value, u64)> {
+        let (code, out, err) = sonde(&[
+            "count",
+            "--json",
+            "--tier",
+            tier.name(),
+            "--by",
+            by,
+            &pie,
+            "fx_[ad]*",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ]);
+        assert_eq!(code, 0, "{tier} --by {by}: {err}");
+        let report = json(&out);
+        let mut rows: Vec<(String, Value, u64)> = report["functions"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| {
+                (
+                    r["name"].as_str().expect("name").to_string(),
+                    r[by].clone(),
+                    r["count"].as_u64().expect("count"),
+                )
+            })
+            .collect();
+        rows.sort_by(|a, b| (&a.0, a.1.to_string()).cmp(&(&b.0, b.1.to_string())));
+        rows
+    };
+    for tier in Tier::ALL.into_iter().filter(|t| tier_supported(*t)) {
+        // Two processes, each fx_alpha once and fx_delta four times.
+        let by_pid = rows("pid", tier);
+        assert_eq!(by_pid.len(), 4, "{tier}: {by_pid:?}");
+        let pids: std::collections::BTreeSet<u64> = by_pid.iter().map(|r| r.1.as_u64().expect("pid")).collect();
+        assert_eq!(pids.len(), 2, "two processes: {by_pid:?}");
+        for (name, _, n) in &by_pid {
+            assert_eq!(*n, if name == "fx_delta" { 4 } else { 1 }, "{tier}: {by_pid:?}");
+        }
+    }
+    let best = Tier::ALL.into_iter().find(|t| tier_supported(*t)).expect("a tier");
+    assert_eq!(
+        rows("comm", best),
+        vec![
+            ("fx_alpha".to_string(), Value::from("fixture-pie"), 2),
+            ("fx_delta".to_string(), Value::from("fixture-pie"), 8),
+        ]
+    );
+    // fx_delta(i) for i in 0..4, in each process.
+    let by_arg: Vec<(String, Value, u64)> = (0..4).map(|i| ("fx_delta".to_string(), Value::from(i), 2)).collect();
+    let mut expected = vec![("fx_alpha".to_string(), Value::from(0), 2)];
+    expected.extend(by_arg);
+    assert_eq!(rows("arg0", best), expected);
+    // --by is for count.
+    let (code, _, err) = sonde(&["latency", "--by", "pid", &pie, "fx_alpha", "-d", "0.1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--by"), "{err}");
+}

@@ -14,7 +14,7 @@ sonde_ebpf::panic_handler!();
 #[path = "../../src/record.rs"]
 mod record;
 
-use record::{CallRecord, TraceConfig, BUCKETS, ENTRY, RETURN, TEXT};
+use record::{ByKey, CallRecord, TraceConfig, BUCKETS, BY_ARG, BY_COMM, BY_PID, BY_TID, ENTRY, RETURN, TEXT};
 
 /// Calls per function (`sonde count`), per CPU: no shared cache line per hit.
 #[map]
@@ -90,9 +90,82 @@ fn follow_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// `--by`: `[kind, argument index]` (kind 0: no breakdown).
+#[map]
+static COUNT_BY: Array<u64> = Array::with_max_entries(2);
+
+/// Calls per (function, key) with `--by`.
+#[map]
+static BY_KEY: HashMap<ByKey, u64> = HashMap::with_max_entries(BY_KEYS);
+
+/// Calls a full `BY_KEY` had no room for.
+#[map]
+static BY_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1);
+
+/// Keys `--by` can hold.
+const BY_KEYS: u32 = 16384;
+
+/// The `--by` key of this call, or `None` without a breakdown.
+#[inline(always)]
+fn by_key(ctx: &ProbeContext, cookie: u64) -> Option<ByKey> {
+    let kind = COUNT_BY.get(0).unwrap_or(0);
+    if kind == 0 {
+        return None;
+    }
+    let pid_tgid = ctx.pid_tgid();
+    // All six read at their fixed offsets, then one picked.
+    let args = ctx.args();
+    let value = match kind {
+        BY_PID => pid_tgid >> 32,
+        BY_TID => pid_tgid & 0xffff_ffff,
+        BY_ARG => match COUNT_BY.get(1).unwrap_or(0) {
+            0 => args[0],
+            1 => args[1],
+            2 => args[2],
+            3 => args[3],
+            4 => args[4],
+            _ => args[5],
+        },
+        _ => 0,
+    };
+    let (comm_lo, comm_hi) = if kind == BY_COMM {
+        let c = ctx.comm();
+        (
+            u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
+            u64::from_ne_bytes([c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15]]),
+        )
+    } else {
+        (0, 0)
+    };
+    Some(ByKey {
+        cookie: cookie as u32,
+        kind: kind as u32,
+        value,
+        comm_lo,
+        comm_hi,
+    })
+}
+
 #[uprobe]
 fn count(ctx: ProbeContext) -> u32 {
     if !traced() {
+        return 0;
+    }
+    if let Some(key) = by_key(&ctx, ctx.cookie()) {
+        if let Some(p) = BY_KEY.get_ptr_mut(&key) {
+            sonde_ebpf::maps::atomic_add(p, 1);
+        } else if BY_KEY.insert(&key, &1, sonde_ebpf::maps::BPF_NOEXIST).is_err() {
+            match BY_KEY.get_ptr_mut(&key) {
+                // Another CPU created it meanwhile.
+                Some(p) => sonde_ebpf::maps::atomic_add(p, 1),
+                None => {
+                    if let Some(p) = BY_LOST.get_ptr_mut(0) {
+                        // SAFETY: this CPU's counter.
+                        unsafe { *p += 1 };
+                    }
+                }
+            }
+        }
         return 0;
     }
     if let Some(p) = COUNTS.get_ptr_mut(ctx.cookie() as u32) {

@@ -81,9 +81,12 @@ pub(crate) fn lookup<K, V>(def: &DefCell, key: &K) -> Option<*mut V> {
     }
 }
 
-/// Atomically adds `n` to the u64 at `p` (BPF `lock xadd`, any kernel).
+/// Atomically adds `n` to the u64 at `p`, a value in map memory from a lookup
+/// (BPF `lock xadd`).
+///
+/// Kernel: any (`BPF_XADD` is as old as eBPF maps, 3.19).
 #[inline(always)]
-pub(crate) fn atomic_add(p: *mut u64, n: u64) {
+pub fn atomic_add(p: *mut u64, n: u64) {
     #[cfg(target_arch = "bpf")]
     // SAFETY: `p` is a live, aligned u64 in map memory (checked by the verifier).
     unsafe {
