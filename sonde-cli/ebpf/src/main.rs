@@ -153,11 +153,13 @@ fn count(ctx: ProbeContext) -> u32 {
     }
     if let Some(key) = by_key(&ctx, ctx.cookie()) {
         if let Some(p) = BY_KEY.get_ptr_mut(&key) {
-            sonde_ebpf::maps::atomic_add(p, 1);
+            // SAFETY: the value the lookup returned.
+            unsafe { sonde_ebpf::maps::atomic_add(p, 1) };
         } else if BY_KEY.insert(&key, &1, sonde_ebpf::maps::BPF_NOEXIST).is_err() {
             match BY_KEY.get_ptr_mut(&key) {
                 // Another CPU created it meanwhile.
-                Some(p) => sonde_ebpf::maps::atomic_add(p, 1),
+                // SAFETY: the value the lookup returned.
+                Some(p) => unsafe { sonde_ebpf::maps::atomic_add(p, 1) },
                 None => {
                     if let Some(p) = BY_LOST.get_ptr_mut(0) {
                         // SAFETY: this CPU's counter.

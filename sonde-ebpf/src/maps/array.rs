@@ -55,7 +55,8 @@ macro_rules! array {
             #[inline(always)]
             pub fn add(&self, index: u32, n: u64) {
                 if let Some(p) = self.get_ptr_mut(index) {
-                    super::atomic_add(p, n);
+                    // SAFETY: `p` came from this map\'s lookup.
+                    unsafe { super::atomic_add(p, n) };
                 }
             }
         }

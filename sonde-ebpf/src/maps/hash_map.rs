@@ -103,11 +103,13 @@ macro_rules! hash_map {
             #[inline(always)]
             pub fn add(&self, key: &K, n: u64) {
                 if let Some(p) = self.get_ptr_mut(key) {
-                    super::atomic_add(p, n);
+                    // SAFETY: `p` came from this map\'s lookup.
+                    unsafe { super::atomic_add(p, n) };
                 } else if self.insert(key, &n, BPF_NOEXIST).is_err() {
                     // Another CPU created it between lookup and insert.
                     if let Some(p) = self.get_ptr_mut(key) {
-                        super::atomic_add(p, n);
+                        // SAFETY: `p` came from this map\'s lookup.
+                        unsafe { super::atomic_add(p, n) };
                     }
                 }
             }

@@ -85,8 +85,12 @@ pub(crate) fn lookup<K, V>(def: &DefCell, key: &K) -> Option<*mut V> {
 /// (BPF `lock xadd`).
 ///
 /// Kernel: any (`BPF_XADD` is as old as eBPF maps, 3.19).
+///
+/// # Safety
+/// `p` must be a live, 8-aligned `u64` in map memory: a pointer a map lookup
+/// (`get_ptr_mut`) returned.
 #[inline(always)]
-pub fn atomic_add(p: *mut u64, n: u64) {
+pub unsafe fn atomic_add(p: *mut u64, n: u64) {
     #[cfg(target_arch = "bpf")]
     // SAFETY: `p` is a live, aligned u64 in map memory (checked by the verifier).
     unsafe {
