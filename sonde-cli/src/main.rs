@@ -2,6 +2,7 @@
 //! program per job, each function told apart by its BPF cookie.
 
 mod count;
+mod hist;
 mod human;
 mod latency;
 mod list;
@@ -82,6 +83,26 @@ enum Command {
         /// and duration, matched to its entry per thread.
         #[arg(long, value_name = "TYPE", num_args = 0..=1, default_missing_value = "x", value_parser = trace::parse_ret)]
         ret: Option<trace::ArgType>,
+    },
+    /// The distribution of an argument or the return value, per function.
+    ///
+    /// Counted in the program, log2 buckets (`[2^(b-1), 2^b)`, and 0 alone) or
+    /// linear ones (`--linear STEP`, the last taking everything above).
+    #[command(after_help = "EXAMPLES:
+  sonde hist --of arg0 libc malloc -- ./app       sizes asked of malloc
+  sonde hist --of ret libc read -p 4242 -d 10     bytes read per call
+  sonde hist --of arg2 --linear 100 ./app 'send_*' -- ./app
+  sonde hist --json --of arg0 libc malloc -- ls   {\"tier\", \"functions\": [{\"name\", \"count\",
+      \"histogram\": [{\"ge\", \"lt\", \"count\"}]}]}")]
+    Hist {
+        #[command(flatten)]
+        common: Common,
+        /// What to measure: arg0..arg5, or ret (the return value).
+        #[arg(long, value_name = "WHAT", value_parser = hist::parse_of)]
+        of: hist::Of,
+        /// Linear buckets of this width instead of log2.
+        #[arg(long, value_name = "STEP")]
+        linear: Option<u64>,
     },
     /// Show what the kernel supports and the attach tiers sonde would use.
     #[command(after_help = "EXAMPLES:
@@ -178,6 +199,7 @@ fn main() -> ExitCode {
         Command::Trace { common, args, ret } => {
             trace::ArgSpecs::parse(args).and_then(|specs| trace::run(common, &specs, *ret))
         }
+        Command::Hist { common, of, linear } => hist::run(common, *of, *linear),
         Command::Features { json } => list::features(*json),
         Command::New { dir, name } => new::new(dir, name.as_deref()),
         Command::List {

@@ -872,3 +872,48 @@ fn count_by_breaks_calls_down_in_the_program() {
     assert_eq!(code, 2);
     assert!(err.contains("--by"), "{err}");
 }
+
+/// #15: `sonde hist`: log2 and linear histograms of an argument and of the
+/// return value, with known bucket counts, on every tier.
+#[test]
+fn hist_counts_argument_and_return_values_into_buckets() {
+    let _s = serial();
+    require_root();
+    let pie = fixture("fixture-pie");
+    let buckets = |args: &[&str]| -> Vec<(u64, Option<u64>, u64)> {
+        let mut all = vec!["hist", "--json"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&[&pie, "fx_delta", "--", &pie]);
+        let (code, out, err) = sonde(&all);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        let report = json(&out);
+        let row = &report["functions"][0];
+        assert_eq!(row["name"], "fx_delta");
+        row["histogram"]
+            .as_array()
+            .expect("histogram")
+            .iter()
+            .map(|b| {
+                (
+                    b["ge"].as_u64().expect("ge"),
+                    b["lt"].as_u64(),
+                    b["count"].as_u64().expect("count"),
+                )
+            })
+            .collect()
+    };
+    for tier in Tier::ALL.into_iter().filter(|t| tier_supported(*t)) {
+        // fx_delta(x) for x in 0..4: log2 buckets of the argument.
+        assert_eq!(
+            buckets(&["--tier", tier.name(), "--of", "arg0"]),
+            vec![(0, Some(1), 1), (1, Some(2), 1), (2, Some(4), 2)],
+            "{tier}"
+        );
+        // It returns x * 5 + 3: 3, 8, 13, 18, one per linear bucket of 5.
+        assert_eq!(
+            buckets(&["--tier", tier.name(), "--of", "ret", "--linear", "5"]),
+            vec![(0, Some(5), 1), (5, Some(10), 1), (10, Some(15), 1), (15, Some(20), 1)],
+            "{tier}"
+        );
+    }
+}

@@ -322,3 +322,63 @@ fn trace_ret(ctx: RetProbeContext) -> u32 {
     emit(ctx.pid_tgid(), cookie, RETURN, [ret, 0, 0, 0, 0, 0], ctx.comm(), text);
     0
 }
+
+/// `sonde hist`: `[what, linear step]`; `what` 0..=5 is an argument, 6 the
+/// return value; step 0 means log2 buckets.
+#[map]
+static HIST_CONFIG: Array<u64> = Array::with_max_entries(2);
+
+/// `sonde hist`: function `i`'s bucket `b` at `i * BUCKETS + b`.
+#[map]
+static VALUES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1);
+
+/// The bucket of `v`: log2, or `v / step` capped at the last (overflow) bucket.
+#[inline(always)]
+fn bucket(v: u64) -> u32 {
+    let step = HIST_CONFIG.get(1).unwrap_or(0);
+    if step == 0 {
+        log2(v) + u32::from(v != 0)
+    } else {
+        let b = v / step;
+        if b >= (BUCKETS - 1) as u64 {
+            BUCKETS - 1
+        } else {
+            b as u32
+        }
+    }
+}
+
+#[inline(always)]
+fn hist_add(cookie: u64, v: u64) {
+    if let Some(p) = VALUES.get_ptr_mut((cookie as u32).wrapping_mul(BUCKETS) + bucket(v)) {
+        // SAFETY: this CPU's bucket.
+        unsafe { *p += 1 };
+    }
+}
+
+#[uprobe]
+fn hist_arg(ctx: ProbeContext) -> u32 {
+    if !traced() {
+        return 0;
+    }
+    let args = ctx.args();
+    let v = match HIST_CONFIG.get(0).unwrap_or(0) {
+        0 => args[0],
+        1 => args[1],
+        2 => args[2],
+        3 => args[3],
+        4 => args[4],
+        _ => args[5],
+    };
+    hist_add(ctx.cookie(), v);
+    0
+}
+
+#[uretprobe]
+fn hist_ret(ctx: RetProbeContext) -> u32 {
+    if !traced() {
+        return 0;
+    }
+    hist_add(ctx.cookie(), ctx.ret());
+    0
+}
