@@ -196,6 +196,7 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
         common,
         "counting calls of",
         &["count"],
+        crate::filter::Site::Entry,
         |n| vec![("COUNTS", n.max(1))],
         |s| {
             let config = sonde::maps::Array::<u64>::new(s.object().map("COUNT_BY")?)?;

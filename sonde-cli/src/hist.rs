@@ -79,10 +79,15 @@ pub fn run(common: &Common, of: Of, linear: Option<u64>) -> Result<i32, CliError
         Of::Arg(n) => ("hist_arg", u64::from(n)),
         Of::Ret => ("hist_ret", 6),
     };
+    let site = match of {
+        Of::Arg(_) => crate::filter::Site::Entry,
+        Of::Ret => crate::filter::Site::Return,
+    };
     let mut session = Session::start_with(
         common,
         "measuring",
         &[program],
+        site,
         |n| vec![("VALUES", n.max(1).saturating_mul(BUCKETS))],
         |s| {
             let config = Array::<u64>::new(s.object().map("HIST_CONFIG")?)?;

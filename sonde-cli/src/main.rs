@@ -2,6 +2,7 @@
 //! program per job, each function told apart by its BPF cookie.
 
 mod count;
+mod filter;
 mod hist;
 mod human;
 mod latency;

@@ -29,10 +29,12 @@ pub struct CallRecord {
     pub args: [u64; ARGS],
     /// The thread's command name.
     pub comm: [u8; 16],
-    /// [`ENTRY`] or [`RETURN`] (then `args[0]` is the return value).
+    /// [`ENTRY`] or [`RETURN`] (then `args[0]` is the return value), with
+    /// [`TEXT_READ`] set when a string was read into `text`.
     pub kind: u32,
-    /// Bytes of `text` read, NUL included (0: no string asked for; negative:
-    /// the read failed, e.g. a bad pointer; [`TEXT`]: possibly truncated).
+    /// Bytes of `text` read, NUL included (some kernels count an empty string
+    /// as 0); negative: the read failed, e.g. a bad pointer; [`TEXT`]: possibly
+    /// truncated.
     pub text_len: i32,
     /// The string argument or return value the function's settings ask for.
     pub text: [u8; TEXT],
@@ -43,6 +45,8 @@ pub struct CallRecord {
 pub const ENTRY: u32 = 0;
 /// `CallRecord::kind` of a function return.
 pub const RETURN: u32 = 1;
+/// Set in `CallRecord::kind` when the record carries a string.
+pub const TEXT_READ: u32 = 1 << 8;
 /// Bytes of a string read from the traced process (longer ones are truncated).
 pub const TEXT: usize = 256;
 
@@ -81,4 +85,112 @@ pub struct TraceConfig {
     pub text_arg: u32,
     /// 1 when the return value is read as a C string.
     pub text_ret: u32,
+}
+
+/// `--filter`: alternatives (up to [`TERMS`]) of comparisons (up to [`CONDS`]
+/// each) one function's hits must pass, compiled per function (index: cookie).
+pub const TERMS: usize = 4;
+/// Comparisons per alternative.
+pub const CONDS: usize = 4;
+/// Bytes a string comparison looks at.
+pub const FILTER_TEXT: usize = 32;
+
+/// Comparison sources: `SRC_ARG + n` is argument n.
+pub const SRC_ARG: u32 = 0;
+/// The return value.
+pub const SRC_RET: u32 = 6;
+/// The process id.
+pub const SRC_PID: u32 = 7;
+/// The thread id.
+pub const SRC_TID: u32 = 8;
+/// The command name (a string).
+pub const SRC_COMM: u32 = 9;
+/// The filter's string argument (`Filter::text_arg`), read as a C string.
+pub const SRC_ARG_TEXT: u32 = 10;
+
+/// `==`
+pub const OP_EQ: u32 = 0;
+/// `!=`
+pub const OP_NE: u32 = 1;
+/// `<`
+pub const OP_LT: u32 = 2;
+/// `<=`
+pub const OP_LE: u32 = 3;
+/// `>`
+pub const OP_GT: u32 = 4;
+/// `>=`
+pub const OP_GE: u32 = 5;
+
+/// One comparison of a filter.
+#[repr(C)]
+#[derive(Clone, Copy, Pod)]
+pub struct Cond {
+    /// What is compared: a `SRC_*`.
+    pub source: u32,
+    /// An `OP_*`.
+    pub op: u32,
+    /// The number compared with.
+    pub value: u64,
+    /// 1: compare as signed (the literal was negative).
+    pub signed: u32,
+    /// Zero.
+    pub _pad: u32,
+    /// The string compared with, as native-endian words (its NUL included
+    /// unless it is a prefix).
+    pub words: [u64; FILTER_TEXT / 8],
+    /// The bytes of `words` that count (0xff each): the string compares equal
+    /// when `s & mask == words` word by word.
+    pub mask: [u64; FILTER_TEXT / 8],
+}
+
+/// `Filter::terms` of a filter every hit passes.
+pub const FILTER_PASS: u32 = 0xffff_fffe;
+/// `Filter::terms` of a filter no hit passes (also what an unwritten, zero
+/// filter means while filtering is on: nothing counts before it is written).
+pub const FILTER_NEVER: u32 = 0xffff_ffff;
+
+/// One function's filter.
+#[repr(C)]
+#[derive(Clone, Copy, Pod)]
+pub struct Filter {
+    /// Alternatives in use (1..=TERMS), or [`FILTER_PASS`], or
+    /// [`FILTER_NEVER`] (0, unwritten, is never too).
+    pub terms: u32,
+    /// The argument read as a string for `SRC_ARG_TEXT` (1..=6), or 0.
+    pub text_arg: u32,
+    /// Comparisons in use per alternative.
+    pub lens: [u32; TERMS],
+    /// Alternative `t`'s comparison `c` at `t * CONDS + c`.
+    pub conds: [Cond; TERMS * CONDS],
+}
+
+impl Filter {
+    /// Every hit passes.
+    #[cfg_attr(target_arch = "bpf", allow(dead_code))]
+    pub fn pass() -> Filter {
+        let empty = Cond {
+            source: 0,
+            op: 0,
+            value: 0,
+            signed: 0,
+            _pad: 0,
+            words: [0; FILTER_TEXT / 8],
+            mask: [0; FILTER_TEXT / 8],
+        };
+        Filter {
+            terms: FILTER_PASS,
+            text_arg: 0,
+            lens: [0; TERMS],
+            conds: [empty; TERMS * CONDS],
+        }
+    }
+
+    /// No hit passes.
+    #[cfg_attr(target_arch = "bpf", allow(dead_code))]
+    pub fn never() -> Filter {
+        Filter {
+            terms: FILTER_NEVER,
+            ..Filter::pass()
+        }
+    }
 }

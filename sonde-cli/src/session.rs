@@ -65,6 +65,12 @@ pub struct Common {
     /// (`count`; with `--json`, one `{"interval", "functions"}` line each).
     #[arg(short, long, value_name = "SECS", value_parser = parse_duration)]
     pub interval: Option<Duration>,
+    /// Count only the calls EXPR selects, evaluated in the program:
+    /// comparisons (== != < <= > >=) of arg0..arg5, ret, pid, tid, comm or
+    /// func with numbers or "strings" (a trailing * matches a prefix), joined
+    /// by && and || with parentheses: `--filter 'arg0 > 4096 && comm == "nginx"'`.
+    #[arg(long, value_name = "EXPR", value_parser = crate::filter::FilterExpr::parse)]
+    pub filter: Option<crate::filter::FilterExpr>,
     /// Break counts down by pid, tid, comm or argN (`arg0`..`arg5`): one row
     /// per (function, key), counted in the program (`count`).
     #[arg(long, value_name = "KEY", value_parser = parse_by)]
@@ -276,18 +282,32 @@ impl Session {
         programs: &[&str],
         sizes: impl Fn(u32) -> Vec<(&'static str, u32)>,
     ) -> Result<Session, CliError> {
-        Self::start_with(common, what, programs, sizes, |_| Ok(()))
+        Self::start_with(common, what, programs, crate::filter::Site::Entry, sizes, |_| Ok(()))
     }
 
     /// [`Session::start`], with `setup` run once everything is attached and
     /// before the command runs (per-function settings in the maps).
+    /// A `--filter` is compiled for each function and evaluated at `site`.
     pub fn start_with(
         common: &Common,
         what: &str,
         programs: &[&str],
+        site: crate::filter::Site,
         sizes: impl Fn(u32) -> Vec<(&'static str, u32)>,
         setup: impl FnOnce(&Session) -> Result<(), CliError>,
     ) -> Result<Session, CliError> {
+        // The filter's map, sized to the functions, only when there is a filter.
+        let filter_map = match site {
+            crate::filter::Site::Entry => "FILTERS",
+            crate::filter::Site::Return => "FILTERS_RET",
+        };
+        let sizes = |n: u32| {
+            let mut v = sizes(n);
+            if common.filter.is_some() {
+                v.push((filter_map, n.max(1)));
+            }
+            v
+        };
         let t0 = Instant::now();
         require_privileges("to load eBPF programs and attach uprobes")?;
         crate::human::set_exact(common.exact);
@@ -316,7 +336,8 @@ impl Session {
                 Some(HeldCommand::spawn_with(cmd, to_stderr).map_err(|e| CliError::new(e.to_string()))?)
             }
         };
-        let (job, groups, follow) = Self::attach_all(common, programs, &sizes, child.as_ref().map(HeldCommand::pid))?;
+        let (job, groups, follow) =
+            Self::attach_all(common, programs, &sizes, child.as_ref().map(HeldCommand::pid), site)?;
         let attach_ms = t0.elapsed().as_secs_f64() * 1e3;
         let tier = job.tier().name();
         let end = match (&child, common.duration, common.pid) {
@@ -351,6 +372,9 @@ impl Session {
             started: Instant::now(),
         };
         // On failure the attachments drop with the session: nothing stays attached.
+        if let Some(expr) = &common.filter {
+            crate::filter::apply(&session, expr, site, filter_map)?;
+        }
         setup(&session)?;
         if let Some(c) = &mut session.child {
             c.release().map_err(|e| CliError::new(e.to_string()))?;
@@ -365,6 +389,7 @@ impl Session {
         programs: &[&str],
         sizes: &dyn Fn(u32) -> Vec<(&'static str, u32)>,
         child: Option<u32>,
+        site: crate::filter::Site,
     ) -> Result<(Job, Vec<GroupId>, Vec<sonde::TracepointLink>), CliError> {
         let pid = child.or(common.pid);
         // A followed tree is filtered in the program (a map of its processes fed
@@ -418,6 +443,12 @@ impl Session {
             builder = builder.program(p);
         }
         let mut job = builder.build()?;
+        if common.filter.is_some() {
+            // On before any probe attaches: until a function's filter is
+            // written, its hits do not count.
+            let on = sonde::maps::Array::<u32>::new(job.object().map("FILTER_ON")?)?;
+            on.set(0, &if site == crate::filter::Site::Entry { 1 } else { 2 })?;
+        }
         let links = match (pid, follow) {
             (Some(root), true) => follow_tree(&mut job, root, child.is_none())?,
             _ => Vec::new(),

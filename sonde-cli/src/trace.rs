@@ -10,7 +10,7 @@ use serde::Serialize;
 use sonde::maps::{Array, PerCpuArray, RingBuf};
 use sonde::resolve::Pattern;
 
-use crate::record::{CallRecord, TraceConfig, RETURN, TEXT};
+use crate::record::{CallRecord, TraceConfig, RETURN, TEXT, TEXT_READ};
 use crate::session::{Common, Session};
 use crate::CliError;
 
@@ -152,7 +152,7 @@ fn record_text(call: &CallRecord) -> Result<(String, bool), String> {
             std::io::Error::from_raw_os_error(-call.text_len)
         ));
     }
-    let n = (call.text_len as usize).min(TEXT);
+    let n = (call.text_len.max(0) as usize).min(TEXT);
     let bytes = &call.text[..n];
     let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
     // The kernel copies at most TEXT - 1 bytes and the NUL: a full buffer may
@@ -237,10 +237,25 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>) -> Result<i3
         &["trace"]
     };
     let mut functions: Vec<Function> = Vec::new();
+    // A filter on the return value is evaluated at return (then only calls
+    // whose return passed are printed); any other at entry.
+    let uses_ret = common.filter.as_ref().is_some_and(|f| f.uses_ret());
+    if uses_ret && ret.is_none() {
+        return Err(CliError::new(
+            "--filter on ret needs --ret (the return program evaluates it)",
+        ));
+    }
+    let site = if uses_ret {
+        crate::filter::Site::Return
+    } else {
+        crate::filter::Site::Entry
+    };
+    let filtered = common.filter.is_some();
     let mut session = Session::start_with(
         common,
         "tracing",
         programs,
+        site,
         |n| vec![("TRACE_CONFIG", n.max(1))],
         |s| {
             // Each function's settings, by cookie, before the command runs.
@@ -297,7 +312,7 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>) -> Result<i3
         let f = functions.get(entry.cookie as usize);
         let label = f.map_or("?", |f| f.label.as_str());
         let types = f.map(|f| f.types.as_slice()).unwrap_or(&[]);
-        let text = (entry.text_len != 0).then(|| record_text(entry));
+        let text = (entry.kind & TEXT_READ != 0).then(|| record_text(entry));
         let truncated = matches!(text, Some(Ok((_, true))));
         let args: Vec<Value> = types
             .iter()
@@ -306,7 +321,7 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>) -> Result<i3
             .collect();
         let (ret_value, ret_truncated) = match (exit, ret) {
             (Some(x), Some(t)) => {
-                let text = (x.text_len != 0).then(|| record_text(x));
+                let text = (x.kind & TEXT_READ != 0).then(|| record_text(x));
                 let truncated = matches!(text, Some(Ok((_, true))));
                 (Some(value(t, x.args[0], text.as_ref())), truncated)
             }
@@ -359,7 +374,7 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>) -> Result<i3
             let Ok(call) = call else { continue };
             events += 1;
             let tid = call.pid_tgid as u32;
-            match (ret.is_some(), call.kind != RETURN) {
+            match (ret.is_some(), call.kind & 0xff != RETURN) {
                 (false, _) => print(&mut out, &call, None)?,
                 (true, true) => pending.entry(tid).or_default().push(Pending { call }),
                 (true, false) => {
@@ -370,11 +385,13 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>) -> Result<i3
                             let entry = stack.remove(i).call;
                             print(&mut out, &entry, Some(&call))?;
                         }
+                        // Left out by an entry filter: nothing to print.
+                        None if filtered && site == crate::filter::Site::Entry => {}
                         // Entered before sonde attached: the return alone.
                         None => {
                             let mut alone = call;
                             alone.args = [0; 6];
-                            alone.text_len = 0;
+                            alone.kind &= !TEXT_READ;
                             print(&mut out, &alone, Some(&call))?;
                         }
                     }
@@ -387,8 +404,13 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>) -> Result<i3
         out.flush()?;
         ring.wait(Some(Duration::from_millis(50)))?;
     };
-    // Calls still running at the end.
-    let mut left: Vec<CallRecord> = pending.into_values().flatten().map(|p| p.call).collect();
+    // Calls still running at the end (with a filter on the return value, the
+    // calls whose return did not pass: left out).
+    let mut left: Vec<CallRecord> = if site == crate::filter::Site::Return {
+        Vec::new()
+    } else {
+        pending.into_values().flatten().map(|p| p.call).collect()
+    };
     left.sort_by_key(|c| c.ts_ns);
     for call in &left {
         print(&mut out, call, None)?;

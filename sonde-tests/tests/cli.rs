@@ -917,3 +917,96 @@ fn hist_counts_argument_and_return_values_into_buckets() {
         );
     }
 }
+
+/// #15: `--filter` evaluated in the program: exact counts of the calls it
+/// selects (arguments, func, comm, string arguments, return values), on every
+/// tier; a bad expression points at its column.
+#[test]
+fn filters_count_exactly_the_calls_they_select() {
+    let _s = serial();
+    require_root();
+    let pie = fixture("fixture-pie");
+    for tier in Tier::ALL.into_iter().filter(|t| tier_supported(*t)) {
+        let count = |filter: &str| -> Vec<(String, u64)> {
+            let (code, out, err) = sonde(&[
+                "count",
+                "--json",
+                "--tier",
+                tier.name(),
+                "--filter",
+                filter,
+                &pie,
+                "fx_*",
+                "--",
+                &pie,
+            ]);
+            assert_eq!(code, 0, "{tier} --filter {filter}: {err}");
+            let mut c = counts(&json(&out));
+            c.retain(|(_, n)| *n > 0);
+            c.sort();
+            c
+        };
+        let owned = |v: &[(&str, u64)]| -> Vec<(String, u64)> { v.iter().map(|(n, c)| (n.to_string(), *c)).collect() };
+        // fx_delta(x), x in 0..4; fx_gamma 0..3; fx_beta 0..2; fx_alpha 0.
+        assert_eq!(count("arg0 >= 2"), owned(&[("fx_delta", 2), ("fx_gamma", 1)]), "{tier}");
+        assert_eq!(
+            count("func == \"fx_a*\" || arg0 == 3"),
+            owned(&[("fx_alpha", 1), ("fx_delta", 1)]),
+            "{tier}"
+        );
+        assert_eq!(
+            count("(arg0 == 1 || arg0 == 2) && func != \"fx_gamma\""),
+            owned(&[("fx_beta", 1), ("fx_delta", 2)]),
+            "{tier}"
+        );
+        assert_eq!(
+            count("comm == \"fixture*\" && arg0 < 1"),
+            owned(&[("fx_alpha", 1), ("fx_beta", 1), ("fx_delta", 1), ("fx_gamma", 1)]),
+            "{tier}"
+        );
+        assert_eq!(count("comm != \"fixture-pie\""), owned(&[]), "{tier}");
+        // A string argument, and the return value at return.
+        let (code, out, err) = sonde(&[
+            "trace",
+            "--json",
+            "--tier",
+            tier.name(),
+            "--args",
+            "s,i",
+            "--filter",
+            "arg0 == \"hel*\"",
+            &pie,
+            "str_echo",
+            "--",
+            &pie,
+            "strings",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let lines = json_lines(&out);
+        assert_eq!(lines.len(), 1, "{tier}: {out}");
+        assert_eq!(lines[0]["args"], serde_json::json!(["hello", 5]));
+        let (code, out, err) = sonde(&[
+            "hist",
+            "--json",
+            "--tier",
+            tier.name(),
+            "--of",
+            "ret",
+            "--filter",
+            "ret > 10",
+            &pie,
+            "fx_delta",
+            "--",
+            &pie,
+        ]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(json(&out)["functions"][0]["count"], 2, "{tier}: 13 and 18: {out}");
+    }
+    // Errors name the column.
+    let (code, _, err) = sonde(&["count", "--filter", "arg0 > x1", &pie, "fx_*", "-d", "0.1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("column 8") && err.contains("^"), "{err}");
+    let (code, _, err) = sonde(&["count", "--filter", "ret == 0", &pie, "fx_*", "-d", "0.1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("ret is only known at return"), "{err}");
+}

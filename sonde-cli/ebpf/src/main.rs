@@ -14,7 +14,10 @@ sonde_ebpf::panic_handler!();
 #[path = "../../src/record.rs"]
 mod record;
 
-use record::{ByKey, CallRecord, TraceConfig, BUCKETS, BY_ARG, BY_COMM, BY_PID, BY_TID, ENTRY, RETURN, TEXT};
+use record::{
+    ByKey, CallRecord, Cond, Filter, TraceConfig, BUCKETS, BY_ARG, BY_COMM, BY_PID, BY_TID, CONDS, ENTRY, FILTER_TEXT,
+    FILTER_PASS, OP_EQ, OP_GE, OP_GT, OP_LE, OP_LT, OP_NE, RETURN, TEXT_READ, SRC_ARG_TEXT, SRC_COMM, SRC_PID, SRC_RET, SRC_TID, TERMS, TEXT,
+};
 
 /// Calls per function (`sonde count`), per CPU: no shared cache line per hit.
 #[map]
@@ -90,6 +93,169 @@ fn follow_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// While `--filter` is on (set before any probe attaches): 1 at entry, 2 at
+/// return (`FILTERS_RET`).
+#[map]
+static FILTER_ON: Array<u32> = Array::with_max_entries(1);
+
+/// `--filter`, compiled per function (index: cookie).
+#[map]
+static FILTERS: Array<Filter> = Array::with_max_entries(1);
+
+/// A string argument read for a filter, per CPU.
+#[map]
+static FILTER_SCRATCH: PerCpuArray<[u64; FILTER_TEXT / 8]> = PerCpuArray::with_max_entries(1);
+
+/// Compares `a` with `b` as `op` says (signed when `signed`).
+#[inline(always)]
+fn compare(a: u64, op: u32, b: u64, signed: bool) -> bool {
+    let ord = if signed { (a as i64).cmp(&(b as i64)) } else { a.cmp(&b) };
+    match op {
+        OP_EQ => ord.is_eq(),
+        OP_NE => ord.is_ne(),
+        OP_LT => ord.is_lt(),
+        OP_LE => ord.is_le(),
+        OP_GT => ord.is_gt(),
+        _ => ord.is_ge(),
+    }
+}
+
+/// Whether the string in `s` (as words) matches `c` (equal, or its prefix),
+/// then `op` (== or !=) applies: four masked word compares, no byte loop.
+#[inline(always)]
+fn text_matches(s: &[u64; FILTER_TEXT / 8], c: &Cond) -> bool {
+    let same = (s[0] & c.mask[0]) == c.words[0]
+        && (s[1] & c.mask[1]) == c.words[1]
+        && (s[2] & c.mask[2]) == c.words[2]
+        && (s[3] & c.mask[3]) == c.words[3];
+    if c.op == OP_EQ {
+        same
+    } else {
+        !same
+    }
+}
+
+/// Whether this hit passes its function's filter. `args` at entry, `ret` at
+/// return (`None` where unknown).
+#[inline(always)]
+fn passes(cookie: u64, pid_tgid: u64, comm: &[u8; 16], args: Option<&[u64; 6]>, ret: Option<u64>) -> bool {
+    if FILTER_ON.get(0) != Some(1) {
+        return true;
+    }
+    match FILTERS.get_ptr_mut(cookie as u32) {
+        // SAFETY: the kernel's pointer to this function's filter.
+        Some(f) => evaluate(unsafe { &*f }, pid_tgid, comm, args, ret),
+        None => true,
+    }
+}
+
+/// Evaluates filter `f` on one hit.
+#[inline(always)]
+fn evaluate(f: &Filter, pid_tgid: u64, comm: &[u8; 16], args: Option<&[u64; 6]>, ret: Option<u64>) -> bool {
+    if f.terms == FILTER_PASS {
+        return true;
+    }
+    if f.terms == 0 || f.terms > TERMS as u32 {
+        return false;
+    }
+    // The command name and the string argument (read once if a comparison
+    // needs it), as words.
+    let comm_words = [
+        u64::from_ne_bytes([comm[0], comm[1], comm[2], comm[3], comm[4], comm[5], comm[6], comm[7]]),
+        u64::from_ne_bytes([comm[8], comm[9], comm[10], comm[11], comm[12], comm[13], comm[14], comm[15]]),
+        0,
+        0,
+    ];
+    let mut text: Option<&[u64; FILTER_TEXT / 8]> = None;
+    if let (Some(a), 1..=6) = (args, f.text_arg) {
+        if let Some(buf) = FILTER_SCRATCH.get_ptr_mut(0) {
+            let p = match f.text_arg {
+                1 => a[0],
+                2 => a[1],
+                3 => a[2],
+                4 => a[3],
+                5 => a[4],
+                _ => a[5],
+            };
+            // SAFETY: this CPU's scratch buffer; the helper bounds the copy.
+            unsafe {
+                let dst = core::slice::from_raw_parts_mut(buf.cast::<u8>(), FILTER_TEXT);
+                if sonde_ebpf::helpers::probe_read_user_str(p as *const u8, dst).is_err() {
+                    (*buf)[0] = 0;
+                }
+                text = Some(&*buf);
+            }
+        }
+    }
+    let mut t = 0;
+    while t < TERMS {
+        if t as u32 >= f.terms {
+            break;
+        }
+        let mut all = true;
+        let mut c = 0;
+        while c < CONDS {
+            if c as u32 >= f.lens[t] {
+                break;
+            }
+            let cond = &f.conds[t * CONDS + c];
+            let ok = match cond.source {
+                SRC_PID => compare(pid_tgid >> 32, cond.op, cond.value, cond.signed != 0),
+                SRC_TID => compare(pid_tgid & 0xffff_ffff, cond.op, cond.value, cond.signed != 0),
+                SRC_RET => match ret {
+                    Some(r) => compare(r, cond.op, cond.value, cond.signed != 0),
+                    None => false,
+                },
+                SRC_COMM => text_matches(&comm_words, cond),
+                SRC_ARG_TEXT => match text {
+                    Some(s) => text_matches(s, cond),
+                    None => false,
+                },
+                s => match args {
+                    Some(a) => {
+                        let v = match s {
+                            0 => a[0],
+                            1 => a[1],
+                            2 => a[2],
+                            3 => a[3],
+                            4 => a[4],
+                            _ => a[5],
+                        };
+                        compare(v, cond.op, cond.value, cond.signed != 0)
+                    }
+                    None => false,
+                },
+            };
+            if !ok {
+                all = false;
+            }
+            c += 1;
+        }
+        if all {
+            return true;
+        }
+        t += 1;
+    }
+    false
+}
+
+/// `--filter` of the return programs (the return value known), per function.
+#[map]
+static FILTERS_RET: Array<Filter> = Array::with_max_entries(1);
+
+/// [`passes`] at return, with the return programs' filters.
+#[inline(always)]
+fn passes_at_return(cookie: u64, pid_tgid: u64, comm: &[u8; 16], ret: u64) -> bool {
+    if FILTER_ON.get(0) != Some(2) {
+        return true;
+    }
+    match FILTERS_RET.get_ptr_mut(cookie as u32) {
+        // SAFETY: the kernel's pointer to this function's filter.
+        Some(f) => evaluate(unsafe { &*f }, pid_tgid, comm, None, Some(ret)),
+        None => true,
+    }
+}
+
 /// `--by`: `[kind, argument index]` (kind 0: no breakdown).
 #[map]
 static COUNT_BY: Array<u64> = Array::with_max_entries(2);
@@ -148,7 +314,7 @@ fn by_key(ctx: &ProbeContext, cookie: u64) -> Option<ByKey> {
 
 #[uprobe]
 fn count(ctx: ProbeContext) -> u32 {
-    if !traced() {
+    if !traced() || !passes(ctx.cookie(), ctx.pid_tgid(), &ctx.comm(), Some(&ctx.args()), None) {
         return 0;
     }
     if let Some(key) = by_key(&ctx, ctx.cookie()) {
@@ -184,7 +350,13 @@ fn latency_entry(ctx: ProbeContext) -> u32 {
     }
     let tid = ctx.pid_tgid() as u32;
     let depth = DEPTH.get(&tid).unwrap_or(0);
-    let now = ktime_get_ns();
+    // A call the filter leaves out still takes its depth (its return pops it),
+    // with start 0: not timed.
+    let now = if passes(ctx.cookie(), ctx.pid_tgid(), &ctx.comm(), Some(&ctx.args()), None) {
+        ktime_get_ns()
+    } else {
+        0
+    };
     let _ = START.insert(&((tid as u64) << 32 | depth as u64), &now, 0);
     let _ = DEPTH.insert(&tid, &(depth + 1), 0);
     0
@@ -206,6 +378,9 @@ fn latency_return(ctx: RetProbeContext) -> u32 {
     let key = (tid as u64) << 32 | depth as u64;
     let Some(start) = START.get(&key) else { return 0 };
     let _ = START.remove(&key);
+    if start == 0 {
+        return 0; // left out by the filter
+    }
     let delta = now.saturating_sub(start);
     let cookie = ctx.cookie() as u32;
     if let Some(p) = HIST.get_ptr_mut(cookie.wrapping_mul(BUCKETS) + log2(delta)) {
@@ -265,7 +440,7 @@ fn emit(pid_tgid: u64, cookie: u64, kind: u32, args: [u64; 6], comm: [u8; 16], t
             i += 1;
         }
         write_volatile(addr_of_mut!((*r).comm), comm);
-        write_volatile(addr_of_mut!((*r).kind), kind);
+        write_volatile(addr_of_mut!((*r).kind), if text.is_some() { kind | TEXT_READ } else { kind });
         let len = match text {
             Some(p) => {
                 let dst = core::slice::from_raw_parts_mut(addr_of_mut!((*r).text).cast::<u8>(), TEXT);
@@ -295,6 +470,9 @@ fn trace(ctx: ProbeContext) -> u32 {
         ctx.arg::<u64>(4).unwrap_or(0),
         ctx.arg::<u64>(5).unwrap_or(0),
     ];
+    if !passes(cookie, ctx.pid_tgid(), &ctx.comm(), Some(&args), None) {
+        return 0;
+    }
     let text = match TRACE_CONFIG.get(cookie as u32).map_or(0, |c| c.text_arg) {
         1 => Some(args[0]),
         2 => Some(args[1]),
@@ -315,6 +493,9 @@ fn trace_ret(ctx: RetProbeContext) -> u32 {
     }
     let cookie = ctx.cookie();
     let ret: u64 = ctx.ret();
+    if !passes_at_return(cookie, ctx.pid_tgid(), &ctx.comm(), ret) {
+        return 0;
+    }
     let text = match TRACE_CONFIG.get(cookie as u32) {
         Some(c) if c.text_ret == 1 => Some(ret),
         _ => None,
@@ -358,10 +539,10 @@ fn hist_add(cookie: u64, v: u64) {
 
 #[uprobe]
 fn hist_arg(ctx: ProbeContext) -> u32 {
-    if !traced() {
+    let args = ctx.args();
+    if !traced() || !passes(ctx.cookie(), ctx.pid_tgid(), &ctx.comm(), Some(&args), None) {
         return 0;
     }
-    let args = ctx.args();
     let v = match HIST_CONFIG.get(0).unwrap_or(0) {
         0 => args[0],
         1 => args[1],
@@ -376,9 +557,10 @@ fn hist_arg(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 fn hist_ret(ctx: RetProbeContext) -> u32 {
-    if !traced() {
+    let ret: u64 = ctx.ret();
+    if !traced() || !passes_at_return(ctx.cookie(), ctx.pid_tgid(), &ctx.comm(), ret) {
         return 0;
     }
-    hist_add(ctx.cookie(), ctx.ret());
+    hist_add(ctx.cookie(), ret);
     0
 }

@@ -1,0 +1,470 @@
+//! `--filter EXPR`: a small expression language compiled, per function, into
+//! the `FILTERS` array the programs evaluate on every hit (never post-hoc).
+//!
+//! ```text
+//! expr    := and ('||' and)*
+//! and     := primary ('&&' primary)*
+//! primary := '(' expr ')' | operand OP value
+//! operand := arg0..arg5 | ret | pid | tid | comm | func
+//! OP      := == != < <= > >=
+//! value   := integer (decimal, 0x.., negative) | "string" (a trailing * matches a prefix)
+//! ```
+//!
+//! `argN` compared with a string reads argument N as a C string (the first 32
+//! bytes); `func` compares the function's name (a glob) and is decided here, per
+//! function, before anything reaches the kernel. The expression is expanded
+//! into at most [`TERMS`] alternatives of at most [`CONDS`] comparisons.
+
+use sonde::resolve::Pattern;
+
+use crate::record::{Cond, Filter, CONDS, FILTER_TEXT, TERMS};
+
+/// What a comparison looks at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Operand {
+    Arg(u8),
+    Ret,
+    Pid,
+    Tid,
+    Comm,
+    Func,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Literal {
+    Int(i128),
+    Text(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Comparison {
+    operand: Operand,
+    op: Op,
+    value: Literal,
+}
+
+#[derive(Debug)]
+enum Expr {
+    Cmp(Comparison),
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+}
+
+/// A parsed filter: alternatives of comparisons (disjunctive normal form).
+#[derive(Debug, Clone)]
+pub struct FilterExpr {
+    text: String,
+    terms: Vec<Vec<Comparison>>,
+}
+
+/// An error with the column it points at.
+fn at(text: &str, col: usize, msg: &str) -> String {
+    format!(
+        "--filter: {msg} at column {}\n  {text}\n  {}^",
+        col + 1,
+        " ".repeat(col)
+    )
+}
+
+struct Parser<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl Parser<'_> {
+    fn skip(&mut self) {
+        while self.text[self.pos..].starts_with(|c: char| c.is_whitespace()) {
+            self.pos += 1;
+        }
+    }
+
+    fn eat(&mut self, token: &str) -> bool {
+        self.skip();
+        if self.text[self.pos..].starts_with(token) {
+            self.pos += token.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn err(&self, msg: &str) -> String {
+        at(self.text, self.pos, msg)
+    }
+
+    fn expr(&mut self) -> Result<Expr, String> {
+        let mut left = self.and()?;
+        while self.eat("||") {
+            left = Expr::Or(Box::new(left), Box::new(self.and()?));
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self) -> Result<Expr, String> {
+        let mut left = self.primary()?;
+        while self.eat("&&") {
+            left = Expr::And(Box::new(left), Box::new(self.primary()?));
+        }
+        Ok(left)
+    }
+
+    fn primary(&mut self) -> Result<Expr, String> {
+        if self.eat("(") {
+            let e = self.expr()?;
+            if !self.eat(")") {
+                return Err(self.err("expected `)`"));
+            }
+            return Ok(e);
+        }
+        self.skip();
+        let start = self.pos;
+        let word: String = self.text[self.pos..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let operand = match word.as_str() {
+            "ret" => Operand::Ret,
+            "pid" => Operand::Pid,
+            "tid" => Operand::Tid,
+            "comm" => Operand::Comm,
+            "func" => Operand::Func,
+            w => match w.strip_prefix("arg").and_then(|n| n.parse::<u8>().ok()) {
+                Some(n) if n <= 5 => Operand::Arg(n),
+                _ => return Err(at(self.text, start, "expected arg0..arg5, ret, pid, tid, comm or func")),
+            },
+        };
+        self.pos += word.len();
+        let op = [
+            ("==", Op::Eq),
+            ("!=", Op::Ne),
+            ("<=", Op::Le),
+            (">=", Op::Ge),
+            ("<", Op::Lt),
+            (">", Op::Gt),
+        ]
+        .into_iter()
+        .find(|(t, _)| self.eat(t))
+        .map(|(_, op)| op)
+        .ok_or_else(|| self.err("expected a comparison: == != < <= > >="))?;
+        self.skip();
+        let value = self.literal()?;
+        let text_ok = matches!(operand, Operand::Comm | Operand::Func | Operand::Arg(_));
+        match &value {
+            Literal::Text(_) if !text_ok => {
+                return Err(at(self.text, start, "a string compares with comm, func or argN"))
+            }
+            Literal::Text(_) if !matches!(op, Op::Eq | Op::Ne) => {
+                return Err(at(self.text, start, "strings compare with == or != only"))
+            }
+            Literal::Int(_) if matches!(operand, Operand::Comm | Operand::Func) => {
+                return Err(at(self.text, start, "comm and func compare with a \"string\""))
+            }
+            Literal::Text(t) if t.trim_end_matches('*').len() >= FILTER_TEXT && operand != Operand::Func => {
+                return Err(at(
+                    self.text,
+                    start,
+                    &format!(
+                        "strings compare on their first {} bytes: shorten it (a trailing * for a prefix)",
+                        FILTER_TEXT - 1
+                    ),
+                ))
+            }
+            _ => {}
+        }
+        Ok(Expr::Cmp(Comparison { operand, op, value }))
+    }
+
+    fn literal(&mut self) -> Result<Literal, String> {
+        let rest = &self.text[self.pos..];
+        if let Some(q) = rest.chars().next().filter(|c| *c == '"' || *c == '\'') {
+            let body = &rest[1..];
+            let end = body.find(q).ok_or_else(|| self.err("unterminated string"))?;
+            self.pos += end + 2;
+            return Ok(Literal::Text(body[..end].to_string()));
+        }
+        let token: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        let (neg, digits) = match token.strip_prefix('-') {
+            Some(d) => (true, d),
+            None => (false, token.as_str()),
+        };
+        let parsed = match digits.strip_prefix("0x") {
+            Some(hex) => i128::from_str_radix(hex, 16),
+            None => digits.parse::<i128>(),
+        };
+        let v = parsed.map_err(|_| self.err("expected a number or a \"string\""))?;
+        let v = if neg { -v } else { v };
+        if v > i128::from(u64::MAX) || v < i128::from(i64::MIN) {
+            return Err(self.err("the number does not fit in 64 bits"));
+        }
+        self.pos += token.len();
+        Ok(Literal::Int(v))
+    }
+}
+
+/// Disjunctive normal form: (a || b) && c = a && c || b && c.
+fn dnf(e: Expr) -> Vec<Vec<Comparison>> {
+    match e {
+        Expr::Cmp(c) => vec![vec![c]],
+        Expr::Or(a, b) => {
+            let mut v = dnf(*a);
+            v.extend(dnf(*b));
+            v
+        }
+        Expr::And(a, b) => {
+            let (a, b) = (dnf(*a), dnf(*b));
+            let mut out = Vec::new();
+            for x in &a {
+                for y in &b {
+                    out.push(x.iter().chain(y).cloned().collect());
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Where a program evaluates the filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Site {
+    /// At entry: arguments, pid, tid, comm.
+    Entry,
+    /// At return: the return value, pid, tid, comm.
+    Return,
+}
+
+impl FilterExpr {
+    /// Parses `text`; errors point at the column.
+    pub fn parse(text: &str) -> Result<FilterExpr, String> {
+        let mut p = Parser { text, pos: 0 };
+        let e = p.expr()?;
+        p.skip();
+        if p.pos != text.len() {
+            return Err(p.err("expected `&&`, `||` or the end"));
+        }
+        let terms = dnf(e);
+        if terms.len() > 64 {
+            return Err(format!(
+                "--filter: {} alternatives once expanded: simplify it",
+                terms.len()
+            ));
+        }
+        Ok(FilterExpr {
+            text: text.to_string(),
+            terms,
+        })
+    }
+
+    /// Whether a comparison looks at the return value.
+    pub fn uses_ret(&self) -> bool {
+        self.terms.iter().flatten().any(|c| c.operand == Operand::Ret)
+    }
+
+    /// The program's filter for the function named `raw` (demangled
+    /// `display`), evaluated at `site`: `func` comparisons decided here.
+    pub fn compile(&self, raw: &str, display: &str, site: Site) -> Result<Filter, String> {
+        let mut terms: Vec<Vec<&Comparison>> = Vec::new();
+        'term: for t in &self.terms {
+            let mut kept = Vec::new();
+            for c in t {
+                if c.operand == Operand::Func {
+                    let Literal::Text(glob) = &c.value else { continue };
+                    let matched = Pattern::new(glob).is_ok_and(|p| p.matches(raw) || p.matches(display));
+                    if matched != (c.op == Op::Eq) {
+                        continue 'term; // this alternative is false for this function
+                    }
+                    continue; // true: nothing left to check
+                }
+                match (site, &c.operand) {
+                    (Site::Entry, Operand::Ret) => {
+                        return Err(format!(
+                            "--filter {}: ret is only known at return (trace --ret, hist --of ret)",
+                            self.text
+                        ))
+                    }
+                    (Site::Return, Operand::Arg(_)) => {
+                        return Err(format!("--filter {}: arguments are not known at return", self.text))
+                    }
+                    _ => {}
+                }
+                kept.push(c);
+            }
+            if kept.is_empty() {
+                // An alternative that is true for this function: no filter.
+                return Ok(Filter::pass());
+            }
+            terms.push(kept);
+        }
+        if terms.is_empty() {
+            return Ok(Filter::never());
+        }
+        if terms.len() > TERMS || terms.iter().any(|t| t.len() > CONDS) {
+            return Err(format!(
+                "--filter {}: {} alternatives of up to {} comparisons once expanded; the program evaluates at most {TERMS} of {CONDS}",
+                self.text,
+                terms.len(),
+                terms.iter().map(Vec::len).max().unwrap_or(0)
+            ));
+        }
+        let text_args: Vec<u8> = terms
+            .iter()
+            .flatten()
+            .filter_map(|c| match (&c.operand, &c.value) {
+                (Operand::Arg(n), Literal::Text(_)) => Some(*n),
+                _ => None,
+            })
+            .collect();
+        if text_args.iter().any(|n| *n != text_args[0]) {
+            return Err(format!("--filter {}: strings of one argument per filter", self.text));
+        }
+        let mut f = Filter::pass();
+        f.terms = terms.len() as u32;
+        f.text_arg = text_args.first().map_or(0, |n| u32::from(*n) + 1);
+        for (i, t) in terms.iter().enumerate() {
+            f.lens[i] = t.len() as u32;
+            for (j, c) in t.iter().enumerate() {
+                f.conds[i * CONDS + j] = cond(c);
+            }
+        }
+        Ok(f)
+    }
+}
+
+fn cond(c: &Comparison) -> Cond {
+    use crate::record::{OP_EQ, OP_GE, OP_GT, OP_LE, OP_LT, OP_NE};
+    use crate::record::{SRC_ARG, SRC_ARG_TEXT, SRC_COMM, SRC_PID, SRC_RET, SRC_TID};
+    let op = match c.op {
+        Op::Eq => OP_EQ,
+        Op::Ne => OP_NE,
+        Op::Lt => OP_LT,
+        Op::Le => OP_LE,
+        Op::Gt => OP_GT,
+        Op::Ge => OP_GE,
+    };
+    let mut out = Cond {
+        source: 0,
+        op,
+        value: 0,
+        signed: 0,
+        _pad: 0,
+        words: [0; FILTER_TEXT / 8],
+        mask: [0; FILTER_TEXT / 8],
+    };
+    match &c.value {
+        Literal::Int(v) => {
+            out.value = *v as u64;
+            out.signed = u32::from(*v < 0);
+            out.source = match c.operand {
+                Operand::Arg(n) => SRC_ARG + u32::from(n),
+                Operand::Ret => SRC_RET,
+                Operand::Pid => SRC_PID,
+                _ => SRC_TID,
+            };
+        }
+        Literal::Text(t) => {
+            let (body, prefix) = match t.strip_suffix('*') {
+                Some(b) => (b, true),
+                None => (t.as_str(), false),
+            };
+            // The bytes that must match: the string, and its NUL unless a prefix.
+            let mut bytes = body.as_bytes().to_vec();
+            if !prefix {
+                bytes.push(0);
+            }
+            bytes.truncate(FILTER_TEXT);
+            let mut text = [0u8; FILTER_TEXT];
+            let mut mask = [0u8; FILTER_TEXT];
+            text[..bytes.len()].copy_from_slice(&bytes);
+            mask[..bytes.len()].fill(0xff);
+            for w in 0..FILTER_TEXT / 8 {
+                let word = |b: &[u8; FILTER_TEXT]| {
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(&b[w * 8..w * 8 + 8]);
+                    u64::from_ne_bytes(a)
+                };
+                out.words[w] = word(&text);
+                out.mask[w] = word(&mask);
+            }
+            out.source = match c.operand {
+                Operand::Comm => SRC_COMM,
+                _ => SRC_ARG_TEXT,
+            };
+        }
+    }
+    out
+}
+
+/// Writes each function's compiled filter into `map` (by cookie).
+pub fn apply(
+    session: &crate::session::Session,
+    expr: &FilterExpr,
+    site: Site,
+    map: &str,
+) -> Result<(), crate::CliError> {
+    let filters = sonde::maps::Array::<Filter>::new(session.object().map(map)?)?;
+    for f in &session.functions() {
+        let compiled = expr
+            .compile(&f.function.name, f.set.display_name(f.function), site)
+            .map_err(crate::CliError::new)?;
+        filters.set(f.cookie as u32, &compiled)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_expands() {
+        let f = FilterExpr::parse("(arg0 > 1 || arg1 == -2) && comm == \"fix*\"").expect("parses");
+        assert_eq!(f.terms.len(), 2);
+        assert!(!f.uses_ret());
+        let compiled = f.compile("fx", "fx", Site::Entry).expect("compiles");
+        assert_eq!(compiled.terms, 2);
+        assert_eq!(compiled.lens[..2], [2, 2]);
+    }
+
+    #[test]
+    fn errors_point_at_the_column() {
+        let e = FilterExpr::parse("arg0 > x1").expect_err("a bad number");
+        assert!(e.contains("column 8"), "{e}");
+        assert!(e.ends_with("       ^"), "{e}");
+        let e = FilterExpr::parse("arg9 == 1").expect_err("no arg9");
+        assert!(e.contains("column 1"), "{e}");
+        assert!(FilterExpr::parse("pid == 1 &&").is_err());
+        assert!(FilterExpr::parse("(pid == 1").is_err());
+        assert!(FilterExpr::parse("pid == \"x\"").is_err());
+    }
+
+    #[test]
+    fn func_is_decided_per_function() {
+        let f = FilterExpr::parse("func == \"fx_a*\" || arg0 == 3").expect("parses");
+        assert_eq!(
+            f.compile("fx_alpha", "fx_alpha", Site::Entry).expect("c").terms,
+            crate::record::FILTER_PASS
+        );
+        assert_eq!(f.compile("fx_delta", "fx_delta", Site::Entry).expect("c").terms, 1);
+        let g = FilterExpr::parse("func == \"fx_a*\"").expect("parses");
+        assert_eq!(
+            g.compile("fx_delta", "fx_delta", Site::Entry).expect("c").terms,
+            crate::record::FILTER_NEVER
+        );
+        assert!(FilterExpr::parse("ret == 0")
+            .expect("p")
+            .compile("f", "f", Site::Entry)
+            .is_err());
+    }
+}
