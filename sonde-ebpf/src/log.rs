@@ -25,11 +25,11 @@ use crate::maps::RingBuf;
 pub const MAX_ARGS: usize = 6;
 
 /// The ring buffer log lines go through (256 KiB): in the object only when a
-/// program logs.
+/// program logs (not exported: the linker drops it when unused; user space
+/// finds it by the name its symbol ends with).
 ///
 /// Kernel: Linux 5.8.
 #[link_section = "maps"]
-#[export_name = "SONDE_LOG"]
 pub static SONDE_LOG: RingBuf = RingBuf::with_byte_size(256 * 1024);
 
 /// Level of a log line (the `log` crate's, same order).

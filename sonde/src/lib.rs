@@ -103,6 +103,19 @@ pub enum Error {
     /// A system call failed.
     #[error(transparent)]
     Syscall(#[from] sys::SyscallError),
+    /// The object's maps need more descriptors than `RLIMIT_NOFILE`'s hard
+    /// limit allows; found before any map was created.
+    #[error(
+        "loading the object needs {needed} file descriptors for its maps, more than RLIMIT_NOFILE's \
+         hard limit ({hard_limit}) allows next to those open: raise it (`ulimit -Hn`, `LimitNOFILE=` in a \
+         systemd unit)"
+    )]
+    FileLimit {
+        /// Descriptors the maps need.
+        needed: u64,
+        /// The hard limit.
+        hard_limit: u64,
+    },
     /// A tracepoint program could not be attached.
     #[error(transparent)]
     Tracepoint(#[from] programs::TracepointError),

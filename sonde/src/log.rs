@@ -24,7 +24,7 @@ use object::{Object as _, ObjectSection as _};
 use crate::maps::{MapError, Pod, RingBuf};
 use crate::Object;
 
-/// The ring buffer map programs log through.
+/// The ring buffer map programs log through (its symbol ends with this).
 pub const LOG_MAP: &str = "SONDE_LOG";
 /// The object section holding the format strings.
 pub const FORMAT_SECTION: &str = "sonde_log";
@@ -124,7 +124,12 @@ impl LogReader {
     /// A reader of `object`'s log lines; `object_bytes` is the object it was
     /// loaded from (the format strings are there, not in the kernel).
     pub fn new(object_bytes: &[u8], object: &Object) -> Result<LogReader, LogError> {
-        let map = object.map(LOG_MAP).map_err(|_| LogError::NoLogMap)?;
+        let map = object
+            .maps()
+            .iter()
+            .find(|m| m.name() == LOG_MAP || m.name().ends_with(LOG_MAP))
+            .cloned()
+            .ok_or(LogError::NoLogMap)?;
         Ok(LogReader {
             ring: RingBuf::new(map)?,
             formats: formats(object_bytes)?,

@@ -55,6 +55,9 @@ impl Object {
             spec.def.max_entries = *n;
         }
         crate::sys::lift_memlock();
+        // Room for every map first: a limit hit half-way would name one map.
+        let needed = file.maps.len() as u64;
+        crate::sys::reserve_fds(needed).map_err(|hard_limit| Error::FileLimit { needed, hard_limit })?;
         let mut maps = Vec::with_capacity(file.maps.len());
         for spec in &file.maps {
             let mut d = spec.def;

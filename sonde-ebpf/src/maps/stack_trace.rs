@@ -12,6 +12,14 @@ pub const MAX_DEPTH: usize = 127;
 ///
 /// Kernel: Linux 4.6.
 pub const BPF_F_USER_STACK: u64 = 1 << 8;
+/// `BPF_F_STACK_BUILD_ID` (map flag): frames stored as (build id, file offset).
+///
+/// Kernel: Linux 4.17.
+pub const BPF_F_STACK_BUILD_ID: u32 = 1 << 5;
+
+/// Bytes of one frame of a build-id stack map (`struct bpf_stack_build_id`).
+pub const BUILD_ID_FRAME: usize = 32;
+
 /// `BPF_F_REUSE_STACKID`: when the bucket is taken by another stack, replace it.
 ///
 /// Kernel: Linux 4.6.
@@ -53,6 +61,23 @@ impl StackTrace {
     pub const fn with_max_entries(max_entries: u32) -> Self {
         StackTrace {
             def: DefCell::new(BPF_MAP_TYPE_STACK_TRACE, 4, MAX_DEPTH * 8, max_entries, 0),
+        }
+    }
+
+    /// A map whose frames the kernel stores as (build id, file offset) of the
+    /// file mapped there, `depth` frames a stack: user space can name the
+    /// functions of processes that have exited since (user stacks only).
+    ///
+    /// Kernel: Linux 4.17.
+    pub const fn with_build_ids(max_entries: u32, depth: usize) -> Self {
+        StackTrace {
+            def: DefCell::new(
+                BPF_MAP_TYPE_STACK_TRACE,
+                4,
+                depth * BUILD_ID_FRAME,
+                max_entries,
+                BPF_F_STACK_BUILD_ID,
+            ),
         }
     }
 

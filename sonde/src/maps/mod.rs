@@ -17,7 +17,7 @@ pub use array::{Array, PerCpuArray};
 pub use hash_map::{HashMap, PerCpuHashMap};
 pub use perf_event_array::{PerfBuffer, PerfEventArray, PerfRecord};
 pub use ring_buf::{RingBuf, RingBufItem};
-pub use stack_trace::StackTraceMap;
+pub use stack_trace::{BuildIdFrame, StackTraceMap};
 
 use crate::spec::MapDef;
 use crate::sys::SyscallError;

@@ -25,6 +25,7 @@ impl From<SpecError> for LinkError {
 pub(super) fn link(
     code: &HashMap<SectionIndex, CodeSection>,
     map_by_symbol: &HashMap<String, usize>,
+    maps_at: (Option<SectionIndex>, &HashMap<u64, usize>),
     data_maps: &HashMap<SectionIndex, usize>,
     entry_sec: SectionIndex,
     entry_start: usize,
@@ -67,7 +68,13 @@ pub(super) fn link(
                     if i + 1 >= start + len {
                         return Err(bad(i, "ld_imm64 is missing its second half".into()).into());
                     }
-                    if let Some(&map) = map_by_symbol.get(&t.name) {
+                    // A map by its symbol; or a local one through the `maps`
+                    // section's symbol, the map's offset in the instruction.
+                    let local = (t.section.is_some() && t.section == maps_at.0)
+                        .then(|| u64::try_from(i128::from(t.value) + i128::from(insn.imm)).ok())
+                        .flatten()
+                        .and_then(|at| maps_at.1.get(&at));
+                    if let Some(&map) = map_by_symbol.get(&t.name).or(local) {
                         relocs.push(MapReloc {
                             insn: pos,
                             map,

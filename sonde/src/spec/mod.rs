@@ -197,6 +197,9 @@ impl ObjectSpec {
         let mut license = CString::default();
         let mut maps = Vec::new();
         let mut map_by_symbol: HashMap<String, usize> = HashMap::new();
+        // Map definitions by their offset in `maps` (local maps are reached
+        // through the section's symbol).
+        let mut map_by_offset: HashMap<u64, usize> = HashMap::new();
         // Global-data maps, appended after the declared ones once those are known.
         let mut data_specs: Vec<(SectionIndex, MapSpec)> = Vec::new();
         let mut code: HashMap<SectionIndex, CodeSection> = HashMap::new();
@@ -278,6 +281,7 @@ impl ObjectSpec {
                     .and_then(|start| MapDef::parse(bytes.get(start..)?))
                     .ok_or_else(|| SpecError::BadMapDef(name.clone()))?;
                 map_by_symbol.insert(name.clone(), maps.len());
+                map_by_offset.insert(sym.address(), maps.len());
                 maps.push(MapSpec {
                     name,
                     def,
@@ -376,7 +380,15 @@ impl ObjectSpec {
             let Some(kind) = ProgramKind::of_section(&cs.name) else {
                 continue; // only program sections have entries
             };
-            let (insns, relocs) = link(&code, &map_by_symbol, &data_maps, sec, start).map_err(|e| match e {
+            let (insns, relocs) = link(
+                &code,
+                &map_by_symbol,
+                (maps_section, &map_by_offset),
+                &data_maps,
+                sec,
+                start,
+            )
+            .map_err(|e| match e {
                 LinkError::Obj(e) => e,
                 LinkError::TooLarge => SpecError::ProgramTooLarge {
                     program: name.clone(),
