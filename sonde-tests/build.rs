@@ -51,6 +51,11 @@ fn main() {
         .arg("-o")
         .arg(o("fixture-semaphore")));
     run(gcc()
+        .args(["-fPIE", "-pie", "-fno-omit-frame-pointer"])
+        .arg(src.join("stack.c"))
+        .arg("-o")
+        .arg(o("fixture-stack")));
+    run(gcc()
         .args(["-fPIE", "-pie", "-pthread"])
         .arg(src.join("sleeper.c"))
         .arg("-o")

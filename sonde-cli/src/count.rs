@@ -182,7 +182,7 @@ struct ByRow {
 
 /// `sonde count --by KEY`: rows keyed by (function, key) in the program's map.
 fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
-    use crate::record::{ByKey, BY_ARG, BY_COMM, BY_PID, BY_TID};
+    use crate::record::{ByKey, BY_ARG, BY_COMM, BY_PID, BY_STACK, BY_TID};
     if common.interval.is_some() {
         return Err(CliError::new("--by and -i do not go together: give one"));
     }
@@ -190,6 +190,7 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
         By::Pid => (BY_PID, 0),
         By::Tid => (BY_TID, 0),
         By::Comm => (BY_COMM, 0),
+        By::Stack => (BY_STACK, 0),
         By::Arg(n) => (BY_ARG, u64::from(n)),
     };
     let mut session = Session::start_with(
@@ -213,6 +214,17 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
         .map(|f| (f.cookie, FunctionId::of(f, several)))
         .collect();
     let map = sonde::maps::HashMap::<ByKey, u64>::new(session.object().map("BY_KEY")?)?;
+    let stacks = match by {
+        By::Stack => {
+            let paths: Vec<std::path::PathBuf> =
+                session.functions().iter().map(|f| f.set.path().to_path_buf()).collect();
+            Some((
+                sonde::maps::StackTraceMap::new(session.object().map("STACKS")?)?,
+                crate::stacks::Stacks::new(paths.iter().map(|p| p.as_path())),
+            ))
+        }
+        _ => None,
+    };
     let mut rows = Vec::new();
     for entry in map.iter()? {
         let (key, count) = entry?;
@@ -226,6 +238,17 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
                 let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
                 let comm = String::from_utf8_lossy(&bytes[..end]).into_owned();
                 (serde_json::Value::from(comm.clone()), comm)
+            }
+            By::Stack => {
+                let frames = match (&stacks, u32::try_from(key.value)) {
+                    (Some((map, known)), Ok(id)) => match map.get_build_ids(id)? {
+                        Some(f) => known.describe(&f),
+                        None => vec!["[stack not captured]".into()],
+                    },
+                    _ => vec!["[stack not captured]".into()],
+                };
+                let shown = frames.join("\n");
+                (serde_json::Value::from(frames), shown)
             }
             _ => (serde_json::Value::from(key.value), key.value.to_string()),
         };
@@ -257,6 +280,16 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
     let (seconds, tier) = (session.started.elapsed().as_secs_f64(), session.tier());
     let header = by.name().to_uppercase();
     session.finish(stop, common, rows, |out, rows| {
+        if by == By::Stack {
+            for r in rows {
+                writeln!(out, "{:<66} {:>12}", human::fit(&r.id.label, 66), human::count(r.count))?;
+                for frame in r.shown.lines() {
+                    writeln!(out, "    {frame}")?;
+                }
+            }
+            let total: u64 = rows.iter().map(|r| r.count).sum();
+            return writeln!(out, "{} calls in {seconds:.1} s, tier {tier}", human::count(total));
+        }
         writeln!(out, "{:<50} {:<16} {:>12}", "FUNCTION", header, "CALLS")?;
         for r in rows {
             writeln!(

@@ -11,6 +11,7 @@ mod new;
 mod record;
 mod report;
 mod session;
+mod stacks;
 mod trace;
 
 use std::process::ExitCode;
@@ -84,6 +85,11 @@ enum Command {
         /// and duration, matched to its entry per thread.
         #[arg(long, value_name = "TYPE", num_args = 0..=1, default_missing_value = "x", value_parser = trace::parse_ret)]
         ret: Option<trace::ArgType>,
+        /// Also print each call's user stack (captured in the program as
+        /// build id and offset per frame, named with blazesym: demangled,
+        /// file:line where debug information exists).
+        #[arg(long)]
+        stack: bool,
     },
     /// The distribution of an argument or the return value, per function.
     ///
@@ -197,9 +203,12 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Count(c) => count::run(c),
         Command::Latency(c) => latency::run(c),
-        Command::Trace { common, args, ret } => {
-            trace::ArgSpecs::parse(args).and_then(|specs| trace::run(common, &specs, *ret))
-        }
+        Command::Trace {
+            common,
+            args,
+            ret,
+            stack,
+        } => trace::ArgSpecs::parse(args).and_then(|specs| trace::run(common, &specs, *ret, *stack)),
         Command::Hist { common, of, linear } => hist::run(common, *of, *linear),
         Command::Features { json } => list::features(*json),
         Command::New { dir, name } => new::new(dir, name.as_deref()),

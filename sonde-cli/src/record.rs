@@ -38,6 +38,8 @@ pub struct CallRecord {
     pub text_len: i32,
     /// The string argument or return value the function's settings ask for.
     pub text: [u8; TEXT],
+    /// The user stack's id in `STACKS` (`trace --stack`), or negative.
+    pub stack_id: i64,
 }
 
 /// `CallRecord::kind` of a function entry (written by the program).
@@ -75,6 +77,12 @@ pub const BY_TID: u64 = 2;
 pub const BY_COMM: u64 = 3;
 /// By the value of an argument.
 pub const BY_ARG: u64 = 4;
+/// By user stack (the id in `STACKS`).
+pub const BY_STACK: u64 = 5;
+
+/// Frames kept of a user stack (the eBPF side sizes `STACKS` with it).
+#[cfg_attr(not(target_arch = "bpf"), allow(dead_code))]
+pub const STACK_DEPTH: usize = 32;
 
 /// `sonde trace`'s settings of one function (index: its cookie), read by the
 /// program on every hit: one verification serves every function.
@@ -85,6 +93,10 @@ pub struct TraceConfig {
     pub text_arg: u32,
     /// 1 when the return value is read as a C string.
     pub text_ret: u32,
+    /// 1 when the user stack is captured (`--stack`).
+    pub stack: u32,
+    /// Zero.
+    pub _pad: u32,
 }
 
 /// `--filter`: alternatives (up to [`TERMS`]) of comparisons (up to [`CONDS`]

@@ -71,8 +71,9 @@ pub struct Common {
     /// by && and || with parentheses: `--filter 'arg0 > 4096 && comm == "nginx"'`.
     #[arg(long, value_name = "EXPR", value_parser = crate::filter::FilterExpr::parse)]
     pub filter: Option<crate::filter::FilterExpr>,
-    /// Break counts down by pid, tid, comm or argN (`arg0`..`arg5`): one row
-    /// per (function, key), counted in the program (`count`).
+    /// Break counts down by pid, tid, comm, stack (the user stack, named) or
+    /// argN (`arg0`..`arg5`): one row per (function, key), counted in the
+    /// program (`count`).
     #[arg(long, value_name = "KEY", value_parser = parse_by)]
     pub by: Option<By>,
     /// Write the report (table, JSON, trace lines) to FILE instead of stdout.
@@ -160,6 +161,8 @@ pub enum By {
     Comm,
     /// The value of argument N (0..=5).
     Arg(u8),
+    /// The user stack.
+    Stack,
 }
 
 impl By {
@@ -169,6 +172,7 @@ impl By {
             By::Pid => "pid".into(),
             By::Tid => "tid".into(),
             By::Comm => "comm".into(),
+            By::Stack => "stack".into(),
             By::Arg(n) => format!("arg{n}"),
         }
     }
@@ -180,9 +184,10 @@ pub fn parse_by(s: &str) -> Result<By, String> {
         "pid" => Ok(By::Pid),
         "tid" => Ok(By::Tid),
         "comm" => Ok(By::Comm),
+        "stack" => Ok(By::Stack),
         _ => match s.strip_prefix("arg").and_then(|n| n.parse::<u8>().ok()) {
             Some(n) if n <= 5 => Ok(By::Arg(n)),
-            _ => Err(format!("`{s}`: break down by pid, tid, comm or arg0..arg5")),
+            _ => Err(format!("`{s}`: break down by pid, tid, comm, stack or arg0..arg5")),
         },
     }
 }

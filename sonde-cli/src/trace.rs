@@ -133,6 +133,8 @@ struct Line<'a> {
     duration_ns: Option<u64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stack: Option<Vec<String>>,
 }
 
 fn monotonic_ns() -> u64 {
@@ -225,7 +227,7 @@ struct Pending {
 }
 
 /// Runs `sonde trace`.
-pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>) -> Result<i32, CliError> {
+pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>, stack: bool) -> Result<i32, CliError> {
     if common.by.is_some() {
         return Err(CliError::new(
             "--by breaks down `sonde count`; here it has nothing to do",
@@ -237,6 +239,7 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>) -> Result<i3
         &["trace"]
     };
     let mut functions: Vec<Function> = Vec::new();
+    let t0 = std::cell::Cell::new(monotonic_ns());
     // A filter on the return value is evaluated at return (then only calls
     // whose return passed are printed); any other at entry.
     let uses_ret = common.filter.as_ref().is_some_and(|f| f.uses_ret());
@@ -258,6 +261,8 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>) -> Result<i3
         site,
         |n| vec![("TRACE_CONFIG", n.max(1))],
         |s| {
+            // Times are shown from here: just before the command runs.
+            t0.set(monotonic_ns());
             // Each function's settings, by cookie, before the command runs.
             let config = Array::<TraceConfig>::new(s.object().map("TRACE_CONFIG")?)?;
             let several = s.several_binaries();
@@ -273,6 +278,8 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>) -> Result<i3
                     &TraceConfig {
                         text_arg,
                         text_ret: u32::from(ret == Some(ArgType::Str)),
+                        stack: u32::from(stack),
+                        _pad: 0,
                     },
                 )?;
                 let i = f.cookie as usize;
@@ -291,8 +298,17 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>) -> Result<i3
         },
     )?;
     let mut ring = RingBuf::new(session.object().map("EVENTS")?)?;
+    // Stacks: the map, and the files their build ids name.
+    let stacks = if stack {
+        let map = sonde::maps::StackTraceMap::new(session.object().map("STACKS")?)?;
+        let paths: Vec<std::path::PathBuf> = session.functions().iter().map(|f| f.set.path().to_path_buf()).collect();
+        let known = crate::stacks::Stacks::new(paths.iter().map(|p| p.as_path()));
+        Some((map, std::cell::RefCell::new(known)))
+    } else {
+        None
+    };
     let lost = PerCpuArray::<u64>::new(session.object().map("LOST")?)?;
-    let t0 = monotonic_ns();
+    let t0 = t0.get();
     let mut out = std::io::BufWriter::new(crate::session::report_output(common)?);
     if !common.json {
         writeln!(
@@ -330,6 +346,14 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>) -> Result<i3
         let duration_ns = exit.map(|x| x.ts_ns.saturating_sub(entry.ts_ns));
         let end = entry.comm.iter().position(|&b| b == 0).unwrap_or(16);
         let comm = String::from_utf8_lossy(&entry.comm[..end]);
+        let frames: Option<Vec<String>> = stacks.as_ref().map(|(map, known)| {
+            let mut known = known.borrow_mut();
+            known.learn_pid((entry.pid_tgid >> 32) as u32);
+            match u32::try_from(entry.stack_id).ok().map(|id| map.get_build_ids(id)) {
+                Some(Ok(Some(f))) => known.describe(&f),
+                _ => vec!["[stack not captured]".to_string()],
+            }
+        });
         if common.json {
             let line = Line {
                 ts_ns: entry.ts_ns,
@@ -342,6 +366,7 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>) -> Result<i3
                 ret: ret_value,
                 duration_ns,
                 truncated: truncated || ret_truncated,
+                stack: frames,
             };
             serde_json::to_writer(&mut *out, &line).map_err(|e| CliError::new(e.to_string()))?;
             writeln!(out)?;
@@ -363,6 +388,9 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>) -> Result<i3
                 comm,
                 shown.join(", "),
             )?;
+            for f in frames.iter().flatten() {
+                writeln!(out, "{:>12} {f}", "")?;
+            }
         }
         Ok(())
     };

@@ -80,17 +80,40 @@ pub fn current_uid_gid() -> u64 {
     unsafe { helper!(id::GET_CURRENT_UID_GID, fn() -> u64)() }
 }
 
-/// `bpf_get_current_comm` (4.2): the current task's command name, NUL padded.
+/// `bpf_get_current_comm` (4.2): the current task's command name, NUL padded
+/// (every byte after the first NUL is zero, on every kernel: comparable as
+/// two words and usable as a map key).
 #[inline(always)]
 pub fn current_comm() -> [u8; 16] {
-    // Not zeroed here: unoptimised builds turn the zeroing into a `memset` call
-    // whose run-time alignment logic the verifier refuses on the stack. The
-    // helper writes all 16 bytes (NUL padded, or zeros on failure).
+    // Zeroed as two words (not a `memset` call, which unoptimised builds make
+    // of an array zeroing and the verifier refuses on the stack): some kernels
+    // copy only up to the NUL (strscpy), leaving the rest as it was.
     let mut comm = core::mem::MaybeUninit::<[u64; 2]>::uninit();
-    // SAFETY: the buffer is 16 writable bytes.
-    unsafe { helper!(id::GET_CURRENT_COMM, fn(*mut c_void, u32) -> i64)(comm.as_mut_ptr().cast(), 16) };
-    // SAFETY: the kernel initialised every byte; any bit pattern is a byte array.
-    unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(comm.assume_init()) }
+    let words: *mut u64 = comm.as_mut_ptr().cast();
+    // SAFETY: two writable, aligned words; then the buffer is 16 writable bytes.
+    unsafe {
+        core::ptr::write_volatile(words, 0);
+        core::ptr::write_volatile(words.add(1), 0);
+        helper!(id::GET_CURRENT_COMM, fn(*mut c_void, u32) -> i64)(words.cast(), 16);
+    }
+    // SAFETY: both words were written.
+    let [w0, w1] = unsafe { comm.assume_init() };
+    // Keep the bytes before the first NUL, word-wise and branch-light: a
+    // byte-by-byte loop multiplies the paths the verifier explores.
+    let (m0, nul0) = before_nul(w0);
+    let m1 = if nul0 { 0 } else { before_nul(w1).0 };
+    // SAFETY: any bit pattern is a byte array.
+    unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>([w0 & m0, w1 & m1]) }
+}
+
+/// The mask of the bytes of `w` (little-endian) before its first zero byte,
+/// and whether it has one.
+#[inline(always)]
+fn before_nul(w: u64) -> (u64, bool) {
+    // The lowest zero byte's high bit (bytes above it may be flagged wrongly).
+    let z = w.wrapping_sub(0x0101_0101_0101_0101) & !w & 0x8080_8080_8080_8080;
+    let lowest = z & z.wrapping_neg();
+    ((lowest >> 7).wrapping_sub(1), z != 0)
 }
 
 /// `bpf_get_attach_cookie` (5.15): the cookie given when the program was attached.

@@ -5,7 +5,8 @@
 #![no_main]
 
 use sonde_ebpf::helpers::{current_pid_tgid, ktime_get_ns};
-use sonde_ebpf::maps::{Array, HashMap, PerCpuArray, RingBuf};
+use sonde_ebpf::maps::stack_trace::BPF_F_USER_STACK;
+use sonde_ebpf::maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace};
 use sonde_ebpf::{map, tracepoint, uprobe, uretprobe, ProbeContext, RetProbeContext, TracePointContext};
 
 sonde_ebpf::license!("GPL");
@@ -15,7 +16,8 @@ sonde_ebpf::panic_handler!();
 mod record;
 
 use record::{
-    ByKey, CallRecord, Cond, Filter, TraceConfig, BUCKETS, BY_ARG, BY_COMM, BY_PID, BY_TID, CONDS, ENTRY, FILTER_TEXT,
+    ByKey, CallRecord, Cond, Filter, TraceConfig, BUCKETS, BY_ARG, BY_COMM, BY_PID, BY_STACK, BY_TID, CONDS, ENTRY,
+    FILTER_TEXT, STACK_DEPTH,
     FILTER_PASS, OP_EQ, OP_GE, OP_GT, OP_LE, OP_LT, OP_NE, RETURN, TEXT_READ, SRC_ARG_TEXT, SRC_COMM, SRC_PID, SRC_RET, SRC_TID, TERMS, TEXT,
 };
 
@@ -187,56 +189,71 @@ fn evaluate(f: &Filter, pid_tgid: u64, comm: &[u8; 16], args: Option<&[u64; 6]>,
             }
         }
     }
-    let mut t = 0;
-    while t < TERMS {
-        if t as u32 >= f.terms {
-            break;
-        }
-        let mut all = true;
-        let mut c = 0;
-        while c < CONDS {
-            if c as u32 >= f.lens[t] {
-                break;
+    // Loop-free, every index a constant: older verifiers cannot bound the
+    // pointer arithmetic the optimiser makes of loops over these arrays.
+    let ctx = Hit {
+        pid_tgid,
+        comm: &comm_words,
+        text,
+        args,
+        ret,
+    };
+    let n = f.terms;
+    (n >= 1 && term(f, 0, &ctx))
+        || (n >= 2 && term(f, 1, &ctx))
+        || (n >= 3 && term(f, 2, &ctx))
+        || (n >= 4 && term(f, 3, &ctx))
+}
+
+/// What a filter looks at on one hit.
+struct Hit<'a> {
+    pid_tgid: u64,
+    comm: &'a [u64; FILTER_TEXT / 8],
+    text: Option<&'a [u64; FILTER_TEXT / 8]>,
+    args: Option<&'a [u64; 6]>,
+    ret: Option<u64>,
+}
+
+/// Alternative `t` (a constant after inlining): all of its comparisons hold.
+#[inline(always)]
+fn term(f: &Filter, t: usize, hit: &Hit) -> bool {
+    let n = f.lens[t];
+    (n < 1 || holds(&f.conds[t * CONDS], hit))
+        && (n < 2 || holds(&f.conds[t * CONDS + 1], hit))
+        && (n < 3 || holds(&f.conds[t * CONDS + 2], hit))
+        && (n < 4 || holds(&f.conds[t * CONDS + 3], hit))
+}
+
+/// One comparison on one hit.
+#[inline(always)]
+fn holds(cond: &Cond, hit: &Hit) -> bool {
+    match cond.source {
+        SRC_PID => compare(hit.pid_tgid >> 32, cond.op, cond.value, cond.signed != 0),
+        SRC_TID => compare(hit.pid_tgid & 0xffff_ffff, cond.op, cond.value, cond.signed != 0),
+        SRC_RET => match hit.ret {
+            Some(r) => compare(r, cond.op, cond.value, cond.signed != 0),
+            None => false,
+        },
+        SRC_COMM => text_matches(hit.comm, cond),
+        SRC_ARG_TEXT => match hit.text {
+            Some(s) => text_matches(s, cond),
+            None => false,
+        },
+        s => match hit.args {
+            Some(a) => {
+                let v = match s {
+                    0 => a[0],
+                    1 => a[1],
+                    2 => a[2],
+                    3 => a[3],
+                    4 => a[4],
+                    _ => a[5],
+                };
+                compare(v, cond.op, cond.value, cond.signed != 0)
             }
-            let cond = &f.conds[t * CONDS + c];
-            let ok = match cond.source {
-                SRC_PID => compare(pid_tgid >> 32, cond.op, cond.value, cond.signed != 0),
-                SRC_TID => compare(pid_tgid & 0xffff_ffff, cond.op, cond.value, cond.signed != 0),
-                SRC_RET => match ret {
-                    Some(r) => compare(r, cond.op, cond.value, cond.signed != 0),
-                    None => false,
-                },
-                SRC_COMM => text_matches(&comm_words, cond),
-                SRC_ARG_TEXT => match text {
-                    Some(s) => text_matches(s, cond),
-                    None => false,
-                },
-                s => match args {
-                    Some(a) => {
-                        let v = match s {
-                            0 => a[0],
-                            1 => a[1],
-                            2 => a[2],
-                            3 => a[3],
-                            4 => a[4],
-                            _ => a[5],
-                        };
-                        compare(v, cond.op, cond.value, cond.signed != 0)
-                    }
-                    None => false,
-                },
-            };
-            if !ok {
-                all = false;
-            }
-            c += 1;
-        }
-        if all {
-            return true;
-        }
-        t += 1;
+            None => false,
+        },
     }
-    false
 }
 
 /// `--filter` of the return programs (the return value known), per function.
@@ -284,6 +301,10 @@ fn by_key(ctx: &ProbeContext, cookie: u64) -> Option<ByKey> {
     let value = match kind {
         BY_PID => pid_tgid >> 32,
         BY_TID => pid_tgid & 0xffff_ffff,
+        BY_STACK => match STACKS.get_stackid(ctx, BPF_F_USER_STACK) {
+            Ok(id) => id as u64,
+            Err(_) => u64::MAX,
+        },
         BY_ARG => match COUNT_BY.get(1).unwrap_or(0) {
             0 => args[0],
             1 => args[1],
@@ -411,6 +432,11 @@ fn log2(mut v: u64) -> u32 {
     r
 }
 
+/// User stacks (`trace --stack`, `count --by stack`), each frame as (build id,
+/// file offset): named after the process exits.
+#[map]
+static STACKS: StackTrace = StackTrace::with_build_ids(4096, STACK_DEPTH);
+
 /// `sonde trace`'s settings per function (index: cookie), sized to the job.
 #[map]
 static TRACE_CONFIG: Array<TraceConfig> = Array::with_max_entries(1);
@@ -419,7 +445,7 @@ static TRACE_CONFIG: Array<TraceConfig> = Array::with_max_entries(1);
 /// string at `text` when `want_text` (read straight into the record). Every
 /// store is volatile: no `memset` for the verifier to refuse.
 #[inline(always)]
-fn emit(pid_tgid: u64, cookie: u64, kind: u32, args: [u64; 6], comm: [u8; 16], text: Option<u64>) {
+fn emit(pid_tgid: u64, cookie: u64, kind: u32, args: [u64; 6], comm: [u8; 16], text: Option<u64>, stack_id: i64) {
     let Some(mut entry) = EVENTS.reserve::<CallRecord>(0) else {
         if let Some(p) = LOST.get_ptr_mut(0) {
             // SAFETY: this CPU's counter.
@@ -440,6 +466,7 @@ fn emit(pid_tgid: u64, cookie: u64, kind: u32, args: [u64; 6], comm: [u8; 16], t
             i += 1;
         }
         write_volatile(addr_of_mut!((*r).comm), comm);
+        write_volatile(addr_of_mut!((*r).stack_id), stack_id);
         write_volatile(addr_of_mut!((*r).kind), if text.is_some() { kind | TEXT_READ } else { kind });
         let len = match text {
             Some(p) => {
@@ -482,7 +509,11 @@ fn trace(ctx: ProbeContext) -> u32 {
         6 => Some(args[5]),
         _ => None,
     };
-    emit(ctx.pid_tgid(), cookie, ENTRY, args, ctx.comm(), text);
+    let stack_id = match TRACE_CONFIG.get(cookie as u32) {
+        Some(c) if c.stack == 1 => STACKS.get_stackid(&ctx, BPF_F_USER_STACK).unwrap_or(-1),
+        _ => -1,
+    };
+    emit(ctx.pid_tgid(), cookie, ENTRY, args, ctx.comm(), text, stack_id);
     0
 }
 
@@ -500,7 +531,7 @@ fn trace_ret(ctx: RetProbeContext) -> u32 {
         Some(c) if c.text_ret == 1 => Some(ret),
         _ => None,
     };
-    emit(ctx.pid_tgid(), cookie, RETURN, [ret, 0, 0, 0, 0, 0], ctx.comm(), text);
+    emit(ctx.pid_tgid(), cookie, RETURN, [ret, 0, 0, 0, 0, 0], ctx.comm(), text, -1);
     0
 }
 
