@@ -11,7 +11,7 @@ use sonde::maps::PerCpuArray;
 
 use crate::human;
 use crate::report::FunctionId;
-use crate::session::{Common, Session};
+use crate::session::{By, Common, Session};
 use crate::CliError;
 
 use crate::record::BUCKETS;
@@ -121,10 +121,8 @@ fn print(out: &mut (impl Write + ?Sized), rows: &[Row]) -> std::io::Result<()> {
 
 /// Runs `sonde latency`.
 pub fn run(common: &Common) -> Result<i32, CliError> {
-    if common.by.is_some() {
-        return Err(CliError::new(
-            "--by breaks down `sonde count`; here it has nothing to do",
-        ));
+    if let Some(by) = common.by {
+        return run_by(common, by);
     }
     let mut session = Session::start(common, "timing", &["latency_entry", "latency_return"], |n| {
         let n = n.max(1);
@@ -133,6 +131,136 @@ pub fn run(common: &Common) -> Result<i32, CliError> {
     let stop = session.wait(std::time::Duration::from_secs(1), |_| {});
     let rows = rows(&session)?;
     session.finish(stop, common, rows, |out, rows| print(out, rows))
+}
+
+/// One `latency --by` row.
+#[derive(Serialize)]
+struct ByRow {
+    #[serde(flatten)]
+    id: FunctionId,
+    #[serde(flatten)]
+    key: serde_json::Map<String, serde_json::Value>,
+    count: u64,
+    p50_ns: u64,
+    p90_ns: u64,
+    p99_ns: u64,
+    histogram: Vec<Bucket>,
+    #[serde(skip)]
+    shown: String,
+}
+
+/// `sonde latency --by pid|tid|comm`: a histogram per (function, key), the
+/// bucket counted in the program's `BY_KEY` map (the key known at return).
+fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
+    use crate::record::{ByKey, BY_COMM, BY_PID, BY_TID};
+    let kind = match by {
+        By::Pid => BY_PID,
+        By::Tid => BY_TID,
+        By::Comm => BY_COMM,
+        _ => {
+            return Err(CliError::new(
+                "latency --by takes pid, tid or comm: arguments and stacks are not known at return",
+            ))
+        }
+    };
+    let mut session = Session::start_with(
+        common,
+        "timing",
+        &["latency_entry", "latency_return"],
+        crate::filter::Site::Entry,
+        |n| {
+            let n = n.max(1);
+            vec![("HIST", n * BUCKETS), ("MAX_NS", n)]
+        },
+        |s| {
+            let config = sonde::maps::Array::<u64>::new(s.object().map("COUNT_BY")?)?;
+            config.set(0, &kind)?;
+            Ok(())
+        },
+    )?;
+    let stop = session.wait(std::time::Duration::from_secs(1), |_| {});
+    let several = session.several_binaries();
+    let ids: std::collections::HashMap<u64, FunctionId> = session
+        .functions()
+        .iter()
+        .map(|f| (f.cookie, FunctionId::of(f, several)))
+        .collect();
+    let map = sonde::maps::HashMap::<ByKey, u64>::new(session.object().map("BY_KEY")?)?;
+    // (cookie, value, comm) -> log2 buckets.
+    let mut groups: std::collections::BTreeMap<(u32, u64, u64, u64), [u64; 64]> = Default::default();
+    for entry in map.iter()? {
+        let (key, n) = entry?;
+        let bucket = (key.kind >> 16) as usize & 63;
+        groups
+            .entry((key.cookie, key.value, key.comm_lo, key.comm_hi))
+            .or_insert([0; 64])[bucket] += n;
+    }
+    let mut rows = Vec::new();
+    for ((cookie, value, lo, hi), buckets) in groups {
+        let Some(id) = ids.get(&u64::from(cookie)) else {
+            continue;
+        };
+        let histogram: Vec<Bucket> = buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(b, n)| Bucket {
+                le_ns: 1u64.checked_shl(b as u32 + 1).unwrap_or(u64::MAX),
+                count: *n,
+            })
+            .collect();
+        let count = histogram.iter().map(|b| b.count).sum();
+        let max = histogram.last().map_or(0, |b| b.le_ns);
+        let (json, shown) = match by {
+            By::Comm => {
+                let mut bytes = lo.to_ne_bytes().to_vec();
+                bytes.extend_from_slice(&hi.to_ne_bytes());
+                let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+                let comm = String::from_utf8_lossy(&bytes[..end]).into_owned();
+                (serde_json::Value::from(comm.clone()), comm)
+            }
+            _ => (serde_json::Value::from(value), value.to_string()),
+        };
+        let mut key = serde_json::Map::new();
+        key.insert(by.name(), json);
+        rows.push(ByRow {
+            id: id.clone(),
+            key,
+            count,
+            p50_ns: quantile(&histogram, count, 0.50, max),
+            p90_ns: quantile(&histogram, count, 0.90, max),
+            p99_ns: quantile(&histogram, count, 0.99, max),
+            histogram,
+            shown,
+        });
+    }
+    rows.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then(a.id.cookie.cmp(&b.id.cookie))
+            .then(a.shown.cmp(&b.shown))
+    });
+    let header = by.name().to_uppercase();
+    session.finish(stop, common, rows, |out, rows| {
+        writeln!(
+            out,
+            "{:<30} {:<16} {:>7} {:>8} {:>8} {:>8}",
+            "FUNCTION", header, "CALLS", "P50", "P90", "P99"
+        )?;
+        for r in rows {
+            writeln!(
+                out,
+                "{:<30} {:<16} {:>7} {:>8} {:>8} {:>8}",
+                human::fit(&r.id.label, 30),
+                human::fit(&r.shown, 16),
+                human::count(r.count),
+                human::nanos(r.p50_ns),
+                human::nanos(r.p90_ns),
+                human::nanos(r.p99_ns)
+            )?;
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]

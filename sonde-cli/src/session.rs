@@ -71,9 +71,9 @@ pub struct Common {
     /// by && and || with parentheses: `--filter 'arg0 > 4096 && comm == "nginx"'`.
     #[arg(long, value_name = "EXPR", value_parser = crate::filter::FilterExpr::parse)]
     pub filter: Option<crate::filter::FilterExpr>,
-    /// Break counts down by pid, tid, comm, stack (the user stack, named) or
-    /// argN (`arg0`..`arg5`): one row per (function, key), counted in the
-    /// program (`count`).
+    /// Break down by pid, tid, comm, stack (the user stack, named) or argN
+    /// (`arg0`..`arg5`): one row per (function, key), counted in the program
+    /// (`count`; `latency` takes pid, tid or comm).
     #[arg(long, value_name = "KEY", value_parser = parse_by)]
     pub by: Option<By>,
     /// Write the report (table, JSON, trace lines) to FILE instead of stdout.

@@ -867,10 +867,50 @@ fn count_by_breaks_calls_down_in_the_program() {
     let mut expected = vec![("fx_alpha".to_string(), Value::from(0), 2)];
     expected.extend(by_arg);
     assert_eq!(rows("arg0", best), expected);
-    // --by is for count.
-    let (code, _, err) = sonde(&["latency", "--by", "pid", &pie, "fx_alpha", "-d", "0.1"]);
+    // latency --by: a histogram per (function, process), the key known at return.
+    let (code, out, err) = sonde(&[
+        "latency",
+        "--json",
+        "--tier",
+        best.name(),
+        "--by",
+        "pid",
+        &pie,
+        "fx_[ad]*",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let report = json(&out);
+    let mut got: Vec<(String, u64)> = report["functions"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            let hist: u64 = r["histogram"]
+                .as_array()
+                .expect("histogram")
+                .iter()
+                .map(|b| b["count"].as_u64().unwrap_or(0))
+                .sum();
+            assert_eq!(Some(hist), r["count"].as_u64(), "{r}");
+            assert!(r["pid"].as_u64().is_some(), "{r}");
+            (r["name"].as_str().expect("name").to_string(), hist)
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [("fx_alpha", 1), ("fx_alpha", 1), ("fx_delta", 4), ("fx_delta", 4)]
+            .map(|(n, c)| (n.to_string(), c))
+            .to_vec()
+    );
+    // Arguments are gone at return: said.
+    let (code, _, err) = sonde(&["latency", "--by", "arg0", &pie, "fx_alpha", "-d", "0.1"]);
     assert_eq!(code, 2);
-    assert!(err.contains("--by"), "{err}");
+    assert!(err.contains("latency --by takes pid, tid or comm"), "{err}");
 }
 
 /// #15: `sonde hist`: log2 and linear histograms of an argument and of the

@@ -333,28 +333,34 @@ fn by_key(ctx: &ProbeContext, cookie: u64) -> Option<ByKey> {
     })
 }
 
+/// Adds one to `key`'s count in `BY_KEY` (a full map: counted as lost).
+#[inline(always)]
+fn by_add(key: &ByKey) {
+    if let Some(p) = BY_KEY.get_ptr_mut(key) {
+        // SAFETY: the value the lookup returned.
+        unsafe { sonde_ebpf::maps::atomic_add(p, 1) };
+    } else if BY_KEY.insert(key, &1, sonde_ebpf::maps::BPF_NOEXIST).is_err() {
+        match BY_KEY.get_ptr_mut(key) {
+            // Another CPU created it meanwhile.
+            // SAFETY: the value the lookup returned.
+            Some(p) => unsafe { sonde_ebpf::maps::atomic_add(p, 1) },
+            None => {
+                if let Some(p) = BY_LOST.get_ptr_mut(0) {
+                    // SAFETY: this CPU's counter.
+                    unsafe { *p += 1 };
+                }
+            }
+        }
+    }
+}
+
 #[uprobe]
 fn count(ctx: ProbeContext) -> u32 {
     if !traced() || !passes(ctx.cookie(), ctx.pid_tgid(), &ctx.comm(), Some(&ctx.args()), None) {
         return 0;
     }
     if let Some(key) = by_key(&ctx, ctx.cookie()) {
-        if let Some(p) = BY_KEY.get_ptr_mut(&key) {
-            // SAFETY: the value the lookup returned.
-            unsafe { sonde_ebpf::maps::atomic_add(p, 1) };
-        } else if BY_KEY.insert(&key, &1, sonde_ebpf::maps::BPF_NOEXIST).is_err() {
-            match BY_KEY.get_ptr_mut(&key) {
-                // Another CPU created it meanwhile.
-                // SAFETY: the value the lookup returned.
-                Some(p) => unsafe { sonde_ebpf::maps::atomic_add(p, 1) },
-                None => {
-                    if let Some(p) = BY_LOST.get_ptr_mut(0) {
-                        // SAFETY: this CPU's counter.
-                        unsafe { *p += 1 };
-                    }
-                }
-            }
-        }
+        by_add(&key);
         return 0;
     }
     if let Some(p) = COUNTS.get_ptr_mut(ctx.cookie() as u32) {
@@ -403,6 +409,33 @@ fn latency_return(ctx: RetProbeContext) -> u32 {
         return 0; // left out by the filter
     }
     let delta = now.saturating_sub(start);
+    // `latency --by`: the bucket goes into the key (kind's upper half).
+    let kind = COUNT_BY.get(0).unwrap_or(0);
+    if kind != 0 {
+        let pid_tgid = ctx.pid_tgid();
+        let value = match kind {
+            BY_PID => pid_tgid >> 32,
+            BY_TID => pid_tgid & 0xffff_ffff,
+            _ => 0,
+        };
+        let (comm_lo, comm_hi) = if kind == BY_COMM {
+            let c = ctx.comm();
+            (
+                u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
+                u64::from_ne_bytes([c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15]]),
+            )
+        } else {
+            (0, 0)
+        };
+        by_add(&ByKey {
+            cookie: ctx.cookie() as u32,
+            kind: kind as u32 | (log2(delta) << 16),
+            value,
+            comm_lo,
+            comm_hi,
+        });
+        return 0;
+    }
     let cookie = ctx.cookie() as u32;
     if let Some(p) = HIST.get_ptr_mut(cookie.wrapping_mul(BUCKETS) + log2(delta)) {
         // SAFETY: this CPU's bucket.
