@@ -200,10 +200,10 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
         crate::filter::Site::Entry,
         |n| vec![("COUNTS", n.max(1))],
         |s| {
-            let config = sonde::maps::Array::<u64>::new(s.object().map("COUNT_BY")?)?;
-            config.set(1, &arg)?;
-            config.set(0, &kind)?;
-            Ok(())
+            crate::session::update_settings(s.object(), |c| {
+                c.by_arg = arg;
+                c.by_kind = kind;
+            })
         },
     )?;
     let stop = session.wait(Duration::from_millis(200), |_| {});

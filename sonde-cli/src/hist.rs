@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use sonde::maps::{Array, PerCpuArray};
+use sonde::maps::PerCpuArray;
 
 use crate::human;
 use crate::record::BUCKETS;
@@ -90,10 +90,10 @@ pub fn run(common: &Common, of: Of, linear: Option<u64>) -> Result<i32, CliError
         site,
         |n| vec![("VALUES", n.max(1).saturating_mul(BUCKETS))],
         |s| {
-            let config = Array::<u64>::new(s.object().map("HIST_CONFIG")?)?;
-            config.set(0, &what)?;
-            config.set(1, &step)?;
-            Ok(())
+            crate::session::update_settings(s.object(), |c| {
+                c.hist_what = what;
+                c.hist_step = step;
+            })
         },
     )?;
     let stop = session.wait(Duration::from_millis(200), |_| {});

@@ -172,11 +172,7 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
             let n = n.max(1);
             vec![("HIST", n * BUCKETS), ("MAX_NS", n)]
         },
-        |s| {
-            let config = sonde::maps::Array::<u64>::new(s.object().map("COUNT_BY")?)?;
-            config.set(0, &kind)?;
-            Ok(())
-        },
+        |s| crate::session::update_settings(s.object(), |c| c.by_kind = kind),
     )?;
     let stop = session.wait(std::time::Duration::from_secs(1), |_| {});
     let several = session.several_binaries();

@@ -69,7 +69,7 @@ pub struct ByKey {
     pub comm_hi: u64,
 }
 
-/// `--by` kinds (`COUNT_BY[0]`); `COUNT_BY[1]` is the argument index for [`BY_ARG`].
+/// `--by` kinds (`Settings::by_kind`; `Settings::by_arg` is N for [`BY_ARG`]).
 pub const BY_PID: u64 = 1;
 /// By thread id.
 pub const BY_TID: u64 = 2;
@@ -206,3 +206,29 @@ impl Filter {
         }
     }
 }
+
+/// The job's settings, one global the programs read without a map lookup
+/// (a `.data.settings` global-data map user space writes before anything
+/// runs): a helper call per hit per setting was 100 ns of program time.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Default)]
+pub struct Settings {
+    /// 1: only processes in `TRACED` count (following a tree).
+    pub follow: u64,
+    /// Offset of `child_pid` in the `sched_process_fork` record.
+    pub child_pid_offset: u64,
+    /// `--filter`: 0 off, 1 at entry (`FILTERS`), 2 at return (`FILTERS_RET`).
+    pub filter: u64,
+    /// `--by`: a `BY_*` kind, or 0.
+    pub by_kind: u64,
+    /// `--by argN`: N.
+    pub by_arg: u64,
+    /// `sonde hist`: 0..=5 an argument, 6 the return value.
+    pub hist_what: u64,
+    /// `sonde hist --linear`: the bucket width (0: log2).
+    pub hist_step: u64,
+}
+
+/// The section (and global-data map) holding [`Settings`].
+#[cfg_attr(target_arch = "bpf", allow(dead_code))]
+pub const SETTINGS_SECTION: &str = ".data.settings";

@@ -451,8 +451,9 @@ impl Session {
         if common.filter.is_some() {
             // On before any probe attaches: until a function's filter is
             // written, its hits do not count.
-            let on = sonde::maps::Array::<u32>::new(job.object().map("FILTER_ON")?)?;
-            on.set(0, &if site == crate::filter::Site::Entry { 1 } else { 2 })?;
+            update_settings(job.object(), |s| {
+                s.filter = if site == crate::filter::Site::Entry { 1 } else { 2 };
+            })?;
         }
         let links = match (pid, follow) {
             (Some(root), true) => follow_tree(&mut job, root, child.is_none())?,
@@ -619,16 +620,15 @@ fn progress(json: bool) -> indicatif::ProgressBar {
 /// running process, its descendants of the moment) seed it, then `FOLLOW`
 /// switches the programs to filtering by it.
 fn follow_tree(job: &mut Job, root: u32, running: bool) -> Result<Vec<sonde::TracepointLink>, CliError> {
-    use sonde::maps::{Array, HashMap};
+    use sonde::maps::HashMap;
     let offset = sonde::TracePoint::field_offset("sched", "sched_process_fork", "child_pid").map_err(|e| {
         CliError::new(format!(
             "{e} (needed to follow child processes; --no-follow traces only the command)"
         ))
     })?;
+    update_settings(job.object(), |s| s.child_pid_offset = u64::from(offset))?;
     let object = job.object_mut();
-    let follow: Array<u64> = Array::new(object.map("FOLLOW")?)?;
     let traced: HashMap<u32, u8> = HashMap::new(object.map("TRACED")?)?;
-    follow.set(1, &u64::from(offset))?;
     let mut links = Vec::new();
     for program in ["follow_fork", "follow_exit"] {
         links.push(object.tracepoint(program)?.attach()?);
@@ -639,6 +639,18 @@ fn follow_tree(job: &mut Job, root: u32, running: bool) -> Result<Vec<sonde::Tra
             traced.insert(&pid, &1)?;
         }
     }
-    follow.set(0, &1)?;
+    update_settings(job.object(), |s| s.follow = 1)?;
     Ok(links)
+}
+
+/// Changes the job's settings (the programs' `.data.settings` global).
+pub fn update_settings(
+    object: &sonde::Object,
+    change: impl FnOnce(&mut crate::record::Settings),
+) -> Result<(), CliError> {
+    let map = sonde::maps::Array::<crate::record::Settings>::new(object.map(crate::record::SETTINGS_SECTION)?)?;
+    let mut s = map.get(0)?;
+    change(&mut s);
+    map.set(0, &s)?;
+    Ok(())
 }

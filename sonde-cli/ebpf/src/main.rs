@@ -16,7 +16,7 @@ sonde_ebpf::panic_handler!();
 mod record;
 
 use record::{
-    ByKey, CallRecord, Cond, Filter, TraceConfig, BUCKETS, BY_ARG, BY_COMM, BY_PID, BY_STACK, BY_TID, CONDS, ENTRY,
+    Settings, ByKey, CallRecord, Cond, Filter, TraceConfig, BUCKETS, BY_ARG, BY_COMM, BY_PID, BY_STACK, BY_TID, CONDS, ENTRY,
     FILTER_TEXT, STACK_DEPTH,
     FILTER_PASS, OP_EQ, OP_GE, OP_GT, OP_LE, OP_LT, OP_NE, RETURN, TEXT_READ, SRC_ARG_TEXT, SRC_COMM, SRC_PID, SRC_RET, SRC_TID, TERMS, TEXT,
 };
@@ -49,12 +49,26 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22);
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1);
 
-/// Following a process tree (`-- COMMAND`, `-p PID --follow`): `FOLLOW[0]` is 1
-/// when only the processes in `TRACED` count; `FOLLOW[1]` is the offset of
-/// `child_pid` in the `sched_process_fork` record (from tracefs: it differs
-/// between kernels).
-#[map]
-static FOLLOW: Array<u64> = Array::with_max_entries(2);
+/// The job's settings (see `record::Settings`), written by user space before
+/// any probe attaches; read with plain loads, no map lookup.
+#[link_section = ".data.settings"]
+static mut SETTINGS: Settings = Settings {
+    follow: 0,
+    child_pid_offset: 0,
+    filter: 0,
+    by_kind: 0,
+    by_arg: 0,
+    hist_what: 0,
+    hist_step: 0,
+};
+
+/// One setting, read from the global (volatile: user space changes it).
+macro_rules! setting {
+    ($field:ident) => {
+        // SAFETY: a plain load from the settings global; programs never write it.
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!(SETTINGS.$field)) }
+    };
+}
 
 /// The processes (tgids) of the followed tree: the root, seeded by user space,
 /// then every child forked by a member. Threads' ids land here too (a fork
@@ -65,9 +79,10 @@ static TRACED: HashMap<u32, u8> = HashMap::with_max_entries(65536);
 /// Whether the current process counts: always, unless following a tree.
 #[inline(always)]
 fn traced() -> bool {
-    match FOLLOW.get(0) {
-        Some(1) => TRACED.get(&((current_pid_tgid() >> 32) as u32)).is_some(),
-        _ => true,
+    if setting!(follow) == 1 {
+        TRACED.get(&((current_pid_tgid() >> 32) as u32)).is_some()
+    } else {
+        true
     }
 }
 
@@ -79,7 +94,7 @@ fn follow_fork(ctx: TracePointContext) -> u32 {
     if TRACED.get(&parent).is_none() {
         return 0;
     }
-    let Some(offset) = FOLLOW.get(1) else { return 0 };
+    let offset = setting!(child_pid_offset);
     if let Ok(child) = ctx.read_at::<u32>(offset as usize & 0xfff) {
         let _ = TRACED.insert(&child, &1, 0);
     }
@@ -94,11 +109,6 @@ fn follow_exit(ctx: TracePointContext) -> u32 {
     let _ = TRACED.remove(&tid);
     0
 }
-
-/// While `--filter` is on (set before any probe attaches): 1 at entry, 2 at
-/// return (`FILTERS_RET`).
-#[map]
-static FILTER_ON: Array<u32> = Array::with_max_entries(1);
 
 /// `--filter`, compiled per function (index: cookie).
 #[map]
@@ -141,7 +151,7 @@ fn text_matches(s: &[u64; FILTER_TEXT / 8], c: &Cond) -> bool {
 /// return (`None` where unknown).
 #[inline(always)]
 fn passes(cookie: u64, pid_tgid: u64, comm: &[u8; 16], args: Option<&[u64; 6]>, ret: Option<u64>) -> bool {
-    if FILTER_ON.get(0) != Some(1) {
+    if setting!(filter) != 1 {
         return true;
     }
     match FILTERS.get_ptr_mut(cookie as u32) {
@@ -263,7 +273,7 @@ static FILTERS_RET: Array<Filter> = Array::with_max_entries(1);
 /// [`passes`] at return, with the return programs' filters.
 #[inline(always)]
 fn passes_at_return(cookie: u64, pid_tgid: u64, comm: &[u8; 16], ret: u64) -> bool {
-    if FILTER_ON.get(0) != Some(2) {
+    if setting!(filter) != 2 {
         return true;
     }
     match FILTERS_RET.get_ptr_mut(cookie as u32) {
@@ -272,10 +282,6 @@ fn passes_at_return(cookie: u64, pid_tgid: u64, comm: &[u8; 16], ret: u64) -> bo
         None => true,
     }
 }
-
-/// `--by`: `[kind, argument index]` (kind 0: no breakdown).
-#[map]
-static COUNT_BY: Array<u64> = Array::with_max_entries(2);
 
 /// Calls per (function, key) with `--by`.
 #[map]
@@ -291,7 +297,7 @@ const BY_KEYS: u32 = 16384;
 /// The `--by` key of this call, or `None` without a breakdown.
 #[inline(always)]
 fn by_key(ctx: &ProbeContext, cookie: u64) -> Option<ByKey> {
-    let kind = COUNT_BY.get(0).unwrap_or(0);
+    let kind = setting!(by_kind);
     if kind == 0 {
         return None;
     }
@@ -305,7 +311,7 @@ fn by_key(ctx: &ProbeContext, cookie: u64) -> Option<ByKey> {
             Ok(id) => id as u64,
             Err(_) => u64::MAX,
         },
-        BY_ARG => match COUNT_BY.get(1).unwrap_or(0) {
+        BY_ARG => match setting!(by_arg) {
             0 => args[0],
             1 => args[1],
             2 => args[2],
@@ -410,7 +416,7 @@ fn latency_return(ctx: RetProbeContext) -> u32 {
     }
     let delta = now.saturating_sub(start);
     // `latency --by`: the bucket goes into the key (kind's upper half).
-    let kind = COUNT_BY.get(0).unwrap_or(0);
+    let kind = setting!(by_kind);
     if kind != 0 {
         let pid_tgid = ctx.pid_tgid();
         let value = match kind {
@@ -568,11 +574,6 @@ fn trace_ret(ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// `sonde hist`: `[what, linear step]`; `what` 0..=5 is an argument, 6 the
-/// return value; step 0 means log2 buckets.
-#[map]
-static HIST_CONFIG: Array<u64> = Array::with_max_entries(2);
-
 /// `sonde hist`: function `i`'s bucket `b` at `i * BUCKETS + b`.
 #[map]
 static VALUES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1);
@@ -580,7 +581,7 @@ static VALUES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1);
 /// The bucket of `v`: log2, or `v / step` capped at the last (overflow) bucket.
 #[inline(always)]
 fn bucket(v: u64) -> u32 {
-    let step = HIST_CONFIG.get(1).unwrap_or(0);
+    let step = setting!(hist_step);
     if step == 0 {
         log2(v) + u32::from(v != 0)
     } else {
@@ -607,7 +608,7 @@ fn hist_arg(ctx: ProbeContext) -> u32 {
     if !traced() || !passes(ctx.cookie(), ctx.pid_tgid(), &ctx.comm(), Some(&args), None) {
         return 0;
     }
-    let v = match HIST_CONFIG.get(0).unwrap_or(0) {
+    let v = match setting!(hist_what) {
         0 => args[0],
         1 => args[1],
         2 => args[2],

@@ -1,0 +1,288 @@
+//! USDT probes (`<sys/sdt.h>` `DTRACE_PROBE*`/`STAP_PROBE*`): the notes of
+//! `.note.stapsdt`, each a probe point's address, its semaphore (the counter a
+//! `PROVIDER_NAME_ENABLED()` guard reads, raised by the kernel through the
+//! uprobe's `ref_ctr_offset`) and its argument specs (`-4@%edi 8@-16(%rbp) 4@$5`).
+//! Addresses are rebased with `.stapsdt.base` (prelinked binaries) and turned
+//! into file offsets through the file's own segments.
+
+use object::read::elf::{FileHeader, ProgramHeader as _, SectionHeader as _};
+use object::Object as _;
+
+use super::{BinaryFile, TargetError};
+
+/// Where a USDT argument's value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsdtArgLocation {
+    /// A constant (`$5`).
+    Const(i64),
+    /// A register (`%edi`): its offset in the kernel's saved registers
+    /// (`struct pt_regs`).
+    Reg {
+        /// Byte offset in `struct pt_regs`.
+        pt_regs_offset: u16,
+    },
+    /// Memory at a register plus an offset (`-16(%rbp)`).
+    Mem {
+        /// Byte offset of the base register in `struct pt_regs`.
+        pt_regs_offset: u16,
+        /// Added to the register.
+        offset: i64,
+    },
+}
+
+/// One USDT argument: size, sign and location.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsdtArg {
+    /// Bytes (1, 2, 4 or 8).
+    pub size: u8,
+    /// Sign-extended when read.
+    pub signed: bool,
+    /// Where it is.
+    pub location: UsdtArgLocation,
+}
+
+/// A USDT probe point of a binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsdtProbe {
+    /// Provider (`python`).
+    pub provider: String,
+    /// Probe name (`function__entry`).
+    pub name: String,
+    /// File offset of the probe's `nop`.
+    pub file_offset: u64,
+    /// Virtual address of the probe point (rebased).
+    pub address: u64,
+    /// File offset of its semaphore, when guarded.
+    pub semaphore: Option<u64>,
+    /// The argument specs as written in the note.
+    pub args_text: String,
+    /// The arguments, or why they cannot be read (an operand form sonde does
+    /// not decode: the probe still counts).
+    pub args: Result<Vec<UsdtArg>, String>,
+}
+
+impl UsdtProbe {
+    /// `usdt:PROVIDER:NAME`, as patterns and reports spell it.
+    pub fn label(&self) -> String {
+        format!("usdt:{}:{}", self.provider, self.name)
+    }
+}
+
+/// Every USDT probe of `binary` (none when it has no `.note.stapsdt`).
+pub fn usdt_probes(binary: &BinaryFile) -> Result<Vec<UsdtProbe>, TargetError> {
+    let data = binary.map()?;
+    let bad = |e: object::Error| TargetError::Io {
+        path: binary.path().to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+    };
+    match object::FileKind::parse(&*data).map_err(bad)? {
+        object::FileKind::Elf64 => {
+            let elf = object::read::elf::ElfFile64::<object::Endianness>::parse(&*data).map_err(bad)?;
+            read(&elf, &data).map_err(bad)
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
+fn read<Elf: FileHeader<Endian = object::Endianness>>(
+    elf: &object::read::elf::ElfFile<'_, Elf>,
+    data: &[u8],
+) -> object::Result<Vec<UsdtProbe>> {
+    let e = elf.endian();
+    // (vaddr, filesz, offset, exec) of every PT_LOAD.
+    let segments: Vec<(u64, u64, u64, bool)> = elf
+        .elf_program_headers()
+        .iter()
+        .filter(|p| p.p_type(e) == object::elf::PT_LOAD)
+        .map(|p| {
+            (
+                p.p_vaddr(e).into(),
+                p.p_filesz(e).into(),
+                p.p_offset(e).into(),
+                p.p_flags(e) & object::elf::PF_X != 0,
+            )
+        })
+        .collect();
+    let to_offset = |addr: u64, exec: bool| {
+        segments
+            .iter()
+            .find(|(va, sz, _, x)| (!exec || *x) && addr >= *va && addr - va < *sz)
+            .map(|(va, _, off, _)| addr - va + off)
+    };
+    let base = elf.section_by_name(".stapsdt.base").map(|s| object::ObjectSection::address(&s));
+    let mut out = Vec::new();
+    for section in elf.elf_section_table().iter() {
+        let name = elf.elf_section_table().section_name(e, section).unwrap_or_default();
+        if name != b".note.stapsdt" {
+            continue;
+        }
+        let Some(mut notes) = section.notes(e, data)? else { continue };
+        while let Some(note) = notes.next()? {
+            if note.name() != b"stapsdt" || note.n_type(e) != 3 {
+                continue;
+            }
+            let desc = note.desc();
+            if desc.len() < 24 {
+                continue;
+            }
+            let word = |i: usize| u64::from_le_bytes(desc[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+            let (mut pc, note_base, mut sema) = (word(0), word(1), word(2));
+            if let Some(b) = base {
+                if note_base != 0 {
+                    pc = pc.wrapping_add(b).wrapping_sub(note_base);
+                    if sema != 0 {
+                        sema = sema.wrapping_add(b).wrapping_sub(note_base);
+                    }
+                }
+            }
+            let mut strings = desc[24..].split(|&c| c == 0).map(|s| String::from_utf8_lossy(s).into_owned());
+            let provider = strings.next().unwrap_or_default();
+            let name = strings.next().unwrap_or_default();
+            let args_text = strings.next().unwrap_or_default();
+            let Some(file_offset) = to_offset(pc, true) else { continue };
+            out.push(UsdtProbe {
+                provider,
+                name,
+                file_offset,
+                address: pc,
+                semaphore: (sema != 0).then(|| to_offset(sema, false)).flatten(),
+                args: parse_args(&args_text),
+                args_text,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Parses a probe's argument specs (x86-64 syntax).
+pub fn parse_args(text: &str) -> Result<Vec<UsdtArg>, String> {
+    text.split_whitespace().map(parse_arg).collect()
+}
+
+fn parse_arg(spec: &str) -> Result<UsdtArg, String> {
+    let (size, operand) = spec.split_once('@').ok_or_else(|| format!("`{spec}`: no size@"))?;
+    let size: i8 = size.parse().map_err(|_| format!("`{spec}`: bad size"))?;
+    let signed = size < 0;
+    let size = size.unsigned_abs();
+    if ![1, 2, 4, 8].contains(&size) {
+        return Err(format!("`{spec}`: size {size}"));
+    }
+    let location = if let Some(imm) = operand.strip_prefix('$') {
+        UsdtArgLocation::Const(parse_int(imm).ok_or_else(|| format!("`{spec}`: bad constant"))?)
+    } else if let Some(reg) = operand.strip_prefix('%') {
+        UsdtArgLocation::Reg {
+            pt_regs_offset: reg_offset(reg).ok_or_else(|| format!("`{spec}`: register `{reg}`"))?,
+        }
+    } else if let Some((off, rest)) = operand.split_once('(') {
+        let reg = rest
+            .strip_suffix(')')
+            .and_then(|r| r.strip_prefix('%'))
+            .filter(|r| !r.contains(','))
+            .ok_or_else(|| format!("`{spec}`: memory operand sonde does not decode"))?;
+        let offset = if off.is_empty() {
+            0
+        } else {
+            parse_int(off).ok_or_else(|| format!("`{spec}`: offset `{off}` (a symbol, not a number)"))?
+        };
+        UsdtArgLocation::Mem {
+            pt_regs_offset: reg_offset(reg).ok_or_else(|| format!("`{spec}`: register `{reg}`"))?,
+            offset,
+        }
+    } else {
+        return Err(format!("`{spec}`: operand `{operand}`"));
+    };
+    Ok(UsdtArg { size, signed, location })
+}
+
+fn parse_int(s: &str) -> Option<i64> {
+    let (neg, digits) = match s.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, s),
+    };
+    let v = match digits.strip_prefix("0x") {
+        Some(h) => i64::from_str_radix(h, 16).ok()?,
+        None => digits.parse().ok()?,
+    };
+    Some(if neg { -v } else { v })
+}
+
+/// Offset of x86-64 register `name` (any width: `rax`, `eax`, `ax`, `al`,
+/// `r8d`...) in `struct pt_regs`.
+fn reg_offset(name: &str) -> Option<u16> {
+    // struct pt_regs: r15 r14 r13 r12 bp bx r11 r10 r9 r8 ax cx dx si di orig_ax ip cs flags sp ss
+    let base = match name {
+        "rax" | "eax" | "ax" | "al" | "ah" => "ax",
+        "rbx" | "ebx" | "bx" | "bl" | "bh" => "bx",
+        "rcx" | "ecx" | "cx" | "cl" | "ch" => "cx",
+        "rdx" | "edx" | "dx" | "dl" | "dh" => "dx",
+        "rsi" | "esi" | "si" | "sil" => "si",
+        "rdi" | "edi" | "di" | "dil" => "di",
+        "rbp" | "ebp" | "bp" | "bpl" => "bp",
+        "rsp" | "esp" | "sp" | "spl" => "sp",
+        "rip" => "ip",
+        r => {
+            let n = r.trim_start_matches('r').trim_end_matches(['d', 'w', 'b']);
+            return match n.parse::<u16>().ok()? {
+                8 => Some(72),
+                9 => Some(64),
+                10 => Some(56),
+                11 => Some(48),
+                12 => Some(24),
+                13 => Some(16),
+                14 => Some(8),
+                15 => Some(0),
+                _ => None,
+            };
+        }
+    };
+    Some(match base {
+        "bp" => 32,
+        "bx" => 40,
+        "ax" => 80,
+        "cx" => 88,
+        "dx" => 96,
+        "si" => 104,
+        "di" => 112,
+        "ip" => 128,
+        _ => 152, // sp
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arg_specs() {
+        let args = parse_args("-4@%edi 8@-16(%rbp) 8@%rax 4@$5 -8@%r12 1@(%r8)").expect("parses");
+        assert_eq!(
+            args[0],
+            UsdtArg {
+                size: 4,
+                signed: true,
+                location: UsdtArgLocation::Reg { pt_regs_offset: 112 }
+            }
+        );
+        assert_eq!(
+            args[1].location,
+            UsdtArgLocation::Mem {
+                pt_regs_offset: 32,
+                offset: -16
+            }
+        );
+        assert_eq!(args[2].location, UsdtArgLocation::Reg { pt_regs_offset: 80 });
+        assert_eq!(args[3].location, UsdtArgLocation::Const(5));
+        assert_eq!(args[4].location, UsdtArgLocation::Reg { pt_regs_offset: 24 });
+        assert_eq!(
+            args[5].location,
+            UsdtArgLocation::Mem {
+                pt_regs_offset: 72,
+                offset: 0
+            }
+        );
+        assert!(parse_args("8@sym(%rip)").is_err());
+        assert!(parse_args("8@(%rax,%rbx,8)").is_err());
+        assert!(parse_args("3@%rax").is_err());
+        assert_eq!(parse_args("").expect("no args"), vec![]);
+    }
+}
