@@ -50,6 +50,20 @@ fn main() {
         .arg(src.join("semaphore.c"))
         .arg("-o")
         .arg(o("fixture-semaphore")));
+    // USDT fixtures need <sys/sdt.h> (Debian's systemtap-sdt-dev, installed by
+    // `cargo xtask setup`).
+    run(gcc()
+        .args(["-fPIC", "-shared"])
+        .arg(src.join("usdtlib.c"))
+        .arg("-o")
+        .arg(o("libusdt.so")));
+    run(gcc()
+        .args(["-fPIE", "-pie"])
+        .arg(src.join("usdt.c"))
+        .arg("-L")
+        .arg(&out)
+        .args(["-lusdt", "-Wl,-rpath,$ORIGIN", "-o"])
+        .arg(o("fixture-usdt")));
     run(gcc()
         .args(["-fPIE", "-pie", "-fno-omit-frame-pointer"])
         .arg(src.join("stack.c"))

@@ -10,6 +10,7 @@
 //! | [`insn`] | [`Insn`] (`struct bpf_insn`) and the opcodes sonde rewrites |
 //! | [`probe`] | [`ProbeKind`] and its ELF section names |
 //! | [`pod`] | [`Pod`]: plain data for map keys, values and records |
+//! | [`usdt`] | USDT argument specs, as user space writes and programs read them |
 //!
 //! `no_std`, no dependencies: it builds for the host and for `bpfel-unknown-none`.
 
@@ -22,6 +23,7 @@ pub mod map;
 pub mod pod;
 pub mod probe;
 pub mod program;
+pub mod usdt;
 
 pub use insn::Insn;
 pub use map::{MapDef, MapType};

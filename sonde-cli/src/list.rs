@@ -74,6 +74,14 @@ pub fn list(target: &str, patterns: &[String], pid: Option<u32>, json: bool) -> 
                     None => set.display_name(f).to_string(),
                 };
                 let note = match (&f.implementation, f.symbol.ifunc) {
+                    _ if f.usdt.is_some() => {
+                        let u = f.usdt.as_ref().expect("checked");
+                        format!(
+                            "  [args: {}{}]",
+                            if u.args_text.is_empty() { "none" } else { &u.args_text },
+                            u.semaphore.map_or(String::new(), |s| format!("; semaphore at {s:#x}"))
+                        )
+                    }
                     (Some(m), _) => format!("  [ifunc: calls reach {}, probed there]", m.label()),
                     (None, true) => {
                         "  [ifunc resolver: runs once per binding; implementation unknown here]".to_string()

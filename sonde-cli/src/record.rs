@@ -227,6 +227,9 @@ pub struct Settings {
     pub hist_what: u64,
     /// `sonde hist --linear`: the bucket width (0: log2).
     pub hist_step: u64,
+    /// 1: some functions are USDT probes, whose arguments are read as their
+    /// specs say (`USDT_SPECS`, by cookie).
+    pub usdt: u64,
 }
 
 /// The section (and global-data map) holding [`Settings`].

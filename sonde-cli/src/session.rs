@@ -380,6 +380,7 @@ impl Session {
         if let Some(expr) = &common.filter {
             crate::filter::apply(&session, expr, site, filter_map)?;
         }
+        write_usdt_specs(&session)?;
         setup(&session)?;
         if let Some(c) = &mut session.child {
             c.release().map_err(|e| CliError::new(e.to_string()))?;
@@ -653,4 +654,32 @@ pub fn update_settings(
     change(&mut s);
     map.set(0, &s)?;
     Ok(())
+}
+
+/// USDT probes: each one's argument spec at its cookie in the programs'
+/// `USDT_SPECS`, so arguments are read as the note says.
+fn write_usdt_specs(session: &Session) -> Result<(), CliError> {
+    let functions = session.functions();
+    let usdt: Vec<_> = functions
+        .iter()
+        .filter_map(|f| f.function.usdt.as_ref().map(|u| (f.cookie, u)))
+        .collect();
+    if usdt.is_empty() {
+        return Ok(());
+    }
+    let specs = session.object().usdt_specs()?;
+    for (cookie, probe) in usdt {
+        let index = u32::try_from(cookie).ok().filter(|i| *i < specs.len()).ok_or_else(|| {
+            CliError::new(format!(
+                "{}: USDT probes need cookies below {}",
+                probe.label(),
+                specs.len()
+            ))
+        })?;
+        match probe.spec(cookie) {
+            Ok(spec) => specs.set(index, &spec)?,
+            Err(e) => eprintln!("sonde: {e}: its arguments read as registers"),
+        }
+    }
+    update_settings(session.object(), |s| s.usdt = 1)
 }

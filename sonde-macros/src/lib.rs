@@ -46,10 +46,10 @@ fn probe(attr: TokenStream, item: TokenStream, kind: ProbeKind) -> TokenStream {
     let name = args.name.unwrap_or_else(|| ident.to_string());
     // The section names the kind; the loader reads it back (sonde_abi::ProbeKind).
     let section = format!("{}/{name}", kind.section_prefix());
-    let ctx_ty = if kind.at_return() {
-        quote!(::sonde_ebpf::RetProbeContext)
-    } else {
-        quote!(::sonde_ebpf::ProbeContext)
+    let ctx_ty = match kind {
+        ProbeKind::Return => quote!(::sonde_ebpf::RetProbeContext),
+        ProbeKind::Usdt => quote!(::sonde_ebpf::UsdtContext),
+        _ => quote!(::sonde_ebpf::ProbeContext),
     };
     let export = format_ident!("{}", name, span = Span::call_site());
     quote! {
@@ -146,6 +146,16 @@ pub fn tracepoint(attr: TokenStream, item: TokenStream) -> TokenStream {
         }
     }
     .into()
+}
+
+/// Marks a function as a USDT program: attached at `<sys/sdt.h>` probe
+/// points (with their semaphores), its [`UsdtContext`] reading the probe's
+/// arguments as the note's specs say.
+///
+/// [`UsdtContext`]: ../sonde_ebpf/usdt/struct.UsdtContext.html
+#[proc_macro_attribute]
+pub fn usdt(attr: TokenStream, item: TokenStream) -> TokenStream {
+    probe(attr, item, ProbeKind::Usdt)
 }
 
 /// Declares a map: places the static in the `maps` section under its own name

@@ -201,9 +201,11 @@ fn latency_measures_known_sleeps_per_thread_and_nesting_level() {
     assert_eq!(rec["count"], 4);
     let rmax = rec["max_ns"].as_u64().expect("max");
     assert!((20 * MS..400 * MS).contains(&rmax), "{rec}");
+    // The innermost 5 ms call alone in a bucket below the others (up to
+    // [8, 16.8) ms: a loaded QEMU guest oversleeps).
     let first = &rec["histogram"][0];
     assert!(
-        first["le_ns"].as_u64().expect("le") <= 16 * MS,
+        first["le_ns"].as_u64().expect("le") <= 1 << 24 && first["count"] == 1,
         "the innermost 5 ms call has its own bucket: {rec}"
     );
     // Four threads at once, 10 ms each: no interval mixes two threads.
@@ -1121,5 +1123,122 @@ fn stacks_name_the_known_callers() {
     );
     for r in rows {
         assert_eq!(names(&r["stack"])[..3], ["stack_leaf", "stack_outer", "main"], "{r}");
+    }
+}
+
+/// #16: USDT probes (`<sys/sdt.h>`): exact counts including a semaphore-guarded
+/// probe, arguments read as their specs say (register, memory, constant,
+/// string), on every tier; a probe in a shared library attached for every
+/// process; python3's own probes when python3 is there.
+#[test]
+fn usdt_probes_count_and_read_their_arguments_on_every_tier() {
+    let _s = serial();
+    require_root();
+    let app = fixture("fixture-usdt");
+    let lib = fixture("libusdt.so");
+    for tier in Tier::ALL.into_iter().filter(|t| tier_supported(*t)) {
+        let (code, out, err) = sonde(&[
+            "count",
+            "--json",
+            "--tier",
+            tier.name(),
+            &app,
+            "usdt:sondefx:*",
+            "--",
+            &app,
+        ]);
+        assert_eq!(code, 0, "{tier}: {err}");
+        let mut got = counts(&json(&out));
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("usdt:sondefx:guarded", 3),
+                ("usdt:sondefx:request", 3),
+                ("usdt:sondefx:text", 1)
+            ]
+            .map(|(n, c)| (n.to_string(), c))
+            .to_vec(),
+            "{tier}: the guarded probe fires because its semaphore is raised"
+        );
+        let (code, out, err) = sonde(&[
+            "trace",
+            "--json",
+            "--tier",
+            tier.name(),
+            "--args",
+            "i,l,i",
+            "--args",
+            "usdt:sondefx:text=s,i",
+            &app,
+            "usdt:sondefx:*",
+            "--",
+            &app,
+        ]);
+        assert_eq!(code, 0, "{tier}: {err}");
+        let lines: Vec<(String, Value)> = json_lines(&out)
+            .iter()
+            .map(|l| (l["function"].as_str().expect("function").to_string(), l["args"].clone()))
+            .collect();
+        let expected: Vec<(String, Value)> = vec![
+            ("usdt:sondefx:request".into(), serde_json::json!([0, 100, -7])),
+            ("usdt:sondefx:guarded".into(), serde_json::json!([0, 0, 0])),
+            ("usdt:sondefx:request".into(), serde_json::json!([1, 101, -7])),
+            ("usdt:sondefx:guarded".into(), serde_json::json!([10, 0, 0])),
+            ("usdt:sondefx:request".into(), serde_json::json!([2, 102, -7])),
+            ("usdt:sondefx:guarded".into(), serde_json::json!([20, 0, 0])),
+            ("usdt:sondefx:text".into(), serde_json::json!(["hello usdt", 42])),
+        ];
+        assert_eq!(lines, expected, "{tier}: {out}");
+        // The library's probe for every process (no pid, no command).
+        let waiting = sonde_tests::Waiting::spawn_path(std::path::Path::new(&app), &[]).until_blocked();
+        let mut child = Command::new(sonde_bin())
+            .args([
+                "count",
+                "--json",
+                "--tier",
+                tier.name(),
+                "-d",
+                "3",
+                &lib,
+                "usdt:sondelib:fire",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sonde");
+        let (_, err) = until_attached(&mut child);
+        waiting.run();
+        let (code, out, rest) = sonde_tests::finish_within(&mut child, err, Duration::from_secs(20));
+        assert_eq!(code, Some(0), "{rest}");
+        assert_eq!(
+            counts(&json(&out)),
+            vec![("usdt:sondelib:fire".to_string(), 2)],
+            "{tier}"
+        );
+    }
+    // list shows the probes with their argument specs and semaphores.
+    let (code, out, _) = sonde(&["list", &app, "usdt:*"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("usdt:sondefx:guarded") && out.contains("semaphore at"),
+        "{out}"
+    );
+    // A real interpreter's probes, when there is one.
+    if let Ok(py) = std::fs::canonicalize("/usr/bin/python3") {
+        let py = py.to_string_lossy().into_owned();
+        let (code, out, err) = sonde(&[
+            "count",
+            "--json",
+            &py,
+            "usdt:python:function__entry",
+            "--",
+            &py,
+            "-c",
+            "import json",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let n = counts(&json(&out))[0].1;
+        assert!(n > 10, "python3 imports json through many functions: {n}");
     }
 }

@@ -127,6 +127,19 @@ impl Object {
             .ok_or_else(|| MapError::NotFound(name.to_string()))
     }
 
+    /// The USDT spec array `#[usdt]` programs read (`sonde_ebpf::usdt::USDT_SPECS`,
+    /// in the object when a program reads USDT arguments): write a site's spec
+    /// (`UsdtProbe::spec`) at the index used as its attach cookie.
+    pub fn usdt_specs(&self) -> Result<crate::maps::Array<sonde_abi::usdt::UsdtSpec>, MapError> {
+        let map = self
+            .maps
+            .iter()
+            .find(|m| m.name().ends_with("USDT_SPECS"))
+            .cloned()
+            .ok_or_else(|| MapError::NotFound("USDT_SPECS".into()))?;
+        crate::maps::Array::new(map)
+    }
+
     /// Every map.
     pub fn maps(&self) -> &[Map] {
         &self.maps

@@ -136,6 +136,8 @@ pub fn run() -> Result<()> {
         // libc's symbol names beyond .dynsym (`__strlen_evex`, the ifunc
         // implementations the tests name).
         ("/usr/share/doc/libc6-dbg", "libc6-dbg"),
+        // <sys/sdt.h>: the USDT fixtures.
+        ("/usr/include/x86_64-linux-gnu/sys/sdt.h", "systemtap-sdt-dev"),
     ];
     let missing: Vec<&str> = peer_tools
         .iter()

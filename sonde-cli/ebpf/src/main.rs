@@ -60,7 +60,9 @@ static mut SETTINGS: Settings = Settings {
     by_arg: 0,
     hist_what: 0,
     hist_step: 0,
+    usdt: 0,
 };
+
 
 /// One setting, read from the global (volatile: user space changes it).
 macro_rules! setting {
@@ -68,6 +70,30 @@ macro_rules! setting {
         // SAFETY: a plain load from the settings global; programs never write it.
         unsafe { core::ptr::read_volatile(core::ptr::addr_of!(SETTINGS.$field)) }
     };
+}
+
+/// The first six arguments of this hit: for a USDT probe as its spec says,
+/// else the argument registers.
+#[inline(always)]
+fn call_args(ctx: &ProbeContext, cookie: u64) -> [u64; 6] {
+    if setting!(usdt) == 1 {
+        if let Some(spec) = sonde_ebpf::usdt::USDT_SPECS.get_ptr_mut(cookie as u32) {
+            // SAFETY: the kernel's pointer to this site's spec.
+            let spec = unsafe { &*spec };
+            if spec.nargs > 0 {
+                let regs = ctx.as_ptr();
+                let arg = |i: usize| {
+                    if (i as u32) < spec.nargs {
+                        sonde_ebpf::usdt::read_arg(regs, &spec.args[i]).unwrap_or(0)
+                    } else {
+                        0
+                    }
+                };
+                return [arg(0), arg(1), arg(2), arg(3), arg(4), arg(5)];
+            }
+        }
+    }
+    ctx.args()
 }
 
 /// The processes (tgids) of the followed tree: the root, seeded by user space,
@@ -302,8 +328,8 @@ fn by_key(ctx: &ProbeContext, cookie: u64) -> Option<ByKey> {
         return None;
     }
     let pid_tgid = ctx.pid_tgid();
-    // All six read at their fixed offsets, then one picked.
-    let args = ctx.args();
+    // All six read at their fixed offsets (or as a USDT spec says), then one picked.
+    let args = call_args(ctx, cookie);
     let value = match kind {
         BY_PID => pid_tgid >> 32,
         BY_TID => pid_tgid & 0xffff_ffff,
@@ -362,7 +388,7 @@ fn by_add(key: &ByKey) {
 
 #[uprobe]
 fn count(ctx: ProbeContext) -> u32 {
-    if !traced() || !passes(ctx.cookie(), ctx.pid_tgid(), &ctx.comm(), Some(&ctx.args()), None) {
+    if !traced() || !passes(ctx.cookie(), ctx.pid_tgid(), &ctx.comm(), Some(&call_args(&ctx, ctx.cookie())), None) {
         return 0;
     }
     if let Some(key) = by_key(&ctx, ctx.cookie()) {
@@ -385,7 +411,7 @@ fn latency_entry(ctx: ProbeContext) -> u32 {
     let depth = DEPTH.get(&tid).unwrap_or(0);
     // A call the filter leaves out still takes its depth (its return pops it),
     // with start 0: not timed.
-    let now = if passes(ctx.cookie(), ctx.pid_tgid(), &ctx.comm(), Some(&ctx.args()), None) {
+    let now = if passes(ctx.cookie(), ctx.pid_tgid(), &ctx.comm(), Some(&call_args(&ctx, ctx.cookie())), None) {
         ktime_get_ns()
     } else {
         0
@@ -528,14 +554,7 @@ fn trace(ctx: ProbeContext) -> u32 {
         return 0;
     }
     let cookie = ctx.cookie();
-    let args = [
-        ctx.arg::<u64>(0).unwrap_or(0),
-        ctx.arg::<u64>(1).unwrap_or(0),
-        ctx.arg::<u64>(2).unwrap_or(0),
-        ctx.arg::<u64>(3).unwrap_or(0),
-        ctx.arg::<u64>(4).unwrap_or(0),
-        ctx.arg::<u64>(5).unwrap_or(0),
-    ];
+    let args = call_args(&ctx, cookie);
     if !passes(cookie, ctx.pid_tgid(), &ctx.comm(), Some(&args), None) {
         return 0;
     }
@@ -604,7 +623,7 @@ fn hist_add(cookie: u64, v: u64) {
 
 #[uprobe]
 fn hist_arg(ctx: ProbeContext) -> u32 {
-    let args = ctx.args();
+    let args = call_args(&ctx, ctx.cookie());
     if !traced() || !passes(ctx.cookie(), ctx.pid_tgid(), &ctx.comm(), Some(&args), None) {
         return 0;
     }

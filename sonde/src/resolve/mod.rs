@@ -20,6 +20,7 @@
 //! | one opened file per binary, handed to the kernel | [`BinaryFile`] |
 //! | per-file cache (device, inode, mtime) | [`cache`] |
 //! | x86-64 instruction boundaries | `boundary` |
+//! | USDT probes: `.note.stapsdt`, semaphores, argument specs | [`usdt`] |
 
 mod binary;
 mod boundary;
@@ -34,6 +35,7 @@ mod query;
 mod read;
 mod request;
 mod site;
+pub mod usdt;
 
 use std::path::Path;
 use std::sync::Arc;

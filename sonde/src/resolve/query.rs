@@ -56,6 +56,10 @@ pub struct FunctionMatch {
     /// when it cannot be told (the binary is not mapped in this process: then
     /// the resolver is probed, and counts bindings).
     pub implementation: Option<Implementation>,
+    /// For a USDT probe point (pattern `usdt:PROVIDER:NAME`): its note (the
+    /// semaphore is set through the attachment, the arguments are read as
+    /// its specs say).
+    pub usdt: Option<super::usdt::UsdtProbe>,
     index: usize,
 }
 
@@ -140,7 +144,7 @@ impl Functions {
         let table = self.table(&binary)?;
         let mut chosen: Vec<(usize, bool)> = Vec::new();
         let mut seen = vec![false; table.functions().len()];
-        for text in &self.patterns {
+        for text in self.patterns.iter().filter(|p| !is_usdt(p)) {
             let glob = Pattern::is_glob_text(text);
             let hits: Vec<usize> = if glob {
                 table
@@ -222,9 +226,12 @@ impl Functions {
                     symbol: f.clone(),
                     file_offset: implementation.as_ref().map_or(f.file_offset, |m| m.file_offset),
                     implementation,
+                    usdt: None,
                 }
             })
             .collect();
+        let mut functions = functions;
+        self.add_usdt(&binary, &mut functions)?;
         Ok(FunctionSet {
             binary,
             table,
@@ -239,7 +246,75 @@ impl Functions {
 /// for just them (as libbpf does) instead of reading the whole table.
 const FEW_NAMES: usize = 256;
 
+/// Whether a pattern names USDT probes (`usdt:PROVIDER:NAME`).
+fn is_usdt(pattern: &str) -> bool {
+    pattern.starts_with("usdt:")
+}
+
 impl Functions {
+    /// Appends the USDT probes the `usdt:` patterns select, each once, with
+    /// the next cookies.
+    fn add_usdt(&self, binary: &BinaryFile, functions: &mut Vec<FunctionMatch>) -> Result<(), TargetError> {
+        let patterns: Vec<&String> = self.patterns.iter().filter(|p| is_usdt(p)).collect();
+        if patterns.is_empty() {
+            return Ok(());
+        }
+        let probes = super::usdt::usdt_probes(binary)?;
+        for text in patterns {
+            let rest = &text["usdt:".len()..];
+            let (provider, name) = rest.split_once(':').unwrap_or((rest, "*"));
+            let (p, n) = (
+                Pattern::new(provider)?,
+                Pattern::new(if name.is_empty() { "*" } else { name })?,
+            );
+            let hits: Vec<&super::usdt::UsdtProbe> = probes
+                .iter()
+                .filter(|u| p.matches(&u.provider) && n.matches(&u.name))
+                .collect();
+            if hits.is_empty() {
+                let known: Vec<String> = probes.iter().take(8).map(super::usdt::UsdtProbe::label).collect();
+                return Err(TargetError::NoMatch {
+                    pattern: text.clone(),
+                    binary: binary.path().to_path_buf(),
+                    hint: if known.is_empty() {
+                        " (it has no USDT probes: no .note.stapsdt)".to_string()
+                    } else {
+                        format!(
+                            " (its USDT probes: {}{})",
+                            known.join(", "),
+                            if probes.len() > 8 { ", …" } else { "" }
+                        )
+                    },
+                });
+            }
+            for u in hits {
+                if functions.iter().any(|f| f.usdt.as_ref() == Some(u)) {
+                    continue;
+                }
+                let name: Arc<str> = Arc::from(u.label());
+                functions.push(FunctionMatch {
+                    cookie: functions.len() as u64,
+                    name: Arc::clone(&name),
+                    symbol: FunctionSymbol {
+                        name,
+                        version: None,
+                        default_version: false,
+                        aliases: Vec::new(),
+                        address: u.address,
+                        size: 0,
+                        file_offset: u.file_offset,
+                        ifunc: false,
+                    },
+                    file_offset: u.file_offset,
+                    implementation: None,
+                    usdt: Some(u.clone()),
+                    index: usize::MAX,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The implementation the ifunc `f` binds to here, named from the whole
     /// table (a table of a few names does not hold it), and probeable.
     fn implementation(&self, binary: &BinaryFile, table: &SymbolTable, f: &FunctionSymbol) -> Option<Implementation> {
@@ -310,6 +385,9 @@ impl FunctionSet {
 
     /// The demangled name of `f` (Rust legacy and v0, C++), if mangled.
     pub fn demangled(&self, f: &FunctionMatch) -> Option<&str> {
+        if f.usdt.is_some() {
+            return None;
+        }
         self.table.demangled(f.index)
     }
 
@@ -370,7 +448,7 @@ impl FunctionSet {
             .map(|f| ProbeSite {
                 binary: Arc::clone(&self.binary),
                 offset: f.file_offset,
-                ref_ctr_offset: None,
+                ref_ctr_offset: f.usdt.as_ref().and_then(|u| u.semaphore),
                 attach_cookie: f.cookie,
                 value: f.cookie,
                 symbol: Some(f.name.clone()),

@@ -62,6 +62,36 @@ pub struct UsdtProbe {
 }
 
 impl UsdtProbe {
+    /// The spec a `#[usdt]` program reads this probe's arguments with, carrying
+    /// the user's `cookie`; an error when the note's arguments cannot be read.
+    pub fn spec(&self, cookie: u64) -> Result<sonde_abi::usdt::UsdtSpec, String> {
+        use sonde_abi::usdt::{UsdtArgSpec, UsdtSpec, USDT_ARG_CONST, USDT_ARG_MEM, USDT_ARG_REG, USDT_MAX_ARGS};
+        let args = self
+            .args
+            .as_ref()
+            .map_err(|e| format!("{}: arguments {e}", self.label()))?;
+        let mut spec = UsdtSpec {
+            cookie,
+            nargs: args.len().min(USDT_MAX_ARGS) as u32,
+            ..UsdtSpec::default()
+        };
+        for (slot, a) in spec.args.iter_mut().zip(args) {
+            let (kind, reg_offset, value) = match a.location {
+                UsdtArgLocation::Const(v) => (USDT_ARG_CONST, 0, v),
+                UsdtArgLocation::Reg { pt_regs_offset } => (USDT_ARG_REG, pt_regs_offset, 0),
+                UsdtArgLocation::Mem { pt_regs_offset, offset } => (USDT_ARG_MEM, pt_regs_offset, offset),
+            };
+            *slot = UsdtArgSpec {
+                kind,
+                size: u32::from(a.size),
+                signed: u32::from(a.signed),
+                reg_offset: u32::from(reg_offset),
+                value,
+            };
+        }
+        Ok(spec)
+    }
+
     /// `usdt:PROVIDER:NAME`, as patterns and reports spell it.
     pub fn label(&self) -> String {
         format!("usdt:{}:{}", self.provider, self.name)
@@ -71,9 +101,9 @@ impl UsdtProbe {
 /// Every USDT probe of `binary` (none when it has no `.note.stapsdt`).
 pub fn usdt_probes(binary: &BinaryFile) -> Result<Vec<UsdtProbe>, TargetError> {
     let data = binary.map()?;
-    let bad = |e: object::Error| TargetError::Io {
+    let bad = |e: object::Error| TargetError::NotElf {
         path: binary.path().to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+        reason: e.to_string(),
     };
     match object::FileKind::parse(&*data).map_err(bad)? {
         object::FileKind::Elf64 => {
@@ -109,14 +139,18 @@ fn read<Elf: FileHeader<Endian = object::Endianness>>(
             .find(|(va, sz, _, x)| (!exec || *x) && addr >= *va && addr - va < *sz)
             .map(|(va, _, off, _)| addr - va + off)
     };
-    let base = elf.section_by_name(".stapsdt.base").map(|s| object::ObjectSection::address(&s));
+    let base = elf
+        .section_by_name(".stapsdt.base")
+        .map(|s| object::ObjectSection::address(&s));
     let mut out = Vec::new();
     for section in elf.elf_section_table().iter() {
         let name = elf.elf_section_table().section_name(e, section).unwrap_or_default();
         if name != b".note.stapsdt" {
             continue;
         }
-        let Some(mut notes) = section.notes(e, data)? else { continue };
+        let Some(mut notes) = section.notes(e, data)? else {
+            continue;
+        };
         while let Some(note) = notes.next()? {
             if note.name() != b"stapsdt" || note.n_type(e) != 3 {
                 continue;
@@ -135,11 +169,15 @@ fn read<Elf: FileHeader<Endian = object::Endianness>>(
                     }
                 }
             }
-            let mut strings = desc[24..].split(|&c| c == 0).map(|s| String::from_utf8_lossy(s).into_owned());
+            let mut strings = desc[24..]
+                .split(|&c| c == 0)
+                .map(|s| String::from_utf8_lossy(s).into_owned());
             let provider = strings.next().unwrap_or_default();
             let name = strings.next().unwrap_or_default();
             let args_text = strings.next().unwrap_or_default();
-            let Some(file_offset) = to_offset(pc, true) else { continue };
+            let Some(file_offset) = to_offset(pc, true) else {
+                continue;
+            };
             out.push(UsdtProbe {
                 provider,
                 name,
