@@ -149,3 +149,39 @@ fn records_arrive_through_per_cpu_perf_buffers() {
     assert_eq!(got, [(1, 0), (2, 1), (2, 2), (1, 3)]);
     assert!(events.iter().all(|e| (e.pid_tgid >> 32) as u32 == pid));
 }
+
+/// `#[usdt]` programs (#16): the spec found through the attach cookie, the
+/// user's cookie kept in it, arguments read as the note says (a register, a
+/// stack slot, a constant).
+#[test]
+fn usdt_programs_read_arguments_through_their_specs() {
+    require_root();
+    let app = sonde_tests::fixtures().join("fixture-usdt");
+    let set = sonde::Functions::in_binary(&app)
+        .pattern("usdt:sondefx:request")
+        .resolve()
+        .expect("the probe");
+    let f = set.iter().next().expect("one probe");
+    let probe = f.usdt.as_ref().expect("a USDT probe");
+    assert!(probe.semaphore.is_some(), "request has a semaphore");
+    let mut object = Object::load(sonde_tests::PROBES).expect("object");
+    // Spec 0 carries the user's cookie 77.
+    object
+        .usdt_specs()
+        .expect("the spec array")
+        .set(0, &probe.spec(77).expect("decodable arguments"))
+        .expect("spec written");
+    let mut sites = set.targets();
+    sites[0].attach_cookie = 0;
+    let waiting = Waiting::spawn_path(&app, &[]).until_blocked();
+    let _attachment = object
+        .uprobe("usdt_args")
+        .expect("program")
+        .attach_sites(sites, &AttachOptions::default().pid(waiting.pid()))
+        .expect("attach");
+    waiting.run();
+    let events = sonde_tests::drain_events(&object);
+    let got: Vec<(u64, u64, u64)> = events.iter().map(|e| (e.cookie, e.value, e.kind)).collect();
+    // request(i, 100 + i, -7) for i in 0..3: value = arg0, kind = arg1.
+    assert_eq!(got, [(77, 0, 100), (77, 1, 101), (77, 2, 102)]);
+}

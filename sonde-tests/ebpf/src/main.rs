@@ -4,7 +4,7 @@
 
 use sonde_ebpf::maps::stack_trace::BPF_F_USER_STACK;
 use sonde_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, PerfEventArray, RingBuf, StackTrace};
-use sonde_ebpf::{map, uprobe, uretprobe, ProbeContext, RetProbeContext};
+use sonde_ebpf::{map, uprobe, uretprobe, usdt, ProbeContext, RetProbeContext, UsdtContext};
 
 sonde_ebpf::license!("GPL");
 sonde_ebpf::panic_handler!();
@@ -134,5 +134,19 @@ fn rejected_by_verifier(_ctx: ProbeContext) -> u32 {
         let p = COUNTS.get_ptr_mut(&0).unwrap_unchecked();
         *p += 1;
     }
+    0
+}
+
+/// A `#[usdt]` program: the user's cookie, and the first two arguments as the
+/// probe's specs say (into `value` and `kind`).
+#[usdt]
+fn usdt_args(ctx: UsdtContext) -> u32 {
+    let ev = Event {
+        cookie: ctx.cookie(),
+        pid_tgid: ctx.probe().pid_tgid(),
+        value: ctx.arg(0).unwrap_or(u64::MAX),
+        kind: ctx.arg(1).unwrap_or(u64::MAX),
+    };
+    let _ = EVENTS.output(&ev, 0);
     0
 }
