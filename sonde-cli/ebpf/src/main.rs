@@ -72,6 +72,17 @@ macro_rules! setting {
     };
 }
 
+/// Whether this entry hit passes the job's filter; nothing is read (no
+/// helper called) unless a filter is on: this runs on every hit.
+#[inline(always)]
+fn entry_passes(ctx: &ProbeContext) -> bool {
+    if setting!(filter) != 1 {
+        return true;
+    }
+    let cookie = ctx.cookie();
+    passes(cookie, ctx.pid_tgid(), &ctx.comm(), Some(&call_args(ctx, cookie)), None)
+}
+
 /// The first six arguments of this hit: for a USDT probe as its spec says,
 /// else the argument registers.
 #[inline(always)]
@@ -388,14 +399,15 @@ fn by_add(key: &ByKey) {
 
 #[uprobe]
 fn count(ctx: ProbeContext) -> u32 {
-    if !traced() || !passes(ctx.cookie(), ctx.pid_tgid(), &ctx.comm(), Some(&call_args(&ctx, ctx.cookie())), None) {
+    if !traced() || !entry_passes(&ctx) {
         return 0;
     }
-    if let Some(key) = by_key(&ctx, ctx.cookie()) {
+    let cookie = ctx.cookie();
+    if let Some(key) = by_key(&ctx, cookie) {
         by_add(&key);
         return 0;
     }
-    if let Some(p) = COUNTS.get_ptr_mut(ctx.cookie() as u32) {
+    if let Some(p) = COUNTS.get_ptr_mut(cookie as u32) {
         // SAFETY: the kernel's pointer to this CPU's counter.
         unsafe { *p += 1 };
     }
@@ -411,7 +423,7 @@ fn latency_entry(ctx: ProbeContext) -> u32 {
     let depth = DEPTH.get(&tid).unwrap_or(0);
     // A call the filter leaves out still takes its depth (its return pops it),
     // with start 0: not timed.
-    let now = if passes(ctx.cookie(), ctx.pid_tgid(), &ctx.comm(), Some(&call_args(&ctx, ctx.cookie())), None) {
+    let now = if entry_passes(&ctx) {
         ktime_get_ns()
     } else {
         0
@@ -555,7 +567,7 @@ fn trace(ctx: ProbeContext) -> u32 {
     }
     let cookie = ctx.cookie();
     let args = call_args(&ctx, cookie);
-    if !passes(cookie, ctx.pid_tgid(), &ctx.comm(), Some(&args), None) {
+    if setting!(filter) == 1 && !passes(cookie, ctx.pid_tgid(), &ctx.comm(), Some(&args), None) {
         return 0;
     }
     let text = match TRACE_CONFIG.get(cookie as u32).map_or(0, |c| c.text_arg) {
@@ -582,7 +594,7 @@ fn trace_ret(ctx: RetProbeContext) -> u32 {
     }
     let cookie = ctx.cookie();
     let ret: u64 = ctx.ret();
-    if !passes_at_return(cookie, ctx.pid_tgid(), &ctx.comm(), ret) {
+    if setting!(filter) == 2 && !passes_at_return(cookie, ctx.pid_tgid(), &ctx.comm(), ret) {
         return 0;
     }
     let text = match TRACE_CONFIG.get(cookie as u32) {
@@ -624,7 +636,7 @@ fn hist_add(cookie: u64, v: u64) {
 #[uprobe]
 fn hist_arg(ctx: ProbeContext) -> u32 {
     let args = call_args(&ctx, ctx.cookie());
-    if !traced() || !passes(ctx.cookie(), ctx.pid_tgid(), &ctx.comm(), Some(&args), None) {
+    if !traced() || (setting!(filter) == 1 && !passes(ctx.cookie(), ctx.pid_tgid(), &ctx.comm(), Some(&args), None)) {
         return 0;
     }
     let v = match setting!(hist_what) {
@@ -642,7 +654,7 @@ fn hist_arg(ctx: ProbeContext) -> u32 {
 #[uretprobe]
 fn hist_ret(ctx: RetProbeContext) -> u32 {
     let ret: u64 = ctx.ret();
-    if !traced() || !passes_at_return(ctx.cookie(), ctx.pid_tgid(), &ctx.comm(), ret) {
+    if !traced() || (setting!(filter) == 2 && !passes_at_return(ctx.cookie(), ctx.pid_tgid(), &ctx.comm(), ret)) {
         return 0;
     }
     hist_add(ctx.cookie(), ret);
