@@ -233,10 +233,7 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
         };
         let (json, shown) = match by {
             By::Comm => {
-                let mut bytes = key.comm_lo.to_ne_bytes().to_vec();
-                bytes.extend_from_slice(&key.comm_hi.to_ne_bytes());
-                let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-                let comm = String::from_utf8_lossy(&bytes[..end]).into_owned();
+                let comm = crate::report::comm_text(key.comm_lo, key.comm_hi);
                 (serde_json::Value::from(comm.clone()), comm)
             }
             By::Stack => {

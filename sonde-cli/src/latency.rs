@@ -209,10 +209,7 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
         let max = histogram.last().map_or(0, |b| b.le_ns);
         let (json, shown) = match by {
             By::Comm => {
-                let mut bytes = lo.to_ne_bytes().to_vec();
-                bytes.extend_from_slice(&hi.to_ne_bytes());
-                let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-                let comm = String::from_utf8_lossy(&bytes[..end]).into_owned();
+                let comm = crate::report::comm_text(lo, hi);
                 (serde_json::Value::from(comm.clone()), comm)
             }
             _ => (serde_json::Value::from(value), value.to_string()),

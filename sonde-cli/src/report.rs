@@ -79,3 +79,11 @@ pub fn write_report<T: serde::Serialize>(
     writeln!(out)?;
     Ok(())
 }
+
+/// A command name the programs keep as two native-endian words, up to its NUL.
+pub fn comm_text(lo: u64, hi: u64) -> String {
+    let mut bytes = lo.to_ne_bytes().to_vec();
+    bytes.extend_from_slice(&hi.to_ne_bytes());
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}

@@ -209,12 +209,8 @@ fn evaluate(f: &Filter, pid_tgid: u64, comm: &[u8; 16], args: Option<&[u64; 6]>,
     }
     // The command name and the string argument (read once if a comparison
     // needs it), as words.
-    let comm_words = [
-        u64::from_ne_bytes([comm[0], comm[1], comm[2], comm[3], comm[4], comm[5], comm[6], comm[7]]),
-        u64::from_ne_bytes([comm[8], comm[9], comm[10], comm[11], comm[12], comm[13], comm[14], comm[15]]),
-        0,
-        0,
-    ];
+    let (lo, hi) = comm_words(comm);
+    let comm_words = [lo, hi, 0, 0];
     let mut text: Option<&[u64; FILTER_TEXT / 8]> = None;
     if let (Some(a), 1..=6) = (args, f.text_arg) {
         if let Some(buf) = FILTER_SCRATCH.get_ptr_mut(0) {
@@ -358,15 +354,7 @@ fn by_key(ctx: &ProbeContext, cookie: u64) -> Option<ByKey> {
         },
         _ => 0,
     };
-    let (comm_lo, comm_hi) = if kind == BY_COMM {
-        let c = ctx.comm();
-        (
-            u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
-            u64::from_ne_bytes([c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15]]),
-        )
-    } else {
-        (0, 0)
-    };
+    let (comm_lo, comm_hi) = if kind == BY_COMM { comm_words(&ctx.comm()) } else { (0, 0) };
     Some(ByKey {
         cookie: cookie as u32,
         kind: kind as u32,
@@ -374,6 +362,15 @@ fn by_key(ctx: &ProbeContext, cookie: u64) -> Option<ByKey> {
         comm_lo,
         comm_hi,
     })
+}
+
+/// A command name as two native-endian words (map keys, masked compares).
+#[inline(always)]
+fn comm_words(c: &[u8; 16]) -> (u64, u64) {
+    (
+        u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
+        u64::from_ne_bytes([c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15]]),
+    )
 }
 
 /// Adds one to `key`'s count in `BY_KEY` (a full map: counted as lost).
@@ -462,15 +459,7 @@ fn latency_return(ctx: RetProbeContext) -> u32 {
             BY_TID => pid_tgid & 0xffff_ffff,
             _ => 0,
         };
-        let (comm_lo, comm_hi) = if kind == BY_COMM {
-            let c = ctx.comm();
-            (
-                u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
-                u64::from_ne_bytes([c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15]]),
-            )
-        } else {
-            (0, 0)
-        };
+        let (comm_lo, comm_hi) = if kind == BY_COMM { comm_words(&ctx.comm()) } else { (0, 0) };
         by_add(&ByKey {
             cookie: ctx.cookie() as u32,
             kind: kind as u32 | (log2(delta) << 16),
