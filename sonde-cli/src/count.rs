@@ -108,7 +108,9 @@ pub fn run(common: &Common) -> Result<i32, CliError> {
     if let Some(by) = common.by {
         return run_by(common, by);
     }
-    let mut session = Session::start(common, "counting calls of", &["count"], |n| vec![("COUNTS", n.max(1))])?;
+    // The lean program unless a filter needs the other.
+    let program = if common.filter.is_some() { "count_ex" } else { "count" };
+    let mut session = Session::start(common, "counting calls of", &[program], |n| vec![("COUNTS", n.max(1))])?;
     let live = !common.json && common.output.is_none() && common.interval.is_none() && std::io::stdout().is_terminal();
     let mut drawn = 0usize;
     let mut previous = std::collections::HashMap::new();
@@ -196,7 +198,7 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
     let mut session = Session::start_with(
         common,
         "counting calls of",
-        &["count"],
+        &["count_ex"],
         crate::filter::Site::Entry,
         |n| vec![("COUNTS", n.max(1))],
         |s| {

@@ -124,7 +124,12 @@ pub fn run(common: &Common) -> Result<i32, CliError> {
     if let Some(by) = common.by {
         return run_by(common, by);
     }
-    let mut session = Session::start(common, "timing", &["latency_entry", "latency_return"], |n| {
+    let entry = if common.filter.is_some() {
+        "latency_entry_ex"
+    } else {
+        "latency_entry"
+    };
+    let mut session = Session::start(common, "timing", &[entry, "latency_return"], |n| {
         let n = n.max(1);
         vec![("HIST", n * BUCKETS), ("MAX_NS", n)]
     })?;
@@ -166,7 +171,14 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
     let mut session = Session::start_with(
         common,
         "timing",
-        &["latency_entry", "latency_return"],
+        &[
+            if common.filter.is_some() {
+                "latency_entry_ex"
+            } else {
+                "latency_entry"
+            },
+            "latency_return",
+        ],
         crate::filter::Site::Entry,
         |n| {
             let n = n.max(1);
