@@ -61,6 +61,7 @@ enum Lib {
     Aya,
 }
 
+/// In the order of the per-library arrays (`lib as usize` indexes them).
 const LIBS: [Lib; 3] = [Lib::Sonde, Lib::Libbpf, Lib::Aya];
 
 fn ms(d: Duration) -> f64 {
@@ -233,7 +234,7 @@ fn load(runs: usize, n: usize) -> Result<[Figure; 2]> {
             Lib::Aya => drop(aya_object(n)?),
         }
         let t = t.stop();
-        cpu[LIBS.iter().position(|l| *l == lib).unwrap_or(0)].push(ms(t.cpu));
+        cpu[lib as usize].push(ms(t.cpu));
         Ok(Some(ms(t.wall)))
     })?;
     Ok([
@@ -293,7 +294,7 @@ fn attach_offsets(runs: usize, exe: &Path, sites: &[ProbeSite]) -> Result<[Figur
             // aya 0.14 has no uprobe_multi.
             Lib::Aya => return Ok(None),
         };
-        let i = LIBS.iter().position(|l| *l == lib).unwrap_or(0);
+        let i = lib as usize;
         detach[i].push(ms(d));
         cpu[i].push(ms(a.cpu));
         Ok(Some(ms(a.wall)))
@@ -313,7 +314,7 @@ fn attach_names(runs: usize, exe: &Path, names: &[String], slow: &mut [bool; 3])
     let limit = Duration::from_secs(20);
     let mut cpu = [Vec::new(), Vec::new(), Vec::new()];
     let s = interleaved(runs, |lib| {
-        let i = LIBS.iter().position(|l| *l == lib).unwrap_or(0);
+        let i = lib as usize;
         if slow[i] {
             return Ok(None);
         }
@@ -406,7 +407,7 @@ fn attach_perf_links(runs: usize, exe: &Path, sites: &[ProbeSite]) -> Result<[Fi
                 (a, t.elapsed())
             }
         };
-        let i = LIBS.iter().position(|l| *l == lib).unwrap_or(0);
+        let i = lib as usize;
         detach[i].push(ms(d));
         cpu[i].push(ms(a.cpu));
         Ok(Some(ms(a.wall)))

@@ -234,10 +234,6 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
             continue;
         };
         let (json, shown) = match by {
-            By::Comm => {
-                let comm = crate::report::comm_text(key.comm_lo, key.comm_hi);
-                (serde_json::Value::from(comm.clone()), comm)
-            }
             By::Stack => {
                 let frames = match (&stacks, u32::try_from(key.value)) {
                     (Some((map, known)), Ok(id)) => match map.get_build_ids(id)? {
@@ -249,7 +245,7 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
                 let shown = frames.join("\n");
                 (serde_json::Value::from(frames), shown)
             }
-            _ => (serde_json::Value::from(key.value), key.value.to_string()),
+            _ => crate::report::by_value(by, key.value, key.comm_lo, key.comm_hi),
         };
         let mut key_map = serde_json::Map::new();
         key_map.insert(by.name(), json);

@@ -219,13 +219,7 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
             .collect();
         let count = histogram.iter().map(|b| b.count).sum();
         let max = histogram.last().map_or(0, |b| b.le_ns);
-        let (json, shown) = match by {
-            By::Comm => {
-                let comm = crate::report::comm_text(lo, hi);
-                (serde_json::Value::from(comm.clone()), comm)
-            }
-            _ => (serde_json::Value::from(value), value.to_string()),
-        };
+        let (json, shown) = crate::report::by_value(by, value, lo, hi);
         let mut key = serde_json::Map::new();
         key.insert(by.name(), json);
         rows.push(ByRow {

@@ -80,6 +80,18 @@ pub fn write_report<T: serde::Serialize>(
     Ok(())
 }
 
+/// A `--by` key other than a stack as its JSON value and its table text: the
+/// command name for `comm`, else the number.
+pub fn by_value(by: crate::session::By, value: u64, comm_lo: u64, comm_hi: u64) -> (serde_json::Value, String) {
+    match by {
+        crate::session::By::Comm => {
+            let comm = comm_text(comm_lo, comm_hi);
+            (serde_json::Value::from(comm.clone()), comm)
+        }
+        _ => (serde_json::Value::from(value), value.to_string()),
+    }
+}
+
 /// A command name the programs keep as two native-endian words, up to its NUL.
 pub fn comm_text(lo: u64, hi: u64) -> String {
     let mut bytes = lo.to_ne_bytes().to_vec();
