@@ -164,10 +164,7 @@ fn cookie_side(all: &[ProbeSite], n: usize) -> Result<Side> {
     let counts_mem = memlock(object.map("COUNTS")?.as_fd().as_raw_fd());
     let probe = object.uprobe("count")?;
     let t = Instant::now();
-    let prog = probe.load(Load {
-        attach_type: AttachType::UprobeMulti,
-        cookie: Cookie::Native,
-    })?;
+    let prog = probe.load(Load::new(AttachType::UprobeMulti, Cookie::Native))?;
     let load_ms = ms(t.elapsed());
     let info = prog.info()?;
     let mem = memlock(prog.as_fd().as_raw_fd()) + counts_mem;
@@ -206,10 +203,7 @@ fn per_function_side(all: &[ProbeSite], n: usize, attach: bool) -> Result<Side> 
     let t = Instant::now();
     let mut progs = Vec::with_capacity(n);
     for i in 0..n {
-        progs.push(probe.load(Load {
-            attach_type: AttachType::PerfEvent,
-            cookie: Cookie::Emulated(i as u64),
-        })?);
+        progs.push(probe.load(Load::new(AttachType::PerfEvent, Cookie::Emulated(i as u64)))?);
     }
     side.load_ms = ms(t.elapsed());
     for p in &progs {

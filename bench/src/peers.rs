@@ -173,10 +173,7 @@ fn sonde_object(n: usize) -> Result<Object> {
     )?)
 }
 
-const MULTI: Load = Load {
-    attach_type: AttachType::UprobeMulti,
-    cookie: Cookie::Native,
-};
+const MULTI: Load = Load::new(AttachType::UprobeMulti, Cookie::Native);
 
 /// libbpf's side: the object opened from memory, COUNTS sized, only `prog` loaded.
 fn libbpf_object(n: usize, prog: &str) -> Result<libbpf_rs::Object> {
@@ -362,10 +359,7 @@ fn attach_perf_links(runs: usize, exe: &Path, sites: &[ProbeSite]) -> Result<[Fi
     let attach = interleaved(runs, |lib| {
         let (a, d) = match lib {
             Lib::Sonde => {
-                let load = Load {
-                    attach_type: AttachType::PerfEvent,
-                    cookie: Cookie::Native,
-                };
+                let load = Load::new(AttachType::PerfEvent, Cookie::Native);
                 sonde_attach_detach(sites, load, Tier::PerfLink)?
             }
             Lib::Libbpf => {

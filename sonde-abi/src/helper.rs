@@ -45,3 +45,14 @@ pub const GET_FUNC_IP: u32 = 173;
 /// without it, sonde rewrites each call into a call to a constant-returning
 /// subprogram (the `emulated` tier).
 pub const GET_ATTACH_COOKIE: u32 = 174;
+
+/// Not a kernel helper: the call a session program makes for
+/// `bpf_session_is_return()`. sonde's loader turns it into the kfunc call
+/// (6.13+, native session) or into `r0 = 0` / `r0 = 1` in the entry and return
+/// copies of an emulated session. Outside the kernel's helper range.
+pub const SONDE_SESSION_IS_RETURN: u32 = 0x5e55_0001;
+/// Not a kernel helper: the call a session program makes for
+/// `bpf_session_cookie()`. sonde's loader turns it into the kfunc call (6.13+,
+/// native session) or into `r0 = 0` (no native cookie: the program keeps the
+/// per-call value in its own map instead).
+pub const SONDE_SESSION_COOKIE: u32 = 0x5e55_0002;

@@ -31,13 +31,15 @@ mod context;
 pub mod helpers;
 pub mod log;
 pub mod maps;
+pub mod session;
 pub mod usdt;
 
 pub use context::{EbpfContext, FromRegister, ProbeContext, RetProbeContext, TracePointContext};
+pub use session::SessionContext;
 pub use sonde_abi::Pod;
 /// `#[derive(Pod)]` for `#[repr(C)]` records without padding (checked at compile time).
 pub use sonde_macros::Pod;
-pub use sonde_macros::{map, tracepoint, uprobe, uretprobe, usdt};
+pub use sonde_macros::{map, tracepoint, uprobe, uprobe_session, uretprobe, usdt};
 pub use usdt::UsdtContext;
 
 /// Declares the object's license (the kernel reads the `license` section).

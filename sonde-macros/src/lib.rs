@@ -52,6 +52,21 @@ fn probe(attr: TokenStream, item: TokenStream, kind: ProbeKind) -> TokenStream {
         _ => quote!(::sonde_ebpf::ProbeContext),
     };
     let export = format_ident!("{}", name, span = Span::call_site());
+    if kind == ProbeKind::Session {
+        return quote! {
+            #[no_mangle]
+            #[link_section = #section]
+            pub extern "C" fn #export(ctx: *mut ::core::ffi::c_void) -> u32 {
+                // SAFETY: the kernel passes the probed task's saved registers as `ctx`.
+                return match unsafe { ::sonde_ebpf::SessionContext::begin(ctx) } {
+                    Some((session, frame)) => ::sonde_ebpf::SessionContext::end(frame, #ident(session)),
+                    None => 0,
+                };
+                #func
+            }
+        }
+        .into();
+    }
     quote! {
         #[no_mangle]
         #[link_section = #section]
@@ -85,6 +100,20 @@ pub fn uprobe(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn uretprobe(attr: TokenStream, item: TokenStream) -> TokenStream {
     probe(attr, item, ProbeKind::Return)
+}
+
+/// Marks a function as a uprobe session program: one program at the entry and
+/// at the return of each function, with a per-call 8-byte value between them.
+///
+/// The function takes a [`SessionContext`] and returns `u32`: at entry, 1 skips
+/// this call's return run. Native on Linux 6.13+ (`uprobe.session/NAME`, one
+/// `BPF_TRACE_UPROBE_SESSION` link); sonde emulates it on older kernels (an
+/// entry and a return copy of the same code). Options as for `#[uprobe]`.
+///
+/// [`SessionContext`]: ../sonde_ebpf/struct.SessionContext.html
+#[proc_macro_attribute]
+pub fn uprobe_session(attr: TokenStream, item: TokenStream) -> TokenStream {
+    probe(attr, item, ProbeKind::Session)
 }
 
 /// Marks a function as a kernel tracepoint program (Linux 4.7):

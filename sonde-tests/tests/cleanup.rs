@@ -45,25 +45,15 @@ fn loaded() -> Object {
     let p = o.uprobe("count_calls").unwrap();
     let f = sonde::Features::current();
     if f.has(Feature::UprobeMulti) {
-        p.load(sonde::Load {
-            attach_type: AttachType::UprobeMulti,
-            cookie: Cookie::Native,
-        })
-        .unwrap();
+        p.load(sonde::Load::new(AttachType::UprobeMulti, Cookie::Native))
+            .unwrap();
     }
     if f.has(Feature::BpfCookie) {
-        p.load(sonde::Load {
-            attach_type: AttachType::PerfEvent,
-            cookie: Cookie::Native,
-        })
-        .unwrap();
+        p.load(sonde::Load::new(AttachType::PerfEvent, Cookie::Native)).unwrap();
     }
     for c in [1, 2, 3, 4] {
-        p.load(sonde::Load {
-            attach_type: AttachType::PerfEvent,
-            cookie: Cookie::Emulated(c),
-        })
-        .unwrap();
+        p.load(sonde::Load::new(AttachType::PerfEvent, Cookie::Emulated(c)))
+            .unwrap();
     }
     o
 }

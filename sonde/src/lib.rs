@@ -62,7 +62,7 @@ pub mod resolve;
 pub mod spec;
 pub mod sys;
 
-pub use attach::{AttachError, AttachOptions, AttachPlan, Attachment, DetachHandle, Refusal, Scope, Tier};
+pub use attach::{AttachError, AttachOptions, AttachPlan, Attachment, DetachHandle, Refusal, Scope, SessionMode, Tier};
 /// A command started held until the probes are attached: [`command::HeldCommand`].
 pub use command::HeldCommand as Command;
 pub use features::{Feature, Features};
@@ -71,8 +71,8 @@ pub use maps::Pod;
 pub use object::Object;
 pub use process::ProcessError;
 pub use programs::{
-    AttachType, Cookie, Load, LoadedProgram, ProgramError, ProgramInfo, TracePoint, TracepointError, TracepointLink,
-    UProbe,
+    AttachType, Cookie, Load, LoadedProgram, ProgramError, ProgramInfo, SessionHalf, TracePoint, TracepointError,
+    TracepointLink, UProbe,
 };
 pub use resolve::{FunctionMatch, FunctionSet, Functions, Location, ProbeSite, Target, TargetError};
 

@@ -4,7 +4,7 @@
 
 use sonde_ebpf::maps::stack_trace::BPF_F_USER_STACK;
 use sonde_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, PerfEventArray, RingBuf, StackTrace};
-use sonde_ebpf::{map, uprobe, uretprobe, usdt, ProbeContext, RetProbeContext, UsdtContext};
+use sonde_ebpf::{map, uprobe, uprobe_session, uretprobe, usdt, ProbeContext, RetProbeContext, SessionContext, UsdtContext};
 
 sonde_ebpf::license!("GPL");
 sonde_ebpf::panic_handler!();
@@ -146,6 +146,34 @@ fn usdt_args(ctx: UsdtContext) -> u32 {
         pid_tgid: ctx.probe().pid_tgid(),
         value: ctx.arg(0).unwrap_or(u64::MAX),
         kind: ctx.arg(1).unwrap_or(u64::MAX),
+    };
+    let _ = EVENTS.output(&ev, 0);
+    0
+}
+
+/// A session program: at entry an event with the argument (kind 0) and the
+/// session value `arg + 1_000_000`; at return an event with the return value
+/// and that session value as `kind`. A cookie with bit 62 set skips its returns.
+#[uprobe_session]
+fn session_calls(ctx: SessionContext) -> u32 {
+    let cookie = ctx.cookie();
+    if !ctx.is_return() {
+        let arg = ctx.arg::<u64>(0).unwrap_or(u64::MAX);
+        ctx.set_session_cookie(arg + 1_000_000);
+        let ev = Event {
+            cookie,
+            pid_tgid: ctx.pid_tgid(),
+            value: arg,
+            kind: 0,
+        };
+        let _ = EVENTS.output(&ev, 0);
+        return u32::from(cookie & (1 << 62) != 0);
+    }
+    let ev = Event {
+        cookie,
+        pid_tgid: ctx.pid_tgid(),
+        value: ctx.ret::<u64>(),
+        kind: ctx.session_cookie(),
     };
     let _ = EVENTS.output(&ev, 0);
     0

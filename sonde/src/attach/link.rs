@@ -48,6 +48,11 @@ impl Attachment {
         self.tier
     }
 
+    /// For a session program, how the session ran (native or emulated).
+    pub fn session(&self) -> Option<super::SessionMode> {
+        self.plan.session
+    }
+
     /// The plan it followed (after any fallback).
     pub fn plan(&self) -> &AttachPlan {
         &self.plan

@@ -8,6 +8,9 @@
 //! | [`Tier::Emulated`] | 4.17+ | a uprobe perf event + `PERF_EVENT_IOC_SET_BPF` per target | emulated: one program per distinct cookie |
 //! | [`Tier::Tracefs`] | any | a `uprobe_events` entry + tracepoint perf event per target | as emulated |
 //!
+//! Session programs run natively on `multi` with `uprobe_session` (6.13+) and
+//! are emulated on every other tier and kernel: [`SessionMode`].
+//!
 //! The plan is chosen before loading: the kernel's cookie helper differs per link
 //! type and a multi program must declare its attach type.
 //!
@@ -39,7 +42,8 @@ pub use plan::{AttachPlan, Refusal, PER_TARGET_DETACH_COST};
 pub use tier::{AttachOptions, Scope, Tier};
 pub use tracefs::remove_stale_entries as remove_stale_tracefs_entries;
 
-use crate::programs::{AttachType, Cookie, Load, UProbe};
+use crate::features::{Feature, Features};
+use crate::programs::{AttachType, Cookie, Load, SessionHalf, UProbe};
 use crate::resolve::{self, ProbeSite, Target};
 use crate::spec::ProbeKind;
 
@@ -47,8 +51,9 @@ impl UProbe {
     /// What [`UProbe::attach_sites`] would do with these sites and options,
     /// without loading or attaching anything.
     pub fn plan(&self, sites: &[ProbeSite], options: &AttachOptions) -> Result<AttachPlan, AttachError> {
-        let (tier, passed_over) = plan::choose(self.kind(), options, &options.features(), false)?;
-        Ok(plan::make(self, sites, tier, passed_over))
+        let features = options.features();
+        let (tier, passed_over) = plan::choose(self.kind(), options, &features, false)?;
+        Ok(plan::make(self, sites, tier, passed_over, &features))
     }
 
     /// Resolves `targets` and attaches this program to all of them, each with its
@@ -65,26 +70,74 @@ impl UProbe {
     }
 }
 
+/// How a session program (`#[uprobe_session]`) runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionMode {
+    /// One program on one `BPF_TRACE_UPROBE_SESSION` link per binary, the
+    /// per-call value kept by the kernel (Linux 6.13+, tier multi).
+    Native,
+    /// An entry copy and a return copy of the program on the chosen tier, the
+    /// per-call value kept in the program's map by thread and call depth.
+    Emulated,
+}
+
+impl SessionMode {
+    /// `session native` / `session emulated`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SessionMode::Native => "session native",
+            SessionMode::Emulated => "session emulated",
+        }
+    }
+}
+
+/// One attach pass: the kind the mechanism attaches as, and the session half
+/// the program copy serves (emulated sessions take two passes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Part {
+    pub kind: ProbeKind,
+    pub half: Option<SessionHalf>,
+}
+
+/// The passes a program of `kind` needs on `tier`: the return half of an
+/// emulated session first, so that no return runs without its entry's slot
+/// having had the chance to be pushed.
+pub(crate) fn parts(kind: ProbeKind, tier: Tier, features: &Features) -> (Vec<Part>, Option<SessionMode>) {
+    if kind != ProbeKind::Session {
+        return (vec![Part { kind, half: None }], None);
+    }
+    if tier == Tier::Multi && features.has(Feature::UprobeSession) && crate::programs::session_kfuncs().is_ok() {
+        return (vec![Part { kind, half: None }], Some(SessionMode::Native));
+    }
+    let halves = vec![
+        Part {
+            kind: ProbeKind::Return,
+            half: Some(SessionHalf::Return),
+        },
+        Part {
+            kind: ProbeKind::Entry,
+            half: Some(SessionHalf::Entry),
+        },
+    ];
+    (halves, Some(SessionMode::Emulated))
+}
+
 /// The program load a tier needs for one site.
-pub(crate) fn load_for(tier: Tier, kind: ProbeKind, site: &ProbeSite) -> Load {
-    match tier {
-        Tier::Multi => Load {
-            attach_type: if kind == ProbeKind::Session {
+pub(crate) fn load_for(tier: Tier, part: Part, site: &ProbeSite) -> Load {
+    let mut load = match tier {
+        Tier::Multi => Load::new(
+            if part.kind == ProbeKind::Session {
                 AttachType::UprobeSession
             } else {
                 AttachType::UprobeMulti
             },
-            cookie: Cookie::Native,
-        },
-        Tier::PerfLink => Load {
-            attach_type: AttachType::PerfEvent,
-            cookie: Cookie::Native,
-        },
-        Tier::Emulated | Tier::Tracefs => Load {
-            attach_type: AttachType::PerfEvent,
-            cookie: Cookie::Emulated(site.attach_cookie),
-        },
-    }
+            Cookie::Native,
+        ),
+        Tier::PerfLink => Load::new(AttachType::PerfEvent, Cookie::Native),
+        Tier::Emulated | Tier::Tracefs => Load::new(AttachType::PerfEvent, Cookie::Emulated(site.attach_cookie)),
+    };
+    load.session = part.half;
+    load
 }
 
 fn attach(probe: &mut UProbe, sites: Vec<ProbeSite>, options: &AttachOptions) -> Result<Attachment, AttachError> {
@@ -98,7 +151,7 @@ fn attach(probe: &mut UProbe, sites: Vec<ProbeSite>, options: &AttachOptions) ->
     let mut skip_pmu = false;
     loop {
         let (tier, passed_over) = plan::choose(probe.kind(), options, &features, skip_pmu)?;
-        let plan = plan::make(probe, &sites, tier, passed_over);
+        let plan = plan::make(probe, &sites, tier, passed_over, &features);
         if tier.per_target() && plan.detach_estimate >= Duration::from_secs(1) {
             log::warn!("{plan}");
         }
@@ -110,11 +163,29 @@ fn attach(probe: &mut UProbe, sites: Vec<ProbeSite>, options: &AttachOptions) ->
             needed: plan.descriptors,
             hard_limit,
         })?;
-        let result = match tier {
-            Tier::Multi => multi::attach(probe, &sites, options.scope),
-            Tier::PerfLink | Tier::Emulated => perf_event::attach(probe, &sites, options.scope, tier, &features),
-            Tier::Tracefs => tracefs::attach(probe, &sites, options.scope),
-        };
+        let (passes, _) = parts(probe.kind(), tier, &features);
+        let mut result: Result<(Vec<_>, Vec<_>), AttachError> = Ok((Vec::new(), Vec::new()));
+        for part in passes {
+            let pass = match tier {
+                Tier::Multi => multi::attach(probe, &sites, options.scope, part),
+                Tier::PerfLink | Tier::Emulated => {
+                    perf_event::attach(probe, &sites, options.scope, tier, part, &features)
+                }
+                Tier::Tracefs => tracefs::attach(probe, &sites, options.scope, part),
+            };
+            // A failed pass drops the links of the passes before it.
+            result = match (result, pass) {
+                (Ok((mut programs, mut links)), Ok((p, l))) => {
+                    programs.extend(p);
+                    links.extend(l);
+                    Ok((programs, links))
+                }
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+            if result.is_err() {
+                break;
+            }
+        }
         match result {
             Ok((programs, links)) => {
                 return Ok(Attachment {
@@ -137,7 +208,6 @@ fn attach(probe: &mut UProbe, sites: Vec<ProbeSite>, options: &AttachOptions) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::features::{Feature, Features};
 
     fn all_features() -> Features {
         Features::current().clone()
@@ -173,12 +243,16 @@ mod tests {
         let err = plan::choose(entry, &o, &nothing, false).unwrap_err().to_string();
         assert!(err.contains("multi: needs uprobe_multi (disabled)"), "{err}");
         assert!(err.contains("tracefs: needs tracefs"), "{err}");
-        // Session probes: only the multi tier, and only with the session link.
-        let err = plan::choose(ProbeKind::Session, &o, &f.without(&[Feature::UprobeSession]), false)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("uprobe_session"), "{err}");
-        assert!(err.contains("perf-link: cannot attach Session programs"), "{err}");
+        // Session probes: every tier; native only on multi with the session link.
+        let (_, mode) = parts(ProbeKind::Session, Tier::PerfLink, &f);
+        assert_eq!(mode, Some(SessionMode::Emulated));
+        let (halves, mode) = parts(ProbeKind::Session, Tier::Multi, &f.without(&[Feature::UprobeSession]));
+        assert_eq!(mode, Some(SessionMode::Emulated));
+        assert_eq!(halves.len(), 2);
+        assert_eq!(halves[0].half, Some(SessionHalf::Return));
+        if f.has(Feature::UprobeSession) {
+            assert_eq!(parts(ProbeKind::Session, Tier::Multi, &f).1, Some(SessionMode::Native));
+        }
     }
 
     #[test]

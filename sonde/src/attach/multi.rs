@@ -6,7 +6,7 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use super::error::target_error;
-use super::{load_for, AttachError, Link, Scope, Tier};
+use super::{load_for, AttachError, Link, Part, Scope, Tier};
 use crate::programs::{LoadedProgram, UProbe};
 use crate::resolve::{BinaryFile, ProbeSite};
 use crate::spec::ProbeKind;
@@ -16,10 +16,11 @@ pub(super) fn attach(
     probe: &mut UProbe,
     sites: &[ProbeSite],
     scope: Scope,
+    part: Part,
 ) -> Result<(Vec<Arc<LoadedProgram>>, Vec<Link>), AttachError> {
-    let load = load_for(Tier::Multi, probe.kind(), &sites[0]);
+    let load = load_for(Tier::Multi, part, &sites[0]);
     let prog = probe.load(load)?;
-    let (attach_type, flags) = match probe.kind() {
+    let (attach_type, flags) = match part.kind {
         ProbeKind::Entry | ProbeKind::Usdt => (bpf::BPF_TRACE_UPROBE_MULTI, 0),
         ProbeKind::Return => (bpf::BPF_TRACE_UPROBE_MULTI, bpf::BPF_F_UPROBE_MULTI_RETURN),
         ProbeKind::Session => (sonde_abi::program::BPF_TRACE_UPROBE_SESSION, 0),

@@ -7,7 +7,7 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use super::error::target_error;
-use super::{load_for, AttachError, Link, Refusal, Scope, Tier};
+use super::{load_for, AttachError, Link, Part, Refusal, Scope, Tier};
 use crate::features::{Feature, Features};
 use crate::programs::{LoadedProgram, UProbe};
 use crate::resolve::ProbeSite;
@@ -18,19 +18,19 @@ pub(super) fn attach(
     sites: &[ProbeSite],
     scope: Scope,
     tier: Tier,
+    part: Part,
     features: &Features,
 ) -> Result<(Vec<Arc<LoadedProgram>>, Vec<Link>), AttachError> {
     let missing = |f| AttachError::NoTier {
         refusals: vec![(tier, Refusal::Missing(vec![(f, false)]))],
     };
     let pmu = features.uprobe_pmu_type.ok_or_else(|| missing(Feature::UprobePmu))?;
-    let retprobe_bit = if probe.kind().at_return() {
+    let retprobe_bit = if part.kind.at_return() {
         Some(features.retprobe_bit.ok_or_else(|| missing(Feature::UprobePmu))?)
     } else {
         None
     };
-    let kind = probe.kind();
-    let (programs, which) = probe.load_each(sites.iter().map(|s| load_for(tier, kind, s)))?;
+    let (programs, which) = probe.load_each(sites.iter().map(|s| load_for(tier, part, s)))?;
     let mut links = Vec::with_capacity(sites.len());
     for (s, &pi) in sites.iter().zip(&which) {
         let fail = |e, n| target_error(tier, s, e, n, sites.len());

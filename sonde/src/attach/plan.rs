@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::{AttachError, AttachOptions, Tier};
+use super::{AttachError, AttachOptions, SessionMode, Tier};
 use crate::features::{Feature, Features};
 use crate::programs::UProbe;
 use crate::resolve::ProbeSite;
@@ -72,6 +72,8 @@ pub struct AttachPlan {
     pub detach_estimate: Duration,
     /// File descriptors the attachment holds: programs, links, perf events.
     pub descriptors: u64,
+    /// For a session program: native, or emulated by an entry and a return copy.
+    pub session: Option<SessionMode>,
 }
 
 impl fmt::Display for AttachPlan {
@@ -85,6 +87,9 @@ impl fmt::Display for AttachPlan {
             if self.binaries == 1 { "y" } else { "ies" },
             self.program_loads
         )?;
+        if let Some(mode) = self.session {
+            write!(f, ", {}", mode.name())?;
+        }
         if self.tier.per_target() && self.detach_estimate >= Duration::from_secs(1) {
             write!(
                 f,
@@ -136,18 +141,29 @@ pub(crate) fn choose(
 }
 
 /// The plan for `probe` on `sites` with `tier`.
-pub(crate) fn make(probe: &UProbe, sites: &[ProbeSite], tier: Tier, passed_over: Vec<(Tier, Refusal)>) -> AttachPlan {
+pub(crate) fn make(
+    probe: &UProbe,
+    sites: &[ProbeSite],
+    tier: Tier,
+    passed_over: Vec<(Tier, Refusal)>,
+    features: &Features,
+) -> AttachPlan {
     let mut binaries: Vec<(u64, u64)> = sites.iter().map(|s| s.binary.inode()).collect();
     binaries.sort_unstable();
     binaries.dedup();
-    let program_loads = probe.loads_needed(sites.iter().map(|s| super::load_for(tier, probe.kind(), s)));
+    let (parts, session) = super::parts(probe.kind(), tier, features);
+    let program_loads = probe.loads_needed(
+        parts
+            .iter()
+            .flat_map(|&p| sites.iter().map(move |s| super::load_for(tier, p, s))),
+    );
     let per_target = match tier {
         Tier::Multi => 0,
         Tier::PerfLink => 2,
         Tier::Emulated | Tier::Tracefs => 1,
     };
     let links = if tier == Tier::Multi { binaries.len() } else { 0 };
-    let descriptors = (program_loads + links + per_target * sites.len()) as u64;
+    let descriptors = (program_loads + parts.len() * (links + per_target * sites.len())) as u64;
     let detach_estimate = if tier.per_target() {
         PER_TARGET_DETACH_COST * sites.len() as u32
     } else {
@@ -159,7 +175,8 @@ pub(crate) fn make(probe: &UProbe, sites: &[ProbeSite], tier: Tier, passed_over:
         targets: sites.len(),
         binaries: binaries.len(),
         program_loads,
-        detach_estimate,
+        detach_estimate: detach_estimate * parts.len() as u32,
         descriptors,
+        session,
     }
 }

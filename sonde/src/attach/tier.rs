@@ -54,16 +54,15 @@ impl Tier {
         matches!(self, Tier::PerfLink | Tier::Emulated)
     }
 
-    /// Whether the tier can attach programs of this kind at all. Session probes
-    /// need the kernel's session link (6.13); their emulation on older kernels is
-    /// not built yet.
-    pub fn supports(self, kind: ProbeKind) -> bool {
-        kind != ProbeKind::Session || self == Tier::Multi
+    /// Whether the tier can attach programs of this kind at all: every tier can
+    /// (session programs are emulated where the kernel has no session link).
+    pub fn supports(self, _kind: ProbeKind) -> bool {
+        true
     }
 
     /// The features the tier needs for this kind of probe and scope.
     pub fn requires(self, kind: ProbeKind, scope: Scope) -> Vec<Feature> {
-        let mut need = match self {
+        let need = match self {
             // The multi link's cookies are read through the same helper.
             Tier::Multi => match scope {
                 Scope::AllProcesses => vec![Feature::UprobeMulti, Feature::BpfCookie],
@@ -78,9 +77,7 @@ impl Tier {
             Tier::Emulated => vec![Feature::UprobePmu, Feature::PmuPermitted],
             Tier::Tracefs => vec![Feature::Tracefs],
         };
-        if kind == ProbeKind::Session {
-            need.push(Feature::UprobeSession);
-        }
+        let _ = kind;
         need
     }
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 
 use super::error::target_error;
-use super::{load_for, AttachError, Link, Refusal, Scope, Tier};
+use super::{load_for, AttachError, Link, Part, Refusal, Scope, Tier};
 use crate::features::Feature;
 use crate::programs::{LoadedProgram, UProbe};
 use crate::resolve::ProbeSite;
@@ -117,6 +117,7 @@ pub(super) fn attach(
     probe: &mut UProbe,
     sites: &[ProbeSite],
     scope: Scope,
+    part: Part,
 ) -> Result<(Vec<Arc<LoadedProgram>>, Vec<Link>), AttachError> {
     static CLEANUP: Once = Once::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -128,8 +129,8 @@ pub(super) fn attach(
         remove_stale_entries();
     });
     let start = crate::process::own_start_time();
-    let kind = probe.kind();
-    let (programs, which) = probe.load_each(sites.iter().map(|s| load_for(tier, kind, s)))?;
+    let kind = part.kind;
+    let (programs, which) = probe.load_each(sites.iter().map(|s| load_for(tier, part, s)))?;
     let letter = if kind.at_return() { 'r' } else { 'p' };
     let mut links = Vec::with_capacity(sites.len());
     for (s, &pi) in sites.iter().zip(&which) {

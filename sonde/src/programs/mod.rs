@@ -4,6 +4,7 @@
 //! emulated as a constant).
 
 mod cookie;
+mod session;
 mod tracepoint;
 mod uprobe;
 
@@ -12,6 +13,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 pub(crate) use cookie::{bake_cookie, uses_cookie};
+pub use session::SessionHalf;
+pub(crate) use session::{bake_session, session_kfuncs, uses_session_calls};
 pub use tracepoint::{TracePoint, TracepointError, TracepointLink};
 pub use uprobe::UProbe;
 
@@ -39,6 +42,14 @@ pub enum ProgramError {
     /// The object has no program of that name.
     #[error("no program named `{0}` in the object")]
     NotFound(String),
+    /// A native session load needs kernel functions this kernel's BTF lacks.
+    #[error("session program `{name}` cannot load natively: {reason}; attach it with the uprobe_session feature disabled to emulate the session")]
+    Kfunc {
+        /// Program name.
+        name: String,
+        /// What is missing.
+        reason: String,
+    },
 }
 
 fn log_tail(log: &str, lines: usize) -> String {
@@ -82,14 +93,29 @@ pub enum Cookie {
     Emulated(u64),
 }
 
-/// How a program is loaded: the attach type it declares and where its cookie
-/// comes from. One loaded program per distinct `Load`.
+/// How a program is loaded: the attach type it declares, where its cookie
+/// comes from and, for an emulated session, which half it is. One loaded
+/// program per distinct `Load`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Load {
     /// The attachment kind.
     pub attach_type: AttachType,
     /// The cookie source.
     pub cookie: Cookie,
+    /// For a session program not loaded as a native session: the half this copy
+    /// serves (`None` otherwise).
+    pub session: Option<SessionHalf>,
+}
+
+impl Load {
+    /// A load of `attach_type` with cookies from `cookie`, not a session half.
+    pub const fn new(attach_type: AttachType, cookie: Cookie) -> Load {
+        Load {
+            attach_type,
+            cookie,
+            session: None,
+        }
+    }
 }
 
 /// A program loaded in the kernel. Dropping the last handle (and every link using

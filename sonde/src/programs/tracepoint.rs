@@ -111,10 +111,7 @@ impl TracePoint {
         let program = match &self.loaded {
             Some(p) => Arc::clone(p),
             None => {
-                let load = Load {
-                    attach_type: AttachType::Tracepoint,
-                    cookie: Cookie::Native,
-                };
+                let load = Load::new(AttachType::Tracepoint, Cookie::Native);
                 let p = Arc::new(LoadedProgram::load(&self.name, &self.insns, &self.license, load)?);
                 self.loaded = Some(Arc::clone(&p));
                 p

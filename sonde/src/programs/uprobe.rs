@@ -4,7 +4,10 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::sync::Arc;
 
-use super::{bake_cookie, uses_cookie, Cookie, Load, LoadedProgram, ProgramError};
+use super::{
+    bake_cookie, bake_session, session_kfuncs, uses_cookie, uses_session_calls, AttachType, Cookie, Load,
+    LoadedProgram, ProgramError, SessionHalf,
+};
 use crate::spec::ProbeKind;
 use sonde_abi::Insn;
 
@@ -90,10 +93,20 @@ impl UProbe {
         if let Some(p) = self.loaded.get(&load) {
             return Ok(Arc::clone(p));
         }
-        let insns = match load.cookie {
+        let mut insns = match load.cookie {
             Cookie::Emulated(c) => bake_cookie(&self.insns, c),
             Cookie::Native => self.insns.clone(),
         };
+        if uses_session_calls(&insns) {
+            let native = match load.attach_type {
+                AttachType::UprobeSession => Some(session_kfuncs().map_err(|reason| ProgramError::Kfunc {
+                    name: self.name.clone(),
+                    reason,
+                })?),
+                _ => None,
+            };
+            insns = bake_session(&insns, native, load.session.unwrap_or(SessionHalf::Entry));
+        }
         let prog = Arc::new(LoadedProgram::load(&self.name, &insns, &self.license, load)?);
         self.loaded.insert(load, Arc::clone(&prog));
         Ok(prog)
