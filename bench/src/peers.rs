@@ -166,8 +166,6 @@ fn sonde_object(n: usize) -> Result<Object> {
             ("COUNTS", n.max(1) as u32),
             ("HIST", 1),
             ("MAX_NS", 1),
-            ("DEPTH", 1),
-            ("START", 1),
             ("EVENTS", 4096),
         ],
     )?)

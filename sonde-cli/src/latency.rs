@@ -119,17 +119,22 @@ fn print(out: &mut (impl Write + ?Sized), rows: &[Row]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The session program: `latency`, or `latency_ex` with a filter (the lean one
+/// keeps each emulated copy small).
+fn program(common: &Common) -> &'static str {
+    if common.filter.is_some() {
+        "latency_ex"
+    } else {
+        "latency"
+    }
+}
+
 /// Runs `sonde latency`.
 pub fn run(common: &Common) -> Result<i32, CliError> {
     if let Some(by) = common.by {
         return run_by(common, by);
     }
-    let entry = if common.filter.is_some() {
-        "latency_entry_ex"
-    } else {
-        "latency_entry"
-    };
-    let mut session = Session::start(common, "timing", &[entry, "latency_return"], |n| {
+    let mut session = Session::start(common, "timing", &[program(common)], |n| {
         let n = n.max(1);
         vec![("HIST", n * BUCKETS), ("MAX_NS", n)]
     })?;
@@ -171,14 +176,7 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
     let mut session = Session::start_with(
         common,
         "timing",
-        &[
-            if common.filter.is_some() {
-                "latency_entry_ex"
-            } else {
-                "latency_entry"
-            },
-            "latency_return",
-        ],
+        &[program(common)],
         crate::filter::Site::Entry,
         |n| {
             let n = n.max(1);

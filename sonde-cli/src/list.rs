@@ -146,6 +146,12 @@ pub fn features(json: bool) -> Result<i32, CliError> {
             })
         })
         .collect();
+    // Session programs (`latency`): native on multi with the session link.
+    let session = if f.has(Feature::UprobeSession) && f.has(Feature::UprobeMulti) {
+        "native"
+    } else {
+        "emulated"
+    };
     let mut out = std::io::stdout().lock();
     if json {
         let feats: serde_json::Map<String, serde_json::Value> = Feature::ALL
@@ -154,7 +160,7 @@ pub fn features(json: bool) -> Result<i32, CliError> {
             .collect();
         serde_json::to_writer(
             &mut out,
-            &serde_json::json!({"kernel": f.kernel_release, "features": feats, "tiers": tiers}),
+            &serde_json::json!({"kernel": f.kernel_release, "features": feats, "tiers": tiers, "sessions": session}),
         )
         .map_err(|e| CliError::new(e.to_string()))?;
         writeln!(out)?;
@@ -170,6 +176,16 @@ pub fn features(json: bool) -> Result<i32, CliError> {
         }
         for t in tiers.iter().filter(|t| !t.usable && t.scope == "one process") {
             writeln!(out, "  {} unavailable: needs {}", t.tier, t.missing.join(", "))?;
+        }
+        match session {
+            "native" => writeln!(
+                out,
+                "session programs: native (one program and link at entry and return)"
+            )?,
+            _ => writeln!(
+                out,
+                "session programs: emulated (an entry and a return copy; native needs uprobe_session, Linux 6.13+)"
+            )?,
         }
     }
     Ok(0)

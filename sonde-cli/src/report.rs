@@ -61,18 +61,26 @@ impl FunctionId {
 struct Report<T> {
     /// The tier that ran.
     pub tier: String,
+    /// For `latency` (a session program): `native` or `emulated`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<&'static str>,
     /// One row per function.
     pub functions: Vec<T>,
 }
 
-/// Writes `{"tier", "functions"}` as one line.
+/// Writes `{"tier", "session"?, "functions"}` as one line.
 pub fn write_report<T: serde::Serialize>(
     out: &mut impl std::io::Write,
     tier: Tier,
+    session: Option<sonde::SessionMode>,
     functions: Vec<T>,
 ) -> Result<(), CliError> {
     let report = Report {
         tier: tier.name().to_string(),
+        session: session.map(|m| match m {
+            sonde::SessionMode::Native => "native",
+            sonde::SessionMode::Emulated => "emulated",
+        }),
         functions,
     };
     serde_json::to_writer(&mut *out, &report).map_err(|e| CliError::new(e.to_string()))?;

@@ -344,7 +344,11 @@ impl Session {
         let (job, groups, follow) =
             Self::attach_all(common, programs, &sizes, child.as_ref().map(HeldCommand::pid), site)?;
         let attach_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let tier = job.tier().name();
+        // A session program says how its session ran (native or emulated).
+        let tier = match job.attachments().find_map(|a| a.session()) {
+            Some(mode) => format!("{}, {}", job.tier().name(), mode.name()),
+            None => job.tier().name().to_string(),
+        };
         let end = match (&child, common.duration, common.pid) {
             (Some(_), _, _) => "until the command exits".to_string(),
             (None, Some(d), _) => format!("for {} s", d.as_secs_f64()),
@@ -526,6 +530,11 @@ impl Session {
         self.job.tier()
     }
 
+    /// How a session program ran (`latency`), `None` for the other programs.
+    pub fn session_mode(&self) -> Option<sonde::SessionMode> {
+        self.job.attachments().find_map(|a| a.session())
+    }
+
     /// Detaches everything. Per-target tiers take ~0.1 s per probe in the kernel:
     /// the summary is printed before this is called. When that adds up to a
     /// second or more, sonde says so, and a second Ctrl-C leaves the rest to a
@@ -580,7 +589,7 @@ impl Session {
     ) -> Result<i32, CliError> {
         let mut out = report_output(common)?;
         if common.json {
-            crate::report::write_report(&mut out, self.tier(), rows)?;
+            crate::report::write_report(&mut out, self.tier(), self.session_mode(), rows)?;
         } else {
             print(&mut out, &rows)?;
         }

@@ -7,7 +7,7 @@
 use sonde_ebpf::helpers::{current_pid_tgid, ktime_get_ns};
 use sonde_ebpf::maps::stack_trace::BPF_F_USER_STACK;
 use sonde_ebpf::maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace};
-use sonde_ebpf::{map, tracepoint, uprobe, uretprobe, ProbeContext, RetProbeContext, TracePointContext};
+use sonde_ebpf::{map, tracepoint, uprobe, uprobe_session, uretprobe, ProbeContext, RetProbeContext, SessionContext, TracePointContext};
 
 sonde_ebpf::license!("GPL");
 sonde_ebpf::panic_handler!();
@@ -34,14 +34,6 @@ static HIST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1);
 static MAX_NS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1);
 
 /// Nesting depth per thread (recursion and nested probed calls).
-#[map]
-static DEPTH: HashMap<u32, u32> = HashMap::with_max_entries(16384);
-
-/// Entry time per (thread, depth): key `tid << 32 | depth`.
-#[map]
-static START: HashMap<u64, u64> = HashMap::with_max_entries(65536);
-
-/// Call records (`sonde trace`).
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22);
 
@@ -417,54 +409,34 @@ fn count_ex(ctx: ProbeContext) -> u32 {
     0
 }
 
-#[uprobe]
-fn latency_entry(ctx: ProbeContext) -> u32 {
-    latency_enter(&ctx, false)
+/// `sonde latency`: one session program, at entry and at return of each
+/// function. Native sessions (6.13+) keep the start time in the kernel's
+/// per-call slot on one link; elsewhere sonde runs an entry and a return copy.
+#[uprobe_session]
+fn latency(ctx: SessionContext) -> u32 {
+    latency_session(&ctx, false)
 }
 
-/// `latency_entry` with `--filter`.
-#[uprobe]
-fn latency_entry_ex(ctx: ProbeContext) -> u32 {
-    latency_enter(&ctx, true)
+/// `latency` with `--filter`.
+#[uprobe_session]
+fn latency_ex(ctx: SessionContext) -> u32 {
+    latency_session(&ctx, true)
 }
 
 #[inline(always)]
-fn latency_enter(ctx: &ProbeContext, filtered: bool) -> u32 {
-    if !traced() {
-        return 0;
-    }
-    let tid = ctx.pid_tgid() as u32;
-    let depth = DEPTH.get(&tid).unwrap_or(0);
-    // A call the filter leaves out still takes its depth (its return pops it),
-    // with start 0: not timed.
-    let now = if !filtered || entry_passes(ctx) {
-        ktime_get_ns()
-    } else {
-        0
-    };
-    let _ = START.insert(&((tid as u64) << 32 | depth as u64), &now, 0);
-    let _ = DEPTH.insert(&tid, &(depth + 1), 0);
-    0
-}
-
-#[uretprobe]
-fn latency_return(ctx: RetProbeContext) -> u32 {
-    if !traced() {
+fn latency_session(ctx: &SessionContext, filtered: bool) -> u32 {
+    if !ctx.is_return() {
+        // 1: this call's return does not run (not in the tree, filtered out).
+        if !traced() || (filtered && !entry_passes(&ctx.probe())) {
+            return 1;
+        }
+        ctx.set_session_cookie(ktime_get_ns());
         return 0;
     }
     let now = ktime_get_ns();
-    let tid = ctx.pid_tgid() as u32;
-    let depth = match DEPTH.get(&tid) {
-        Some(d) if d > 0 => d - 1,
-        // A return whose entry was not seen (attached mid-call): ignore it.
-        _ => return 0,
-    };
-    let _ = DEPTH.insert(&tid, &depth, 0);
-    let key = (tid as u64) << 32 | depth as u64;
-    let Some(start) = START.get(&key) else { return 0 };
-    let _ = START.remove(&key);
+    let start = ctx.session_cookie();
     if start == 0 {
-        return 0; // left out by the filter
+        return 0;
     }
     let delta = now.saturating_sub(start);
     // `latency --by`: the bucket goes into the key (kind's upper half).
@@ -476,7 +448,7 @@ fn latency_return(ctx: RetProbeContext) -> u32 {
             BY_TID => pid_tgid & 0xffff_ffff,
             _ => 0,
         };
-        let (comm_lo, comm_hi) = if kind == BY_COMM { comm_words(&ctx.comm()) } else { (0, 0) };
+        let (comm_lo, comm_hi) = if kind == BY_COMM { comm_words(&ctx.probe().comm()) } else { (0, 0) };
         by_add(&ByKey {
             cookie: ctx.cookie() as u32,
             kind: kind as u32 | (log2(delta) << 16),
