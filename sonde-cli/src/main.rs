@@ -10,6 +10,7 @@ mod list;
 mod new;
 mod record;
 mod report;
+mod serve;
 mod session;
 mod stacks;
 mod trace;
@@ -111,6 +112,26 @@ enum Command {
         #[arg(long, value_name = "STEP")]
         linear: Option<u64>,
     },
+    /// Serve the probes of a configuration file as Prometheus metrics.
+    ///
+    /// Calls per function (`sonde_calls_total`), latency histograms
+    /// (`sonde_call_duration_seconds`, `latency = true`), the tier of each
+    /// probe and the agent's health, at http://LISTEN/metrics. SIGHUP or an
+    /// edit of CONFIG attaches and detaches only the difference; missing
+    /// binaries are retried, replaced ones re-attached.
+    #[command(after_help = "EXAMPLES:
+  sonde serve /etc/sonde/serve.toml
+  sonde serve --check serve.toml          validate, show what each probe resolves to
+  sonde serve --listen 0.0.0.0:9464 serve.toml
+
+CONFIG:
+  listen = \"127.0.0.1:9464\"
+  [[probe]]
+  binary = \"libssl.so.3\"                 a path or a bare library name
+  functions = [\"SSL_read\", \"SSL_write\"]  globs, demangled names, usdt:PROVIDER:NAME
+  latency = true                          adds the duration histogram
+  # pid = 1234                            only this process")]
+    Serve(serve::ServeArgs),
     /// Show what the kernel supports and the attach tiers sonde would use.
     #[command(after_help = "EXAMPLES:
   sonde features
@@ -164,6 +185,12 @@ impl CliError {
     }
 }
 
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 macro_rules! from_display {
     ($($t:ty),*) => {$(
         impl From<$t> for CliError {
@@ -210,6 +237,7 @@ fn main() -> ExitCode {
             stack,
         } => trace::ArgSpecs::parse(args).and_then(|specs| trace::run(common, &specs, *ret, *stack)),
         Command::Hist { common, of, linear } => hist::run(common, *of, *linear),
+        Command::Serve(args) => serve::run(args),
         Command::Features { json } => list::features(*json),
         Command::New { dir, name } => new::new(dir, name.as_deref()),
         Command::List {

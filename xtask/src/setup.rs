@@ -138,6 +138,9 @@ pub fn run() -> Result<()> {
         ("/usr/share/doc/libc6-dbg", "libc6-dbg"),
         // <sys/sdt.h>: the USDT fixtures.
         ("/usr/include/x86_64-linux-gnu/sys/sdt.h", "systemtap-sdt-dev"),
+        // The Prometheus server `sonde serve`'s test starts on 127.0.0.1 (no
+        // service is started: the test runs its own with its own config).
+        ("/usr/bin/prometheus", "prometheus"),
     ];
     let missing: Vec<&str> = peer_tools
         .iter()

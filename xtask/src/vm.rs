@@ -194,7 +194,7 @@ mount -t devtmpfs dev /dev
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
-export SONDE_FIXTURES=/t/fixtures SONDE_BIN=/t/sonde
+export SONDE_FIXTURES=/t/fixtures SONDE_BIN=/t/sonde SONDE_GUEST=1
 # The guest emulates every instruction (TCG): a tenth of the host's fuzz budget.
 export SONDE_FUZZ_INPUTS=2000
 echo "SONDE-VM release $(uname -r)"

@@ -33,6 +33,10 @@ static HIST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1);
 #[map]
 static MAX_NS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1);
 
+/// Total latency per function, per CPU (`sonde serve`'s histogram sums).
+#[map]
+static SUM_NS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1);
+
 /// Nesting depth per thread (recursion and nested probed calls).
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22);
@@ -470,6 +474,10 @@ fn latency_session(ctx: &SessionContext, filtered: bool) -> u32 {
                 *p = delta;
             }
         }
+    }
+    if let Some(p) = SUM_NS.get_ptr_mut(cookie) {
+        // SAFETY: this CPU's sum.
+        unsafe { *p += delta };
     }
     0
 }

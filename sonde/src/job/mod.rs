@@ -42,7 +42,7 @@ use crate::{Error, Object};
 pub struct JobBuilder<'a> {
     bytes: &'a [u8],
     capacity: u32,
-    per_cookie: Vec<String>,
+    per_cookie: Vec<(String, u32)>,
     sizes: Vec<(String, u32)>,
     programs: Vec<String>,
     options: AttachOptions,
@@ -54,7 +54,16 @@ impl<'a> JobBuilder<'a> {
     /// cookie's slot cleared before it is reused.
     pub fn capacity(mut self, capacity: u32, per_cookie: &[&str]) -> Self {
         self.capacity = capacity.max(1);
-        self.per_cookie = per_cookie.iter().map(|s| s.to_string()).collect();
+        self.per_cookie = per_cookie.iter().map(|s| (s.to_string(), 1)).collect();
+        self
+    }
+
+    /// An array with `slots` consecutive entries per cookie (cookie `c` owns
+    /// `c * slots .. (c + 1) * slots`, e.g. a histogram's buckets): sized to
+    /// `capacity * slots`, a freed cookie's entries cleared before reuse. Call
+    /// after [`JobBuilder::capacity`].
+    pub fn per_cookie_slots(mut self, map: &str, slots: u32) -> Self {
+        self.per_cookie.push((map.to_string(), slots.max(1)));
         self
     }
 
@@ -86,8 +95,8 @@ impl<'a> JobBuilder<'a> {
             programs,
             options,
         } = self;
-        for m in &per_cookie {
-            sizes.push((m.clone(), capacity));
+        for (m, slots) in &per_cookie {
+            sizes.push((m.clone(), capacity.saturating_mul(*slots)));
         }
         let sizes: Vec<(&str, u32)> = sizes.iter().map(|(m, n)| (m.as_str(), *n)).collect();
         let mut object = Object::load_with(bytes, &sizes)?;
@@ -135,7 +144,7 @@ struct Group {
 /// Programs attached to a registry of functions (see the module documentation).
 pub struct Job {
     object: Object,
-    per_cookie: Vec<String>,
+    per_cookie: Vec<(String, u32)>,
     programs: Vec<String>,
     options: AttachOptions,
     registry: CookieRegistry,
@@ -218,10 +227,13 @@ impl Job {
     }
 
     fn clear_slots(&self, cookies: &[u64]) -> Result<(), Error> {
-        for name in &self.per_cookie {
+        for (name, slots) in &self.per_cookie {
             let map = self.object.map(name)?;
+            let slots = u64::from(*slots);
             for &c in cookies {
-                map.clear_slot(c)?;
+                for i in 0..slots {
+                    map.clear_slot(c * slots + i)?;
+                }
             }
         }
         Ok(())

@@ -363,6 +363,12 @@ impl FunctionSet {
         self.binary.path()
     }
 
+    /// Device and inode of the file that was read: a path whose `stat` now
+    /// gives another pair names a replaced binary (a package upgrade).
+    pub fn inode(&self) -> (u64, u64) {
+        self.binary.inode()
+    }
+
     /// The selected functions; `cookie` is the index.
     pub fn iter(&self) -> std::slice::Iter<'_, FunctionMatch> {
         self.functions.iter()

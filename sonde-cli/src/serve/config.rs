@@ -1,0 +1,168 @@
+//! `sonde serve`'s configuration file (TOML), read and checked.
+//!
+//! ```toml
+//! listen = "127.0.0.1:9464"          # default
+//! retry_seconds = 5                  # how often missing binaries are retried
+//! max_functions = 4096               # map sizes, fixed at start
+//! max_latency_functions = 256
+//!
+//! [[probe]]
+//! binary = "libssl.so.3"             # a path or a bare library name
+//! functions = ["SSL_read", "SSL_write"]   # globs, demangled names, usdt:PROV:NAME
+//! latency = true                     # adds sonde_call_duration_seconds
+//! # pid = 1234                       # only this process
+//! ```
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::CliError;
+
+/// The default listen address (the port Prometheus' exporter list gives sonde's
+/// neighbours: 9464 is OpenTelemetry's Prometheus exporter default).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `HOST:PORT` to serve `/metrics` on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Seconds between retries of probes that could not attach, and checks for
+    /// binaries replaced on disk.
+    #[serde(default = "default_retry")]
+    pub retry_seconds: u64,
+    /// Functions counted at once, all probes together (map sizes, fixed at start).
+    #[serde(default = "default_max_functions")]
+    pub max_functions: u32,
+    /// Functions timed at once (`latency = true`), all probes together.
+    #[serde(default = "default_max_latency")]
+    pub max_latency_functions: u32,
+    /// The probes.
+    #[serde(default, rename = "probe")]
+    pub probes: Vec<Probe>,
+}
+
+/// One `[[probe]]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    /// A path or a bare library name (`libc`, `libssl.so.3`).
+    pub binary: String,
+    /// Patterns: globs over raw and demangled names, `name@VERSION`,
+    /// `usdt:PROVIDER:NAME`.
+    pub functions: Vec<String>,
+    /// Also time each call (a session program).
+    #[serde(default)]
+    pub latency: bool,
+    /// Only in this process.
+    #[serde(default)]
+    pub pid: Option<u32>,
+}
+
+fn default_listen() -> String {
+    DEFAULT_LISTEN.to_string()
+}
+fn default_retry() -> u64 {
+    5
+}
+fn default_max_functions() -> u32 {
+    4096
+}
+fn default_max_latency() -> u32 {
+    256
+}
+
+impl Config {
+    /// Reads and checks `path`.
+    pub fn read(path: &Path) -> Result<Config, CliError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::new(format!("cannot read the configuration {}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| CliError::new(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses and checks a configuration's text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// The listen address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, String> {
+        self.listen.parse().map_err(|_| {
+            format!(
+                "listen = \"{}\" is not HOST:PORT (e.g. \"{DEFAULT_LISTEN}\")",
+                self.listen
+            )
+        })
+    }
+
+    fn check(&self) -> Result<(), String> {
+        self.listen_addr()?;
+        if self.retry_seconds == 0 {
+            return Err("retry_seconds must be at least 1".into());
+        }
+        if self.max_functions == 0 || self.max_latency_functions == 0 {
+            return Err("max_functions and max_latency_functions must be at least 1".into());
+        }
+        for (i, p) in self.probes.iter().enumerate() {
+            let at = format!("probe {} ({})", i + 1, p.binary);
+            if p.binary.trim().is_empty() {
+                return Err(format!("probe {}: binary is empty", i + 1));
+            }
+            if p.functions.is_empty() || p.functions.iter().any(|f| f.trim().is_empty()) {
+                return Err(format!("{at}: functions must list at least one non-empty pattern"));
+            }
+            if p.pid == Some(0) {
+                return Err(format!("{at}: pid 0 is not a process"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_parses_and_defaults_fill_in() {
+        let c = Config::parse(
+            r#"
+            [[probe]]
+            binary = "libc"
+            functions = ["malloc", "free"]
+            latency = true
+
+            [[probe]]
+            binary = "/usr/bin/app"
+            functions = ["usdt:app:*"]
+            pid = 42
+            "#,
+        )
+        .expect("parse");
+        assert_eq!(c.listen, DEFAULT_LISTEN);
+        assert_eq!(
+            (c.retry_seconds, c.max_functions, c.max_latency_functions),
+            (5, 4096, 256)
+        );
+        assert_eq!(c.probes.len(), 2);
+        assert!(c.probes[0].latency && !c.probes[1].latency);
+        assert_eq!(c.probes[1].pid, Some(42));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let err = |t: &str| Config::parse(t).unwrap_err();
+        assert!(err("listen = \"nowhere\"").contains("HOST:PORT"));
+        assert!(err("[[probe]]\nbinary = \"libc\"\nfunctions = []").contains("at least one"));
+        assert!(err("[[probe]]\nbinary = \"libc\"\nfunction = [\"x\"]").contains("unknown field"));
+        assert!(err("[[probe]]\nfunctions = [\"x\"]").contains("binary"));
+        assert!(err("retry_seconds = 0").contains("retry_seconds"));
+        assert!(err("[[probe]\n").contains("TOML") || !err("[[probe]\n").is_empty());
+    }
+}

@@ -1,0 +1,316 @@
+//! Metrics read at each scrape from the jobs' maps (`prometheus-client`
+//! collector): the cost is a few map lookups per function, whatever the call
+//! rate.
+//!
+//! | metric | type | labels |
+//! | --- | --- | --- |
+//! | `sonde_calls_total` | counter | `binary`, `function` |
+//! | `sonde_call_duration_seconds` | histogram (log2 buckets: 2^(b+1) ns, 1.024 µs to 68.7 s) | `binary`, `function` |
+//! | `sonde_probe_info` | gauge 1 | `binary`, `function`, `tier`, `session` |
+//! | `sonde_attach_errors_total` | counter | `binary` |
+//! | `sonde_attached_functions`, `sonde_pending_probes` | gauge | |
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+use sonde::maps::PerCpuArray;
+use sonde::SessionMode;
+
+use super::agent::{Agent, State};
+use crate::record::BUCKETS;
+
+/// The registry with the agent's collector.
+pub fn registry(agent: Arc<Mutex<Agent>>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(AgentCollector(agent)));
+    registry
+}
+
+#[derive(Debug)]
+struct AgentCollector(Arc<Mutex<Agent>>);
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent").field("probes", &self.probes.len()).finish()
+    }
+}
+
+/// A histogram as exported: sum (s), count, non-cumulative (upper bound s,
+/// count) buckets ending with `+Inf`.
+struct Histogram {
+    sum: f64,
+    count: u64,
+    buckets: Vec<(f64, u64)>,
+}
+
+/// One function's figures.
+struct Row {
+    binary: String,
+    function: String,
+    tier: &'static str,
+    session: &'static str,
+    calls: u64,
+    duration: Option<Histogram>,
+}
+
+fn collect(agent: &Agent) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (probe, state) in &agent.probes {
+        let State::Attached(a) = state else { continue };
+        let Some(jobs) = agent.jobs.get(&probe.pid) else {
+            continue;
+        };
+        let Some((set, cookies)) = jobs.count.group(a.count) else {
+            continue;
+        };
+        let counts = jobs
+            .count
+            .object()
+            .map("COUNTS")
+            .ok()
+            .and_then(|m| PerCpuArray::<u64>::new(m).ok());
+        let timed = match (jobs.latency.as_ref(), a.latency) {
+            (Some(job), Some(id)) => job.group(id).map(|(_, c)| (job, c)),
+            _ => None,
+        };
+        for (i, (f, &cookie)) in set.iter().zip(cookies).enumerate() {
+            let function = set.label(f);
+            // A function two probes select is reported once.
+            if !seen.insert((probe.binary.clone(), function.clone())) {
+                continue;
+            }
+            let calls = counts
+                .as_ref()
+                .and_then(|m| m.get(cookie as u32).ok())
+                .map_or(0, |v| v.iter().sum());
+            let duration = timed.and_then(|(job, c)| c.get(i).and_then(|&c| histogram(job, c as u32)));
+            rows.push(Row {
+                binary: probe.binary.clone(),
+                function,
+                tier: a.tier.name(),
+                session: match (a.latency, a.session) {
+                    (Some(_), Some(SessionMode::Native)) => "native",
+                    (Some(_), Some(SessionMode::Emulated)) => "emulated",
+                    _ => "none",
+                },
+                calls,
+                duration,
+            });
+        }
+    }
+    rows
+}
+
+/// The exported buckets: `le` = 2^(b+1) ns for b in `LOW..=HIGH` (1.024 µs to
+/// 68.7 s), the same set for every series and scrape; faster calls count in
+/// the first, slower ones only in `+Inf`.
+const LOW: u32 = 9;
+const HIGH: u32 = 35;
+
+/// A function's histogram from the timing job's log2 maps: read up to the
+/// bucket of its maximum only.
+fn histogram(job: &sonde::Job, cookie: u32) -> Option<Histogram> {
+    let object = job.object();
+    let hist = PerCpuArray::<u64>::new(object.map("HIST").ok()?).ok()?;
+    let max = PerCpuArray::<u64>::new(object.map("MAX_NS").ok()?).ok()?;
+    let sum = PerCpuArray::<u64>::new(object.map("SUM_NS").ok()?).ok()?;
+    let max_ns = max.get(cookie).ok()?.into_iter().max().unwrap_or(0);
+    let sum_ns: u64 = sum.get(cookie).ok()?.iter().sum();
+    // Non-cumulative counts per exported bucket, +Inf last.
+    let mut counts = vec![0u64; (HIGH - LOW + 2) as usize];
+    if max_ns > 0 {
+        let top = 63 - max_ns.leading_zeros();
+        for b in 0..=top {
+            let n: u64 = hist.get(cookie * BUCKETS + b).ok()?.iter().sum();
+            let i = if b > HIGH {
+                counts.len() - 1
+            } else {
+                b.saturating_sub(LOW) as usize
+            };
+            counts[i] += n;
+        }
+    }
+    let count = counts.iter().sum();
+    let buckets = (LOW..=HIGH)
+        .map(|b| 2f64.powi(b as i32 + 1) / 1e9)
+        .chain([f64::MAX])
+        .zip(counts)
+        .collect();
+    Some(Histogram {
+        sum: sum_ns as f64 / 1e9,
+        count,
+        buckets,
+    })
+}
+
+impl Collector for AgentCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let agent = super::lock(&self.0);
+        let rows = collect(&agent);
+        {
+            let mut calls = encoder.encode_descriptor(
+                "sonde_calls",
+                "Calls of the probed function (entries), since it was attached.",
+                None,
+                MetricType::Counter,
+            )?;
+            for r in &rows {
+                let labels = [("binary", r.binary.as_str()), ("function", r.function.as_str())];
+                calls
+                    .encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(&r.calls, None)?;
+            }
+        }
+        {
+            let mut duration = encoder.encode_descriptor(
+                "sonde_call_duration",
+                "Time from entry to return of the probed function (log2 buckets).",
+                Some(&Unit::Seconds),
+                MetricType::Histogram,
+            )?;
+            for r in &rows {
+                let Some(h) = &r.duration else {
+                    continue;
+                };
+                let labels = [("binary", r.binary.as_str()), ("function", r.function.as_str())];
+                duration
+                    .encode_family(&labels)?
+                    .encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)?;
+            }
+        }
+        {
+            let mut info = encoder.encode_descriptor(
+                "sonde_probe_info",
+                "One per probed function: the attach tier, and how its timing session runs.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for r in &rows {
+                let labels = [
+                    ("binary", r.binary.as_str()),
+                    ("function", r.function.as_str()),
+                    ("tier", r.tier),
+                    ("session", r.session),
+                ];
+                info.encode_family(&labels)?.encode_gauge(&1i64)?;
+            }
+        }
+        {
+            let mut errors = encoder.encode_descriptor(
+                "sonde_attach_errors",
+                "Failed attaches (binary missing, no function matched, kernel refusal), by configured binary.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (binary, n) in &agent.attach_errors {
+                errors
+                    .encode_family(&[("binary", binary.as_str())])?
+                    .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+            }
+        }
+        let attached = agent.attached_functions() as i64;
+        encoder
+            .encode_descriptor(
+                "sonde_attached_functions",
+                "Functions attached now.",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&attached)?;
+        let pending = agent
+            .probes
+            .values()
+            .filter(|s| matches!(s, State::Pending { .. }))
+            .count() as i64;
+        encoder
+            .encode_descriptor(
+                "sonde_pending_probes",
+                "Configured probes not attached (retried).",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&pending)?;
+        Ok(())
+    }
+}
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Answers one HTTP request: `/metrics` (OpenMetrics when the `Accept` header
+/// asks for it, else Prometheus text), `/` each probe's state, else 404.
+pub fn respond(request: tiny_http::Request, registry: &Registry, agent: &Mutex<Agent>) {
+    let path = request.url().split('?').next().unwrap_or("").to_string();
+    let openmetrics = request
+        .headers()
+        .iter()
+        .any(|h| h.field.equiv("Accept") && h.value.as_str().contains("application/openmetrics-text"));
+    let (status, content_type, body) = match path.as_str() {
+        "/metrics" => {
+            let mut text = String::new();
+            match prometheus_client::encoding::text::encode(&mut text, registry) {
+                Ok(()) if openmetrics => (200, OPENMETRICS, text),
+                Ok(()) => (200, PROMETHEUS_TEXT, to_prometheus_text(&text)),
+                Err(e) => (500, "text/plain", format!("encoding failed: {e}\n")),
+            }
+        }
+        "/" => (
+            200,
+            "text/plain; charset=utf-8",
+            format!("sonde serve: metrics at /metrics\n\n{}", super::lock(agent).status()),
+        ),
+        _ => (404, "text/plain", "not found: try /metrics\n".to_string()),
+    };
+    let mut response = tiny_http::Response::from_string(body).with_status_code(status);
+    if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", content_type) {
+        response = response.with_header(h);
+    }
+    if let Err(e) = request.respond(response) {
+        log::debug!("scrape answer not sent: {e}");
+    }
+}
+
+/// OpenMetrics text as the Prometheus text format (0.0.4) says it: no `# EOF`
+/// or `# UNIT`, and counters' metadata named with their `_total` samples.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let mut counters = BTreeSet::new();
+    for l in openmetrics.lines() {
+        if let Some(name) = l.strip_prefix("# TYPE ").and_then(|r| r.strip_suffix(" counter")) {
+            counters.insert(name.to_string());
+        }
+    }
+    let mut out = String::with_capacity(openmetrics.len());
+    for l in openmetrics.lines() {
+        if l == "# EOF" || l.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# TYPE ", "# HELP "].iter().find_map(|p| {
+            let rest = l.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(l));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openmetrics_becomes_prometheus_text() {
+        let om = "# HELP sonde_calls Calls.\n# TYPE sonde_calls counter\nsonde_calls_total{a=\"b\"} 3\n# HELP d Time.\n# TYPE d_seconds histogram\n# UNIT d_seconds seconds\nd_seconds_sum 0.5\n# EOF\n";
+        let text = to_prometheus_text(om);
+        assert_eq!(
+            text,
+            "# HELP sonde_calls_total Calls.\n# TYPE sonde_calls_total counter\nsonde_calls_total{a=\"b\"} 3\n# HELP d Time.\n# TYPE d_seconds histogram\nd_seconds_sum 0.5\n"
+        );
+    }
+}

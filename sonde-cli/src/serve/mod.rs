@@ -1,0 +1,165 @@
+//! `sonde serve CONFIG`: the probes of a TOML file as Prometheus metrics, until
+//! stopped.
+//!
+//! | piece | file |
+//! | --- | --- |
+//! | the configuration file, checked | `config` |
+//! | probes attached, pending, retried, replaced; jobs per scope | `agent` |
+//! | reading the maps into metrics at each scrape | `metrics` |
+//! | the loop: HTTP, signals, reloads | here |
+//!
+//! One thread serves HTTP (each scrape locks the agent and reads its maps:
+//! O(functions)); the main thread reloads on SIGHUP or a changed file, retries
+//! pending probes and notices replaced binaries. Detaching runs in the
+//! background, so a reload never holds a scrape up for long.
+
+pub mod agent;
+pub mod config;
+pub mod metrics;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use agent::Agent;
+use config::Config;
+
+use crate::CliError;
+
+/// `sonde serve`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// The configuration file (TOML; see docs/serve.md).
+    pub config: PathBuf,
+    /// Check the configuration (and what each probe resolves to now), then exit.
+    #[arg(long)]
+    pub check: bool,
+    /// Serve on this address instead of the file's `listen`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Log level: error, warn, info, debug, trace (or RUST_LOG).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+/// Runs `sonde serve`.
+pub fn run(args: &ServeArgs) -> Result<i32, CliError> {
+    init_log(&args.log_level);
+    let mut config = Config::read(&args.config)?;
+    if let Some(l) = &args.listen {
+        config.listen = l.clone();
+    }
+    let addr = config.listen_addr().map_err(CliError::new)?;
+    if args.check {
+        return check(&args.config, &config);
+    }
+    crate::session::require_privileges("to load eBPF programs and attach uprobes")?;
+    let server = tiny_http::Server::http(addr)
+        .map_err(|e| CliError::new(format!("cannot listen on {addr}: {e} (set `listen` or --listen)")))?;
+    let server = Arc::new(server);
+    let agent = Arc::new(Mutex::new(Agent::new(config.clone())));
+    let registry = Arc::new(metrics::registry(Arc::clone(&agent)));
+    let stop = crate::session::stop_flag()?;
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+        .map_err(|e| CliError::new(format!("signal handler: {e}")))?;
+    let http = {
+        let server = Arc::clone(&server);
+        let registry = Arc::clone(&registry);
+        let agent = Arc::clone(&agent);
+        std::thread::Builder::new()
+            .name("sonde-http".into())
+            .spawn(move || {
+                for request in server.incoming_requests() {
+                    metrics::respond(request, &registry, &agent);
+                }
+            })
+            .map_err(|e| CliError::new(format!("cannot start the HTTP thread: {e}")))?
+    };
+    let (attached, _, pending) = lock(&agent).apply(config);
+    log::info!(
+        "serving http://{addr}/metrics: {attached} probe(s) attached, {pending} pending; SIGHUP or editing {} reloads",
+        args.config.display()
+    );
+    let mut seen = modified(&args.config);
+    let mut next_retry = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        let changed = modified(&args.config);
+        if reload.swap(false, Ordering::Relaxed) || changed != seen {
+            seen = changed;
+            match Config::read(&args.config) {
+                Ok(mut c) => {
+                    c.listen = lock(&agent).config.listen.clone();
+                    let (a, d, p) = lock(&agent).apply(c);
+                    log::info!(
+                        "reloaded {}: {a} attached, {d} detached, {p} pending",
+                        args.config.display()
+                    );
+                }
+                Err(e) => log::error!("{e}; keeping the probes as they are"),
+            }
+        }
+        if Instant::now() >= next_retry {
+            let mut a = lock(&agent);
+            a.retry();
+            next_retry = Instant::now() + Duration::from_secs(a.config.retry_seconds);
+        }
+    }
+    log::info!("stopping: detaching every probe");
+    server.unblock();
+    let _ = http.join();
+    drop(registry);
+    match Arc::try_unwrap(agent) {
+        Ok(m) => m.into_inner().unwrap_or_else(|p| p.into_inner()).finish(),
+        Err(_) => log::warn!("the agent is still shared at exit; its probes detach as the process ends"),
+    }
+    Ok(0)
+}
+
+/// The agent, also after a panicking holder (the state stays usable).
+pub fn lock(agent: &Mutex<Agent>) -> std::sync::MutexGuard<'_, Agent> {
+    agent.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// `--check`: the file is valid; what each probe resolves to now.
+fn check(path: &Path, config: &Config) -> Result<i32, CliError> {
+    println!(
+        "{}: valid; listen {}, {} probe(s), retry every {} s",
+        path.display(),
+        config.listen,
+        config.probes.len(),
+        config.retry_seconds
+    );
+    for p in &config.probes {
+        let mut q = sonde::Functions::in_binary(&p.binary).patterns(p.functions.clone());
+        if let Some(pid) = p.pid {
+            q = q.pid(pid);
+        }
+        let what = match q.resolve() {
+            Ok(set) => format!("{} function(s) of {}", set.len(), set.path().display()),
+            Err(e) => format!("not attachable now ({e}); sonde serve retries it"),
+        };
+        println!(
+            "  {} {}{}{}: {what}",
+            p.binary,
+            p.functions.join(" "),
+            if p.latency { " [latency]" } else { "" },
+            p.pid.map(|p| format!(" [pid {p}]")).unwrap_or_default()
+        );
+    }
+    Ok(0)
+}
+
+fn init_log(level: &str) {
+    let env = env_logger::Env::default().default_filter_or(format!("sonde={level},sonde_cli={level}"));
+    let _ = env_logger::Builder::from_env(env)
+        .format_timestamp_millis()
+        .format_target(false)
+        .try_init();
+}

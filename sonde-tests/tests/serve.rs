@@ -1,0 +1,428 @@
+//! `sonde serve`: exact counters and histograms at /metrics, live reloads that
+//! keep the counters of the probes that stay, a binary that appears later,
+//! a binary replaced on disk, nothing left attached after a kill — and a real
+//! Prometheus server scraping it (host; the guests have no Prometheus).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sonde_tests::*;
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A free TCP port on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `GET path` on 127.0.0.1:port with `accept`; (status line, body) or None
+/// while nothing listens.
+fn get(port: u16, path: &str, accept: &str) -> Option<(String, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: {accept}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    Some((head.to_string(), body.to_string()))
+}
+
+/// The agent's samples: `name{labels}` → value.
+fn scrape(port: u16) -> Vec<(String, f64)> {
+    let (_, body) = get(port, "/metrics", "*/*").expect("the agent answers");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Whether sample `key` is `metric` of `function` in fixture-pie itself.
+fn of(key: &str, metric: &str, function: &str) -> bool {
+    key.starts_with(&format!("{metric}{{"))
+        && key.contains(&format!("function=\"{function}\""))
+        && key.contains("/fixture-pie\"")
+}
+
+/// The value of `metric` for fixture-pie's `function` (0 when absent).
+fn value(samples: &[(String, f64)], metric: &str, function: &str) -> f64 {
+    samples
+        .iter()
+        .find(|(k, _)| of(k, metric, function))
+        .map_or(0.0, |(_, v)| *v)
+}
+
+fn present(samples: &[(String, f64)], metric: &str, function: &str) -> bool {
+    samples.iter().any(|(k, _)| of(k, metric, function))
+}
+
+/// Runs a fixture to its end (`go` on stdin).
+fn run_fixture(path: &Path, args: &[&str]) {
+    let w = Waiting::spawn_path(path, args);
+    w.run();
+}
+
+struct Agent {
+    child: Child,
+    port: u16,
+}
+
+impl Agent {
+    fn start(config: &Path, port: u16) -> Agent {
+        let child = Command::new(sonde_bin())
+            .args(["serve", "--log-level", "debug"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sonde serve");
+        let agent = Agent { child, port };
+        agent.wait_until(
+            |s| s.iter().any(|(k, _)| k.starts_with("sonde_attached_functions")),
+            "serving",
+        );
+        agent
+    }
+
+    /// Polls /metrics until `ok` (at most 20 s: a hang guard).
+    fn wait_until(&self, ok: impl Fn(&[(String, f64)]) -> bool, what: &str) -> Vec<(String, f64)> {
+        let start = Instant::now();
+        loop {
+            if let Some((_, body)) = get(self.port, "/metrics", "*/*") {
+                let samples: Vec<(String, f64)> = body
+                    .lines()
+                    .filter(|l| !l.starts_with('#') && !l.is_empty())
+                    .filter_map(|l| {
+                        let (k, v) = l.rsplit_once(' ')?;
+                        Some((k.to_string(), v.parse().ok()?))
+                    })
+                    .collect();
+                if ok(&samples) {
+                    return samples;
+                }
+                if start.elapsed() > Duration::from_secs(20) {
+                    panic!("agent never showed {what}: {body}");
+                }
+            } else if start.elapsed() > Duration::from_secs(20) {
+                panic!("agent not answering on port {} ({what})", self.port);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
+
+/// Killed outright (SIGKILL) and reaped.
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_config(path: &Path, port: u16, probes: &[(&Path, &[&str], bool)]) {
+    let mut text = format!("listen = \"127.0.0.1:{port}\"\nretry_seconds = 1\n");
+    for (binary, functions, latency) in probes {
+        let list: Vec<String> = functions.iter().map(|f| format!("\"{f}\"")).collect();
+        text.push_str(&format!(
+            "\n[[probe]]\nbinary = \"{}\"\nfunctions = [{}]\nlatency = {latency}\n",
+            binary.display(),
+            list.join(", ")
+        ));
+    }
+    // Written whole then renamed: the agent never reads half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write config");
+    std::fs::rename(&tmp, path).expect("rename config");
+}
+
+fn work_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sonde-serve-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("work dir");
+    d
+}
+
+/// fixture-pie per run: fx_alpha 1, fx_beta 2, fx_gamma 3, fx_delta 4 calls.
+const PER_RUN: [(&str, f64); 4] = [
+    ("fx_alpha", 1.0),
+    ("fx_beta", 2.0),
+    ("fx_gamma", 3.0),
+    ("fx_delta", 4.0),
+];
+
+#[test]
+fn the_agent_counts_exactly_reloads_the_difference_and_leaves_nothing() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let dir = work_dir("agent");
+    let pie = fixtures().join("fixture-pie");
+    // A copy the agent does not find at start (appears later), then replaced;
+    // beside the library it loads from its own directory.
+    let late = dir.join("late-pie");
+    std::fs::copy(fixtures().join("libvers.so"), dir.join("libvers.so")).expect("copy libvers.so");
+    let config = dir.join("serve.toml");
+    let port = free_port();
+    let links_before = sonde::inspect::links().expect("links").len();
+    write_config(
+        &config,
+        port,
+        &[
+            (&pie, &["fx_alpha", "fx_beta"], true),
+            (&pie, &["fx_gamma", "fx_delta"], false),
+            (&late, &["fx_alpha"], false),
+        ],
+    );
+    let agent = Agent::start(&config, port);
+    let s = scrape(port);
+    assert!(
+        s.iter().any(|(k, v)| k == "sonde_attached_functions" && *v == 4.0),
+        "{s:?}"
+    );
+    assert!(s.iter().any(|(k, v)| k == "sonde_pending_probes" && *v == 1.0), "{s:?}");
+    assert!(s
+        .iter()
+        .any(|(k, v)| k.starts_with("sonde_attach_errors_total") && k.contains("late-pie") && *v >= 1.0));
+
+    // Exact counts after two runs; latency histograms whose count matches.
+    for _ in 0..2 {
+        run_fixture(&pie, &[]);
+    }
+    let s = agent.wait_until(
+        |s| value(s, "sonde_calls_total", "fx_delta") >= 8.0,
+        "8 calls of fx_delta",
+    );
+    for (f, n) in PER_RUN {
+        assert_eq!(value(&s, "sonde_calls_total", f), 2.0 * n, "{f}");
+    }
+    assert_eq!(value(&s, "sonde_call_duration_seconds_count", "fx_beta"), 4.0);
+    assert_eq!(value(&s, "sonde_call_duration_seconds_count", "fx_alpha"), 2.0);
+    let inf = s
+        .iter()
+        .find(|(k, _)| {
+            k.starts_with("sonde_call_duration_seconds_bucket") && k.contains("fx_beta") && k.contains("+Inf")
+        })
+        .map(|(_, v)| *v);
+    assert_eq!(inf, Some(4.0), "+Inf bucket = count");
+    assert!(value(&s, "sonde_call_duration_seconds_sum", "fx_beta") > 0.0);
+    assert!(
+        !present(&s, "sonde_call_duration_seconds_count", "fx_gamma"),
+        "no latency asked"
+    );
+    let native = sonde::Features::current().has(sonde::Feature::UprobeSession);
+    let info = s
+        .iter()
+        .find(|(k, _)| k.starts_with("sonde_probe_info") && k.contains("fx_beta"))
+        .map(|(k, _)| k.clone())
+        .expect("probe info");
+    assert!(
+        info.contains(if native {
+            "session=\"native\""
+        } else {
+            "session=\"emulated\""
+        }),
+        "{info}"
+    );
+
+    // The late binary appears: attached at the next retry (1 s).
+    std::fs::copy(&pie, &late).expect("copy fixture");
+    agent.wait_until(
+        |s| s.iter().any(|(k, v)| k == "sonde_attached_functions" && *v == 5.0),
+        "the late binary attached",
+    );
+    run_fixture(&late, &[]);
+    agent.wait_until(
+        |s| {
+            s.iter()
+                .any(|(k, v)| k.starts_with("sonde_calls_total") && k.contains("late-pie") && *v == 1.0)
+        },
+        "one call in the late binary",
+    );
+
+    // Reload (SIGHUP): gamma/delta go, the late probe stays; the kept
+    // alpha/beta keep their counts and grow.
+    write_config(
+        &config,
+        port,
+        &[(&pie, &["fx_alpha", "fx_beta"], true), (&late, &["fx_alpha"], false)],
+    );
+    agent.signal(libc::SIGHUP);
+    let s = agent.wait_until(
+        |s| s.iter().any(|(k, v)| k == "sonde_attached_functions" && *v == 3.0),
+        "gamma and delta detached",
+    );
+    assert!(!present(&s, "sonde_calls_total", "fx_gamma"), "{s:?}");
+    assert_eq!(value(&s, "sonde_calls_total", "fx_alpha"), 2.0, "kept, not reset");
+    run_fixture(&pie, &[]);
+    let s = agent.wait_until(|s| value(s, "sonde_calls_total", "fx_beta") >= 6.0, "beta growing");
+    assert_eq!(value(&s, "sonde_calls_total", "fx_alpha"), 3.0);
+    assert_eq!(value(&s, "sonde_call_duration_seconds_count", "fx_beta"), 6.0);
+
+    // Replaced on disk (a package upgrade writes a new file and renames it):
+    // the probe moves to the new file; calls there count.
+    let next = dir.join("late-pie.new");
+    std::fs::copy(&pie, &next).expect("copy");
+    std::fs::rename(&next, &late).expect("replace");
+    std::thread::sleep(Duration::from_millis(2500)); // > retry_seconds: re-attached
+    run_fixture(&late, &[]);
+    agent.wait_until(
+        |s| {
+            s.iter()
+                .any(|(k, v)| k.starts_with("sonde_calls_total") && k.contains("late-pie") && *v >= 1.0)
+        },
+        "a call in the replaced binary",
+    );
+    let (_, status) = get(port, "/", "*/*").expect("status page");
+    assert!(status.contains("attached: 1 function(s)"), "{status}");
+
+    // Killed outright: the kernel drops every link with the agent's fds.
+    drop(agent); // SIGKILL, reaped
+    let start = Instant::now();
+    while sonde::inspect::links().expect("links").len() != links_before && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        sonde::inspect::links().expect("links").len(),
+        links_before,
+        "links left"
+    );
+    assert!(
+        !sonde::inspect::tracefs_uprobes().iter().any(|e| e.contains("sonde_")),
+        "tracefs entries left"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bad_configuration_is_refused_with_the_reason() {
+    let dir = work_dir("bad");
+    let config = dir.join("serve.toml");
+    std::fs::write(&config, "[[probe]]\nbinary = \"libc\"\nfunction = [\"malloc\"]\n").expect("write");
+    let out = Command::new(sonde_bin())
+        .args(["serve", "--check"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("unknown field `function`"), "{err}");
+    std::fs::write(
+        &config,
+        "[[probe]]\nbinary = \"/no/such/binary\"\nfunctions = [\"main\"]\nlatency = true\n",
+    )
+    .expect("write");
+    let out = Command::new(sonde_bin())
+        .args(["serve", "--check"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text.contains("valid") && text.contains("retries it"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `prometheus` scraping the agent every second; PromQL through its HTTP API.
+#[test]
+fn prometheus_scrapes_exact_counts_and_histograms() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let prometheus = Path::new("/usr/bin/prometheus");
+    if !prometheus.exists() {
+        // The kernel matrix's guests carry sonde and the fixtures, not Prometheus.
+        assert!(
+            std::env::var_os("SONDE_GUEST").is_some(),
+            "/usr/bin/prometheus missing: cargo xtask setup installs it"
+        );
+        println!("SKIP in the guest: no Prometheus server here");
+        return;
+    }
+    let dir = work_dir("prom");
+    let pie = fixtures().join("fixture-pie");
+    let config = dir.join("serve.toml");
+    let port = free_port();
+    write_config(&config, port, &[(&pie, &["fx_*"], true)]);
+    let agent = Agent::start(&config, port);
+    let prom_port = free_port();
+    let prom_config = dir.join("prometheus.yml");
+    std::fs::write(
+        &prom_config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sonde\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+        ),
+    )
+    .expect("prometheus config");
+    let mut prom = Command::new(prometheus)
+        .arg(format!("--config.file={}", prom_config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus");
+    for _ in 0..3 {
+        run_fixture(&pie, &[]);
+    }
+    let query = |q: &str| -> Option<serde_json::Value> {
+        let enc: String = q
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let (_, body) = get(prom_port, &format!("/api/v1/query?query={enc}"), "application/json")?;
+        serde_json::from_str(&body).ok()
+    };
+    let number = |v: &serde_json::Value| -> Option<f64> { v["value"][1].as_str()?.parse().ok() };
+    let start = Instant::now();
+    let result = loop {
+        let r = query("sonde_calls_total");
+        let rows = r
+            .as_ref()
+            .and_then(|r| r["data"]["result"].as_array().cloned())
+            .unwrap_or_default();
+        let delta = rows
+            .iter()
+            .find(|x| x["metric"]["function"] == "fx_delta")
+            .and_then(number);
+        if delta == Some(12.0) {
+            break rows;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = prom.kill();
+            panic!("Prometheus never saw 12 calls of fx_delta: {r:?}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    for (f, n) in PER_RUN {
+        let got = result.iter().find(|x| x["metric"]["function"] == f).and_then(number);
+        assert_eq!(got, Some(3.0 * n), "{f} in Prometheus");
+        let row = result.iter().find(|x| x["metric"]["function"] == f).expect("row");
+        assert_eq!(row["metric"]["job"], "sonde");
+    }
+    // The histogram's count matches the calls; a quantile is computable.
+    let count = query("sonde_call_duration_seconds_count{function=\"fx_gamma\"}")
+        .and_then(|r| r["data"]["result"].as_array()?.first().and_then(number));
+    assert_eq!(count, Some(9.0));
+    let p99 =
+        query("histogram_quantile(0.99, sum by (le) (sonde_call_duration_seconds_bucket{function=\"fx_gamma\"}))")
+            .and_then(|r| r["data"]["result"].as_array()?.first().and_then(number));
+    assert!(p99.is_some_and(|v| v > 0.0 && v < 1.0), "p99 {p99:?}");
+    let _ = prom.kill();
+    let _ = prom.wait();
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
