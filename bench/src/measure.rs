@@ -25,6 +25,7 @@ pub struct Results {
     pub resolution: Vec<ResolutionRow>,
     pub events: EventsRow,
     pub cli: CliRow,
+    pub agent: Vec<AgentRow>,
     /// sonde beside libbpf and aya: one record per figure.
     pub figures: Vec<crate::peers::Figure>,
     pub seconds: f64,
@@ -90,6 +91,22 @@ pub struct EventsRow {
     pub lost: u64,
     pub seconds: f64,
     pub events_per_s: f64,
+}
+
+#[derive(Serialize, Default)]
+pub struct AgentRow {
+    /// What the probes did: `count` alone or with `latency`.
+    pub probes: &'static str,
+    /// The probed function's first instruction.
+    pub prologue: &'static str,
+    pub calls: u64,
+    pub calls_per_s: f64,
+    /// Scrapes of /metrics during the run (one a second).
+    pub scrapes: u64,
+    /// The agent's user + system CPU time over the run, in % of one CPU.
+    pub agent_cpu_percent: f64,
+    /// The calls the agent's counter showed at the end (must be `calls`).
+    pub counted: u64,
 }
 
 #[derive(Serialize, Default)]
@@ -631,6 +648,111 @@ fn cli(opts: &Opts, dir: &Path) -> Result<CliRow> {
     Ok(row)
 }
 
+/// utime + stime of process `pid`, in seconds.
+fn process_cpu(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command (which may hold spaces) start after ") ".
+    let rest = stat.rsplit_once(") ").context("stat format")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).context("utime")?.parse::<f64>()? + f.get(12).context("stime")?.parse::<f64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks / hz)
+}
+
+/// One HTTP GET of the agent's /metrics; the `sonde_calls_total` samples summed.
+fn scrape_calls(port: u16) -> Result<u64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("sonde_calls_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum::<f64>() as u64)
+}
+
+/// `sonde serve` while a target calls a probed function as fast as its probe
+/// lets it (`mov` entry: ~110k calls/s, single-stepped; `push %rbp`: several
+/// 100k/s, emulated), scraped every second: the agent's own CPU time. The
+/// counting is the kernel's (charged to the caller); the agent only answers
+/// scrapes.
+fn agent(opts: &Opts, dir: &Path) -> Result<Vec<AgentRow>> {
+    let mut rows = Vec::new();
+    let cases: &[(Prologue, bool, u64)] = if opts.quick {
+        &[(Prologue::Mov, false, 20_000)]
+    } else {
+        &[(Prologue::Mov, false, 500_000), (Prologue::PushRbp, true, 2_000_000)]
+    };
+    for &(prologue, latency, calls) in cases {
+        let exe = target::build(dir, 1, prologue)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let config = dir.join("serve.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\n[[probe]]\nbinary = \"{}\"\nfunctions = [\"f0\"]\nlatency = {latency}\n",
+                exe.display()
+            ),
+        )?;
+        let mut child = Command::new(&opts.sonde)
+            .args(["serve", "--log-level", "warn"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let started = Instant::now();
+        while scrape_calls(port).is_err() {
+            if started.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                bail!("sonde serve did not answer on {port}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let app = Running::spawn(&exe, calls, 0, 0)?;
+        let cpu0 = process_cpu(child.id())?;
+        let t = Instant::now();
+        let runner = std::thread::spawn(move || app.go());
+        let every = Duration::from_millis(if opts.quick { 100 } else { 1000 });
+        let (mut scrapes, mut next) = (0, Instant::now() + every);
+        while !runner.is_finished() {
+            std::thread::sleep(Duration::from_millis(10));
+            if Instant::now() >= next {
+                scrape_calls(port)?;
+                scrapes += 1;
+                next += every;
+            }
+        }
+        let seconds = t.elapsed().as_secs_f64();
+        let cpu = process_cpu(child.id())? - cpu0;
+        runner.join().map_err(|_| anyhow::anyhow!("target thread"))??;
+        let counted = scrape_calls(port)?;
+        // SAFETY: signals our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait()?;
+        let row = AgentRow {
+            probes: if latency { "count + latency" } else { "count" },
+            prologue: prologue.name(),
+            calls,
+            calls_per_s: calls as f64 / seconds,
+            scrapes,
+            agent_cpu_percent: cpu / seconds * 100.0,
+            counted,
+        };
+        eprintln!(
+            "agent: {} calls ({:.0}/s, {}), {} scrapes, agent CPU {:.3} %, counted {}",
+            row.calls, row.calls_per_s, row.probes, row.scrapes, row.agent_cpu_percent, row.counted
+        );
+        if counted != calls {
+            bail!("the agent counted {counted} of {calls} calls");
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
 /// Runs every section.
 pub fn all(opts: &Opts) -> Result<Results> {
     let t = Instant::now();
@@ -650,6 +772,7 @@ pub fn all(opts: &Opts) -> Result<Results> {
         resolution: resolution(opts)?,
         events: events(opts, &dir)?,
         cli: cli(opts, &dir)?,
+        agent: agent(opts, &dir)?,
         figures: crate::peers::all(opts, &big, &all)?,
         seconds: t.elapsed().as_secs_f64(),
     })
@@ -776,6 +899,27 @@ pub fn report(r: &Results, charts: &[String]) -> String {
         "## 6. `sonde count` on {} functions\n\nStart to counting: {:.1} ms (target ≤ 50 ms; bpftrace 0.9 s). SIGINT to summary: {:.1} ms (target ≤ 100 ms; bpftrace 108 s); to exit {:.1} ms. Calls counted: {}.\n\n",
         c.functions, c.start_to_counting_ms, c.sigint_to_summary_ms, c.sigint_to_exit_ms, c.counted
     ));
+    s.push_str("## 7. `sonde serve`: the agent's own CPU\n\nA target calls one probed function as fast as its probe lets it; the agent serves it and is scraped every second. Target: under 1 % of one CPU at 100k calls/s.\n\n| probes | entry | calls | calls/s | scrapes | agent CPU | counted | verdict |\n|---|---|---|---|---|---|---|---|\n");
+    for a in &r.agent {
+        s.push_str(&format!(
+            "| {} | {} | {} | {:.0} | {} | {:.3} % | {} | {} |\n",
+            a.probes,
+            a.prologue,
+            a.calls,
+            a.calls_per_s,
+            a.scrapes,
+            a.agent_cpu_percent,
+            a.counted,
+            if a.agent_cpu_percent < 1.0 && a.calls_per_s >= 100_000.0 {
+                "under 1 % at ≥ 100k calls/s"
+            } else if a.agent_cpu_percent < 1.0 {
+                "under 1 % (below 100k calls/s: quick run)"
+            } else {
+                "OVER 1 %"
+            }
+        ));
+    }
+    s.push('\n');
     for chart in charts {
         s.push_str(&format!("![{chart}]({chart})\n"));
     }

@@ -331,6 +331,75 @@ fn a_bad_configuration_is_refused_with_the_reason() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0));
     assert!(text.contains("valid") && text.contains("retries it"), "{text}");
+    // The example shipped beside the systemd unit is valid.
+    std::fs::write(&config, include_str!("../../contrib/serve.toml")).expect("write");
+    let out = Command::new(sonde_bin())
+        .args(["serve", "--check"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// As the systemd unit runs it: user `nobody` with CAP_BPF, CAP_PERFMON,
+/// CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (+ CAP_SYS_RESOURCE where the
+/// bounding set has it), not root.
+#[test]
+fn the_agent_runs_as_nobody_with_capabilities_only() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let capsh = Path::new("/usr/sbin/capsh");
+    if !capsh.exists() {
+        assert!(
+            std::env::var_os("SONDE_GUEST").is_some(),
+            "/usr/sbin/capsh missing: cargo xtask setup installs libcap2-bin"
+        );
+        println!("SKIP in the guest: no capsh here");
+        return;
+    }
+    let dir = work_dir("caps");
+    let pie = fixtures().join("fixture-pie");
+    let config = dir.join("serve.toml");
+    let port = free_port();
+    write_config(&config, port, &[(&pie, &["fx_*"], true)]);
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let bounding = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let mut caps = "cap_bpf,cap_perfmon,cap_sys_ptrace,cap_dac_read_search".to_string();
+    if bounding & (1 << 24) != 0 {
+        caps.push_str(",cap_sys_resource");
+    }
+    let command = format!("exec {} serve {}", sonde_bin().display(), config.display());
+    let child = Command::new(capsh)
+        .arg(format!("--caps={caps}+eip cap_setpcap,cap_setuid,cap_setgid+ep"))
+        .args(["--keep=1", "--user=nobody"])
+        .arg(format!("--addamb={caps}"))
+        .args(["--", "-c", &command])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("capsh");
+    let agent = Agent { child, port };
+    agent.wait_until(
+        |s| s.iter().any(|(k, v)| k == "sonde_attached_functions" && *v == 4.0),
+        "four functions attached without root",
+    );
+    let uid = std::fs::read_to_string(format!("/proc/{}/status", agent.child.id()))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:")).map(str::to_string))
+        .unwrap_or_default();
+    assert!(uid.split_whitespace().all(|u| u == "65534"), "runs as nobody: {uid}");
+    run_fixture(&pie, &[]);
+    let s = agent.wait_until(
+        |s| value(s, "sonde_calls_total", "fx_delta") == 4.0,
+        "4 calls of fx_delta",
+    );
+    assert_eq!(value(&s, "sonde_call_duration_seconds_count", "fx_gamma"), 3.0);
+    drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -141,6 +141,8 @@ pub fn run() -> Result<()> {
         // The Prometheus server `sonde serve`'s test starts on 127.0.0.1 (no
         // service is started: the test runs its own with its own config).
         ("/usr/bin/prometheus", "prometheus"),
+        // capsh: the agent's test runs it as `nobody` with capabilities only.
+        ("/usr/sbin/capsh", "libcap2-bin"),
     ];
     let missing: Vec<&str> = peer_tools
         .iter()

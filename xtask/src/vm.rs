@@ -194,6 +194,8 @@ mount -t devtmpfs dev /dev
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+# Loopback up: `sonde serve`'s tests talk HTTP on 127.0.0.1.
+ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
 export SONDE_FIXTURES=/t/fixtures SONDE_BIN=/t/sonde SONDE_GUEST=1
 # The guest emulates every instruction (TCG): a tenth of the host's fuzz budget.
 export SONDE_FUZZ_INPUTS=2000
