@@ -26,6 +26,7 @@ pub struct Results {
     pub events: EventsRow,
     pub cli: CliRow,
     pub agent: Vec<AgentRow>,
+    pub sessions: Vec<SessionRow>,
     /// sonde beside libbpf and aya: one record per figure.
     pub figures: Vec<crate::peers::Figure>,
     pub seconds: f64,
@@ -91,6 +92,19 @@ pub struct EventsRow {
     pub lost: u64,
     pub seconds: f64,
     pub events_per_s: f64,
+}
+
+#[derive(Serialize, Default)]
+pub struct SessionRow {
+    /// `native` (6.13+ session link) or `emulated` (entry + return copies).
+    pub mode: &'static str,
+    pub programs: usize,
+    pub links: usize,
+    /// Time per call of a `push %rbp` function timed by `sonde latency`'s
+    /// program, probe included, minus the unprobed call.
+    pub per_call_ns: f64,
+    /// Calls the program's histogram counted (must be all of them).
+    pub timed: u64,
 }
 
 #[derive(Serialize, Default)]
@@ -753,6 +767,65 @@ fn agent(opts: &Opts, dir: &Path) -> Result<Vec<AgentRow>> {
     Ok(rows)
 }
 
+/// `sonde latency`'s session program on one `push %rbp` function of a loop:
+/// native (one program, one link) and emulated (entry and return copies, the
+/// start time in a map by thread and depth), both on the multi tier.
+fn sessions(opts: &Opts, dir: &Path) -> Result<Vec<SessionRow>> {
+    let calls: u64 = if opts.quick { 10_000 } else { 1_000_000 };
+    let runs = if opts.quick { 1 } else { 3 };
+    let exe = target::build(dir, 1, Prologue::PushRbp)?;
+    let site = resolve_numbered(&exe)?;
+    let unprobed = median(
+        (0..runs)
+            .map(|_| Ok(Running::spawn(&exe, calls, 0, 0)?.go()? as f64 / calls as f64))
+            .collect::<Result<Vec<f64>>>()?,
+    );
+    let features = sonde::Features::current();
+    let mut rows = Vec::new();
+    for (mode, disable) in [("native", false), ("emulated", true)] {
+        if !disable && !features.has(sonde::Feature::UprobeSession) {
+            eprintln!("sessions: no native sessions on this kernel");
+            continue;
+        }
+        let (mut ns, mut shape, mut timed) = (Vec::new(), (0, 0), 0);
+        for _ in 0..runs {
+            let mut object = Object::load_with(PROBES, &[("HIST", 64), ("MAX_NS", 1), ("SUM_NS", 1)])?;
+            let app = Running::spawn(&exe, calls, 0, 0)?;
+            let mut options = AttachOptions::default().tier(Tier::Multi).pid(app.pid());
+            if disable {
+                options = options.disable(sonde::Feature::UprobeSession);
+            }
+            let att = object
+                .uprobe("latency")?
+                .attach_sites(first_targets(&site, 1), &options)?;
+            ns.push(app.go()? as f64 / calls as f64 - unprobed);
+            shape = (att.programs().len(), att.link_ids().len());
+            let hist = sonde::maps::PerCpuArray::<u64>::new(object.map("HIST")?)?;
+            timed = (0..64u32)
+                .map(|b| Ok(hist.get(b)?.iter().sum::<u64>()))
+                .collect::<Result<Vec<u64>>>()?
+                .iter()
+                .sum();
+        }
+        let row = SessionRow {
+            mode,
+            programs: shape.0,
+            links: shape.1,
+            per_call_ns: median(ns),
+            timed,
+        };
+        eprintln!(
+            "sessions: {mode}: {} program(s), {} link(s), {:.0} ns a call, {} of {calls} timed",
+            row.programs, row.links, row.per_call_ns, row.timed
+        );
+        if timed != calls {
+            bail!("the {mode} session timed {timed} of {calls} calls");
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
 /// Runs every section.
 pub fn all(opts: &Opts) -> Result<Results> {
     let t = Instant::now();
@@ -773,6 +846,7 @@ pub fn all(opts: &Opts) -> Result<Results> {
         events: events(opts, &dir)?,
         cli: cli(opts, &dir)?,
         agent: agent(opts, &dir)?,
+        sessions: sessions(opts, &dir)?,
         figures: crate::peers::all(opts, &big, &all)?,
         seconds: t.elapsed().as_secs_f64(),
     })
@@ -917,6 +991,14 @@ pub fn report(r: &Results, charts: &[String]) -> String {
             } else {
                 "OVER 1 %"
             }
+        ));
+    }
+    s.push('\n');
+    s.push_str("## 8. Session programs: native vs emulated (`sonde latency`'s program)\n\nOne `push %rbp` function in a loop, timed by the same session program, both on the multi tier: natively (one program on one session link, the start time in the kernel's per-call slot) and emulated (`uprobe_session` disabled: a return copy and an entry copy, the start time in a map keyed by thread and depth). Per call: the probed loop's time per call minus the unprobed one.\n\n| mode | programs | links | per call | calls timed |\n|---|---|---|---|---|\n");
+    for x in &r.sessions {
+        s.push_str(&format!(
+            "| {} | {} | {} | {:.0} ns | {} |\n",
+            x.mode, x.programs, x.links, x.per_call_ns, x.timed
         ));
     }
     s.push('\n');
