@@ -167,6 +167,8 @@ fn load_object(n: usize) -> Result<Object> {
             ("COUNTS", n.max(1) as u32),
             ("HIST", 1),
             ("MAX_NS", 1),
+            ("SESSION_SLOTS", 1),
+            ("SESSION_DEPTH", 1),
             ("EVENTS", 4096),
         ],
     )?)

@@ -445,9 +445,16 @@ impl Session {
         // One program per job: the maps are sized by the caller (indexed by
         // cookie), the registry holds exactly these functions, cookies distinct
         // across binaries (one multi link per binary).
+        // The session emulation's maps (16k + 64k LRU entries, preallocated)
+        // only where a session program will run emulated.
+        let emulated = programs.iter().any(|p| p.starts_with("latency"))
+            && sonde::SessionMode::expected(&options) != Some(sonde::SessionMode::Native);
         let mut builder = Job::builder(PROBES).capacity(n.max(1), &[]).options(options);
         for (map, entries) in sizes(n) {
             builder = builder.map_size(map, entries);
+        }
+        if !emulated {
+            builder = builder.map_size("SESSION_SLOTS", 1).map_size("SESSION_DEPTH", 1);
         }
         for p in programs {
             builder = builder.program(p);

@@ -33,9 +33,8 @@ fn get(port: u16, path: &str, accept: &str) -> Option<(String, String)> {
     Some((head.to_string(), body.to_string()))
 }
 
-/// The agent's samples: `name{labels}` → value.
-fn scrape(port: u16) -> Vec<(String, f64)> {
-    let (_, body) = get(port, "/metrics", "*/*").expect("the agent answers");
+/// The samples of an exposition: `name{labels}` → value.
+fn samples(body: &str) -> Vec<(String, f64)> {
     body.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| {
@@ -43,6 +42,12 @@ fn scrape(port: u16) -> Vec<(String, f64)> {
             Some((k.to_string(), v.parse().ok()?))
         })
         .collect()
+}
+
+/// The agent's samples now.
+fn scrape(port: u16) -> Vec<(String, f64)> {
+    let (_, body) = get(port, "/metrics", "*/*").expect("the agent answers");
+    samples(&body)
 }
 
 /// Whether sample `key` is `metric` of `function` in fixture-pie itself.
@@ -97,16 +102,9 @@ impl Agent {
         let start = Instant::now();
         loop {
             if let Some((_, body)) = get(self.port, "/metrics", "*/*") {
-                let samples: Vec<(String, f64)> = body
-                    .lines()
-                    .filter(|l| !l.starts_with('#') && !l.is_empty())
-                    .filter_map(|l| {
-                        let (k, v) = l.rsplit_once(' ')?;
-                        Some((k.to_string(), v.parse().ok()?))
-                    })
-                    .collect();
-                if ok(&samples) {
-                    return samples;
+                let now = samples(&body);
+                if ok(&now) {
+                    return now;
                 }
                 if start.elapsed() > Duration::from_secs(20) {
                     panic!("agent never showed {what}: {body}");
@@ -305,40 +303,38 @@ fn the_agent_counts_exactly_reloads_the_difference_and_leaves_nothing() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `sonde serve --check` on a file holding `text`: (status, stdout, stderr).
+fn check(config: &Path, text: &str) -> (Option<i32>, String, String) {
+    std::fs::write(config, text).expect("write config");
+    let out = Command::new(sonde_bin())
+        .args(["serve", "--check"])
+        .arg(config)
+        .output()
+        .expect("run sonde serve --check");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn a_bad_configuration_is_refused_with_the_reason() {
     let dir = work_dir("bad");
     let config = dir.join("serve.toml");
-    std::fs::write(&config, "[[probe]]\nbinary = \"libc\"\nfunction = [\"malloc\"]\n").expect("write");
-    let out = Command::new(sonde_bin())
-        .args(["serve", "--check"])
-        .arg(&config)
-        .output()
-        .expect("run");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, _, err) = check(&config, "[[probe]]\nbinary = \"libc\"\nfunction = [\"malloc\"]\n");
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("unknown field `function`"), "{err}");
-    std::fs::write(
+    // A binary missing now is not an error of the file: it is retried.
+    let (code, text, _) = check(
         &config,
         "[[probe]]\nbinary = \"/no/such/binary\"\nfunctions = [\"main\"]\nlatency = true\n",
-    )
-    .expect("write");
-    let out = Command::new(sonde_bin())
-        .args(["serve", "--check"])
-        .arg(&config)
-        .output()
-        .expect("run");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0));
+    );
+    assert_eq!(code, Some(0));
     assert!(text.contains("valid") && text.contains("retries it"), "{text}");
     // The example shipped beside the systemd unit is valid.
-    std::fs::write(&config, include_str!("../../contrib/serve.toml")).expect("write");
-    let out = Command::new(sonde_bin())
-        .args(["serve", "--check"])
-        .arg(&config)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let (code, _, err) = check(&config, include_str!("../../contrib/serve.toml"));
+    assert_eq!(code, Some(0), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

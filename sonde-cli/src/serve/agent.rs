@@ -235,6 +235,8 @@ impl Agent {
             std::collections::btree_map::Entry::Vacant(e) => {
                 let count = Job::builder(crate::session::PROBES)
                     .capacity(max, &["COUNTS"])
+                    .map_size("SESSION_SLOTS", 1)
+                    .map_size("SESSION_DEPTH", 1)
                     .program("count")
                     .options(options(p.pid))
                     .build()
@@ -250,14 +252,18 @@ impl Agent {
             let timed = (|| -> Result<(GroupId, Option<SessionMode>), sonde::Error> {
                 let job = match &mut jobs.latency {
                     Some(job) => job,
-                    empty => empty.insert(
-                        Job::builder(crate::session::PROBES)
+                    empty => {
+                        let mut builder = Job::builder(crate::session::PROBES)
                             .capacity(max_latency, &["MAX_NS", "SUM_NS"])
                             .per_cookie_slots("HIST", BUCKETS)
                             .program("latency")
-                            .options(options(p.pid))
-                            .build()?,
-                    ),
+                            .options(options(p.pid));
+                        // The emulation's maps only where the session is emulated.
+                        if SessionMode::expected(&options(p.pid)) == Some(SessionMode::Native) {
+                            builder = builder.map_size("SESSION_SLOTS", 1).map_size("SESSION_DEPTH", 1);
+                        }
+                        empty.insert(builder.build()?)
+                    }
                 };
                 let id = job.add_set(set)?;
                 Ok((id, job.attachments().find_map(|a| a.session())))

@@ -82,6 +82,14 @@ pub enum SessionMode {
 }
 
 impl SessionMode {
+    /// How a session program attached with `options` would run on this
+    /// kernel (`None`: no tier would take it), decided as the attach decides.
+    pub fn expected(options: &AttachOptions) -> Option<SessionMode> {
+        let features = options.features();
+        let (tier, _) = plan::choose(ProbeKind::Session, options, &features, false).ok()?;
+        parts(ProbeKind::Session, tier, &features).1
+    }
+
     /// `session native` / `session emulated`.
     pub fn name(self) -> &'static str {
         match self {

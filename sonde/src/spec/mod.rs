@@ -283,7 +283,7 @@ impl ObjectSpec {
                 map_by_symbol.insert(name.clone(), maps.len());
                 map_by_offset.insert(sym.address(), maps.len());
                 maps.push(MapSpec {
-                    name,
+                    name: map_name(&name),
                     def,
                     source: MapSource::Declared,
                 });
@@ -421,4 +421,29 @@ fn is_data_section(name: &str) -> bool {
     [".rodata", ".data", ".bss"]
         .iter()
         .any(|p| name == *p || name.starts_with(&format!("{p}.")))
+}
+
+/// A map's name: its symbol, or for a Rust-mangled one (a map static that is
+/// not `#[no_mangle]`, such as `sonde_ebpf::session::SESSION_SLOTS`) the
+/// item's own name, `SESSION_SLOTS`.
+fn map_name(symbol: &str) -> String {
+    match rustc_demangle::try_demangle(symbol) {
+        Ok(d) => {
+            let path = format!("{d:#}");
+            path.rsplit("::").next().unwrap_or(&path).to_string()
+        }
+        Err(_) => symbol.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mangled_map_statics_are_named_by_their_item() {
+        assert_eq!(
+            super::map_name("_RNvNtCs6G8LWwGhXYZ_10sonde_ebpf7session13SESSION_SLOTS"),
+            "SESSION_SLOTS"
+        );
+        assert_eq!(super::map_name("COUNTS"), "COUNTS");
+    }
 }
