@@ -111,7 +111,7 @@ impl Agent {
             if self.probes.contains_key(&p) {
                 continue;
             }
-            let state = self.attach(&p);
+            let state = self.attach(&p, None);
             attached += usize::from(matches!(state, State::Attached(_)));
             self.probes.insert(p, state);
         }
@@ -137,11 +137,16 @@ impl Agent {
             if !redo {
                 continue;
             }
-            if let Some(State::Attached(a)) = self.probes.remove(&p) {
-                log::info!("{} was replaced on disk: attaching to the new file", a.path.display());
-                self.detach(p.pid, &a);
-            }
-            let state = self.attach(&p);
+            let before = match self.probes.remove(&p) {
+                Some(State::Attached(a)) => {
+                    log::info!("{} was replaced on disk: attaching to the new file", a.path.display());
+                    self.detach(p.pid, &a);
+                    None
+                }
+                Some(State::Pending { error, .. }) => Some(error),
+                None => None,
+            };
+            let state = self.attach(&p, before.as_deref());
             self.probes.insert(p, state);
         }
         self.detaching.retain(|h| !h.is_finished());
@@ -189,7 +194,9 @@ impl Agent {
         }
     }
 
-    fn attach(&mut self, p: &Probe) -> State {
+    /// Attaches `p`; `before` is the error of its last try (a repeat of it is
+    /// logged at debug level, not warned again every retry).
+    fn attach(&mut self, p: &Probe, before: Option<&str>) -> State {
         match self.try_attach(p) {
             Ok(a) => {
                 log::info!(
@@ -208,7 +215,13 @@ impl Agent {
             }
             Err(error) => {
                 *self.attach_errors.entry(p.binary.clone()).or_insert(0) += 1;
-                log::warn!(
+                let level = if before == Some(error.as_str()) {
+                    log::Level::Debug
+                } else {
+                    log::Level::Warn
+                };
+                log::log!(
+                    level,
                     "probe {} {:?}: {error}; retrying every {} s",
                     p.binary,
                     p.functions,
