@@ -166,6 +166,12 @@ fn sonde_object(n: usize) -> Result<Object> {
             ("COUNTS", n.max(1) as u32),
             ("HIST", 1),
             ("MAX_NS", 1),
+            // Maps `count` does not use, as `sonde count` makes them: the peers'
+            // objects have only the counter.
+            ("TRACED", 1),
+            ("BY_KEY", 1),
+            ("STACKS", 1),
+            ("USDT_SPECS", 1),
             ("SESSION_SLOTS", 1),
             ("SESSION_DEPTH", 1),
             ("EVENTS", 4096),

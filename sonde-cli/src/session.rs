@@ -16,6 +16,35 @@ use sonde::command::{HeldCommand, ProcessWatch};
 /// The eBPF programs of the command, built by build.rs.
 pub const PROBES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cli-probes.bpf.o"));
 
+/// Maps of the object a run may not use, with the size that costs the kernel
+/// least (a ring buffer's smallest is one page).
+const OPTIONAL_MAPS: [(&str, u32); 7] = [
+    ("TRACED", 1),
+    ("BY_KEY", 1),
+    ("STACKS", 1),
+    ("USDT_SPECS", 1),
+    ("SESSION_SLOTS", 1),
+    ("SESSION_DEPTH", 1),
+    ("EVENTS", 4096),
+];
+
+/// Sizes the optional maps not in `used` to their least: creating them at
+/// their declared sizes (64k-entry hashes, 80k LRU entries, the 4 MiB ring
+/// buffer, the stack map) costs a few ms of kernel time a run.
+pub fn shrink_unused<'a>(mut builder: sonde::JobBuilder<'a>, used: &[&str]) -> sonde::JobBuilder<'a> {
+    for (map, least) in OPTIONAL_MAPS {
+        if !used.contains(&map) {
+            builder = builder.map_size(map, least);
+        }
+    }
+    builder
+}
+
+/// `EVENTS`' size for `trace` (the eBPF declaration's: 4 MiB).
+pub const EVENTS_BYTES: u32 = 1 << 22;
+/// `STACKS`' entries where stacks are captured (the eBPF declaration's).
+pub const STACK_ENTRIES: u32 = 4096;
+
 /// Options every probing command takes.
 #[derive(Args, Debug, Clone)]
 pub struct Common {
@@ -445,16 +474,28 @@ impl Session {
         // One program per job: the maps are sized by the caller (indexed by
         // cookie), the registry holds exactly these functions, cookies distinct
         // across binaries (one multi link per binary).
-        // The session emulation's maps (16k + 64k LRU entries, preallocated)
-        // only where a session program will run emulated.
+        // The object holds every command's maps: those this run does not use
+        // are made as small as the kernel allows, then the command's sizes.
         let emulated = programs.iter().any(|p| p.starts_with("latency"))
             && sonde::SessionMode::expected(&options) != Some(sonde::SessionMode::Native);
-        let mut builder = Job::builder(PROBES).capacity(n.max(1), &[]).options(options);
+        let usdt = common
+            .patterns
+            .iter()
+            .chain([&common.target])
+            .any(|p| p.contains("usdt:"));
+        let used = [
+            ("TRACED", follow),
+            ("BY_KEY", common.by.is_some()),
+            ("STACKS", common.by == Some(By::Stack)),
+            ("USDT_SPECS", usdt),
+            ("SESSION_SLOTS", emulated),
+            ("SESSION_DEPTH", emulated),
+        ];
+        let used: Vec<&str> = used.iter().filter(|(_, u)| *u).map(|(m, _)| *m).collect();
+        let builder = Job::builder(PROBES).capacity(n.max(1), &[]).options(options);
+        let mut builder = shrink_unused(builder, &used);
         for (map, entries) in sizes(n) {
             builder = builder.map_size(map, entries);
-        }
-        if !emulated {
-            builder = builder.map_size("SESSION_SLOTS", 1).map_size("SESSION_DEPTH", 1);
         }
         for p in programs {
             builder = builder.program(p);

@@ -259,7 +259,13 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>, stack: bool)
         "tracing",
         programs,
         site,
-        |n| vec![("TRACE_CONFIG", n.max(1))],
+        |n| {
+            let mut sizes = vec![("TRACE_CONFIG", n.max(1)), ("EVENTS", crate::session::EVENTS_BYTES)];
+            if stack {
+                sizes.push(("STACKS", crate::session::STACK_ENTRIES));
+            }
+            sizes
+        },
         |s| {
             // Times are shown from here: just before the command runs.
             t0.set(monotonic_ns());

@@ -491,3 +491,48 @@ fn prometheus_scrapes_exact_counts_and_histograms() {
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `container = PID`: the library is found by its bare name in that process
+/// (its maps, its mount namespace), and every process running the file counts.
+#[test]
+fn a_container_probe_resolves_in_its_process_and_counts_every_process() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let dir = work_dir("container");
+    let pie = fixtures().join("fixture-pie");
+    // The container's process: fixture-pie, waiting, with libvers.so mapped.
+    let inside = Waiting::spawn_path(&pie, &[]).until_blocked();
+    let port = free_port();
+    let config = dir.join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\n[[probe]]\nbinary = \"libvers.so\"\nfunctions = [\"vers_add\"]\ncontainer = {}\n",
+            inside.pid()
+        ),
+    )
+    .expect("config");
+    let agent = Agent::start(&config, port);
+    agent.wait_until(
+        |s| s.iter().any(|(k, v)| k == "sonde_attached_functions" && *v == 1.0),
+        "vers_add of the process's libvers.so attached",
+    );
+    // Two other processes and the container's own: 5 calls each.
+    run_fixture(&pie, &[]);
+    run_fixture(&pie, &[]);
+    inside.run();
+    let s = agent.wait_until(
+        |s| {
+            s.iter()
+                .any(|(k, v)| k.starts_with("sonde_calls_total") && k.contains("vers_add") && *v == 15.0)
+        },
+        "15 calls of vers_add",
+    );
+    assert!(
+        s.iter()
+            .any(|(k, _)| k.starts_with("sonde_calls_total") && k.contains("binary=\"libvers.so\"")),
+        "{s:?}"
+    );
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}

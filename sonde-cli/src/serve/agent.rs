@@ -14,6 +14,7 @@ use sonde::{AttachOptions, Functions, GroupId, Job, SessionMode, Tier};
 
 use super::config::{Config, Probe};
 use crate::record::BUCKETS;
+use crate::session::shrink_unused;
 
 /// The jobs of one scope (`None`: every process).
 pub struct Jobs {
@@ -237,7 +238,8 @@ impl Agent {
 
     fn try_attach(&mut self, p: &Probe) -> Result<Attached, String> {
         let mut query = Functions::in_binary(&p.binary).patterns(p.functions.clone());
-        if let Some(pid) = p.pid {
+        // A container's binary as its process sees it; a pid's libraries too.
+        if let Some(pid) = p.pid.or(p.container) {
             query = query.pid(pid);
         }
         let set = query.resolve().map_err(|e| e.to_string())?;
@@ -246,14 +248,11 @@ impl Agent {
         let jobs = match self.jobs.entry(p.pid) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
-                let count = Job::builder(crate::session::PROBES)
+                let builder = Job::builder(crate::session::PROBES)
                     .capacity(max, &["COUNTS"])
-                    .map_size("SESSION_SLOTS", 1)
-                    .map_size("SESSION_DEPTH", 1)
                     .program("count")
-                    .options(options(p.pid))
-                    .build()
-                    .map_err(|e| e.to_string())?;
+                    .options(options(p.pid));
+                let count = shrink_unused(builder, &[]).build().map_err(|e| e.to_string())?;
                 e.insert(Jobs { count, latency: None })
             }
         };
@@ -266,16 +265,17 @@ impl Agent {
                 let job = match &mut jobs.latency {
                     Some(job) => job,
                     empty => {
-                        let mut builder = Job::builder(crate::session::PROBES)
+                        let builder = Job::builder(crate::session::PROBES)
                             .capacity(max_latency, &["MAX_NS", "SUM_NS"])
                             .per_cookie_slots("HIST", BUCKETS)
                             .program("latency")
                             .options(options(p.pid));
                         // The emulation's maps only where the session is emulated.
-                        if SessionMode::expected(&options(p.pid)) == Some(SessionMode::Native) {
-                            builder = builder.map_size("SESSION_SLOTS", 1).map_size("SESSION_DEPTH", 1);
-                        }
-                        empty.insert(builder.build()?)
+                        let used: &[&str] = match SessionMode::expected(&options(p.pid)) {
+                            Some(SessionMode::Native) => &[],
+                            _ => &["SESSION_SLOTS", "SESSION_DEPTH"],
+                        };
+                        empty.insert(shrink_unused(builder, used).build()?)
                     }
                 };
                 let id = job.add_set(set)?;

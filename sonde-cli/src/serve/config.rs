@@ -11,6 +11,7 @@
 //! functions = ["SSL_read", "SSL_write"]   # globs, demangled names, usdt:PROV:NAME
 //! latency = true                     # adds sonde_call_duration_seconds
 //! # pid = 1234                       # only this process
+//! # container = 4321                 # the binary as this process sees it
 //! ```
 
 use std::net::SocketAddr;
@@ -61,6 +62,11 @@ pub struct Probe {
     /// Only in this process.
     #[serde(default)]
     pub pid: Option<u32>,
+    /// A process of a container (e.g. `docker inspect -f '{{.State.Pid}}'`):
+    /// `binary` is found as that process sees it (its mount namespace, its
+    /// libraries), and every process running that file is counted.
+    #[serde(default)]
+    pub container: Option<u32>,
 }
 
 fn default_listen() -> String {
@@ -117,8 +123,13 @@ impl Config {
             if p.functions.is_empty() || p.functions.iter().any(|f| f.trim().is_empty()) {
                 return Err(format!("{at}: functions must list at least one non-empty pattern"));
             }
-            if p.pid == Some(0) {
+            if p.pid == Some(0) || p.container == Some(0) {
                 return Err(format!("{at}: pid 0 is not a process"));
+            }
+            if p.pid.is_some() && p.container.is_some() {
+                return Err(format!(
+                    "{at}: pid and container are exclusive (pid: one process; container: every process running the container's file)"
+                ));
             }
         }
         Ok(())
@@ -163,6 +174,7 @@ mod tests {
         assert!(err("[[probe]]\nbinary = \"libc\"\nfunction = [\"x\"]").contains("unknown field"));
         assert!(err("[[probe]]\nfunctions = [\"x\"]").contains("binary"));
         assert!(err("retry_seconds = 0").contains("retry_seconds"));
+        assert!(err("[[probe]]\nbinary = \"libc\"\nfunctions = [\"x\"]\npid = 1\ncontainer = 2").contains("exclusive"));
         assert!(err("[[probe]\n").contains("TOML") || !err("[[probe]\n").is_empty());
     }
 }

@@ -138,7 +138,7 @@ fn check(path: &Path, config: &Config) -> Result<i32, CliError> {
     );
     for p in &config.probes {
         let mut q = sonde::Functions::in_binary(&p.binary).patterns(p.functions.clone());
-        if let Some(pid) = p.pid {
+        if let Some(pid) = p.pid.or(p.container) {
             q = q.pid(pid);
         }
         let what = match q.resolve() {
@@ -150,7 +150,11 @@ fn check(path: &Path, config: &Config) -> Result<i32, CliError> {
             p.binary,
             p.functions.join(" "),
             if p.latency { " [latency]" } else { "" },
-            p.pid.map(|p| format!(" [pid {p}]")).unwrap_or_default()
+            match (p.pid, p.container) {
+                (Some(pid), _) => format!(" [pid {pid}]"),
+                (_, Some(c)) => format!(" [container of {c}]"),
+                _ => String::new(),
+            }
         );
     }
     Ok(0)
