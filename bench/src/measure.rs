@@ -159,23 +159,10 @@ fn memlock(fd: i32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Unused maps of the CLI object made small: only COUNTS matters here.
+/// The CLI object, `COUNTS` sized to `n`, the maps `count` does not use made
+/// small (as in the peer figures).
 fn load_object(n: usize) -> Result<Object> {
-    Ok(Object::load_with(
-        PROBES,
-        &[
-            ("COUNTS", n.max(1) as u32),
-            ("HIST", 1),
-            ("MAX_NS", 1),
-            ("TRACED", 1),
-            ("BY_KEY", 1),
-            ("STACKS", 1),
-            ("USDT_SPECS", 1),
-            ("SESSION_SLOTS", 1),
-            ("SESSION_DEPTH", 1),
-            ("EVENTS", 4096),
-        ],
-    )?)
+    crate::peers::sonde_object(n)
 }
 
 /// `f0..f<n-1>` of a generated target, cookie = index.

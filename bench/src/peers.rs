@@ -159,7 +159,7 @@ fn figure(figure: &str, n: usize, unit: &'static str, s: [Option<Stat>; 3]) -> F
 }
 
 /// sonde's side: the CLI's `count` program, COUNTS sized to `n`.
-fn sonde_object(n: usize) -> Result<Object> {
+pub(crate) fn sonde_object(n: usize) -> Result<Object> {
     Ok(Object::load_with(
         crate::PROBES,
         &[
