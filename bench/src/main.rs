@@ -10,6 +10,10 @@
 mod charts;
 mod measure;
 mod peers;
+/// The CLI object's shared definitions (its optional maps).
+#[allow(dead_code)]
+#[path = "../../sonde-cli/src/record.rs"]
+mod record;
 mod target;
 
 use std::path::PathBuf;

@@ -160,23 +160,11 @@ fn figure(figure: &str, n: usize, unit: &'static str, s: [Option<Stat>; 3]) -> F
 
 /// sonde's side: the CLI's `count` program, COUNTS sized to `n`.
 pub(crate) fn sonde_object(n: usize) -> Result<Object> {
-    Ok(Object::load_with(
-        crate::PROBES,
-        &[
-            ("COUNTS", n.max(1) as u32),
-            ("HIST", 1),
-            ("MAX_NS", 1),
-            // Maps `count` does not use, as `sonde count` makes them: the peers'
-            // objects have only the counter.
-            ("TRACED", 1),
-            ("BY_KEY", 1),
-            ("STACKS", 1),
-            ("USDT_SPECS", 1),
-            ("SESSION_SLOTS", 1),
-            ("SESSION_DEPTH", 1),
-            ("EVENTS", 4096),
-        ],
-    )?)
+    // The maps `count` does not use at their least, as `sonde count` makes
+    // them: the peers' objects have only the counter.
+    let mut sizes = vec![("COUNTS", n.max(1) as u32), ("HIST", 1), ("MAX_NS", 1)];
+    sizes.extend(crate::record::OPTIONAL_MAPS);
+    Ok(Object::load_with(crate::PROBES, &sizes)?)
 }
 
 const MULTI: Load = Load::new(AttachType::UprobeMulti, Cookie::Native);

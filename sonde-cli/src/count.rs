@@ -209,12 +209,7 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
         },
     )?;
     let stop = session.wait(Duration::from_millis(200), |_| {});
-    let several = session.several_binaries();
-    let ids: std::collections::HashMap<u64, FunctionId> = session
-        .functions()
-        .iter()
-        .map(|f| (f.cookie, FunctionId::of(f, several)))
-        .collect();
+    let ids = session.function_ids();
     let map = sonde::maps::HashMap::<ByKey, u64>::new(session.object().map("BY_KEY")?)?;
     let stacks = match by {
         By::Stack => {

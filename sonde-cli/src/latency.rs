@@ -1,8 +1,9 @@
-//! `sonde latency`: entry and return probes, per-function log2 histograms.
+//! `sonde latency`: per-function log2 histograms of call durations.
 //!
-//! The entry program pushes the time on a per-thread stack (depth per thread
-//! id), the return program pops it: recursion, nested probed calls and
-//! concurrent threads each get their own interval.
+//! One session program (`latency`) keeps each call's start time in its
+//! per-call session value: natively on Linux 6.13+ (the kernel's slot), else
+//! in sonde's emulation (a slot per thread and call depth). Recursion, nested
+//! probed calls and concurrent threads each get their own interval.
 
 use std::io::Write;
 
@@ -185,12 +186,7 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
         |s| crate::session::update_settings(s.object(), |c| c.by_kind = kind),
     )?;
     let stop = session.wait(std::time::Duration::from_secs(1), |_| {});
-    let several = session.several_binaries();
-    let ids: std::collections::HashMap<u64, FunctionId> = session
-        .functions()
-        .iter()
-        .map(|f| (f.cookie, FunctionId::of(f, several)))
-        .collect();
+    let ids = session.function_ids();
     let map = sonde::maps::HashMap::<ByKey, u64>::new(session.object().map("BY_KEY")?)?;
     // (cookie, value, comm) -> log2 buckets.
     let mut groups: std::collections::BTreeMap<(u32, u64, u64, u64), [u64; 64]> = Default::default();

@@ -146,12 +146,10 @@ pub fn features(json: bool) -> Result<i32, CliError> {
             })
         })
         .collect();
-    // Session programs (`latency`): native on multi with the session link.
-    let session = if f.has(Feature::UprobeSession) && f.has(Feature::UprobeMulti) {
-        "native"
-    } else {
-        "emulated"
-    };
+    // Session programs (`latency`): as an attach would decide (native on
+    // multi with the session link and its kernel functions).
+    let session =
+        sonde::SessionMode::expected(&sonde::AttachOptions::default()).unwrap_or(sonde::SessionMode::Emulated);
     let mut out = std::io::stdout().lock();
     if json {
         let feats: serde_json::Map<String, serde_json::Value> = Feature::ALL
@@ -160,7 +158,7 @@ pub fn features(json: bool) -> Result<i32, CliError> {
             .collect();
         serde_json::to_writer(
             &mut out,
-            &serde_json::json!({"kernel": f.kernel_release, "features": feats, "tiers": tiers, "sessions": session}),
+            &serde_json::json!({"kernel": f.kernel_release, "features": feats, "tiers": tiers, "sessions": session.short_name()}),
         )
         .map_err(|e| CliError::new(e.to_string()))?;
         writeln!(out)?;
@@ -178,7 +176,7 @@ pub fn features(json: bool) -> Result<i32, CliError> {
             writeln!(out, "  {} unavailable: needs {}", t.tier, t.missing.join(", "))?;
         }
         match session {
-            "native" => writeln!(
+            sonde::SessionMode::Native => writeln!(
                 out,
                 "session programs: native (one program and link at entry and return)"
             )?,

@@ -52,8 +52,9 @@ enum Command {
     Count(Common),
     /// Time each call: per-function latency histograms (log2 buckets).
     ///
-    /// Entry and return probes; the interval is measured per thread and per
-    /// nesting level, so recursion and concurrent threads are timed right.
+    /// One session program at entry and return (native on Linux 6.13+,
+    /// emulated before); the interval is measured per call, so recursion and
+    /// concurrent threads are timed right.
     #[command(after_help = "EXAMPLES:
   sonde latency libc 'malloc' 'free' -- ./bench
   sonde latency -p 4242 -d 30 ./server 'handle_*'

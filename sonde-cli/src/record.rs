@@ -10,6 +10,26 @@ pub const BUCKETS: u32 = 64;
 /// Arguments a call record carries.
 pub const ARGS: usize = 6;
 
+/// `EVENTS`' size in bytes (`sonde trace`'s ring buffer).
+pub const EVENTS_BYTES: u32 = 1 << 22;
+
+/// `STACKS`' entries (stacks captured by `trace --stack`, `count --by stack`).
+pub const STACK_ENTRIES: u32 = 4096;
+
+/// Maps of the object a run may not use, with the size that costs the kernel
+/// least (a ring buffer's smallest is one page): user space creates those a
+/// run does not need at this size (the declared sizes — 64k-entry hashes, 80k
+/// LRU entries, the ring buffer, the stack map — cost a few ms a load).
+pub const OPTIONAL_MAPS: [(&str, u32); 7] = [
+    ("TRACED", 1),
+    ("BY_KEY", 1),
+    ("STACKS", 1),
+    ("USDT_SPECS", 1),
+    ("SESSION_SLOTS", 1),
+    ("SESSION_DEPTH", 1),
+    ("EVENTS", 4096),
+];
+
 #[cfg(not(target_arch = "bpf"))]
 use sonde::Pod;
 #[cfg(target_arch = "bpf")]

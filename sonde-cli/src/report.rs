@@ -77,10 +77,7 @@ pub fn write_report<T: serde::Serialize>(
 ) -> Result<(), CliError> {
     let report = Report {
         tier: tier.name().to_string(),
-        session: session.map(|m| match m {
-            sonde::SessionMode::Native => "native",
-            sonde::SessionMode::Emulated => "emulated",
-        }),
+        session: session.map(sonde::SessionMode::short_name),
         functions,
     };
     serde_json::to_writer(&mut *out, &report).map_err(|e| CliError::new(e.to_string()))?;

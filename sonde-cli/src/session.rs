@@ -16,34 +16,16 @@ use sonde::command::{HeldCommand, ProcessWatch};
 /// The eBPF programs of the command, built by build.rs.
 pub const PROBES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cli-probes.bpf.o"));
 
-/// Maps of the object a run may not use, with the size that costs the kernel
-/// least (a ring buffer's smallest is one page).
-const OPTIONAL_MAPS: [(&str, u32); 7] = [
-    ("TRACED", 1),
-    ("BY_KEY", 1),
-    ("STACKS", 1),
-    ("USDT_SPECS", 1),
-    ("SESSION_SLOTS", 1),
-    ("SESSION_DEPTH", 1),
-    ("EVENTS", 4096),
-];
-
-/// Sizes the optional maps not in `used` to their least: creating them at
-/// their declared sizes (64k-entry hashes, 80k LRU entries, the 4 MiB ring
-/// buffer, the stack map) costs a few ms of kernel time a run.
+/// Sizes the optional maps (`record::OPTIONAL_MAPS`) not in `used` to their
+/// least.
 pub fn shrink_unused<'a>(mut builder: sonde::JobBuilder<'a>, used: &[&str]) -> sonde::JobBuilder<'a> {
-    for (map, least) in OPTIONAL_MAPS {
+    for (map, least) in crate::record::OPTIONAL_MAPS {
         if !used.contains(&map) {
             builder = builder.map_size(map, least);
         }
     }
     builder
 }
-
-/// `EVENTS`' size for `trace` (the eBPF declaration's: 4 MiB).
-pub const EVENTS_BYTES: u32 = 1 << 22;
-/// `STACKS`' entries where stacks are captured (the eBPF declaration's).
-pub const STACK_ENTRIES: u32 = 4096;
 
 /// Options every probing command takes.
 #[derive(Args, Debug, Clone)]
@@ -374,7 +356,7 @@ impl Session {
             Self::attach_all(common, programs, &sizes, child.as_ref().map(HeldCommand::pid), site)?;
         let attach_ms = t0.elapsed().as_secs_f64() * 1e3;
         // A session program says how its session ran (native or emulated).
-        let tier = match job.attachments().find_map(|a| a.session()) {
+        let tier = match job.session_mode() {
             Some(mode) => format!("{}, {}", job.tier().name(), mode.name()),
             None => job.tier().name().to_string(),
         };
@@ -537,6 +519,15 @@ impl Session {
         out
     }
 
+    /// Each function's report identity by cookie (the `--by` tables).
+    pub fn function_ids(&self) -> std::collections::HashMap<u64, crate::report::FunctionId> {
+        let several = self.several_binaries();
+        self.functions()
+            .iter()
+            .map(|f| (f.cookie, crate::report::FunctionId::of(f, several)))
+            .collect()
+    }
+
     /// Whether functions of more than one binary are traced (reports then
     /// name each function's binary).
     pub fn several_binaries(&self) -> bool {
@@ -580,7 +571,7 @@ impl Session {
 
     /// How a session program ran (`latency`), `None` for the other programs.
     pub fn session_mode(&self) -> Option<sonde::SessionMode> {
-        self.job.attachments().find_map(|a| a.session())
+        self.job.session_mode()
     }
 
     /// Detaches everything. Per-target tiers take ~0.1 s per probe in the kernel:

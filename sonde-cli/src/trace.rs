@@ -260,9 +260,9 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>, stack: bool)
         programs,
         site,
         |n| {
-            let mut sizes = vec![("TRACE_CONFIG", n.max(1)), ("EVENTS", crate::session::EVENTS_BYTES)];
+            let mut sizes = vec![("TRACE_CONFIG", n.max(1)), ("EVENTS", crate::record::EVENTS_BYTES)];
             if stack {
-                sizes.push(("STACKS", crate::session::STACK_ENTRIES));
+                sizes.push(("STACKS", crate::record::STACK_ENTRIES));
             }
             sizes
         },

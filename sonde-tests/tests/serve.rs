@@ -130,6 +130,22 @@ impl Drop for Agent {
     }
 }
 
+/// Whether `tool` is here: on the host it must be (`cargo xtask setup`
+/// installs `package`); the kernel matrix's guests carry sonde and the
+/// fixtures only, and skip saying so.
+fn host_tool(tool: &Path, package: &str) -> bool {
+    if tool.exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("SONDE_GUEST").is_some(),
+        "{} missing: cargo xtask setup installs {package}",
+        tool.display()
+    );
+    println!("SKIP in the guest: no {} here", tool.display());
+    false
+}
+
 fn write_config(path: &Path, port: u16, probes: &[(&Path, &[&str], bool)]) {
     let mut text = format!("listen = \"127.0.0.1:{port}\"\nretry_seconds = 1\n");
     for (binary, functions, latency) in probes {
@@ -346,12 +362,7 @@ fn the_agent_runs_as_nobody_with_capabilities_only() {
     let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     require_root();
     let capsh = Path::new("/usr/sbin/capsh");
-    if !capsh.exists() {
-        assert!(
-            std::env::var_os("SONDE_GUEST").is_some(),
-            "/usr/sbin/capsh missing: cargo xtask setup installs libcap2-bin"
-        );
-        println!("SKIP in the guest: no capsh here");
+    if !host_tool(capsh, "libcap2-bin") {
         return;
     }
     let dir = work_dir("caps");
@@ -405,13 +416,7 @@ fn prometheus_scrapes_exact_counts_and_histograms() {
     let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     require_root();
     let prometheus = Path::new("/usr/bin/prometheus");
-    if !prometheus.exists() {
-        // The kernel matrix's guests carry sonde and the fixtures, not Prometheus.
-        assert!(
-            std::env::var_os("SONDE_GUEST").is_some(),
-            "/usr/bin/prometheus missing: cargo xtask setup installs it"
-        );
-        println!("SKIP in the guest: no Prometheus server here");
+    if !host_tool(prometheus, "prometheus") {
         return;
     }
     let dir = work_dir("prom");

@@ -17,7 +17,7 @@ mod record;
 
 use record::{
     Settings, ByKey, CallRecord, Cond, Filter, TraceConfig, BUCKETS, BY_ARG, BY_COMM, BY_PID, BY_STACK, BY_TID, CONDS, ENTRY,
-    FILTER_TEXT, STACK_DEPTH,
+    FILTER_TEXT, STACK_DEPTH, EVENTS_BYTES, STACK_ENTRIES,
     FILTER_PASS, OP_EQ, OP_GE, OP_GT, OP_LE, OP_LT, OP_NE, RETURN, TEXT_READ, SRC_ARG_TEXT, SRC_COMM, SRC_PID, SRC_RET, SRC_TID, TERMS, TEXT,
 };
 
@@ -39,7 +39,7 @@ static SUM_NS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1);
 
 /// Nesting depth per thread (recursion and nested probed calls).
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22);
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES);
 
 /// Records the ring buffer had no room for, per CPU.
 #[map]
@@ -91,6 +91,22 @@ fn entry_passes(ctx: &ProbeContext) -> bool {
     }
     let cookie = ctx.cookie();
     passes(cookie, ctx.pid_tgid(), &ctx.comm(), Some(&call_args(ctx, cookie)), None)
+}
+
+/// The cookie and arguments of an entry hit that counts (in the followed tree,
+/// passing the filter), else `None`: the start of every program that reads
+/// arguments.
+#[inline(always)]
+fn admitted(ctx: &ProbeContext) -> Option<(u64, [u64; 6])> {
+    if !traced() {
+        return None;
+    }
+    let cookie = ctx.cookie();
+    let args = call_args(ctx, cookie);
+    if setting!(filter) == 1 && !passes(cookie, ctx.pid_tgid(), &ctx.comm(), Some(&args), None) {
+        return None;
+    }
+    Some((cookie, args))
 }
 
 /// The first six arguments of this hit: for a USDT probe as its spec says,
@@ -498,7 +514,7 @@ fn log2(mut v: u64) -> u32 {
 /// User stacks (`trace --stack`, `count --by stack`), each frame as (build id,
 /// file offset): named after the process exits.
 #[map]
-static STACKS: StackTrace = StackTrace::with_build_ids(4096, STACK_DEPTH);
+static STACKS: StackTrace = StackTrace::with_build_ids(STACK_ENTRIES, STACK_DEPTH);
 
 /// `sonde trace`'s settings per function (index: cookie), sized to the job.
 #[map]
@@ -548,14 +564,9 @@ fn emit(pid_tgid: u64, cookie: u64, kind: u32, args: [u64; 6], comm: [u8; 16], t
 
 #[uprobe]
 fn trace(ctx: ProbeContext) -> u32 {
-    if !traced() {
+    let Some((cookie, args)) = admitted(&ctx) else {
         return 0;
-    }
-    let cookie = ctx.cookie();
-    let args = call_args(&ctx, cookie);
-    if setting!(filter) == 1 && !passes(cookie, ctx.pid_tgid(), &ctx.comm(), Some(&args), None) {
-        return 0;
-    }
+    };
     // The verifier on 5.10 refuses this selection written through `nth` on a
     // copied config: kept as explicit matches.
     let text = match TRACE_CONFIG.get(cookie as u32).map_or(0, |c| c.text_arg) {
@@ -623,14 +634,9 @@ fn hist_add(cookie: u64, v: u64) {
 
 #[uprobe]
 fn hist_arg(ctx: ProbeContext) -> u32 {
-    if !traced() {
+    let Some((cookie, args)) = admitted(&ctx) else {
         return 0;
-    }
-    let cookie = ctx.cookie();
-    let args = call_args(&ctx, cookie);
-    if setting!(filter) == 1 && !passes(cookie, ctx.pid_tgid(), &ctx.comm(), Some(&args), None) {
-        return 0;
-    }
+    };
     hist_add(cookie, nth(&args, setting!(hist_what)));
     0
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use sonde::attach::DetachHandle;
-use sonde::{AttachOptions, Functions, GroupId, Job, SessionMode, Tier};
+use sonde::{AttachOptions, GroupId, Job, SessionMode, Tier};
 
 use super::config::{Config, Probe};
 use crate::record::BUCKETS;
@@ -158,24 +158,27 @@ impl Agent {
         let mut out = String::new();
         for (p, state) in &self.probes {
             let what = match state {
-                State::Attached(a) => {
-                    let n = self
-                        .jobs
-                        .get(&p.pid)
-                        .and_then(|j| j.count.group(a.count))
-                        .map_or(0, |(s, _)| s.len());
-                    format!(
-                        "attached: {n} function(s) of {}, tier {}{}",
-                        a.path.display(),
-                        a.tier,
-                        a.session.map(|m| format!(", {}", m.name())).unwrap_or_default()
-                    )
-                }
+                State::Attached(a) => format!("attached: {}", self.summary(p, a)),
                 State::Pending { error, .. } => format!("pending: {error}"),
             };
             out.push_str(&format!("{} {}: {what}\n", p.binary, p.functions.join(" ")));
         }
         out
+    }
+
+    /// `N function(s) of PATH, tier T[, session M]`.
+    fn summary(&self, p: &Probe, a: &Attached) -> String {
+        let n = self
+            .jobs
+            .get(&p.pid)
+            .and_then(|j| j.count.group(a.count))
+            .map_or(0, |(s, _)| s.len());
+        format!(
+            "{n} function(s) of {}, tier {}{}",
+            a.path.display(),
+            a.tier,
+            a.session.map(|m| format!(", {}", m.name())).unwrap_or_default()
+        )
     }
 
     /// Functions attached, all probes together.
@@ -200,18 +203,7 @@ impl Agent {
     fn attach(&mut self, p: &Probe, before: Option<&str>) -> State {
         match self.try_attach(p) {
             Ok(a) => {
-                log::info!(
-                    "probe {} {:?}: {} function(s) of {} (tier {}{})",
-                    p.binary,
-                    p.functions,
-                    self.jobs
-                        .get(&p.pid)
-                        .and_then(|j| j.count.group(a.count))
-                        .map_or(0, |(s, _)| s.len()),
-                    a.path.display(),
-                    a.tier,
-                    a.session.map(|m| format!(", {}", m.name())).unwrap_or_default()
-                );
+                log::info!("probe {} {:?}: {}", p.binary, p.functions, self.summary(p, &a));
                 State::Attached(a)
             }
             Err(error) => {
@@ -237,12 +229,7 @@ impl Agent {
     }
 
     fn try_attach(&mut self, p: &Probe) -> Result<Attached, String> {
-        let mut query = Functions::in_binary(&p.binary).patterns(p.functions.clone());
-        // A container's binary as its process sees it; a pid's libraries too.
-        if let Some(pid) = p.pid.or(p.container) {
-            query = query.pid(pid);
-        }
-        let set = query.resolve().map_err(|e| e.to_string())?;
+        let set = p.query().resolve().map_err(|e| e.to_string())?;
         let (path, inode) = (set.path().to_path_buf(), set.inode());
         let (max, max_latency) = (self.config.max_functions, self.config.max_latency_functions);
         let jobs = match self.jobs.entry(p.pid) {
@@ -279,7 +266,7 @@ impl Agent {
                     }
                 };
                 let id = job.add_set(set)?;
-                Ok((id, job.attachments().find_map(|a| a.session())))
+                Ok((id, job.session_mode()))
             })();
             match timed {
                 Ok((id, mode)) => {

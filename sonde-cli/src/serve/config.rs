@@ -69,6 +69,18 @@ pub struct Probe {
     pub container: Option<u32>,
 }
 
+impl Probe {
+    /// The query that resolves this probe's functions: in the process of `pid`
+    /// or `container` when set (libraries and paths as it sees them).
+    pub fn query(&self) -> sonde::Functions {
+        let query = sonde::Functions::in_binary(&self.binary).patterns(self.functions.clone());
+        match self.pid.or(self.container) {
+            Some(pid) => query.pid(pid),
+            None => query,
+        }
+    }
+}
+
 fn default_listen() -> String {
     DEFAULT_LISTEN.to_string()
 }

@@ -74,8 +74,9 @@ fn collect(agent: &Agent) -> Vec<Row> {
             .map("COUNTS")
             .ok()
             .and_then(|m| PerCpuArray::<u64>::new(m).ok());
+        // The timing job's maps, opened once for the probe's functions.
         let timed = match (jobs.latency.as_ref(), a.latency) {
-            (Some(job), Some(id)) => job.group(id).map(|(_, c)| (job, c)),
+            (Some(job), Some(id)) => job.group(id).and_then(|(_, c)| Some((Timing::open(job)?, c))),
             _ => None,
         };
         for (i, (f, &cookie)) in set.iter().zip(cookies).enumerate() {
@@ -88,16 +89,14 @@ fn collect(agent: &Agent) -> Vec<Row> {
                 .as_ref()
                 .and_then(|m| m.get(cookie as u32).ok())
                 .map_or(0, |v| v.iter().sum());
-            let duration = timed.and_then(|(job, c)| c.get(i).and_then(|&c| histogram(job, c as u32)));
+            let duration = timed
+                .as_ref()
+                .and_then(|(t, c)| c.get(i).and_then(|&c| t.histogram(c as u32)));
             rows.push(Row {
                 binary: probe.binary.clone(),
                 function,
                 tier: a.tier.name(),
-                session: match (a.latency, a.session) {
-                    (Some(_), Some(SessionMode::Native)) => "native",
-                    (Some(_), Some(SessionMode::Emulated)) => "emulated",
-                    _ => "none",
-                },
+                session: a.session.map_or("none", SessionMode::short_name),
                 calls,
                 duration,
             });
@@ -112,40 +111,54 @@ fn collect(agent: &Agent) -> Vec<Row> {
 const LOW: u32 = 9;
 const HIGH: u32 = 35;
 
-/// A function's histogram from the timing job's log2 maps: read up to the
-/// bucket of its maximum only.
-fn histogram(job: &sonde::Job, cookie: u32) -> Option<Histogram> {
-    let object = job.object();
-    let hist = PerCpuArray::<u64>::new(object.map("HIST").ok()?).ok()?;
-    let max = PerCpuArray::<u64>::new(object.map("MAX_NS").ok()?).ok()?;
-    let sum = PerCpuArray::<u64>::new(object.map("SUM_NS").ok()?).ok()?;
-    let max_ns = max.get(cookie).ok()?.into_iter().max().unwrap_or(0);
-    let sum_ns: u64 = sum.get(cookie).ok()?.iter().sum();
-    // Non-cumulative counts per exported bucket, +Inf last.
-    let mut counts = vec![0u64; (HIGH - LOW + 2) as usize];
-    if max_ns > 0 {
-        let top = 63 - max_ns.leading_zeros();
-        for b in 0..=top {
-            let n: u64 = hist.get(cookie * BUCKETS + b).ok()?.iter().sum();
-            let i = if b > HIGH {
-                counts.len() - 1
-            } else {
-                b.saturating_sub(LOW) as usize
-            };
-            counts[i] += n;
-        }
+/// The timing job's maps: log2 buckets, maximum and sum per cookie.
+struct Timing {
+    hist: PerCpuArray<u64>,
+    max: PerCpuArray<u64>,
+    sum: PerCpuArray<u64>,
+}
+
+impl Timing {
+    fn open(job: &sonde::Job) -> Option<Timing> {
+        let object = job.object();
+        let array = |name| PerCpuArray::<u64>::new(object.map(name).ok()?).ok();
+        Some(Timing {
+            hist: array("HIST")?,
+            max: array("MAX_NS")?,
+            sum: array("SUM_NS")?,
+        })
     }
-    let count = counts.iter().sum();
-    let buckets = (LOW..=HIGH)
-        .map(|b| 2f64.powi(b as i32 + 1) / 1e9)
-        .chain([f64::MAX])
-        .zip(counts)
-        .collect();
-    Some(Histogram {
-        sum: sum_ns as f64 / 1e9,
-        count,
-        buckets,
-    })
+
+    /// A function's histogram: read up to the bucket of its maximum only.
+    fn histogram(&self, cookie: u32) -> Option<Histogram> {
+        let max_ns = self.max.get(cookie).ok()?.into_iter().max().unwrap_or(0);
+        let sum_ns: u64 = self.sum.get(cookie).ok()?.iter().sum();
+        // Non-cumulative counts per exported bucket, +Inf last.
+        let mut counts = vec![0u64; (HIGH - LOW + 2) as usize];
+        if max_ns > 0 {
+            let top = 63 - max_ns.leading_zeros();
+            for b in 0..=top {
+                let n: u64 = self.hist.get(cookie * BUCKETS + b).ok()?.iter().sum();
+                let i = if b > HIGH {
+                    counts.len() - 1
+                } else {
+                    b.saturating_sub(LOW) as usize
+                };
+                counts[i] += n;
+            }
+        }
+        let count = counts.iter().sum();
+        let buckets = (LOW..=HIGH)
+            .map(|b| 2f64.powi(b as i32 + 1) / 1e9)
+            .chain([f64::MAX])
+            .zip(counts)
+            .collect();
+        Some(Histogram {
+            sum: sum_ns as f64 / 1e9,
+            count,
+            buckets,
+        })
+    }
 }
 
 impl Collector for AgentCollector {

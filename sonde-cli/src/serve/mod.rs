@@ -91,8 +91,9 @@ pub fn run(args: &ServeArgs) -> Result<i32, CliError> {
             seen = changed;
             match Config::read(&args.config) {
                 Ok(mut c) => {
-                    c.listen = lock(&agent).config.listen.clone();
-                    let (a, d, p) = lock(&agent).apply(c);
+                    let mut agent = lock(&agent);
+                    c.listen = agent.config.listen.clone();
+                    let (a, d, p) = agent.apply(c);
                     log::info!(
                         "reloaded {}: {a} attached, {d} detached, {p} pending",
                         args.config.display()
@@ -137,11 +138,7 @@ fn check(path: &Path, config: &Config) -> Result<i32, CliError> {
         config.retry_seconds
     );
     for p in &config.probes {
-        let mut q = sonde::Functions::in_binary(&p.binary).patterns(p.functions.clone());
-        if let Some(pid) = p.pid.or(p.container) {
-            q = q.pid(pid);
-        }
-        let what = match q.resolve() {
+        let what = match p.query().resolve() {
             Ok(set) => format!("{} function(s) of {}", set.len(), set.path().display()),
             Err(e) => format!("not attachable now ({e}); sonde serve retries it"),
         };

@@ -97,6 +97,14 @@ impl SessionMode {
             SessionMode::Emulated => "session emulated",
         }
     }
+
+    /// `native` / `emulated` (JSON values, metric labels).
+    pub fn short_name(self) -> &'static str {
+        match self {
+            SessionMode::Native => "native",
+            SessionMode::Emulated => "emulated",
+        }
+    }
 }
 
 /// One attach pass: the kind the mechanism attaches as, and the session half
@@ -171,29 +179,22 @@ fn attach(probe: &mut UProbe, sites: Vec<ProbeSite>, options: &AttachOptions) ->
             needed: plan.descriptors,
             hard_limit,
         })?;
-        let (passes, _) = parts(probe.kind(), tier, &features);
-        let mut result: Result<(Vec<_>, Vec<_>), AttachError> = Ok((Vec::new(), Vec::new()));
-        for part in passes {
-            let pass = match tier {
-                Tier::Multi => multi::attach(probe, &sites, options.scope, part),
-                Tier::PerfLink | Tier::Emulated => {
-                    perf_event::attach(probe, &sites, options.scope, tier, part, &features)
-                }
-                Tier::Tracefs => tracefs::attach(probe, &sites, options.scope, part),
-            };
-            // A failed pass drops the links of the passes before it.
-            result = match (result, pass) {
-                (Ok((mut programs, mut links)), Ok((p, l))) => {
-                    programs.extend(p);
-                    links.extend(l);
-                    Ok((programs, links))
-                }
-                (Err(e), _) | (_, Err(e)) => Err(e),
-            };
-            if result.is_err() {
-                break;
+        // A failed pass drops the links of the passes before it.
+        let result = (|| {
+            let (mut programs, mut links) = (Vec::new(), Vec::new());
+            for part in parts(probe.kind(), tier, &features).0 {
+                let (p, l) = match tier {
+                    Tier::Multi => multi::attach(probe, &sites, options.scope, part),
+                    Tier::PerfLink | Tier::Emulated => {
+                        perf_event::attach(probe, &sites, options.scope, tier, part, &features)
+                    }
+                    Tier::Tracefs => tracefs::attach(probe, &sites, options.scope, part),
+                }?;
+                programs.extend(p);
+                links.extend(l);
             }
-        }
+            Ok::<_, AttachError>((programs, links))
+        })();
         match result {
             Ok((programs, links)) => {
                 return Ok(Attachment {

@@ -293,6 +293,12 @@ impl Job {
             .unwrap_or(Tier::Multi)
     }
 
+    /// How its session programs run (native or emulated), `None` when it
+    /// attaches none.
+    pub fn session_mode(&self) -> Option<crate::SessionMode> {
+        self.attachments().find_map(Attachment::session)
+    }
+
     /// Every attachment, for plans and kernel ids.
     pub fn attachments(&self) -> impl Iterator<Item = &Attachment> {
         self.groups.values().flat_map(|g| g.attachments.iter())

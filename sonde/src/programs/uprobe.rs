@@ -39,6 +39,8 @@ pub struct UProbe {
     insns: Vec<Insn>,
     license: CString,
     reads_cookie: bool,
+    /// Makes session calls (`#[uprobe_session]`): rewritten at every load.
+    session_calls: bool,
     loaded: HashMap<Load, Arc<LoadedProgram>>,
 }
 
@@ -46,6 +48,7 @@ impl UProbe {
     pub(crate) fn new(name: String, kind: ProbeKind, insns: Vec<Insn>, license: CString) -> Self {
         UProbe {
             reads_cookie: uses_cookie(&insns),
+            session_calls: uses_session_calls(&insns),
             name,
             kind,
             insns,
@@ -97,7 +100,7 @@ impl UProbe {
             Cookie::Emulated(c) => bake_cookie(&self.insns, c),
             Cookie::Native => self.insns.clone(),
         };
-        if uses_session_calls(&insns) {
+        if self.session_calls {
             let native = match load.attach_type {
                 AttachType::UprobeSession => Some(session_kfuncs().map_err(|reason| ProgramError::Kfunc {
                     name: self.name.clone(),
