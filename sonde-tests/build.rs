@@ -108,11 +108,39 @@ fn main() {
             .arg(o("fixture-pie"))
             .arg(o(name)));
     }
+    run(gcc()
+        .args(["-fPIE", "-pie"])
+        .arg(src.join("hostile.c"))
+        .arg(src.join("hostile2.c"))
+        .arg("-o")
+        .arg(o("fixture-hostile")));
+    hostile_names(&o("fixture-hostile"));
     many_functions(&out);
     let id = build_id(&o("fixture-pie"));
     let dir = o("debugroot/.build-id").join(&id[..2]);
     std::fs::create_dir_all(&dir).expect("build-id dir");
     std::fs::copy(&debug, dir.join(format!("{}.debug", &id[2..]))).expect("copy debug file");
+}
+
+include!("fixtures/hostile_names.rs");
+
+/// Rewrites hostile.c's placeholder names into [`HOSTILE_NAMES`] everywhere
+/// in `path` (symbol table, debug strings), padded to the same length.
+fn hostile_names(path: &Path) {
+    let mut data = std::fs::read(path).expect("read fixture-hostile");
+    for (from, to) in HOSTILE_NAMES {
+        assert!(to.len() <= from.len(), "hostile name longer than its placeholder");
+        let to = hostile_name((from, to)).into_bytes();
+        let mut at = 0;
+        let mut found = 0;
+        while let Some(i) = data[at..].windows(from.len()).position(|w| w == from.as_bytes()) {
+            data[at + i..at + i + from.len()].copy_from_slice(&to);
+            at += i + from.len();
+            found += 1;
+        }
+        assert!(found > 0, "{from} not in fixture-hostile");
+    }
+    std::fs::write(path, data).expect("write fixture-hostile");
 }
 
 /// The build-id of `path` in hex, read with readelf.

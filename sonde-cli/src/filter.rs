@@ -76,15 +76,27 @@ fn at(text: &str, col: usize, msg: &str) -> String {
     )
 }
 
+/// Parentheses nested deeper than this are refused (the parser recurses).
+const DEPTH: usize = 32;
+
+/// Alternatives (and comparisons in one) allowed while expanding: checked
+/// before each product is allocated, so no input can expand without bound.
+const EXPANDED: usize = 64;
+
+/// Comparisons in one expression: bounds the tree (and its recursion) too.
+const COMPARISONS: usize = 256;
+
 struct Parser<'a> {
     text: &'a str,
     pos: usize,
+    depth: usize,
+    comparisons: usize,
 }
 
 impl Parser<'_> {
     fn skip(&mut self) {
-        while self.text[self.pos..].starts_with(|c: char| c.is_whitespace()) {
-            self.pos += 1;
+        while let Some(c) = self.text[self.pos..].chars().next().filter(|c| c.is_whitespace()) {
+            self.pos += c.len_utf8();
         }
     }
 
@@ -120,13 +132,22 @@ impl Parser<'_> {
 
     fn primary(&mut self) -> Result<Expr, String> {
         if self.eat("(") {
+            if self.depth >= DEPTH {
+                return Err(self.err(&format!("parentheses nested over {DEPTH} deep")));
+            }
+            self.depth += 1;
             let e = self.expr()?;
+            self.depth -= 1;
             if !self.eat(")") {
                 return Err(self.err("expected `)`"));
             }
             return Ok(e);
         }
         self.skip();
+        self.comparisons += 1;
+        if self.comparisons > COMPARISONS {
+            return Err(self.err(&format!("more than {COMPARISONS} comparisons")));
+        }
         let start = self.pos;
         let word: String = self.text[self.pos..]
             .chars()
@@ -214,24 +235,33 @@ impl Parser<'_> {
     }
 }
 
-/// Disjunctive normal form: (a || b) && c = a && c || b && c.
-fn dnf(e: Expr) -> Vec<Vec<Comparison>> {
+/// Disjunctive normal form: (a || b) && c = a && c || b && c. Each step's
+/// size is checked against [`EXPANDED`] before it is built.
+fn dnf(e: Expr) -> Result<Vec<Vec<Comparison>>, usize> {
     match e {
-        Expr::Cmp(c) => vec![vec![c]],
+        Expr::Cmp(c) => Ok(vec![vec![c]]),
         Expr::Or(a, b) => {
-            let mut v = dnf(*a);
-            v.extend(dnf(*b));
-            v
+            let mut v = dnf(*a)?;
+            let w = dnf(*b)?;
+            if v.len() + w.len() > EXPANDED {
+                return Err(v.len() + w.len());
+            }
+            v.extend(w);
+            Ok(v)
         }
         Expr::And(a, b) => {
-            let (a, b) = (dnf(*a), dnf(*b));
-            let mut out = Vec::new();
+            let (a, b) = (dnf(*a)?, dnf(*b)?);
+            let longest = |v: &[Vec<Comparison>]| v.iter().map(Vec::len).max().unwrap_or(0);
+            if a.len().saturating_mul(b.len()) > EXPANDED || longest(&a) + longest(&b) > EXPANDED {
+                return Err(a.len().saturating_mul(b.len()));
+            }
+            let mut out = Vec::with_capacity(a.len() * b.len());
             for x in &a {
                 for y in &b {
                     out.push(x.iter().chain(y).cloned().collect());
                 }
             }
-            out
+            Ok(out)
         }
     }
 }
@@ -248,19 +278,20 @@ pub enum Site {
 impl FilterExpr {
     /// Parses `text`; errors point at the column.
     pub fn parse(text: &str) -> Result<FilterExpr, String> {
-        let mut p = Parser { text, pos: 0 };
+        let mut p = Parser {
+            text,
+            pos: 0,
+            depth: 0,
+            comparisons: 0,
+        };
         let e = p.expr()?;
         p.skip();
         if p.pos != text.len() {
             return Err(p.err("expected `&&`, `||` or the end"));
         }
-        let terms = dnf(e);
-        if terms.len() > 64 {
-            return Err(format!(
-                "--filter: {} alternatives once expanded: simplify it",
-                terms.len()
-            ));
-        }
+        let terms = dnf(e).map_err(|n| {
+            format!("--filter: {n} or more alternatives (or comparisons in one) once expanded, over {EXPANDED}: simplify it")
+        })?;
         Ok(FilterExpr {
             text: text.to_string(),
             terms,

@@ -63,9 +63,68 @@ pub fn fit(s: &str, width: usize) -> String {
     }
 }
 
+/// Text from a traced process or a probed binary (a `comm`, a string argument,
+/// a symbol, a USDT name, a path), made safe for a terminal: every control
+/// character (C0, DEL, C1) and the backslash escaped (`\\`, `\n`, `\t`,
+/// `\r`, `\e`, `\xNN`, `\u{NN}`), so it can neither move the cursor, retitle
+/// the terminal nor forge a line.
+pub fn text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\x1b' => out.push_str("\\e"),
+            c if (c as u32) < 0x20 || c == '\x7f' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if ('\u{80}'..='\u{9f}').contains(&c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Bytes as [`text`] shows them, invalid UTF-8 as `\xNN`.
+pub fn bytes(mut bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    loop {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => {
+                out.push_str(&text(s));
+                return out;
+            }
+            Err(e) => {
+                let (good, bad) = bytes.split_at(e.valid_up_to());
+                out.push_str(&text(std::str::from_utf8(good).unwrap_or_default()));
+                let skip = e.error_len().unwrap_or(bad.len()).max(1);
+                for b in &bad[..skip] {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+                bytes = &bad[skip..];
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        assert_eq!(text("plain name"), "plain name");
+        assert_eq!(text("a\x1b[2Jb"), "a\\e[2Jb");
+        assert_eq!(text("x\ny\rz\tw\x07"), "x\\ny\\rz\\tw\\x07");
+        assert_eq!(text("back\\slash"), "back\\\\slash");
+        assert_eq!(text("c1\u{9b}31m"), "c1\\u{9b}31m");
+        assert_eq!(text("del\x7f é"), "del\\x7f é");
+        assert_eq!(bytes(b"ok\xff\x1b]0;title\x07"), "ok\\xff\\e]0;title\\x07");
+        for c in (0u32..0x110000).filter_map(char::from_u32) {
+            let shown = text(&c.to_string());
+            assert!(!shown.chars().any(|c| c.is_control()), "{c:?} -> {shown:?}");
+        }
+    }
 
     #[test]
     fn human_numbers() {

@@ -92,15 +92,26 @@ pub fn list(target: &str, patterns: &[String], pid: Option<u32>, json: bool) -> 
                 let size = f.implementation.as_ref().map_or(f.symbol.size, |m| m.size);
                 writeln!(
                     out,
-                    "{:>6} {:>#12x} {:>7}  {name}{note}",
+                    "{:>6} {:>#12x} {:>7}  {}{}",
                     first_cookie + f.cookie,
                     f.file_offset,
-                    size
+                    size,
+                    crate::human::text(&name),
+                    crate::human::text(&note)
                 )?;
             }
-            writeln!(out, "{} functions in {}", set.len(), set.path().display())?;
+            writeln!(
+                out,
+                "{} functions in {}",
+                set.len(),
+                crate::human::text(&set.path().display().to_string())
+            )?;
             if let Some(d) = set.symbols().debug_file() {
-                writeln!(out, "symbols from debug file {}", d.display())?;
+                writeln!(
+                    out,
+                    "symbols from debug file {}",
+                    crate::human::text(&d.display().to_string())
+                )?;
             }
         }
         first_cookie += set.len() as u64;

@@ -222,6 +222,12 @@ pub fn exit_code(stop: Stop) -> i32 {
             0
         }
         Stop::Signal => 130,
+        Stop::Rewritten(path) => {
+            eprintln!(
+                "sonde: {path} was rewritten in place while probed: every probe was detached at once (the old offsets may fall inside the new code); the figures above end there, run sonde again to probe the new file"
+            );
+            1
+        }
     }
 }
 
@@ -251,7 +257,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(CliError(msg)) => {
-            eprintln!("sonde: error: {msg}");
+            // Errors may quote names from binaries: their lines stay ours.
+            let lines: Vec<String> = msg.split('\n').map(human::text).collect();
+            eprintln!("sonde: error: {}", lines.join("\n"));
             ExitCode::from(2)
         }
     }

@@ -14,11 +14,14 @@ pub struct FunctionId {
     /// Symbol version, if versioned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
-    /// The name shown in tables.
+    /// The name shown in tables (control characters escaped).
     #[serde(skip)]
     pub label: String,
     /// The cookie.
     pub cookie: u64,
+    /// The file offset probed: tells apart two functions of one name (two
+    /// `static` functions in different source files).
+    pub offset: u64,
     /// The binary, when several are traced.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub binary: Option<String>,
@@ -34,7 +37,7 @@ impl FunctionId {
     pub fn of(f: &crate::session::SessionFunction<'_>, several_binaries: bool) -> Self {
         let set: &FunctionSet = f.set;
         let binary = several_binaries.then(|| set.path().display().to_string());
-        let label = set.label(f.function);
+        let label = crate::human::text(&set.label(f.function));
         FunctionId {
             name: f.function.name.to_string(),
             demangled: set.demangled(f.function).map(str::to_string),
@@ -42,14 +45,15 @@ impl FunctionId {
             label: match &binary {
                 Some(_) => format!(
                     "{}:{label}",
-                    set.path().file_name().map_or_else(
+                    crate::human::text(&set.path().file_name().map_or_else(
                         || set.path().display().to_string(),
                         |n| n.to_string_lossy().into_owned()
-                    )
+                    ))
                 ),
                 None => label,
             },
             cookie: f.cookie,
+            offset: f.function.file_offset,
             binary,
             implementation: f.function.implementation.as_ref().map(|m| m.label()),
         }
@@ -91,7 +95,8 @@ pub fn by_value(by: crate::session::By, value: u64, comm_lo: u64, comm_hi: u64) 
     match by {
         crate::session::By::Comm => {
             let comm = comm_text(comm_lo, comm_hi);
-            (serde_json::Value::from(comm.clone()), comm)
+            let shown = crate::human::text(&comm);
+            (serde_json::Value::from(comm), shown)
         }
         _ => (serde_json::Value::from(value), value.to_string()),
     }

@@ -12,6 +12,7 @@ use sonde::{AttachOptions, Attachment, FunctionSet, Functions, GroupId, Job, Tie
 
 use crate::CliError;
 use sonde::command::{HeldCommand, ProcessWatch};
+use sonde::resolve::watch::{Change, FileWatch, Fingerprint};
 
 /// The eBPF programs of the command, built by build.rs.
 pub const PROBES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cli-probes.bpf.o"));
@@ -217,7 +218,7 @@ fn parse_tier(s: &str) -> Result<Tier, String> {
 }
 
 /// Why the wait ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stop {
     /// Ctrl-C or SIGTERM.
     Signal,
@@ -227,6 +228,9 @@ pub enum Stop {
     Exited(i32),
     /// The `-p` process exited.
     ProcessExited(u32),
+    /// A probed binary was rewritten in place: every probe was detached at
+    /// once (its offsets may fall inside the new code).
+    Rewritten(String),
 }
 
 /// One function of a session: its cookie, the set it came from, itself.
@@ -252,6 +256,9 @@ pub struct Session {
     _follow: Vec<sonde::TracepointLink>,
     /// When counting began (after attach).
     pub started: Instant,
+    /// The probed binaries as read, watched for writes.
+    files: FileWatch,
+    read: Vec<(std::path::PathBuf, Fingerprint)>,
 }
 
 /// Sets the stop flag on SIGINT and SIGTERM.
@@ -374,13 +381,18 @@ impl Session {
         let sets: Vec<&FunctionSet> = groups.iter().filter_map(|g| job.group(*g)).map(|(s, _)| s).collect();
         let count: usize = sets.iter().map(|s| s.len()).sum();
         let path = match sets.as_slice() {
-            [one] => one.path().display().to_string(),
+            [one] => crate::human::text(&one.path().display().to_string()),
             many => format!("{} binaries", many.len()),
         };
         let status = format!(
             "sonde: {what} {count} function{} of {path} (tier {tier}, attached in {attach_ms:.1} ms); {end}",
             if count == 1 { "" } else { "s" },
         );
+        let files = FileWatch::new();
+        let read: Vec<_> = sets.iter().map(|s| (s.path().to_path_buf(), s.fingerprint())).collect();
+        for (path, _) in &read {
+            files.add(path);
+        }
         let mut session = Session {
             job,
             groups,
@@ -390,6 +402,8 @@ impl Session {
             traced: common.pid.map(ProcessWatch::new),
             _follow: follow,
             started: Instant::now(),
+            files,
+            read,
         };
         // On failure the attachments drop with the session: nothing stays attached.
         if let Some(expr) = &common.filter {
@@ -561,6 +575,19 @@ impl Session {
         if let Some(w) = self.traced.as_ref().filter(|w| w.exited()) {
             return Some(Stop::ProcessExited(w.pid()));
         }
+        if self.files.wait(Duration::ZERO) {
+            let rewritten = self
+                .read
+                .iter()
+                .find(|(path, was)| was.change_at(path) == Some(Change::Rewritten));
+            if let Some((path, _)) = rewritten {
+                let path = crate::human::text(&path.display().to_string());
+                // Detached before anything else: new mappings of the file must
+                // not get breakpoints at the old offsets.
+                self.job.take_attachments().into_iter().for_each(Attachment::detach);
+                return Some(Stop::Rewritten(path));
+            }
+        }
         self.child.as_mut().and_then(HeldCommand::try_wait).map(Stop::Exited)
     }
 
@@ -720,13 +747,16 @@ fn write_usdt_specs(session: &Session) -> Result<(), CliError> {
         let index = u32::try_from(cookie).ok().filter(|i| *i < specs.len()).ok_or_else(|| {
             CliError::new(format!(
                 "{}: USDT probes need cookies below {}",
-                probe.label(),
+                crate::human::text(&probe.label()),
                 specs.len()
             ))
         })?;
         match probe.spec(cookie) {
             Ok(spec) => specs.set(index, &spec)?,
-            Err(e) => eprintln!("sonde: {e}: its arguments read as registers"),
+            Err(e) => eprintln!(
+                "sonde: {}: its arguments read as registers",
+                crate::human::text(&e.to_string())
+            ),
         }
     }
     update_settings(session.object(), |s| s.usdt = 1)

@@ -64,7 +64,8 @@ impl Stacks {
     }
 
     /// One line per frame, innermost first: `name+0xOFF (file:line)`,
-    /// `[file]+0xOFF` when the file has no symbol there, `[unknown]` otherwise.
+    /// `[file]+0xOFF` when the file has no symbol there, `[unknown]` otherwise;
+    /// control characters of names and paths escaped.
     pub fn describe(&self, frames: &[BuildIdFrame]) -> Vec<String> {
         frames
             .iter()
@@ -75,6 +76,7 @@ impl Stacks {
                 },
                 BuildIdFrame::Ip(ip) => format!("[unknown] {ip:#x}"),
             })
+            .map(|s| crate::human::text(&s))
             .collect()
     }
 

@@ -160,29 +160,7 @@ fn record_text(call: &CallRecord) -> Result<(String, bool), String> {
     // The kernel copies at most TEXT - 1 bytes and the NUL: a full buffer may
     // have cut the string.
     let truncated = n == TEXT;
-    Ok((escape(bytes), truncated))
-}
-
-/// UTF-8 as is, other bytes as `\xNN`.
-fn escape(mut bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    loop {
-        match std::str::from_utf8(bytes) {
-            Ok(s) => {
-                out.push_str(s);
-                return out;
-            }
-            Err(e) => {
-                let (good, bad) = bytes.split_at(e.valid_up_to());
-                out.push_str(std::str::from_utf8(good).unwrap_or_default());
-                let skip = e.error_len().unwrap_or(bad.len()).max(1);
-                for b in &bad[..skip] {
-                    out.push_str(&format!("\\x{b:02x}"));
-                }
-                bytes = &bad[skip..];
-            }
-        }
-    }
+    Ok((crate::human::bytes(bytes), truncated))
 }
 
 /// A value shown as `t` says; `text` is the record's string for `s`.
@@ -205,7 +183,7 @@ fn human(t: ArgType, v: &Value, truncated: bool) -> String {
         (ArgType::Str, Value::Text(s)) if s.starts_with("<unreadable") => s.clone(),
         (ArgType::Str, Value::Text(s)) => format!(
             "\"{}\"{}",
-            s.replace('"', "\\\"").replace('\n', "\\n"),
+            s.replace('"', "\\\""),
             if truncated { "..." } else { "" }
         ),
         (ArgType::Hex | ArgType::Ptr, Value::Uint(n)) => format!("{n:#x}"),
@@ -391,7 +369,7 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>, stack: bool)
                 entry.ts_ns.saturating_sub(t0) as f64 / 1e9,
                 entry.pid_tgid >> 32,
                 entry.pid_tgid as u32,
-                comm,
+                crate::human::text(&comm),
                 shown.join(", "),
             )?;
             for f in frames.iter().flatten() {

@@ -3,6 +3,8 @@
 
 pub mod crafted;
 
+include!("../fixtures/hostile_names.rs");
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use sonde::attach::DetachHandle;
+use sonde::command::ProcessWatch;
+use sonde::resolve::watch::{Change, FileWatch, Fingerprint};
 use sonde::{AttachOptions, GroupId, Job, SessionMode, Tier};
 
 use super::config::{Config, Probe};
@@ -31,9 +33,11 @@ pub struct Attached {
     pub count: GroupId,
     /// Its functions in the timing job (`latency = true`).
     pub latency: Option<GroupId>,
-    /// The binary's canonical path and (device, inode) when it was read.
+    /// The binary's canonical path and what its file was when it was read.
     pub path: PathBuf,
-    inode: (u64, u64),
+    fingerprint: Fingerprint,
+    /// The process of a `pid = N` probe, watched for its exit.
+    process: Option<ProcessWatch>,
     /// The tier the counting program runs on.
     pub tier: Tier,
     /// How the timing program's session runs.
@@ -65,6 +69,9 @@ pub struct Agent {
     pub attach_errors: BTreeMap<String, u64>,
     /// Detaches under way (per-target tiers take ~0.1 s a probe).
     detaching: Vec<DetachHandle>,
+    /// The attached binaries, watched for writes (shared with the main loop,
+    /// which waits on it).
+    pub files: FileWatch,
 }
 
 impl Agent {
@@ -76,6 +83,7 @@ impl Agent {
             probes: BTreeMap::new(),
             attach_errors: BTreeMap::new(),
             detaching: Vec::new(),
+            files: FileWatch::default(),
         }
     }
 
@@ -124,15 +132,16 @@ impl Agent {
         (attached, gone.len(), pending)
     }
 
-    /// Retries pending probes whose last try is `retry_seconds` old, and
-    /// re-attaches probes whose binary was replaced on disk.
+    /// Retries pending probes whose last try is `retry_seconds` old,
+    /// re-attaches probes whose binary was replaced on disk, and detaches
+    /// those whose binary was rewritten in place or whose process exited.
     pub fn retry(&mut self) {
         let every = std::time::Duration::from_secs(self.config.retry_seconds);
         let keys: Vec<Probe> = self.probes.keys().cloned().collect();
         for p in keys {
             let redo = match self.probes.get(&p) {
                 Some(State::Pending { tried, .. }) => tried.elapsed() >= every,
-                Some(State::Attached(a)) => replaced(a),
+                Some(State::Attached(a)) => a.fingerprint.change_at(&a.path).is_some() || exited(a),
                 None => false,
             };
             if !redo {
@@ -140,8 +149,12 @@ impl Agent {
             }
             let before = match self.probes.remove(&p) {
                 Some(State::Attached(a)) => {
-                    log::info!("{} was replaced on disk: attaching to the new file", a.path.display());
                     self.detach(p.pid, &a);
+                    if let Some(pending) = self.gone(&a) {
+                        self.probes.insert(p, pending);
+                        continue;
+                    }
+                    log::info!("{} was replaced on disk: attaching to the new file", a.path.display());
                     None
                 }
                 Some(State::Pending { error, .. }) => Some(error),
@@ -151,6 +164,52 @@ impl Agent {
             self.probes.insert(p, state);
         }
         self.detaching.retain(|h| !h.is_finished());
+    }
+
+    /// Detaches at once every probe whose binary was rewritten in place (its
+    /// offsets may now fall inside instructions) or whose process exited; they
+    /// are attached again at a retry once the file is left alone.
+    pub fn detach_changed(&mut self) {
+        let changed: Vec<Probe> = self
+            .probes
+            .iter()
+            .filter(|(_, s)| match s {
+                State::Attached(a) => a.fingerprint.change_at(&a.path) == Some(Change::Rewritten) || exited(a),
+                State::Pending { .. } => false,
+            })
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in changed {
+            if let Some(State::Attached(a)) = self.probes.remove(&p) {
+                self.detach(p.pid, &a);
+                let state = self.gone(&a).unwrap_or_else(|| State::Pending {
+                    error: "detached".into(),
+                    tried: Instant::now(),
+                });
+                self.probes.insert(p, state);
+            }
+        }
+    }
+
+    /// The pending state of a detached probe whose file was rewritten or whose
+    /// process exited (logged); `None` when it was only replaced.
+    fn gone(&self, a: &Attached) -> Option<State> {
+        let error = if let Some(w) = a.process.as_ref().filter(|w| w.exited()) {
+            format!("process {} exited: detached", w.pid())
+        } else if a.fingerprint.change_at(&a.path) == Some(Change::Rewritten) {
+            format!(
+                "{} was rewritten in place while probed: detached at once (its old offsets may fall inside new instructions); attached again when unchanged for {} s",
+                a.path.display(),
+                self.config.retry_seconds
+            )
+        } else {
+            return None;
+        };
+        log::warn!("{error}");
+        Some(State::Pending {
+            error,
+            tried: Instant::now(),
+        })
     }
 
     /// One line per probe: attached (functions, tier) or pending (why).
@@ -230,7 +289,11 @@ impl Agent {
 
     fn try_attach(&mut self, p: &Probe) -> Result<Attached, String> {
         let set = p.query().resolve().map_err(|e| e.to_string())?;
-        let (path, inode) = (set.path().to_path_buf(), set.inode());
+        let (path, fingerprint) = (set.path().to_path_buf(), set.fingerprint());
+        let process = p.pid.map(ProcessWatch::new);
+        if let Some(w) = process.as_ref().filter(|w| w.exited()) {
+            return Err(format!("process {} exited", w.pid()));
+        }
         let (max, max_latency) = (self.config.max_functions, self.config.max_latency_functions);
         let jobs = match self.jobs.entry(p.pid) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
@@ -282,11 +345,13 @@ impl Agent {
                 }
             }
         }
+        self.files.add(&path);
         Ok(Attached {
             count,
             latency,
             path,
-            inode,
+            fingerprint,
+            process,
             tier,
             session,
         })
@@ -308,12 +373,7 @@ fn options(pid: Option<u32>) -> AttachOptions {
     }
 }
 
-/// Whether the file at an attached probe's path is no longer the one read.
-fn replaced(a: &Attached) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match std::fs::metadata(&a.path) {
-        Ok(m) => (m.dev(), m.ino()) != a.inode,
-        // Gone (mid-upgrade): keep the probes until a new file is there.
-        Err(_) => false,
-    }
+/// Whether the process of a `pid` probe has exited.
+fn exited(a: &Attached) -> bool {
+    a.process.as_ref().is_some_and(ProcessWatch::exited)
 }

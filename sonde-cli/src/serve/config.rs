@@ -81,6 +81,17 @@ impl Probe {
     }
 }
 
+/// The largest configuration file read.
+pub const MAX_FILE: u64 = 1 << 20;
+/// `retry_seconds`: a second to a day.
+pub const RETRY_SECONDS: (u64, u64) = (1, 86_400);
+/// `max_functions`: what one uprobe_multi link takes at most (2^20).
+pub const MAX_FUNCTIONS: (u64, u64) = (1, 1 << 20);
+/// `max_latency_functions`: each one has its histogram's slots in every map.
+pub const MAX_LATENCY_FUNCTIONS: (u64, u64) = (1, 65_536);
+/// Process ids: 1 to the kernel's `PID_MAX_LIMIT` on 64-bit (2^22).
+pub const PIDS: (u64, u64) = (1, 1 << 22);
+
 fn default_listen() -> String {
     DEFAULT_LISTEN.to_string()
 }
@@ -95,10 +106,22 @@ fn default_max_latency() -> u32 {
 }
 
 impl Config {
-    /// Reads and checks `path`.
+    /// Reads and checks `path`: a regular file of at most [`MAX_FILE`] bytes.
     pub fn read(path: &Path) -> Result<Config, CliError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| CliError::new(format!("cannot read the configuration {}: {e}", path.display())))?;
+        use std::io::Read;
+        let fail = |e: String| CliError::new(format!("cannot read the configuration {}: {e}", path.display()));
+        let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+        let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(fail("not a regular file".into()));
+        }
+        let mut text = String::new();
+        file.take(MAX_FILE + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| fail(e.to_string()))?;
+        if text.len() as u64 > MAX_FILE {
+            return Err(fail(format!("larger than {MAX_FILE} bytes")));
+        }
         Self::parse(&text).map_err(|e| CliError::new(format!("{}: {e}", path.display())))
     }
 
@@ -121,12 +144,20 @@ impl Config {
 
     fn check(&self) -> Result<(), String> {
         self.listen_addr()?;
-        if self.retry_seconds == 0 {
-            return Err("retry_seconds must be at least 1".into());
-        }
-        if self.max_functions == 0 || self.max_latency_functions == 0 {
-            return Err("max_functions and max_latency_functions must be at least 1".into());
-        }
+        let range = |name: &str, v: u64, (low, high): (u64, u64)| {
+            if (low..=high).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("{name} = {v} is out of range: {low} to {high}"))
+            }
+        };
+        range("retry_seconds", self.retry_seconds, RETRY_SECONDS)?;
+        range("max_functions", self.max_functions.into(), MAX_FUNCTIONS)?;
+        range(
+            "max_latency_functions",
+            self.max_latency_functions.into(),
+            MAX_LATENCY_FUNCTIONS,
+        )?;
         for (i, p) in self.probes.iter().enumerate() {
             let at = format!("probe {} ({})", i + 1, p.binary);
             if p.binary.trim().is_empty() {
@@ -135,8 +166,10 @@ impl Config {
             if p.functions.is_empty() || p.functions.iter().any(|f| f.trim().is_empty()) {
                 return Err(format!("{at}: functions must list at least one non-empty pattern"));
             }
-            if p.pid == Some(0) || p.container == Some(0) {
-                return Err(format!("{at}: pid 0 is not a process"));
+            for (name, v) in [("pid", p.pid), ("container", p.container)] {
+                if let Some(v) = v {
+                    range(&format!("{at}: {name}"), v.into(), PIDS)?;
+                }
             }
             if p.pid.is_some() && p.container.is_some() {
                 return Err(format!(
@@ -186,6 +219,12 @@ mod tests {
         assert!(err("[[probe]]\nbinary = \"libc\"\nfunction = [\"x\"]").contains("unknown field"));
         assert!(err("[[probe]]\nfunctions = [\"x\"]").contains("binary"));
         assert!(err("retry_seconds = 0").contains("retry_seconds"));
+        assert!(err("retry_seconds = 9223372036854775807").contains("out of range"));
+        assert!(err("max_functions = 4294967295").contains("out of range"));
+        assert!(err("max_latency_functions = 0").contains("out of range"));
+        assert!(err("[[probe]]\nbinary = \"libc\"\nfunctions = [\"x\"]\npid = 0").contains("pid = 0 is out of range"));
+        assert!(err("[[probe]]\nbinary = \"libc\"\nfunctions = [\"x\"]\npid = 4294967295").contains("out of range"));
+        assert!(err("[[probe]]\nbinary = \"libc\"\nfunctions = [\"x\"]\ncontainer = 99999999").contains("out of range"));
         assert!(err("[[probe]]\nbinary = \"libc\"\nfunctions = [\"x\"]\npid = 1\ncontainer = 2").contains("exclusive"));
         assert!(err("[[probe]\n").contains("TOML") || !err("[[probe]\n").is_empty());
     }

@@ -21,6 +21,7 @@ use sonde::maps::PerCpuArray;
 use sonde::SessionMode;
 
 use super::agent::{Agent, State};
+use super::http::Answer;
 use crate::record::BUCKETS;
 
 /// The registry with the agent's collector.
@@ -93,8 +94,8 @@ fn collect(agent: &Agent) -> Vec<Row> {
                 .as_ref()
                 .and_then(|(t, c)| c.get(i).and_then(|&c| t.histogram(c as u32)));
             rows.push(Row {
-                binary: probe.binary.clone(),
-                function,
+                binary: label_value(&probe.binary),
+                function: label_value(&function),
                 tier: a.tier.name(),
                 session: a.session.map_or("none", SessionMode::short_name),
                 calls,
@@ -103,6 +104,23 @@ fn collect(agent: &Agent) -> Vec<Row> {
         }
     }
     rows
+}
+
+/// A label value as both exposition formats require it written
+/// (`prometheus-client` writes values as given): the backslash, the double
+/// quote and the line feed escaped. Names come from probed binaries, so a
+/// symbol can hold any of them.
+pub fn label_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The exported buckets: `le` = 2^(b+1) ns for b in `LOW..=HIGH` (1.024 µs to
@@ -222,7 +240,7 @@ impl Collector for AgentCollector {
             )?;
             for (binary, n) in &agent.attach_errors {
                 errors
-                    .encode_family(&[("binary", binary.as_str())])?
+                    .encode_family(&[("binary", label_value(binary).as_str())])?
                     .encode_counter::<NoLabelSet, _, u64>(n, None)?;
             }
         }
@@ -255,19 +273,14 @@ impl Collector for AgentCollector {
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Answers one HTTP request: `/metrics` (OpenMetrics when the `Accept` header
+/// Answers one HTTP `GET`: `/metrics` (OpenMetrics when the `Accept` header
 /// asks for it, else Prometheus text), `/` each probe's state, else 404.
-pub fn respond(request: tiny_http::Request, registry: &Registry, agent: &Mutex<Agent>) {
-    let path = request.url().split('?').next().unwrap_or("").to_string();
-    let openmetrics = request
-        .headers()
-        .iter()
-        .any(|h| h.field.equiv("Accept") && h.value.as_str().contains("application/openmetrics-text"));
-    let (status, content_type, body) = match path.as_str() {
+pub fn answer(path: &str, accept: &str, registry: &Registry, agent: &Mutex<Agent>) -> Answer {
+    let (status, content_type, body) = match path {
         "/metrics" => {
             let mut text = String::new();
             match prometheus_client::encoding::text::encode(&mut text, registry) {
-                Ok(()) if openmetrics => (200, OPENMETRICS, text),
+                Ok(()) if accept.contains("application/openmetrics-text") => (200, OPENMETRICS, text),
                 Ok(()) => (200, PROMETHEUS_TEXT, to_prometheus_text(&text)),
                 Err(e) => (500, "text/plain", format!("encoding failed: {e}\n")),
             }
@@ -279,12 +292,10 @@ pub fn respond(request: tiny_http::Request, registry: &Registry, agent: &Mutex<A
         ),
         _ => (404, "text/plain", "not found: try /metrics\n".to_string()),
     };
-    let mut response = tiny_http::Response::from_string(body).with_status_code(status);
-    if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", content_type) {
-        response = response.with_header(h);
-    }
-    if let Err(e) = request.respond(response) {
-        log::debug!("scrape answer not sent: {e}");
+    Answer {
+        status,
+        content_type,
+        body,
     }
 }
 
@@ -316,6 +327,15 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label_value("SSL_write"), "SSL_write");
+        assert_eq!(
+            label_value("x\"} 1\nsonde_calls_total{function=\"y\\"),
+            "x\\\"} 1\\nsonde_calls_total{function=\\\"y\\\\"
+        );
+    }
 
     #[test]
     fn openmetrics_becomes_prometheus_text() {

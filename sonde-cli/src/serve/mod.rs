@@ -6,7 +6,8 @@
 //! | the configuration file, checked | `config` |
 //! | probes attached, pending, retried, replaced; jobs per scope | `agent` |
 //! | reading the maps into metrics at each scrape | `metrics` |
-//! | the loop: HTTP, signals, reloads | here |
+//! | the HTTP endpoint and its limits | `http` |
+//! | the loop: signals, reloads | here |
 //!
 //! One thread serves HTTP (each scrape locks the agent and reads its maps:
 //! O(functions)); the main thread reloads on SIGHUP or a changed file, retries
@@ -15,6 +16,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod http;
 pub mod metrics;
 
 use std::path::{Path, PathBuf};
@@ -55,28 +57,17 @@ pub fn run(args: &ServeArgs) -> Result<i32, CliError> {
         return check(&args.config, &config);
     }
     crate::session::require_privileges("to load eBPF programs and attach uprobes")?;
-    let server = tiny_http::Server::http(addr)
-        .map_err(|e| CliError::new(format!("cannot listen on {addr}: {e} (set `listen` or --listen)")))?;
-    let server = Arc::new(server);
     let agent = Arc::new(Mutex::new(Agent::new(config.clone())));
     let registry = Arc::new(metrics::registry(Arc::clone(&agent)));
     let stop = crate::session::stop_flag()?;
     let reload = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .map_err(|e| CliError::new(format!("signal handler: {e}")))?;
-    let http = {
-        let server = Arc::clone(&server);
-        let registry = Arc::clone(&registry);
-        let agent = Arc::clone(&agent);
-        std::thread::Builder::new()
-            .name("sonde-http".into())
-            .spawn(move || {
-                for request in server.incoming_requests() {
-                    metrics::respond(request, &registry, &agent);
-                }
-            })
-            .map_err(|e| CliError::new(format!("cannot start the HTTP thread: {e}")))?
+    let handler: http::Handler = {
+        let (registry, agent) = (Arc::clone(&registry), Arc::clone(&agent));
+        Arc::new(move |path: &str, accept: &str| metrics::answer(path, accept, &registry, &agent))
     };
+    let server = http::Http::start(addr, handler).map_err(CliError::new)?;
     let (attached, _, pending) = lock(&agent).apply(config);
     log::info!(
         "serving http://{addr}/metrics: {attached} probe(s) attached, {pending} pending; SIGHUP or editing {} reloads",
@@ -84,8 +75,12 @@ pub fn run(args: &ServeArgs) -> Result<i32, CliError> {
     );
     let mut seen = modified(&args.config);
     let mut next_retry = Instant::now();
+    let files = lock(&agent).files.clone();
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
+        // Woken at once by a write to a probed binary.
+        if files.wait(Duration::from_millis(100)) {
+            lock(&agent).detach_changed();
+        }
         let changed = modified(&args.config);
         if reload.swap(false, Ordering::Relaxed) || changed != seen {
             seen = changed;
@@ -105,12 +100,12 @@ pub fn run(args: &ServeArgs) -> Result<i32, CliError> {
         if Instant::now() >= next_retry {
             let mut a = lock(&agent);
             a.retry();
-            next_retry = Instant::now() + Duration::from_secs(a.config.retry_seconds);
+            let every = Duration::from_secs(a.config.retry_seconds);
+            next_retry = Instant::now().checked_add(every).unwrap_or_else(Instant::now);
         }
     }
     log::info!("stopping: detaching every probe");
-    server.unblock();
-    let _ = http.join();
+    server.stop();
     drop(registry);
     match Arc::try_unwrap(agent) {
         Ok(m) => m.into_inner().unwrap_or_else(|p| p.into_inner()).finish(),

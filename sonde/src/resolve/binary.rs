@@ -32,6 +32,7 @@ pub struct BinaryFile {
     dev: u64,
     ino: u64,
     mtime: (i64, i64),
+    ctime: (i64, i64),
     size: u64,
 }
 
@@ -91,6 +92,7 @@ impl BinaryFile {
             dev: meta.dev(),
             ino: meta.ino(),
             mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
             size: meta.len(),
             file,
         })
@@ -112,6 +114,19 @@ impl BinaryFile {
         (self.dev, self.ino)
     }
 
+    /// What the file's contents were when it was opened: a write in place
+    /// (`cp new old`) changes the size or the change time, which no user can
+    /// set back.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint {
+            dev: self.dev,
+            ino: self.ino,
+            size: self.size,
+            mtime: self.mtime,
+            ctime: self.ctime,
+        }
+    }
+
     pub(crate) fn id(&self) -> FileId {
         FileId {
             dev: self.dev,
@@ -129,6 +144,36 @@ impl BinaryFile {
         unsafe { memmap2::Mmap::map(&self.file) }.map_err(|source| TargetError::NoSuchBinary {
             path: self.path.clone(),
             source,
+        })
+    }
+}
+
+/// A file's identity and the marks any change of its contents leaves:
+/// (device, inode) tell a replaced file, size and times a rewritten one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint {
+    /// Device.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time (seconds, nanoseconds).
+    pub mtime: (i64, i64),
+    /// Status change time (seconds, nanoseconds): moves on every write.
+    pub ctime: (i64, i64),
+}
+
+impl Fingerprint {
+    /// The fingerprint of what `path` names now (symlinks followed).
+    pub fn of_path(path: &Path) -> std::io::Result<Fingerprint> {
+        let m = std::fs::metadata(path)?;
+        Ok(Fingerprint {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
         })
     }
 }

@@ -21,6 +21,7 @@
 //! | per-file cache (device, inode, mtime) | [`cache`] |
 //! | x86-64 instruction boundaries | `boundary` |
 //! | USDT probes: `.note.stapsdt`, semaphores, argument specs | [`usdt`] |
+//! | probed files rewritten in place or replaced | [`watch`] |
 
 mod binary;
 mod boundary;
@@ -36,6 +37,7 @@ mod read;
 mod request;
 mod site;
 pub mod usdt;
+pub mod watch;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -156,7 +156,19 @@ impl Functions {
                 // An exact name: one lookup (versions, aliases, demangled names);
                 // a C++ name without parameters selects its overloads.
                 match table.function_index(text) {
-                    Ok(i) => vec![i],
+                    // Every unversioned symbol of that name: two `static`
+                    // functions of one name are two sites, both asked for.
+                    Ok(i) => {
+                        let all = table.functions();
+                        let f = &all[i];
+                        let mut v = vec![i];
+                        if f.version.is_none() {
+                            v.extend(all.iter().enumerate().filter_map(|(j, g)| {
+                                (j != i && g.name == f.name && g.version.is_none()).then_some(j)
+                            }));
+                        }
+                        v
+                    }
                     Err(e @ TargetError::NoSymbol { .. }) => {
                         let pattern = Pattern::new(text)?;
                         let overloads: Vec<usize> = table.matching(&pattern).into_iter().map(|(i, _)| i).collect();
@@ -369,6 +381,13 @@ impl FunctionSet {
         self.binary.inode()
     }
 
+    /// The read file's identity and contents marks: compare with
+    /// [`watch::Fingerprint::change_at`](super::watch::Fingerprint::change_at)
+    /// to learn it was rewritten in place or replaced.
+    pub fn fingerprint(&self) -> super::watch::Fingerprint {
+        self.binary.fingerprint()
+    }
+
     /// The selected functions; `cookie` is the index.
     pub fn iter(&self) -> std::slice::Iter<'_, FunctionMatch> {
         self.functions.iter()
@@ -410,7 +429,9 @@ impl FunctionSet {
 
     /// The name to show where functions must be told apart: the display name,
     /// with its version (`vers_add@VER_1`) when another function of the set
-    /// has the same name, and for an ifunc the implementation probed
+    /// has the same name, its file offset (`helper [0x1199]`) when two
+    /// functions share a name and no version (two `static` functions of one
+    /// name), and for an ifunc the implementation probed
     /// (`strlen (→ __strlen_evex)`).
     pub fn label(&self, f: &FunctionMatch) -> String {
         let name = self.display_name(f);
@@ -436,6 +457,8 @@ impl FunctionSet {
         } else if let Some(variant) = twin.then(|| super::names::structor_variant(&f.name)).flatten() {
             // `Sq::~Sq()` twice: the complete- and base-object destructors.
             format!("{name} [{variant}]")
+        } else if twin {
+            format!("{name} [{:#x}]", f.file_offset)
         } else {
             name.to_string()
         }

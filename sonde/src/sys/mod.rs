@@ -6,6 +6,7 @@
 
 pub(crate) mod bpf;
 pub(crate) mod handoff;
+pub(crate) mod inotify;
 pub(crate) mod perf;
 pub(crate) mod ring;
 pub(crate) mod spawn;
@@ -91,6 +92,8 @@ pub enum Call {
     Pipe,
     /// `fork` (the detach hand-off child, a command held before `exec`).
     Fork,
+    /// `inotify_init1` / `inotify_add_watch` (a probed file watched for writes).
+    Inotify,
 }
 
 impl Call {
@@ -127,6 +130,7 @@ impl Call {
             Call::Epoll => "epoll",
             Call::Pipe => "pipe2",
             Call::Fork => "fork",
+            Call::Inotify => "inotify",
         }
     }
 }

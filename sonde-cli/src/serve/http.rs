@@ -1,0 +1,222 @@
+//! The agent's HTTP endpoint: hyper (HTTP/1.1) on a one-thread tokio runtime,
+//! bounded so that no client can stall or exhaust it.
+//!
+//! | limit | value | what it stops |
+//! | --- | --- | --- |
+//! | request head read within | [`HEADER_TIMEOUT`] | idle connections, a header that never ends |
+//! | request head size | [`HEADER_BYTES`] | unbounded memory for one request |
+//! | one connection's whole life | [`CONNECTION_LIFE`] | a client that pipelines and never reads |
+//! | connections at once | [`CONNECTIONS`] | descriptor exhaustion |
+//! | connections at once from one address | [`PER_PEER`] | one client crowding the others out |
+//!
+//! Each connection is its own task, so a slow one holds up nobody else; the
+//! answer itself is built on the blocking pool (it reads the maps under the
+//! agent's lock). An `accept` that fails (EMFILE, ENFILE, ECONNABORTED) is
+//! logged and retried after a pause, never fatal.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::{oneshot, Semaphore};
+
+/// Time a client has to send its request head (and, kept alive, the next one).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest request head read (hyper's read buffer; 8 KiB is its minimum).
+pub const HEADER_BYTES: usize = 16 * 1024;
+/// A connection is closed this long after it was accepted, answered or not.
+pub const CONNECTION_LIFE: Duration = Duration::from_secs(30);
+/// Connections served at once; more are closed as soon as accepted.
+pub const CONNECTIONS: usize = 256;
+/// Connections served at once from one IP address.
+pub const PER_PEER: usize = 16;
+
+/// An answer: status, content type, body.
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: String,
+}
+
+/// What answers a `GET`: (path, `Accept` header) to an answer. Runs on the
+/// blocking pool.
+pub type Handler = Arc<dyn Fn(&str, &str) -> Answer + Send + Sync>;
+
+/// The running server; [`Http::stop`] ends it.
+pub struct Http {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Http {
+    /// Listens on `addr` (errors name the address) and serves on a thread.
+    pub fn start(addr: SocketAddr, handler: Handler) -> Result<Http, String> {
+        let listener = std::net::TcpListener::bind(addr)
+            .map_err(|e| format!("cannot listen on {addr}: {e} (set `listen` or --listen)"))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .max_blocking_threads(8)
+            .build()
+            .map_err(|e| format!("cannot start the HTTP runtime: {e}"))?;
+        let (stop, stopped) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("sonde-http".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => serve(l, handler, stopped).await,
+                        Err(e) => log::error!("cannot serve HTTP: {e}"),
+                    }
+                });
+                // Connections still open are dropped with the runtime.
+                runtime.shutdown_timeout(Duration::from_millis(100));
+            })
+            .map_err(|e| format!("cannot start the HTTP thread: {e}"))?;
+        Ok(Http {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops accepting, closes every connection, joins the thread.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Http {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// One connection's places: the global one and its address's, given back on drop.
+struct Slot {
+    _global: tokio::sync::OwnedSemaphorePermit,
+    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl Slot {
+    fn take(slots: &Arc<Semaphore>, peers: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<Slot> {
+        let global = Arc::clone(slots).try_acquire_owned().ok()?;
+        let mut map = peers.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            _global: global,
+            peers: Arc::clone(peers),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut map = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+async fn serve(listener: tokio::net::TcpListener, handler: Handler, mut stopped: oneshot::Receiver<()>) {
+    let slots = Arc::new(Semaphore::new(CONNECTIONS));
+    let peers = Arc::new(Mutex::new(HashMap::new()));
+    let mut refused: u64 = 0;
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    log::warn!("HTTP accept failed: {e}; retrying in 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(slot) = Slot::take(&slots, &peers, peer.ip()) else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                log::warn!(
+                    "HTTP connection from {peer} closed: over {CONNECTIONS} connections, or {PER_PEER} from one address ({refused} so far)"
+                );
+            }
+            continue; // `stream` dropped: closed
+        };
+        let handler = Arc::clone(&handler);
+        tokio::spawn(async move {
+            let _slot = slot;
+            let service = hyper::service::service_fn(move |request| answer(Arc::clone(&handler), request));
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(HEADER_BYTES)
+                .serve_connection(TokioIo::new(stream), service);
+            if tokio::time::timeout(CONNECTION_LIFE, connection).await.is_err() {
+                log::debug!("HTTP connection from {peer} closed after {CONNECTION_LIFE:?}");
+            }
+        });
+    }
+}
+
+async fn answer(handler: Handler, request: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let a = if request.method() != Method::GET && request.method() != Method::HEAD {
+        Answer {
+            status: 405,
+            content_type: "text/plain",
+            body: "only GET\n".into(),
+        }
+    } else {
+        let path = request.uri().path().to_string();
+        let accept = request
+            .headers()
+            .get(ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        tokio::task::spawn_blocking(move || handler(&path, &accept))
+            .await
+            .unwrap_or_else(|e| Answer {
+                status: 500,
+                content_type: "text/plain",
+                body: format!("the answer failed: {e}\n"),
+            })
+    };
+    let mut response = Response::new(Full::new(Bytes::from(a.body)));
+    *response.status_mut() = StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(a.content_type));
+    Ok(response)
+}
