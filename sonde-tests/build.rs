@@ -115,6 +115,26 @@ fn main() {
         .arg("-o")
         .arg(o("fixture-hostile")));
     hostile_names(&o("fixture-hostile"));
+    // A Go program (Debian's golang-go, installed by `cargo xtask setup`),
+    // and a copy without symbols or section headers' debug info.
+    run(Command::new("go")
+        .args(["build", "-o"])
+        .arg(o("fixture-go"))
+        .arg(src.join("gofx.go"))
+        .env("GOCACHE", out.join("gocache"))
+        .env("GOPATH", out.join("gopath"))
+        .env("GO111MODULE", "off")
+        .env("CGO_ENABLED", "0"));
+    run(Command::new("go")
+        .args(["build", "-ldflags=-s -w", "-o"])
+        .arg(o("fixture-go-stripped"))
+        .arg(src.join("gofx.go"))
+        .env("GOCACHE", out.join("gocache"))
+        .env("GOPATH", out.join("gopath"))
+        .env("GO111MODULE", "off")
+        .env("CGO_ENABLED", "0"));
+    let _ = std::fs::remove_dir_all(out.join("gocache"));
+    let _ = std::fs::remove_dir_all(out.join("gopath"));
     many_functions(&out);
     let id = build_id(&o("fixture-pie"));
     let dir = o("debugroot/.build-id").join(&id[..2]);

@@ -231,8 +231,29 @@ pub fn exit_code(stop: Stop) -> i32 {
     }
 }
 
+/// `--ret` takes an optional TYPE: followed by something that is not one
+/// (`--ret ./app`), it is `--ret=x` and the word stays an operand.
+fn optional_values(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut out: Vec<std::ffi::OsString> = Vec::new();
+    let mut args = args.peekable();
+    while let Some(a) = args.next() {
+        if a == "--" {
+            out.push(a);
+            out.extend(args);
+            break;
+        }
+        let is_type = |next: &std::ffi::OsString| next.to_str().is_some_and(|t| trace::parse_ret(t).is_ok());
+        if a == "--ret" && args.peek().is_some_and(|next| !is_type(next)) {
+            out.push("--ret=x".into());
+        } else {
+            out.push(a);
+        }
+    }
+    out
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(optional_values(std::env::args_os()));
     sonde::sys::raise_fd_limit();
     let result = match &cli.command {
         Command::Count(c) => count::run(c),

@@ -181,11 +181,9 @@ fn value(t: ArgType, raw: u64, text: Option<&Result<(String, bool), String>>) ->
 fn human(t: ArgType, v: &Value, truncated: bool) -> String {
     match (t, v) {
         (ArgType::Str, Value::Text(s)) if s.starts_with("<unreadable") => s.clone(),
-        (ArgType::Str, Value::Text(s)) => format!(
-            "\"{}\"{}",
-            s.replace('"', "\\\""),
-            if truncated { "..." } else { "" }
-        ),
+        (ArgType::Str, Value::Text(s)) => {
+            format!("\"{}\"{}", s.replace('"', "\\\""), if truncated { "..." } else { "" })
+        }
         (ArgType::Hex | ArgType::Ptr, Value::Uint(n)) => format!("{n:#x}"),
         (_, Value::Int(n)) => n.to_string(),
         (_, Value::Uint(n)) => n.to_string(),

@@ -1,6 +1,7 @@
 //! Shared pieces of sonde's integration tests: the compiled test programs, the
 //! target binary, and checks of what the kernel holds.
 
+pub mod agent;
 pub mod crafted;
 
 include!("../fixtures/hostile_names.rs");

@@ -3,52 +3,14 @@
 //! a binary replaced on disk, nothing left attached after a kill — and a real
 //! Prometheus server scraping it (host; the guests have no Prometheus).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sonde_tests::agent::*;
 use sonde_tests::*;
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// A free TCP port on 127.0.0.1.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// `GET path` on 127.0.0.1:port with `accept`; (status line, body) or None
-/// while nothing listens.
-fn get(port: u16, path: &str, accept: &str) -> Option<(String, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: {accept}\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    Some((head.to_string(), body.to_string()))
-}
-
-/// The samples of an exposition: `name{labels}` → value.
-fn samples(body: &str) -> Vec<(String, f64)> {
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
-}
-
-/// The agent's samples now.
-fn scrape(port: u16) -> Vec<(String, f64)> {
-    let (_, body) = get(port, "/metrics", "*/*").expect("the agent answers");
-    samples(&body)
-}
 
 /// Whether sample `key` is `metric` of `function` in fixture-pie itself.
 fn of(key: &str, metric: &str, function: &str) -> bool {
@@ -67,106 +29,6 @@ fn value(samples: &[(String, f64)], metric: &str, function: &str) -> f64 {
 
 fn present(samples: &[(String, f64)], metric: &str, function: &str) -> bool {
     samples.iter().any(|(k, _)| of(k, metric, function))
-}
-
-/// Runs a fixture to its end (`go` on stdin).
-fn run_fixture(path: &Path, args: &[&str]) {
-    let w = Waiting::spawn_path(path, args);
-    w.run();
-}
-
-struct Agent {
-    child: Child,
-    port: u16,
-}
-
-impl Agent {
-    fn start(config: &Path, port: u16) -> Agent {
-        let child = Command::new(sonde_bin())
-            .args(["serve", "--log-level", "debug"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn sonde serve");
-        let agent = Agent { child, port };
-        agent.wait_until(
-            |s| s.iter().any(|(k, _)| k.starts_with("sonde_attached_functions")),
-            "serving",
-        );
-        agent
-    }
-
-    /// Polls /metrics until `ok` (at most 20 s: a hang guard).
-    fn wait_until(&self, ok: impl Fn(&[(String, f64)]) -> bool, what: &str) -> Vec<(String, f64)> {
-        let start = Instant::now();
-        loop {
-            if let Some((_, body)) = get(self.port, "/metrics", "*/*") {
-                let now = samples(&body);
-                if ok(&now) {
-                    return now;
-                }
-                if start.elapsed() > Duration::from_secs(20) {
-                    panic!("agent never showed {what}: {body}");
-                }
-            } else if start.elapsed() > Duration::from_secs(20) {
-                panic!("agent not answering on port {} ({what})", self.port);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: a signal to our own child.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-    }
-}
-
-/// Killed outright (SIGKILL) and reaped.
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Whether `tool` is here: on the host it must be (`cargo xtask setup`
-/// installs `package`); the kernel matrix's guests carry sonde and the
-/// fixtures only, and skip saying so.
-fn host_tool(tool: &Path, package: &str) -> bool {
-    if tool.exists() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("SONDE_GUEST").is_some(),
-        "{} missing: cargo xtask setup installs {package}",
-        tool.display()
-    );
-    println!("SKIP in the guest: no {} here", tool.display());
-    false
-}
-
-fn write_config(path: &Path, port: u16, probes: &[(&Path, &[&str], bool)]) {
-    let mut text = format!("listen = \"127.0.0.1:{port}\"\nretry_seconds = 1\n");
-    for (binary, functions, latency) in probes {
-        let list: Vec<String> = functions.iter().map(|f| format!("\"{f}\"")).collect();
-        text.push_str(&format!(
-            "\n[[probe]]\nbinary = \"{}\"\nfunctions = [{}]\nlatency = {latency}\n",
-            binary.display(),
-            list.join(", ")
-        ));
-    }
-    // Written whole then renamed: the agent never reads half a file.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).expect("write config");
-    std::fs::rename(&tmp, path).expect("rename config");
-}
-
-fn work_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sonde-serve-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("work dir");
-    d
 }
 
 /// fixture-pie per run: fx_alpha 1, fx_beta 2, fx_gamma 3, fx_delta 4 calls.

@@ -143,6 +143,9 @@ pub fn run() -> Result<()> {
         ("/usr/bin/prometheus", "prometheus"),
         // capsh: the agent's test runs it as `nobody` with capabilities only.
         ("/usr/sbin/capsh", "libcap2-bin"),
+        // Go fixtures (sonde-tests' build.rs): Go programs must never get a
+        // return probe.
+        ("/usr/bin/go", "golang-go"),
     ];
     let missing: Vec<&str> = peer_tools
         .iter()

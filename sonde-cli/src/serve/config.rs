@@ -224,7 +224,9 @@ mod tests {
         assert!(err("max_latency_functions = 0").contains("out of range"));
         assert!(err("[[probe]]\nbinary = \"libc\"\nfunctions = [\"x\"]\npid = 0").contains("pid = 0 is out of range"));
         assert!(err("[[probe]]\nbinary = \"libc\"\nfunctions = [\"x\"]\npid = 4294967295").contains("out of range"));
-        assert!(err("[[probe]]\nbinary = \"libc\"\nfunctions = [\"x\"]\ncontainer = 99999999").contains("out of range"));
+        assert!(
+            err("[[probe]]\nbinary = \"libc\"\nfunctions = [\"x\"]\ncontainer = 99999999").contains("out of range")
+        );
         assert!(err("[[probe]]\nbinary = \"libc\"\nfunctions = [\"x\"]\npid = 1\ncontainer = 2").contains("exclusive"));
         assert!(err("[[probe]\n").contains("TOML") || !err("[[probe]\n").is_empty());
     }

@@ -6,7 +6,7 @@
 //! | request head read within | [`HEADER_TIMEOUT`] | idle connections, a header that never ends |
 //! | request head size | [`HEADER_BYTES`] | unbounded memory for one request |
 //! | one connection's whole life | [`CONNECTION_LIFE`] | a client that pipelines and never reads |
-//! | connections at once | [`CONNECTIONS`] | descriptor exhaustion |
+//! | connections at once | [`CONNECTIONS`] (the oldest closed to make room) | descriptor exhaustion, a flood from many addresses |
 //! | connections at once from one address | [`PER_PEER`] | one client crowding the others out |
 //!
 //! Each connection is its own task, so a slow one holds up nobody else; the
@@ -14,7 +14,7 @@
 //! agent's lock). An `accept` that fails (EMFILE, ENFILE, ECONNABORTED) is
 //! logged and retried after a pause, never fatal.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -26,7 +26,7 @@ use hyper::body::Bytes;
 use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, Notify, Semaphore};
 
 /// Time a client has to send its request head (and, kept alive, the next one).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -113,28 +113,17 @@ impl Drop for Http {
     }
 }
 
-/// One connection's places: the global one and its address's, given back on drop.
+/// The connections open, oldest first, each with what closes it.
+type Open = Arc<Mutex<VecDeque<(u64, Arc<Notify>)>>>;
+
+/// One connection's places: the global one, its address's and its entry in
+/// the list of open connections, given back on drop.
 struct Slot {
     _global: tokio::sync::OwnedSemaphorePermit,
     peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
     ip: IpAddr,
-}
-
-impl Slot {
-    fn take(slots: &Arc<Semaphore>, peers: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<Slot> {
-        let global = Arc::clone(slots).try_acquire_owned().ok()?;
-        let mut map = peers.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(ip).or_insert(0);
-        if *n >= PER_PEER {
-            return None;
-        }
-        *n += 1;
-        Some(Slot {
-            _global: global,
-            peers: Arc::clone(peers),
-            ip,
-        })
-    }
+    open: Open,
+    id: u64,
 }
 
 impl Drop for Slot {
@@ -146,13 +135,70 @@ impl Drop for Slot {
                 map.remove(&self.ip);
             }
         }
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.retain(|(id, _)| *id != self.id);
     }
+}
+
+/// The places a new connection from `ip` needs: none past [`PER_PEER`] from
+/// its address; past [`CONNECTIONS`], the oldest connection is closed to make
+/// room (an idle flood ages out, a scraper that sends its request at once is
+/// answered).
+async fn take_slot(
+    slots: &Arc<Semaphore>,
+    peers: &Arc<Mutex<HashMap<IpAddr, usize>>>,
+    open: &Open,
+    ip: IpAddr,
+    id: u64,
+) -> Option<(Slot, Arc<Notify>)> {
+    {
+        let mut map = peers.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= PER_PEER {
+            return None;
+        }
+        *n += 1;
+    }
+    let global = match Arc::clone(slots).try_acquire_owned() {
+        Ok(g) => Some(g),
+        Err(_) => {
+            let oldest = open.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+            if let Some((_, close)) = oldest {
+                close.notify_one();
+            }
+            tokio::time::timeout(Duration::from_millis(200), Arc::clone(slots).acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok)
+        }
+    };
+    let Some(global) = global else {
+        let mut map = peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&ip) {
+            *n -= 1;
+        }
+        return None;
+    };
+    let close = Arc::new(Notify::new());
+    open.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push_back((id, Arc::clone(&close)));
+    let slot = Slot {
+        _global: global,
+        peers: Arc::clone(peers),
+        ip,
+        open: Arc::clone(open),
+        id,
+    };
+    Some((slot, close))
 }
 
 async fn serve(listener: tokio::net::TcpListener, handler: Handler, mut stopped: oneshot::Receiver<()>) {
     let slots = Arc::new(Semaphore::new(CONNECTIONS));
     let peers = Arc::new(Mutex::new(HashMap::new()));
+    let open: Open = Arc::default();
     let mut refused: u64 = 0;
+    let mut next_id: u64 = 0;
     loop {
         let (stream, peer) = tokio::select! {
             _ = &mut stopped => return,
@@ -165,11 +211,12 @@ async fn serve(listener: tokio::net::TcpListener, handler: Handler, mut stopped:
                 }
             },
         };
-        let Some(slot) = Slot::take(&slots, &peers, peer.ip()) else {
+        next_id += 1;
+        let Some((slot, close)) = take_slot(&slots, &peers, &open, peer.ip(), next_id).await else {
             refused += 1;
             if refused.is_power_of_two() {
                 log::warn!(
-                    "HTTP connection from {peer} closed: over {CONNECTIONS} connections, or {PER_PEER} from one address ({refused} so far)"
+                    "HTTP connection from {peer} closed: {PER_PEER} already open from that address ({refused} refused so far)"
                 );
             }
             continue; // `stream` dropped: closed
@@ -183,14 +230,22 @@ async fn serve(listener: tokio::net::TcpListener, handler: Handler, mut stopped:
                 .header_read_timeout(HEADER_TIMEOUT)
                 .max_buf_size(HEADER_BYTES)
                 .serve_connection(TokioIo::new(stream), service);
-            if tokio::time::timeout(CONNECTION_LIFE, connection).await.is_err() {
-                log::debug!("HTTP connection from {peer} closed after {CONNECTION_LIFE:?}");
+            tokio::select! {
+                _ = close.notified() => log::debug!("HTTP connection from {peer} closed to make room"),
+                done = tokio::time::timeout(CONNECTION_LIFE, connection) => {
+                    if done.is_err() {
+                        log::debug!("HTTP connection from {peer} closed after {CONNECTION_LIFE:?}");
+                    }
+                }
             }
         });
     }
 }
 
-async fn answer(handler: Handler, request: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    handler: Handler,
+    request: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let a = if request.method() != Method::GET && request.method() != Method::HEAD {
         Answer {
             status: 405,

@@ -18,6 +18,17 @@ pub enum AttachError {
     /// No targets were given.
     #[error("nothing to attach to: the target list is empty")]
     NoTargets,
+    /// A return probe (uretprobe, or a session's return half) asked on a Go
+    /// program: refused before anything loads.
+    #[error(
+        "{binary} is a Go program: a return probe rewrites return addresses on goroutine stacks, which the Go \
+         runtime copies and walks, and kills the program (SIGILL, `unexpected return pc`); sonde refuses it. \
+         Entry probes are safe: count calls, or trace without --ret"
+    )]
+    GoReturnProbe {
+        /// The Go binary.
+        binary: std::path::PathBuf,
+    },
     /// The kernel refused one target (bad offset, missing file, trap instruction,
     /// unknown pid): not a reason to try another tier.
     #[error("cannot attach to {target}: {source}{hint}")]

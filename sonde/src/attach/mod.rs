@@ -160,6 +160,14 @@ fn attach(probe: &mut UProbe, sites: Vec<ProbeSite>, options: &AttachOptions) ->
     if sites.is_empty() {
         return Err(AttachError::NoTargets);
     }
+    // Go moves and walks goroutine stacks: a rewritten return address kills it.
+    if matches!(probe.kind(), ProbeKind::Return | ProbeKind::Session) {
+        if let Some(go) = sites.iter().find(|s| s.binary.is_go()) {
+            return Err(AttachError::GoReturnProbe {
+                binary: go.path().to_path_buf(),
+            });
+        }
+    }
     if let Scope::Process(pid) = options.scope {
         crate::process::check(u64::from(pid))?;
     }

@@ -34,6 +34,7 @@ pub struct BinaryFile {
     mtime: (i64, i64),
     ctime: (i64, i64),
     size: u64,
+    go: std::sync::OnceLock<bool>,
 }
 
 /// What identifies a file's contents for caching: device, inode, mtime, size.
@@ -95,6 +96,7 @@ impl BinaryFile {
             ctime: (meta.ctime(), meta.ctime_nsec()),
             size: meta.len(),
             file,
+            go: std::sync::OnceLock::new(),
         })
     }
 
@@ -112,6 +114,15 @@ impl BinaryFile {
     /// Device and inode of the open file.
     pub fn inode(&self) -> (u64, u64) {
         (self.dev, self.ino)
+    }
+
+    /// Whether this is a Go program or library (its build info: a
+    /// `.go.buildinfo`, `.gopclntab` or `.note.go.buildid` section, or the
+    /// build-info magic where section headers were stripped). Read once.
+    pub fn is_go(&self) -> bool {
+        *self
+            .go
+            .get_or_init(|| self.map().is_ok_and(|data| go_build_info(&data)))
     }
 
     /// What the file's contents were when it was opened: a write in place
@@ -146,6 +157,25 @@ impl BinaryFile {
             source,
         })
     }
+}
+
+/// The magic Go's linker writes at the start of the build info (Go 1.13+).
+const GO_BUILDINFO_MAGIC: &[u8] = b"\xff Go buildinf:";
+
+/// Whether ELF bytes carry Go's build info.
+fn go_build_info(data: &[u8]) -> bool {
+    use object::read::elf::ElfFile64;
+    use object::{Object, ObjectSection};
+    if let Ok(elf) = ElfFile64::<object::Endianness>::parse(data) {
+        if elf
+            .sections()
+            .any(|s| matches!(s.name(), Ok(".go.buildinfo" | ".gopclntab" | ".note.go.buildid")))
+        {
+            return true;
+        }
+    }
+    // Section headers stripped: the magic, 16-byte aligned, in the file.
+    data.chunks_exact(16).any(|c| c.starts_with(GO_BUILDINFO_MAGIC))
 }
 
 /// A file's identity and the marks any change of its contents leaves:

@@ -160,6 +160,19 @@ pub enum TargetError {
         /// Which rule.
         reason: &'static str,
     },
+    /// A USDT note whose probe site or semaphore cannot be right: the site is
+    /// not the `nop` `<sys/sdt.h>` places, or lies inside an instruction; the
+    /// semaphore is past the file or misaligned. Attaching there would corrupt
+    /// the traced program.
+    #[error("USDT probe {probe} in {binary} is refused: {reason} (a corrupt or hostile .note.stapsdt)")]
+    BadUsdtSite {
+        /// `provider:name`.
+        probe: String,
+        /// The binary.
+        binary: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A file offset past the end of the file.
     #[error("file offset {offset:#x} is past the end of {binary} ({size} bytes)")]
     BadFileOffset {

@@ -166,6 +166,55 @@ fn locate(table: &SymbolTable, t: &Target) -> Result<(u64, Option<String>), Targ
     }
 }
 
+/// A USDT probe's site must be the one-byte `nop` `<sys/sdt.h>` emits (x86-64;
+/// the 4-byte `nop` on arm64) and, inside a known function, start an
+/// instruction decoded from the function's entry; its semaphore (a `short` the
+/// kernel increments) must lie in the file, 2-byte aligned.
+pub(super) fn check_usdt_site(table: &SymbolTable, u: &usdt::UsdtProbe) -> Result<(), TargetError> {
+    let refuse = |reason: String| TargetError::BadUsdtSite {
+        probe: u.label(),
+        binary: table.path().to_path_buf(),
+        reason,
+    };
+    let nop: &[u8] = if cfg!(target_arch = "aarch64") {
+        &[0x1f, 0x20, 0x03, 0xd5]
+    } else {
+        &[0x90]
+    };
+    match table.bytes_at(u.file_offset, nop.len() as u64) {
+        Some(b) if b == nop => {}
+        Some(b) if b.len() == nop.len() => {
+            return Err(refuse(format!(
+                "its site at file offset {:#x} holds {b:02x?}, not the nop <sys/sdt.h> places there",
+                u.file_offset
+            )))
+        }
+        _ => {
+            return Err(refuse(format!(
+                "its site at file offset {:#x} is past the end of the file",
+                u.file_offset
+            )))
+        }
+    }
+    if let Some((f, extent)) = table.function_holding(u.address) {
+        check_boundary(table, f, extent, u.address - f.address).map_err(|e| refuse(e.to_string()))?;
+    }
+    if let Some(sem) = u.semaphore {
+        if sem.saturating_add(2) > table.file_size() {
+            return Err(refuse(format!(
+                "its semaphore at file offset {sem:#x} is past the end of the file ({} bytes)",
+                table.file_size()
+            )));
+        }
+        if sem % 2 != 0 {
+            return Err(refuse(format!(
+                "its semaphore at file offset {sem:#x} is not 2-byte aligned (the kernel counts in a short)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// An offset into `f` (whose code spans `extent` bytes) must start an
 /// instruction: decoded from the function's entry on x86-64, a multiple of the
 /// fixed instruction size elsewhere.

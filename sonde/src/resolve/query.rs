@@ -146,40 +146,41 @@ impl Functions {
         let mut seen = vec![false; table.functions().len()];
         for text in self.patterns.iter().filter(|p| !is_usdt(p)) {
             let glob = Pattern::is_glob_text(text);
-            let hits: Vec<usize> = if glob {
-                table
-                    .matching(&Pattern::new(text)?)
-                    .into_iter()
-                    .map(|(i, _)| i)
-                    .collect()
-            } else {
-                // An exact name: one lookup (versions, aliases, demangled names);
-                // a C++ name without parameters selects its overloads.
-                match table.function_index(text) {
-                    // Every unversioned symbol of that name: two `static`
-                    // functions of one name are two sites, both asked for.
-                    Ok(i) => {
-                        let all = table.functions();
-                        let f = &all[i];
-                        let mut v = vec![i];
-                        if f.version.is_none() {
-                            v.extend(all.iter().enumerate().filter_map(|(j, g)| {
-                                (j != i && g.name == f.name && g.version.is_none()).then_some(j)
-                            }));
+            let hits: Vec<usize> =
+                if glob {
+                    table
+                        .matching(&Pattern::new(text)?)
+                        .into_iter()
+                        .map(|(i, _)| i)
+                        .collect()
+                } else {
+                    // An exact name: one lookup (versions, aliases, demangled names);
+                    // a C++ name without parameters selects its overloads.
+                    match table.function_index(text) {
+                        // Every unversioned symbol of that name: two `static`
+                        // functions of one name are two sites, both asked for.
+                        Ok(i) => {
+                            let all = table.functions();
+                            let f = &all[i];
+                            let mut v = vec![i];
+                            if f.version.is_none() {
+                                v.extend(all.iter().enumerate().filter_map(|(j, g)| {
+                                    (j != i && g.name == f.name && g.version.is_none()).then_some(j)
+                                }));
+                            }
+                            v
                         }
-                        v
-                    }
-                    Err(e @ TargetError::NoSymbol { .. }) => {
-                        let pattern = Pattern::new(text)?;
-                        let overloads: Vec<usize> = table.matching(&pattern).into_iter().map(|(i, _)| i).collect();
-                        if overloads.is_empty() {
-                            return Err(e);
+                        Err(e @ TargetError::NoSymbol { .. }) => {
+                            let pattern = Pattern::new(text)?;
+                            let overloads: Vec<usize> = table.matching(&pattern).into_iter().map(|(i, _)| i).collect();
+                            if overloads.is_empty() {
+                                return Err(e);
+                            }
+                            overloads
                         }
-                        overloads
+                        Err(e) => return Err(e),
                     }
-                    Err(e) => return Err(e),
-                }
-            };
+                };
             if hits.is_empty() {
                 return Err(TargetError::NoMatch {
                     pattern: text.clone(),
@@ -243,7 +244,7 @@ impl Functions {
             })
             .collect();
         let mut functions = functions;
-        self.add_usdt(&binary, &mut functions)?;
+        self.add_usdt(&binary, &table, &mut functions)?;
         Ok(FunctionSet {
             binary,
             table,
@@ -266,7 +267,12 @@ fn is_usdt(pattern: &str) -> bool {
 impl Functions {
     /// Appends the USDT probes the `usdt:` patterns select, each once, with
     /// the next cookies.
-    fn add_usdt(&self, binary: &BinaryFile, functions: &mut Vec<FunctionMatch>) -> Result<(), TargetError> {
+    fn add_usdt(
+        &self,
+        binary: &BinaryFile,
+        table: &SymbolTable,
+        functions: &mut Vec<FunctionMatch>,
+    ) -> Result<(), TargetError> {
         let patterns: Vec<&String> = self.patterns.iter().filter(|p| is_usdt(p)).collect();
         if patterns.is_empty() {
             return Ok(());
@@ -303,6 +309,7 @@ impl Functions {
                 if functions.iter().any(|f| f.usdt.as_ref() == Some(u)) {
                     continue;
                 }
+                super::check_usdt_site(table, u)?;
                 let name: Arc<str> = Arc::from(u.label());
                 functions.push(FunctionMatch {
                     cookie: functions.len() as u64,

@@ -10,11 +10,7 @@ use super::{cvt, run, Call, SysResult};
 
 /// What a watch reports: any write or truncation, attribute change (the change
 /// time), the file moved or deleted.
-const MASK: u32 = libc::IN_MODIFY
-    | libc::IN_ATTRIB
-    | libc::IN_CLOSE_WRITE
-    | libc::IN_MOVE_SELF
-    | libc::IN_DELETE_SELF;
+const MASK: u32 = libc::IN_MODIFY | libc::IN_ATTRIB | libc::IN_CLOSE_WRITE | libc::IN_MOVE_SELF | libc::IN_DELETE_SELF;
 
 /// A new inotify instance, watching nothing yet.
 pub(crate) fn init() -> SysResult<OwnedFd> {

@@ -1,0 +1,260 @@
+//! The `sonde` command against binaries and processes that attack it: names
+//! and strings that would drive the operator's terminal, two `static`
+//! functions of one name, a USDT note pointing inside an instruction, a
+//! binary rewritten in place while probed, Go programs (never a return
+//! probe), and `--filter` text built to exhaust the parser.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sonde_tests::*;
+
+/// Tests here count links: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn fixture(name: &str) -> String {
+    fixtures().join(name).to_string_lossy().into_owned()
+}
+
+fn links() -> usize {
+    sonde::inspect::links().expect("links").len()
+}
+
+/// No byte of `text` could move a cursor, retitle a terminal or start a line
+/// the tool did not write: no C0 control but the newline, no DEL, no C1.
+fn assert_terminal_safe(what: &str, text: &str) {
+    let bad: Vec<char> = text.chars().filter(|c| c.is_control() && *c != '\n').collect();
+    assert!(bad.is_empty(), "{what}: control characters {bad:?} in:\n{text}");
+}
+
+#[test]
+fn names_comms_and_strings_never_reach_the_terminal_raw() {
+    let _s = serial();
+    require_root();
+    let hostile = fixture("fixture-hostile");
+    // list: names from the symbol table.
+    let (code, out, err) = run_sonde(&["list", &hostile, "hostile_*"]);
+    assert_eq!(code, 0, "{err}");
+    assert_terminal_safe("list", &out);
+    assert!(
+        out.contains("hostile_screen_\\e]0;owned\\x07\\e[2J\\rFORGED\\nfx_alpha 999999\\u{9b}31m"),
+        "{out}"
+    );
+    // One line per function, the header and the total: nothing forged.
+    assert_eq!(out.lines().count(), 2 + 5, "{out}");
+    // count: names; trace: the comm set with prctl and a string argument.
+    let (code, out, err) = run_sonde(&["count", &hostile, "hostile_*", "--", &hostile]);
+    assert_eq!(code, 0, "{err}");
+    assert_terminal_safe("count stdout", &out);
+    assert_terminal_safe("count stderr", &err);
+    assert!(!out.lines().any(|l| l.starts_with("fx_alpha")), "{out}");
+    let (code, out, err) = run_sonde(&["trace", "--args", "s", &hostile, "hostile_say", "--", &hostile]);
+    assert_eq!(code, 0, "{err}");
+    assert_terminal_safe("trace", &out);
+    assert!(out.contains("\\e]0;owned\\x07\\e[2J"), "comm escaped: {out}");
+    assert!(
+        out.contains("hostile_say(\"\\e[31mred\\r\\n\\tforged line\\x07 back\\\\slash\")"),
+        "string escaped: {out}"
+    );
+    // --by comm, and JSON keeps the raw text (escaped by JSON itself).
+    let (code, out, err) = run_sonde(&["count", "--by", "comm", &hostile, "hostile_say", "--", &hostile]);
+    assert_eq!(code, 0, "{err}");
+    assert_terminal_safe("count --by comm", &out);
+    let (code, out, err) = run_sonde(&[
+        "trace",
+        "--json",
+        "--args",
+        "s",
+        &hostile,
+        "hostile_say",
+        "--",
+        &hostile,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let line: Value =
+        serde_json::from_str(out.lines().find(|l| l.starts_with('{')).expect("a JSON line")).expect("JSON");
+    assert_eq!(line["comm"], "\u{1b}]0;owned\u{7}\u{1b}[2J", "{line}");
+}
+
+#[test]
+fn two_static_functions_of_one_name_are_both_probed_and_told_apart() {
+    let _s = serial();
+    require_root();
+    let hostile = fixture("fixture-hostile");
+    let (code, out, err) = run_sonde(&["count", "--json", &hostile, "helper", "--", &hostile]);
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(out.lines().last().expect("a line")).expect("JSON");
+    let mut rows: Vec<(u64, u64)> = report["functions"]
+        .as_array()
+        .expect("functions")
+        .iter()
+        .map(|f| {
+            assert_eq!(f["name"], "helper");
+            (
+                f["count"].as_u64().expect("count"),
+                f["offset"].as_u64().expect("offset"),
+            )
+        })
+        .collect();
+    rows.sort();
+    assert_eq!(rows.len(), 2, "{report}");
+    assert_eq!((rows[0].0, rows[1].0), (1, 3), "{report}");
+    assert_ne!(rows[0].1, rows[1].1);
+    // The table names each by its offset.
+    let (_, out, _) = run_sonde(&["count", &hostile, "helper", "--", &hostile]);
+    for (count, offset) in rows {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("helper [{offset:#x}]")) && l.trim_end().ends_with(&count.to_string())),
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn a_usdt_note_pointing_inside_an_instruction_is_refused() {
+    let _s = serial();
+    require_root();
+    let hostile = fixture("fixture-hostile");
+    let before = links();
+    for cmd in ["count", "latency"] {
+        let (code, _, err) = run_sonde(&[cmd, "-d", "1", &hostile, "usdt:hostile:inside"]);
+        assert_eq!(code, 2, "{cmd}: {err}");
+        assert!(err.contains("inside an instruction"), "{cmd}: {err}");
+    }
+    assert_eq!(links(), before);
+    // The real probe of the same binary still counts.
+    let (code, out, err) = run_sonde(&["count", "--json", &hostile, "usdt:hostile:fine", "--", &hostile]);
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(out.lines().last().expect("a line")).expect("JSON");
+    assert_eq!(report["functions"][0]["count"], 1, "{report}");
+}
+
+#[test]
+fn a_binary_rewritten_in_place_while_counted_is_detached_at_once() {
+    let _s = serial();
+    require_root();
+    let dir = std::env::temp_dir().join(format!("sonde-rewritten-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let copy = dir.join("app");
+    std::fs::copy(fixtures().join("fixture-pie"), &copy).expect("copy");
+    let before = links();
+    let mut child = Command::new(sonde_bin())
+        .args(["count", "-d", "60"])
+        .arg(&copy)
+        .arg("fx_*")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sonde");
+    let err = until_attached(&mut child);
+    assert!(links() > before);
+    let written = Instant::now();
+    std::fs::write(&copy, std::fs::read(fixtures().join("fixture-nopie")).expect("read")).expect("rewrite in place");
+    let (code, _, err) = finish_within(&mut child, err, Duration::from_secs(20));
+    let took = written.elapsed();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("rewritten in place"), "{err}");
+    assert!(took < Duration::from_secs(2), "sonde noticed after {took:?}");
+    assert_eq!(links(), before, "nothing left attached");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn go_programs_never_get_a_return_probe() {
+    let _s = serial();
+    require_root();
+    let go = fixture("fixture-go");
+    let before = links();
+    for args in [
+        vec!["latency", "-d", "1", go.as_str(), "main.grow"],
+        vec!["trace", "--ret", "-d", "1", go.as_str(), "main.grow"],
+        vec!["hist", "--of", "ret", "-d", "1", go.as_str(), "main.grow"],
+    ] {
+        let (code, _, err) = run_sonde(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("is a Go program"), "{args:?}: {err}");
+        assert_eq!(links(), before, "{args:?}");
+    }
+    // The library refuses it too, stripped or not.
+    for name in ["fixture-go", "fixture-go-stripped"] {
+        let binary = sonde::resolve::BinaryFile::open(&fixtures().join(name)).expect("open");
+        assert!(binary.is_go(), "{name} recognised as Go");
+    }
+    assert!(!sonde::resolve::BinaryFile::open(&fixtures().join("fixture-pie"))
+        .expect("open")
+        .is_go());
+    // Entry probes are safe: exact counts, and the program ends well.
+    let (code, out, err) = run_sonde(&["count", "--json", &go, "main.grow", "main.nap", "--", &go]);
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(out.lines().last().expect("a line")).expect("JSON");
+    let count = |n: &str| {
+        report["functions"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["name"] == n))
+            .and_then(|f| f["count"].as_u64())
+    };
+    // Each growth of a goroutine's stack re-runs the function from its entry
+    // (morestack): the entry probe sees those calls twice (the Go issue's:
+    // probing after the prologue).
+    let grow = count("main.grow").unwrap_or(0);
+    assert!((4 * 2001..4 * 2001 + 200).contains(&grow), "{report}");
+    assert_eq!(count("main.nap"), Some(4), "{report}");
+}
+
+#[test]
+fn filter_text_built_to_exhaust_the_parser_is_refused_quickly() {
+    let pie = fixture("fixture-pie");
+    let nested = format!("{}pid == 1{}", "(".repeat(40_000), ")".repeat(40_000));
+    let exploding = (0..24)
+        .map(|i| format!("(arg0 == {i} || arg1 == {i})"))
+        .collect::<Vec<_>>()
+        .join(" && ");
+    let cases = [
+        ("pid\u{3000}== 1 &&\u{a0}arg0 > 2\u{2003}", None),
+        (nested.as_str(), Some("nested")),
+        (exploding.as_str(), Some("alternatives")),
+        ("pid == 1 || ".repeat(5_000).as_str(), Some("comparisons")),
+    ]
+    .map(|(t, why)| (t.to_string(), why));
+    for (text, why) in cases {
+        let start = Instant::now();
+        let out = Command::new(sonde_bin())
+            .args(["count", "-d", "1", "--filter", &text, &pie, "fx_alpha"])
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let short: String = text.chars().take(60).collect();
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{short}: took {:?}",
+            start.elapsed()
+        );
+        // Refused with a reason, or run: never a panic (101) or a signal.
+        assert!(
+            matches!(out.status.code(), Some(0 | 2)),
+            "{short}: {:?} {err}",
+            out.status
+        );
+        if let Some(why) = why {
+            assert_eq!(out.status.code(), Some(2), "{short}: {err}");
+            assert!(err.contains(why), "{short}: {err}");
+        }
+    }
+}
+
+#[test]
+fn a_bare_ret_before_the_binary_is_not_taken_as_its_type() {
+    let _s = serial();
+    require_root();
+    let pie = fixture("fixture-pie");
+    let (code, out, err) = run_sonde(&["trace", "--ret", &pie, "fx_alpha", "--", &pie]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("fx_alpha() = 0x1"), "{out}");
+}
