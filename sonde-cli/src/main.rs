@@ -3,6 +3,8 @@
 
 mod count;
 mod filter;
+#[cfg(test)]
+mod fuzz;
 mod hist;
 mod human;
 mod latency;
@@ -252,8 +254,13 @@ fn optional_values(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::f
     out
 }
 
+/// The command line as clap reads it, after [`optional_values`].
+fn parse_command_line(args: impl Iterator<Item = std::ffi::OsString>) -> Result<Cli, clap::Error> {
+    Cli::try_parse_from(optional_values(args))
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(optional_values(std::env::args_os()));
+    let cli = parse_command_line(std::env::args_os()).unwrap_or_else(|e| e.exit());
     sonde::sys::raise_fd_limit();
     let result = match &cli.command {
         Command::Count(c) => count::run(c),

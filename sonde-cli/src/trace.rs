@@ -457,7 +457,7 @@ mod tests {
 
     #[test]
     fn escapes_invalid_utf8() {
-        assert_eq!(escape(b"ok \xff\xfe end"), "ok \\xff\\xfe end");
-        assert_eq!(escape("é".as_bytes()), "é");
+        assert_eq!(crate::human::bytes(b"ok \xff\xfe end"), "ok \\xff\\xfe end");
+        assert_eq!(crate::human::bytes("é".as_bytes()), "é");
     }
 }

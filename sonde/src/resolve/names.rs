@@ -47,6 +47,9 @@ fn strip_inherent_impl(text: &str) -> Option<String> {
     None
 }
 
+/// The longest glob accepted (a name is rarely over a few hundred bytes).
+pub const MAX_PATTERN: usize = 4096;
+
 /// A glob over function names: `*` any run, `?` one character, `[abc]`, `[a-z]`,
 /// `[!abc]` a set, `{a,b}` alternatives (a literal brace is escaped: `\{`).
 /// Matched against the raw name, every alias, the demangled name, and, when the pattern contains `@`, `name@VER`/`name@@VER`.
@@ -60,7 +63,7 @@ fn strip_inherent_impl(text: &str) -> Option<String> {
 #[derive(Debug, Clone)]
 pub struct Pattern {
     text: String,
-    glob: Option<globset::GlobMatcher>,
+    glob: Option<globset::GlobSet>,
     /// Identifiers a mangled name must contain to demangle to a match.
     tokens: Vec<String>,
     /// Literal runs every match contains (empty with `{a,b}` alternatives):
@@ -148,20 +151,30 @@ impl Pattern {
         text.contains(['*', '?', '['])
     }
 
-    /// Parses a pattern; an unbalanced `[` is an error.
+    /// Parses a pattern; an unbalanced `[` is an error, and so is a glob over
+    /// [`MAX_PATTERN`] bytes or one too complex to compile.
     pub fn new(text: &str) -> Result<Self, super::TargetError> {
         let is_glob = Self::is_glob_text(text);
+        let bad = |reason: String| super::TargetError::BadPattern {
+            pattern: text.chars().take(80).collect(),
+            reason,
+        };
         let glob = if is_glob {
+            if text.len() > MAX_PATTERN {
+                return Err(bad(format!("longer than {MAX_PATTERN} bytes")));
+            }
             let glob = globset::GlobBuilder::new(text)
                 .literal_separator(false)
                 .backslash_escape(true)
                 .empty_alternates(false)
                 .build()
-                .map_err(|e| super::TargetError::BadPattern {
-                    pattern: text.to_string(),
-                    reason: e.kind().to_string(),
-                })?;
-            Some(glob.compile_matcher())
+                .map_err(|e| bad(e.kind().to_string()))?;
+            // A set's build reports a regex too large; a lone matcher panics.
+            let set = globset::GlobSetBuilder::new()
+                .add(glob)
+                .build()
+                .map_err(|e| bad(format!("too complex ({})", e.kind())))?;
+            Some(set)
         } else {
             None
         };
