@@ -115,6 +115,11 @@ fn main() {
         .arg("-o")
         .arg(o("fixture-hostile")));
     hostile_names(&o("fixture-hostile"));
+    run(gcc()
+        .arg("-static")
+        .arg(src.join("waiter.c"))
+        .arg("-o")
+        .arg(o("fixture-waiter-static")));
     // A Go program (Debian's golang-go, installed by `cargo xtask setup`),
     // and a copy without symbols or section headers' debug info.
     run(Command::new("go")

@@ -56,13 +56,19 @@ impl BinaryFile {
         };
         // Non-blocking: opening a FIFO for reading would otherwise wait for a
         // writer forever; for a regular file the flag changes nothing.
-        let file = {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open(path)
-                .map_err(no_such)?
+        let file = match in_process_root(path) {
+            // A container's file: resolved inside its root, whatever its
+            // symlinks say.
+            Some((root, relative)) => crate::sys::files::open_in_root(&root, &relative)
+                .map_err(|e| no_such(std::io::Error::new(e.source.kind(), format!("{e} (inside {})", root.display()))))?,
+            None => {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(path)
+                    .map_err(no_such)?
+            }
         };
         let meta = file.metadata().map_err(no_such)?;
         let kind = meta.file_type();
@@ -157,6 +163,29 @@ impl BinaryFile {
             source,
         })
     }
+}
+
+/// `/proc/PID/root/REST` split into the process's root and `REST`: such a path
+/// names a file as that process sees it, and is resolved inside that root.
+fn in_process_root(path: &Path) -> Option<(PathBuf, PathBuf)> {
+    use std::path::Component;
+    let mut c = path.components();
+    let (Some(Component::RootDir), Some(proc_), Some(pid), Some(root)) = (c.next(), c.next(), c.next(), c.next()) else {
+        return None;
+    };
+    let pid = pid.as_os_str().to_str()?;
+    if proc_.as_os_str() != "proc" || root.as_os_str() != "root" || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let rest = c.as_path();
+    Some((
+        Path::new("/proc").join(pid).join("root"),
+        if rest.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            rest.to_path_buf()
+        },
+    ))
 }
 
 /// The magic Go's linker writes at the start of the build info (Go 1.13+).

@@ -5,6 +5,7 @@
 //! without a kernel that does.
 
 pub(crate) mod bpf;
+pub(crate) mod files;
 pub(crate) mod handoff;
 pub(crate) mod inotify;
 pub(crate) mod perf;
@@ -94,6 +95,8 @@ pub enum Call {
     Fork,
     /// `inotify_init1` / `inotify_add_watch` (a probed file watched for writes).
     Inotify,
+    /// `openat2(RESOLVE_IN_ROOT)`: a file inside a container's root.
+    OpenInRoot,
 }
 
 impl Call {
@@ -131,6 +134,7 @@ impl Call {
             Call::Pipe => "pipe2",
             Call::Fork => "fork",
             Call::Inotify => "inotify",
+            Call::OpenInRoot => "openat2(RESOLVE_IN_ROOT)",
         }
     }
 }
