@@ -2,8 +2,11 @@
 //!
 //! One session program (`latency`) keeps each call's start time in its
 //! per-call session value: natively on Linux 6.13+ (the kernel's slot), else
-//! in sonde's emulation (a slot per thread and call depth). Recursion, nested
-//! probed calls and concurrent threads each get their own interval.
+//! in sonde's emulation (a slot per thread and stack pointer at entry).
+//! Recursion, nested probed calls and concurrent threads each get their own
+//! interval. Calls are also counted at entry: a call whose return the kernel
+//! never reported (nested deeper than its 64 return probes per thread) is
+//! counted and reported as untimed, never paired with another's return.
 
 use std::io::Write;
 
@@ -21,7 +24,13 @@ use crate::record::BUCKETS;
 struct Row {
     #[serde(flatten)]
     id: FunctionId,
+    /// Calls entered.
     count: u64,
+    /// Calls whose return was seen and timed (the histogram's).
+    timed: u64,
+    /// Calls entered with no return seen: deeper than the kernel's 64 nested
+    /// return probes, or still running at the end.
+    untimed: u64,
     p50_ns: u64,
     p90_ns: u64,
     p99_ns: u64,
@@ -51,6 +60,7 @@ fn quantile(histogram: &[Bucket], count: u64, q: f64, max: u64) -> u64 {
 fn rows(session: &Session) -> Result<Vec<Row>, CliError> {
     let hist = PerCpuArray::<u64>::new(session.object().map("HIST")?)?;
     let maxes = PerCpuArray::<u64>::new(session.object().map("MAX_NS")?)?;
+    let entered = PerCpuArray::<u64>::new(session.object().map("COUNTS")?)?;
     let mut rows = Vec::new();
     let several = session.several_binaries();
     for f in &session.functions() {
@@ -70,13 +80,16 @@ fn rows(session: &Session) -> Result<Vec<Row>, CliError> {
                 }
             }
         }
-        let count = histogram.iter().map(|b| b.count).sum();
+        let timed: u64 = histogram.iter().map(|b| b.count).sum();
+        let calls: u64 = entered.get(cookie)?.iter().sum();
         rows.push(Row {
             id: FunctionId::of(f, several),
-            count,
-            p50_ns: quantile(&histogram, count, 0.50, max),
-            p90_ns: quantile(&histogram, count, 0.90, max),
-            p99_ns: quantile(&histogram, count, 0.99, max),
+            count: calls.max(timed),
+            timed,
+            untimed: calls.saturating_sub(timed),
+            p50_ns: quantile(&histogram, timed, 0.50, max),
+            p90_ns: quantile(&histogram, timed, 0.90, max),
+            p99_ns: quantile(&histogram, timed, 0.99, max),
             max_ns: max,
             histogram,
         });
@@ -104,7 +117,16 @@ fn print(out: &mut (impl Write + ?Sized), rows: &[Row]) -> std::io::Result<()> {
             human::nanos(r.max_ns)
         )?;
     }
-    for r in rows.iter().filter(|r| r.count > 0) {
+    for r in rows.iter().filter(|r| r.untimed > 0) {
+        writeln!(
+            out,
+            "{}: {} of {} calls not timed: their returns were not seen (nested deeper than the kernel's 64 return probes per thread, or still running at the end)",
+            r.id.label,
+            human::count(r.untimed),
+            human::count(r.count)
+        )?;
+    }
+    for r in rows.iter().filter(|r| r.timed > 0) {
         writeln!(out, "\n{}", r.id.label)?;
         let peak = r.histogram.iter().map(|b| b.count).max().unwrap_or(1);
         for b in &r.histogram {
@@ -137,7 +159,7 @@ pub fn run(common: &Common) -> Result<i32, CliError> {
     }
     let mut session = Session::start(common, "timing", &[program(common)], |n| {
         let n = n.max(1);
-        vec![("HIST", n * BUCKETS), ("MAX_NS", n)]
+        vec![("HIST", n * BUCKETS), ("MAX_NS", n), ("COUNTS", n)]
     })?;
     let stop = session.wait(std::time::Duration::from_secs(1), |_| {});
     let rows = rows(&session)?;
@@ -181,7 +203,7 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
         crate::filter::Site::Entry,
         |n| {
             let n = n.max(1);
-            vec![("HIST", n * BUCKETS), ("MAX_NS", n)]
+            vec![("HIST", n * BUCKETS), ("MAX_NS", n), ("COUNTS", n)]
         },
         |s| crate::session::update_settings(s.object(), |c| c.by_kind = kind),
     )?;

@@ -20,13 +20,12 @@ pub const STACK_ENTRIES: u32 = 4096;
 /// least (a ring buffer's smallest is one page): user space creates those a
 /// run does not need at this size (the declared sizes — 64k-entry hashes, 80k
 /// LRU entries, the ring buffer, the stack map — cost a few ms a load).
-pub const OPTIONAL_MAPS: [(&str, u32); 7] = [
+pub const OPTIONAL_MAPS: [(&str, u32); 6] = [
     ("TRACED", 1),
     ("BY_KEY", 1),
     ("STACKS", 1),
     ("USDT_SPECS", 1),
     ("SESSION_SLOTS", 1),
-    ("SESSION_DEPTH", 1),
     ("EVENTS", 4096),
 ];
 

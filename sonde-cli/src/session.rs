@@ -485,7 +485,6 @@ impl Session {
             ("STACKS", common.by == Some(By::Stack)),
             ("USDT_SPECS", usdt),
             ("SESSION_SLOTS", emulated),
-            ("SESSION_DEPTH", emulated),
         ];
         let used: Vec<&str> = used.iter().filter(|(_, u)| *u).map(|(m, _)| *m).collect();
         let builder = Job::builder(PROBES).capacity(n.max(1), &[]).options(options);

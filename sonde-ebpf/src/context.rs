@@ -15,6 +15,9 @@ mod regs {
     pub const RET: usize = 0;
     pub const IP: usize = 32;
     pub const SP: usize = 31;
+    /// The stack pointer at a return probe minus the one at entry: `ret`
+    /// branches to the link register and leaves the stack as it was.
+    pub const RETURN_SP_DELTA: u64 = 0;
 }
 
 /// Register slots (in u64 units) of the kernel's saved user registers.
@@ -29,6 +32,22 @@ mod regs {
     pub const RET: usize = 10;
     pub const IP: usize = 16;
     pub const SP: usize = 19;
+    /// The stack pointer at a return probe minus the one at entry: `ret` has
+    /// popped the return address the `call` pushed.
+    pub const RETURN_SP_DELTA: u64 = 8;
+}
+
+/// The stack pointer a function had at its entry, from registers saved at its
+/// return (what emulated sessions pair an entry and its return by).
+#[inline(always)]
+pub(crate) fn entry_sp_at_return(regs: *mut c_void) -> u64 {
+    read_reg(regs, regs::SP).wrapping_sub(regs::RETURN_SP_DELTA)
+}
+
+/// The stack pointer in saved registers.
+#[inline(always)]
+pub(crate) fn sp_of(regs: *mut c_void) -> u64 {
+    read_reg(regs, regs::SP)
 }
 
 /// A value that can be taken from a 64-bit register.

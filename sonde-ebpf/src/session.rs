@@ -22,8 +22,10 @@
 //! Kernel: native on Linux 6.13+ (a `BPF_TRACE_UPROBE_SESSION` link, kfuncs
 //! `bpf_session_is_return` and `bpf_session_cookie`). On older kernels (5.10 up)
 //! sonde loads the same code twice, as an entry program and a return program,
-//! and the per-call value lives in [`SESSION_SLOTS`], keyed by thread and call
-//! depth; what the program sees is the same.
+//! and the per-call value lives in [`SESSION_SLOTS`], keyed by thread and the
+//! stack pointer at entry (found again at return: it cannot drift, even past
+//! the kernel's 64 nested return probes per thread, whose entries get no
+//! return); what the program sees is the same.
 
 use core::ffi::c_void;
 use core::mem::transmute;
@@ -35,13 +37,13 @@ use crate::helpers;
 use crate::maps::LruHashMap;
 use crate::{ProbeContext, RetProbeContext};
 
-/// One emulated call: thread and depth.
+/// One emulated call: thread and stack pointer at entry.
 #[doc(hidden)]
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct SlotKey {
     pid_tgid: u64,
-    depth: u64,
+    sp: u64,
 }
 
 /// The per-call state of an emulated session.
@@ -53,14 +55,10 @@ pub struct Slot {
     skip: u64,
 }
 
-/// Call depth per thread, for emulated sessions (in the object only when a
-/// session program is).
-///
-/// Kernel: 4.10 (LRU hash).
-#[link_section = "maps"]
-pub static SESSION_DEPTH: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384);
-
-/// Per-call session values by (thread, depth), for emulated sessions.
+/// Per-call session values by (thread, stack pointer at entry), for emulated
+/// sessions (in the object only when a session program is). Entries whose
+/// return the kernel never reports (nested deeper than 64 return probes)
+/// age out of the LRU.
 ///
 /// Kernel: 4.10 (LRU hash).
 #[link_section = "maps"]
@@ -120,7 +118,12 @@ impl SessionContext {
         if !native.is_null() {
             let frame = Frame {
                 slot: core::ptr::null_mut(),
-                key: SlotKey { pid_tgid: 0, depth: 0 },
+                // Unused here; not all zeros, so that no memset (which the
+                // verifier refuses, misaligned) is emitted for the frame.
+                key: SlotKey {
+                    pid_tgid: crate::context::sp_of(ctx),
+                    sp: 0,
+                },
                 is_return,
             };
             return Some((
@@ -133,26 +136,18 @@ impl SessionContext {
             ));
         }
         let pid_tgid = helpers::current_pid_tgid();
-        let depth = SESSION_DEPTH.get(&pid_tgid).unwrap_or(0);
         let (key, slot) = if !is_return {
             let key = SlotKey {
                 pid_tgid,
-                depth: depth + 1,
+                sp: crate::context::sp_of(ctx),
             };
             SESSION_SLOTS.insert(&key, &Slot { cookie: 0, skip: 0 }, 0).ok()?;
-            SESSION_DEPTH.insert(&pid_tgid, &(depth + 1), 0).ok()?;
             (key, SESSION_SLOTS.get_ptr_mut(&key)?)
         } else {
-            if depth == 0 {
-                return None;
-            }
-            let key = SlotKey { pid_tgid, depth };
-            // Pop now: the body cannot fail the pop.
-            if depth == 1 {
-                let _ = SESSION_DEPTH.remove(&pid_tgid);
-            } else {
-                let _ = SESSION_DEPTH.insert(&pid_tgid, &(depth - 1), 0);
-            }
+            let key = SlotKey {
+                pid_tgid,
+                sp: crate::context::entry_sp_at_return(ctx),
+            };
             let slot = SESSION_SLOTS.get_ptr_mut(&key)?;
             // SAFETY: the kernel's pointer to this call's slot.
             if unsafe { (*slot).skip } != 0 {

@@ -78,7 +78,12 @@ fn symlinks_planted_in_a_container_never_reach_the_host() {
     std::os::unix::fs::symlink(&climb, root.join("bin/climb")).expect("symlink");
     let c = Container::start(&root);
     let pid = c.pid();
-    for (path, ok) in [("/bin/app", true), ("/bin/rel", true), ("/bin/abs", false), ("/bin/climb", false)] {
+    for (path, ok) in [
+        ("/bin/app", true),
+        ("/bin/rel", true),
+        ("/bin/abs", false),
+        ("/bin/climb", false),
+    ] {
         for flag in ["-p", "--container"] {
             let args = if flag == "-p" {
                 vec!["list", "-p", &pid, path, "fx_*"]

@@ -258,3 +258,53 @@ fn a_bare_ret_before_the_binary_is_not_taken_as_its_type() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("fx_alpha() = 0x1"), "{out}");
 }
+
+/// Recursion deeper than the kernel's 64 nested return probes: the calls
+/// past it are counted and reported untimed, and the 64 that are timed pair
+/// with their own entries (the outermost call spans all 100 levels), on every
+/// tier, native and emulated sessions alike.
+#[test]
+fn recursion_past_the_return_probe_limit_is_counted_and_timed_right() {
+    let _s = serial();
+    require_root();
+    let hostile = fixture("fixture-hostile");
+    let mut ran = Vec::new();
+    for tier in [
+        sonde::Tier::Multi,
+        sonde::Tier::PerfLink,
+        sonde::Tier::Emulated,
+        sonde::Tier::Tracefs,
+    ] {
+        if !tier_supported(tier) {
+            println!("SKIP tier {tier}: not supported by this kernel");
+            continue;
+        }
+        let (code, out, err) = run_sonde(&[
+            "latency",
+            "--json",
+            "--tier",
+            tier.name(),
+            &hostile,
+            "hostile_recurse",
+            "--",
+            &hostile,
+            "recurse",
+            "100",
+        ]);
+        assert_eq!(code, 0, "{tier}: {err}");
+        let report: Value = serde_json::from_str(out.lines().last().expect("a line")).expect("JSON");
+        let f = &report["functions"][0];
+        assert_eq!(f["count"], 100, "{tier}: {report}");
+        assert_eq!(f["timed"], 64, "{tier}: {report}");
+        assert_eq!(f["untimed"], 36, "{tier}: {report}");
+        // 100 levels of at least 50 µs each: the outermost call's own time.
+        let max = f["max_ns"].as_u64().unwrap_or(0);
+        assert!(
+            max >= 5_000_000,
+            "{tier}: the longest timed call {max} ns is not the outermost: {report}"
+        );
+        ran.push(format!("{tier} ({})", report["session"]));
+    }
+    println!("timed on {}", ran.join(", "));
+    assert!(!ran.is_empty());
+}

@@ -28,7 +28,7 @@ fn expected(cookies: &[u64]) -> Vec<(u64, u64, u64)> {
 }
 
 fn emulation_entries(object: &sonde::Object) -> usize {
-    ["SESSION_SLOTS", "SESSION_DEPTH"]
+    ["SESSION_SLOTS"]
         .iter()
         .map(|name| {
             let full = object

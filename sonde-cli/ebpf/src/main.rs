@@ -21,7 +21,8 @@ use record::{
     FILTER_PASS, OP_EQ, OP_GE, OP_GT, OP_LE, OP_LT, OP_NE, RETURN, TEXT_READ, SRC_ARG_TEXT, SRC_COMM, SRC_PID, SRC_RET, SRC_TID, TERMS, TEXT,
 };
 
-/// Calls per function (`sonde count`), per CPU: no shared cache line per hit.
+/// Calls per function (`sonde count`; calls entered for `sonde latency`), per
+/// CPU: no shared cache line per hit.
 #[map]
 static COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1);
 
@@ -37,7 +38,7 @@ static MAX_NS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1);
 #[map]
 static SUM_NS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1);
 
-/// Nesting depth per thread (recursion and nested probed calls).
+/// Call records (`sonde trace`).
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES);
 
@@ -451,6 +452,12 @@ fn latency_session(ctx: &SessionContext, filtered: bool) -> u32 {
             return 1;
         }
         ctx.set_session_cookie(ktime_get_ns());
+        // Calls entered: beside the returns timed, the calls whose return the
+        // kernel never reported (nested deeper than its 64 return probes).
+        if let Some(p) = COUNTS.get_ptr_mut(ctx.cookie() as u32) {
+            // SAFETY: the kernel's pointer to this CPU's counter.
+            unsafe { *p += 1 };
+        }
         return 0;
     }
     let now = ktime_get_ns();

@@ -316,14 +316,14 @@ impl Agent {
                     Some(job) => job,
                     empty => {
                         let builder = Job::builder(crate::session::PROBES)
-                            .capacity(max_latency, &["MAX_NS", "SUM_NS"])
+                            .capacity(max_latency, &["MAX_NS", "SUM_NS", "COUNTS"])
                             .per_cookie_slots("HIST", BUCKETS)
                             .program("latency")
                             .options(options(p.pid));
                         // The emulation's maps only where the session is emulated.
                         let used: &[&str] = match SessionMode::expected(&options(p.pid)) {
                             Some(SessionMode::Native) => &[],
-                            _ => &["SESSION_SLOTS", "SESSION_DEPTH"],
+                            _ => &["SESSION_SLOTS"],
                         };
                         empty.insert(shrink_unused(builder, used).build()?)
                     }

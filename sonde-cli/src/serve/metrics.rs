@@ -6,6 +6,7 @@
 //! | --- | --- | --- |
 //! | `sonde_calls_total` | counter | `binary`, `function` |
 //! | `sonde_call_duration_seconds` | histogram (log2 buckets: 2^(b+1) ns, 1.024 µs to 68.7 s) | `binary`, `function` |
+//! | `sonde_untimed_calls` | gauge | `binary`, `function`: timed calls entered whose return was not seen (running now, or nested deeper than the kernel's 64 return probes) |
 //! | `sonde_probe_info` | gauge 1 | `binary`, `function`, `tier`, `session` |
 //! | `sonde_attach_errors_total` | counter | `binary` |
 //! | `sonde_attached_functions`, `sonde_pending_probes` | gauge | |
@@ -46,6 +47,8 @@ struct Histogram {
     sum: f64,
     count: u64,
     buckets: Vec<(f64, u64)>,
+    /// Calls the timing program entered whose return was not seen.
+    untimed: u64,
 }
 
 /// One function's figures.
@@ -134,6 +137,7 @@ struct Timing {
     hist: PerCpuArray<u64>,
     max: PerCpuArray<u64>,
     sum: PerCpuArray<u64>,
+    entered: PerCpuArray<u64>,
 }
 
 impl Timing {
@@ -144,6 +148,7 @@ impl Timing {
             hist: array("HIST")?,
             max: array("MAX_NS")?,
             sum: array("SUM_NS")?,
+            entered: array("COUNTS")?,
         })
     }
 
@@ -165,7 +170,8 @@ impl Timing {
                 counts[i] += n;
             }
         }
-        let count = counts.iter().sum();
+        let count: u64 = counts.iter().sum();
+        let entered: u64 = self.entered.get(cookie).ok()?.iter().sum();
         let buckets = (LOW..=HIGH)
             .map(|b| 2f64.powi(b as i32 + 1) / 1e9)
             .chain([f64::MAX])
@@ -175,6 +181,7 @@ impl Timing {
             sum: sum_ns as f64 / 1e9,
             count,
             buckets,
+            untimed: entered.saturating_sub(count),
         })
     }
 }
@@ -212,6 +219,21 @@ impl Collector for AgentCollector {
                 duration
                     .encode_family(&labels)?
                     .encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)?;
+            }
+        }
+        {
+            let mut untimed = encoder.encode_descriptor(
+                "sonde_untimed_calls",
+                "Timed calls entered whose return was not seen: running now, or nested deeper than the kernel's 64 return probes per thread.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for r in &rows {
+                let Some(h) = &r.duration else {
+                    continue;
+                };
+                let labels = [("binary", r.binary.as_str()), ("function", r.function.as_str())];
+                untimed.encode_family(&labels)?.encode_gauge(&(h.untimed as i64))?;
             }
         }
         {

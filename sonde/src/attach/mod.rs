@@ -77,7 +77,7 @@ pub enum SessionMode {
     /// per-call value kept by the kernel (Linux 6.13+, tier multi).
     Native,
     /// An entry copy and a return copy of the program on the chosen tier, the
-    /// per-call value kept in the program's map by thread and call depth.
+    /// per-call value kept in the program's map by thread and stack pointer at entry.
     Emulated,
 }
 

@@ -59,8 +59,12 @@ impl BinaryFile {
         let file = match in_process_root(path) {
             // A container's file: resolved inside its root, whatever its
             // symlinks say.
-            Some((root, relative)) => crate::sys::files::open_in_root(&root, &relative)
-                .map_err(|e| no_such(std::io::Error::new(e.source.kind(), format!("{e} (inside {})", root.display()))))?,
+            Some((root, relative)) => crate::sys::files::open_in_root(&root, &relative).map_err(|e| {
+                no_such(std::io::Error::new(
+                    e.source.kind(),
+                    format!("{e} (inside {})", root.display()),
+                ))
+            })?,
             None => {
                 use std::os::unix::fs::OpenOptionsExt;
                 std::fs::OpenOptions::new()
@@ -170,7 +174,8 @@ impl BinaryFile {
 fn in_process_root(path: &Path) -> Option<(PathBuf, PathBuf)> {
     use std::path::Component;
     let mut c = path.components();
-    let (Some(Component::RootDir), Some(proc_), Some(pid), Some(root)) = (c.next(), c.next(), c.next(), c.next()) else {
+    let (Some(Component::RootDir), Some(proc_), Some(pid), Some(root)) = (c.next(), c.next(), c.next(), c.next())
+    else {
         return None;
     };
     let pid = pid.as_os_str().to_str()?;
