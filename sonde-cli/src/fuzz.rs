@@ -173,7 +173,7 @@ fn the_argument_parsers_survive_anything() {
         let _ = crate::session::parse_pid(t);
         // Whole command lines through clap (slow in a debug build): every 10th
         // generated input.
-        let whole = t.len() < 10_000 && n.get() % 10 == 0;
+        let whole = t.len() < 10_000 && n.get().is_multiple_of(10);
         for command in ["count", "trace", "latency", "hist", "list", "serve"]
             .iter()
             .filter(|_| whole)

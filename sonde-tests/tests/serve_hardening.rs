@@ -388,3 +388,95 @@ fn out_of_range_and_endless_configurations_are_refused() {
     assert!(start.elapsed() < Duration::from_secs(5));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Thousands of probes on one binary share one group (one link on the multi
+/// tier): descriptors, links and shutdown time follow the binaries, not the
+/// configuration's entries; a function named by two probes counts once, exactly.
+#[test]
+fn many_probes_share_one_group_per_binary() {
+    let _s = serial();
+    require_root();
+    let dir = work_dir("many-probes");
+    let many = fixtures().join("libmany.so");
+    let pie = fixtures().join("fixture-pie");
+    let port = free_port();
+    let config = dir.join("serve.toml");
+    let mut text = format!("listen = \"127.0.0.1:{port}\"\nretry_seconds = 1\nmax_functions = 8192\n");
+    for i in 0..3000 {
+        text.push_str(&format!(
+            "[[probe]]\nbinary = \"{}\"\nfunctions = [\"many_{i:05}\"]\n",
+            many.display()
+        ));
+    }
+    for functions in ["\"fx_*\"", "\"fx_delta\", \"fx_alpha\""] {
+        text.push_str(&format!(
+            "[[probe]]\nbinary = \"{}\"\nfunctions = [{functions}]\n",
+            pie.display()
+        ));
+    }
+    std::fs::write(&config, &text).expect("config");
+    let agent = Agent::start(&config, port);
+    let s = agent.wait_until(
+        |s| s.iter().any(|(k, v)| k == "sonde_attached_functions" && *v == 3004.0),
+        "3004 functions attached",
+    );
+    let groups = s.iter().find(|(k, _)| k == "sonde_attached_groups").map(|(_, v)| *v);
+    assert_eq!(groups, Some(2.0), "one group per binary");
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", agent.child.id()))
+        .expect("fds")
+        .count();
+    assert!(fds < 100, "{fds} descriptors for 3002 probes");
+    Waiting::spawn_path(&pie, &[]).run();
+    agent.wait_until(
+        |s| {
+            s.iter()
+                .any(|(k, v)| k.starts_with("sonde_calls_total") && k.contains("\"fx_delta\"") && *v == 4.0)
+        },
+        "fx_delta counted once: 4",
+    );
+    // A reload keeping one of the 3,000: the shared group shrinks to it (the
+    // others are no longer probed), fx_* counters go on.
+    let kept: String = text
+        .split("[[probe]]")
+        .enumerate()
+        .filter(|(i, part)| *i == 0 || *i == 1 || part.contains("fixture-pie"))
+        .map(|(_, part)| part)
+        .collect::<Vec<_>>()
+        .join("[[probe]]");
+    std::fs::write(&config, kept).expect("config");
+    agent.signal(libc::SIGHUP);
+    let s = agent.wait_until(
+        |s| s.iter().any(|(k, v)| k == "sonde_attached_functions" && *v == 5.0),
+        "2999 functions no longer probed",
+    );
+    assert!(
+        s.iter().any(|(k, v)| k == "sonde_attached_groups" && *v == 2.0),
+        "{s:?}"
+    );
+    Waiting::spawn_path(&pie, &[]).run();
+    agent.wait_until(
+        |s| {
+            s.iter()
+                .any(|(k, v)| k.starts_with("sonde_calls_total") && k.contains("\"fx_delta\"") && *v == 8.0)
+        },
+        "fx_delta's counter went on: 8",
+    );
+    // Stopping detaches everything at once.
+    let stopping = Instant::now();
+    agent.signal(libc::SIGTERM);
+    let mut agent = agent;
+    let status = loop {
+        if let Some(st) = agent.child.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(10),
+            "the agent took over 10 s to stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    println!("{fds} descriptors; stopped in {:?}", stopping.elapsed());
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}

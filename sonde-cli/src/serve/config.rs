@@ -73,7 +73,10 @@ impl Probe {
     /// The query that resolves this probe's functions: in the process of `pid`
     /// or `container` when set (libraries and paths as it sees them).
     pub fn query(&self) -> sonde::Functions {
-        let query = sonde::Functions::in_binary(&self.binary).patterns(self.functions.clone());
+        // Many probes name one binary: one cached read of its table for all.
+        let query = sonde::Functions::in_binary(&self.binary)
+            .patterns(self.functions.clone())
+            .whole_table();
         match self.pid.or(self.container) {
             Some(pid) => query.pid(pid),
             None => query,

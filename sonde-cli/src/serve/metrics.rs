@@ -9,7 +9,7 @@
 //! | `sonde_untimed_calls` | gauge | `binary`, `function`: timed calls entered whose return was not seen (running now, or nested deeper than the kernel's 64 return probes) |
 //! | `sonde_probe_info` | gauge 1 | `binary`, `function`, `tier`, `session` |
 //! | `sonde_attach_errors_total` | counter | `binary` |
-//! | `sonde_attached_functions`, `sonde_pending_probes` | gauge | |
+//! | `sonde_attached_functions`, `sonde_attached_groups`, `sonde_pending_probes` | gauge | |
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -61,44 +61,49 @@ struct Row {
     duration: Option<Histogram>,
 }
 
+/// A scope's counters and timing maps.
+type ScopeMaps = (Option<PerCpuArray<u64>>, Option<Timing>);
+
 fn collect(agent: &Agent) -> Vec<Row> {
     let mut rows = Vec::new();
     let mut seen = BTreeSet::new();
+    // Each scope's maps, opened once per scrape.
+    let mut opened: std::collections::BTreeMap<Option<u32>, ScopeMaps> = std::collections::BTreeMap::new();
     for (probe, state) in &agent.probes {
         let State::Attached(a) = state else { continue };
         let Some(jobs) = agent.jobs.get(&probe.pid) else {
             continue;
         };
-        let Some((set, cookies)) = jobs.count.group(a.count) else {
-            continue;
-        };
-        let counts = jobs
-            .count
-            .object()
-            .map("COUNTS")
-            .ok()
-            .and_then(|m| PerCpuArray::<u64>::new(m).ok());
-        // The timing job's maps, opened once for the probe's functions.
-        let timed = match (jobs.latency.as_ref(), a.latency) {
-            (Some(job), Some(id)) => job.group(id).and_then(|(_, c)| Some((Timing::open(job)?, c))),
-            _ => None,
-        };
-        for (i, (f, &cookie)) in set.iter().zip(cookies).enumerate() {
-            let function = set.label(f);
+        let (counts, timing) = opened.entry(probe.pid).or_insert_with(|| {
+            let counts = jobs
+                .count
+                .job
+                .object()
+                .map("COUNTS")
+                .ok()
+                .and_then(|m| PerCpuArray::<u64>::new(m).ok());
+            (counts, jobs.latency.as_ref().and_then(|l| Timing::open(&l.job)))
+        });
+        let timing = timing
+            .as_ref()
+            .filter(|_| a.latency.is_some())
+            .zip(jobs.latency.as_ref().map(|l| &l.job));
+        for f in &a.series {
             // A function two probes select is reported once.
-            if !seen.insert((probe.binary.clone(), function.clone())) {
+            if !seen.insert((&probe.binary, &f.function)) {
                 continue;
             }
             let calls = counts
                 .as_ref()
-                .and_then(|m| m.get(cookie as u32).ok())
+                .and_then(|m| m.get(f.count_cookie).ok())
                 .map_or(0, |v| v.iter().sum());
-            let duration = timed
-                .as_ref()
-                .and_then(|(t, c)| c.get(i).and_then(|&c| t.histogram(c as u32)));
+            let duration = match (&timing, f.timing_cookie) {
+                (Some((t, _)), Some(c)) => t.histogram(c),
+                _ => None,
+            };
             rows.push(Row {
                 binary: label_value(&probe.binary),
-                function: label_value(&function),
+                function: f.function.clone(),
                 tier: a.tier.name(),
                 session: a.session.map_or("none", SessionMode::short_name),
                 calls,
@@ -275,6 +280,14 @@ impl Collector for AgentCollector {
                 MetricType::Gauge,
             )?
             .encode_gauge(&attached)?;
+        encoder
+            .encode_descriptor(
+                "sonde_attached_groups",
+                "Groups of functions attached together (one link each on the multi tier): one per binary, scope and configuration change, not per probe.",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&(agent.groups() as i64))?;
         let pending = agent
             .probes
             .values()

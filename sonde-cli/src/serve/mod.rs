@@ -68,7 +68,7 @@ pub fn run(args: &ServeArgs) -> Result<i32, CliError> {
         Arc::new(move |path: &str, accept: &str| metrics::answer(path, accept, &registry, &agent))
     };
     let server = http::Http::start(addr, handler).map_err(CliError::new)?;
-    let (attached, _, pending) = lock(&agent).apply(config);
+    let (attached, _, pending) = apply(&agent, config, &stop);
     log::info!(
         "serving http://{addr}/metrics: {attached} probe(s) attached, {pending} pending; SIGHUP or editing {} reloads",
         args.config.display()
@@ -86,9 +86,8 @@ pub fn run(args: &ServeArgs) -> Result<i32, CliError> {
             seen = changed;
             match Config::read(&args.config) {
                 Ok(mut c) => {
-                    let mut agent = lock(&agent);
-                    c.listen = agent.config.listen.clone();
-                    let (a, d, p) = agent.apply(c);
+                    c.listen = lock(&agent).config.listen.clone();
+                    let (a, d, p) = apply(&agent, c, &stop);
                     log::info!(
                         "reloaded {}: {a} attached, {d} detached, {p} pending",
                         args.config.display()
@@ -98,8 +97,10 @@ pub fn run(args: &ServeArgs) -> Result<i32, CliError> {
             }
         }
         if Instant::now() >= next_retry {
+            let (due, before) = lock(&agent).due();
+            let resolved = agent::resolve(due, &stop);
             let mut a = lock(&agent);
-            a.retry();
+            a.attach_all(resolved, &before);
             let every = Duration::from_secs(a.config.retry_seconds);
             next_retry = Instant::now().checked_add(every).unwrap_or_else(Instant::now);
         }
@@ -112,6 +113,17 @@ pub fn run(args: &ServeArgs) -> Result<i32, CliError> {
         Err(_) => log::warn!("the agent is still shared at exit; its probes detach as the process ends"),
     }
     Ok(0)
+}
+
+/// Applies `config`: the probes it drops detached, the new ones resolved
+/// without the agent's lock (scrapes go on meanwhile), then attached.
+/// Returns (attached, detached, pending).
+fn apply(agent: &Mutex<Agent>, config: Config, stop: &AtomicBool) -> (usize, usize, usize) {
+    let (new, detached) = lock(agent).apply(config);
+    let resolved = agent::resolve(new, stop);
+    let mut a = lock(agent);
+    let attached = a.attach_all(resolved, &std::collections::BTreeMap::new());
+    (attached, detached, a.pending())
 }
 
 /// The agent, also after a panicking holder (the state stays usable).
@@ -132,9 +144,17 @@ fn check(path: &Path, config: &Config) -> Result<i32, CliError> {
         config.probes.len(),
         config.retry_seconds
     );
+    // What the agent would attach: each function once per scope and file.
+    let mut distinct = std::collections::BTreeSet::new();
+    let mut files = std::collections::BTreeSet::new();
     for p in &config.probes {
         let what = match p.query().resolve() {
-            Ok(set) => format!("{} function(s) of {}", set.len(), set.path().display()),
+            Ok(set) => {
+                let (dev, ino) = set.inode();
+                files.insert((p.pid, dev, ino));
+                distinct.extend(set.iter().map(|f| (p.pid, dev, ino, f.file_offset)));
+                format!("{} function(s) of {}", set.len(), set.path().display())
+            }
             Err(e) => format!("not attachable now ({e}); sonde serve retries it"),
         };
         println!(
@@ -149,6 +169,13 @@ fn check(path: &Path, config: &Config) -> Result<i32, CliError> {
             }
         );
     }
+    println!(
+        "attaches {} distinct function(s) of {} file(s) and scope(s), as {} group(s) at start (one link each on the multi tier): memory and descriptors follow these, not the {} probe(s)",
+        distinct.len(),
+        files.len(),
+        files.len(),
+        config.probes.len()
+    );
     Ok(0)
 }
 

@@ -254,6 +254,66 @@ impl Job {
         Ok(handles)
     }
 
+    /// Keeps only the functions of group `id` that `keep` accepts, each with
+    /// its cookie, so what the maps hold for them goes on: the group's links
+    /// are detached (synchronously), then the kept functions attached again;
+    /// the others' cookies return to the registry. Calls in between (about a
+    /// millisecond on the multi tier) are not seen. Returns each function's new
+    /// index (`None`: dropped); nothing kept removes the group. On an attach
+    /// error the group is gone.
+    pub fn shrink(
+        &mut self,
+        id: GroupId,
+        mut keep: impl FnMut(&crate::FunctionMatch) -> bool,
+    ) -> Result<Vec<Option<usize>>, Error> {
+        let Some(Group {
+            mut set,
+            cookies,
+            attachments,
+        }) = self.groups.remove(&id)
+        else {
+            return Ok(Vec::new());
+        };
+        let flags: Vec<bool> = set.iter().map(&mut keep).collect();
+        attachments.into_iter().for_each(Attachment::detach);
+        let (mut kept, mut freed, mut map) = (Vec::new(), Vec::new(), Vec::new());
+        for (&k, &c) in flags.iter().zip(&cookies) {
+            if k {
+                map.push(Some(kept.len()));
+                kept.push(c);
+            } else {
+                map.push(None);
+                freed.push(c);
+            }
+        }
+        let mut i = 0;
+        set.retain(|_| {
+            i += 1;
+            flags[i - 1]
+        });
+        self.registry.give_back(&freed);
+        if set.is_empty() {
+            return Ok(map);
+        }
+        match self.attach_group(&set, &kept) {
+            Ok(attachments) => {
+                self.groups.insert(
+                    id,
+                    Group {
+                        set,
+                        cookies: kept,
+                        attachments,
+                    },
+                );
+                Ok(map)
+            }
+            Err(e) => {
+                self.registry.give_back(&kept);
+                Err(e)
+            }
+        }
+    }
+
     /// Every function attached, in cookie order within each group.
     pub fn functions(&self) -> impl Iterator<Item = JobFunction<'_>> {
         self.groups.iter().flat_map(|(id, g)| {

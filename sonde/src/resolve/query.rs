@@ -35,6 +35,7 @@ pub struct Functions {
     pid: Option<u32>,
     patterns: Vec<String>,
     debug_root: PathBuf,
+    whole_table: bool,
 }
 
 /// One function a [`Functions`] query selected.
@@ -106,7 +107,17 @@ impl Functions {
             pid: None,
             patterns: Vec::new(),
             debug_root: PathBuf::from(debuginfo::DEFAULT_DEBUG_ROOT),
+            whole_table: false,
         }
+    }
+
+    /// Reads (and caches) the binary's whole symbol table even for a few exact
+    /// names, which alone are looked up by a scan: for callers that resolve
+    /// many queries on one binary (the agent's probes), where one read shared
+    /// by all beats a scan each.
+    pub fn whole_table(mut self) -> Self {
+        self.whole_table = true;
+        self
     }
 
     /// Looks the binary up as process `pid` sees it (its mapped libraries, its
@@ -361,7 +372,8 @@ impl Functions {
         if let Some(t) = cache::cached(binary, &self.debug_root) {
             return Ok(t);
         }
-        let exact = !self.patterns.is_empty()
+        let exact = !self.whole_table
+            && !self.patterns.is_empty()
             && self.patterns.len() <= FEW_NAMES
             && self.patterns.iter().all(|p| !Pattern::is_glob_text(p));
         if exact {
@@ -393,6 +405,35 @@ impl FunctionSet {
     /// to learn it was rewritten in place or replaced.
     pub fn fingerprint(&self) -> super::watch::Fingerprint {
         self.binary.fingerprint()
+    }
+
+    /// Keeps the functions `keep` accepts (their cookies renumbered: the
+    /// index stays the cookie).
+    pub fn retain(&mut self, mut keep: impl FnMut(&FunctionMatch) -> bool) {
+        self.functions.retain(|f| keep(f));
+        for (i, f) in self.functions.iter_mut().enumerate() {
+            f.cookie = i as u64;
+        }
+        self.names = std::sync::OnceLock::new();
+    }
+
+    /// Adds the functions of `other` (a set of the same opened file) that are
+    /// not here yet, by file offset; `false` (nothing added) when `other` was
+    /// read from another file.
+    pub fn absorb(&mut self, other: &FunctionSet) -> bool {
+        if self.fingerprint() != other.fingerprint() {
+            return false;
+        }
+        let mut have: rustc_hash::FxHashSet<u64> = self.functions.iter().map(|f| f.file_offset).collect();
+        for f in &other.functions {
+            if have.insert(f.file_offset) {
+                let mut f = f.clone();
+                f.cookie = self.functions.len() as u64;
+                self.functions.push(f);
+            }
+        }
+        self.names = std::sync::OnceLock::new();
+        true
     }
 
     /// The selected functions; `cookie` is the index.
