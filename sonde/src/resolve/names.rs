@@ -17,8 +17,48 @@ pub fn demangle(name: &str) -> Option<String> {
         let text = format!("{d:#}");
         return Some(strip_inherent_impl(&text).unwrap_or(text));
     }
+    if let Some(d) = literal_operator(name) {
+        return Some(d);
+    }
     let sym = cpp_demangle::Symbol::new(name).ok()?;
     sym.demangle(&cpp_demangle::DemangleOptions::default()).ok()
+}
+
+/// A user-defined literal operator (`_Zli3_kmy`, `operator"" _km(unsigned long
+/// long)`), which `cpp_demangle` spells wrongly: demangled with a placeholder
+/// name in its place, then written as `c++filt` writes it.
+fn literal_operator(name: &str) -> Option<String> {
+    const PLACEHOLDER: &str = "SondeLiteralOperator";
+    // `li <source-name>` as the first unqualified name, at top level or nested.
+    let at = ["_Zli", "_ZNli"]
+        .iter()
+        .find(|p| name.starts_with(*p))
+        .map(|p| p.len() - 2)
+        .or_else(|| {
+            let n = name.strip_prefix("_ZN")?;
+            // After one or more `<len><id>` prefixes of a nested name.
+            let mut i = 0;
+            let b = n.as_bytes();
+            while i < b.len() && b[i].is_ascii_digit() {
+                let digits = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+                let len: usize = n[i..i + digits].parse().ok()?;
+                i += digits + len;
+                if n.get(i..)?.starts_with("li") {
+                    return Some(3 + i);
+                }
+            }
+            None
+        })?;
+    let rest = &name[at + 2..];
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let len: usize = rest.get(..digits)?.parse().ok()?;
+    let id = rest.get(digits..digits + len)?;
+    let stand_in = format!("{PLACEHOLDER}{id}");
+    let rewritten = format!("{}{}{stand_in}{}", &name[..at], stand_in.len(), &rest[digits + len..]);
+    let sym = cpp_demangle::Symbol::new(rewritten.as_str()).ok()?;
+    let text = sym.demangle(&cpp_demangle::DemangleOptions::default()).ok()?;
+    text.contains(&stand_in)
+        .then(|| text.replacen(&stand_in, &format!("operator\"\" {id}"), 1))
 }
 
 /// v0 manglings demangle an inherent method as `<a::Type>::method` where legacy
@@ -152,7 +192,7 @@ impl Pattern {
     }
 
     /// Parses a pattern; an unbalanced `[` is an error, and so is a glob over
-    /// [`MAX_PATTERN`] bytes or one too complex to compile.
+    /// 4,096 bytes (`MAX_PATTERN`) or one too complex to compile.
     pub fn new(text: &str) -> Result<Self, super::TargetError> {
         let is_glob = Self::is_glob_text(text);
         let bad = |reason: String| super::TargetError::BadPattern {
@@ -380,6 +420,19 @@ mod tests {
         );
         assert_eq!(strip_inherent_impl("<a::X<u8>>::f").as_deref(), Some("a::X<u8>::f"));
         assert_eq!(strip_inherent_impl("<u8 as a::T>::f"), None);
+    }
+
+    #[test]
+    fn literal_operators_demangle_as_cxxfilt_does() {
+        assert_eq!(
+            demangle("_Zli3_kmy").as_deref(),
+            Some("operator\"\" _km(unsigned long long)")
+        );
+        assert_eq!(
+            demangle("_ZN5unitsli3_kmEy").as_deref(),
+            Some("units::operator\"\" _km(unsigned long long)")
+        );
+        assert_eq!(demangle("_Z3fooi").as_deref(), Some("foo(int)"));
     }
 
     #[test]
