@@ -262,6 +262,7 @@ fn copy_fixtures(dst: &Path, rootfs: &Path) -> Result<()> {
         "fixture-rs-nopie",
         "fixture-sleeper",
         "fixture-semaphore",
+        "fixture-hostile",
     ] {
         copy_with_libs(&src.join(exe), &dst.join(exe), rootfs)?;
     }
