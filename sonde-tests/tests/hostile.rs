@@ -154,7 +154,8 @@ fn a_binary_rewritten_in_place_while_counted_is_detached_at_once() {
         .spawn()
         .expect("spawn sonde");
     let err = until_attached(&mut child);
-    assert!(links() > before);
+    // Tiers with BPF links (5.15+) show them in the kernel's link list.
+    assert!(links() > before || !tier_supported(sonde::Tier::PerfLink));
     let written = Instant::now();
     std::fs::write(&copy, std::fs::read(fixtures().join("fixture-nopie")).expect("read")).expect("rewrite in place");
     let (code, _, err) = finish_within(&mut child, err, Duration::from_secs(20));

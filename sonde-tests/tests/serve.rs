@@ -287,58 +287,16 @@ fn prometheus_scrapes_exact_counts_and_histograms() {
     let port = free_port();
     write_config(&config, port, &[(&pie, &["fx_*"], true)]);
     let agent = Agent::start(&config, port);
-    let prom_port = free_port();
-    let prom_config = dir.join("prometheus.yml");
-    std::fs::write(
-        &prom_config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sonde\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
-        ),
-    )
-    .expect("prometheus config");
-    let mut prom = Command::new(prometheus)
-        .arg(format!("--config.file={}", prom_config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start prometheus");
+    let prom = Prometheus::start(prometheus, &dir, &[port]);
     for _ in 0..3 {
         run_fixture(&pie, &[]);
     }
-    let query = |q: &str| -> Option<serde_json::Value> {
-        let enc: String = q
-            .bytes()
-            .map(|b| match b {
-                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
-        let (_, body) = get(prom_port, &format!("/api/v1/query?query={enc}"), "application/json")?;
-        serde_json::from_str(&body).ok()
-    };
-    let number = |v: &serde_json::Value| -> Option<f64> { v["value"][1].as_str()?.parse().ok() };
-    let start = Instant::now();
-    let result = loop {
-        let r = query("sonde_calls_total");
-        let rows = r
-            .as_ref()
-            .and_then(|r| r["data"]["result"].as_array().cloned())
-            .unwrap_or_default();
-        let delta = rows
-            .iter()
+    let result = prom.wait_for("sonde_calls_total", |rows| {
+        rows.iter()
             .find(|x| x["metric"]["function"] == "fx_delta")
-            .and_then(number);
-        if delta == Some(12.0) {
-            break rows;
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            let _ = prom.kill();
-            panic!("Prometheus never saw 12 calls of fx_delta: {r:?}");
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
+            .and_then(number)
+            == Some(12.0)
+    });
     for (f, n) in PER_RUN {
         let got = result.iter().find(|x| x["metric"]["function"] == f).and_then(number);
         assert_eq!(got, Some(3.0 * n), "{f} in Prometheus");
@@ -346,15 +304,15 @@ fn prometheus_scrapes_exact_counts_and_histograms() {
         assert_eq!(row["metric"]["job"], "sonde");
     }
     // The histogram's count matches the calls; a quantile is computable.
-    let count = query("sonde_call_duration_seconds_count{function=\"fx_gamma\"}")
+    let count = prom
+        .query("sonde_call_duration_seconds_count{function=\"fx_gamma\"}")
         .and_then(|r| r["data"]["result"].as_array()?.first().and_then(number));
     assert_eq!(count, Some(9.0));
-    let p99 =
-        query("histogram_quantile(0.99, sum by (le) (sonde_call_duration_seconds_bucket{function=\"fx_gamma\"}))")
-            .and_then(|r| r["data"]["result"].as_array()?.first().and_then(number));
+    let p99 = prom
+        .query("histogram_quantile(0.99, sum by (le) (sonde_call_duration_seconds_bucket{function=\"fx_gamma\"}))")
+        .and_then(|r| r["data"]["result"].as_array()?.first().and_then(number));
     assert!(p99.is_some_and(|v| v > 0.0 && v < 1.0), "p99 {p99:?}");
-    let _ = prom.kill();
-    let _ = prom.wait();
+    drop(prom);
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -160,10 +160,14 @@ fn hostile_clients_never_keep_a_scraper_waiting() {
         worst = worst.max(took);
         std::thread::sleep(Duration::from_millis(500));
     }
-    assert!(
-        worst < Duration::from_secs(1),
-        "a scrape took {worst:?} during the attacks"
-    );
+    // Within a second on the host; the kernel matrix's guests emulate every
+    // instruction (TCG), so there the bound is five.
+    let bound = Duration::from_secs(if std::env::var_os("SONDE_GUEST").is_some() {
+        5
+    } else {
+        1
+    });
+    assert!(worst < bound, "a scrape took {worst:?} during the attacks");
     let sent = slow.join().expect("slow reader");
     let endless_bytes = endless.join().expect("endless header");
     let flooded = flood.join().expect("flood");
@@ -288,8 +292,12 @@ fn a_binary_rewritten_in_place_is_detached_at_once() {
     );
     let detached_in = written.elapsed();
     assert!(detached_in < Duration::from_secs(2), "detached after {detached_in:?}");
+    // Tiers with BPF links (5.15+) show it in the kernel's link list.
     let links_now = sonde::inspect::links().expect("links").len();
-    assert!(links_now < links_before, "links {links_before} -> {links_now}");
+    assert!(
+        links_now < links_before || links_before == 0,
+        "links {links_before} -> {links_now}"
+    );
     let (_, status) = get(port, "/", "*/*").expect("status");
     assert!(status.contains("rewritten in place"), "{status}");
     // Left alone, the new file is attached again and counted exactly.

@@ -167,6 +167,12 @@ fn test_binaries() -> Result<Vec<PathBuf>> {
     Ok(bins)
 }
 
+/// Drops the DWARF of a debug build copied into the guest (symbols stay): the
+/// test binaries are most of the initramfs, which the guest must unpack in RAM.
+fn strip_debug(path: &Path) -> Result<()> {
+    run_cmd(Command::new("objcopy").arg("--strip-debug").arg(path))
+}
+
 fn copy_with_libs(src: &Path, dst: &Path, rootfs: &Path) -> Result<()> {
     if let Some(p) = dst.parent() {
         std::fs::create_dir_all(p)?;
@@ -229,12 +235,15 @@ fn build_initramfs(bins: &[PathBuf]) -> Result<PathBuf> {
     run_cmd(Command::new("chmod").arg("+x").arg(rootfs.join("init")))?;
     for b in bins {
         let name = b.file_name().context("binary name")?;
-        copy_with_libs(b, &rootfs.join("t/deps").join(name), &rootfs)?;
+        let dst = rootfs.join("t/deps").join(name);
+        copy_with_libs(b, &dst, &rootfs)?;
+        strip_debug(&dst)?;
     }
     let target_app = root().join("target/debug/target-app");
     copy_with_libs(&target_app, &rootfs.join("t/target-app"), &rootfs)?;
     copy_fixtures(&rootfs.join("t/fixtures"), &rootfs)?;
     copy_with_libs(&root().join("target/debug/sonde"), &rootfs.join("t/sonde"), &rootfs)?;
+    strip_debug(&rootfs.join("t/sonde"))?;
     let image = vm_dir().join("initramfs.cpio.gz");
     run_cmd(Command::new("sh").current_dir(&rootfs).arg("-c").arg(format!(
         "find . | cpio -o -H newc --quiet | gzip -1 > {}",
@@ -284,7 +293,7 @@ struct Report {
 fn boot(name: &str, vmlinuz: &Path, initramfs: &Path) -> Result<Report> {
     let start = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-m", "2048", "-smp", "2", "-nographic", "-no-reboot"])
+        .args(["-accel", "tcg", "-m", "3072", "-smp", "2", "-nographic", "-no-reboot"])
         .arg("-kernel")
         .arg(vmlinuz)
         .arg("-initrd")
