@@ -12,7 +12,7 @@ use sonde::{AttachOptions, Attachment, FunctionSet, Functions, GroupId, Job, Tie
 
 use crate::CliError;
 use sonde::command::{HeldCommand, ProcessWatch};
-use sonde::resolve::watch::{Change, FileWatch, Fingerprint};
+use sonde::resolve::watch::{Change, FileWatch};
 
 /// The eBPF programs of the command, built by build.rs.
 pub const PROBES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cli-probes.bpf.o"));
@@ -256,9 +256,8 @@ pub struct Session {
     _follow: Vec<sonde::TracepointLink>,
     /// When counting began (after attach).
     pub started: Instant,
-    /// The probed binaries as read, watched for writes.
+    /// The probed binaries, watched for writes.
     files: FileWatch,
-    read: Vec<(std::path::PathBuf, Fingerprint)>,
 }
 
 /// Sets the stop flag on SIGINT and SIGTERM.
@@ -389,9 +388,8 @@ impl Session {
             if count == 1 { "" } else { "s" },
         );
         let files = FileWatch::new();
-        let read: Vec<_> = sets.iter().map(|s| (s.path().to_path_buf(), s.fingerprint())).collect();
-        for (path, _) in &read {
-            files.add(path);
+        for s in &sets {
+            files.add(s.path());
         }
         let mut session = Session {
             job,
@@ -403,7 +401,6 @@ impl Session {
             _follow: follow,
             started: Instant::now(),
             files,
-            read,
         };
         // On failure the attachments drop with the session: nothing stays attached.
         if let Some(expr) = &common.filter {
@@ -575,12 +572,15 @@ impl Session {
             return Some(Stop::ProcessExited(w.pid()));
         }
         if self.files.wait(Duration::ZERO) {
+            // Each set keeps the fingerprint of the file it was read from.
             let rewritten = self
-                .read
+                .groups
                 .iter()
-                .find(|(path, was)| was.change_at(path) == Some(Change::Rewritten));
-            if let Some((path, _)) = rewritten {
-                let path = crate::human::text(&path.display().to_string());
+                .filter_map(|g| self.job.group(*g))
+                .map(|(set, _)| set)
+                .find(|set| set.fingerprint().change_at(set.path()) == Some(Change::Rewritten))
+                .map(|set| crate::human::text(&set.path().display().to_string()));
+            if let Some(path) = rewritten {
                 // Detached before anything else: new mappings of the file must
                 // not get breakpoints at the old offsets.
                 self.job.take_attachments().into_iter().for_each(Attachment::detach);

@@ -232,6 +232,16 @@ pub fn fixtures() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(concat!(env!("OUT_DIR"), "/fixtures")))
 }
 
+/// A fixture's path as a command-line argument.
+pub fn fixture_arg(name: &str) -> String {
+    fixtures().join(name).to_string_lossy().into_owned()
+}
+
+/// How many BPF links the kernel holds now.
+pub fn link_count() -> usize {
+    sonde::inspect::links().expect("links").len()
+}
+
 /// The `sonde` command (`SONDE_BIN` overrides; built by `cargo build -p sonde-cli`,
 /// which `cargo test --workspace` does).
 pub fn sonde_bin() -> PathBuf {

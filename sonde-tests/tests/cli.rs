@@ -7,17 +7,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sonde::Tier;
-use sonde_tests::{fixtures, require_root, sonde_bin, spawn_fixture, tier_supported};
+use sonde_tests::{fixture_arg, fixtures, require_root, sonde_bin, spawn_fixture, tier_supported};
 
 /// Tests here count links and tracefs entries: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn fixture(name: &str) -> String {
-    fixtures().join(name).to_string_lossy().into_owned()
 }
 
 fn sonde(args: &[&str]) -> (i32, String, String) {
@@ -84,7 +80,7 @@ fn count_with_a_command_gives_exact_counts_on_every_tier() {
     let _s = serial();
     require_root();
     let before = sonde::inspect::links().expect("links").len();
-    let pie = fixture("fixture-pie");
+    let pie = fixture_arg("fixture-pie");
     let (code, out, err) = sonde(&["count", "--json", &pie, "fx_*", "--", &pie]);
     assert_eq!(code, 0, "{err}");
     let report = json(&out);
@@ -102,7 +98,7 @@ fn count_with_a_command_gives_exact_counts_on_every_tier() {
     }
     // Never-called functions are listed with 0; the traced command's exit status
     // is sonde's.
-    let (code, out, _) = sonde(&["count", "--json", &fixture("libvers.so"), "vers_*", "--", &pie]);
+    let (code, out, _) = sonde(&["count", "--json", &fixture_arg("libvers.so"), "vers_*", "--", &pie]);
     assert_eq!(code, 0);
     let report = json(&out);
     assert_eq!(
@@ -137,7 +133,7 @@ fn sigint_mid_run_prints_the_summary_and_leaves_nothing_attached() {
     // Every process (with -p, sonde would end by itself when the process exits).
     let app = spawn_fixture("fixture-pie");
     let mut child = Command::new(sonde_bin())
-        .args(["count", "--json", &fixture("fixture-pie"), "fx_*"])
+        .args(["count", "--json", &fixture_arg("fixture-pie"), "fx_*"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -170,7 +166,7 @@ fn sigint_mid_run_prints_the_summary_and_leaves_nothing_attached() {
 fn latency_measures_known_sleeps_per_thread_and_nesting_level() {
     let _s = serial();
     require_root();
-    let sleeper = fixture("fixture-sleeper");
+    let sleeper = fixture_arg("fixture-sleeper");
     let (code, out, err) = sonde(&["latency", "--json", &sleeper, "fx_*", "--", &sleeper]);
     assert_eq!(code, 0, "{err}");
     let report = json(&out);
@@ -231,7 +227,7 @@ fn latency_measures_known_sleeps_per_thread_and_nesting_level() {
 fn trace_prints_every_call_with_its_arguments_in_order() {
     let _s = serial();
     require_root();
-    let pie = fixture("fixture-pie");
+    let pie = fixture_arg("fixture-pie");
     let (code, out, err) = sonde(&["trace", "--json", "--args", "2", &pie, "fx_*", "--", &pie]);
     assert_eq!(code, 0, "{err}");
     let lines = json_lines(&out);
@@ -265,7 +261,7 @@ fn list_and_features_report_without_attaching() {
     let _s = serial();
     require_root();
     let before = sonde::inspect::links().expect("links").len();
-    let (code, out, _) = sonde(&["list", "--json", &fixture("fixture-cpp"), "geo::Shape::*"]);
+    let (code, out, _) = sonde(&["list", "--json", &fixture_arg("fixture-cpp"), "geo::Shape::*"]);
     assert_eq!(code, 0);
     let v = json(&out);
     let names: Vec<&str> = v["functions"]
@@ -278,7 +274,7 @@ fn list_and_features_report_without_attaching() {
         names,
         ["geo::Shape::area(int) const", "geo::Shape::area(int, int) const"]
     );
-    let set = sonde::Functions::in_binary(fixture("fixture-cpp"))
+    let set = sonde::Functions::in_binary(fixture_arg("fixture-cpp"))
         .pattern("geo::Shape::*")
         .resolve()
         .expect("resolve");
@@ -311,7 +307,7 @@ fn errors_name_the_problem_exit_non_zero_and_leave_nothing() {
     let _s = serial();
     require_root();
     let before = sonde::inspect::links().expect("links").len();
-    let pie = fixture("fixture-pie");
+    let pie = fixture_arg("fixture-pie");
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
             vec!["count".into(), "/no/such/binary".into(), "f".into()],
@@ -322,7 +318,7 @@ fn errors_name_the_problem_exit_non_zero_and_leave_nothing() {
             "did you mean: fx_alpha",
         ),
         (
-            vec!["count".into(), fixture("fixture-stripped-bare"), "fx_*".into()],
+            vec!["count".into(), fixture_arg("fixture-stripped-bare"), "fx_*".into()],
             "stripped",
         ),
         (
@@ -378,7 +374,7 @@ fn errors_name_the_problem_exit_non_zero_and_leave_nothing() {
 fn json_with_a_command_keeps_stdout_to_the_report_and_o_writes_a_file() {
     let _s = serial();
     require_root();
-    let pie = fixture("fixture-pie");
+    let pie = fixture_arg("fixture-pie");
     // The fixture prints a number on stdout: with --json it goes to stderr, and
     // stdout is exactly one JSON object (what `| jq` needs).
     let (code, out, err) = sonde(&["count", "--json", &pie, "fx_*", "--", &pie]);
@@ -415,8 +411,8 @@ fn json_with_a_command_keeps_stdout_to_the_report_and_o_writes_a_file() {
 fn several_binaries_in_one_run_with_distinct_cookies_and_exact_counts() {
     let _s = serial();
     require_root();
-    let pie = fixture("fixture-pie");
-    let lib = fixture("libvers.so");
+    let pie = fixture_arg("fixture-pie");
+    let lib = fixture_arg("libvers.so");
     let (specs_pie, specs_lib) = (format!("{pie}:fx_[abgd]*"), format!("{lib}:vers_*"));
     let (code, out, err) = sonde(&["count", "--json", &specs_pie, &specs_lib, "--", &pie]);
     assert_eq!(code, 0, "{err}");
@@ -478,7 +474,7 @@ fn several_binaries_in_one_run_with_distinct_cookies_and_exact_counts() {
 fn intervals_add_up_to_the_totals() {
     let _s = serial();
     require_root();
-    let sleeper = fixture("fixture-sleeper");
+    let sleeper = fixture_arg("fixture-sleeper");
     let (code, out, err) = sonde(&["count", "-i", "0.02", "--json", &sleeper, "fx_*", "--", &sleeper]);
     assert_eq!(code, 0, "{err}");
     check_intervals(&out);
@@ -530,8 +526,8 @@ fn count_in_a_private_mount_namespace(flag: &str) -> Vec<(String, u64)> {
     let d = dir.to_string_lossy().into_owned();
     let script = format!(
         "mount -t tmpfs none {d} && cp {pie} {lib} {d}/ && exec {d}/fixture-pie",
-        pie = fixture("fixture-pie"),
-        lib = fixture("libvers.so")
+        pie = fixture_arg("fixture-pie"),
+        lib = fixture_arg("libvers.so")
     );
     let mut cmd = Command::new("sh");
     cmd.args(["-c", &script]).stdin(Stdio::piped()).stdout(Stdio::piped());
@@ -610,7 +606,7 @@ fn a_command_is_followed_into_every_process_it_forks() {
     let _s = serial();
     require_root();
     let before = sonde::inspect::links().expect("links").len();
-    let pie = fixture("fixture-pie");
+    let pie = fixture_arg("fixture-pie");
     let script = format!("echo go | '{pie}'; echo go | '{pie}'; echo go | '{pie}' >/dev/null");
     for tier in Tier::ALL.into_iter().filter(|t| tier_supported(*t)) {
         // Three forked workers make the calls; their parent makes none.
@@ -673,7 +669,7 @@ fn a_command_is_followed_into_every_process_it_forks() {
 fn a_running_process_is_followed_into_its_children_with_follow() {
     let _s = serial();
     require_root();
-    let pie = fixture("fixture-pie");
+    let pie = fixture_arg("fixture-pie");
     let parent = sonde_tests::Waiting::spawn_path(std::path::Path::new(&pie), &["fork", "2"]).until_blocked();
     let pid = parent.pid().to_string();
     let mut child = Command::new(sonde_bin())
@@ -696,7 +692,7 @@ fn a_running_process_is_followed_into_its_children_with_follow() {
 fn an_ifunc_is_counted_at_its_implementation() {
     let _s = serial();
     require_root();
-    let pie = fixture("fixture-pie");
+    let pie = fixture_arg("fixture-pie");
     let (code, out, err) = sonde(&["list", "--json", "libc", "strlen"]);
     assert_eq!(code, 0, "{err}");
     let listing = json(&out);
@@ -745,7 +741,7 @@ fn an_ifunc_is_counted_at_its_implementation() {
 fn trace_reads_string_arguments_and_return_values() {
     let _s = serial();
     require_root();
-    let pie = fixture("fixture-pie");
+    let pie = fixture_arg("fixture-pie");
     let x300 = "x".repeat(255);
     for tier in Tier::ALL.into_iter().filter(|t| tier_supported(*t)) {
         let (code, out, err) = sonde(&[
@@ -821,7 +817,7 @@ fn trace_reads_string_arguments_and_return_values() {
 fn count_by_breaks_calls_down_in_the_program() {
     let _s = serial();
     require_root();
-    let pie = fixture("fixture-pie");
+    let pie = fixture_arg("fixture-pie");
     let script = format!("echo go | '{pie}' & echo go | '{pie}'; wait");
     let rows = |by: &str, tier: Tier| -> Vec<(String, Value, u64)> {
         let (code, out, err) = sonde(&[
@@ -930,7 +926,7 @@ fn count_by_breaks_calls_down_in_the_program() {
 fn hist_counts_argument_and_return_values_into_buckets() {
     let _s = serial();
     require_root();
-    let pie = fixture("fixture-pie");
+    let pie = fixture_arg("fixture-pie");
     let buckets = |args: &[&str]| -> Vec<(u64, Option<u64>, u64)> {
         let mut all = vec!["hist", "--json"];
         all.extend_from_slice(args);
@@ -976,7 +972,7 @@ fn hist_counts_argument_and_return_values_into_buckets() {
 fn filters_count_exactly_the_calls_they_select() {
     let _s = serial();
     require_root();
-    let pie = fixture("fixture-pie");
+    let pie = fixture_arg("fixture-pie");
     for tier in Tier::ALL.into_iter().filter(|t| tier_supported(*t)) {
         let count = |filter: &str| -> Vec<(String, u64)> {
             let (code, out, err) = sonde(&[
@@ -1069,7 +1065,7 @@ fn filters_count_exactly_the_calls_they_select() {
 fn stacks_name_the_known_callers() {
     let _s = serial();
     require_root();
-    let app = fixture("fixture-stack");
+    let app = fixture_arg("fixture-stack");
     let best = Tier::ALL.into_iter().find(|t| tier_supported(*t)).expect("a tier");
     let (code, out, err) = sonde(&[
         "trace",
@@ -1143,8 +1139,8 @@ fn stacks_name_the_known_callers() {
 fn usdt_probes_count_and_read_their_arguments_on_every_tier() {
     let _s = serial();
     require_root();
-    let app = fixture("fixture-usdt");
-    let lib = fixture("libusdt.so");
+    let app = fixture_arg("fixture-usdt");
+    let lib = fixture_arg("libusdt.so");
     for tier in Tier::ALL.into_iter().filter(|t| tier_supported(*t)) {
         let (code, out, err) = sonde(&[
             "count",

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sonde::Tier;
 use sonde_tests::{
-    finish_within, fixtures, require_root, run_sonde, sonde_bin, spawn_fixture, tier_supported, until_attached,
+    finish_within, fixture_arg, fixtures, link_count, require_root, run_sonde, sonde_bin, spawn_fixture,
+    tier_supported, until_attached,
 };
 
 /// Tests here count links and tracefs entries: one at a time.
@@ -19,14 +20,6 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn fixture(name: &str) -> String {
-    fixtures().join(name).to_string_lossy().into_owned()
-}
-
-fn links() -> usize {
-    sonde::inspect::links().expect("links").len()
 }
 
 fn ours_in_tracefs() -> Vec<String> {
@@ -48,8 +41,8 @@ fn dead_pid() -> u32 {
 fn bad_arguments_are_refused_by_name_before_anything_attaches() {
     let _s = serial();
     require_root();
-    let before = links();
-    let pie = fixture("fixture-pie");
+    let before = link_count();
+    let pie = fixture_arg("fixture-pie");
     let long = "x".repeat(100_000);
     let dead = dead_pid().to_string();
     let dir = fixtures();
@@ -89,7 +82,7 @@ fn bad_arguments_are_refused_by_name_before_anything_attaches() {
         assert!(err.len() < 1_000, "{shown:?}: {} bytes of error", err.len());
     }
     let _ = std::fs::remove_file(&foreign);
-    assert_eq!(links(), before, "nothing attached");
+    assert_eq!(link_count(), before, "nothing attached");
     assert!(ours_in_tracefs().is_empty());
     // `sonde features` without privileges says so instead of "every feature missing".
     let copy = std::env::temp_dir().join(format!("sonde-features-nobody-{}", std::process::id()));
@@ -111,11 +104,11 @@ fn bad_arguments_are_refused_by_name_before_anything_attaches() {
 fn with_p_sonde_ends_with_its_summary_when_the_process_exits() {
     let _s = serial();
     require_root();
-    let before = links();
+    let before = link_count();
     let app = spawn_fixture("fixture-pie");
     let pid = app.pid().to_string();
     let mut child = Command::new(sonde_bin())
-        .args(["count", "--json", "-p", &pid, &fixture("fixture-pie"), "fx_*"])
+        .args(["count", "--json", "-p", &pid, &fixture_arg("fixture-pie"), "fx_*"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -144,7 +137,7 @@ fn with_p_sonde_ends_with_its_summary_when_the_process_exits() {
         .map(|(n, c)| (n.to_string(), *c))
         .collect();
     assert_eq!(counts, want);
-    assert_eq!(links(), before);
+    assert_eq!(link_count(), before);
 }
 
 /// The best per-target tier the kernel has (perf-link, else emulated).
@@ -159,10 +152,16 @@ fn a_second_ctrl_c_leaves_a_slow_detach_to_a_background_process() {
     let _s = serial();
     require_root();
     let Some(tier) = per_target_tier() else { return };
-    let before = links();
+    let before = link_count();
     // 50 per-target probes: about 5 s to detach on recent kernels.
     let mut child = Command::new(sonde_bin())
-        .args(["count", "--tier", tier.name(), &fixture("libmany.so"), "many_000[0-4]?"])
+        .args([
+            "count",
+            "--tier",
+            tier.name(),
+            &fixture_arg("libmany.so"),
+            "many_000[0-4]?",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -189,7 +188,7 @@ fn a_second_ctrl_c_leaves_a_slow_detach_to_a_background_process() {
         .and_then(|p| p.parse::<u32>().ok())
     {
         if tier == Tier::PerfLink {
-            assert!(links() > before, "the probes are still attached, held by {pid}");
+            assert!(link_count() > before, "the probes are still attached, held by {pid}");
         }
         let start = Instant::now();
         while sonde::process::stat(pid).is_some_and(|s| s.name == "sonde") {
@@ -197,7 +196,7 @@ fn a_second_ctrl_c_leaves_a_slow_detach_to_a_background_process() {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    assert_eq!(links(), before, "everything detached in the end");
+    assert_eq!(link_count(), before, "everything detached in the end");
 }
 
 #[test]
@@ -239,7 +238,7 @@ fn every_sonde_start_removes_tracefs_entries_of_dead_sondes_and_keeps_live_ones(
     }
     let listed = |name: &str| ours_in_tracefs().iter().any(|l| l.contains(&format!("sonde/{name} ")));
     assert!(names.iter().all(|(n, _)| listed(n)));
-    let (code, _, err) = run_sonde(&["count", "-d", "0.2", &fixture("fixture-pie"), "fx_alpha"]);
+    let (code, _, err) = run_sonde(&["count", "-d", "0.2", &fixture_arg("fixture-pie"), "fx_alpha"]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("removed 3 tracefs uprobes"), "{err}");
     for (name, kept) in &names {
@@ -254,7 +253,7 @@ fn descriptors_are_reserved_before_anything_loads() {
     let _s = serial();
     require_root();
     let Some(tier) = per_target_tier() else { return };
-    let before = links();
+    let before = link_count();
     let run = |soft: u64, hard: u64| {
         let mut cmd = Command::new(sonde_bin());
         cmd.args([
@@ -264,7 +263,7 @@ fn descriptors_are_reserved_before_anything_loads() {
             "0.2",
             "--tier",
             tier.name(),
-            &fixture("libmany.so"),
+            &fixture_arg("libmany.so"),
             "many_0000?",
         ]);
         // SAFETY: setrlimit between fork and exec, on a valid struct.
@@ -296,7 +295,7 @@ fn descriptors_are_reserved_before_anything_loads() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("hard limit (24)") && err.contains("ulimit -Hn"), "{err}");
     assert!(!err.contains("verifier"), "{err}");
-    assert_eq!(links(), before);
+    assert_eq!(link_count(), before);
 }
 
 #[test]
@@ -306,9 +305,9 @@ fn a_hundred_thousand_functions_are_counted_and_summarised_in_seconds() {
     if !tier_supported(Tier::Multi) {
         return; // 100,000 per-target probes would take hours to detach
     }
-    let before = links();
+    let before = link_count();
     let mut child = Command::new(sonde_bin())
-        .args(["count", "--json", &fixture("libmany.so"), "*", "--", "true"])
+        .args(["count", "--json", &fixture_arg("libmany.so"), "*", "--", "true"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -330,5 +329,5 @@ fn a_hundred_thousand_functions_are_counted_and_summarised_in_seconds() {
         cookies.iter().enumerate().all(|(i, c)| *c == i as u64),
         "one row per cookie"
     );
-    assert_eq!(links(), before);
+    assert_eq!(link_count(), before);
 }

@@ -17,14 +17,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn fixture(name: &str) -> String {
-    fixtures().join(name).to_string_lossy().into_owned()
-}
-
-fn links() -> usize {
-    sonde::inspect::links().expect("links").len()
-}
-
 /// No byte of `text` could move a cursor, retitle a terminal or start a line
 /// the tool did not write: no C0 control but the newline, no DEL, no C1.
 fn assert_terminal_safe(what: &str, text: &str) {
@@ -36,7 +28,7 @@ fn assert_terminal_safe(what: &str, text: &str) {
 fn names_comms_and_strings_never_reach_the_terminal_raw() {
     let _s = serial();
     require_root();
-    let hostile = fixture("fixture-hostile");
+    let hostile = fixture_arg("fixture-hostile");
     // list: names from the symbol table.
     let (code, out, err) = run_sonde(&["list", &hostile, "hostile_*"]);
     assert_eq!(code, 0, "{err}");
@@ -85,7 +77,7 @@ fn names_comms_and_strings_never_reach_the_terminal_raw() {
 fn two_static_functions_of_one_name_are_both_probed_and_told_apart() {
     let _s = serial();
     require_root();
-    let hostile = fixture("fixture-hostile");
+    let hostile = fixture_arg("fixture-hostile");
     let (code, out, err) = run_sonde(&["count", "--json", &hostile, "helper", "--", &hostile]);
     assert_eq!(code, 0, "{err}");
     let report: Value = serde_json::from_str(out.lines().last().expect("a line")).expect("JSON");
@@ -120,14 +112,14 @@ fn two_static_functions_of_one_name_are_both_probed_and_told_apart() {
 fn a_usdt_note_pointing_inside_an_instruction_is_refused() {
     let _s = serial();
     require_root();
-    let hostile = fixture("fixture-hostile");
-    let before = links();
+    let hostile = fixture_arg("fixture-hostile");
+    let before = link_count();
     for cmd in ["count", "latency"] {
         let (code, _, err) = run_sonde(&[cmd, "-d", "1", &hostile, "usdt:hostile:inside"]);
         assert_eq!(code, 2, "{cmd}: {err}");
         assert!(err.contains("inside an instruction"), "{cmd}: {err}");
     }
-    assert_eq!(links(), before);
+    assert_eq!(link_count(), before);
     // The real probe of the same binary still counts.
     let (code, out, err) = run_sonde(&["count", "--json", &hostile, "usdt:hostile:fine", "--", &hostile]);
     assert_eq!(code, 0, "{err}");
@@ -144,7 +136,7 @@ fn a_binary_rewritten_in_place_while_counted_is_detached_at_once() {
     std::fs::create_dir_all(&dir).expect("dir");
     let copy = dir.join("app");
     std::fs::copy(fixtures().join("fixture-pie"), &copy).expect("copy");
-    let before = links();
+    let before = link_count();
     let mut child = Command::new(sonde_bin())
         .args(["count", "-d", "60"])
         .arg(&copy)
@@ -155,7 +147,7 @@ fn a_binary_rewritten_in_place_while_counted_is_detached_at_once() {
         .expect("spawn sonde");
     let err = until_attached(&mut child);
     // Tiers with BPF links (5.15+) show them in the kernel's link list.
-    assert!(links() > before || !tier_supported(sonde::Tier::PerfLink));
+    assert!(link_count() > before || !tier_supported(sonde::Tier::PerfLink));
     let written = Instant::now();
     std::fs::write(&copy, std::fs::read(fixtures().join("fixture-nopie")).expect("read")).expect("rewrite in place");
     let (code, _, err) = finish_within(&mut child, err, Duration::from_secs(20));
@@ -163,7 +155,7 @@ fn a_binary_rewritten_in_place_while_counted_is_detached_at_once() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("rewritten in place"), "{err}");
     assert!(took < Duration::from_secs(2), "sonde noticed after {took:?}");
-    assert_eq!(links(), before, "nothing left attached");
+    assert_eq!(link_count(), before, "nothing left attached");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -171,8 +163,8 @@ fn a_binary_rewritten_in_place_while_counted_is_detached_at_once() {
 fn go_programs_never_get_a_return_probe() {
     let _s = serial();
     require_root();
-    let go = fixture("fixture-go");
-    let before = links();
+    let go = fixture_arg("fixture-go");
+    let before = link_count();
     for args in [
         vec!["latency", "-d", "1", go.as_str(), "main.grow"],
         vec!["trace", "--ret", "-d", "1", go.as_str(), "main.grow"],
@@ -181,7 +173,7 @@ fn go_programs_never_get_a_return_probe() {
         let (code, _, err) = run_sonde(&args);
         assert_eq!(code, 2, "{args:?}: {err}");
         assert!(err.contains("is a Go program"), "{args:?}: {err}");
-        assert_eq!(links(), before, "{args:?}");
+        assert_eq!(link_count(), before, "{args:?}");
     }
     // The library refuses it too, stripped or not.
     for name in ["fixture-go", "fixture-go-stripped"] {
@@ -211,7 +203,7 @@ fn go_programs_never_get_a_return_probe() {
 
 #[test]
 fn filter_text_built_to_exhaust_the_parser_is_refused_quickly() {
-    let pie = fixture("fixture-pie");
+    let pie = fixture_arg("fixture-pie");
     let nested = format!("{}pid == 1{}", "(".repeat(40_000), ")".repeat(40_000));
     let exploding = (0..24)
         .map(|i| format!("(arg0 == {i} || arg1 == {i})"))
@@ -254,7 +246,7 @@ fn filter_text_built_to_exhaust_the_parser_is_refused_quickly() {
 fn a_bare_ret_before_the_binary_is_not_taken_as_its_type() {
     let _s = serial();
     require_root();
-    let pie = fixture("fixture-pie");
+    let pie = fixture_arg("fixture-pie");
     let (code, out, err) = run_sonde(&["trace", "--ret", &pie, "fx_alpha", "--", &pie]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("fx_alpha() = 0x1"), "{out}");
@@ -268,7 +260,7 @@ fn a_bare_ret_before_the_binary_is_not_taken_as_its_type() {
 fn recursion_past_the_return_probe_limit_is_counted_and_timed_right() {
     let _s = serial();
     require_root();
-    let hostile = fixture("fixture-hostile");
+    let hostile = fixture_arg("fixture-hostile");
     let mut ran = Vec::new();
     for tier in [
         sonde::Tier::Multi,

@@ -48,19 +48,25 @@ impl Shared {
     /// Attaches the functions of `sets` (one per probe, all read from one
     /// file) that are not attached yet, as one group; returns each probe's
     /// places. All or nothing.
-    fn place(&mut self, sets: &[&FunctionSet]) -> Result<Vec<Vec<Place>>, sonde::Error> {
+    fn place(&mut self, sets: &[&FunctionSet]) -> Result<Vec<Vec<Place>>, String> {
         let Some(first) = sets.first() else {
             return Ok(Vec::new());
         };
         let (dev, ino) = first.inode();
         let mut union = (*first).clone();
         for s in &sets[1..] {
-            union.absorb(s);
+            // Batched by (device, inode): only a write between two reads differs.
+            if !union.absorb(s) {
+                return Err(format!(
+                    "{} changed while its probes were read; tried again at the next retry",
+                    s.path().display()
+                ));
+            }
         }
         union.retain(|f| !self.sites.contains_key(&(dev, ino, f.file_offset)));
         if !union.is_empty() {
             let offsets: Vec<u64> = union.iter().map(|f| f.file_offset).collect();
-            let id = self.job.add_set(union)?;
+            let id = self.job.add_set(union).map_err(|e| e.to_string())?;
             for (i, off) in offsets.into_iter().enumerate() {
                 self.sites.insert((dev, ino, off), (id, i));
             }
@@ -595,12 +601,12 @@ impl Agent {
             }
         };
         let sets: Vec<&FunctionSet> = batch.iter().map(|(_, s)| s).collect();
-        let counted = jobs.count.place(&sets).map_err(|e| e.to_string())?;
+        let counted = jobs.count.place(&sets)?;
         let timed_sets: Vec<&FunctionSet> = batch.iter().filter(|(p, _)| p.latency).map(|(_, s)| s).collect();
         let timed = if timed_sets.is_empty() {
             Ok((Vec::new(), None))
         } else {
-            (|| -> Result<(Vec<Vec<Place>>, Option<SessionMode>), sonde::Error> {
+            (|| -> Result<(Vec<Vec<Place>>, Option<SessionMode>), String> {
                 let shared = match &mut jobs.latency {
                     Some(s) => s,
                     empty => {
@@ -614,7 +620,8 @@ impl Agent {
                             Some(SessionMode::Native) => &[],
                             _ => &["SESSION_SLOTS"],
                         };
-                        empty.insert(Shared::new(shrink_unused(builder, used).build()?))
+                        let job = shrink_unused(builder, used).build().map_err(|e| e.to_string())?;
+                        empty.insert(Shared::new(job))
                     }
                 };
                 let places = shared.place(&timed_sets)?;
@@ -628,7 +635,7 @@ impl Agent {
                 for c in &counted {
                     self.detaching.extend(jobs.count.release(c));
                 }
-                return Err(e.to_string());
+                return Err(e);
             }
         };
         let tier = jobs.count.job.tier();

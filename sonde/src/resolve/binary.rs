@@ -29,11 +29,7 @@ use super::TargetError;
 pub struct BinaryFile {
     file: File,
     path: PathBuf,
-    dev: u64,
-    ino: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-    size: u64,
+    fingerprint: Fingerprint,
     go: std::sync::OnceLock<bool>,
 }
 
@@ -100,11 +96,7 @@ impl BinaryFile {
             std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap_or_else(|_| path.to_path_buf());
         Ok(BinaryFile {
             path: real,
-            dev: meta.dev(),
-            ino: meta.ino(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
-            size: meta.len(),
+            fingerprint: Fingerprint::of(&meta),
             file,
             go: std::sync::OnceLock::new(),
         })
@@ -123,7 +115,7 @@ impl BinaryFile {
 
     /// Device and inode of the open file.
     pub fn inode(&self) -> (u64, u64) {
-        (self.dev, self.ino)
+        (self.fingerprint.dev, self.fingerprint.ino)
     }
 
     /// Whether this is a Go program or library (its build info: a
@@ -139,22 +131,14 @@ impl BinaryFile {
     /// (`cp new old`) changes the size or the change time, which no user can
     /// set back.
     pub fn fingerprint(&self) -> Fingerprint {
-        Fingerprint {
-            dev: self.dev,
-            ino: self.ino,
-            size: self.size,
-            mtime: self.mtime,
-            ctime: self.ctime,
-        }
+        self.fingerprint
     }
 
     pub(crate) fn id(&self) -> FileId {
-        FileId {
-            dev: self.dev,
-            ino: self.ino,
-            mtime: self.mtime,
-            size: self.size,
-        }
+        let Fingerprint {
+            dev, ino, mtime, size, ..
+        } = self.fingerprint;
+        FileId { dev, ino, mtime, size }
     }
 
     /// Maps the open file read-only: only the pages read (symbol tables, a
@@ -229,16 +213,20 @@ pub struct Fingerprint {
 }
 
 impl Fingerprint {
-    /// The fingerprint of what `path` names now (symlinks followed).
-    pub fn of_path(path: &Path) -> std::io::Result<Fingerprint> {
-        let m = std::fs::metadata(path)?;
-        Ok(Fingerprint {
+    /// The fingerprint in a file's metadata.
+    fn of(m: &std::fs::Metadata) -> Fingerprint {
+        Fingerprint {
             dev: m.dev(),
             ino: m.ino(),
             size: m.len(),
             mtime: (m.mtime(), m.mtime_nsec()),
             ctime: (m.ctime(), m.ctime_nsec()),
-        })
+        }
+    }
+
+    /// The fingerprint of what `path` names now (symlinks followed).
+    pub fn of_path(path: &Path) -> std::io::Result<Fingerprint> {
+        std::fs::metadata(path).map(|m| Fingerprint::of(&m))
     }
 }
 

@@ -12,7 +12,7 @@
 //! The window that remains: a process that maps the file between the write and
 //! the detach (milliseconds) gets a breakpoint at the old offset.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,14 +84,6 @@ impl FileWatch {
             std::thread::sleep(timeout);
             return false;
         };
-        let mut p = libc::pollfd {
-            fd: fd.as_fd().as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: one valid pollfd.
-        let ready = unsafe { libc::poll(&mut p, 1, ms) } > 0;
-        ready && sys::inotify::drain(fd)
+        sys::inotify::wait(fd, i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX))
     }
 }

@@ -33,7 +33,7 @@ pub(crate) fn add(fd: &OwnedFd, path: &Path) -> SysResult<()> {
 }
 
 /// Reads every event queued on `fd`; whether there was any.
-pub(crate) fn drain(fd: &OwnedFd) -> bool {
+fn drain(fd: &OwnedFd) -> bool {
     let mut any = false;
     let mut buf = [0u8; 4096];
     loop {
@@ -44,4 +44,17 @@ pub(crate) fn drain(fd: &OwnedFd) -> bool {
         }
         any = true;
     }
+}
+
+/// Waits up to `timeout_ms` for an event on `fd`, then reads every event
+/// queued; whether there was any.
+pub(crate) fn wait(fd: &OwnedFd, timeout_ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let ready = unsafe { libc::poll(&mut p, 1, timeout_ms) } > 0;
+    ready && drain(fd)
 }
