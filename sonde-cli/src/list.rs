@@ -143,7 +143,7 @@ pub fn features(json: bool) -> Result<i32, CliError> {
         .flat_map(|(label, scope)| {
             Tier::ALL.into_iter().map(move |t| {
                 let missing: Vec<&'static str> = t
-                    .requires(sonde::spec::ProbeKind::Entry, *scope)
+                    .requires(*scope)
                     .into_iter()
                     .filter(|x| !f.has(*x))
                     .map(Feature::name)

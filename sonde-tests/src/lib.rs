@@ -187,7 +187,7 @@ pub fn prog_ids(a: &Attachment) -> Vec<u32> {
 pub fn tier_supported(tier: sonde::Tier) -> bool {
     let f = sonde::Features::current();
     let missing: Vec<String> = tier
-        .requires(sonde::spec::ProbeKind::Entry, sonde::Scope::Process(1))
+        .requires(sonde::Scope::Process(1))
         .into_iter()
         .filter(|x| !f.has(*x))
         .map(|x| x.to_string())

@@ -28,6 +28,7 @@ use crate::sys::SyscallError;
 
 /// Why a command could not be started.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CommandError {
     /// No command given.
     #[error("no command given")]

@@ -36,7 +36,7 @@
 //! | layer | module | what |
 //! | --- | --- | --- |
 //! | 1 | [`sys`], [`process`] | every syscall (errors name the [`sys::Call`]; faults injectable), `/proc` facts |
-//! | 2 | [`spec`] | the eBPF object parsed: programs, maps, relocations (pure, fuzzed) |
+//! | 2 | [`object_file`] | the eBPF object parsed: programs, maps, relocations (pure, fuzzed) |
 //! | 3 | [`maps`], [`programs`] | maps created and read; programs loaded per [`Load`] |
 //! | 4 | [`resolve`] | binaries and names to [`ProbeSite`]s: symbols, debug files, libraries, boundaries |
 //! | 5 | [`features`] | what the kernel can do, probed lazily from a table |
@@ -56,10 +56,10 @@ pub mod job;
 pub mod log;
 pub mod maps;
 mod object;
+pub mod object_file;
 pub mod process;
 pub mod programs;
 pub mod resolve;
-pub mod spec;
 pub mod sys;
 
 pub use attach::{AttachError, AttachOptions, AttachPlan, Attachment, DetachHandle, Refusal, Scope, SessionMode, Tier};
@@ -68,7 +68,7 @@ pub use command::HeldCommand as Command;
 pub use features::{Feature, Features};
 pub use job::{GroupId, Job, JobBuilder};
 pub use maps::Pod;
-pub use object::Object;
+pub use object::{LoadError, Object};
 pub use process::ProcessError;
 pub use programs::{
     AttachType, Cookie, Load, LoadedProgram, ProgramError, ProgramInfo, SessionHalf, TracePoint, TracepointError,
@@ -76,12 +76,14 @@ pub use programs::{
 };
 pub use resolve::{FunctionMatch, FunctionSet, Functions, Location, ProbeSite, Target, TargetError};
 
-/// Any sonde error; each area also has its own enum.
+/// Any sonde error; each area also has its own enum (loading:
+/// [`LoadError`], resolving: [`TargetError`], attaching: [`AttachError`]).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The object file is malformed.
     #[error(transparent)]
-    Object(#[from] spec::SpecError),
+    Object(#[from] object_file::SpecError),
     /// A map could not be created or used.
     #[error(transparent)]
     Map(#[from] maps::MapError),
@@ -103,19 +105,9 @@ pub enum Error {
     /// A system call failed.
     #[error(transparent)]
     Syscall(#[from] sys::SyscallError),
-    /// The object's maps need more descriptors than `RLIMIT_NOFILE`'s hard
-    /// limit allows; found before any map was created.
-    #[error(
-        "loading the object needs {needed} file descriptors for its maps, more than RLIMIT_NOFILE's \
-         hard limit ({hard_limit}) allows next to those open: raise it (`ulimit -Hn`, `LimitNOFILE=` in a \
-         systemd unit)"
-    )]
-    FileLimit {
-        /// Descriptors the maps need.
-        needed: u64,
-        /// The hard limit.
-        hard_limit: u64,
-    },
+    /// The object did not load.
+    #[error(transparent)]
+    Load(#[from] LoadError),
     /// A tracepoint program could not be attached.
     #[error(transparent)]
     Tracepoint(#[from] programs::TracepointError),

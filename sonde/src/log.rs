@@ -46,6 +46,7 @@ unsafe impl Pod for Record {}
 
 /// Why program logs cannot be read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LogError {
     /// The object has no `SONDE_LOG` map: no program logs.
     #[error("the object has no {LOG_MAP} map: no program calls sonde_ebpf::info! (or the others)")]

@@ -4,10 +4,36 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd};
 
 use crate::maps::{Map, MapError};
+use crate::object_file::{MapSource, ObjectSpec, ProgramKind, SpecError, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
 use crate::programs::{ProgramError, TracePoint, UProbe};
-use crate::spec::{MapSource, ObjectSpec, ProgramKind, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
 use crate::sys::bpf;
-use crate::Error;
+
+/// Why an object did not load: the file, a map, or the descriptors for its
+/// maps. Programs load later, when attached.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The object file is malformed.
+    #[error(transparent)]
+    Object(#[from] SpecError),
+    /// A map could not be created or initialised (or a size was given for a
+    /// map the object does not have).
+    #[error(transparent)]
+    Map(#[from] MapError),
+    /// The object's maps need more descriptors than `RLIMIT_NOFILE`'s hard
+    /// limit allows; found before any map was created.
+    #[error(
+        "loading the object needs {needed} file descriptors for its maps, more than RLIMIT_NOFILE's \
+         hard limit ({hard_limit}) allows next to those open: raise it (`ulimit -Hn`, `LimitNOFILE=` in a \
+         systemd unit)"
+    )]
+    FileLimit {
+        /// Descriptors the maps need.
+        needed: u64,
+        /// The hard limit.
+        hard_limit: u64,
+    },
+}
 
 /// An object whose maps exist in the kernel and whose programs load when first
 /// attached.
@@ -29,7 +55,7 @@ pub struct Object {
 impl Object {
     /// Parses `bytes`, creates every map (global data initialised, `.rodata`
     /// frozen) and prepares the programs (relocated, not loaded).
-    pub fn load(bytes: &[u8]) -> Result<Object, Error> {
+    pub fn load(bytes: &[u8]) -> Result<Object, LoadError> {
         Self::load_with(bytes, &[])
     }
 
@@ -44,7 +70,7 @@ impl Object {
     /// let object = sonde::Object::load_with(&bytes, &[("COUNTS", 5000)])?;
     /// # Ok(()) }
     /// ```
-    pub fn load_with(bytes: &[u8], max_entries: &[(&str, u32)]) -> Result<Object, Error> {
+    pub fn load_with(bytes: &[u8], max_entries: &[(&str, u32)]) -> Result<Object, LoadError> {
         let mut file = ObjectSpec::parse(bytes)?;
         for (name, n) in max_entries {
             let spec = file
@@ -57,7 +83,7 @@ impl Object {
         crate::sys::lift_memlock();
         // Room for every map first: a limit hit half-way would name one map.
         let needed = file.maps.len() as u64;
-        crate::sys::reserve_fds(needed).map_err(|hard_limit| Error::FileLimit { needed, hard_limit })?;
+        crate::sys::reserve_fds(needed).map_err(|hard_limit| LoadError::FileLimit { needed, hard_limit })?;
         let mut maps = Vec::with_capacity(file.maps.len());
         for spec in &file.maps {
             let mut d = spec.def;

@@ -12,6 +12,7 @@ pub const PID_MAX_LIMIT: u32 = 4_194_304;
 
 /// Why a pid cannot be traced.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProcessError {
     /// Pid 0 (the multi link would read it as "all processes").
     #[error("pid 0 is not a process (pids start at 1): leave the pid out to trace every process")]

@@ -116,7 +116,7 @@ fn run() -> Result<()> {
                         "-p",
                         "sonde-tests",
                         "--test",
-                        "fuzz_spec",
+                        "fuzz_object_file",
                         "--",
                         "--nocapture",
                     ])

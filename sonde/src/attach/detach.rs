@@ -21,15 +21,16 @@ use crate::sys::{handoff, SyscallError};
 /// The steps of one link, in its drop order.
 fn raw_steps(link: &Link) -> Vec<handoff::Step> {
     use handoff::Step;
-    match link {
-        Link::Multi { link } => vec![Step::Close(link.as_raw_fd())],
-        Link::PerfLink { link, perf } => vec![Step::Close(link.as_raw_fd()), Step::Close(perf.as_raw_fd())],
-        Link::Perf { perf } => vec![Step::Close(perf.as_raw_fd())],
-        Link::Tracefs { perf, entry } => {
-            let (path, line) = entry.removal_raw();
-            vec![Step::Close(perf.as_raw_fd()), Step::Write { path, line }]
-        }
+    let mut steps: Vec<Step> = [&link.bpf_link, &link.perf]
+        .into_iter()
+        .flatten()
+        .map(|fd| Step::Close(fd.as_raw_fd()))
+        .collect();
+    if let Some(entry) = &link.entry {
+        let (path, line) = entry.removal_raw();
+        steps.push(Step::Write { path, line });
     }
+    steps
 }
 
 struct Progress {

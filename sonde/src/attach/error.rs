@@ -8,6 +8,7 @@ use crate::sys::{Call, SyscallError};
 
 /// Why an attach failed. Nothing stays attached after any of these.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AttachError {
     /// No tier fits the kernel and the options.
     #[error("no attach mechanism fits: {}", describe_refusals(.refusals))]

@@ -1,31 +1,32 @@
 //! What an attach holds: kernel links, perf events and tracefs entries, and the
 //! RAII handle that detaches them.
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use super::{tracefs, AttachPlan, DetachHandle, Tier};
 use crate::programs::LoadedProgram;
 use crate::resolve::ProbeSite;
 
-/// One kernel attachment; dropping it detaches (fields drop in order). Most fields
-/// are only held for their Drop.
-#[derive(Debug)]
-#[allow(clippy::enum_variant_names, dead_code)]
-pub(crate) enum Link {
-    /// A uprobe_multi link (all targets of one binary).
-    Multi { link: std::os::fd::OwnedFd },
-    /// A perf link, then the perf event it holds (the event is held for its Drop).
-    PerfLink {
-        link: std::os::fd::OwnedFd,
-        perf: std::os::fd::OwnedFd,
-    },
-    /// A perf event with the program set by ioctl.
-    Perf { perf: std::os::fd::OwnedFd },
-    /// A tracepoint perf event, then its tracefs entry (both held for their Drop).
-    Tracefs {
-        perf: std::os::fd::OwnedFd,
-        entry: tracefs::TracefsEntry,
-    },
+/// One kernel attachment, whatever the tier: a BPF link, a perf event, a
+/// tracefs entry, or several of them. Dropping it detaches; the fields drop in
+/// the order the kernel needs (the link before the event it holds, the event
+/// before the tracefs entry it opened).
+#[derive(Debug, Default)]
+pub(crate) struct Link {
+    /// A BPF link (multi, perf-link): the kernel lists it by id.
+    pub bpf_link: Option<OwnedFd>,
+    /// A perf event (a PMU uprobe or a tracefs tracepoint).
+    pub perf: Option<OwnedFd>,
+    /// A tracefs `uprobe_events` entry, removed last.
+    pub entry: Option<tracefs::TracefsEntry>,
+}
+
+impl Link {
+    /// Kernel objects held.
+    pub fn objects(&self) -> usize {
+        usize::from(self.bpf_link.is_some()) + usize::from(self.perf.is_some())
+    }
 }
 
 /// A program attached to its targets. Dropping it detaches everything.
@@ -74,12 +75,8 @@ impl Attachment {
         use std::os::fd::AsFd;
         self.links
             .iter()
-            .filter_map(|l| match l {
-                Link::Multi { link } | Link::PerfLink { link, .. } => {
-                    crate::sys::bpf::link_info(link.as_fd()).ok().map(|i| i.id)
-                }
-                _ => None,
-            })
+            .filter_map(|l| l.bpf_link.as_ref())
+            .filter_map(|link| crate::sys::bpf::link_info(link.as_fd()).ok().map(|i| i.id))
             .collect()
     }
 
@@ -88,22 +85,13 @@ impl Attachment {
     pub fn tracefs_events(&self) -> Vec<String> {
         self.links
             .iter()
-            .filter_map(|l| match l {
-                Link::Tracefs { entry, .. } => Some(entry.event_name()),
-                _ => None,
-            })
+            .filter_map(|l| l.entry.as_ref().map(tracefs::TracefsEntry::event_name))
             .collect()
     }
 
     /// Kernel objects held: links plus perf events.
     pub fn kernel_objects(&self) -> usize {
-        self.links
-            .iter()
-            .map(|l| match l {
-                Link::Multi { .. } | Link::Perf { .. } => 1,
-                Link::PerfLink { .. } | Link::Tracefs { .. } => 2,
-            })
-            .sum()
+        self.links.iter().map(Link::objects).sum()
     }
 
     /// Detaches now, blocking until the kernel is done.

@@ -16,21 +16,34 @@
 //!
 //! | piece | file |
 //! | --- | --- |
-//! | tiers, scope, options | `tier` |
+//! | the tiers, best first, one row each | `tier` |
+//! | the trait each mechanism implements; its passes | `mechanism` |
+//! | one file per mechanism | `multi`, `perf_link`, `emulated`, `tracefs` (`perf_event`: what the two PMU tiers share) |
+//! | scope and options | `options` |
 //! | choosing a tier, the plan and its costs, refusals | `plan` |
 //! | errors | `error` |
 //! | the attachment and its links | `link` |
 //! | detaching off-thread and off-process | `detach` |
-//! | one file per mechanism | `multi`, `perf_event`, `tracefs` |
+//!
+//! A new tier is a file implementing `Mechanism` and a row in `tier::TIERS`
+//! (with its `Tier` variant): the plan, the fallback loop, the attachment, its
+//! detach and hand-off work on what the trait says.
 
 mod detach;
+mod emulated;
 mod error;
 mod link;
+mod mechanism;
 mod multi;
+mod options;
 mod perf_event;
+mod perf_link;
 mod plan;
 mod tier;
 mod tracefs;
+
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 
@@ -38,21 +51,23 @@ pub use detach::DetachHandle;
 pub use error::AttachError;
 pub use link::Attachment;
 pub(crate) use link::Link;
+pub use options::{AttachOptions, Scope};
 pub use plan::{AttachPlan, Refusal, PER_TARGET_DETACH_COST};
-pub use tier::{AttachOptions, Scope, Tier};
+pub use tier::Tier;
 pub use tracefs::remove_stale_entries as remove_stale_tracefs_entries;
 
-use crate::features::{Feature, Features};
-use crate::programs::{AttachType, Cookie, Load, SessionHalf, UProbe};
+use crate::features::Features;
+use crate::object_file::ProbeKind;
+use crate::programs::UProbe;
 use crate::resolve::{self, ProbeSite, Target};
-use crate::spec::ProbeKind;
+use mechanism::{passes, Pass};
 
 impl UProbe {
     /// What [`UProbe::attach_sites`] would do with these sites and options,
     /// without loading or attaching anything.
     pub fn plan(&self, sites: &[ProbeSite], options: &AttachOptions) -> Result<AttachPlan, AttachError> {
         let features = options.features();
-        let (tier, passed_over) = plan::choose(self.kind(), options, &features, false)?;
+        let (tier, passed_over) = plan::choose(options, &features, false)?;
         Ok(plan::make(self, sites, tier, passed_over, &features))
     }
 
@@ -66,12 +81,13 @@ impl UProbe {
     /// Attaches to probe sites already resolved ([`resolve::sites`],
     /// [`crate::FunctionSet::targets`]). Nothing stays attached on failure.
     pub fn attach_sites(&mut self, sites: Vec<ProbeSite>, options: &AttachOptions) -> Result<Attachment, AttachError> {
-        attach(self, sites, options)
+        attach(self, sites, options, &options.features())
     }
 }
 
 /// How a session program (`#[uprobe_session]`) runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SessionMode {
     /// One program on one `BPF_TRACE_UPROBE_SESSION` link per binary, the
     /// per-call value kept by the kernel (Linux 6.13+, tier multi).
@@ -86,8 +102,8 @@ impl SessionMode {
     /// kernel (`None`: no tier would take it), decided as the attach decides.
     pub fn expected(options: &AttachOptions) -> Option<SessionMode> {
         let features = options.features();
-        let (tier, _) = plan::choose(ProbeKind::Session, options, &features, false).ok()?;
-        parts(ProbeKind::Session, tier, &features).1
+        let (tier, _) = plan::choose(options, &features, false).ok()?;
+        passes(ProbeKind::Session, tier, &features).1
     }
 
     /// `session native` / `session emulated`.
@@ -107,56 +123,14 @@ impl SessionMode {
     }
 }
 
-/// One attach pass: the kind the mechanism attaches as, and the session half
-/// the program copy serves (emulated sessions take two passes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Part {
-    pub kind: ProbeKind,
-    pub half: Option<SessionHalf>,
-}
-
-/// The passes a program of `kind` needs on `tier`: the return half of an
-/// emulated session first, so that no return runs without its entry's slot
-/// having had the chance to be pushed.
-pub(crate) fn parts(kind: ProbeKind, tier: Tier, features: &Features) -> (Vec<Part>, Option<SessionMode>) {
-    if kind != ProbeKind::Session {
-        return (vec![Part { kind, half: None }], None);
-    }
-    if tier == Tier::Multi && features.has(Feature::UprobeSession) && crate::programs::session_kfuncs().is_ok() {
-        return (vec![Part { kind, half: None }], Some(SessionMode::Native));
-    }
-    let halves = vec![
-        Part {
-            kind: ProbeKind::Return,
-            half: Some(SessionHalf::Return),
-        },
-        Part {
-            kind: ProbeKind::Entry,
-            half: Some(SessionHalf::Entry),
-        },
-    ];
-    (halves, Some(SessionMode::Emulated))
-}
-
-/// The program load a tier needs for one site.
-pub(crate) fn load_for(tier: Tier, part: Part, site: &ProbeSite) -> Load {
-    let mut load = match tier {
-        Tier::Multi => Load::new(
-            if part.kind == ProbeKind::Session {
-                AttachType::UprobeSession
-            } else {
-                AttachType::UprobeMulti
-            },
-            Cookie::Native,
-        ),
-        Tier::PerfLink => Load::new(AttachType::PerfEvent, Cookie::Native),
-        Tier::Emulated | Tier::Tracefs => Load::new(AttachType::PerfEvent, Cookie::Emulated(site.attach_cookie)),
-    };
-    load.session = part.half;
-    load
-}
-
-fn attach(probe: &mut UProbe, sites: Vec<ProbeSite>, options: &AttachOptions) -> Result<Attachment, AttachError> {
+/// Attaches `probe` to `sites` on the best tier `features` allow, falling
+/// back past the PMU tiers when the PMU refuses permission.
+fn attach(
+    probe: &mut UProbe,
+    sites: Vec<ProbeSite>,
+    options: &AttachOptions,
+    features: &Features,
+) -> Result<Attachment, AttachError> {
     if sites.is_empty() {
         return Err(AttachError::NoTargets);
     }
@@ -171,11 +145,10 @@ fn attach(probe: &mut UProbe, sites: Vec<ProbeSite>, options: &AttachOptions) ->
     if let Scope::Process(pid) = options.scope {
         crate::process::check(u64::from(pid))?;
     }
-    let features = options.features();
     let mut skip_pmu = false;
     loop {
-        let (tier, passed_over) = plan::choose(probe.kind(), options, &features, skip_pmu)?;
-        let plan = plan::make(probe, &sites, tier, passed_over, &features);
+        let (tier, passed_over) = plan::choose(options, features, skip_pmu)?;
+        let plan = plan::make(probe, &sites, tier, passed_over, features);
         if tier.per_target() && plan.detach_estimate >= Duration::from_secs(1) {
             log::warn!("{plan}");
         }
@@ -190,14 +163,15 @@ fn attach(probe: &mut UProbe, sites: Vec<ProbeSite>, options: &AttachOptions) ->
         // A failed pass drops the links of the passes before it.
         let result = (|| {
             let (mut programs, mut links) = (Vec::new(), Vec::new());
-            for part in parts(probe.kind(), tier, &features).0 {
-                let (p, l) = match tier {
-                    Tier::Multi => multi::attach(probe, &sites, options.scope, part),
-                    Tier::PerfLink | Tier::Emulated => {
-                        perf_event::attach(probe, &sites, options.scope, tier, part, &features)
-                    }
-                    Tier::Tracefs => tracefs::attach(probe, &sites, options.scope, part),
-                }?;
+            for part in passes(probe.kind(), tier, features).0 {
+                let pass = Pass {
+                    tier,
+                    sites: &sites,
+                    scope: options.scope,
+                    part,
+                    features,
+                };
+                let (p, l) = tier.mechanism().attach(&pass, probe)?;
                 programs.extend(p);
                 links.extend(l);
             }
@@ -218,67 +192,6 @@ fn attach(probe: &mut UProbe, sites: Vec<ProbeSite>, options: &AttachOptions) ->
                 skip_pmu = true;
             }
             Err(e) => return Err(e),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn all_features() -> Features {
-        Features::current().clone()
-    }
-
-    #[test]
-    fn tier_names_round_trip() {
-        for t in Tier::ALL {
-            assert_eq!(Tier::from_name(t.name()), Some(t));
-        }
-    }
-
-    #[test]
-    fn choice_follows_features() {
-        let f = all_features();
-        let o = AttachOptions::default();
-        let entry = ProbeKind::Entry;
-        let pick = |f: &Features, o: &AttachOptions| plan::choose(entry, o, f, false).map(|x| x.0).ok();
-        let base = pick(&f, &o);
-        if f.has(Feature::UprobeMulti) {
-            assert_eq!(base, Some(Tier::Multi));
-        }
-        let no_multi = f.without(&[Feature::UprobeMulti]);
-        if no_multi.has(Feature::PerfLink) && no_multi.has(Feature::BpfCookie) && no_multi.has(Feature::PmuPermitted) {
-            assert_eq!(pick(&no_multi, &o), Some(Tier::PerfLink));
-        }
-        let no_cookie = f.without(&[Feature::UprobeMulti, Feature::BpfCookie]);
-        if no_cookie.has(Feature::PmuPermitted) {
-            assert_eq!(pick(&no_cookie, &o), Some(Tier::Emulated));
-            assert_eq!(pick(&no_cookie, &o.clone().native_cookies_only()), None);
-        }
-        let nothing = f.without(&Feature::ALL);
-        let err = plan::choose(entry, &o, &nothing, false).unwrap_err().to_string();
-        assert!(err.contains("multi: needs uprobe_multi (disabled)"), "{err}");
-        assert!(err.contains("tracefs: needs tracefs"), "{err}");
-        // Session probes: every tier; native only on multi with the session link.
-        let (_, mode) = parts(ProbeKind::Session, Tier::PerfLink, &f);
-        assert_eq!(mode, Some(SessionMode::Emulated));
-        let (halves, mode) = parts(ProbeKind::Session, Tier::Multi, &f.without(&[Feature::UprobeSession]));
-        assert_eq!(mode, Some(SessionMode::Emulated));
-        assert_eq!(halves.len(), 2);
-        assert_eq!(halves[0].half, Some(SessionHalf::Return));
-        if f.has(Feature::UprobeSession) {
-            assert_eq!(parts(ProbeKind::Session, Tier::Multi, &f).1, Some(SessionMode::Native));
-        }
-    }
-
-    #[test]
-    fn pmu_refusal_moves_past_pmu_tiers() {
-        let f = all_features().without(&[Feature::UprobeMulti]);
-        if f.has(Feature::Tracefs) {
-            let (t, why) = plan::choose(ProbeKind::Entry, &AttachOptions::default(), &f, true).unwrap();
-            assert_eq!(t, Tier::Tracefs);
-            assert!(why.iter().any(|(_, r)| *r == Refusal::PmuPermission));
         }
     }
 }

@@ -1,31 +1,121 @@
 //! Tier `multi`: one `BPF_TRACE_UPROBE_MULTI` link per binary (Linux 6.6+), with
 //! the offsets, cookies and semaphores of all its sites. Attaching and detaching
-//! cost about the same for 10 or 10,000 functions.
+//! cost about the same for 10 or 10,000 functions; a session program runs on
+//! one `BPF_TRACE_UPROBE_SESSION` link (6.13+).
 
 use std::os::fd::AsFd;
-use std::sync::Arc;
+use std::time::Duration;
 
 use super::error::target_error;
-use super::{load_for, AttachError, Link, Part, Scope, Tier};
-use crate::programs::{LoadedProgram, UProbe};
+use super::mechanism::{Held, Mechanism, Part, Pass};
+use super::{AttachError, Link, Scope};
+use crate::features::{Feature, Features};
+use crate::object_file::ProbeKind;
+use crate::programs::{AttachType, Cookie, Load, UProbe};
 use crate::resolve::{BinaryFile, ProbeSite};
-use crate::spec::ProbeKind;
 use crate::sys::bpf;
 
-pub(super) fn attach(
-    probe: &mut UProbe,
-    sites: &[ProbeSite],
-    scope: Scope,
-    part: Part,
-) -> Result<(Vec<Arc<LoadedProgram>>, Vec<Link>), AttachError> {
-    let load = load_for(Tier::Multi, part, &sites[0]);
-    let prog = probe.load(load)?;
-    let (attach_type, flags) = match part.kind {
-        ProbeKind::Entry | ProbeKind::Usdt => (bpf::BPF_TRACE_UPROBE_MULTI, 0),
-        ProbeKind::Return => (bpf::BPF_TRACE_UPROBE_MULTI, bpf::BPF_F_UPROBE_MULTI_RETURN),
-        ProbeKind::Session => (sonde_abi::program::BPF_TRACE_UPROBE_SESSION, 0),
-    };
-    // Group by binary (the file itself, not its name), keeping the caller's order.
+/// `BPF_LINK_TYPE_UPROBE_MULTI`.
+const LINK_TYPE: u32 = 12;
+
+pub(crate) struct Multi;
+
+impl Mechanism for Multi {
+    fn requires(&self, scope: Scope) -> Vec<Feature> {
+        // The multi link's cookies are read through the same helper.
+        match scope {
+            Scope::AllProcesses => vec![Feature::UprobeMulti, Feature::BpfCookie],
+            Scope::Process(_) => vec![Feature::UprobeMulti, Feature::UprobeMultiPidFilter, Feature::BpfCookie],
+        }
+    }
+
+    fn native_cookies(&self) -> bool {
+        true
+    }
+
+    fn uses_pmu(&self) -> bool {
+        false
+    }
+
+    fn per_target(&self) -> bool {
+        false
+    }
+
+    fn native_session(&self, features: &Features) -> bool {
+        features.has(Feature::UprobeSession) && features.session_kfuncs()
+    }
+
+    fn load(&self, part: Part, _site: &ProbeSite) -> Load {
+        let attach_type = if part.kind == ProbeKind::Session {
+            AttachType::UprobeSession
+        } else {
+            AttachType::UprobeMulti
+        };
+        let mut load = Load::new(attach_type, Cookie::Native);
+        load.session = part.half;
+        load
+    }
+
+    fn descriptors(&self, binaries: usize, _sites: usize) -> u64 {
+        binaries as u64
+    }
+
+    fn detach_estimate(&self, binaries: usize, _sites: usize) -> Duration {
+        Duration::from_millis(5) * binaries as u32
+    }
+
+    fn link_type(&self) -> Option<u32> {
+        Some(LINK_TYPE)
+    }
+
+    fn attach(&self, pass: &Pass<'_>, probe: &mut UProbe) -> Result<Held, AttachError> {
+        let Pass {
+            tier,
+            sites,
+            scope,
+            part,
+            ..
+        } = *pass;
+        let prog = probe.load(self.load(part, &sites[0]))?;
+        let (attach_type, flags) = match part.kind {
+            ProbeKind::Entry | ProbeKind::Usdt => (bpf::BPF_TRACE_UPROBE_MULTI, 0),
+            ProbeKind::Return => (bpf::BPF_TRACE_UPROBE_MULTI, bpf::BPF_F_UPROBE_MULTI_RETURN),
+            ProbeKind::Session => (sonde_abi::program::BPF_TRACE_UPROBE_SESSION, 0),
+        };
+        let mut links = Vec::new();
+        for (binary, group) in by_binary(sites) {
+            let offsets: Vec<u64> = group.iter().map(|s| s.offset).collect();
+            let cookies: Vec<u64> = group.iter().map(|s| s.attach_cookie).collect();
+            // One semaphore per offset (0: none), only when some site has one.
+            let ref_ctrs: Option<Vec<u64>> = group
+                .iter()
+                .any(|s| s.ref_ctr_offset.is_some())
+                .then(|| group.iter().map(|s| s.ref_ctr_offset.unwrap_or(0)).collect());
+            let path = binary.kernel_path();
+            let request = bpf::UprobeMulti {
+                attach_type,
+                path: &path,
+                offsets: &offsets,
+                ref_ctr_offsets: ref_ctrs.as_deref(),
+                cookies: &cookies,
+                flags,
+                pid: scope.pid().unwrap_or(0),
+            };
+            let link = bpf::link_create_uprobe_multi(prog.as_fd(), &request)
+                // The kernel does not say which offset it refused: name the binary and
+                // the first site.
+                .map_err(|e| target_error(tier, group[0], e, links.len(), sites.len()))?;
+            links.push(Link {
+                bpf_link: Some(link),
+                ..Link::default()
+            });
+        }
+        Ok((vec![prog], links))
+    }
+}
+
+/// The sites grouped by binary (the file itself, not its name), in the caller's order.
+fn by_binary(sites: &[ProbeSite]) -> Vec<(&BinaryFile, Vec<&ProbeSite>)> {
     let mut groups: Vec<(&BinaryFile, Vec<&ProbeSite>)> = Vec::new();
     for s in sites {
         match groups.iter_mut().find(|(b, _)| **b == *s.binary) {
@@ -33,30 +123,5 @@ pub(super) fn attach(
             None => groups.push((&s.binary, vec![s])),
         }
     }
-    let mut links = Vec::with_capacity(groups.len());
-    for (binary, group) in groups {
-        let offsets: Vec<u64> = group.iter().map(|s| s.offset).collect();
-        let cookies: Vec<u64> = group.iter().map(|s| s.attach_cookie).collect();
-        // One semaphore per offset (0: none), only when some site has one.
-        let ref_ctrs: Option<Vec<u64>> = group
-            .iter()
-            .any(|s| s.ref_ctr_offset.is_some())
-            .then(|| group.iter().map(|s| s.ref_ctr_offset.unwrap_or(0)).collect());
-        let path = binary.kernel_path();
-        let request = bpf::UprobeMulti {
-            attach_type,
-            path: &path,
-            offsets: &offsets,
-            ref_ctr_offsets: ref_ctrs.as_deref(),
-            cookies: &cookies,
-            flags,
-            pid: scope.pid().unwrap_or(0),
-        };
-        let link = bpf::link_create_uprobe_multi(prog.as_fd(), &request)
-            // The kernel does not say which offset it refused: name the binary and
-            // the first site.
-            .map_err(|e| target_error(Tier::Multi, group[0], e, links.len(), sites.len()))?;
-        links.push(Link::Multi { link });
-    }
-    Ok((vec![prog], links))
+    groups
 }

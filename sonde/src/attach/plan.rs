@@ -4,11 +4,11 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::mechanism::passes;
 use super::{AttachError, AttachOptions, SessionMode, Tier};
 use crate::features::{Feature, Features};
 use crate::programs::UProbe;
 use crate::resolve::ProbeSite;
-use crate::spec::ProbeKind;
 
 /// Detaching one per-target perf-event uprobe takes about this long on recent
 /// kernels (an RCU-tasks-trace grace period under a global mutex; measured 108 ms
@@ -17,6 +17,7 @@ pub const PER_TARGET_DETACH_COST: Duration = Duration::from_millis(108);
 
 /// Why a tier was passed over.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Refusal {
     /// Features the kernel lacks; `true` where the feature was disabled on purpose.
     Missing(Vec<(Feature, bool)>),
@@ -24,8 +25,6 @@ pub enum Refusal {
     EmulatesCookies,
     /// The uprobe PMU refused permission (EPERM/EACCES) at attach time.
     PmuPermission,
-    /// The tier cannot attach this kind of program.
-    Kind(ProbeKind),
 }
 
 impl fmt::Display for Refusal {
@@ -44,7 +43,6 @@ impl fmt::Display for Refusal {
             }
             Refusal::EmulatesCookies => f.write_str("emulates cookies, refused by require_native_cookies"),
             Refusal::PmuPermission => f.write_str("the uprobe PMU refused permission (EPERM/EACCES)"),
-            Refusal::Kind(k) => write!(f, "cannot attach {k:?} programs"),
         }
     }
 }
@@ -57,6 +55,7 @@ pub(crate) fn describe_refusals(refusals: &[(Tier, Refusal)]) -> String {
 
 /// What an attach will do, decided before anything is loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AttachPlan {
     /// The tier chosen.
     pub tier: Tier,
@@ -106,7 +105,6 @@ impl fmt::Display for AttachPlan {
 
 /// Picks the tier: the first one the options allow and the kernel supports.
 pub(crate) fn choose(
-    kind: ProbeKind,
     options: &AttachOptions,
     features: &Features,
     skip_pmu: bool,
@@ -117,15 +115,14 @@ pub(crate) fn choose(
     };
     let mut passed_over = Vec::new();
     for t in candidates {
-        let refusal = if !t.supports(kind) {
-            Some(Refusal::Kind(kind))
-        } else if options.require_native_cookies && !t.native_cookies() {
+        let mechanism = t.mechanism();
+        let refusal = if options.require_native_cookies && !mechanism.native_cookies() {
             Some(Refusal::EmulatesCookies)
-        } else if skip_pmu && t.uses_pmu() {
+        } else if skip_pmu && mechanism.uses_pmu() {
             Some(Refusal::PmuPermission)
         } else {
-            let missing: Vec<(Feature, bool)> = t
-                .requires(kind, options.scope)
+            let missing: Vec<(Feature, bool)> = mechanism
+                .requires(options.scope)
                 .into_iter()
                 .filter(|f| !features.has(*f))
                 .map(|f| (f, features.disabled().contains(&f)))
@@ -151,31 +148,22 @@ pub(crate) fn make(
     let mut binaries: Vec<(u64, u64)> = sites.iter().map(|s| s.binary.inode()).collect();
     binaries.sort_unstable();
     binaries.dedup();
-    let (parts, session) = super::parts(probe.kind(), tier, features);
+    let mechanism = tier.mechanism();
+    let (parts, session) = passes(probe.kind(), tier, features);
     let program_loads = probe.loads_needed(
         parts
             .iter()
-            .flat_map(|&p| sites.iter().map(move |s| super::load_for(tier, p, s))),
+            .flat_map(|&p| sites.iter().map(move |s| mechanism.load(p, s))),
     );
-    let per_target = match tier {
-        Tier::Multi => 0,
-        Tier::PerfLink => 2,
-        Tier::Emulated | Tier::Tracefs => 1,
-    };
-    let links = if tier == Tier::Multi { binaries.len() } else { 0 };
-    let descriptors = (program_loads + parts.len() * (links + per_target * sites.len())) as u64;
-    let detach_estimate = if tier.per_target() {
-        PER_TARGET_DETACH_COST * sites.len() as u32
-    } else {
-        Duration::from_millis(5) * binaries.len() as u32
-    };
+    let passes = parts.len() as u64;
+    let descriptors = program_loads as u64 + passes * mechanism.descriptors(binaries.len(), sites.len());
     AttachPlan {
         tier,
         passed_over,
         targets: sites.len(),
         binaries: binaries.len(),
         program_loads,
-        detach_estimate: detach_estimate * parts.len() as u32,
+        detach_estimate: mechanism.detach_estimate(binaries.len(), sites.len()) * passes as u32,
         descriptors,
         session,
     }

@@ -1,12 +1,15 @@
-//! The attach mechanisms, what each needs, and the options that steer the choice.
+//! The tiers, best first: one row each in [`TIERS`], the mechanism behind it in
+//! a file of its own.
 
 use std::fmt;
 
-use crate::features::{Feature, Features};
-use crate::spec::ProbeKind;
+use super::mechanism::Mechanism;
+use super::{emulated, multi, perf_link, tracefs, Scope};
+use crate::features::Feature;
 
 /// An attach mechanism, best first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum Tier {
     /// `BPF_TRACE_UPROBE_MULTI` link per binary, native cookies (Linux 6.6+).
     Multi,
@@ -21,64 +24,72 @@ pub enum Tier {
     Tracefs,
 }
 
+/// Every tier in order of preference: its name and its mechanism. A new tier
+/// is a variant above, a row here and a file implementing [`Mechanism`].
+pub(crate) const TIERS: [(Tier, &str, &dyn Mechanism); 4] = [
+    (Tier::Multi, "multi", &multi::Multi),
+    (Tier::PerfLink, "perf-link", &perf_link::PerfLink),
+    (Tier::Emulated, "emulated", &emulated::Emulated),
+    (Tier::Tracefs, "tracefs", &tracefs::Tracefs),
+];
+
 impl Tier {
     /// Every tier, in order of preference.
-    pub const ALL: [Tier; 4] = [Tier::Multi, Tier::PerfLink, Tier::Emulated, Tier::Tracefs];
+    pub const ALL: [Tier; TIERS.len()] = {
+        let mut all = [Tier::Multi; TIERS.len()];
+        let mut i = 0;
+        while i < TIERS.len() {
+            all[i] = TIERS[i].0;
+            i += 1;
+        }
+        all
+    };
+
+    fn row(self) -> &'static (Tier, &'static str, &'static dyn Mechanism) {
+        // Every variant has its row (`every_tier_has_one_row`).
+        TIERS.iter().find(|r| r.0 == self).unwrap_or(&TIERS[0])
+    }
+
+    pub(crate) fn mechanism(self) -> &'static dyn Mechanism {
+        self.row().2
+    }
 
     /// The name used in reports and on the command line.
     pub fn name(self) -> &'static str {
-        match self {
-            Tier::Multi => "multi",
-            Tier::PerfLink => "perf-link",
-            Tier::Emulated => "emulated",
-            Tier::Tracefs => "tracefs",
-        }
+        self.row().1
     }
 
     /// Parses a name of [`Tier::name`].
     pub fn from_name(name: &str) -> Option<Tier> {
-        Tier::ALL.into_iter().find(|t| t.name() == name)
+        TIERS.iter().find(|r| r.1 == name).map(|r| r.0)
     }
 
     /// Whether the kernel supplies the cookie (no program copies).
     pub fn native_cookies(self) -> bool {
-        matches!(self, Tier::Multi | Tier::PerfLink)
+        self.mechanism().native_cookies()
     }
 
     /// One kernel object per target (and a slow, serialised detach each).
     pub fn per_target(self) -> bool {
-        self != Tier::Multi
+        self.mechanism().per_target()
     }
 
-    pub(crate) fn uses_pmu(self) -> bool {
-        matches!(self, Tier::PerfLink | Tier::Emulated)
+    /// The features the tier needs for probes in `scope` (Linux versions:
+    /// [`Feature::since`]).
+    ///
+    /// ```
+    /// use sonde::{Feature, Scope, Tier};
+    /// assert!(Tier::Multi.requires(Scope::Process(1)).contains(&Feature::UprobeMultiPidFilter));
+    /// assert_eq!(Tier::Tracefs.requires(Scope::AllProcesses), vec![Feature::Tracefs]);
+    /// ```
+    pub fn requires(self, scope: Scope) -> Vec<Feature> {
+        self.mechanism().requires(scope)
     }
 
-    /// Whether the tier can attach programs of this kind at all: every tier can
-    /// (session programs are emulated where the kernel has no session link).
-    pub fn supports(self, _kind: ProbeKind) -> bool {
-        true
-    }
-
-    /// The features the tier needs for this kind of probe and scope.
-    pub fn requires(self, kind: ProbeKind, scope: Scope) -> Vec<Feature> {
-        let need = match self {
-            // The multi link's cookies are read through the same helper.
-            Tier::Multi => match scope {
-                Scope::AllProcesses => vec![Feature::UprobeMulti, Feature::BpfCookie],
-                Scope::Process(_) => vec![Feature::UprobeMulti, Feature::UprobeMultiPidFilter, Feature::BpfCookie],
-            },
-            Tier::PerfLink => vec![
-                Feature::UprobePmu,
-                Feature::PmuPermitted,
-                Feature::PerfLink,
-                Feature::BpfCookie,
-            ],
-            Tier::Emulated => vec![Feature::UprobePmu, Feature::PmuPermitted],
-            Tier::Tracefs => vec![Feature::Tracefs],
-        };
-        let _ = kind;
-        need
+    /// The kernel's `bpf_link_info.type` of the links the tier makes (`None`:
+    /// it makes no BPF links).
+    pub fn link_type(self) -> Option<u32> {
+        self.mechanism().link_type()
     }
 }
 
@@ -88,66 +99,16 @@ impl fmt::Display for Tier {
     }
 }
 
-/// Which processes the probes fire in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Scope {
-    /// Every process that maps the binary.
-    #[default]
-    AllProcesses,
-    /// Only this process (thread group id).
-    Process(u32),
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Scope {
-    pub(crate) fn pid(self) -> Option<u32> {
-        match self {
-            Scope::AllProcesses => None,
-            Scope::Process(p) => Some(p),
+    #[test]
+    fn every_tier_has_one_row() {
+        for (i, t) in Tier::ALL.into_iter().enumerate() {
+            assert_eq!(TIERS.iter().filter(|r| r.0 == t).count(), 1);
+            assert_eq!(TIERS[i].0, t, "rows in order of preference");
+            assert_eq!(Tier::from_name(t.name()), Some(t));
         }
-    }
-}
-
-/// How to attach. The default: all processes, best tier, emulation allowed.
-#[derive(Debug, Clone, Default)]
-pub struct AttachOptions {
-    /// Which processes.
-    pub scope: Scope,
-    /// Use exactly this tier (no fallback); `None` picks the best that works.
-    pub tier: Option<Tier>,
-    /// Refuse tiers that emulate cookies (fail rather than load a program copy per
-    /// cookie).
-    pub require_native_cookies: bool,
-    /// Features to treat as absent for this attach (on top of
-    /// `SONDE_DISABLE_FEATURES`).
-    pub disabled_features: Vec<Feature>,
-}
-
-impl AttachOptions {
-    /// Only in process `pid`.
-    pub fn pid(mut self, pid: u32) -> Self {
-        self.scope = Scope::Process(pid);
-        self
-    }
-
-    /// Pin a tier.
-    pub fn tier(mut self, tier: Tier) -> Self {
-        self.tier = Some(tier);
-        self
-    }
-
-    /// Treat `feature` as absent.
-    pub fn disable(mut self, feature: Feature) -> Self {
-        self.disabled_features.push(feature);
-        self
-    }
-
-    /// Fail rather than emulate cookies.
-    pub fn native_cookies_only(mut self) -> Self {
-        self.require_native_cookies = true;
-        self
-    }
-
-    pub(crate) fn features(&self) -> Features {
-        Features::current().without(&self.disabled_features)
     }
 }

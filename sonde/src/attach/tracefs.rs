@@ -10,12 +10,15 @@
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::Once;
+
+use std::time::Duration;
 
 use super::error::target_error;
-use super::{load_for, AttachError, Link, Part, Refusal, Scope, Tier};
+use super::mechanism::{Held, Mechanism, Part, Pass};
+use super::{AttachError, Link, Refusal, Scope, PER_TARGET_DETACH_COST};
 use crate::features::Feature;
-use crate::programs::{LoadedProgram, UProbe};
+use crate::programs::{AttachType, Cookie, Load, UProbe};
 use crate::resolve::ProbeSite;
 use crate::sys::{perf, tracefs, SyscallError};
 
@@ -113,51 +116,96 @@ pub fn remove_stale_entries() -> usize {
     removed
 }
 
-pub(super) fn attach(
-    probe: &mut UProbe,
-    sites: &[ProbeSite],
-    scope: Scope,
-    part: Part,
-) -> Result<(Vec<Arc<LoadedProgram>>, Vec<Link>), AttachError> {
-    static CLEANUP: Once = Once::new();
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let tier = Tier::Tracefs;
-    let root = tracefs::root().ok_or(AttachError::NoTier {
-        refusals: vec![(tier, Refusal::Missing(vec![(Feature::Tracefs, false)]))],
-    })?;
-    CLEANUP.call_once(|| {
-        remove_stale_entries();
-    });
-    let start = crate::process::own_start_time();
-    let kind = part.kind;
-    let (programs, which) = probe.load_each(sites.iter().map(|s| load_for(tier, part, s)))?;
-    let letter = if kind.at_return() { 'r' } else { 'p' };
-    let mut links = Vec::with_capacity(sites.len());
-    for (s, &pi) in sites.iter().zip(&which) {
-        let fail = |e: SyscallError, n| target_error(tier, s, e, n, sites.len());
-        let name = format!(
-            "sonde_{}_{start}_{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        // The kernel resolves `/proc/self/fd/N` in this process: the file the
-        // offset was computed from, and a name the line syntax always carries
-        // (the real path may hold spaces or newlines). A USDT semaphore follows
-        // the offset as `(0xREF)`.
-        let path = s.binary.kernel_path();
-        let semaphore = s.ref_ctr_offset.map_or(String::new(), |r| format!("({r:#x})"));
-        let line = format!(
-            "{letter}:{GROUP}/{name} {}:{:#x}{semaphore}\n",
-            path.to_string_lossy(),
-            s.offset
-        );
-        tracefs::write_uprobe_event(root, &line).map_err(|e| fail(e, links.len()))?;
-        let entry = TracefsEntry { root, name };
-        let id = tracefs::event_id(root, GROUP, &entry.name).map_err(|source| AttachError::Syscall { tier, source })?;
-        let perf = perf::open_tracepoint(id, scope.pid()).map_err(|e| fail(e, links.len()))?;
-        perf::set_bpf(perf.as_fd(), programs[pi].as_fd()).map_err(|source| AttachError::Syscall { tier, source })?;
-        perf::enable(perf.as_fd()).map_err(|source| AttachError::Syscall { tier, source })?;
-        links.push(Link::Tracefs { perf, entry });
+pub(crate) struct Tracefs;
+
+impl Mechanism for Tracefs {
+    fn requires(&self, _scope: Scope) -> Vec<Feature> {
+        vec![Feature::Tracefs]
     }
-    Ok((programs, links))
+
+    fn native_cookies(&self) -> bool {
+        false
+    }
+
+    fn uses_pmu(&self) -> bool {
+        false
+    }
+
+    fn per_target(&self) -> bool {
+        true
+    }
+
+    fn load(&self, part: Part, site: &ProbeSite) -> Load {
+        let mut load = Load::new(AttachType::PerfEvent, Cookie::Emulated(site.attach_cookie));
+        load.session = part.half;
+        load
+    }
+
+    fn descriptors(&self, _binaries: usize, sites: usize) -> u64 {
+        sites as u64
+    }
+
+    fn detach_estimate(&self, _binaries: usize, sites: usize) -> Duration {
+        PER_TARGET_DETACH_COST * sites as u32
+    }
+
+    fn link_type(&self) -> Option<u32> {
+        None
+    }
+
+    fn attach(&self, pass: &Pass<'_>, probe: &mut UProbe) -> Result<Held, AttachError> {
+        static CLEANUP: Once = Once::new();
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let Pass {
+            tier,
+            sites,
+            scope,
+            part,
+            ..
+        } = *pass;
+        let root = tracefs::root().ok_or(AttachError::NoTier {
+            refusals: vec![(tier, Refusal::Missing(vec![(Feature::Tracefs, false)]))],
+        })?;
+        if !crate::sys::faked() {
+            CLEANUP.call_once(|| {
+                remove_stale_entries();
+            });
+        }
+        let start = crate::process::own_start_time();
+        let (programs, which) = probe.load_each(sites.iter().map(|s| self.load(part, s)))?;
+        let letter = if part.kind.at_return() { 'r' } else { 'p' };
+        let mut links = Vec::with_capacity(sites.len());
+        for (s, &pi) in sites.iter().zip(&which) {
+            let fail = |e: SyscallError, n| target_error(tier, s, e, n, sites.len());
+            let syscall = |source| AttachError::Syscall { tier, source };
+            let name = format!(
+                "sonde_{}_{start}_{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            );
+            // The kernel resolves `/proc/self/fd/N` in this process: the file the
+            // offset was computed from, and a name the line syntax always carries
+            // (the real path may hold spaces or newlines). A USDT semaphore follows
+            // the offset as `(0xREF)`.
+            let path = s.binary.kernel_path();
+            let semaphore = s.ref_ctr_offset.map_or(String::new(), |r| format!("({r:#x})"));
+            let line = format!(
+                "{letter}:{GROUP}/{name} {}:{:#x}{semaphore}\n",
+                path.to_string_lossy(),
+                s.offset
+            );
+            tracefs::write_uprobe_event(root, &line).map_err(|e| fail(e, links.len()))?;
+            let entry = TracefsEntry { root, name };
+            let id = tracefs::event_id(root, GROUP, &entry.name).map_err(syscall)?;
+            let perf = perf::open_tracepoint(id, scope.pid()).map_err(|e| fail(e, links.len()))?;
+            perf::set_bpf(perf.as_fd(), programs[pi].as_fd()).map_err(syscall)?;
+            perf::enable(perf.as_fd()).map_err(syscall)?;
+            links.push(Link {
+                bpf_link: None,
+                perf: Some(perf),
+                entry: Some(entry),
+            });
+        }
+        Ok((programs, links))
+    }
 }

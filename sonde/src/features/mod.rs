@@ -20,6 +20,7 @@ use probes::*;
 
 /// One kernel capability sonde cares about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum Feature {
     /// The `uprobe` PMU: `perf_event_open` of uprobes without tracefs (4.17).
     UprobePmu,
@@ -45,6 +46,7 @@ pub enum Feature {
 
 /// A probe's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Probed {
     /// The kernel has it.
     Yes,
@@ -240,6 +242,37 @@ impl Features {
             retprobe_bit: Some(0),
             disabled: Vec::new(),
             fixed: Some(present.to_vec()),
+        }
+    }
+
+    /// The features of a mainline kernel `major.minor` as the table dates
+    /// them (those not a matter of version present), fixed: for tests of the
+    /// choices sonde makes on kernels other than the running one.
+    ///
+    /// ```
+    /// use sonde::{Feature, Features};
+    /// let bullseye = Features::mainline(5, 10);
+    /// assert!(bullseye.has(Feature::UprobePmu) && !bullseye.has(Feature::BpfCookie));
+    /// assert!(Features::mainline(6, 6).has(Feature::UprobeMulti));
+    /// ```
+    pub fn mainline(major: u32, minor: u32) -> Features {
+        let present: Vec<Feature> = PROBES
+            .iter()
+            .filter(|row| row.since.is_none_or(|since| since <= (major, minor)))
+            .map(|row| row.feature)
+            .collect();
+        Features {
+            kernel_release: format!("{major}.{minor} (mainline features)"),
+            ..Features::fixed(&present)
+        }
+    }
+
+    /// Whether the session kfuncs a native `#[uprobe_session]` program calls
+    /// are in the kernel's BTF (fixed features: whenever the session link is).
+    pub fn session_kfuncs(&self) -> bool {
+        match &self.fixed {
+            Some(fixed) => fixed.contains(&Feature::UprobeSession),
+            None => crate::programs::session_kfuncs().is_ok(),
         }
     }
 

@@ -19,7 +19,7 @@ pub use perf_event_array::{PerfBuffer, PerfEventArray, PerfRecord};
 pub use ring_buf::{RingBuf, RingBufItem};
 pub use stack_trace::{BuildIdFrame, StackTraceMap};
 
-use crate::spec::MapDef;
+use crate::object_file::MapDef;
 use crate::sys::SyscallError;
 
 pub use sonde_abi::MapType;
@@ -43,6 +43,7 @@ pub const BPF_MAP_TYPE_PERF_EVENT_ARRAY: u32 = MapType::PerfEventArray as u32;
 
 /// Errors of map access.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MapError {
     /// The object has no map of that name.
     #[error("no map named `{0}` in the object")]

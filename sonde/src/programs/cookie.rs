@@ -31,7 +31,7 @@ pub(crate) fn bake_cookie(insns: &[Insn], cookie: u64) -> Vec<Insn> {
     let mut out = insns.to_vec();
     let sub = out.len();
     for i in cookie_calls(insns) {
-        out[i].set_src(crate::spec::PSEUDO_CALL);
+        out[i].set_src(crate::object_file::PSEUDO_CALL);
         out[i].imm = (sub as i64 - i as i64 - 1) as i32;
     }
     out.extend_from_slice(&Insn::ld_imm64(0, cookie));

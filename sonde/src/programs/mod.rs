@@ -24,6 +24,7 @@ use sonde_abi::Insn;
 
 /// Why a program did not load.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProgramError {
     /// The kernel refused the program; `log` is the verifier's output.
     #[error("the kernel rejected program `{name}` ({source}); verifier log, last lines:\n{}", log_tail(.log, 25))]
@@ -60,6 +61,7 @@ fn log_tail(log: &str, lines: usize) -> String {
 /// The kind of attachment a program is loaded for: the kernel implements
 /// `bpf_get_attach_cookie` per link type, and a multi program must declare it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum AttachType {
     /// A perf event (uprobe PMU or tracefs): perf link or `PERF_EVENT_IOC_SET_BPF`.
     PerfEvent,

@@ -13,6 +13,7 @@ use sonde_abi::Insn;
 
 /// Why a tracepoint program could not be attached.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TracepointError {
     /// The program did not load.
     #[error(transparent)]

@@ -8,7 +8,7 @@ use super::{
     bake_cookie, bake_session, session_kfuncs, uses_cookie, uses_session_calls, AttachType, Cookie, Load,
     LoadedProgram, ProgramError, SessionHalf,
 };
-use crate::spec::ProbeKind;
+use crate::object_file::ProbeKind;
 use sonde_abi::Insn;
 
 /// A uprobe program of an [`crate::Object`] (entry, return, session or USDT).

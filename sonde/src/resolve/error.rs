@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 /// Why a target could not be resolved.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TargetError {
     /// The binary cannot be opened.
     #[error("cannot open binary {path}: {source} (check the path, or name a library by its bare name: `libc`)")]

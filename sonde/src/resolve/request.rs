@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 /// Where in the binary to probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Location {
     /// A function symbol, plus a byte offset into the function (0: its entry).
     Symbol {

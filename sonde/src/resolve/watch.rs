@@ -22,6 +22,7 @@ use crate::sys;
 
 /// How a probed file differs from the one that was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Change {
     /// Same inode, other contents (written in place): detach at once.
     Rewritten,

@@ -6,7 +6,7 @@ use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use super::{check_fault, cvt, run, Call, SysResult, SyscallError};
+use super::{cvt, run, run_detailed, Call, SysResult, SyscallError};
 use sonde_abi::Insn;
 
 const BPF_MAP_CREATE: u32 = 0;
@@ -53,6 +53,7 @@ fn obj_name(name: &str) -> [u8; 16] {
     out
 }
 
+/// `union bpf_attr` for `BPF_MAP_CREATE`, up to `map_name` (4.15).
 #[repr(C)]
 #[derive(Default)]
 struct MapCreateAttr {
@@ -83,9 +84,14 @@ pub(crate) fn map_create(
         map_name: obj_name(name),
         ..Default::default()
     };
-    run(Call::MapCreate, || fd_result(sys_bpf(BPF_MAP_CREATE, &mut attr)))
+    let detail = || format!("{name} type={map_type} entries={max_entries}");
+    run_detailed(Call::MapCreate, detail, || {
+        fd_result(sys_bpf(BPF_MAP_CREATE, &mut attr))
+    })
 }
 
+/// `union bpf_attr` for `BPF_MAP_*_ELEM` and `BPF_MAP_GET_NEXT_KEY`
+/// (`value` is `next_key` for the latter).
 #[repr(C)]
 struct MapElemAttr {
     map_fd: u32,
@@ -93,6 +99,12 @@ struct MapElemAttr {
     key: u64,
     value: u64,
     flags: u64,
+}
+
+/// `union bpf_attr` for `BPF_MAP_FREEZE` (5.2).
+#[repr(C)]
+struct MapFreezeAttr {
+    map_fd: u32,
 }
 
 fn map_elem(cmd: u32, fd: BorrowedFd<'_>, key: *const u8, value: *const u8, flags: u64) -> io::Result<libc::c_long> {
@@ -142,12 +154,15 @@ pub(crate) fn map_get_next_key(fd: BorrowedFd<'_>, key: Option<&[u8]>, next: &mu
 }
 
 pub(crate) fn map_freeze(fd: BorrowedFd<'_>) -> SysResult<()> {
-    let mut attr = [fd.as_raw_fd() as u32, 0];
+    let mut attr = MapFreezeAttr {
+        map_fd: fd.as_raw_fd() as u32,
+    };
     sys_bpf(BPF_MAP_FREEZE, &mut attr)
         .map(drop)
         .map_err(|e| SyscallError::new(Call::MapFreeze, e))
 }
 
+/// `union bpf_attr` for `BPF_PROG_LOAD`, up to `expected_attach_type` (4.17).
 #[repr(C)]
 #[derive(Default)]
 struct ProgLoadAttr {
@@ -177,7 +192,11 @@ pub(crate) struct ProgLoad<'a> {
 /// Loads a program; `log` receives the verifier's output at `log_level`
 /// (0 for none). The error is the raw errno, for the caller to pair with the log.
 pub(crate) fn prog_load(p: &ProgLoad<'_>, log_level: u32, log: &mut [u8]) -> io::Result<OwnedFd> {
-    check_fault(Call::ProgLoad)?;
+    let detail = || format!("{} type={} attach={}", p.name, p.prog_type, p.expected_attach_type);
+    run_detailed(Call::ProgLoad, detail, || prog_load_now(p, log_level, log)).map_err(|e| e.source)
+}
+
+fn prog_load_now(p: &ProgLoad<'_>, log_level: u32, log: &mut [u8]) -> io::Result<OwnedFd> {
     let mut attr = ProgLoadAttr {
         prog_type: p.prog_type,
         insn_cnt: p.insns.len() as u32,
@@ -195,36 +214,52 @@ pub(crate) fn prog_load(p: &ProgLoad<'_>, log_level: u32, log: &mut [u8]) -> io:
     fd_result(sys_bpf(BPF_PROG_LOAD, &mut attr))
 }
 
+/// `union bpf_attr` for `BPF_LINK_CREATE` with `BPF_PERF_EVENT` (5.15).
 #[repr(C)]
 #[derive(Default)]
-struct LinkCreateAttr {
+struct LinkCreatePerfEventAttr {
     prog_fd: u32,
     target_fd: u32,
     attach_type: u32,
     flags: u32,
-    // union: perf_event.bpf_cookie, or uprobe_multi { path, offsets, ref_ctr_offsets,
-    // cookies, cnt, flags, pid }.
-    u0: u64,
-    u1: u64,
-    u2: u64,
-    u3: u64,
-    u4: u32,
-    u5: u32,
-    u6: u32,
+    /// `perf_event.bpf_cookie`.
+    bpf_cookie: u64,
+}
+
+/// `union bpf_attr` for `BPF_LINK_CREATE` with `BPF_TRACE_UPROBE_MULTI` or
+/// `BPF_TRACE_UPROBE_SESSION` (6.6, 6.13): the `uprobe_multi` member.
+#[repr(C)]
+#[derive(Default)]
+struct LinkCreateUprobeMultiAttr {
+    prog_fd: u32,
+    target_fd: u32,
+    attach_type: u32,
+    flags: u32,
+    path: u64,
+    offsets: u64,
+    ref_ctr_offsets: u64,
+    cookies: u64,
+    cnt: u32,
+    /// `uprobe_multi.flags` (`BPF_F_UPROBE_MULTI_RETURN`).
+    multi_flags: u32,
+    pid: u32,
     _pad: u32,
 }
 
 /// `BPF_LINK_CREATE` with `BPF_PERF_EVENT`: attaches `prog` to a perf event with a
 /// cookie (5.15).
 pub(crate) fn link_create_perf_event(prog: BorrowedFd<'_>, perf: RawFd, cookie: u64) -> SysResult<OwnedFd> {
-    let mut attr = LinkCreateAttr {
+    let mut attr = LinkCreatePerfEventAttr {
         prog_fd: prog.as_raw_fd() as u32,
         target_fd: perf as u32,
         attach_type: BPF_PERF_EVENT,
-        u0: cookie,
+        bpf_cookie: cookie,
         ..Default::default()
     };
-    run(Call::LinkCreate, || fd_result(sys_bpf(BPF_LINK_CREATE, &mut attr)))
+    let detail = || format!("perf_event cookie={cookie}");
+    run_detailed(Call::LinkCreate, detail, || {
+        fd_result(sys_bpf(BPF_LINK_CREATE, &mut attr))
+    })
 }
 
 /// One uprobe_multi link's request: every offset of one file.
@@ -255,19 +290,27 @@ pub(crate) fn link_create_uprobe_multi(prog: BorrowedFd<'_>, m: &UprobeMulti<'_>
     } = *m;
     debug_assert_eq!(offsets.len(), cookies.len());
     debug_assert!(ref_ctr_offsets.is_none_or(|r| r.len() == offsets.len()));
-    let mut attr = LinkCreateAttr {
+    let mut attr = LinkCreateUprobeMultiAttr {
         prog_fd: prog.as_raw_fd() as u32,
         attach_type,
-        u0: path.as_ptr() as u64,
-        u1: offsets.as_ptr() as u64,
-        u2: ref_ctr_offsets.map_or(0, |r| r.as_ptr() as u64),
-        u3: cookies.as_ptr() as u64,
-        u4: offsets.len() as u32,
-        u5: flags,
-        u6: pid,
+        path: path.as_ptr() as u64,
+        offsets: offsets.as_ptr() as u64,
+        ref_ctr_offsets: ref_ctr_offsets.map_or(0, |r| r.as_ptr() as u64),
+        cookies: cookies.as_ptr() as u64,
+        cnt: offsets.len() as u32,
+        multi_flags: flags,
+        pid,
         ..Default::default()
     };
-    run(Call::LinkCreate, || fd_result(sys_bpf(BPF_LINK_CREATE, &mut attr)))
+    let detail = || {
+        format!(
+            "uprobe_multi type={attach_type} {} offsets={offsets:x?} cookies={cookies:?} semaphores={ref_ctr_offsets:x?} flags={flags} pid={pid}",
+            path.to_string_lossy()
+        )
+    };
+    run_detailed(Call::LinkCreate, detail, || {
+        fd_result(sys_bpf(BPF_LINK_CREATE, &mut attr))
+    })
 }
 
 /// `struct bpf_prog_info` up to `attach_btf_id` (fields past what the running
@@ -325,6 +368,7 @@ pub(crate) struct BpfLinkInfo {
     _union: [u32; 25],
 }
 
+/// `union bpf_attr` for `BPF_OBJ_GET_INFO_BY_FD` (the `info` member).
 #[repr(C)]
 struct InfoAttr {
     bpf_fd: u32,
@@ -352,17 +396,40 @@ pub(crate) fn link_info(fd: BorrowedFd<'_>) -> SysResult<BpfLinkInfo> {
     obj_info(fd)
 }
 
+/// `union bpf_attr` for `BPF_*_GET_NEXT_ID` and `BPF_*_GET_FD_BY_ID`: `start_id`
+/// is `prog_id`/`link_id` for the latter (one union in the kernel).
+#[repr(C)]
+#[derive(Default)]
+struct GetIdAttr {
+    start_id: u32,
+    next_id: u32,
+    open_flags: u32,
+}
+
+/// `union bpf_attr` for `BPF_ENABLE_STATS` (5.8): the `enable_stats` member.
+#[repr(C)]
+#[derive(Default)]
+struct EnableStatsAttr {
+    type_: u32,
+}
+
 fn next_id(cmd: u32, id: u32) -> SysResult<Option<u32>> {
-    let mut attr = [id, 0u32, 0, 0];
+    let mut attr = GetIdAttr {
+        start_id: id,
+        ..Default::default()
+    };
     match sys_bpf(cmd, &mut attr) {
-        Ok(_) => Ok(Some(attr[1])),
+        Ok(_) => Ok(Some(attr.next_id)),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
         Err(e) => Err(SyscallError::new(Call::ObjById, e)),
     }
 }
 
 fn fd_by_id(cmd: u32, id: u32) -> SysResult<Option<OwnedFd>> {
-    let mut attr = [id, 0u32, 0, 0];
+    let mut attr = GetIdAttr {
+        start_id: id,
+        ..Default::default()
+    };
     match fd_result(sys_bpf(cmd, &mut attr)) {
         Ok(fd) => Ok(Some(fd)),
         // Gone between listing and opening.
@@ -390,6 +457,7 @@ pub(crate) fn prog_get_fd_by_id(id: u32) -> SysResult<Option<OwnedFd>> {
 /// `BPF_ENABLE_STATS(BPF_STATS_RUN_TIME)` (5.8): run-time statistics on while the
 /// returned descriptor is open.
 pub(crate) fn enable_stats() -> SysResult<OwnedFd> {
-    let mut attr = [0u32; 2];
+    // BPF_STATS_RUN_TIME is 0.
+    let mut attr = EnableStatsAttr::default();
     run(Call::EnableStats, || fd_result(sys_bpf(BPF_ENABLE_STATS, &mut attr)))
 }

@@ -123,7 +123,7 @@ mod tests {
         let _g = inject_success(Call::TracefsWrite, 2);
         let mut ran = 0;
         for _ in 0..3 {
-            super::super::run_unit(Call::TracefsWrite, || {
+            super::super::run_unit(Call::TracefsWrite, String::new, || {
                 ran += 1;
                 Ok(())
             })

@@ -13,7 +13,11 @@ pub(crate) mod ring;
 pub(crate) mod spawn;
 pub(crate) mod tracefs;
 
-#[cfg(feature = "fault-injection")]
+#[cfg(any(test, feature = "fault-injection"))]
+pub mod fake;
+#[cfg(not(any(test, feature = "fault-injection")))]
+mod fake;
+#[cfg(any(test, feature = "fault-injection"))]
 pub mod fault;
 
 use std::io;
@@ -49,6 +53,7 @@ pub(crate) type SysResult<T> = Result<T, SyscallError>;
 
 /// Every kernel call sonde makes: errors name it, tests make it fail (`fault`, with the `fault-injection` feature).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Call {
     /// `bpf(BPF_MAP_CREATE)`.
     MapCreate,
@@ -101,7 +106,7 @@ pub enum Call {
 
 impl Call {
     /// What a fault injected for this call is registered under.
-    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
+    #[cfg_attr(not(any(test, feature = "fault-injection")), allow(dead_code))]
     fn fault_kind(self) -> Call {
         match self {
             Call::PerfEventOpenTracepoint => Call::PerfEventOpen,
@@ -145,22 +150,58 @@ impl std::fmt::Display for Call {
     }
 }
 
-/// Runs `op` as `call`: an injected fault fails it first; its error is named.
-pub(crate) fn run<T>(call: Call, op: impl FnOnce() -> io::Result<T>) -> SysResult<T> {
-    check_fault(call)
-        .and_then(|()| op())
-        .map_err(|e| SyscallError::new(call, e))
+/// Runs `op` as `call`: an injected fault fails it first, an installed fake
+/// kernel answers it; its error is named.
+pub(crate) fn run<T: fake::Answer>(call: Call, op: impl FnOnce() -> io::Result<T>) -> SysResult<T> {
+    run_detailed(call, String::new, op)
 }
 
-/// [`run`] for a call that returns nothing: a test may also fake its success
-/// (`fault::inject_success`), skipping `op`.
-pub(crate) fn run_unit(call: Call, op: impl FnOnce() -> io::Result<()>) -> SysResult<()> {
-    #[cfg(feature = "fault-injection")]
+/// [`run`], telling a fake kernel what the call asks (`detail` is only
+/// formatted when one is installed).
+pub(crate) fn run_detailed<T: fake::Answer>(
+    call: Call,
+    detail: impl FnOnce() -> String,
+    op: impl FnOnce() -> io::Result<T>,
+) -> SysResult<T> {
+    #[cfg(any(test, feature = "fault-injection"))]
+    if let fault::Outcome::Fail(e) = fault::outcome(call.fault_kind(), false) {
+        let _ = fake::answer::<()>(call, detail);
+        return Err(SyscallError::new(call, e));
+    }
+    fake_or_run(call, detail, op)
+}
+
+/// [`run_detailed`] for a call that returns nothing: a test may also fake its
+/// success (`fault::inject_success`), skipping `op`.
+pub(crate) fn run_unit(
+    call: Call,
+    detail: impl FnOnce() -> String,
+    op: impl FnOnce() -> io::Result<()>,
+) -> SysResult<()> {
+    #[cfg(any(test, feature = "fault-injection"))]
     match fault::outcome(call.fault_kind(), true) {
         fault::Outcome::Run => {}
-        fault::Outcome::Fail(e) => return Err(SyscallError::new(call, e)),
+        fault::Outcome::Fail(e) => {
+            let _ = fake::answer::<()>(call, detail);
+            return Err(SyscallError::new(call, e));
+        }
         fault::Outcome::Succeed => return Ok(()),
     }
+    fake_or_run(call, detail, op)
+}
+
+/// The fake kernel's answer if one is installed on this thread, else `op`.
+fn fake_or_run<T: fake::Answer>(
+    call: Call,
+    detail: impl FnOnce() -> String,
+    op: impl FnOnce() -> io::Result<T>,
+) -> SysResult<T> {
+    #[cfg(any(test, feature = "fault-injection"))]
+    if let Some(answer) = fake::answer(call, detail) {
+        return answer.map_err(|e| SyscallError::new(call, e));
+    }
+    #[cfg(not(any(test, feature = "fault-injection")))]
+    let _ = detail;
     op().map_err(|e| SyscallError::new(call, e))
 }
 
@@ -168,15 +209,20 @@ pub(crate) fn run_unit(call: Call, op: impl FnOnce() -> io::Result<()>) -> SysRe
 /// `fault-injection` feature).
 #[inline]
 pub(crate) fn check_fault(call: Call) -> io::Result<()> {
-    #[cfg(feature = "fault-injection")]
+    #[cfg(any(test, feature = "fault-injection"))]
     {
         fault::check(call.fault_kind())
     }
-    #[cfg(not(feature = "fault-injection"))]
+    #[cfg(not(any(test, feature = "fault-injection")))]
     {
         let _ = call;
         Ok(())
     }
+}
+
+/// Whether a fake kernel answers this thread's calls.
+pub(crate) fn faked() -> bool {
+    fake::active()
 }
 
 /// Converts a `-1`-on-error return into `io::Result`.

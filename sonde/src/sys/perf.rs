@@ -4,7 +4,7 @@ use std::ffi::CStr;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use super::{cvt, run, run_unit, Call, SysResult};
+use super::{cvt, run_detailed, run_unit, Call, SysResult};
 
 const PERF_TYPE_TRACEPOINT: u32 = 2;
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
@@ -42,7 +42,7 @@ struct PerfEventAttr {
 /// Bit 0 of the attr flags: start disabled, enabled once a program is attached.
 const ATTR_DISABLED: u64 = 1;
 
-fn open(attr: &mut PerfEventAttr, pid: Option<u32>, call: Call) -> SysResult<OwnedFd> {
+fn open(attr: &mut PerfEventAttr, pid: Option<u32>, call: Call, detail: impl FnOnce() -> String) -> SysResult<OwnedFd> {
     attr.size = size_of::<PerfEventAttr>() as u32;
     attr.flags = ATTR_DISABLED;
     // A uprobe event with pid -1 must name a CPU; the BPF program still runs on all
@@ -51,9 +51,9 @@ fn open(attr: &mut PerfEventAttr, pid: Option<u32>, call: Call) -> SysResult<Own
         Some(p) => (p as libc::c_long, -1),
         None => (-1, 0),
     };
-    let fd = run(call, || {
+    run_detailed(call, detail, || {
         // SAFETY: `attr` is a valid perf_event_attr of the size it states.
-        cvt(unsafe {
+        let fd = cvt(unsafe {
             libc::syscall(
                 libc::SYS_perf_event_open,
                 attr as *mut PerfEventAttr,
@@ -62,10 +62,10 @@ fn open(attr: &mut PerfEventAttr, pid: Option<u32>, call: Call) -> SysResult<Own
                 -1 as libc::c_long,
                 PERF_FLAG_FD_CLOEXEC,
             )
-        })
-    })?;
-    // SAFETY: a new descriptor we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+        })?;
+        // SAFETY: a new descriptor we now own.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    })
 }
 
 /// A uprobe through the `uprobe` PMU (4.17): `path` at file `offset`; `retprobe_bit`
@@ -86,7 +86,16 @@ pub(crate) fn open_uprobe(
         config2: offset,
         ..Default::default()
     };
-    open(&mut attr, pid, Call::PerfEventOpen)
+    let detail = || {
+        let ret = if retprobe_bit.is_some() { " return" } else { "" };
+        let sem = ref_ctr_offset.map_or(String::new(), |r| format!(" semaphore={r:#x}"));
+        format!(
+            "{}:{offset:#x}{ret}{sem} pid={}",
+            path.to_string_lossy(),
+            pid.map_or(-1, i64::from)
+        )
+    };
+    open(&mut attr, pid, Call::PerfEventOpen, detail)
 }
 
 /// A tracepoint event by its tracefs id (used for tracefs uprobes).
@@ -96,7 +105,8 @@ pub(crate) fn open_tracepoint(id: u64, pid: Option<u32>) -> SysResult<OwnedFd> {
         config: id,
         ..Default::default()
     };
-    open(&mut attr, pid, Call::PerfEventOpenTracepoint)
+    let detail = || format!("tracepoint {id} pid={}", pid.map_or(-1, i64::from));
+    open(&mut attr, pid, Call::PerfEventOpenTracepoint, detail)
 }
 
 /// A `PERF_COUNT_SW_BPF_OUTPUT` event on `cpu` (4.4): the per-CPU buffer that
@@ -115,37 +125,45 @@ pub(crate) fn open_bpf_output(cpu: u32) -> SysResult<OwnedFd> {
         flags: ATTR_DISABLED,
         ..Default::default()
     };
-    let fd = run(Call::PerfEventOpen, || {
-        // SAFETY: `attr` is a valid perf_event_attr of the size it states.
-        cvt(unsafe {
-            libc::syscall(
-                libc::SYS_perf_event_open,
-                &mut attr as *mut PerfEventAttr,
-                -1 as libc::c_long,
-                cpu as libc::c_long,
-                -1 as libc::c_long,
-                PERF_FLAG_FD_CLOEXEC,
-            )
-        })
-    })?;
-    // SAFETY: a new descriptor we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    run_detailed(
+        Call::PerfEventOpen,
+        || format!("bpf output cpu {cpu}"),
+        || {
+            // SAFETY: `attr` is a valid perf_event_attr of the size it states.
+            let fd = cvt(unsafe {
+                libc::syscall(
+                    libc::SYS_perf_event_open,
+                    &mut attr as *mut PerfEventAttr,
+                    -1 as libc::c_long,
+                    cpu as libc::c_long,
+                    -1 as libc::c_long,
+                    PERF_FLAG_FD_CLOEXEC,
+                )
+            })?;
+            // SAFETY: a new descriptor we now own.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+        },
+    )
 }
 
-fn ioctl(fd: BorrowedFd<'_>, req: libc::c_ulong, arg: libc::c_int) -> SysResult<()> {
-    run_unit(Call::PerfIoctl, || {
-        // SAFETY: perf ioctls with an integer argument.
-        let ret = unsafe { libc::ioctl(fd.as_raw_fd(), req as _, arg) };
-        cvt(ret as libc::c_long).map(drop)
-    })
+fn ioctl(fd: BorrowedFd<'_>, req: libc::c_ulong, arg: libc::c_int, what: &str) -> SysResult<()> {
+    run_unit(
+        Call::PerfIoctl,
+        || what.to_string(),
+        || {
+            // SAFETY: perf ioctls with an integer argument.
+            let ret = unsafe { libc::ioctl(fd.as_raw_fd(), req as _, arg) };
+            cvt(ret as libc::c_long).map(drop)
+        },
+    )
 }
 
 /// `PERF_EVENT_IOC_SET_BPF` (4.3): runs `prog` on the event, cookie-less.
 pub(crate) fn set_bpf(perf: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> SysResult<()> {
-    ioctl(perf, PERF_EVENT_IOC_SET_BPF, prog.as_raw_fd())
+    ioctl(perf, PERF_EVENT_IOC_SET_BPF, prog.as_raw_fd(), "SET_BPF")
 }
 
 /// `PERF_EVENT_IOC_ENABLE`.
 pub(crate) fn enable(perf: BorrowedFd<'_>) -> SysResult<()> {
-    ioctl(perf, PERF_EVENT_IOC_ENABLE, 0)
+    ioctl(perf, PERF_EVENT_IOC_ENABLE, 0, "ENABLE")
 }

@@ -4,7 +4,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use super::{run, run_unit, Call, SysResult};
+use super::{run, run_detailed, run_unit, Call, SysResult};
 
 const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
@@ -19,6 +19,9 @@ pub(crate) fn mounted_root() -> Option<PathBuf> {
 /// The tracefs mount that has `uprobe_events`, mounting tracefs at
 /// `/sys/kernel/tracing` if none is mounted and the process may (cached).
 pub(crate) fn root() -> Option<&'static Path> {
+    if super::faked() {
+        return Some(Path::new("/fake/tracing"));
+    }
     static ROOT: OnceLock<Option<PathBuf>> = OnceLock::new();
     ROOT.get_or_init(|| {
         let found = mounted_root;
@@ -49,22 +52,30 @@ pub(crate) fn root() -> Option<&'static Path> {
 
 /// Appends one line to `uprobe_events` (`p:GRP/NAME PATH:0xOFF`, `-:GRP/NAME`, ...).
 pub(crate) fn write_uprobe_event(root: &Path, line: &str) -> SysResult<()> {
-    run_unit(Call::TracefsWrite, || {
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(root.join("uprobe_events"))?
-            .write_all(line.as_bytes())
-    })
+    run_unit(
+        Call::TracefsWrite,
+        || line.trim_end().to_string(),
+        || {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(root.join("uprobe_events"))?
+                .write_all(line.as_bytes())
+        },
+    )
 }
 
 /// The perf tracepoint id of `GRP/NAME`.
 pub(crate) fn event_id(root: &Path, group: &str, name: &str) -> SysResult<u64> {
-    run(Call::TracefsRead, || {
-        let text = std::fs::read_to_string(root.join("events").join(group).join(name).join("id"))?;
-        text.trim()
-            .parse()
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
-    })
+    run_detailed(
+        Call::TracefsRead,
+        || format!("{group}/{name}"),
+        || {
+            let text = std::fs::read_to_string(root.join("events").join(group).join(name).join("id"))?;
+            text.trim()
+                .parse()
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+        },
+    )
 }
 
 /// The current `uprobe_events` lines.

@@ -11,7 +11,7 @@
 use std::io::{Seek, Write};
 use std::time::{Duration, Instant};
 
-use sonde::spec::ObjectSpec;
+use sonde::object_file::ObjectSpec;
 use sonde_tests::{crafted, PROBES};
 
 /// xorshift64*: deterministic, no dependency.

@@ -1,7 +1,7 @@
 //! The object parser on real and malformed objects: errors, never panics.
 
 use object::{Object as _, ObjectSection};
-use sonde::spec::{MapSource, ObjectSpec, ProbeKind, SpecError};
+use sonde::object_file::{MapSource, ObjectSpec, ProbeKind, SpecError};
 use sonde_tests::{crafted, PROBES};
 
 fn section_range(name: &str) -> (usize, usize) {
@@ -20,7 +20,7 @@ fn parses_the_test_programs() {
         assert!(names.contains(&want), "{want} in {names:?}");
     }
     let ret = o.programs.iter().find(|p| p.name == "record_returns").unwrap();
-    assert_eq!(ret.kind, sonde::spec::ProgramKind::Probe(ProbeKind::Return));
+    assert_eq!(ret.kind, sonde::object_file::ProgramKind::Probe(ProbeKind::Return));
     let maps: Vec<&str> = o.maps.iter().map(|m| m.name.as_str()).collect();
     for want in ["COUNTS", "EVENTS", "HITS", "SEEN", ".rodata"] {
         assert!(maps.contains(&want), "{want} in {maps:?}");
@@ -138,6 +138,6 @@ fn many_entry_points_link_in_bounded_memory() {
     let bytes = crafted::many_entries(120_000, 2_000, |_, rest| rest);
     assert!(matches!(
         ObjectSpec::parse(&bytes),
-        Err(SpecError::ObjectTooLarge { limit }) if limit == sonde::spec::MAX_OBJECT_INSNS
+        Err(SpecError::ObjectTooLarge { limit }) if limit == sonde::object_file::MAX_OBJECT_INSNS
     ));
 }

@@ -21,6 +21,7 @@ use object::{
 
 /// Why an object could not be parsed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SpecError {
     /// Not an ELF file the `object` crate can read.
     #[error("not a valid ELF object: {0}")]
@@ -133,6 +134,7 @@ pub struct ProgramSpec {
 
 /// What a program section declares.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ProgramKind {
     /// A uprobe program: entry, return, session or USDT.
     Probe(ProbeKind),

@@ -1,0 +1,92 @@
+//! The trait every attach mechanism implements. A tier is one file with a unit
+//! struct implementing [`Mechanism`], plus its row in [`super::tier::TIERS`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{AttachError, Link, Scope, SessionMode, Tier};
+use crate::features::{Feature, Features};
+use crate::object_file::ProbeKind;
+use crate::programs::{Load, LoadedProgram, SessionHalf, UProbe};
+use crate::resolve::ProbeSite;
+
+/// One attach pass: the kind the mechanism attaches as, and the session half
+/// the program copy serves (emulated sessions take two passes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Part {
+    pub kind: ProbeKind,
+    pub half: Option<SessionHalf>,
+}
+
+/// What one pass works on.
+pub(crate) struct Pass<'a> {
+    /// The tier running (errors name it).
+    pub tier: Tier,
+    pub sites: &'a [ProbeSite],
+    pub scope: Scope,
+    pub part: Part,
+    pub features: &'a Features,
+}
+
+/// What one pass holds: the programs loaded and the kernel attachments made.
+pub(crate) type Held = (Vec<Arc<LoadedProgram>>, Vec<Link>);
+
+/// An attach mechanism: what it needs from the kernel, what it loads, what it
+/// holds and costs, how it attaches. Everything tier-specific lives behind it.
+pub(crate) trait Mechanism: Sync {
+    /// The features it needs for probes in `scope`.
+    fn requires(&self, scope: Scope) -> Vec<Feature>;
+
+    /// Whether the kernel supplies the cookie (no program copy per cookie).
+    fn native_cookies(&self) -> bool;
+
+    /// Whether it opens perf events on the uprobe PMU (refused to unprivileged
+    /// callers on patched kernels: the attach then moves past it).
+    fn uses_pmu(&self) -> bool;
+
+    /// One kernel object per site (and a slow, serialised detach each).
+    fn per_target(&self) -> bool;
+
+    /// Whether a session program (`#[uprobe_session]`) runs natively here.
+    fn native_session(&self, _features: &Features) -> bool {
+        false
+    }
+
+    /// The program load one site needs in one pass.
+    fn load(&self, part: Part, site: &ProbeSite) -> Load;
+
+    /// Descriptors one pass holds besides its programs.
+    fn descriptors(&self, binaries: usize, sites: usize) -> u64;
+
+    /// Upper estimate of the time detaching one pass blocks.
+    fn detach_estimate(&self, binaries: usize, sites: usize) -> Duration;
+
+    /// The kernel's `bpf_link_info.type` of the BPF links it makes, if it makes any.
+    fn link_type(&self) -> Option<u32>;
+
+    /// Attaches one pass; on failure everything it made is dropped (detached).
+    fn attach(&self, pass: &Pass<'_>, probe: &mut UProbe) -> Result<Held, AttachError>;
+}
+
+/// The passes a program of `kind` needs on `tier`: the return half of an
+/// emulated session first, so that no return runs without its entry's slot
+/// having had the chance to be pushed.
+pub(crate) fn passes(kind: ProbeKind, tier: Tier, features: &Features) -> (Vec<Part>, Option<SessionMode>) {
+    if kind != ProbeKind::Session {
+        return (vec![Part { kind, half: None }], None);
+    }
+    if tier.mechanism().native_session(features) {
+        return (vec![Part { kind, half: None }], Some(SessionMode::Native));
+    }
+    let halves = vec![
+        Part {
+            kind: ProbeKind::Return,
+            half: Some(SessionHalf::Return),
+        },
+        Part {
+            kind: ProbeKind::Entry,
+            half: Some(SessionHalf::Entry),
+        },
+    ];
+    (halves, Some(SessionMode::Emulated))
+}

@@ -1,0 +1,64 @@
+//! Tier `perf-link`: a uprobe perf event per site, attached with
+//! `BPF_LINK_CREATE(BPF_PERF_EVENT)` and the site's cookie (Linux 5.15+).
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::Duration;
+
+use super::mechanism::{Held, Mechanism, Part, Pass};
+use super::{perf_event, AttachError, Scope, PER_TARGET_DETACH_COST};
+use crate::features::Feature;
+use crate::programs::{AttachType, Cookie, Load, UProbe};
+use crate::resolve::ProbeSite;
+use crate::sys::bpf;
+
+/// `BPF_LINK_TYPE_PERF_EVENT`.
+const LINK_TYPE: u32 = 7;
+
+pub(crate) struct PerfLink;
+
+impl Mechanism for PerfLink {
+    fn requires(&self, _scope: Scope) -> Vec<Feature> {
+        vec![
+            Feature::UprobePmu,
+            Feature::PmuPermitted,
+            Feature::PerfLink,
+            Feature::BpfCookie,
+        ]
+    }
+
+    fn native_cookies(&self) -> bool {
+        true
+    }
+
+    fn uses_pmu(&self) -> bool {
+        true
+    }
+
+    fn per_target(&self) -> bool {
+        true
+    }
+
+    fn load(&self, part: Part, _site: &ProbeSite) -> Load {
+        let mut load = Load::new(AttachType::PerfEvent, Cookie::Native);
+        load.session = part.half;
+        load
+    }
+
+    fn descriptors(&self, _binaries: usize, sites: usize) -> u64 {
+        2 * sites as u64
+    }
+
+    fn detach_estimate(&self, _binaries: usize, sites: usize) -> Duration {
+        PER_TARGET_DETACH_COST * sites as u32
+    }
+
+    fn link_type(&self) -> Option<u32> {
+        Some(LINK_TYPE)
+    }
+
+    fn attach(&self, pass: &Pass<'_>, probe: &mut UProbe) -> Result<Held, AttachError> {
+        perf_event::attach(self, pass, probe, |prog, perf, site| {
+            bpf::link_create_perf_event(prog.as_fd(), perf.as_raw_fd(), site.attach_cookie).map(Some)
+        })
+    }
+}
