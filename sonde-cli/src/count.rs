@@ -4,12 +4,13 @@ use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use serde::Serialize;
-use sonde::maps::PerCpuArray;
 
+use crate::args::{By, Common};
+use crate::error::CliError;
 use crate::human;
+use crate::probes::{Counts, Map, Program};
 use crate::report::FunctionId;
-use crate::session::{report_output, By, Common, Session};
-use crate::CliError;
+use crate::session::{report_output, Session};
 
 #[derive(Serialize)]
 struct Row {
@@ -19,12 +20,12 @@ struct Row {
 }
 
 fn rows(session: &Session) -> Result<Vec<Row>, CliError> {
-    let counts = PerCpuArray::<u64>::new(session.object().map("COUNTS")?)?;
+    let counts = Counts::open(session.object())?;
     let several = session.several_binaries();
     let functions = session.functions();
     let mut rows = Vec::with_capacity(functions.len());
     for f in &functions {
-        let count = counts.get(f.cookie as u32)?.iter().sum();
+        let count = counts.get(f.cookie as u32)?;
         rows.push(Row {
             id: FunctionId::of(f, several),
             count,
@@ -109,8 +110,14 @@ pub fn run(common: &Common) -> Result<i32, CliError> {
         return run_by(common, by);
     }
     // The lean program unless a filter needs the other.
-    let program = if common.filter.is_some() { "count_ex" } else { "count" };
-    let mut session = Session::start(common, "counting calls of", &[program], |n| vec![("COUNTS", n.max(1))])?;
+    let program = if common.filter.is_some() {
+        Program::CountFiltered
+    } else {
+        Program::Count
+    };
+    let mut session = Session::start(common, "counting calls of", &[program], |n| {
+        vec![(Map::Counts, n.max(1))]
+    })?;
     let live = !common.json && common.output.is_none() && common.interval.is_none() && std::io::stdout().is_terminal();
     let mut drawn = 0usize;
     let mut previous = std::collections::HashMap::new();
@@ -198,9 +205,9 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
     let mut session = Session::start_with(
         common,
         "counting calls of",
-        &["count_ex"],
+        &[Program::CountFiltered],
         crate::filter::Site::Entry,
-        |n| vec![("COUNTS", n.max(1))],
+        |n| vec![(Map::Counts, n.max(1))],
         |s| {
             crate::session::update_settings(s.object(), |c| {
                 c.by_arg = arg;
@@ -210,13 +217,13 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
     )?;
     let stop = session.wait(Duration::from_millis(200), |_| {});
     let ids = session.function_ids();
-    let map = sonde::maps::HashMap::<ByKey, u64>::new(session.object().map("BY_KEY")?)?;
+    let map = sonde::maps::HashMap::<ByKey, u64>::new(Map::ByKey.of(session.object())?)?;
     let stacks = match by {
         By::Stack => {
             let paths: Vec<std::path::PathBuf> =
                 session.functions().iter().map(|f| f.set.path().to_path_buf()).collect();
             Some((
-                sonde::maps::StackTraceMap::new(session.object().map("STACKS")?)?,
+                sonde::maps::StackTraceMap::new(Map::Stacks.of(session.object())?)?,
                 crate::stacks::Stacks::new(paths.iter().map(|p| p.as_path())),
             ))
         }
@@ -257,10 +264,7 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
             .then(a.id.cookie.cmp(&b.id.cookie))
             .then(a.shown.cmp(&b.shown))
     });
-    let lost: u64 = sonde::maps::PerCpuArray::<u64>::new(session.object().map("BY_LOST")?)?
-        .get(0)?
-        .iter()
-        .sum();
+    let lost: u64 = Map::ByLost.counters(session.object())?.get(0)?.iter().sum();
     if lost > 0 {
         eprintln!(
             "sonde: {lost} calls not counted: more than 16,384 (function, {}) keys",

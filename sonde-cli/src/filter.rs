@@ -437,23 +437,6 @@ fn cond(c: &Comparison) -> Cond {
     out
 }
 
-/// Writes each function's compiled filter into `map` (by cookie).
-pub fn apply(
-    session: &crate::session::Session,
-    expr: &FilterExpr,
-    site: Site,
-    map: &str,
-) -> Result<(), crate::CliError> {
-    let filters = sonde::maps::Array::<Filter>::new(session.object().map(map)?)?;
-    for f in &session.functions() {
-        let compiled = expr
-            .compile(&f.function.name, f.set.display_name(f.function), site)
-            .map_err(crate::CliError::new)?;
-        filters.set(f.cookie as u32, &compiled)?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

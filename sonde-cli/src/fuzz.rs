@@ -168,9 +168,9 @@ fn the_argument_parsers_survive_anything() {
         let _ = crate::trace::ArgSpecs::parse(&[t.to_string()]);
         let _ = crate::trace::parse_ret(t);
         let _ = crate::hist::parse_of(t);
-        let _ = crate::session::parse_by(t);
-        let _ = crate::session::parse_duration(t);
-        let _ = crate::session::parse_pid(t);
+        let _ = crate::args::parse_by(t);
+        let _ = crate::args::parse_duration(t);
+        let _ = crate::args::parse_pid(t);
         // Whole command lines through clap (slow in a debug build): every 10th
         // generated input.
         let whole = t.len() < 10_000 && n.get().is_multiple_of(10);

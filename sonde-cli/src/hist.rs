@@ -5,13 +5,14 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use sonde::maps::PerCpuArray;
 
+use crate::args::Common;
+use crate::error::CliError;
 use crate::human;
+use crate::probes::{Map, Program};
 use crate::record::BUCKETS;
 use crate::report::FunctionId;
-use crate::session::{Common, Session};
-use crate::CliError;
+use crate::session::Session;
 
 /// What `sonde hist` measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,8 +77,8 @@ pub fn run(common: &Common, of: Of, linear: Option<u64>) -> Result<i32, CliError
     }
     let step = linear.unwrap_or(0);
     let (program, what) = match of {
-        Of::Arg(n) => ("hist_arg", u64::from(n)),
-        Of::Ret => ("hist_ret", 6),
+        Of::Arg(n) => (Program::HistArg, u64::from(n)),
+        Of::Ret => (Program::HistReturn, 6),
     };
     let site = match of {
         Of::Arg(_) => crate::filter::Site::Entry,
@@ -88,7 +89,7 @@ pub fn run(common: &Common, of: Of, linear: Option<u64>) -> Result<i32, CliError
         "measuring",
         &[program],
         site,
-        |n| vec![("VALUES", n.max(1).saturating_mul(BUCKETS))],
+        |n| vec![(Map::Values, n.max(1).saturating_mul(BUCKETS))],
         |s| {
             crate::session::update_settings(s.object(), |c| {
                 c.hist_what = what;
@@ -97,7 +98,7 @@ pub fn run(common: &Common, of: Of, linear: Option<u64>) -> Result<i32, CliError
         },
     )?;
     let stop = session.wait(Duration::from_millis(200), |_| {});
-    let values = PerCpuArray::<u64>::new(session.object().map("VALUES")?)?;
+    let values = Map::Values.counters(session.object())?;
     let several = session.several_binaries();
     let mut rows = Vec::new();
     for f in &session.functions() {

@@ -107,6 +107,23 @@ pub fn bytes(mut bytes: &[u8]) -> String {
     }
 }
 
+/// A label value as both exposition formats require it written
+/// (`prometheus-client` writes values as given): the backslash, the double
+/// quote and the line feed escaped. Names come from probed binaries, so a
+/// symbol can hold any of them.
+pub fn label_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,14 +11,14 @@
 use std::io::Write;
 
 use serde::Serialize;
-use sonde::maps::PerCpuArray;
 
+use crate::args::{By, Common};
+use crate::error::CliError;
 use crate::human;
-use crate::report::FunctionId;
-use crate::session::{By, Common, Session};
-use crate::CliError;
-
+use crate::probes::{Durations, Map, Program, Timing};
 use crate::record::BUCKETS;
+use crate::report::FunctionId;
+use crate::session::Session;
 
 #[derive(Serialize)]
 struct Row {
@@ -58,35 +58,26 @@ fn quantile(histogram: &[Bucket], count: u64, q: f64, max: u64) -> u64 {
 }
 
 fn rows(session: &Session) -> Result<Vec<Row>, CliError> {
-    let hist = PerCpuArray::<u64>::new(session.object().map("HIST")?)?;
-    let maxes = PerCpuArray::<u64>::new(session.object().map("MAX_NS")?)?;
-    let entered = PerCpuArray::<u64>::new(session.object().map("COUNTS")?)?;
+    let timing = Timing::open(session.object())?;
     let mut rows = Vec::new();
     let several = session.several_binaries();
     for f in &session.functions() {
-        let cookie = f.cookie as u32;
-        let max = maxes.get(cookie)?.into_iter().max().unwrap_or(0);
-        let mut histogram = Vec::new();
-        if max > 0 {
-            // Buckets up to the maximum's: [2^b, 2^(b+1)) ns.
-            let top = 63 - max.leading_zeros();
-            for b in 0..=top {
-                let n: u64 = hist.get(cookie * BUCKETS + b)?.iter().sum();
-                if n > 0 {
-                    histogram.push(Bucket {
-                        le_ns: 1u64.checked_shl(b + 1).unwrap_or(u64::MAX),
-                        count: n,
-                    });
-                }
-            }
-        }
-        let timed: u64 = histogram.iter().map(|b| b.count).sum();
-        let calls: u64 = entered.get(cookie)?.iter().sum();
+        let d = timing.get(f.cookie as u32)?;
+        let max = d.max_ns;
+        let histogram: Vec<Bucket> = d
+            .buckets
+            .iter()
+            .map(|&(b, count)| Bucket {
+                le_ns: Durations::upper_ns(b),
+                count,
+            })
+            .collect();
+        let timed = d.timed();
         rows.push(Row {
             id: FunctionId::of(f, several),
-            count: calls.max(timed),
+            count: d.entered.max(timed),
             timed,
-            untimed: calls.saturating_sub(timed),
+            untimed: d.untimed(),
             p50_ns: quantile(&histogram, timed, 0.50, max),
             p90_ns: quantile(&histogram, timed, 0.90, max),
             p99_ns: quantile(&histogram, timed, 0.99, max),
@@ -144,11 +135,11 @@ fn print(out: &mut (impl Write + ?Sized), rows: &[Row]) -> std::io::Result<()> {
 
 /// The session program: `latency`, or `latency_ex` with a filter (the lean one
 /// keeps each emulated copy small).
-fn program(common: &Common) -> &'static str {
+fn program(common: &Common) -> Program {
     if common.filter.is_some() {
-        "latency_ex"
+        Program::LatencyFiltered
     } else {
-        "latency"
+        Program::Latency
     }
 }
 
@@ -159,7 +150,7 @@ pub fn run(common: &Common) -> Result<i32, CliError> {
     }
     let mut session = Session::start(common, "timing", &[program(common)], |n| {
         let n = n.max(1);
-        vec![("HIST", n * BUCKETS), ("MAX_NS", n), ("COUNTS", n)]
+        vec![(Map::Hist, n * BUCKETS), (Map::MaxNs, n), (Map::Counts, n)]
     })?;
     let stop = session.wait(std::time::Duration::from_secs(1), |_| {});
     let rows = rows(&session)?;
@@ -203,18 +194,18 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
         crate::filter::Site::Entry,
         |n| {
             let n = n.max(1);
-            vec![("HIST", n * BUCKETS), ("MAX_NS", n), ("COUNTS", n)]
+            vec![(Map::Hist, n * BUCKETS), (Map::MaxNs, n), (Map::Counts, n)]
         },
         |s| crate::session::update_settings(s.object(), |c| c.by_kind = kind),
     )?;
     let stop = session.wait(std::time::Duration::from_secs(1), |_| {});
     let ids = session.function_ids();
-    let map = sonde::maps::HashMap::<ByKey, u64>::new(session.object().map("BY_KEY")?)?;
+    let map = sonde::maps::HashMap::<ByKey, u64>::new(Map::ByKey.of(session.object())?)?;
     // (cookie, value, comm) -> log2 buckets.
     let mut groups: std::collections::BTreeMap<(u32, u64, u64, u64), [u64; 64]> = Default::default();
     for entry in map.iter()? {
         let (key, n) = entry?;
-        let bucket = (key.kind >> 16) as usize & 63;
+        let bucket = key.bucket() as usize;
         groups
             .entry((key.cookie, key.value, key.comm_lo, key.comm_hi))
             .or_insert([0; 64])[bucket] += n;
@@ -229,7 +220,7 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
             .enumerate()
             .filter(|(_, n)| **n > 0)
             .map(|(b, n)| Bucket {
-                le_ns: 1u64.checked_shl(b as u32 + 1).unwrap_or(u64::MAX),
+                le_ns: Durations::upper_ns(b as u32),
                 count: *n,
             })
             .collect();

@@ -5,7 +5,7 @@ use std::io::Write;
 use serde::Serialize;
 use sonde::{Feature, Features, Functions, Scope, Tier};
 
-use crate::CliError;
+use crate::error::CliError;
 
 #[derive(Serialize)]
 struct Listed<'a> {
@@ -32,8 +32,8 @@ struct Listing<'a> {
 /// or `BINARY:PATTERN...` for several binaries (cookies numbered across them,
 /// as `count` gives them; with `--json`, one object per binary and line).
 pub fn list(target: &str, patterns: &[String], pid: Option<u32>, json: bool) -> Result<i32, CliError> {
-    let groups = if crate::session::split_spec(target).is_some() || !patterns.is_empty() {
-        crate::session::probe_groups(target, patterns)?
+    let groups = if crate::args::split_spec(target).is_some() || !patterns.is_empty() {
+        crate::args::probe_groups(target, patterns)?
     } else {
         vec![(target.to_string(), vec!["*".to_string()])]
     };
@@ -132,7 +132,7 @@ struct TierState {
 pub fn features(json: bool) -> Result<i32, CliError> {
     // Probing loads tiny programs and opens perf events: without privileges every
     // probe would fail and every feature would read as missing.
-    crate::session::require_privileges("to probe what the kernel supports (it loads test programs)")?;
+    crate::system::require_privileges("to probe what the kernel supports (it loads test programs)")?;
     let f = Features::current();
     let scopes = [
         ("all processes", Scope::AllProcesses),

@@ -1,7 +1,9 @@
 //! `sonde`: count calls, time and trace user-space functions with one eBPF
 //! program per job, each function told apart by its BPF cookie.
 
+mod args;
 mod count;
+mod error;
 mod filter;
 #[cfg(test)]
 mod fuzz;
@@ -10,18 +12,21 @@ mod human;
 mod latency;
 mod list;
 mod new;
+mod probes;
 mod record;
 mod report;
 mod serve;
 mod session;
 mod stacks;
+mod system;
 mod trace;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use session::{Common, Stop};
+use args::Common;
+use error::CliError;
 
 /// Trace user-space functions with uprobes and BPF cookies.
 ///
@@ -170,67 +175,12 @@ CONFIG:
         /// Globs or names (default: every function).
         patterns: Vec<String>,
         /// Look the library up in this process.
-        #[arg(short, long, value_parser = session::parse_pid, allow_negative_numbers = true)]
+        #[arg(short, long, value_parser = args::parse_pid, allow_negative_numbers = true)]
         pid: Option<u32>,
         /// JSON output.
         #[arg(long)]
         json: bool,
     },
-}
-
-/// An error for the user: one or two lines naming the problem and the fix.
-#[derive(Debug)]
-pub struct CliError(String);
-
-impl CliError {
-    fn new(msg: impl Into<String>) -> Self {
-        CliError(msg.into())
-    }
-}
-
-impl std::fmt::Display for CliError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-macro_rules! from_display {
-    ($($t:ty),*) => {$(
-        impl From<$t> for CliError {
-            fn from(e: $t) -> Self {
-                CliError(e.to_string())
-            }
-        }
-    )*};
-}
-
-from_display!(
-    sonde::Error,
-    sonde::TargetError,
-    sonde::AttachError,
-    sonde::ProgramError,
-    sonde::maps::MapError,
-    sonde::TracepointError,
-    std::io::Error
-);
-
-/// Exit status: the traced command's, else 0 (130 after Ctrl-C, as shells do).
-pub fn exit_code(stop: Stop) -> i32 {
-    match stop {
-        Stop::Exited(code) => code,
-        Stop::Duration => 0,
-        Stop::ProcessExited(pid) => {
-            eprintln!("sonde: process {pid} exited");
-            0
-        }
-        Stop::Signal => 130,
-        Stop::Rewritten(path) => {
-            eprintln!(
-                "sonde: {path} was rewritten in place while probed: every probe was detached at once (the old offsets may fall inside the new code); the figures above end there, run sonde again to probe the new file"
-            );
-            1
-        }
-    }
 }
 
 /// `--ret` takes an optional TYPE: followed by something that is not one

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::CliError;
+use crate::error::CliError;
 
 /// Where the sonde crates are: this checkout when it is still there, else the
 /// published versions.

@@ -16,19 +16,6 @@ pub const EVENTS_BYTES: u32 = 1 << 22;
 /// `STACKS`' entries (stacks captured by `trace --stack`, `count --by stack`).
 pub const STACK_ENTRIES: u32 = 4096;
 
-/// Maps of the object a run may not use, with the size that costs the kernel
-/// least (a ring buffer's smallest is one page): user space creates those a
-/// run does not need at this size (the declared sizes — 64k-entry hashes, 80k
-/// LRU entries, the ring buffer, the stack map — cost a few ms a load).
-pub const OPTIONAL_MAPS: [(&str, u32); 6] = [
-    ("TRACED", 1),
-    ("BY_KEY", 1),
-    ("STACKS", 1),
-    ("USDT_SPECS", 1),
-    ("SESSION_SLOTS", 1),
-    ("EVENTS", 4096),
-];
-
 #[cfg(not(target_arch = "bpf"))]
 use sonde::Pod;
 #[cfg(target_arch = "bpf")]
@@ -86,6 +73,25 @@ pub struct ByKey {
     pub comm_lo: u64,
     /// Its last 8 bytes.
     pub comm_hi: u64,
+}
+
+/// `ByKey::kind` packs two fields: the `BY_*` kind in its low 16 bits and,
+/// for `latency --by`, the log2 bucket of the call's duration above them
+/// ([`ByKey::pack_kind`], [`ByKey::bucket`]).
+pub const BY_BUCKET_SHIFT: u32 = 16;
+
+impl ByKey {
+    /// `kind` with a latency bucket (`b` of `[2^b, 2^(b+1))` ns) packed in.
+    #[cfg_attr(not(target_arch = "bpf"), allow(dead_code))]
+    pub const fn pack_kind(kind: u64, bucket: u32) -> u32 {
+        (kind as u32 & 0xffff) | (bucket << BY_BUCKET_SHIFT)
+    }
+
+    /// The latency bucket packed into `kind` (0..=63).
+    #[cfg_attr(target_arch = "bpf", allow(dead_code))]
+    pub const fn bucket(&self) -> u32 {
+        (self.kind >> BY_BUCKET_SHIFT) & 63
+    }
 }
 
 /// `--by` kinds (`Settings::by_kind`; `Settings::by_arg` is N for [`BY_ARG`]).

@@ -2,7 +2,18 @@
 
 use sonde::{FunctionSet, Tier};
 
-use crate::CliError;
+use crate::args::By;
+use crate::error::CliError;
+
+/// One function of a session: its cookie, the set it came from, itself.
+pub struct SessionFunction<'a> {
+    /// Its cookie (index into the per-cookie maps).
+    pub cookie: u64,
+    /// The binary's resolved functions.
+    pub set: &'a FunctionSet,
+    /// The function.
+    pub function: &'a sonde::FunctionMatch,
+}
 
 /// How a report names a function: raw and demangled names, version, cookie.
 #[derive(serde::Serialize, Clone)]
@@ -34,7 +45,7 @@ pub struct FunctionId {
 impl FunctionId {
     /// The identity of a session's function; with several binaries the label
     /// is `binary:name` and the JSON names the binary.
-    pub fn of(f: &crate::session::SessionFunction<'_>, several_binaries: bool) -> Self {
+    pub fn of(f: &SessionFunction<'_>, several_binaries: bool) -> Self {
         let set: &FunctionSet = f.set;
         let binary = several_binaries.then(|| set.path().display().to_string());
         let label = crate::human::text(&set.label(f.function));
@@ -91,9 +102,9 @@ pub fn write_report<T: serde::Serialize>(
 
 /// A `--by` key other than a stack as its JSON value and its table text: the
 /// command name for `comm`, else the number.
-pub fn by_value(by: crate::session::By, value: u64, comm_lo: u64, comm_hi: u64) -> (serde_json::Value, String) {
+pub fn by_value(by: By, value: u64, comm_lo: u64, comm_hi: u64) -> (serde_json::Value, String) {
     match by {
-        crate::session::By::Comm => {
+        By::Comm => {
             let comm = comm_text(comm_lo, comm_hi);
             let shown = crate::human::text(&comm);
             (serde_json::Value::from(comm), shown)

@@ -7,12 +7,14 @@ use std::io::Write;
 use std::time::Duration;
 
 use serde::Serialize;
-use sonde::maps::{Array, PerCpuArray, RingBuf};
+use sonde::maps::{Array, RingBuf};
 use sonde::resolve::Pattern;
 
+use crate::args::Common;
+use crate::error::CliError;
+use crate::probes::{Map, Program};
 use crate::record::{CallRecord, TraceConfig, RETURN, TEXT, TEXT_READ};
-use crate::session::{Common, Session};
-use crate::CliError;
+use crate::session::Session;
 
 /// How an argument or return value is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,10 +211,10 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>, stack: bool)
             "--by breaks down `sonde count`; here it has nothing to do",
         ));
     }
-    let programs: &[&str] = if ret.is_some() {
-        &["trace", "trace_ret"]
+    let programs: &[Program] = if ret.is_some() {
+        &[Program::Trace, Program::TraceReturn]
     } else {
-        &["trace"]
+        &[Program::Trace]
     };
     let mut functions: Vec<Function> = Vec::new();
     let t0 = std::cell::Cell::new(monotonic_ns());
@@ -236,9 +238,9 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>, stack: bool)
         programs,
         site,
         |n| {
-            let mut sizes = vec![("TRACE_CONFIG", n.max(1)), ("EVENTS", crate::record::EVENTS_BYTES)];
+            let mut sizes = vec![(Map::TraceConfig, n.max(1)), (Map::Events, crate::record::EVENTS_BYTES)];
             if stack {
-                sizes.push(("STACKS", crate::record::STACK_ENTRIES));
+                sizes.push((Map::Stacks, crate::record::STACK_ENTRIES));
             }
             sizes
         },
@@ -246,7 +248,7 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>, stack: bool)
             // Times are shown from here: just before the command runs.
             t0.set(monotonic_ns());
             // Each function's settings, by cookie, before the command runs.
-            let config = Array::<TraceConfig>::new(s.object().map("TRACE_CONFIG")?)?;
+            let config = Array::<TraceConfig>::new(Map::TraceConfig.of(s.object())?)?;
             let several = s.several_binaries();
             for f in &s.functions() {
                 let types = specs.of(&f.function.name, f.set.display_name(f.function));
@@ -279,17 +281,17 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>, stack: bool)
             Ok(())
         },
     )?;
-    let mut ring = RingBuf::new(session.object().map("EVENTS")?)?;
+    let mut ring = RingBuf::new(Map::Events.of(session.object())?)?;
     // Stacks: the map, and the files their build ids name.
     let stacks = if stack {
-        let map = sonde::maps::StackTraceMap::new(session.object().map("STACKS")?)?;
+        let map = sonde::maps::StackTraceMap::new(Map::Stacks.of(session.object())?)?;
         let paths: Vec<std::path::PathBuf> = session.functions().iter().map(|f| f.set.path().to_path_buf()).collect();
         let known = crate::stacks::Stacks::new(paths.iter().map(|p| p.as_path()));
         Some((map, std::cell::RefCell::new(known)))
     } else {
         None
     };
-    let lost = PerCpuArray::<u64>::new(session.object().map("LOST")?)?;
+    let lost = Map::Lost.counters(session.object())?;
     let t0 = t0.get();
     let mut out = std::io::BufWriter::new(crate::session::report_output(common)?);
     if !common.json {
@@ -437,7 +439,7 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>, stack: bool)
         }
     );
     session.close();
-    Ok(crate::exit_code(stop))
+    Ok(stop.exit_code())
 }
 
 #[cfg(test)]

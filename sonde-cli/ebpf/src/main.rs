@@ -478,7 +478,7 @@ fn latency_session(ctx: &SessionContext, filtered: bool) -> u32 {
         let (comm_lo, comm_hi) = if kind == BY_COMM { comm_words(&ctx.probe().comm()) } else { (0, 0) };
         by_add(&ByKey {
             cookie: ctx.cookie() as u32,
-            kind: kind as u32 | (log2(delta) << 16),
+            kind: ByKey::pack_kind(kind, log2(delta)),
             value,
             comm_lo,
             comm_hi,

@@ -20,8 +20,8 @@ use sonde::resolve::watch::{Change, FileWatch, Fingerprint};
 use sonde::{AttachOptions, FunctionSet, GroupId, Job, SessionMode, Tier};
 
 use super::config::{Config, Probe};
+use crate::probes::{shrink_unused, Map, Program, OBJECT};
 use crate::record::BUCKETS;
-use crate::session::shrink_unused;
 
 /// Where one function of a probe is: its group, and its index in the group's set.
 pub type Place = (GroupId, usize);
@@ -589,9 +589,9 @@ impl Agent {
         let jobs = match self.jobs.entry(pid) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
-                let builder = Job::builder(crate::session::PROBES)
-                    .capacity(max, &["COUNTS"])
-                    .program("count")
+                let builder = Job::builder(OBJECT)
+                    .capacity(max, &[Map::Counts.name()])
+                    .program(Program::Count.name())
                     .options(options(pid));
                 let count = shrink_unused(builder, &[]).build().map_err(|e| e.to_string())?;
                 e.insert(Jobs {
@@ -610,15 +610,15 @@ impl Agent {
                 let shared = match &mut jobs.latency {
                     Some(s) => s,
                     empty => {
-                        let builder = Job::builder(crate::session::PROBES)
-                            .capacity(max_latency, &["MAX_NS", "SUM_NS", "COUNTS"])
-                            .per_cookie_slots("HIST", BUCKETS)
-                            .program("latency")
+                        let builder = Job::builder(OBJECT)
+                            .capacity(max_latency, &[Map::MaxNs.name(), Map::SumNs.name(), Map::Counts.name()])
+                            .per_cookie_slots(Map::Hist.name(), BUCKETS)
+                            .program(Program::Latency.name())
                             .options(options(pid));
                         // The emulation's maps only where the session is emulated.
-                        let used: &[&str] = match SessionMode::expected(&options(pid)) {
+                        let used: &[Map] = match SessionMode::expected(&options(pid)) {
                             Some(SessionMode::Native) => &[],
-                            _ => &["SESSION_SLOTS"],
+                            _ => &[Map::SessionSlots],
                         };
                         let job = shrink_unused(builder, used).build().map_err(|e| e.to_string())?;
                         empty.insert(Shared::new(job))
@@ -708,7 +708,7 @@ fn series(count: &Job, timing: Option<&Job>, counted: &[Place], timed: Option<&[
             let (set, cookies) = count.group(g)?;
             let f = set.get(i as u64)?;
             Some(Series {
-                function: super::metrics::label_value(&set.label(f)),
+                function: crate::human::label_value(&set.label(f)),
                 count_cookie: *cookies.get(i)? as u32,
                 timing_cookie: timing
                     .zip(timed.and_then(|t| t.get(n)))

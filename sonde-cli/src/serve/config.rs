@@ -19,7 +19,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::CliError;
+use crate::error::CliError;
 
 /// The default listen address (the port Prometheus' exporter list gives sonde's
 /// neighbours: 9464 is OpenTelemetry's Prometheus exporter default).

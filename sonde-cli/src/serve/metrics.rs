@@ -18,12 +18,12 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
-use sonde::maps::PerCpuArray;
 use sonde::SessionMode;
 
 use super::agent::{Agent, State};
 use super::http::Answer;
-use crate::record::BUCKETS;
+use crate::human::label_value;
+use crate::probes::{Counts, Durations, Timing};
 
 /// The registry with the agent's collector.
 pub fn registry(agent: Arc<Mutex<Agent>>) -> Registry {
@@ -62,7 +62,7 @@ struct Row {
 }
 
 /// A scope's counters and timing maps.
-type ScopeMaps = (Option<PerCpuArray<u64>>, Option<Timing>);
+type ScopeMaps = (Option<Counts>, Option<Timing>);
 
 fn collect(agent: &Agent) -> Vec<Row> {
     let mut rows = Vec::new();
@@ -75,14 +75,11 @@ fn collect(agent: &Agent) -> Vec<Row> {
             continue;
         };
         let (counts, timing) = opened.entry(probe.pid).or_insert_with(|| {
-            let counts = jobs
-                .count
-                .job
-                .object()
-                .map("COUNTS")
-                .ok()
-                .and_then(|m| PerCpuArray::<u64>::new(m).ok());
-            (counts, jobs.latency.as_ref().and_then(|l| Timing::open(&l.job)))
+            let counts = Counts::open(jobs.count.job.object()).ok();
+            (
+                counts,
+                jobs.latency.as_ref().and_then(|l| Timing::open(l.job.object()).ok()),
+            )
         });
         let timing = timing
             .as_ref()
@@ -93,12 +90,9 @@ fn collect(agent: &Agent) -> Vec<Row> {
             if !seen.insert((&probe.binary, &f.function)) {
                 continue;
             }
-            let calls = counts
-                .as_ref()
-                .and_then(|m| m.get(f.count_cookie).ok())
-                .map_or(0, |v| v.iter().sum());
+            let calls = counts.as_ref().and_then(|m| m.get(f.count_cookie).ok()).unwrap_or(0);
             let duration = match (&timing, f.timing_cookie) {
-                (Some((t, _)), Some(c)) => t.histogram(c),
+                (Some((t, _)), Some(c)) => t.get(c).ok().map(|d| histogram(&d)),
                 _ => None,
             };
             rows.push(Row {
@@ -114,80 +108,35 @@ fn collect(agent: &Agent) -> Vec<Row> {
     rows
 }
 
-/// A label value as both exposition formats require it written
-/// (`prometheus-client` writes values as given): the backslash, the double
-/// quote and the line feed escaped. Names come from probed binaries, so a
-/// symbol can hold any of them.
-pub fn label_value(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// The exported buckets: `le` = 2^(b+1) ns for b in `LOW..=HIGH` (1.024 µs to
 /// 68.7 s), the same set for every series and scrape; faster calls count in
 /// the first, slower ones only in `+Inf`.
 const LOW: u32 = 9;
 const HIGH: u32 = 35;
 
-/// The timing job's maps: log2 buckets, maximum and sum per cookie.
-struct Timing {
-    hist: PerCpuArray<u64>,
-    max: PerCpuArray<u64>,
-    sum: PerCpuArray<u64>,
-    entered: PerCpuArray<u64>,
-}
-
-impl Timing {
-    fn open(job: &sonde::Job) -> Option<Timing> {
-        let object = job.object();
-        let array = |name| PerCpuArray::<u64>::new(object.map(name).ok()?).ok();
-        Some(Timing {
-            hist: array("HIST")?,
-            max: array("MAX_NS")?,
-            sum: array("SUM_NS")?,
-            entered: array("COUNTS")?,
-        })
+/// A function's durations as exported: the log2 buckets folded into the
+/// exported ones, the sum in seconds, the calls entered but never timed.
+fn histogram(d: &Durations) -> Histogram {
+    // Non-cumulative counts per exported bucket, +Inf last.
+    let mut counts = vec![0u64; (HIGH - LOW + 2) as usize];
+    for &(b, n) in &d.buckets {
+        let i = if b > HIGH {
+            counts.len() - 1
+        } else {
+            b.saturating_sub(LOW) as usize
+        };
+        counts[i] += n;
     }
-
-    /// A function's histogram: read up to the bucket of its maximum only.
-    fn histogram(&self, cookie: u32) -> Option<Histogram> {
-        let max_ns = self.max.get(cookie).ok()?.into_iter().max().unwrap_or(0);
-        let sum_ns: u64 = self.sum.get(cookie).ok()?.iter().sum();
-        // Non-cumulative counts per exported bucket, +Inf last.
-        let mut counts = vec![0u64; (HIGH - LOW + 2) as usize];
-        if max_ns > 0 {
-            let top = 63 - max_ns.leading_zeros();
-            for b in 0..=top {
-                let n: u64 = self.hist.get(cookie * BUCKETS + b).ok()?.iter().sum();
-                let i = if b > HIGH {
-                    counts.len() - 1
-                } else {
-                    b.saturating_sub(LOW) as usize
-                };
-                counts[i] += n;
-            }
-        }
-        let count: u64 = counts.iter().sum();
-        let entered: u64 = self.entered.get(cookie).ok()?.iter().sum();
-        let buckets = (LOW..=HIGH)
-            .map(|b| 2f64.powi(b as i32 + 1) / 1e9)
-            .chain([f64::MAX])
-            .zip(counts)
-            .collect();
-        Some(Histogram {
-            sum: sum_ns as f64 / 1e9,
-            count,
-            buckets,
-            untimed: entered.saturating_sub(count),
-        })
+    let buckets = (LOW..=HIGH)
+        .map(|b| Durations::upper_ns(b) as f64 / 1e9)
+        .chain([f64::MAX])
+        .zip(counts)
+        .collect();
+    Histogram {
+        sum: d.sum_ns as f64 / 1e9,
+        count: d.timed(),
+        buckets,
+        untimed: d.untimed(),
     }
 }
 

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use agent::Agent;
 use config::Config;
 
-use crate::CliError;
+use crate::error::CliError;
 
 /// `sonde serve`'s arguments.
 #[derive(clap::Args, Debug)]
@@ -56,10 +56,10 @@ pub fn run(args: &ServeArgs) -> Result<i32, CliError> {
     if args.check {
         return check(&args.config, &config);
     }
-    crate::session::require_privileges("to load eBPF programs and attach uprobes")?;
+    crate::system::require_privileges("to load eBPF programs and attach uprobes")?;
     let agent = Arc::new(Mutex::new(Agent::new(config.clone())));
     let registry = Arc::new(metrics::registry(Arc::clone(&agent)));
-    let stop = crate::session::stop_flag()?;
+    let stop = crate::system::stop_flag()?;
     let reload = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .map_err(|e| CliError::new(format!("signal handler: {e}")))?;

@@ -1,0 +1,198 @@
+//! The probing commands' arguments and their parsers: what clap reads, checked
+//! before anything attaches.
+
+use std::time::Duration;
+
+use clap::Args;
+use sonde::Tier;
+
+use crate::error::CliError;
+
+/// Options every probing command takes.
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// Binary or library: a path, or a bare library name (`libc`, `libssl.so.3`)
+    /// looked up in the traced process, then ld.so.cache and the library path.
+    /// Or, for several binaries, every argument a probe spec `BINARY:PATTERN`
+    /// (`./app:'handle*' libc:malloc libssl:'SSL_*'`).
+    pub target: String,
+    /// Functions: globs (`*`, `?`, `[...]`) or exact names, raw or demangled
+    /// (`str*`, `*HashMap*insert*`, `geo::Shape::area`, `memcpy@GLIBC_2.2.5`);
+    /// or more `BINARY:PATTERN` specs.
+    pub patterns: Vec<String>,
+    /// Trace only this process (default: every process that runs TARGET);
+    /// sonde ends, with its summary, when the process exits.
+    #[arg(short, long, value_name = "PID", conflicts_with = "command", value_parser = parse_pid, allow_negative_numbers = true)]
+    pub pid: Option<u32>,
+    /// With `-p`: also trace every process PID has forked or forks later (its
+    /// whole tree, across fork and exec).
+    #[arg(long, requires = "pid")]
+    pub follow: bool,
+    /// With `-- COMMAND`: trace only the command's own process, not the
+    /// processes it forks (followed by default: `sh -c`, `make`, servers with
+    /// workers).
+    #[arg(long)]
+    pub no_follow: bool,
+    /// Look binaries up as process PID sees them (its mount namespace and
+    /// libraries: a container), but trace every process that runs them.
+    #[arg(long, value_name = "PID", conflicts_with = "pid", value_parser = parse_pid)]
+    pub container: Option<u32>,
+    /// Stop after SECS seconds, e.g. 10 or 0.5 (default: at Ctrl-C, or when
+    /// COMMAND exits).
+    #[arg(short, long, value_name = "SECS", value_parser = parse_duration, allow_negative_numbers = true)]
+    pub duration: Option<Duration>,
+    /// Pin the attach mechanism instead of the best the kernel has:
+    /// multi (6.6+), perf-link (5.15+), emulated (5.10), tracefs.
+    #[arg(long, value_name = "TIER", value_parser = parse_tier)]
+    pub tier: Option<Tier>,
+    /// Machine-readable output (no progress, no live table). With `-- COMMAND`
+    /// and no `-o`, the command's stdout goes to stderr so stdout holds only the
+    /// JSON (`sonde count --json ... -- cmd | jq` works).
+    #[arg(long)]
+    pub json: bool,
+    /// Print counts whole (`18342`, not `18k`).
+    #[arg(long)]
+    pub exact: bool,
+    /// Also print a table every SECS seconds with the calls of that interval
+    /// (`count`; with `--json`, one `{"interval", "functions"}` line each).
+    #[arg(short, long, value_name = "SECS", value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+    /// Count only the calls EXPR selects, evaluated in the program:
+    /// comparisons (== != < <= > >=) of arg0..arg5, ret, pid, tid, comm or
+    /// func with numbers or "strings" (a trailing * matches a prefix), joined
+    /// by && and || with parentheses: `--filter 'arg0 > 4096 && comm == "nginx"'`.
+    #[arg(long, value_name = "EXPR", value_parser = crate::filter::FilterExpr::parse)]
+    pub filter: Option<crate::filter::FilterExpr>,
+    /// Break down by pid, tid, comm, stack (the user stack, named) or argN
+    /// (`arg0`..`arg5`): one row per (function, key), counted in the program
+    /// (`count`; `latency` takes pid, tid or comm).
+    #[arg(long, value_name = "KEY", value_parser = parse_by)]
+    pub by: Option<By>,
+    /// Write the report (table, JSON, trace lines) to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
+    /// Command to run and trace from its first instruction; tracing stops when
+    /// it exits.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// `BINARY:PATTERN` split at its first single `:` (C++'s `::` is part of a
+/// pattern), or `None` for a plain pattern or target.
+pub fn split_spec(arg: &str) -> Option<(&str, &str)> {
+    let b = arg.as_bytes();
+    let i = (0..b.len()).find(|&i| b[i] == b':' && (i == 0 || b[i - 1] != b':') && b.get(i + 1) != Some(&b':'))?;
+    (i > 0 && i + 1 < b.len()).then(|| (&arg[..i], &arg[i + 1..]))
+}
+
+/// The binaries and their patterns: `TARGET PATTERN...`, or every argument a
+/// `BINARY:PATTERN` spec (grouped by binary, in order).
+pub fn probe_groups(target: &str, patterns: &[String]) -> Result<Vec<(String, Vec<String>)>, CliError> {
+    if split_spec(target).is_none() {
+        if patterns.is_empty() {
+            return Err(CliError::new(format!(
+                "no function named for {target}: give patterns after it (`{target} 'name*'`) or write BINARY:PATTERN"
+            )));
+        }
+        if let Some(spec) = patterns
+            .iter()
+            .find(|p| split_spec(p).is_some_and(|(b, _)| b.contains('/')))
+        {
+            return Err(CliError::new(format!(
+                "`{spec}` is a BINARY:PATTERN spec after a target: write every probe as BINARY:PATTERN, or the target once and then patterns"
+            )));
+        }
+        return Ok(vec![(target.to_string(), patterns.to_vec())]);
+    }
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for arg in std::iter::once(target).chain(patterns.iter().map(String::as_str)) {
+        let (binary, pattern) = split_spec(arg).ok_or_else(|| {
+            CliError::new(format!(
+                "`{arg}` is not BINARY:PATTERN: with several binaries, write every probe as BINARY:PATTERN"
+            ))
+        })?;
+        match groups.iter_mut().find(|(b, _)| b == binary) {
+            Some((_, p)) => p.push(pattern.to_string()),
+            None => groups.push((binary.to_string(), vec![pattern.to_string()])),
+        }
+    }
+    Ok(groups)
+}
+
+/// The longest `--duration`: a year.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A positive, finite number of seconds up to a year.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds (e.g. 10 or 0.5)"))?;
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(format!("`{s}` is not a positive number of seconds"));
+    }
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| *d <= MAX_DURATION)
+        .ok_or_else(|| {
+            format!(
+                "`{s}` seconds is too long (at most a year, {} s)",
+                MAX_DURATION.as_secs()
+            )
+        })
+}
+
+/// What `--by` breaks counts down by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum By {
+    /// Process id.
+    Pid,
+    /// Thread id.
+    Tid,
+    /// Command name.
+    Comm,
+    /// The value of argument N (0..=5).
+    Arg(u8),
+    /// The user stack.
+    Stack,
+}
+
+impl By {
+    /// The name of the key (`pid`, `arg1`), as JSON rows carry it.
+    pub fn name(self) -> String {
+        match self {
+            By::Pid => "pid".into(),
+            By::Tid => "tid".into(),
+            By::Comm => "comm".into(),
+            By::Stack => "stack".into(),
+            By::Arg(n) => format!("arg{n}"),
+        }
+    }
+}
+
+/// Parses `--by`.
+pub fn parse_by(s: &str) -> Result<By, String> {
+    match s {
+        "pid" => Ok(By::Pid),
+        "tid" => Ok(By::Tid),
+        "comm" => Ok(By::Comm),
+        "stack" => Ok(By::Stack),
+        _ => match s.strip_prefix("arg").and_then(|n| n.parse::<u8>().ok()) {
+            Some(n) if n <= 5 => Ok(By::Arg(n)),
+            _ => Err(format!("`{s}`: break down by pid, tid, comm, stack or arg0..arg5")),
+        },
+    }
+}
+
+/// A pid Linux can give out (1 to 2^22); whether it lives is checked at start.
+pub fn parse_pid(s: &str) -> Result<u32, String> {
+    let pid: u64 = s.trim().parse().map_err(|_| format!("`{s}` is not a process id"))?;
+    match sonde::process::check(pid) {
+        Err(e @ (sonde::ProcessError::Zero | sonde::ProcessError::OutOfRange(_))) => Err(e.to_string()),
+        _ => Ok(pid as u32),
+    }
+}
+
+pub fn parse_tier(s: &str) -> Result<Tier, String> {
+    Tier::from_name(s).ok_or_else(|| format!("unknown tier `{s}` (one of: multi, perf-link, emulated, tracefs)"))
+}

@@ -1,0 +1,352 @@
+//! The typed interface to the command's eBPF object (`ebpf/src/main.rs`, built
+//! by build.rs): its programs and maps named once, which command uses each
+//! map and how it is sized, and the readers of the per-function counters and
+//! latency histograms that `count`, `latency` and `serve` share. Nothing else
+//! names a program or a map; `names_match_the_object` checks every name here
+//! against the built object.
+//!
+//! | map | programs | used by | sized |
+//! | --- | --- | --- | --- |
+//! | `COUNTS` | count, latency | count, latency, serve | one per function |
+//! | `HIST`, `MAX_NS`, `SUM_NS` | latency | latency, serve | [`BUCKETS`] / one per function |
+//! | `EVENTS`, `LOST` | trace | trace | 4 MiB ring / per CPU |
+//! | `TRACE_CONFIG` | trace | trace | one per function |
+//! | `VALUES` | hist | hist | [`BUCKETS`] per function |
+//! | `FILTERS`, `FILTERS_RET` | every uprobe | `--filter` | one per function |
+//! | `BY_KEY`, `BY_LOST` | count, latency | `--by` | 64k keys |
+//! | `STACKS` | trace, count | `--stack`, `--by stack` | 4096 stacks |
+//! | `TRACED` | every uprobe, follow_* | `--follow` and `-- COMMAND` | 64k processes |
+//! | `USDT_SPECS` | every uprobe | `usdt:` patterns | one per function |
+//! | `SESSION_SLOTS` | latency | emulated sessions | 64k calls in flight |
+
+use sonde::maps::{MapError, PerCpuArray};
+
+use crate::record::BUCKETS;
+
+/// The object's bytes.
+pub const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cli-probes.bpf.o"));
+
+/// A program of the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    /// `sonde count`, and `serve`'s call counters.
+    Count,
+    /// `sonde count --filter`.
+    CountFiltered,
+    /// `sonde latency` (a session program), and `serve`'s histograms.
+    Latency,
+    /// `sonde latency --filter`.
+    LatencyFiltered,
+    /// `sonde trace`, at entry.
+    Trace,
+    /// `sonde trace --ret`, at return.
+    TraceReturn,
+    /// `sonde hist --of argN`.
+    HistArg,
+    /// `sonde hist --of ret`.
+    HistReturn,
+    /// The fork tracepoint that keeps `TRACED` up to date.
+    FollowFork,
+    /// The exit tracepoint that keeps `TRACED` up to date.
+    FollowExit,
+}
+
+impl Program {
+    /// Every program.
+    #[cfg(test)]
+    pub const ALL: [Program; 10] = [
+        Program::Count,
+        Program::CountFiltered,
+        Program::Latency,
+        Program::LatencyFiltered,
+        Program::Trace,
+        Program::TraceReturn,
+        Program::HistArg,
+        Program::HistReturn,
+        Program::FollowFork,
+        Program::FollowExit,
+    ];
+
+    /// Its name in the object.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Program::Count => "count",
+            Program::CountFiltered => "count_ex",
+            Program::Latency => "latency",
+            Program::LatencyFiltered => "latency_ex",
+            Program::Trace => "trace",
+            Program::TraceReturn => "trace_ret",
+            Program::HistArg => "hist_arg",
+            Program::HistReturn => "hist_ret",
+            Program::FollowFork => "follow_fork",
+            Program::FollowExit => "follow_exit",
+        }
+    }
+
+    /// Whether it is a session program (its emulation needs `SESSION_SLOTS`).
+    pub fn is_session(self) -> bool {
+        matches!(self, Program::Latency | Program::LatencyFiltered)
+    }
+}
+
+/// A map of the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Map {
+    /// Calls per function (entered, for `latency`), per CPU.
+    Counts,
+    /// Latency log2 buckets: function `i`'s bucket `b` at `i * BUCKETS + b`.
+    Hist,
+    /// Largest latency per function, per CPU.
+    MaxNs,
+    /// Total latency per function, per CPU.
+    SumNs,
+    /// `trace`'s call records (a ring buffer).
+    Events,
+    /// Records `Events` had no room for, per CPU.
+    Lost,
+    /// `trace`'s per-function settings.
+    TraceConfig,
+    /// `hist`'s buckets per function.
+    Values,
+    /// `--filter` at entry, per function.
+    Filters,
+    /// `--filter` at return, per function.
+    FiltersReturn,
+    /// `--by` rows: [`crate::record::ByKey`] to calls.
+    ByKey,
+    /// `--by` rows `ByKey` had no room for.
+    ByLost,
+    /// User stacks (`--stack`, `--by stack`).
+    Stacks,
+    /// The processes of a followed tree.
+    Traced,
+    /// USDT argument specs by cookie.
+    UsdtSpecs,
+    /// Emulated session slots (calls in flight).
+    SessionSlots,
+    /// The job's settings (`record::Settings`), a global-data map.
+    Settings,
+}
+
+impl Map {
+    /// Every map.
+    pub const ALL: [Map; 17] = [
+        Map::Counts,
+        Map::Hist,
+        Map::MaxNs,
+        Map::SumNs,
+        Map::Events,
+        Map::Lost,
+        Map::TraceConfig,
+        Map::Values,
+        Map::Filters,
+        Map::FiltersReturn,
+        Map::ByKey,
+        Map::ByLost,
+        Map::Stacks,
+        Map::Traced,
+        Map::UsdtSpecs,
+        Map::SessionSlots,
+        Map::Settings,
+    ];
+
+    /// Its name in the object.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Map::Counts => "COUNTS",
+            Map::Hist => "HIST",
+            Map::MaxNs => "MAX_NS",
+            Map::SumNs => "SUM_NS",
+            Map::Events => "EVENTS",
+            Map::Lost => "LOST",
+            Map::TraceConfig => "TRACE_CONFIG",
+            Map::Values => "VALUES",
+            Map::Filters => "FILTERS",
+            Map::FiltersReturn => "FILTERS_RET",
+            Map::ByKey => "BY_KEY",
+            Map::ByLost => "BY_LOST",
+            Map::Stacks => "STACKS",
+            Map::Traced => "TRACED",
+            Map::UsdtSpecs => "USDT_SPECS",
+            Map::SessionSlots => "SESSION_SLOTS",
+            Map::Settings => crate::record::SETTINGS_SECTION,
+        }
+    }
+
+    /// For a map only some runs use, the size that costs the kernel least
+    /// (a ring buffer's smallest is a page), given to it by runs that do not
+    /// (the declared sizes — 64k-entry hashes, 64k LRU entries, the 4 MiB
+    /// ring, the stack map — cost a few ms a load); `None` for the others.
+    pub const fn least(self) -> Option<u32> {
+        match self {
+            Map::Traced | Map::ByKey | Map::Stacks | Map::UsdtSpecs | Map::SessionSlots => Some(1),
+            Map::Events => Some(4096),
+            _ => None,
+        }
+    }
+
+    /// The map in `object`.
+    pub fn of(self, object: &sonde::Object) -> Result<sonde::maps::Map, MapError> {
+        object.map(self.name())
+    }
+
+    /// The map in `object` as a per-CPU array of counters.
+    pub fn counters(self, object: &sonde::Object) -> Result<PerCpuArray<u64>, MapError> {
+        PerCpuArray::new(self.of(object)?)
+    }
+}
+
+/// Makes the optional maps (those with [`Map::least`]) not in `used` as small
+/// as the kernel allows.
+pub fn shrink_unused<'a>(mut builder: sonde::JobBuilder<'a>, used: &[Map]) -> sonde::JobBuilder<'a> {
+    for map in Map::ALL {
+        if let (Some(least), false) = (map.least(), used.contains(&map)) {
+            builder = builder.map_size(map.name(), least);
+        }
+    }
+    builder
+}
+
+/// Calls per function: `COUNTS`, summed over CPUs.
+pub struct Counts(PerCpuArray<u64>);
+
+impl Counts {
+    /// The counters of `object`.
+    pub fn open(object: &sonde::Object) -> Result<Counts, MapError> {
+        Map::Counts.counters(object).map(Counts)
+    }
+
+    /// The calls of the function with `cookie`.
+    pub fn get(&self, cookie: u32) -> Result<u64, MapError> {
+        Ok(self.0.get(cookie)?.iter().sum())
+    }
+}
+
+/// One function's call durations: log2 buckets (`[2^b, 2^(b+1))` ns), the
+/// largest, the sum, and the calls entered (timed or not).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Durations {
+    /// `(b, calls)` for each non-empty bucket, `b` ascending.
+    pub buckets: Vec<(u32, u64)>,
+    /// The largest duration, ns.
+    pub max_ns: u64,
+    /// The sum of the durations, ns.
+    pub sum_ns: u64,
+    /// Calls entered, whether their return was seen or not.
+    pub entered: u64,
+}
+
+impl Durations {
+    /// Calls whose return was seen and timed.
+    pub fn timed(&self) -> u64 {
+        self.buckets.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Calls entered with no return seen (deeper than the kernel's nested
+    /// return probes, or still running).
+    pub fn untimed(&self) -> u64 {
+        self.entered.saturating_sub(self.timed())
+    }
+
+    /// The upper bound of bucket `b`, ns (`2^(b+1)`).
+    pub fn upper_ns(b: u32) -> u64 {
+        1u64.checked_shl(b + 1).unwrap_or(u64::MAX)
+    }
+}
+
+/// The latency program's maps: `HIST`, `MAX_NS`, `SUM_NS`, `COUNTS`.
+pub struct Timing {
+    hist: PerCpuArray<u64>,
+    max: PerCpuArray<u64>,
+    sum: PerCpuArray<u64>,
+    entered: PerCpuArray<u64>,
+}
+
+impl Timing {
+    /// The timing maps of `object`.
+    pub fn open(object: &sonde::Object) -> Result<Timing, MapError> {
+        Ok(Timing {
+            hist: Map::Hist.counters(object)?,
+            max: Map::MaxNs.counters(object)?,
+            sum: Map::SumNs.counters(object)?,
+            entered: Map::Counts.counters(object)?,
+        })
+    }
+
+    /// The durations of the function with `cookie`: buckets read up to the
+    /// bucket of its largest only.
+    pub fn get(&self, cookie: u32) -> Result<Durations, MapError> {
+        let max_ns = self.max.get(cookie)?.into_iter().max().unwrap_or(0);
+        let mut buckets = Vec::new();
+        if max_ns > 0 {
+            let top = 63 - max_ns.leading_zeros();
+            for b in 0..=top {
+                let n: u64 = self
+                    .hist
+                    .get(cookie.saturating_mul(BUCKETS).saturating_add(b))?
+                    .iter()
+                    .sum();
+                if n > 0 {
+                    buckets.push((b, n));
+                }
+            }
+        }
+        Ok(Durations {
+            buckets,
+            max_ns,
+            sum_ns: self.sum.get(cookie)?.iter().sum(),
+            entered: self.entered.get(cookie)?.iter().sum(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sonde::object_file::{ObjectSpec, ProgramKind};
+
+    #[test]
+    fn names_match_the_object() {
+        let spec = ObjectSpec::parse(OBJECT).expect("the built object parses");
+        let maps: Vec<&str> = spec.maps.iter().map(|m| m.name.as_str()).collect();
+        for m in Map::ALL {
+            assert!(maps.contains(&m.name()), "{m:?}: no map {} in the object", m.name());
+        }
+        let programs: Vec<&str> = spec.programs.iter().map(|p| p.name.as_str()).collect();
+        for p in Program::ALL {
+            assert!(
+                programs.contains(&p.name()),
+                "{p:?}: no program {} in the object",
+                p.name()
+            );
+        }
+        // Every map the object declares is named here (global data aside).
+        for name in maps.iter().filter(|n| !n.starts_with('.')) {
+            let named =
+                Map::ALL.iter().any(|m| m.name() == *name) || name.ends_with("USDT_SPECS") || *name == "FILTER_SCRATCH";
+            assert!(named, "map {name} of the object has no name in probes.rs");
+        }
+        let sessions: Vec<&str> = spec
+            .programs
+            .iter()
+            .filter(|p| p.kind == ProgramKind::Probe(sonde::object_file::ProbeKind::Session))
+            .map(|p| p.name.as_str())
+            .collect();
+        for p in Program::ALL {
+            assert_eq!(p.is_session(), sessions.contains(&p.name()), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn durations_count_timed_and_untimed_calls() {
+        let d = Durations {
+            buckets: vec![(3, 2), (10, 1)],
+            max_ns: 1500,
+            sum_ns: 1530,
+            entered: 5,
+        };
+        assert_eq!((d.timed(), d.untimed()), (3, 2));
+        assert_eq!(Durations::upper_ns(10), 2048);
+        assert_eq!(Durations::upper_ns(63), u64::MAX);
+    }
+}

@@ -1,0 +1,365 @@
+//! What every probing command shares: privileges, the command to trace, resolving
+//! the functions, loading the programs with per-function maps sized, attaching
+//! with the best (or pinned) tier, waiting for the end, and stopping.
+
+mod object;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sonde::command::{HeldCommand, ProcessWatch};
+use sonde::resolve::watch::{Change, FileWatch};
+use sonde::{Attachment, FunctionSet, GroupId, Job, Tier};
+
+pub use object::update_settings;
+
+use crate::args::Common;
+use crate::error::CliError;
+use crate::filter::Site;
+use crate::probes::{Map, Program};
+use crate::report::{FunctionId, SessionFunction};
+use crate::system::{require_privileges, stop_flag};
+
+/// Why the wait ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// Ctrl-C or SIGTERM.
+    Signal,
+    /// `--duration` elapsed.
+    Duration,
+    /// The traced command exited with this status.
+    Exited(i32),
+    /// The `-p` process exited.
+    ProcessExited(u32),
+    /// A probed binary was rewritten in place: every probe was detached at
+    /// once (its offsets may fall inside the new code).
+    Rewritten(String),
+}
+
+impl Stop {
+    /// Exit status: the traced command's, else 0 (130 after Ctrl-C, as shells do).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Stop::Exited(code) => code,
+            Stop::Duration => 0,
+            Stop::ProcessExited(pid) => {
+                eprintln!("sonde: process {pid} exited");
+                0
+            }
+            Stop::Signal => 130,
+            Stop::Rewritten(path) => {
+                eprintln!(
+                "sonde: {path} was rewritten in place while probed: every probe was detached at once (the old offsets may fall inside the new code); the figures above end there, run sonde again to probe the new file"
+            );
+                1
+            }
+        }
+    }
+}
+
+/// A job attached and running, and what ends it.
+pub struct Session {
+    job: Job,
+    groups: Vec<GroupId>,
+    child: Option<HeldCommand>,
+    stop: Arc<AtomicBool>,
+    duration: Option<Duration>,
+    /// The `-p` process, watched for its exit.
+    traced: Option<ProcessWatch>,
+    /// The fork and exit tracepoints that keep a followed tree up to date.
+    _follow: Vec<sonde::TracepointLink>,
+    /// When counting began (after attach).
+    pub started: Instant,
+    /// The probed binaries, watched for writes.
+    files: FileWatch,
+}
+
+impl Session {
+    /// Resolves, loads `programs` with `sizes(n)` map sizes, attaches each to
+    /// every function, then lets the command (if any) start.
+    pub fn start(
+        common: &Common,
+        what: &str,
+        programs: &[Program],
+        sizes: impl Fn(u32) -> Vec<(Map, u32)>,
+    ) -> Result<Session, CliError> {
+        Self::start_with(common, what, programs, Site::Entry, sizes, |_| Ok(()))
+    }
+
+    /// [`Session::start`], with `setup` run once everything is attached and
+    /// before the command runs (per-function settings in the maps).
+    /// A `--filter` is compiled for each function and evaluated at `site`.
+    pub fn start_with(
+        common: &Common,
+        what: &str,
+        programs: &[Program],
+        site: Site,
+        sizes: impl Fn(u32) -> Vec<(Map, u32)>,
+        setup: impl FnOnce(&Session) -> Result<(), CliError>,
+    ) -> Result<Session, CliError> {
+        // The filter's map, sized to the functions, only when there is a filter.
+        let filter_map = match site {
+            Site::Entry => Map::Filters,
+            Site::Return => Map::FiltersReturn,
+        };
+        let sizes = |n: u32| {
+            let mut v = sizes(n);
+            if common.filter.is_some() {
+                v.push((filter_map, n.max(1)));
+            }
+            v
+        };
+        let t0 = Instant::now();
+        require_privileges("to load eBPF programs and attach uprobes")?;
+        crate::human::set_exact(common.exact);
+        // A report that cannot be written is said before anything attaches;
+        // the file starts empty, and every write after appends to it.
+        if let Some(path) = &common.output {
+            std::fs::File::create(path)
+                .map_err(|e| CliError::new(format!("cannot write the report to {}: {e}", path.display())))?;
+        }
+        // Entries a killed sonde left behind (its pid gone or reused) go first.
+        let stale = sonde::attach::remove_stale_tracefs_entries();
+        if stale > 0 {
+            eprintln!(
+                "sonde: removed {stale} tracefs uprobe{} left by a sonde that was killed",
+                if stale == 1 { "" } else { "s" }
+            );
+        }
+        let stop = stop_flag()?;
+        // Held before exec until the probes are attached with its pid; dropped
+        // unreleased (an error below), it exits without running anything.
+        let child = match common.command.as_slice() {
+            [] => None,
+            cmd => {
+                // The report owns stdout: the command's output goes to stderr.
+                let to_stderr = common.json && common.output.is_none();
+                Some(HeldCommand::spawn_with(cmd, to_stderr).map_err(|e| CliError::new(e.to_string()))?)
+            }
+        };
+        let (job, groups, follow) =
+            object::attach_all(common, programs, &sizes, child.as_ref().map(HeldCommand::pid), site)?;
+        let attach_ms = t0.elapsed().as_secs_f64() * 1e3;
+        // A session program says how its session ran (native or emulated).
+        let tier = match job.session_mode() {
+            Some(mode) => format!("{}, {}", job.tier().name(), mode.name()),
+            None => job.tier().name().to_string(),
+        };
+        let end = match (&child, common.duration, common.pid) {
+            (Some(_), _, _) => "until the command exits".to_string(),
+            (None, Some(d), _) => format!("for {} s", d.as_secs_f64()),
+            (None, None, Some(pid)) => format!("until process {pid} exits (Ctrl-C to stop)"),
+            (None, None, None) => "Ctrl-C to stop".to_string(),
+        };
+        let end = if follow.is_empty() {
+            end
+        } else {
+            format!("following its child processes; {end}")
+        };
+        let sets: Vec<&FunctionSet> = groups.iter().filter_map(|g| job.group(*g)).map(|(s, _)| s).collect();
+        let count: usize = sets.iter().map(|s| s.len()).sum();
+        let path = match sets.as_slice() {
+            [one] => crate::human::text(&one.path().display().to_string()),
+            many => format!("{} binaries", many.len()),
+        };
+        let status = format!(
+            "sonde: {what} {count} function{} of {path} (tier {tier}, attached in {attach_ms:.1} ms); {end}",
+            if count == 1 { "" } else { "s" },
+        );
+        let files = FileWatch::new();
+        for s in &sets {
+            files.add(s.path());
+        }
+        let mut session = Session {
+            job,
+            groups,
+            child,
+            stop,
+            duration: common.duration,
+            traced: common.pid.map(ProcessWatch::new),
+            _follow: follow,
+            started: Instant::now(),
+            files,
+        };
+        // On failure the attachments drop with the session: nothing stays attached.
+        if let Some(expr) = &common.filter {
+            object::write_filters(session.object(), &session.functions(), expr, site, filter_map)?;
+        }
+        object::write_usdt_specs(session.object(), &session.functions())?;
+        setup(&session)?;
+        if let Some(c) = &mut session.child {
+            c.release().map_err(|e| CliError::new(e.to_string()))?;
+        }
+        eprintln!("{status}");
+        session.started = Instant::now();
+        Ok(session)
+    }
+
+    /// The object: the programs' maps.
+    pub fn object(&self) -> &sonde::Object {
+        self.job.object()
+    }
+
+    /// Every function, binary by binary, with its cookie.
+    pub fn functions(&self) -> Vec<SessionFunction<'_>> {
+        let mut out = Vec::new();
+        for (set, cookies) in self.groups.iter().filter_map(|g| self.job.group(*g)) {
+            for (function, &cookie) in set.iter().zip(cookies) {
+                out.push(SessionFunction { cookie, set, function });
+            }
+        }
+        out
+    }
+
+    /// Each function's report identity by cookie (the `--by` tables).
+    pub fn function_ids(&self) -> std::collections::HashMap<u64, FunctionId> {
+        let several = self.several_binaries();
+        self.functions()
+            .iter()
+            .map(|f| (f.cookie, FunctionId::of(f, several)))
+            .collect()
+    }
+
+    /// Whether functions of more than one binary are traced (reports then
+    /// name each function's binary).
+    pub fn several_binaries(&self) -> bool {
+        self.groups.len() > 1
+    }
+
+    /// Waits for the end (signal, duration, command exit), calling `tick` every
+    /// `every` until then.
+    pub fn wait(&mut self, every: Duration, mut tick: impl FnMut(&Session)) -> Stop {
+        let mut next = Instant::now() + every;
+        loop {
+            if let Some(stop) = self.should_stop() {
+                return stop;
+            }
+            if Instant::now() >= next {
+                tick(self);
+                next += every;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Whether the wait should end now (for commands with their own loop).
+    pub fn should_stop(&mut self) -> Option<Stop> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Some(Stop::Signal);
+        }
+        if self.duration.is_some_and(|d| self.started.elapsed() >= d) {
+            return Some(Stop::Duration);
+        }
+        if let Some(w) = self.traced.as_ref().filter(|w| w.exited()) {
+            return Some(Stop::ProcessExited(w.pid()));
+        }
+        if self.files.wait(Duration::ZERO) {
+            // Each set keeps the fingerprint of the file it was read from.
+            let rewritten = self
+                .groups
+                .iter()
+                .filter_map(|g| self.job.group(*g))
+                .map(|(set, _)| set)
+                .find(|set| set.fingerprint().change_at(set.path()) == Some(Change::Rewritten))
+                .map(|set| crate::human::text(&set.path().display().to_string()));
+            if let Some(path) = rewritten {
+                // Detached before anything else: new mappings of the file must
+                // not get breakpoints at the old offsets.
+                self.job.take_attachments().into_iter().for_each(Attachment::detach);
+                return Some(Stop::Rewritten(path));
+            }
+        }
+        self.child.as_mut().and_then(HeldCommand::try_wait).map(Stop::Exited)
+    }
+
+    /// The tier that ran.
+    pub fn tier(&self) -> Tier {
+        self.job.tier()
+    }
+
+    /// How a session program ran (`latency`), `None` for the other programs.
+    pub fn session_mode(&self) -> Option<sonde::SessionMode> {
+        self.job.session_mode()
+    }
+
+    /// Detaches everything. Per-target tiers take ~0.1 s per probe in the kernel:
+    /// the summary is printed before this is called. When that adds up to a
+    /// second or more, sonde says so, and a second Ctrl-C leaves the rest to a
+    /// background process so sonde exits at once.
+    pub fn close(self) {
+        let Session { mut job, stop, .. } = self;
+        let attachments = job.take_attachments();
+        let estimate: Duration = attachments.iter().map(|a| a.plan().detach_estimate).sum();
+        if estimate < Duration::from_secs(1) || attachments.iter().all(|a| !a.tier().per_target()) {
+            attachments.into_iter().for_each(Attachment::detach);
+            return;
+        }
+        let probes: usize = attachments.iter().map(|a| a.sites().len()).sum();
+        eprintln!(
+            "sonde: detaching {probes} probes takes about {:.0} s (the kernel removes per-target uprobes one at a \
+             time); Ctrl-C again to leave it to a background process",
+            estimate.as_secs_f64()
+        );
+        stop.store(false, Ordering::SeqCst);
+        let handles: Vec<sonde::DetachHandle> = attachments.into_iter().map(Attachment::detach_in_background).collect();
+        while !handles.iter().all(sonde::DetachHandle::is_finished) {
+            if stop.load(Ordering::SeqCst) {
+                let left: usize = handles.iter().map(|h| h.progress().1 - h.progress().0).sum();
+                let mut children = Vec::new();
+                for h in handles {
+                    match h.hand_off() {
+                        Ok(Some(pid)) => children.push(pid.to_string()),
+                        Ok(None) => {}
+                        Err(e) => eprintln!("sonde: cannot hand the detach off ({e}); the exit waits for it"),
+                    }
+                }
+                if !children.is_empty() {
+                    eprintln!(
+                        "sonde: left the detach of {left} probes to process {} (they stay attached until it is done)",
+                        children.join(", ")
+                    );
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Prints the summary (`{"tier", "functions"}` with `--json`, else `print`),
+    /// then detaches; returns the exit status for `stop`.
+    pub fn finish<T: serde::Serialize>(
+        self,
+        stop: Stop,
+        common: &Common,
+        rows: Vec<T>,
+        print: impl FnOnce(&mut dyn std::io::Write, &[T]) -> std::io::Result<()>,
+    ) -> Result<i32, CliError> {
+        let mut out = report_output(common)?;
+        if common.json {
+            crate::report::write_report(&mut out, self.tier(), self.session_mode(), rows)?;
+        } else {
+            print(&mut out, &rows)?;
+        }
+        out.flush()?;
+        drop(out);
+        self.close();
+        Ok(stop.exit_code())
+    }
+}
+
+/// Where the report goes: `-o FILE` (emptied when the session started,
+/// appended to since: interval tables, then the summary), else stdout.
+pub fn report_output(common: &Common) -> Result<Box<dyn std::io::Write>, CliError> {
+    Ok(match &common.output {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| CliError::new(format!("cannot write the report to {}: {e}", path.display())))?;
+            Box::new(std::io::BufWriter::new(file))
+        }
+        None => Box::new(std::io::stdout().lock()),
+    })
+}
