@@ -9,31 +9,25 @@
 
 mod charts;
 mod measure;
+mod opts;
 mod peers;
-/// The CLI object's shared definitions (its optional maps).
+/// The CLI object's programs and maps, named once.
+#[allow(dead_code)]
+#[path = "../../sonde-cli/src/probes.rs"]
+mod probes;
+/// The CLI object's shared layouts.
 #[allow(dead_code)]
 #[path = "../../sonde-cli/src/record.rs"]
 mod record;
+mod sites;
 mod target;
+mod util;
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-/// The programs the `sonde` command ships (count, latency, trace).
-pub const PROBES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cli-probes.bpf.o"));
-
-/// Run options.
-pub struct Opts {
-    /// Small N and few runs: the smoke run `cargo xtask test` does.
-    pub quick: bool,
-    /// Output directory.
-    pub out: PathBuf,
-    /// The `sonde` binary (events and CLI figures).
-    pub sonde: PathBuf,
-    /// Only the figures beside libbpf and aya (printed as a table).
-    pub peers_only: bool,
-}
+use opts::Opts;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);

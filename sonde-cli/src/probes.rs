@@ -196,15 +196,32 @@ impl Map {
     }
 }
 
-/// Makes the optional maps (those with [`Map::least`]) not in `used` as small
-/// as the kernel allows.
+/// The optional maps (those with [`Map::least`]) not in `used`, at their least.
+pub fn unused_at_least(used: &[Map]) -> impl Iterator<Item = (Map, u32)> + '_ {
+    Map::ALL
+        .into_iter()
+        .filter(|m| !used.contains(m))
+        .filter_map(|m| Some((m, m.least()?)))
+}
+
+/// Makes the optional maps not in `used` as small as the kernel allows.
 pub fn shrink_unused<'a>(mut builder: sonde::JobBuilder<'a>, used: &[Map]) -> sonde::JobBuilder<'a> {
-    for map in Map::ALL {
-        if let (Some(least), false) = (map.least(), used.contains(&map)) {
-            builder = builder.map_size(map.name(), least);
-        }
+    for (map, least) in unused_at_least(used) {
+        builder = builder.map_size(map.name(), least);
     }
     builder
+}
+
+/// Sizes as `Object::load_with` takes them: `sizes`, and with `shrink` the
+/// optional maps not among them at their least.
+pub fn load_sizes(sizes: &[(Map, u32)], shrink: bool) -> Vec<(&'static str, u32)> {
+    let used: Vec<Map> = sizes.iter().map(|(m, _)| *m).collect();
+    let rest: Vec<(Map, u32)> = if shrink {
+        unused_at_least(&used).collect()
+    } else {
+        Vec::new()
+    };
+    sizes.iter().chain(&rest).map(|(m, n)| (m.name(), *n)).collect()
 }
 
 /// Calls per function: `COUNTS`, summed over CPUs.

@@ -1,0 +1,361 @@
+//! sonde beside libbpf (libbpf-rs, its vendored libbpf) and aya, in one run, on
+//! the same targets with the same eBPF logic: a per-CPU counter indexed by the
+//! attach cookie (sonde's `count`; `peer/count.bpf.c` for the peers, compiled by
+//! clang). Runs are interleaved (sonde, libbpf, aya, sonde, ...) and each figure
+//! keeps the median with min and max.
+
+use crate::opts::Opts;
+use crate::probes::Program;
+use anyhow::{Context, Result};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
+use serde::Serialize;
+use sonde::{AttachOptions, AttachType, Cookie, Functions, Load, ProbeSite};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+mod attach;
+mod hits;
+
+use crate::sites::*;
+use crate::util::*;
+use attach::*;
+use hits::*;
+
+/// The peers' program (`count_multi` and `count_single`), for libbpf.
+/// The peers' counter map (`peer/count.bpf.c`).
+const PEER_COUNTS: &str = "COUNTS";
+
+pub(crate) const PEER_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/peer-count.bpf.o"));
+
+/// `count_single` alone, for aya (0.14 has no uprobe_multi).
+pub(crate) const PEER_SINGLE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/peer-count-single.bpf.o"));
+
+/// One figure's runs of one library: median, min, max.
+#[derive(Serialize, Clone, Copy, Debug)]
+pub(crate) struct Stat {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Stat {
+    fn of(mut v: Vec<f64>) -> Option<Stat> {
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        Some(Stat {
+            median: v[v.len() / 2],
+            min: v[0],
+            max: v[v.len() - 1],
+        })
+    }
+}
+
+/// One figure: sonde and each peer (`None` where the peer cannot do it).
+#[derive(Serialize, Clone, Debug)]
+pub(crate) struct Figure {
+    pub figure: String,
+    pub n: usize,
+    pub unit: &'static str,
+    pub sonde: Option<Stat>,
+    pub libbpf: Option<Stat>,
+    pub aya: Option<Stat>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Lib {
+    Sonde,
+    Libbpf,
+    Aya,
+}
+
+/// In the order of the per-library arrays (`lib as usize` indexes them).
+pub(crate) const LIBS: [Lib; 3] = [Lib::Sonde, Lib::Libbpf, Lib::Aya];
+
+/// Lets the kernel's uprobe registration go quiet before a timed attach: the
+/// first registration after a quiet period waits for an RCU grace period
+/// (~10-40 ms here), so every library starts from the same state and pays it
+/// alike instead of whichever runs first.
+pub(crate) fn quiet() {
+    std::thread::sleep(Duration::from_millis(150));
+}
+
+/// This thread's CPU time (user + system, the kernel's work for our syscalls
+/// included; sleeping in a kernel wait excluded).
+pub(crate) fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Wall and CPU time of one timed step.
+#[derive(Clone, Copy)]
+pub(crate) struct Timed {
+    wall: Duration,
+    cpu: Duration,
+}
+
+/// Starts timing: call [`Started::stop`] at the end of the step.
+pub(crate) struct Started(Instant, Duration);
+
+impl Started {
+    fn now() -> Started {
+        Started(Instant::now(), thread_cpu())
+    }
+    fn stop(&self) -> Timed {
+        Timed {
+            wall: self.0.elapsed(),
+            cpu: thread_cpu().saturating_sub(self.1),
+        }
+    }
+}
+
+/// Runs `f` for each library `runs` times, interleaved; `None` from `f` means
+/// the library cannot do it.
+pub(crate) fn interleaved(runs: usize, mut f: impl FnMut(Lib) -> Result<Option<f64>>) -> Result<[Option<Stat>; 3]> {
+    let mut v: [Vec<f64>; 3] = Default::default();
+    let mut can = [true; 3];
+    for _ in 0..runs {
+        for (i, lib) in LIBS.into_iter().enumerate() {
+            if !can[i] {
+                continue;
+            }
+            match f(lib)? {
+                Some(x) => v[i].push(x),
+                None => can[i] = false,
+            }
+        }
+    }
+    let [a, b, c] = v;
+    Ok([Stat::of(a), Stat::of(b), Stat::of(c)])
+}
+
+/// Statistics of each library's samples.
+pub(crate) fn stats(v: [Vec<f64>; 3]) -> [Option<Stat>; 3] {
+    let [a, b, c] = v;
+    [Stat::of(a), Stat::of(b), Stat::of(c)]
+}
+
+/// The name of `figure`'s CPU-time companion.
+pub(crate) fn cpu_name(figure: &str) -> String {
+    format!("{figure}, CPU time")
+}
+
+pub(crate) fn figure(figure: &str, n: usize, unit: &'static str, s: [Option<Stat>; 3]) -> Figure {
+    let [sonde, libbpf, aya] = s;
+    let f = Figure {
+        figure: figure.to_string(),
+        n,
+        unit,
+        sonde,
+        libbpf,
+        aya,
+    };
+    let show = |s: Option<Stat>| s.map_or("–".to_string(), |s| format!("{:.3}", s.median));
+    eprintln!(
+        "peers: {figure} n={n}: sonde {} libbpf {} aya {} {unit}",
+        show(f.sonde),
+        show(f.libbpf),
+        show(f.aya)
+    );
+    f
+}
+
+pub(crate) const MULTI: Load = Load::new(AttachType::UprobeMulti, Cookie::Native);
+
+/// libbpf's side: the object opened from memory, COUNTS sized, only `prog` loaded.
+pub(crate) fn libbpf_object(n: usize, prog: &str) -> Result<libbpf_rs::Object> {
+    let mut open = libbpf_rs::ObjectBuilder::default().open_memory(PEER_OBJECT)?;
+    for mut m in open.maps_mut() {
+        if m.name() == PEER_COUNTS {
+            m.set_max_entries(n.max(1) as u32)?;
+        }
+    }
+    for mut p in open.progs_mut() {
+        p.set_autoload(p.name() == prog);
+    }
+    Ok(open.load()?)
+}
+
+pub(crate) fn libbpf_prog<'a>(obj: &'a libbpf_rs::Object, name: &str) -> Result<libbpf_rs::ProgramMut<'a>> {
+    obj.progs_mut().find(|p| p.name() == name).context("peer program")
+}
+
+/// aya's side: the object with COUNTS sized, `count_single` loaded.
+pub(crate) fn aya_object(n: usize) -> Result<aya::Ebpf> {
+    let mut ebpf = aya::EbpfLoader::new()
+        .map_max_entries(PEER_COUNTS, n.max(1) as u32)
+        .load(PEER_SINGLE)?;
+    let p: &mut aya::programs::UProbe = ebpf.program_mut("count_single").context("peer program")?.try_into()?;
+    p.load()?;
+    Ok(ebpf)
+}
+
+/// Attaches aya's program to each point (one perf link each), cookies set.
+pub(crate) fn aya_attach_each(
+    p: &mut aya::programs::UProbe,
+    points: Vec<UProbeAttachPoint<'_>>,
+    exe: &Path,
+    scope: UProbeScope,
+) -> Result<Vec<aya::programs::uprobe::UProbeLinkId>> {
+    points.into_iter().map(|pt| Ok(p.attach(pt, exe, scope)?)).collect()
+}
+
+pub(crate) fn aya_prog(ebpf: &mut aya::Ebpf) -> Result<&mut aya::programs::UProbe> {
+    Ok(ebpf.program_mut("count_single").context("peer program")?.try_into()?)
+}
+
+/// The child side of [`first_attach`]: loads and attaches to `f0..f9` of `exe`
+/// with `lib`, printing the milliseconds from the first library call.
+pub fn first_attach_child(lib: &str, exe: &Path) -> Result<()> {
+    let names: Vec<String> = (0..10).map(|i| format!("f{i}")).collect();
+    let t = Instant::now();
+    match lib {
+        "probe" => {
+            let f = sonde::Features::current();
+            let plan_needs = [sonde::Feature::UprobeMulti, sonde::Feature::BpfCookie];
+            let all = plan_needs.iter().all(|x| f.has(*x));
+            println!("{:.3}", ms(t.elapsed()));
+            std::hint::black_box(all);
+        }
+        "sonde" => {
+            let mut o = sonde_object(10)?;
+            let set = Functions::in_binary(exe).patterns(names.iter().cloned()).resolve()?;
+            let att = o
+                .uprobe(Program::Count.name())?
+                .attach_sites(set.targets(), &AttachOptions::default())?;
+            println!("{:.3}", ms(t.elapsed()));
+            drop(att);
+        }
+        "libbpf" => {
+            let obj = libbpf_object(10, "count_multi")?;
+            let p = libbpf_prog(&obj, "count_multi")?;
+            let opts = libbpf_rs::UprobeMultiOpts {
+                syms: names,
+                cookies: (0..10).collect(),
+                ..Default::default()
+            };
+            let link = p.attach_uprobe_multi_with_opts(-1, exe, "", opts)?;
+            println!("{:.3}", ms(t.elapsed()));
+            drop(link);
+        }
+        _ => {
+            let mut ebpf = aya_object(10)?;
+            let p = aya_prog(&mut ebpf)?;
+            let points: Vec<UProbeAttachPoint> = names
+                .iter()
+                .enumerate()
+                .map(|(c, name)| UProbeAttachPoint {
+                    location: UProbeAttachLocation::Symbol(name),
+                    cookie: Some(c as u64),
+                })
+                .collect();
+            let ids = aya_attach_each(p, points, exe, UProbeScope::AllProcesses)?;
+            println!("{:.3}", ms(t.elapsed()));
+            for id in ids {
+                p.detach(id)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every peer figure.
+pub fn all(opts: &Opts, exe: &Path, sites: &[ProbeSite]) -> Result<Vec<Figure>> {
+    let runs = if opts.quick { 1 } else { 7 };
+    let ns: &[usize] = if opts.quick { &[10] } else { &[10, 1_000, 10_000] };
+    let dir = opts.out.join("targets");
+    let mut out = load(runs, sites.len())?.to_vec();
+    let mut slow = [false; 3];
+    for &n in ns.iter().filter(|&&n| n <= sites.len()) {
+        out.extend(attach_offsets(runs, exe, &sites[..n])?);
+        let names: Vec<String> = (0..n).map(|i| format!("f{i}")).collect();
+        out.extend(attach_names(runs, exe, &names, &mut slow)?);
+    }
+    // Per-target links detach in ~0.1 s each: 10 is enough to compare.
+    out.extend(attach_perf_links(runs, exe, &sites[..10.min(sites.len())])?);
+    let calls = if opts.quick { 10_000 } else { 1_000_000 };
+    out.extend(per_hit(runs, calls, &dir)?);
+    out.push(first_attach(runs, exe)?);
+    out.push(probing_cost(runs)?);
+    out.push(registration_after_idle(runs, sites)?);
+    Ok(out)
+}
+
+/// The peer table for the report: each figure with the three libraries and
+/// sonde's ratio to the best peer.
+pub fn table(figures: &[Figure]) -> String {
+    let cell = |s: Option<Stat>| {
+        s.map_or("–".to_string(), |s| {
+            if s.min == s.max {
+                format!("{:.3}", s.median)
+            } else {
+                format!("{:.3} ({:.3}–{:.3})", s.median, s.min, s.max)
+            }
+        })
+    };
+    let ratio = |a: Option<Stat>, b: Option<Stat>| match (a, b) {
+        (Some(a), Some(b)) if b.median > 0.0 => format!("{:.2}", a.median / b.median),
+        _ => "–".into(),
+    };
+    let mut s = String::from(
+        "| figure | n | unit | sonde | libbpf | aya | sonde/libbpf | sonde/aya | sonde leads |\n|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut behind = Vec::new();
+    for f in figures {
+        let verdict = match leads(f, figures) {
+            Some(true) => "yes",
+            Some(false) => {
+                behind.push(format!("{} (n={})", f.figure, f.n));
+                "no"
+            }
+            None => "–",
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {verdict} |\n",
+            f.figure,
+            f.n,
+            f.unit,
+            cell(f.sonde),
+            cell(f.libbpf),
+            cell(f.aya),
+            ratio(f.sonde, f.libbpf),
+            ratio(f.sonde, f.aya)
+        ));
+    }
+    if behind.is_empty() {
+        s.push_str("\nsonde leads or ties on every figure a peer can do (ratio ≤ 1.05; per hit: or within the peers' min–max; attach: or CPU time ratio ≤ 1.05 with the wall time inside the peer's min–max).\n");
+    } else {
+        s.push_str(&format!("\nsonde behind on: {}.\n", behind.join("; ")));
+    }
+    s
+}
+
+/// Whether sonde's median is at most 1.05 × every peer's; `None` where no peer
+/// has the figure. Noise is allowed for where the kernel dominates: per hit,
+/// sonde's min within the peer's max (the trap's cost); an attach whose wall
+/// time is one random kernel wait (an RCU grace period, 5-40 ms), when sonde's
+/// CPU time for the same runs is at most 1.05 × the peer's and its wall median
+/// lies inside the peer's min–max.
+pub(crate) fn leads(f: &Figure, all: &[Figure]) -> Option<bool> {
+    let sonde = f.sonde?;
+    let peers = [f.libbpf, f.aya];
+    // Unprobed loops and CPU-time companions are context, not contests: the
+    // companion decides only beside its wall-time figure.
+    if peers.iter().all(Option::is_none) || f.figure.contains("unprobed") || f.figure.ends_with("CPU time") {
+        return None;
+    }
+    let per_hit = f.figure.starts_with("per hit");
+    let cpu = all.iter().find(|c| c.n == f.n && c.figure == cpu_name(&f.figure));
+    let cpu_peers = cpu.map(|c| [c.libbpf, c.aya]);
+    Some(peers.iter().enumerate().all(|(i, p)| {
+        let Some(p) = p else { return true };
+        let cpu_leads = match (cpu.and_then(|c| c.sonde), cpu_peers.and_then(|c| c[i])) {
+            (Some(s), Some(q)) => s.median <= 1.05 * q.median,
+            _ => false,
+        };
+        sonde.median <= 1.05 * p.median || (per_hit && sonde.min <= p.max) || (cpu_leads && sonde.median <= p.max)
+    }))
+}
