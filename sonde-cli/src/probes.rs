@@ -213,7 +213,9 @@ pub fn shrink_unused<'a>(mut builder: sonde::JobBuilder<'a>, used: &[Map]) -> so
 }
 
 /// Sizes as `Object::load_with` takes them: `sizes`, and with `shrink` the
-/// optional maps not among them at their least.
+/// optional maps not among them at their least (the benchmarks load the
+/// object without a job).
+#[cfg_attr(not(test), allow(dead_code))]
 pub fn load_sizes(sizes: &[(Map, u32)], shrink: bool) -> Vec<(&'static str, u32)> {
     let used: Vec<Map> = sizes.iter().map(|(m, _)| *m).collect();
     let rest: Vec<(Map, u32)> = if shrink {
@@ -352,6 +354,15 @@ mod tests {
         for p in Program::ALL {
             assert_eq!(p.is_session(), sessions.contains(&p.name()), "{p:?}");
         }
+    }
+
+    #[test]
+    fn load_sizes_shrink_only_the_optional_maps_not_given() {
+        let sizes = load_sizes(&[(Map::Counts, 7), (Map::Stacks, 9)], true);
+        assert_eq!(sizes[..2], [("COUNTS", 7), ("STACKS", 9)]);
+        assert!(sizes.contains(&("EVENTS", 4096)));
+        assert!(!sizes.iter().any(|(m, _)| *m == "HIST"), "not optional");
+        assert_eq!(load_sizes(&[(Map::Hist, 64)], false), [("HIST", 64)]);
     }
 
     #[test]
