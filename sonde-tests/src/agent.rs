@@ -121,7 +121,7 @@ pub fn host_tool(tool: &Path, package: &str) -> bool {
         "{} missing: cargo xtask setup installs {package}",
         tool.display()
     );
-    println!("SKIP in the guest: no {} here", tool.display());
+    crate::skip("the agent", &format!("no {} in the guest", tool.display()));
     false
 }
 

@@ -181,9 +181,26 @@ pub fn prog_ids(a: &Attachment) -> Vec<u32> {
     a.programs().iter().map(|p| p.info().expect("prog info").id).collect()
 }
 
-/// Whether this kernel supports `tier` for a one-process scope; prints a skip line
-/// with the missing features when not. Only features the kernel lacks are skipped:
-/// `features_match_the_kernel_version` checks detection against the version.
+/// Records that the running test left `what` out, and why: a `SKIP` line on
+/// stdout (seen in the guests, which run with `--nocapture`) and a line in
+/// `$SONDE_SKIP_LOG`, which `cargo xtask test` lists by test name at the end:
+/// a part of a test that could not run is never a silent pass.
+pub fn skip(what: &str, why: &str) {
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let line = format!("SKIP {test}: {what}: {why}");
+    println!("{line}");
+    if let Some(path) = std::env::var_os("SONDE_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+/// Whether this kernel supports `tier` for a one-process scope; records a
+/// skip ([`skip`]) naming the missing features when not. Only features the
+/// kernel lacks are skipped: `features_match_the_kernel_version` checks
+/// detection against the version.
 pub fn tier_supported(tier: sonde::Tier) -> bool {
     let f = sonde::Features::current();
     let missing: Vec<String> = tier
@@ -192,16 +209,13 @@ pub fn tier_supported(tier: sonde::Tier) -> bool {
         .filter(|x| !f.has(*x))
         .map(|x| x.to_string())
         .collect();
-    if missing.is_empty() {
-        true
-    } else {
-        println!(
-            "SKIP tier {tier} on {}: the kernel lacks {}",
-            f.kernel_release,
-            missing.join(", ")
+    if !missing.is_empty() {
+        skip(
+            &format!("tier {tier}"),
+            &format!("kernel {} lacks {}", f.kernel_release, missing.join(", ")),
         );
-        false
     }
+    missing.is_empty()
 }
 
 /// `(major, minor)` of the running kernel.

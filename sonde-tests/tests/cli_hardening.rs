@@ -208,7 +208,7 @@ fn every_sonde_start_removes_tracefs_entries_of_dead_sondes_and_keeps_live_ones(
         .map(std::path::PathBuf::from)
         .find(|p| p.join("uprobe_events").exists())
     else {
-        println!("SKIP: no tracefs mounted");
+        sonde_tests::skip("tracefs entries", "no tracefs mounted");
         return;
     };
     let set = sonde::Functions::in_binary(fixtures().join("libmany.so"))

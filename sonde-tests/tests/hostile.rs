@@ -269,7 +269,6 @@ fn recursion_past_the_return_probe_limit_is_counted_and_timed_right() {
         sonde::Tier::Tracefs,
     ] {
         if !tier_supported(tier) {
-            println!("SKIP tier {tier}: not supported by this kernel");
             continue;
         }
         let (code, out, err) = run_sonde(&[

@@ -406,7 +406,7 @@ fn many_probes_share_one_group_per_binary() {
     require_root();
     if !tier_supported(sonde::Tier::Multi) {
         // Per-target tiers: 3,000 perf events (and on 5.10 3,000 program copies).
-        println!("SKIP many_probes_share_one_group_per_binary: needs the multi tier (6.6+)");
+        sonde_tests::skip("one group per binary", "needs the multi tier (6.6+)");
         return;
     }
     let dir = work_dir("many-probes");

@@ -183,7 +183,21 @@ fn test(extra: &[String]) -> Result<(u64, u64)> {
     // packages that have integration tests of their own.
     run_cmd(cargo().args(["build", "-p", "sonde-cli"]))?;
     println!("== cargo test (unit and integration tests, real kernel)");
-    let (passed, failed) = cargo_test(cargo().args(["test", "--workspace", "--"]).args(extra))?;
+    let skips = root().join("target/tmp/skipped.log");
+    std::fs::create_dir_all(root().join("target/tmp"))?;
+    let _ = std::fs::remove_file(&skips);
+    let (passed, failed) = cargo_test(
+        cargo()
+            .args(["test", "--workspace", "--"])
+            .args(extra)
+            .env("SONDE_SKIP_LOG", &skips),
+    )?;
+    // Parts of tests this kernel could not run, by test name.
+    let skipped = std::fs::read_to_string(&skips).unwrap_or_default();
+    println!("== parts skipped on this kernel: {}", skipped.lines().count());
+    for line in skipped.lines() {
+        println!("  {line}");
+    }
     if failed > 0 {
         bail!("{failed} test(s) failed");
     }

@@ -284,6 +284,8 @@ struct Report {
     release: String,
     passed: u64,
     failed: u64,
+    /// `SKIP test: what: why` lines: parts of tests this kernel could not run.
+    skipped: Vec<String>,
     tier: String,
     ok: bool,
     seconds: f64,
@@ -331,6 +333,7 @@ fn boot(name: &str, vmlinuz: &Path, initramfs: &Path) -> Result<Report> {
         release: String::new(),
         passed: 0,
         failed: 0,
+        skipped: Vec::new(),
         tier: "?".into(),
         ok: !timed_out,
         seconds: start.elapsed().as_secs_f64(),
@@ -347,6 +350,8 @@ fn boot(name: &str, vmlinuz: &Path, initramfs: &Path) -> Result<Report> {
             if !rest.ends_with(" 0") {
                 r.ok = false;
             }
+        } else if let Some(rest) = line.strip_prefix("SKIP ") {
+            r.skipped.push(rest.to_string());
         } else if line == "SONDE-VM done" {
             done = true;
         } else if let Some(rest) = line.strip_prefix("test result: ") {
@@ -390,14 +395,26 @@ pub fn run(which: &str) -> Result<(u64, u64)> {
         reports.push(boot(k.name, &vmlinuz, &initramfs)?);
     }
     println!(
-        "\n{:<8} {:<28} {:>7} {:>7} {:<10} {:>8}",
-        "kernel", "release", "passed", "failed", "tier", "seconds"
+        "\n{:<8} {:<28} {:>7} {:>7} {:>7} {:<10} {:>8}",
+        "kernel", "release", "passed", "failed", "skipped", "tier", "seconds"
     );
     for r in &reports {
         println!(
-            "{:<8} {:<28} {:>7} {:>7} {:<10} {:>8.1}",
-            r.kernel, r.release, r.passed, r.failed, r.tier, r.seconds
+            "{:<8} {:<28} {:>7} {:>7} {:>7} {:<10} {:>8.1}",
+            r.kernel,
+            r.release,
+            r.passed,
+            r.failed,
+            r.skipped.len(),
+            r.tier,
+            r.seconds
         );
+    }
+    for r in &reports {
+        println!("parts skipped on {} (test: what: why):", r.kernel);
+        for s in &r.skipped {
+            println!("  {s}");
+        }
     }
     println!("matrix wall time: {:.1} s", start.elapsed().as_secs_f64());
     let failed: Vec<&Report> = reports.iter().filter(|r| !r.ok).collect();
