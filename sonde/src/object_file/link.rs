@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use object::SectionIndex;
 use sonde_abi::Insn;
 
-use super::{CodeSection, MapReloc, SpecError, MAX_PROGRAM_INSNS};
+use super::parse::CodeSection;
+use super::{MapReloc, SpecError, MAX_PROGRAM_INSNS};
 
 pub(super) enum LinkError {
     Obj(SpecError),

@@ -13,7 +13,6 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::binary::BinaryFile;
 use super::debuginfo::{self, DebugFile};
-use super::names::{self, Pattern};
 use super::read::{parse_symbols, parse_symbols_keeping, Keep, RawSym, Segment};
 use super::TargetError;
 
@@ -59,19 +58,19 @@ pub struct SymbolTable {
     /// The opened file, mapped: symbols, segments and instructions are read from
     /// here (the mapping pins the inode; no descriptor is held).
     data: memmap2::Mmap,
-    functions: Vec<FunctionSymbol>,
+    pub(super) functions: Vec<FunctionSymbol>,
     /// Hash of a name or alias → the first function index with it; a lookup
     /// compares the strings. No allocation per name.
-    by_name: HashMap<u64, u32>,
+    pub(super) by_name: HashMap<u64, u32>,
     /// Further (hash, index) pairs where a hash names several functions
     /// (versions of one name, aliases, collisions), sorted.
-    by_name_more: Vec<(u64, u32)>,
-    imported: HashSet<String>,
+    pub(super) by_name_more: Vec<(u64, u32)>,
+    pub(super) imported: HashSet<String>,
     debug_file: Option<PathBuf>,
-    looked_for_debug: Vec<PathBuf>,
+    pub(super) looked_for_debug: Vec<PathBuf>,
     symbols_read: usize,
-    stripped: bool,
-    demangled: Vec<OnceLock<Option<String>>>,
+    pub(super) stripped: bool,
+    pub(super) demangled: Vec<OnceLock<Option<String>>>,
     segments: Vec<Segment>,
     /// Address ranges of executable sections (`SHF_EXECINSTR`), sorted: a symbol
     /// of size 0 is taken to end at its section's end at the latest.
@@ -82,7 +81,7 @@ pub struct SymbolTable {
 
 /// A name's hash for the name index (FxHash: fast, collisions resolved by a
 /// string compare).
-fn name_hash(name: &str) -> u64 {
+pub(super) fn name_hash(name: &str) -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = rustc_hash::FxBuildHasher.build_hasher();
     h.write(name.as_bytes());
@@ -246,26 +245,6 @@ impl SymbolTable {
         self.by_name_more.dedup();
     }
 
-    /// Indices of the functions named (or aliased) `name`.
-    fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = usize> + 'a {
-        let h = name_hash(name);
-        let start = self.by_name_more.partition_point(|&(x, _)| x < h);
-        let more = self.by_name_more[start..]
-            .iter()
-            .take_while(move |&&(x, _)| x == h)
-            .map(|&(_, i)| i);
-        self.by_name
-            .get(&h)
-            .copied()
-            .into_iter()
-            .chain(more)
-            .map(|i| i as usize)
-            .filter(move |&i| {
-                let f = &self.functions[i];
-                &*f.name == name || f.aliases.iter().any(|a| &**a == name)
-            })
-    }
-
     /// File offset of virtual address `addr`, through the `PT_LOAD` segment that
     /// holds it (an executable one first).
     pub fn file_offset_of(&self, addr: u64) -> Option<u64> {
@@ -381,125 +360,5 @@ impl SymbolTable {
     /// Whether the binary had no `.symtab` and no debug file supplied one.
     pub fn is_stripped(&self) -> bool {
         self.stripped
-    }
-
-    /// The demangled name of function `index` (Rust legacy and v0, C++),
-    /// computed on first use and kept.
-    pub fn demangled(&self, index: usize) -> Option<&str> {
-        let f = self.functions.get(index)?;
-        self.demangled[index]
-            .get_or_init(|| names::demangle(&f.name))
-            .as_deref()
-    }
-
-    /// The function `name` (`name`, `name@VER` or `name@@VER`; a demangled name
-    /// also works), or an error that says why not and what is close.
-    pub fn function(&self, name: &str) -> Result<&FunctionSymbol, TargetError> {
-        self.function_index(name).map(|i| &self.functions[i])
-    }
-
-    /// [`SymbolTable::function`], as the function's index in
-    /// [`SymbolTable::functions`] (one hash lookup for a plain name).
-    pub fn function_index(&self, name: &str) -> Result<usize, TargetError> {
-        let (plain, version) = match name.split_once('@') {
-            Some((n, v)) => (n, Some(v.strip_prefix('@').map_or((v, false), |v| (v, true)))),
-            None => (name, None),
-        };
-        // One pass over the functions of that name: the version asked for; with
-        // none asked, the default version, else an unversioned one, else any.
-        let mut best: Option<(u8, usize)> = None;
-        for i in self.named(plain) {
-            let f = &self.functions[i];
-            let rank = match version {
-                Some((v, true)) if f.version.as_deref() == Some(v) && f.default_version => 0,
-                Some((v, false)) if f.version.as_deref() == Some(v) => 0,
-                Some(_) => continue,
-                None if f.default_version => 0,
-                None if f.version.is_none() => 1,
-                None => 2,
-            };
-            if best.is_none_or(|(r, _)| rank < r) {
-                best = Some((rank, i));
-            }
-        }
-        if let Some((_, i)) = best {
-            return Ok(i);
-        }
-        if version.is_none() && names::may_be_mangled_form(name) {
-            let exact = Pattern::exact(name);
-            let hit = (0..self.functions.len())
-                .find(|&i| exact.may_demangle_to(&self.functions[i].name) && self.demangled(i) == Some(name));
-            if let Some(i) = hit {
-                return Ok(i);
-            }
-        }
-        if self.imported.contains(plain) {
-            return Err(TargetError::Imported {
-                symbol: name.to_string(),
-                binary: self.path().to_path_buf(),
-            });
-        }
-        Err(TargetError::NoSymbol {
-            symbol: name.to_string(),
-            binary: self.path().to_path_buf(),
-            hint: self.hint(plain),
-        })
-    }
-
-    /// The functions whose raw, versioned, alias or demangled name matches
-    /// `pattern`, in address order, each once.
-    ///
-    /// Demangling is lazy: a name is demangled only when its raw form does not
-    /// match and contains every identifier the pattern spells (mangling keeps
-    /// identifiers verbatim), so a glob over 100k symbols costs milliseconds.
-    pub fn matching(&self, pattern: &Pattern) -> Vec<(usize, &FunctionSymbol)> {
-        let demangle = pattern.needs_demangled();
-        let mut out: Vec<(usize, &FunctionSymbol)> = self
-            .functions
-            .iter()
-            .enumerate()
-            .filter(|(i, f)| {
-                pattern.matches(&f.name)
-                    || f.aliases.iter().any(|a| pattern.matches(a))
-                    || (f.version.is_some() && pattern.has_at() && pattern.matches(&f.versioned_name()))
-                    || (demangle
-                        && pattern.may_demangle_to(&f.name)
-                        && self.demangled(*i).is_some_and(|d| pattern.matches_demangled(d)))
-            })
-            .collect();
-        out.sort_by_key(|(_, f)| f.address);
-        out
-    }
-
-    /// Why a name is not there, and what is close.
-    pub(crate) fn hint(&self, name: &str) -> String {
-        if self.stripped && self.functions.is_empty() {
-            return format!(
-                " (the binary is stripped and no debug file was found{}: install its debug package or give a file offset)",
-                looked(&self.looked_for_debug)
-            );
-        }
-        let close = names::closest(name, self.functions.iter().map(|f| &*f.name), 5);
-        let mut hint = if close.is_empty() {
-            format!(" ({} functions defined there)", self.functions.len())
-        } else {
-            format!(" (did you mean: {}?)", close.join(", "))
-        };
-        if self.stripped {
-            hint.push_str(&format!(
-                "; only exported symbols are available, the binary is stripped and no debug file was found{}",
-                looked(&self.looked_for_debug)
-            ));
-        }
-        hint
-    }
-}
-
-fn looked(paths: &[PathBuf]) -> String {
-    if paths.is_empty() {
-        String::new()
-    } else {
-        let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-        format!(" (looked for {})", list.join(", "))
     }
 }

@@ -27,14 +27,17 @@ mod binary;
 mod boundary;
 pub mod cache;
 pub mod debuginfo;
+mod demangle;
 mod elf;
 mod error;
 mod ifunc;
 pub mod libpath;
+mod lookup;
 mod names;
 mod query;
 mod read;
 mod request;
+mod set;
 mod site;
 pub mod usdt;
 pub mod watch;
@@ -43,12 +46,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use binary::BinaryFile;
+pub use demangle::demangle;
 pub use elf::{FunctionSymbol, SymbolTable};
 pub use error::{shorten, TargetError};
 pub use libpath::find_binary;
-pub use names::{demangle, Pattern};
-pub use query::{FunctionMatch, FunctionSet, Functions, Implementation};
+pub use names::Pattern;
+pub use query::Functions;
 pub use request::{Location, Target};
+pub use set::{FunctionMatch, FunctionSet, Implementation};
 pub use site::ProbeSite;
 
 /// Resolves targets to probe sites. Each binary is opened once and its

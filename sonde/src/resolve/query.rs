@@ -1,11 +1,12 @@
 //! Patterns over a binary's functions: the one way the CLI and library users say
-//! "these functions of that binary".
+//! "these functions of that binary". What a query finds is a [`FunctionSet`].
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::names::Pattern;
-use super::{cache, debuginfo, find_binary, BinaryFile, FunctionSymbol, ProbeSite, SymbolTable, Target, TargetError};
+use super::set::{FunctionMatch, FunctionSet, Implementation};
+use super::{cache, debuginfo, find_binary, BinaryFile, FunctionSymbol, SymbolTable, TargetError};
 
 /// A query: glob patterns over the functions of one binary or library.
 ///
@@ -36,67 +37,6 @@ pub struct Functions {
     patterns: Vec<String>,
     debug_root: PathBuf,
     whole_table: bool,
-}
-
-/// One function a [`Functions`] query selected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FunctionMatch {
-    /// Its cookie: its index in the set.
-    pub cookie: u64,
-    /// Raw symbol name (without version); its demangled form is
-    /// [`FunctionSet::demangled`] (computed on demand: a set can hold 100k names).
-    pub name: Arc<str>,
-    /// The symbol as found (version, aliases, address, size, offset, ifunc).
-    pub symbol: FunctionSymbol,
-    /// File offset of its entry: where it is probed (for an ifunc whose
-    /// implementation is known, the implementation's entry).
-    pub file_offset: u64,
-    /// For a GNU indirect function (`strlen`, `memcpy`: the symbol is a resolver
-    /// run once at binding), the implementation calls really reach on this
-    /// machine, probed instead of the resolver; `None` for other functions, or
-    /// when it cannot be told (the binary is not mapped in this process: then
-    /// the resolver is probed, and counts bindings).
-    pub implementation: Option<Implementation>,
-    /// For a USDT probe point (pattern `usdt:PROVIDER:NAME`): its note (the
-    /// semaphore is set through the attachment, the arguments are read as
-    /// its specs say).
-    pub usdt: Option<super::usdt::UsdtProbe>,
-    index: usize,
-}
-
-/// The implementation an ifunc binds to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Implementation {
-    /// Its name (`__strlen_evex`), when the symbol table has one (libc's
-    /// implementations are named in its debug file: Debian's `libc6-dbg`).
-    pub name: Option<Arc<str>>,
-    /// File offset of its entry.
-    pub file_offset: u64,
-    /// Its size in bytes (0 when unnamed or unknown).
-    pub size: u64,
-}
-
-impl Implementation {
-    /// Its name, or its offset (`0x167ac0`) when unnamed.
-    pub fn label(&self) -> String {
-        match &self.name {
-            Some(n) => n.to_string(),
-            None => format!("{:#x}", self.file_offset),
-        }
-    }
-}
-
-/// The functions a query resolved to, in pattern order (then address order),
-/// each once.
-#[derive(Debug, Clone)]
-pub struct FunctionSet {
-    binary: Arc<BinaryFile>,
-    table: Arc<SymbolTable>,
-    /// How many functions of the set show each display name (for
-    /// [`FunctionSet::label`]), counted on first use: one pass, not one per label.
-    names: std::sync::OnceLock<rustc_hash::FxHashMap<String, u32>>,
-    functions: Vec<FunctionMatch>,
-    skipped: Vec<(String, &'static str)>,
 }
 
 impl Functions {
@@ -385,167 +325,5 @@ impl Functions {
             }
         }
         cache::symbols_of(binary, &self.debug_root)
-    }
-}
-
-impl FunctionSet {
-    /// The binary's canonical path.
-    pub fn path(&self) -> &Path {
-        self.binary.path()
-    }
-
-    /// Device and inode of the file that was read: a path whose `stat` now
-    /// gives another pair names a replaced binary (a package upgrade).
-    pub fn inode(&self) -> (u64, u64) {
-        self.binary.inode()
-    }
-
-    /// The read file's identity and contents marks: compare with
-    /// [`watch::Fingerprint::change_at`](super::watch::Fingerprint::change_at)
-    /// to learn it was rewritten in place or replaced.
-    pub fn fingerprint(&self) -> super::watch::Fingerprint {
-        self.binary.fingerprint()
-    }
-
-    /// Keeps the functions `keep` accepts (their cookies renumbered: the
-    /// index stays the cookie).
-    pub fn retain(&mut self, mut keep: impl FnMut(&FunctionMatch) -> bool) {
-        self.functions.retain(|f| keep(f));
-        for (i, f) in self.functions.iter_mut().enumerate() {
-            f.cookie = i as u64;
-        }
-        self.names = std::sync::OnceLock::new();
-    }
-
-    /// Adds the functions of `other` (a set of the same opened file) that are
-    /// not here yet, by file offset; `false` (nothing added) when `other` was
-    /// read from another file.
-    pub fn absorb(&mut self, other: &FunctionSet) -> bool {
-        if self.fingerprint() != other.fingerprint() {
-            return false;
-        }
-        let mut have: rustc_hash::FxHashSet<u64> = self.functions.iter().map(|f| f.file_offset).collect();
-        for f in &other.functions {
-            if have.insert(f.file_offset) {
-                let mut f = f.clone();
-                f.cookie = self.functions.len() as u64;
-                self.functions.push(f);
-            }
-        }
-        self.names = std::sync::OnceLock::new();
-        true
-    }
-
-    /// The selected functions; `cookie` is the index.
-    pub fn iter(&self) -> std::slice::Iter<'_, FunctionMatch> {
-        self.functions.iter()
-    }
-
-    /// How many functions.
-    pub fn len(&self) -> usize {
-        self.functions.len()
-    }
-
-    /// Whether none.
-    pub fn is_empty(&self) -> bool {
-        self.functions.is_empty()
-    }
-
-    /// The function with this cookie.
-    pub fn get(&self, cookie: u64) -> Option<&FunctionMatch> {
-        self.functions.get(usize::try_from(cookie).ok()?)
-    }
-
-    /// The demangled name of `f` (Rust legacy and v0, C++), if mangled.
-    pub fn demangled(&self, f: &FunctionMatch) -> Option<&str> {
-        if f.usdt.is_some() {
-            return None;
-        }
-        self.table.demangled(f.index)
-    }
-
-    /// The name to show: demangled if mangled, else raw.
-    pub fn display_name<'a>(&'a self, f: &'a FunctionMatch) -> &'a str {
-        self.demangled(f).unwrap_or(&f.name)
-    }
-
-    /// Functions a glob matched but the kernel cannot probe (first instruction
-    /// refused by its x86-64 uprobe code), with the reason; not in the set.
-    pub fn skipped(&self) -> &[(String, &'static str)] {
-        &self.skipped
-    }
-
-    /// The name to show where functions must be told apart: the display name,
-    /// with its version (`vers_add@VER_1`) when another function of the set
-    /// has the same name, its file offset (`helper [0x1199]`) when two
-    /// functions share a name and no version (two `static` functions of one
-    /// name), and for an ifunc the implementation probed
-    /// (`strlen (→ __strlen_evex)`).
-    pub fn label(&self, f: &FunctionMatch) -> String {
-        let name = self.display_name(f);
-        let names = self.names.get_or_init(|| {
-            let mut names = rustc_hash::FxHashMap::default();
-            names.reserve(self.functions.len());
-            for g in &self.functions {
-                *names.entry(self.display_name(g).to_string()).or_insert(0u32) += 1;
-            }
-            names
-        });
-        let twin = names.get(name).is_some_and(|&n| n > 1);
-        if let Some(m) = &f.implementation {
-            // `strlen (→ __strlen_evex)`: the calls counted are the implementation's.
-            let base = if twin && f.symbol.version.is_some() {
-                f.symbol.versioned_name()
-            } else {
-                name.to_string()
-            };
-            format!("{base} (→ {})", m.label())
-        } else if twin && f.symbol.version.is_some() {
-            f.symbol.versioned_name()
-        } else if let Some(variant) = twin.then(|| super::names::structor_variant(&f.name)).flatten() {
-            // `Sq::~Sq()` twice: the complete- and base-object destructors.
-            format!("{name} [{variant}]")
-        } else if twin {
-            format!("{name} [{:#x}]", f.file_offset)
-        } else {
-            name.to_string()
-        }
-    }
-
-    /// The symbol table the set came from (for a few exact names of a binary
-    /// not read before, a table of just those functions).
-    pub fn symbols(&self) -> &SymbolTable {
-        &self.table
-    }
-
-    /// Ready-to-attach targets, cookie = index.
-    pub fn targets(&self) -> Vec<ProbeSite> {
-        self.functions
-            .iter()
-            .map(|f| ProbeSite {
-                binary: Arc::clone(&self.binary),
-                offset: f.file_offset,
-                ref_ctr_offset: f.usdt.as_ref().and_then(|u| u.semaphore),
-                attach_cookie: f.cookie,
-                value: f.cookie,
-                symbol: Some(f.name.clone()),
-            })
-            .collect()
-    }
-
-    /// The same as [`Target`]s (for callers that build target lists by hand).
-    pub fn as_targets(&self) -> Vec<Target> {
-        self.functions
-            .iter()
-            .map(|f| Target::file_offset(self.binary.path(), f.file_offset).cookie(f.cookie))
-            .collect()
-    }
-}
-
-impl<'a> IntoIterator for &'a FunctionSet {
-    type Item = &'a FunctionMatch;
-    type IntoIter = std::slice::Iter<'a, FunctionMatch>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.functions.iter()
     }
 }

@@ -1,0 +1,280 @@
+//! The parser: sections to programs, symbols to maps, relocations resolved,
+//! bpf-to-bpf calls linked.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::CString;
+
+use object::{
+    Architecture, Object as _, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTarget, SectionIndex,
+    SectionKind, SymbolKind, SymbolSection,
+};
+
+use super::link::{link, LinkError};
+use super::*;
+
+/// A code section: its instructions and relocations by instruction index.
+pub(super) struct CodeSection {
+    pub(super) name: String,
+    pub(super) insns: Vec<Insn>,
+    pub(super) relocs: HashMap<usize, Target>,
+    /// Function start index to length, from the symbol table.
+    pub(super) funcs: BTreeMap<usize, usize>,
+}
+
+/// What a relocation points at.
+#[derive(Clone)]
+pub(super) struct Target {
+    pub(super) section: Option<SectionIndex>,
+    pub(super) value: u64,
+    pub(super) name: String,
+}
+
+impl ObjectSpec {
+    /// Parses an object.
+    pub fn parse(data: &[u8]) -> Result<Self, SpecError> {
+        let file = object::File::parse(data)?;
+        if file.architecture() != Architecture::Bpf || !file.is_little_endian() || !file.is_64() {
+            return Err(SpecError::NotBpf(file.architecture()));
+        }
+
+        let mut license = CString::default();
+        let mut maps = Vec::new();
+        let mut map_by_symbol: HashMap<String, usize> = HashMap::new();
+        // Map definitions by their offset in `maps` (local maps are reached
+        // through the section's symbol).
+        let mut map_by_offset: HashMap<u64, usize> = HashMap::new();
+        // Global-data maps, appended after the declared ones once those are known.
+        let mut data_specs: Vec<(SectionIndex, MapSpec)> = Vec::new();
+        let mut code: HashMap<SectionIndex, CodeSection> = HashMap::new();
+        let mut maps_section = None;
+
+        for section in file.sections() {
+            let name = section.name().unwrap_or_default().to_string();
+            let bad = |reason: String| SpecError::BadSection {
+                section: name.clone(),
+                reason,
+            };
+            if name == "license" {
+                let bytes = section.data().map_err(|e| bad(e.to_string()))?;
+                let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+                license = CString::new(&bytes[..end]).unwrap_or_default();
+            } else if name == "maps" {
+                maps_section = Some(section.index());
+            } else if section.kind() == SectionKind::Text {
+                let bytes = section.data().map_err(|e| bad(e.to_string()))?;
+                if bytes.len() % 8 != 0 {
+                    return Err(bad(format!("{} bytes is not whole instructions", bytes.len())));
+                }
+                if name != ".text" && ProgramKind::of_section(&name).is_none() {
+                    return Err(SpecError::UnknownSection(name));
+                }
+                let insns = bytes
+                    .chunks_exact(8)
+                    .map(|c| Insn::from_bytes(c.try_into().expect("chunks of 8")))
+                    .collect();
+                code.insert(
+                    section.index(),
+                    CodeSection {
+                        name,
+                        insns,
+                        relocs: HashMap::new(),
+                        funcs: BTreeMap::new(),
+                    },
+                );
+            } else if is_data_section(&name) && section.size() > 0 {
+                // `.bss` has no bytes in the file: the kernel zero-fills the map, so
+                // nothing is allocated for it (a 1 TiB `.bss` costs nothing here and
+                // is refused by its size below).
+                let init = if name.starts_with(".bss") {
+                    Vec::new()
+                } else {
+                    let bytes = section.data().map_err(|e| bad(e.to_string()))?;
+                    if bytes.len() as u64 != section.size() {
+                        return Err(bad("data shorter than the section".into()));
+                    }
+                    bytes.to_vec()
+                };
+                let value_size = u32::try_from(section.size())
+                    .map_err(|_| bad(format!("{} bytes is too large for a map value", section.size())))?;
+                data_specs.push((
+                    section.index(),
+                    MapSpec {
+                        name: name.clone(),
+                        def: MapDef::new(sonde_abi::MapType::Array, 4, value_size, 1),
+                        source: MapSource::Data {
+                            init,
+                            read_only: name.starts_with(".rodata"),
+                        },
+                    },
+                ));
+            }
+        }
+
+        // Declared maps and function boundaries from the symbol table.
+        for sym in file.symbols() {
+            let SymbolSection::Section(sec) = sym.section() else {
+                continue;
+            };
+            let name = sym.name().unwrap_or_default().to_string();
+            if Some(sec) == maps_section && !name.is_empty() && sym.kind() != SymbolKind::Section {
+                let section = file.section_by_index(sec)?;
+                let bytes = section.data()?;
+                let def = usize::try_from(sym.address())
+                    .ok()
+                    .and_then(|start| MapDef::parse(bytes.get(start..)?))
+                    .ok_or_else(|| SpecError::BadMapDef(name.clone()))?;
+                map_by_symbol.insert(name.clone(), maps.len());
+                map_by_offset.insert(sym.address(), maps.len());
+                maps.push(MapSpec {
+                    name: map_name(&name),
+                    def,
+                    source: MapSource::Declared,
+                });
+            } else if sym.kind() == SymbolKind::Text {
+                if let Some(cs) = code.get_mut(&sec) {
+                    // Sizes are checked against the section when a function is linked.
+                    let start = usize::try_from(sym.address() / 8).unwrap_or(usize::MAX);
+                    let len = usize::try_from(sym.size() / 8).unwrap_or(usize::MAX);
+                    cs.funcs.insert(start, len);
+                }
+            }
+        }
+        // A function of unknown size (0) ends where the next one starts.
+        for cs in code.values_mut() {
+            let starts: Vec<usize> = cs.funcs.keys().copied().collect();
+            for (i, start) in starts.iter().enumerate() {
+                if cs.funcs[start] == 0 {
+                    let end = starts.get(i + 1).copied().unwrap_or(cs.insns.len());
+                    cs.funcs.insert(*start, end.saturating_sub(*start));
+                }
+            }
+        }
+        // Declared maps come first so their indices are stable; global data follows.
+        let mut data_maps: HashMap<SectionIndex, usize> = HashMap::new();
+        for (section, spec) in data_specs {
+            data_maps.insert(section, maps.len());
+            maps.push(spec);
+        }
+
+        // Relocations of code sections.
+        for section in file.sections() {
+            let Some(cs) = code.get_mut(&section.index()) else {
+                continue;
+            };
+            for (offset, rel) in section.relocations() {
+                let insn = (offset / 8) as usize;
+                let bad = |reason: &str| SpecError::BadRelocation {
+                    section: cs.name.clone(),
+                    insn,
+                    reason: reason.to_string(),
+                };
+                if offset % 8 != 0 || insn >= cs.insns.len() {
+                    return Err(bad("offset outside the section's instructions"));
+                }
+                let RelocationTarget::Symbol(si) = rel.target() else {
+                    return Err(bad("target is not a symbol"));
+                };
+                if let RelocationFlags::Elf { r_type } = rel.flags() {
+                    // R_BPF_64_64 (ld_imm64), R_BPF_64_32 (call), R_BPF_64_ABS*.
+                    if !matches!(r_type, 1 | 2 | 3 | 10) {
+                        return Err(bad(&format!("relocation type {r_type} is not supported")));
+                    }
+                }
+                let sym = file.symbol_by_index(si).map_err(|_| bad("symbol index out of range"))?;
+                let section_of = match sym.section() {
+                    SymbolSection::Section(s) => Some(s),
+                    _ => None,
+                };
+                cs.relocs.insert(
+                    insn,
+                    Target {
+                        section: section_of,
+                        value: sym.address(),
+                        name: sym.name().unwrap_or_default().to_string(),
+                    },
+                );
+            }
+        }
+
+        // Programs: function symbols in program sections.
+        let mut programs = Vec::new();
+        let mut entries: Vec<(SectionIndex, usize, String)> = Vec::new();
+        for sym in file.symbols() {
+            if sym.kind() != SymbolKind::Text {
+                continue;
+            }
+            let SymbolSection::Section(sec) = sym.section() else {
+                continue;
+            };
+            if let Some(cs) = code.get(&sec) {
+                if cs.name != ".text" {
+                    entries.push((
+                        sec,
+                        (sym.address() / 8) as usize,
+                        sym.name().unwrap_or_default().to_string(),
+                    ));
+                }
+            }
+        }
+        entries.sort_by(|a, b| a.2.cmp(&b.2));
+        let mut linked = 0usize;
+        for (sec, start, name) in entries {
+            let cs = &code[&sec];
+            let Some(kind) = ProgramKind::of_section(&cs.name) else {
+                continue; // only program sections have entries
+            };
+            let (insns, relocs) = link(
+                &code,
+                &map_by_symbol,
+                (maps_section, &map_by_offset),
+                &data_maps,
+                sec,
+                start,
+            )
+            .map_err(|e| match e {
+                LinkError::Obj(e) => e,
+                LinkError::TooLarge => SpecError::ProgramTooLarge {
+                    program: name.clone(),
+                    limit: MAX_PROGRAM_INSNS,
+                },
+            })?;
+            linked = linked.saturating_add(insns.len());
+            if linked > MAX_OBJECT_INSNS {
+                return Err(SpecError::ObjectTooLarge {
+                    limit: MAX_OBJECT_INSNS,
+                });
+            }
+            programs.push(ProgramSpec {
+                name,
+                section: cs.name.clone(),
+                kind,
+                insns,
+                relocs,
+            });
+        }
+        Ok(ObjectSpec {
+            license,
+            maps,
+            programs,
+        })
+    }
+}
+
+fn is_data_section(name: &str) -> bool {
+    [".rodata", ".data", ".bss"]
+        .iter()
+        .any(|p| name == *p || name.starts_with(&format!("{p}.")))
+}
+
+/// A map's name: its symbol, or for a Rust-mangled one (a map static that is
+/// not `#[no_mangle]`, such as `sonde_ebpf::session::SESSION_SLOTS`) the
+/// item's own name, `SESSION_SLOTS`.
+fn map_name(symbol: &str) -> String {
+    match rustc_demangle::try_demangle(symbol) {
+        Ok(d) => {
+            let path = format!("{d:#}");
+            path.rsplit("::").next().unwrap_or(&path).to_string()
+        }
+        Err(_) => symbol.to_string(),
+    }
+}
