@@ -166,15 +166,3 @@ pub struct ObjectSpec {
     /// Programs.
     pub programs: Vec<ProgramSpec>,
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn mangled_map_statics_are_named_by_their_item() {
-        assert_eq!(
-            super::map_name("_RNvNtCs6G8LWwGhXYZ_10sonde_ebpf7session13SESSION_SLOTS"),
-            "SESSION_SLOTS"
-        );
-        assert_eq!(super::map_name("COUNTS"), "COUNTS");
-    }
-}

@@ -278,3 +278,15 @@ fn map_name(symbol: &str) -> String {
         Err(_) => symbol.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mangled_map_statics_are_named_by_their_item() {
+        assert_eq!(
+            super::map_name("_RNvNtCs6G8LWwGhXYZ_10sonde_ebpf7session13SESSION_SLOTS"),
+            "SESSION_SLOTS"
+        );
+        assert_eq!(super::map_name("COUNTS"), "COUNTS");
+    }
+}
