@@ -1,0 +1,224 @@
+//! `sonde trace`: one line per call, through the ring buffer; arguments typed
+//! per function (strings read in the program), return values matched to their
+//! calls.
+//!
+//! | piece | file |
+//! | --- | --- |
+//! | `--args`, `--ret`: types per function | `args` |
+//! | a call as a line or a JSON object | `print` |
+//! | the run: settings per function, entries paired with returns | here |
+
+mod args;
+mod print;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+use sonde::maps::{Array, RingBuf};
+
+pub use args::{parse_ret, ArgSpecs, ArgType};
+use print::{Function, Printer};
+
+use crate::args::Common;
+use crate::error::CliError;
+use crate::filter::Site;
+use crate::probes::{Map, Program};
+use crate::record::{CallRecord, TraceConfig, RETURN, TEXT_READ};
+use crate::session::Session;
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writes the current CLOCK_MONOTONIC time (the clock of
+    // bpf_ktime_get_ns) into `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Where `--filter` is evaluated: at return when it reads the return value
+/// (then only calls whose return passed are printed), else at entry.
+fn filter_site(common: &Common, ret: Option<ArgType>) -> Result<Site, CliError> {
+    let uses_ret = common.filter.as_ref().is_some_and(|f| f.uses_ret());
+    match (uses_ret, ret) {
+        (true, None) => Err(CliError::new(
+            "--filter on ret needs --ret (the return program evaluates it)",
+        )),
+        (true, Some(_)) => Ok(Site::Return),
+        (false, _) => Ok(Site::Entry),
+    }
+}
+
+/// Attaches, writes each function's settings (which argument is a string,
+/// stacks) by cookie, and returns the session with each function's label and
+/// types and the time the command started.
+fn start(
+    common: &Common,
+    specs: &ArgSpecs,
+    ret: Option<ArgType>,
+    stack: bool,
+    site: Site,
+) -> Result<(Session, Vec<Function>, u64), CliError> {
+    let programs: &[Program] = if ret.is_some() {
+        &[Program::Trace, Program::TraceReturn]
+    } else {
+        &[Program::Trace]
+    };
+    let functions = RefCell::new(Vec::<Function>::new());
+    let t0 = Cell::new(monotonic_ns());
+    let sizes = |n: u32| {
+        let mut sizes = vec![(Map::TraceConfig, n.max(1)), (Map::Events, crate::record::EVENTS_BYTES)];
+        if stack {
+            sizes.push((Map::Stacks, crate::record::STACK_ENTRIES));
+        }
+        sizes
+    };
+    let session = Session::start_with(common, "tracing", programs, site, sizes, |s| {
+        // Times are shown from here: just before the command runs.
+        t0.set(monotonic_ns());
+        let config = Array::<TraceConfig>::new(Map::TraceConfig.of(s.object())?)?;
+        let several = s.several_binaries();
+        let mut functions = functions.borrow_mut();
+        for f in &s.functions() {
+            let types = specs.of(&f.function.name, f.set.display_name(f.function));
+            let text_arg = types
+                .iter()
+                .position(|t| *t == ArgType::Str)
+                .map_or(0, |i| i as u32 + 1);
+            let settings = TraceConfig {
+                text_arg,
+                text_ret: u32::from(ret == Some(ArgType::Str)),
+                stack: u32::from(stack),
+                _pad: 0,
+            };
+            config.set(f.cookie as u32, &settings)?;
+            let i = f.cookie as usize;
+            if functions.len() <= i {
+                functions.resize_with(i + 1, Function::default);
+            }
+            functions[i] = Function {
+                label: crate::report::FunctionId::of(f, several).label,
+                types,
+            };
+        }
+        Ok(())
+    })?;
+    Ok((session, functions.into_inner(), t0.get()))
+}
+
+/// Entries waiting for their return, per thread (innermost last).
+struct Pairing {
+    /// Returns are awaited (`--ret`).
+    returns: bool,
+    /// An entry filter left calls out: a return without its entry is one of them.
+    entry_filtered: bool,
+    pending: HashMap<u32, Vec<CallRecord>>,
+}
+
+impl Pairing {
+    /// What to print for one record: a call without return (no `--ret`), an
+    /// entry paired with its return, a return whose entry came before sonde
+    /// attached; nothing while an entry waits.
+    fn record(&mut self, call: CallRecord) -> Option<(CallRecord, Option<CallRecord>)> {
+        if !self.returns {
+            return Some((call, None));
+        }
+        let stack = self.pending.entry(call.pid_tgid as u32).or_default();
+        if call.kind & 0xff != RETURN {
+            stack.push(call);
+            return None;
+        }
+        // The innermost pending entry of this function on this thread.
+        match stack.iter().rposition(|p| p.cookie == call.cookie) {
+            Some(i) => Some((stack.remove(i), Some(call))),
+            None if self.entry_filtered => None,
+            None => {
+                // Entered before sonde attached: the return alone.
+                let mut alone = call;
+                alone.args = [0; 6];
+                alone.kind &= !TEXT_READ;
+                Some((alone, Some(call)))
+            }
+        }
+    }
+
+    /// Calls still running at the end, oldest first.
+    fn running(self) -> Vec<CallRecord> {
+        let mut left: Vec<CallRecord> = self.pending.into_values().flatten().collect();
+        left.sort_by_key(|c| c.ts_ns);
+        left
+    }
+}
+
+/// Runs `sonde trace`.
+pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>, stack: bool) -> Result<i32, CliError> {
+    if common.by.is_some() {
+        return Err(CliError::new(
+            "--by breaks down `sonde count`; here it has nothing to do",
+        ));
+    }
+    let site = filter_site(common, ret)?;
+    let (mut session, functions, t0) = start(common, specs, ret, stack, site)?;
+    let mut ring = RingBuf::new(Map::Events.of(session.object())?)?;
+    let stacks = if stack {
+        let map = sonde::maps::StackTraceMap::new(Map::Stacks.of(session.object())?)?;
+        let paths: Vec<std::path::PathBuf> = session.functions().iter().map(|f| f.set.path().to_path_buf()).collect();
+        let known = crate::stacks::Stacks::new(paths.iter().map(|p| p.as_path()));
+        Some((map, RefCell::new(known)))
+    } else {
+        None
+    };
+    let lost = Map::Lost.counters(session.object())?;
+    let printer = Printer {
+        functions,
+        ret,
+        json: common.json,
+        t0,
+        stacks,
+    };
+    let mut out = std::io::BufWriter::new(crate::session::report_output(common)?);
+    printer.header(&mut out)?;
+    let mut pairing = Pairing {
+        returns: ret.is_some(),
+        entry_filtered: common.filter.is_some() && site == Site::Entry,
+        pending: HashMap::new(),
+    };
+    let mut events = 0u64;
+    let stop = loop {
+        let stop = session.should_stop();
+        // Drain what is there (after a stop too, so nothing already sent is lost).
+        while let Some(call) = ring.next_as::<CallRecord>() {
+            // The program writes whole records: a short one is skipped.
+            let Ok(call) = call else { continue };
+            events += 1;
+            if let Some((entry, exit)) = pairing.record(call) {
+                printer.call(&mut out, &entry, exit.as_ref())?;
+            }
+        }
+        if let Some(s) = stop {
+            break s;
+        }
+        out.flush()?;
+        ring.wait(Some(Duration::from_millis(50)))?;
+    };
+    // Calls still running at the end (with a filter on the return value, the
+    // calls whose return did not pass: left out).
+    if site == Site::Entry {
+        for call in &pairing.running() {
+            printer.call(&mut out, call, None)?;
+        }
+    }
+    out.flush()?;
+    drop(out);
+    let lost: u64 = lost.get(0)?.iter().sum();
+    eprintln!(
+        "sonde: {events} events, {lost} lost{}",
+        if lost > 0 {
+            " (the ring buffer was full: trace fewer functions)"
+        } else {
+            ""
+        }
+    );
+    session.close();
+    Ok(stop.exit_code())
+}
