@@ -10,164 +10,17 @@
 //! descriptors and links follow the functions attached, not the entries of the
 //! configuration, and the counters of the functions that stay keep growing.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
 use sonde::attach::DetachHandle;
 use sonde::command::ProcessWatch;
 use sonde::resolve::watch::{Change, FileWatch, Fingerprint};
-use sonde::{AttachOptions, FunctionSet, GroupId, Job, SessionMode, Tier};
+use sonde::{GroupId, SessionMode, Tier};
 
 use super::config::{Config, Probe};
-use crate::probes::{shrink_unused, Map, Program, OBJECT};
-use crate::record::BUCKETS;
-
-/// Where one function of a probe is: its group, and its index in the group's set.
-pub type Place = (GroupId, usize);
-
-/// A job, and which probes use each of its groups.
-pub struct Shared {
-    /// The job.
-    pub job: Job,
-    /// How many probes use each group (detached at none).
-    users: BTreeMap<GroupId, usize>,
-    /// Every function attached, by (device, inode, file offset).
-    sites: HashMap<(u64, u64, u64), Place>,
-}
-
-impl Shared {
-    fn new(job: Job) -> Shared {
-        Shared {
-            job,
-            users: BTreeMap::new(),
-            sites: HashMap::new(),
-        }
-    }
-
-    /// Attaches the functions of `sets` (one per probe, all read from one
-    /// file) that are not attached yet, as one group; returns each probe's
-    /// places. All or nothing.
-    fn place(&mut self, sets: &[&FunctionSet]) -> Result<Vec<Vec<Place>>, String> {
-        let Some(first) = sets.first() else {
-            return Ok(Vec::new());
-        };
-        let (dev, ino) = first.inode();
-        let mut union = (*first).clone();
-        for s in &sets[1..] {
-            // Batched by (device, inode): only a write between two reads differs.
-            if !union.absorb(s) {
-                return Err(format!(
-                    "{} changed while its probes were read; tried again at the next retry",
-                    s.path().display()
-                ));
-            }
-        }
-        union.retain(|f| !self.sites.contains_key(&(dev, ino, f.file_offset)));
-        if !union.is_empty() {
-            let offsets: Vec<u64> = union.iter().map(|f| f.file_offset).collect();
-            let id = self.job.add_set(union).map_err(|e| e.to_string())?;
-            for (i, off) in offsets.into_iter().enumerate() {
-                self.sites.insert((dev, ino, off), (id, i));
-            }
-            self.users.insert(id, 0);
-        }
-        let places: Vec<Vec<Place>> = sets
-            .iter()
-            .map(|s| {
-                s.iter()
-                    .filter_map(|f| self.sites.get(&(dev, ino, f.file_offset)).copied())
-                    .collect()
-            })
-            .collect();
-        for p in &places {
-            for id in p.iter().map(|(g, _)| *g).collect::<BTreeSet<_>>() {
-                *self.users.entry(id).or_insert(0) += 1;
-            }
-        }
-        // A group nobody took (every function failed to map): detached now.
-        let idle: Vec<GroupId> = self.users.iter().filter(|(_, n)| **n == 0).map(|(g, _)| *g).collect();
-        for g in idle {
-            self.drop_group(g);
-        }
-        Ok(places)
-    }
-
-    /// A probe stops using `places`; returns the detaches of the groups no
-    /// probe uses any more.
-    fn release(&mut self, places: &[Place]) -> Vec<DetachHandle> {
-        let mut handles = Vec::new();
-        for id in places.iter().map(|(g, _)| *g).collect::<BTreeSet<_>>() {
-            let Some(n) = self.users.get_mut(&id) else { continue };
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                handles.extend(self.drop_group(id));
-            }
-        }
-        handles
-    }
-
-    fn drop_group(&mut self, id: GroupId) -> Vec<DetachHandle> {
-        self.users.remove(&id);
-        self.sites.retain(|_, (g, _)| *g != id);
-        self.job.remove(id).unwrap_or_default()
-    }
-
-    /// Every group detached in the background (they wait out their grace
-    /// periods together).
-    fn detach_all(&mut self) -> Vec<DetachHandle> {
-        let ids: Vec<GroupId> = self.users.keys().copied().collect();
-        ids.into_iter().flat_map(|id| self.drop_group(id)).collect()
-    }
-
-    /// Shrinks every group to the functions in `used` (group → indices still
-    /// named by a probe), keeping their cookies: a function no probe names
-    /// any more is no longer probed. Returns each shrunk group's index map.
-    fn compact(&mut self, used: &BTreeMap<GroupId, BTreeSet<usize>>) -> BTreeMap<GroupId, Vec<Option<usize>>> {
-        let mut maps = BTreeMap::new();
-        let groups: Vec<GroupId> = self.users.keys().copied().collect();
-        for g in groups {
-            let Some(keep) = used.get(&g) else { continue };
-            let len = self.job.group(g).map_or(0, |(s, _)| s.len());
-            if keep.len() >= len {
-                continue;
-            }
-            let mut i = 0;
-            let map = match self.job.shrink(g, |_| {
-                i += 1;
-                keep.contains(&(i - 1))
-            }) {
-                Ok(map) => map,
-                Err(e) => {
-                    log::warn!("re-attaching the functions still probed failed: {e}");
-                    vec![None; len]
-                }
-            };
-            if self.job.group(g).is_none() {
-                self.users.remove(&g);
-            }
-            self.sites.retain(|_, place| {
-                if place.0 != g {
-                    return true;
-                }
-                match map.get(place.1).copied().flatten() {
-                    Some(n) => {
-                        place.1 = n;
-                        true
-                    }
-                    None => false,
-                }
-            });
-            maps.insert(g, map);
-        }
-        maps
-    }
-
-    /// Groups (links on the multi tier) attached.
-    pub fn groups(&self) -> usize {
-        self.users.len()
-    }
-}
+use super::shared::{Place, Shared};
 
 /// The jobs of one scope (`None`: every process).
 pub struct Jobs {
@@ -199,9 +52,9 @@ pub struct Attached {
     pub latency: Option<Vec<Place>>,
     /// The binary's canonical path and what its file was when it was read.
     pub path: PathBuf,
-    fingerprint: Fingerprint,
+    pub(super) fingerprint: Fingerprint,
     /// The process of a `pid = N` probe, watched for its exit.
-    process: Option<ProcessWatch>,
+    pub(super) process: Option<ProcessWatch>,
     /// The tier the counting program runs on.
     pub tier: Tier,
     /// How the timing program's session runs.
@@ -232,7 +85,7 @@ pub struct Agent {
     /// Failed attaches by configured binary, since start.
     pub attach_errors: BTreeMap<String, u64>,
     /// Detaches under way (per-target tiers take ~0.1 s a probe).
-    detaching: Vec<DetachHandle>,
+    pub(super) detaching: Vec<DetachHandle>,
     /// The attached binaries, watched for writes (shared with the main loop,
     /// which waits on it).
     pub files: FileWatch,
@@ -402,7 +255,7 @@ impl Agent {
     }
 
     /// `N function(s) of PATH, tier T[, session M]`.
-    fn summary(&self, a: &Attached) -> String {
+    pub(super) fn summary(&self, a: &Attached) -> String {
         format!(
             "{} function(s) of {}, tier {}{}",
             a.count.len(),
@@ -491,177 +344,6 @@ impl Agent {
         }
     }
 
-    /// Attaches probes resolved by [`resolve`] together: one group per binary
-    /// and scope. Probes that fail are pending with their error (`before`: the
-    /// error of their last try, logged at debug level when repeated). Probes
-    /// the configuration dropped meanwhile are skipped. Returns how many
-    /// attached.
-    pub fn attach_all(&mut self, resolved: Vec<Resolved>, before: &BTreeMap<Probe, String>) -> usize {
-        // Resolved probes by (scope, file).
-        let mut batches: BTreeMap<(Option<u32>, u64, u64), Batch> = BTreeMap::new();
-        let in_force: BTreeSet<Probe> = self.config.probes.iter().cloned().collect();
-        for (p, result) in resolved {
-            if !in_force.contains(&p) || matches!(self.probes.get(&p), Some(State::Attached(_))) {
-                continue;
-            }
-            match result {
-                Ok(set) => {
-                    let (dev, ino) = set.inode();
-                    batches.entry((p.pid, dev, ino)).or_default().push((p, set));
-                }
-                Err(e) => {
-                    let state = self.pending_state(&p, e, before.get(&p));
-                    self.probes.insert(p, state);
-                }
-            }
-        }
-        let mut attached = 0;
-        for batch in batches.into_values() {
-            match self.attach_batch(&batch) {
-                Ok(states) => {
-                    for ((p, _), a) in batch.into_iter().zip(states) {
-                        log::info!("probe {} {:?}: {}", p.binary, p.functions, self.summary(&a));
-                        self.probes.insert(p, State::Attached(a));
-                        attached += 1;
-                    }
-                }
-                // Together they failed: each alone, so one bad probe does not
-                // keep the others out.
-                Err(_) if batch.len() > 1 => {
-                    for one in batch {
-                        let one = [one];
-                        let state = match self.attach_batch(&one) {
-                            Ok(mut a) => {
-                                attached += 1;
-                                State::Attached(a.remove(0))
-                            }
-                            Err(e) => self.pending_state(&one[0].0, e, before.get(&one[0].0)),
-                        };
-                        let [(p, _)] = one;
-                        self.probes.insert(p, state);
-                    }
-                }
-                Err(e) => {
-                    for (p, _) in batch {
-                        let state = self.pending_state(&p, e.clone(), before.get(&p));
-                        self.probes.insert(p, state);
-                    }
-                }
-            }
-        }
-        attached
-    }
-
-    /// A probe's pending state, logged (at debug level when `before` is the
-    /// same error: retries do not warn again).
-    fn pending_state(&mut self, p: &Probe, error: String, before: Option<&String>) -> State {
-        *self.attach_errors.entry(p.binary.clone()).or_insert(0) += 1;
-        let level = if before == Some(&error) {
-            log::Level::Debug
-        } else {
-            log::Level::Warn
-        };
-        log::log!(
-            level,
-            "probe {} {:?}: {error}; retrying every {} s",
-            p.binary,
-            p.functions,
-            self.config.retry_seconds
-        );
-        State::Pending {
-            error,
-            tried: Instant::now(),
-        }
-    }
-
-    /// Attaches probes of one scope and one file, all or nothing.
-    fn attach_batch(&mut self, batch: &[(Probe, FunctionSet)]) -> Result<Vec<Attached>, String> {
-        let Some((first, set)) = batch.first() else {
-            return Ok(Vec::new());
-        };
-        let pid = first.pid;
-        for (p, _) in batch {
-            if let Some(w) = p.pid.map(ProcessWatch::new).filter(ProcessWatch::exited) {
-                return Err(format!("process {} exited", w.pid()));
-            }
-        }
-        let (max, max_latency) = (self.config.max_functions, self.config.max_latency_functions);
-        let jobs = match self.jobs.entry(pid) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                let builder = Job::builder(OBJECT)
-                    .capacity(max, &[Map::Counts.name()])
-                    .program(Program::Count.name())
-                    .options(options(pid));
-                let count = shrink_unused(builder, &[]).build().map_err(|e| e.to_string())?;
-                e.insert(Jobs {
-                    count: Shared::new(count),
-                    latency: None,
-                })
-            }
-        };
-        let sets: Vec<&FunctionSet> = batch.iter().map(|(_, s)| s).collect();
-        let counted = jobs.count.place(&sets)?;
-        let timed_sets: Vec<&FunctionSet> = batch.iter().filter(|(p, _)| p.latency).map(|(_, s)| s).collect();
-        let timed = if timed_sets.is_empty() {
-            Ok((Vec::new(), None))
-        } else {
-            (|| -> Result<(Vec<Vec<Place>>, Option<SessionMode>), String> {
-                let shared = match &mut jobs.latency {
-                    Some(s) => s,
-                    empty => {
-                        let builder = Job::builder(OBJECT)
-                            .capacity(max_latency, &[Map::MaxNs.name(), Map::SumNs.name(), Map::Counts.name()])
-                            .per_cookie_slots(Map::Hist.name(), BUCKETS)
-                            .program(Program::Latency.name())
-                            .options(options(pid));
-                        // The emulation's maps only where the session is emulated.
-                        let used: &[Map] = match SessionMode::expected(&options(pid)) {
-                            Some(SessionMode::Native) => &[],
-                            _ => &[Map::SessionSlots],
-                        };
-                        let job = shrink_unused(builder, used).build().map_err(|e| e.to_string())?;
-                        empty.insert(Shared::new(job))
-                    }
-                };
-                let places = shared.place(&timed_sets)?;
-                Ok((places, shared.job.session_mode()))
-            })()
-        };
-        let (mut timed, session) = match timed {
-            Ok(t) => t,
-            Err(e) => {
-                // All or nothing: the counting half goes too.
-                for c in &counted {
-                    self.detaching.extend(jobs.count.release(c));
-                }
-                return Err(e);
-            }
-        };
-        let tier = jobs.count.job.tier();
-        let path = set.path().to_path_buf();
-        self.files.add(&path);
-        timed.reverse();
-        let latency_job = jobs.latency.as_ref().map(|l| &l.job);
-        Ok(batch
-            .iter()
-            .zip(counted)
-            .map(|((p, s), count)| {
-                let latency = if p.latency { timed.pop() } else { None };
-                Attached {
-                    series: series(&jobs.count.job, latency_job, &count, latency.as_deref()),
-                    count,
-                    latency,
-                    path: path.clone(),
-                    fingerprint: s.fingerprint(),
-                    process: p.pid.map(ProcessWatch::new),
-                    tier,
-                    session: if p.latency { session } else { None },
-                }
-            })
-            .collect())
-    }
-
     /// Detaches everything, every group at once, and waits (at exit).
     pub fn finish(mut self) {
         let mut handles: Vec<DetachHandle> = self.detaching.drain(..).collect();
@@ -675,54 +357,6 @@ impl Agent {
         for h in handles {
             h.wait();
         }
-    }
-}
-
-/// Probes of one scope and one file, resolved.
-type Batch = Vec<(Probe, FunctionSet)>;
-
-/// A probe and what its query resolved to (or why not).
-pub type Resolved = (Probe, Result<FunctionSet, String>);
-
-/// Resolves `probes` (reads symbol tables: the slow part, done without the
-/// agent's lock), stopping early when `stop` is set.
-pub fn resolve(probes: Vec<Probe>, stop: &std::sync::atomic::AtomicBool) -> Vec<Resolved> {
-    let mut out = Vec::with_capacity(probes.len());
-    for p in probes {
-        if stop.load(std::sync::atomic::Ordering::Relaxed) {
-            break;
-        }
-        let r = p.query().resolve().map_err(|e| e.to_string());
-        out.push((p, r));
-    }
-    out
-}
-
-/// The series of a probe's functions: labels and cookies from the groups.
-fn series(count: &Job, timing: Option<&Job>, counted: &[Place], timed: Option<&[Place]>) -> Vec<Series> {
-    let cookie = |job: &Job, (g, i): Place| job.group(g).and_then(|(_, c)| c.get(i).copied());
-    counted
-        .iter()
-        .enumerate()
-        .filter_map(|(n, &(g, i))| {
-            let (set, cookies) = count.group(g)?;
-            let f = set.get(i as u64)?;
-            Some(Series {
-                function: crate::human::label_value(&set.label(f)),
-                count_cookie: *cookies.get(i)? as u32,
-                timing_cookie: timing
-                    .zip(timed.and_then(|t| t.get(n)))
-                    .and_then(|(job, &p)| cookie(job, p))
-                    .map(|c| c as u32),
-            })
-        })
-        .collect()
-}
-
-fn options(pid: Option<u32>) -> AttachOptions {
-    match pid {
-        Some(pid) => AttachOptions::default().pid(pid),
-        None => AttachOptions::default(),
     }
 }
 

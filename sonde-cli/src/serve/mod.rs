@@ -5,6 +5,8 @@
 //! | --- | --- |
 //! | the configuration file, checked | `config` |
 //! | probes attached, pending, retried, replaced; jobs per scope | `agent` |
+//! | attaching a resolved batch, all or nothing | `attach` |
+//! | a job shared by the probes of a scope, groups counted | `shared` |
 //! | reading the maps into metrics at each scrape | `metrics` |
 //! | the HTTP endpoint and its limits | `http` |
 //! | the loop: signals, reloads | here |
@@ -15,9 +17,11 @@
 //! background, so a reload never holds a scrape up for long.
 
 pub mod agent;
+mod attach;
 pub mod config;
 pub mod http;
 pub mod metrics;
+mod shared;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -98,7 +102,7 @@ pub fn run(args: &ServeArgs) -> Result<i32, CliError> {
         }
         if Instant::now() >= next_retry {
             let (due, before) = lock(&agent).due();
-            let resolved = agent::resolve(due, &stop);
+            let resolved = attach::resolve(due, &stop);
             let mut a = lock(&agent);
             a.attach_all(resolved, &before);
             let every = Duration::from_secs(a.config.retry_seconds);
@@ -120,7 +124,7 @@ pub fn run(args: &ServeArgs) -> Result<i32, CliError> {
 /// Returns (attached, detached, pending).
 fn apply(agent: &Mutex<Agent>, config: Config, stop: &AtomicBool) -> (usize, usize, usize) {
     let (new, detached) = lock(agent).apply(config);
-    let resolved = agent::resolve(new, stop);
+    let resolved = attach::resolve(new, stop);
     let mut a = lock(agent);
     let attached = a.attach_all(resolved, &std::collections::BTreeMap::new());
     (attached, detached, a.pending())

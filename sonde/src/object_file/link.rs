@@ -1,13 +1,29 @@
 //! Linking one program: its entry function, then every function it calls,
 //! appended, with call offsets fixed and map references collected.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use object::SectionIndex;
 use sonde_abi::Insn;
 
-use super::parse::CodeSection;
 use super::{MapReloc, SpecError, MAX_PROGRAM_INSNS};
+
+/// A code section: its instructions and relocations by instruction index.
+pub(super) struct CodeSection {
+    pub(super) name: String,
+    pub(super) insns: Vec<Insn>,
+    pub(super) relocs: HashMap<usize, Target>,
+    /// Function start index to length, from the symbol table.
+    pub(super) funcs: BTreeMap<usize, usize>,
+}
+
+/// What a relocation points at.
+#[derive(Clone)]
+pub(super) struct Target {
+    pub(super) section: Option<SectionIndex>,
+    pub(super) value: u64,
+    pub(super) name: String,
+}
 
 pub(super) enum LinkError {
     Obj(SpecError),

@@ -9,25 +9,8 @@ use object::{
     SectionKind, SymbolKind, SymbolSection,
 };
 
-use super::link::{link, LinkError};
+use super::link::{link, CodeSection, LinkError, Target};
 use super::*;
-
-/// A code section: its instructions and relocations by instruction index.
-pub(super) struct CodeSection {
-    pub(super) name: String,
-    pub(super) insns: Vec<Insn>,
-    pub(super) relocs: HashMap<usize, Target>,
-    /// Function start index to length, from the symbol table.
-    pub(super) funcs: BTreeMap<usize, usize>,
-}
-
-/// What a relocation points at.
-#[derive(Clone)]
-pub(super) struct Target {
-    pub(super) section: Option<SectionIndex>,
-    pub(super) value: u64,
-    pub(super) name: String,
-}
 
 impl ObjectSpec {
     /// Parses an object.
