@@ -2,6 +2,7 @@
 //! target binary, and checks of what the kernel holds.
 
 pub mod agent;
+pub mod cli;
 pub mod crafted;
 
 include!("../fixtures/hostile_names.rs");

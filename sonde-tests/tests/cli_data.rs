@@ -1,0 +1,315 @@
+//! The `sonde` command's data: latencies of known sleeps, `--by` breakdowns,
+//! `hist` buckets, `--filter` selections, each exact.
+
+use serde_json::Value;
+use sonde::Tier;
+use sonde_tests::cli::*;
+use sonde_tests::{fixture_arg, require_root, tier_supported};
+
+#[test]
+fn latency_measures_known_sleeps_per_thread_and_nesting_level() {
+    let _s = serial();
+    require_root();
+    let sleeper = fixture_arg("fixture-sleeper");
+    let (code, out, err) = sonde(&["latency", "--json", &sleeper, "fx_*", "--", &sleeper]);
+    assert_eq!(code, 0, "{err}");
+    let report = json(&out);
+    let f = |name: &str| {
+        report["functions"]
+            .as_array()
+            .expect("functions")
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {report}"))
+            .clone()
+    };
+    const MS: u64 = 1_000_000;
+    let sleep = f("fx_sleep_ms");
+    assert_eq!(sleep["count"], 3);
+    let max = sleep["max_ns"].as_u64().expect("max");
+    assert!((20 * MS..400 * MS).contains(&max), "{sleep}");
+    assert!(sleep["p50_ns"].as_u64().expect("p50") >= 20 * MS, "{sleep}");
+    let hist_total: u64 = sleep["histogram"]
+        .as_array()
+        .expect("hist")
+        .iter()
+        .map(|b| b["count"].as_u64().expect("n"))
+        .sum();
+    assert_eq!(hist_total, 3);
+    // Recursion: 4 nested calls of 3, 23, 43, 63 ms (each measured on its own level).
+    let rec = f("fx_recurse");
+    assert_eq!(rec["count"], 4);
+    let rmax = rec["max_ns"].as_u64().expect("max");
+    assert!((63 * MS..400 * MS).contains(&rmax), "{rec}");
+    // The innermost 3 ms call alone in a bucket below the others (up to
+    // [8.4, 16.8) ms: a loaded QEMU guest oversleeps; the next is >= 23 ms).
+    let first = &rec["histogram"][0];
+    assert!(
+        first["le_ns"].as_u64().expect("le") <= 1 << 24 && first["count"] == 1,
+        "the innermost 3 ms call has its own bucket: {rec}"
+    );
+    // One session program: native where the kernel has session links.
+    let native = sonde::Features::current().has(sonde::Feature::UprobeSession);
+    let mode = if native { "native" } else { "emulated" };
+    assert_eq!(report["session"], mode, "{report}");
+    assert!(err.contains(&format!("session {mode}")), "{err}");
+    // Four threads at once, 10 ms each: no interval mixes two threads.
+    let work = f("fx_work");
+    assert_eq!(work["count"], 4);
+    for b in work["histogram"].as_array().expect("hist") {
+        assert!(
+            b["le_ns"].as_u64().expect("le") >= 16 * MS,
+            "a 10 ms call measured shorter: {work}"
+        );
+    }
+    for key in ["p90_ns", "p99_ns"] {
+        assert!(work[key].is_u64());
+    }
+}
+
+/// #15: `count --by pid|comm|arg0`, counted in the program: exact rows for two
+/// processes, on every tier.
+#[test]
+fn count_by_breaks_calls_down_in_the_program() {
+    let _s = serial();
+    require_root();
+    let pie = fixture_arg("fixture-pie");
+    let script = format!("echo go | '{pie}' & echo go | '{pie}'; wait");
+    let rows = |by: &str, tier: Tier| -> Vec<(String, Value, u64)> {
+        let (code, out, err) = sonde(&[
+            "count",
+            "--json",
+            "--tier",
+            tier.name(),
+            "--by",
+            by,
+            &pie,
+            "fx_[ad]*",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ]);
+        assert_eq!(code, 0, "{tier} --by {by}: {err}");
+        let report = json(&out);
+        let mut rows: Vec<(String, Value, u64)> = report["functions"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| {
+                (
+                    r["name"].as_str().expect("name").to_string(),
+                    r[by].clone(),
+                    r["count"].as_u64().expect("count"),
+                )
+            })
+            .collect();
+        rows.sort_by(|a, b| (&a.0, a.1.to_string()).cmp(&(&b.0, b.1.to_string())));
+        rows
+    };
+    for tier in Tier::ALL.into_iter().filter(|t| tier_supported(*t)) {
+        // Two processes, each fx_alpha once and fx_delta four times.
+        let by_pid = rows("pid", tier);
+        assert_eq!(by_pid.len(), 4, "{tier}: {by_pid:?}");
+        let pids: std::collections::BTreeSet<u64> = by_pid.iter().map(|r| r.1.as_u64().expect("pid")).collect();
+        assert_eq!(pids.len(), 2, "two processes: {by_pid:?}");
+        for (name, _, n) in &by_pid {
+            assert_eq!(*n, if name == "fx_delta" { 4 } else { 1 }, "{tier}: {by_pid:?}");
+        }
+    }
+    let best = Tier::ALL.into_iter().find(|t| tier_supported(*t)).expect("a tier");
+    assert_eq!(
+        rows("comm", best),
+        vec![
+            ("fx_alpha".to_string(), Value::from("fixture-pie"), 2),
+            ("fx_delta".to_string(), Value::from("fixture-pie"), 8),
+        ]
+    );
+    // fx_delta(i) for i in 0..4, in each process.
+    let by_arg: Vec<(String, Value, u64)> = (0..4).map(|i| ("fx_delta".to_string(), Value::from(i), 2)).collect();
+    let mut expected = vec![("fx_alpha".to_string(), Value::from(0), 2)];
+    expected.extend(by_arg);
+    assert_eq!(rows("arg0", best), expected);
+    // latency --by: a histogram per (function, process), the key known at return.
+    let (code, out, err) = sonde(&[
+        "latency",
+        "--json",
+        "--tier",
+        best.name(),
+        "--by",
+        "pid",
+        &pie,
+        "fx_[ad]*",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let report = json(&out);
+    let mut got: Vec<(String, u64)> = report["functions"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            let hist: u64 = r["histogram"]
+                .as_array()
+                .expect("histogram")
+                .iter()
+                .map(|b| b["count"].as_u64().unwrap_or(0))
+                .sum();
+            assert_eq!(Some(hist), r["count"].as_u64(), "{r}");
+            assert!(r["pid"].as_u64().is_some(), "{r}");
+            (r["name"].as_str().expect("name").to_string(), hist)
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [("fx_alpha", 1), ("fx_alpha", 1), ("fx_delta", 4), ("fx_delta", 4)]
+            .map(|(n, c)| (n.to_string(), c))
+            .to_vec()
+    );
+    // Arguments are gone at return: said.
+    let (code, _, err) = sonde(&["latency", "--by", "arg0", &pie, "fx_alpha", "-d", "0.1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("latency --by takes pid, tid or comm"), "{err}");
+}
+
+/// #15: `sonde hist`: log2 and linear histograms of an argument and of the
+/// return value, with known bucket counts, on every tier.
+#[test]
+fn hist_counts_argument_and_return_values_into_buckets() {
+    let _s = serial();
+    require_root();
+    let pie = fixture_arg("fixture-pie");
+    let buckets = |args: &[&str]| -> Vec<(u64, Option<u64>, u64)> {
+        let mut all = vec!["hist", "--json"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&[&pie, "fx_delta", "--", &pie]);
+        let (code, out, err) = sonde(&all);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        let report = json(&out);
+        let row = &report["functions"][0];
+        assert_eq!(row["name"], "fx_delta");
+        row["histogram"]
+            .as_array()
+            .expect("histogram")
+            .iter()
+            .map(|b| {
+                (
+                    b["ge"].as_u64().expect("ge"),
+                    b["lt"].as_u64(),
+                    b["count"].as_u64().expect("count"),
+                )
+            })
+            .collect()
+    };
+    for tier in Tier::ALL.into_iter().filter(|t| tier_supported(*t)) {
+        // fx_delta(x) for x in 0..4: log2 buckets of the argument.
+        assert_eq!(
+            buckets(&["--tier", tier.name(), "--of", "arg0"]),
+            vec![(0, Some(1), 1), (1, Some(2), 1), (2, Some(4), 2)],
+            "{tier}"
+        );
+        // It returns x * 5 + 3: 3, 8, 13, 18, one per linear bucket of 5.
+        assert_eq!(
+            buckets(&["--tier", tier.name(), "--of", "ret", "--linear", "5"]),
+            vec![(0, Some(5), 1), (5, Some(10), 1), (10, Some(15), 1), (15, Some(20), 1)],
+            "{tier}"
+        );
+    }
+}
+
+/// #15: `--filter` evaluated in the program: exact counts of the calls it
+/// selects (arguments, func, comm, string arguments, return values), on every
+/// tier; a bad expression points at its column.
+#[test]
+fn filters_count_exactly_the_calls_they_select() {
+    let _s = serial();
+    require_root();
+    let pie = fixture_arg("fixture-pie");
+    for tier in Tier::ALL.into_iter().filter(|t| tier_supported(*t)) {
+        let count = |filter: &str| -> Vec<(String, u64)> {
+            let (code, out, err) = sonde(&[
+                "count",
+                "--json",
+                "--tier",
+                tier.name(),
+                "--filter",
+                filter,
+                &pie,
+                "fx_*",
+                "--",
+                &pie,
+            ]);
+            assert_eq!(code, 0, "{tier} --filter {filter}: {err}");
+            let mut c = counts(&json(&out));
+            c.retain(|(_, n)| *n > 0);
+            c.sort();
+            c
+        };
+        let owned = |v: &[(&str, u64)]| -> Vec<(String, u64)> { v.iter().map(|(n, c)| (n.to_string(), *c)).collect() };
+        // fx_delta(x), x in 0..4; fx_gamma 0..3; fx_beta 0..2; fx_alpha 0.
+        assert_eq!(count("arg0 >= 2"), owned(&[("fx_delta", 2), ("fx_gamma", 1)]), "{tier}");
+        assert_eq!(
+            count("func == \"fx_a*\" || arg0 == 3"),
+            owned(&[("fx_alpha", 1), ("fx_delta", 1)]),
+            "{tier}"
+        );
+        assert_eq!(
+            count("(arg0 == 1 || arg0 == 2) && func != \"fx_gamma\""),
+            owned(&[("fx_beta", 1), ("fx_delta", 2)]),
+            "{tier}"
+        );
+        assert_eq!(
+            count("comm == \"fixture*\" && arg0 < 1"),
+            owned(&[("fx_alpha", 1), ("fx_beta", 1), ("fx_delta", 1), ("fx_gamma", 1)]),
+            "{tier}"
+        );
+        assert_eq!(count("comm != \"fixture-pie\""), owned(&[]), "{tier}");
+        // A string argument, and the return value at return.
+        let (code, out, err) = sonde(&[
+            "trace",
+            "--json",
+            "--tier",
+            tier.name(),
+            "--args",
+            "s,i",
+            "--filter",
+            "arg0 == \"hel*\"",
+            &pie,
+            "str_echo",
+            "--",
+            &pie,
+            "strings",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let lines = json_lines(&out);
+        assert_eq!(lines.len(), 1, "{tier}: {out}");
+        assert_eq!(lines[0]["args"], serde_json::json!(["hello", 5]));
+        let (code, out, err) = sonde(&[
+            "hist",
+            "--json",
+            "--tier",
+            tier.name(),
+            "--of",
+            "ret",
+            "--filter",
+            "ret > 10",
+            &pie,
+            "fx_delta",
+            "--",
+            &pie,
+        ]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(json(&out)["functions"][0]["count"], 2, "{tier}: 13 and 18: {out}");
+    }
+    // Errors name the column.
+    let (code, _, err) = sonde(&["count", "--filter", "arg0 > x1", &pie, "fx_*", "-d", "0.1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("column 8") && err.contains("^"), "{err}");
+    let (code, _, err) = sonde(&["count", "--filter", "ret == 0", &pie, "fx_*", "-d", "0.1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("ret is only known at return"), "{err}");
+}

@@ -1,0 +1,189 @@
+//! `sonde trace`: every call in order with its arguments, strings and return
+//! values, stacks named.
+
+use serde_json::Value;
+use sonde::Tier;
+use sonde_tests::cli::*;
+use sonde_tests::{fixture_arg, require_root, tier_supported};
+
+#[test]
+fn trace_prints_every_call_with_its_arguments_in_order() {
+    let _s = serial();
+    require_root();
+    let pie = fixture_arg("fixture-pie");
+    let (code, out, err) = sonde(&["trace", "--json", "--args", "2", &pie, "fx_*", "--", &pie]);
+    assert_eq!(code, 0, "{err}");
+    let lines = json_lines(&out);
+    let got: Vec<(String, u64)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["function"].as_str().expect("function").to_string(),
+                l["args"][0].as_u64().expect("arg"),
+            )
+        })
+        .collect();
+    let mut want = Vec::new();
+    for (name, n) in [("fx_alpha", 1), ("fx_beta", 2), ("fx_gamma", 3), ("fx_delta", 4)] {
+        for i in 0..n {
+            want.push((name.to_string(), i));
+        }
+    }
+    assert_eq!(got, want);
+    let l = &lines[0];
+    assert_eq!(l["comm"], "fixture-pie");
+    assert_eq!(l["args"].as_array().map(Vec::len), Some(2));
+    assert!(l["ts_ns"].is_u64() && l["pid"] == l["tid"] && l["cookie"].is_u64());
+    let ts: Vec<u64> = lines.iter().map(|l| l["ts_ns"].as_u64().expect("ts")).collect();
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]), "in time order");
+    assert!(err.contains("10 events, 0 lost"), "{err}");
+}
+
+/// #15: typed arguments with a string read in the program, and string return
+/// values matched to their calls, exactly, on every tier.
+#[test]
+fn trace_reads_string_arguments_and_return_values() {
+    let _s = serial();
+    require_root();
+    let pie = fixture_arg("fixture-pie");
+    let x300 = "x".repeat(255);
+    for tier in Tier::ALL.into_iter().filter(|t| tier_supported(*t)) {
+        let (code, out, err) = sonde(&[
+            "trace",
+            "--json",
+            "--tier",
+            tier.name(),
+            "--args",
+            "str_echo=s,i",
+            "--ret",
+            "s",
+            &pie,
+            "str_*",
+            "--",
+            &pie,
+            "strings",
+        ]);
+        assert_eq!(code, 0, "{tier}: {err}");
+        let lines = json_lines(&out);
+        let got: Vec<(String, Value, Value, bool)> = lines
+            .iter()
+            .map(|l| {
+                (
+                    l["function"].as_str().expect("function").to_string(),
+                    l["args"].clone(),
+                    l["ret"].clone(),
+                    l.get("truncated").and_then(Value::as_bool).unwrap_or(false),
+                )
+            })
+            .collect();
+        let expected = vec![
+            (
+                "str_echo".to_string(),
+                serde_json::json!(["hello", 5]),
+                serde_json::json!("hello"),
+                false,
+            ),
+            (
+                "str_echo".to_string(),
+                serde_json::json!(["w\u{f6}rld \\xff", -1]),
+                serde_json::json!(""),
+                false,
+            ),
+            (
+                "str_echo".to_string(),
+                serde_json::json!([x300, 300]),
+                serde_json::json!(x300),
+                true,
+            ),
+            (
+                "str_name".to_string(),
+                serde_json::json!([]),
+                serde_json::json!("alpha"),
+                false,
+            ),
+            (
+                "str_name".to_string(),
+                serde_json::json!([]),
+                serde_json::json!("beta"),
+                false,
+            ),
+        ];
+        assert_eq!(got, expected, "{tier}: {out}");
+        for l in &lines {
+            assert!(l["duration_ns"].as_u64().is_some_and(|d| d > 0), "{l}");
+        }
+    }
+}
+
+/// #15: user stacks captured in the program and named: `trace --stack` and
+/// `count --by stack` show the known callers (a fixture built with frame
+/// pointers: main -> stack_outer -> stack_inner -> stack_leaf).
+#[test]
+fn stacks_name_the_known_callers() {
+    let _s = serial();
+    require_root();
+    let app = fixture_arg("fixture-stack");
+    let best = Tier::ALL.into_iter().find(|t| tier_supported(*t)).expect("a tier");
+    let (code, out, err) = sonde(&[
+        "trace",
+        "--json",
+        "--tier",
+        best.name(),
+        "--stack",
+        &app,
+        "stack_leaf",
+        "--",
+        &app,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 3, "{out}");
+    let names = |frames: &Value| -> Vec<String> {
+        frames
+            .as_array()
+            .expect("frames")
+            .iter()
+            .map(|f| {
+                f.as_str()
+                    .expect("frame")
+                    .split('+')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
+    };
+    for l in &lines {
+        let frames = names(&l["stack"]);
+        // At a function's entry the frame-pointer walk skips its direct caller
+        // (the return address is on the stack, not yet behind a frame).
+        assert_eq!(frames[..3], ["stack_leaf", "stack_outer", "main"], "{l}");
+        assert!(
+            l["stack"][0].as_str().is_some_and(|f| f.contains("stack.c:")),
+            "file:line from DWARF: {l}"
+        );
+    }
+    let (code, out, err) = sonde(&[
+        "count",
+        "--json",
+        "--tier",
+        best.name(),
+        "--by",
+        "stack",
+        &app,
+        "stack_leaf",
+        "--",
+        &app,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let report = json(&out);
+    let rows = report["functions"].as_array().expect("rows");
+    assert_eq!(
+        rows.iter().map(|r| r["count"].as_u64().expect("count")).sum::<u64>(),
+        3,
+        "{report}"
+    );
+    for r in rows {
+        assert_eq!(names(&r["stack"])[..3], ["stack_leaf", "stack_outer", "main"], "{r}");
+    }
+}
