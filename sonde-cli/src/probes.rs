@@ -8,10 +8,10 @@
 //! | map | programs | used by | sized |
 //! | --- | --- | --- | --- |
 //! | `COUNTS` | count, latency | count, latency, serve | one per function |
-//! | `HIST`, `MAX_NS`, `SUM_NS` | latency | latency, serve | [`BUCKETS`] / one per function |
+//! | `HIST`, `MAX_NS`, `SUM_NS` | latency | latency, serve | `record::BUCKETS` / one per function |
 //! | `EVENTS`, `LOST` | trace | trace | 4 MiB ring / per CPU |
 //! | `TRACE_CONFIG` | trace | trace | one per function |
-//! | `VALUES` | hist | hist | [`BUCKETS`] per function |
+//! | `VALUES` | hist | hist | `record::BUCKETS` per function |
 //! | `FILTERS`, `FILTERS_RET` | every uprobe | `--filter` | one per function |
 //! | `BY_KEY`, `BY_LOST` | count, latency | `--by` | 64k keys |
 //! | `STACKS` | trace, count | `--stack`, `--by stack` | 4096 stacks |

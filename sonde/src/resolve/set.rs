@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{BinaryFile, FunctionSymbol, ProbeSite, SymbolTable, Target};
 
-/// One function a [`Functions`] query selected.
+/// One function a [`Functions`](super::Functions) query selected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionMatch {
     /// Its cookie: its index in the set.
