@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{AttachError, Link, Scope, SessionMode, Tier};
+use super::{AttachError, Link, Scope, SessionMode, Tier, PER_TARGET_DETACH_COST};
 use crate::features::{Feature, Features};
 use crate::object_file::ProbeKind;
-use crate::programs::{Load, LoadedProgram, SessionHalf, UProbe};
+use crate::programs::{AttachType, Cookie, Load, LoadedProgram, SessionHalf, UProbe};
 use crate::resolve::ProbeSite;
 
 /// One attach pass: the kind the mechanism attaches as, and the session half
@@ -33,39 +33,60 @@ pub(crate) type Held = (Vec<Arc<LoadedProgram>>, Vec<Link>);
 
 /// An attach mechanism: what it needs from the kernel, what it loads, what it
 /// holds and costs, how it attaches. Everything tier-specific lives behind it.
+/// The defaults describe a per-target mechanism with emulated cookies: one
+/// kernel object per site, no BPF link.
 pub(crate) trait Mechanism: Sync {
     /// The features it needs for probes in `scope`.
     fn requires(&self, scope: Scope) -> Vec<Feature>;
 
+    /// The program load one site needs in one pass.
+    fn load(&self, part: Part, site: &ProbeSite) -> Load;
+
+    /// Attaches one pass; on failure everything it made is dropped (detached).
+    fn attach(&self, pass: &Pass<'_>, probe: &mut UProbe) -> Result<Held, AttachError>;
+
     /// Whether the kernel supplies the cookie (no program copy per cookie).
-    fn native_cookies(&self) -> bool;
+    fn native_cookies(&self) -> bool {
+        false
+    }
 
     /// Whether it opens perf events on the uprobe PMU (refused to unprivileged
     /// callers on patched kernels: the attach then moves past it).
-    fn uses_pmu(&self) -> bool;
+    fn uses_pmu(&self) -> bool {
+        false
+    }
 
     /// One kernel object per site (and a slow, serialised detach each).
-    fn per_target(&self) -> bool;
+    fn per_target(&self) -> bool {
+        true
+    }
 
     /// Whether a session program (`#[uprobe_session]`) runs natively here.
     fn native_session(&self, _features: &Features) -> bool {
         false
     }
 
-    /// The program load one site needs in one pass.
-    fn load(&self, part: Part, site: &ProbeSite) -> Load;
-
     /// Descriptors one pass holds besides its programs.
-    fn descriptors(&self, binaries: usize, sites: usize) -> u64;
+    fn descriptors(&self, _binaries: usize, sites: usize) -> u64 {
+        sites as u64
+    }
 
     /// Upper estimate of the time detaching one pass blocks.
-    fn detach_estimate(&self, binaries: usize, sites: usize) -> Duration;
+    fn detach_estimate(&self, _binaries: usize, sites: usize) -> Duration {
+        PER_TARGET_DETACH_COST * sites as u32
+    }
 
     /// The kernel's `bpf_link_info.type` of the BPF links it makes, if it makes any.
-    fn link_type(&self) -> Option<u32>;
+    fn link_type(&self) -> Option<u32> {
+        None
+    }
+}
 
-    /// Attaches one pass; on failure everything it made is dropped (detached).
-    fn attach(&self, pass: &Pass<'_>, probe: &mut UProbe) -> Result<Held, AttachError>;
+/// The load of one pass: `attach_type` and `cookie`, for the pass's session half.
+pub(crate) fn load(attach_type: AttachType, cookie: Cookie, part: Part) -> Load {
+    let mut load = Load::new(attach_type, cookie);
+    load.session = part.half;
+    load
 }
 
 /// The passes a program of `kind` needs on `tier`: the return half of an

@@ -7,7 +7,7 @@ use std::os::fd::AsFd;
 use std::time::Duration;
 
 use super::error::target_error;
-use super::mechanism::{Held, Mechanism, Part, Pass};
+use super::mechanism::{load, Held, Mechanism, Part, Pass};
 use super::{AttachError, Link, Scope};
 use crate::features::{Feature, Features};
 use crate::object_file::ProbeKind;
@@ -51,9 +51,7 @@ impl Mechanism for Multi {
         } else {
             AttachType::UprobeMulti
         };
-        let mut load = Load::new(attach_type, Cookie::Native);
-        load.session = part.half;
-        load
+        load(attach_type, Cookie::Native, part)
     }
 
     fn descriptors(&self, binaries: usize, _sites: usize) -> u64 {

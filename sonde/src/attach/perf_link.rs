@@ -2,10 +2,9 @@
 //! `BPF_LINK_CREATE(BPF_PERF_EVENT)` and the site's cookie (Linux 5.15+).
 
 use std::os::fd::{AsFd, AsRawFd};
-use std::time::Duration;
 
-use super::mechanism::{Held, Mechanism, Part, Pass};
-use super::{perf_event, AttachError, Scope, PER_TARGET_DETACH_COST};
+use super::mechanism::{load, Held, Mechanism, Part, Pass};
+use super::{perf_event, AttachError, Scope};
 use crate::features::Feature;
 use crate::programs::{AttachType, Cookie, Load, UProbe};
 use crate::resolve::ProbeSite;
@@ -34,22 +33,12 @@ impl Mechanism for PerfLink {
         true
     }
 
-    fn per_target(&self) -> bool {
-        true
-    }
-
     fn load(&self, part: Part, _site: &ProbeSite) -> Load {
-        let mut load = Load::new(AttachType::PerfEvent, Cookie::Native);
-        load.session = part.half;
-        load
+        load(AttachType::PerfEvent, Cookie::Native, part)
     }
 
     fn descriptors(&self, _binaries: usize, sites: usize) -> u64 {
         2 * sites as u64
-    }
-
-    fn detach_estimate(&self, _binaries: usize, sites: usize) -> Duration {
-        PER_TARGET_DETACH_COST * sites as u32
     }
 
     fn link_type(&self) -> Option<u32> {

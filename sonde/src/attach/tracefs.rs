@@ -12,11 +12,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Once;
 
-use std::time::Duration;
-
 use super::error::target_error;
-use super::mechanism::{Held, Mechanism, Part, Pass};
-use super::{AttachError, Link, Refusal, Scope, PER_TARGET_DETACH_COST};
+use super::mechanism::{load, Held, Mechanism, Part, Pass};
+use super::{AttachError, Link, Refusal, Scope};
 use crate::features::Feature;
 use crate::programs::{AttachType, Cookie, Load, UProbe};
 use crate::resolve::ProbeSite;
@@ -123,34 +121,8 @@ impl Mechanism for Tracefs {
         vec![Feature::Tracefs]
     }
 
-    fn native_cookies(&self) -> bool {
-        false
-    }
-
-    fn uses_pmu(&self) -> bool {
-        false
-    }
-
-    fn per_target(&self) -> bool {
-        true
-    }
-
     fn load(&self, part: Part, site: &ProbeSite) -> Load {
-        let mut load = Load::new(AttachType::PerfEvent, Cookie::Emulated(site.attach_cookie));
-        load.session = part.half;
-        load
-    }
-
-    fn descriptors(&self, _binaries: usize, sites: usize) -> u64 {
-        sites as u64
-    }
-
-    fn detach_estimate(&self, _binaries: usize, sites: usize) -> Duration {
-        PER_TARGET_DETACH_COST * sites as u32
-    }
-
-    fn link_type(&self) -> Option<u32> {
-        None
+        load(AttachType::PerfEvent, Cookie::Emulated(site.attach_cookie), part)
     }
 
     fn attach(&self, pass: &Pass<'_>, probe: &mut UProbe) -> Result<Held, AttachError> {
