@@ -150,7 +150,12 @@ pub fn run(common: &Common) -> Result<i32, CliError> {
     }
     let mut session = Session::start(common, "timing", &[program(common)], |n| {
         let n = n.max(1);
-        vec![(Map::Hist, n * BUCKETS), (Map::MaxNs, n), (Map::SumNs, n), (Map::Counts, n)]
+        vec![
+            (Map::Hist, n * BUCKETS),
+            (Map::MaxNs, n),
+            (Map::SumNs, n),
+            (Map::Counts, n),
+        ]
     })?;
     let stop = session.wait(std::time::Duration::from_secs(1), |_| {});
     let rows = rows(&session)?;
@@ -194,7 +199,12 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
         crate::filter::Site::Entry,
         |n| {
             let n = n.max(1);
-            vec![(Map::Hist, n * BUCKETS), (Map::MaxNs, n), (Map::SumNs, n), (Map::Counts, n)]
+            vec![
+                (Map::Hist, n * BUCKETS),
+                (Map::MaxNs, n),
+                (Map::SumNs, n),
+                (Map::Counts, n),
+            ]
         },
         |s| crate::session::update_settings(s.object(), |c| c.by_kind = kind),
     )?;
