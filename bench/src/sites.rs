@@ -32,6 +32,6 @@ pub fn resolve_numbered(exe: &Path) -> Result<Vec<ProbeSite>> {
 /// use at their least, as `sonde count` makes them: the peers' objects have
 /// only the counter.
 pub(crate) fn sonde_object(n: usize) -> Result<Object> {
-    let sizes = [(Map::Counts, n.max(1) as u32), (Map::Hist, 1), (Map::MaxNs, 1)];
+    let sizes = [(Map::Counts, n.max(1) as u32), (Map::Hist, 1), (Map::Stats, 1)];
     Ok(Object::load_with(OBJECT, &load_sizes(&sizes, true))?)
 }

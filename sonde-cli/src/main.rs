@@ -57,17 +57,19 @@ enum Command {
   sonde count --json ./app 'app::*' -- ./app   one JSON object at the end:
       {\"tier\": \"multi\", \"functions\": [{\"name\", \"demangled\", \"cookie\", \"count\"}]}")]
     Count(Common),
-    /// Time each call: per-function latency histograms (log2 buckets).
+    /// Time each call: count, min, mean, max (exact) and quantiles per function.
     ///
     /// One session program at entry and return (native on Linux 6.13+,
     /// emulated before); the interval is measured per call, so recursion and
-    /// concurrent threads are timed right.
+    /// concurrent threads are timed right. Quantiles come from log-linear
+    /// buckets (eight per power of two): within 6.25 % of the true value.
+    /// `--by pid|tid|comm` gives the same figures per key.
     #[command(after_help = "EXAMPLES:
   sonde latency libc 'malloc' 'free' -- ./bench
   sonde latency -p 4242 -d 30 ./server 'handle_*'
   sonde latency --json ./app 'app::parse' -- ./app input.txt
-      {\"tier\", \"functions\": [{\"name\", \"cookie\", \"count\", \"p50_ns\", \"p90_ns\", \"p99_ns\",
-        \"max_ns\", \"histogram\": [{\"le_ns\", \"count\"}]}]}")]
+      {\"tier\", \"functions\": [{\"name\", \"cookie\", \"count\", \"timed\", \"untimed\", \"min_ns\",
+        \"mean_ns\", \"p50_ns\", \"p90_ns\", \"p99_ns\", \"max_ns\", \"histogram\": [{\"ge_ns\", \"le_ns\", \"count\"}]}]}")]
     Latency(Common),
     /// Print one line per call: time, pid, tid, command, function, arguments.
     ///

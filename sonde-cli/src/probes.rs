@@ -8,12 +8,13 @@
 //! | map | programs | used by | sized |
 //! | --- | --- | --- | --- |
 //! | `COUNTS` | count, latency | count, latency, serve | one per function |
-//! | `HIST`, `MAX_NS`, `SUM_NS` | latency | latency, serve | `record::BUCKETS` / one per function |
+//! | `HIST`, `STATS` | latency | latency, serve | `record::LATENCY_BUCKETS` / one per function |
 //! | `EVENTS`, `LOST` | trace | trace | 4 MiB ring / per CPU |
 //! | `TRACE_CONFIG` | trace | trace | one per function |
 //! | `VALUES` | hist | hist | `record::BUCKETS` per function |
 //! | `FILTERS`, `FILTERS_RET` | every uprobe | `--filter` | one per function |
-//! | `BY_KEY`, `BY_LOST` | count, latency | `--by` | 64k keys |
+//! | `BY_KEY`, `BY_LOST` | count, latency | `--by` | 16k keys |
+//! | `BY_STATS` | latency | `latency --by` | 16k keys |
 //! | `STACKS` | trace, count | `--stack`, `--by stack` | 4096 stacks |
 //! | `TRACED` | every uprobe, follow_* | `--follow` and `-- COMMAND` | 64k processes |
 //! | `USDT_SPECS` | every uprobe | `usdt:` patterns | one per function |
@@ -21,7 +22,7 @@
 
 use sonde::maps::{MapError, PerCpuArray};
 
-use crate::record::BUCKETS;
+use crate::record::{latency_bucket, latency_bucket_range, Stats, LATENCY_BUCKETS};
 
 /// The object's bytes.
 pub const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cli-probes.bpf.o"));
@@ -94,12 +95,13 @@ impl Program {
 pub enum Map {
     /// Calls per function (entered, for `latency`), per CPU.
     Counts,
-    /// Latency log2 buckets: function `i`'s bucket `b` at `i * BUCKETS + b`.
+    /// Latency log-linear buckets: function `i`'s bucket `b` at
+    /// `i * LATENCY_BUCKETS + b`.
     Hist,
-    /// Largest latency per function, per CPU.
-    MaxNs,
-    /// Total latency per function, per CPU.
-    SumNs,
+    /// Exact latency statistics per function (`record::Stats`), per CPU.
+    Stats,
+    /// Exact latency statistics per `latency --by` key, per CPU.
+    ByStats,
     /// `trace`'s call records (a ring buffer).
     Events,
     /// Records `Events` had no room for, per CPU.
@@ -133,8 +135,8 @@ impl Map {
     pub const ALL: [Map; 17] = [
         Map::Counts,
         Map::Hist,
-        Map::MaxNs,
-        Map::SumNs,
+        Map::Stats,
+        Map::ByStats,
         Map::Events,
         Map::Lost,
         Map::TraceConfig,
@@ -155,8 +157,8 @@ impl Map {
         match self {
             Map::Counts => "COUNTS",
             Map::Hist => "HIST",
-            Map::MaxNs => "MAX_NS",
-            Map::SumNs => "SUM_NS",
+            Map::Stats => "STATS",
+            Map::ByStats => "BY_STATS",
             Map::Events => "EVENTS",
             Map::Lost => "LOST",
             Map::TraceConfig => "TRACE_CONFIG",
@@ -179,7 +181,7 @@ impl Map {
     /// ring, the stack map — cost a few ms a load); `None` for the others.
     pub const fn least(self) -> Option<u32> {
         match self {
-            Map::Traced | Map::ByKey | Map::Stacks | Map::UsdtSpecs | Map::SessionSlots => Some(1),
+            Map::Traced | Map::ByKey | Map::ByStats | Map::Stacks | Map::UsdtSpecs | Map::SessionSlots => Some(1),
             Map::Events => Some(4096),
             _ => None,
         }
@@ -241,12 +243,14 @@ impl Counts {
     }
 }
 
-/// One function's call durations: log2 buckets (`[2^b, 2^(b+1))` ns), the
-/// largest, the sum, and the calls entered (timed or not).
+/// One function's (or key's) call durations: log-linear buckets, the exact
+/// minimum, maximum and sum of the calls timed, and the calls entered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Durations {
-    /// `(b, calls)` for each non-empty bucket, `b` ascending.
+    /// `(b, calls)` for each non-empty bucket (`record::latency_bucket`), `b` ascending.
     pub buckets: Vec<(u32, u64)>,
+    /// The smallest duration, ns (0 when none was timed).
+    pub min_ns: u64,
     /// The largest duration, ns.
     pub max_ns: u64,
     /// The sum of the durations, ns.
@@ -267,17 +271,53 @@ impl Durations {
         self.entered.saturating_sub(self.timed())
     }
 
-    /// The upper bound of bucket `b`, ns (`2^(b+1)`).
+    /// The mean duration, ns (exact: the sum over the calls timed).
+    pub fn mean_ns(&self) -> u64 {
+        self.sum_ns.checked_div(self.timed()).unwrap_or(0)
+    }
+
+    /// The upper bound of bucket `b`, ns (exclusive).
     pub fn upper_ns(b: u32) -> u64 {
-        1u64.checked_shl(b + 1).unwrap_or(u64::MAX)
+        let (low, width) = latency_bucket_range(b);
+        low.saturating_add(width)
+    }
+
+    /// Quantile `q` (0..=1): the middle of the bucket holding the rank,
+    /// within the exact minimum and maximum (at most half a bucket off: 6.25 %).
+    pub fn quantile(&self, q: f64) -> u64 {
+        let count = self.timed();
+        if count == 0 {
+            return 0;
+        }
+        let rank = ((count as f64) * q).ceil().max(1.0) as u64;
+        if rank >= count {
+            return self.max_ns;
+        }
+        let mut seen = 0;
+        for &(b, n) in &self.buckets {
+            seen += n;
+            if seen >= rank {
+                let (low, width) = latency_bucket_range(b);
+                return (low + width / 2).clamp(self.min_ns, self.max_ns);
+            }
+        }
+        self.max_ns
+    }
+
+    /// Adds one CPU's (or one key's) statistics.
+    pub fn add_stats(&mut self, s: &Stats) {
+        self.sum_ns += s.sum_ns;
+        self.max_ns = self.max_ns.max(s.max_ns);
+        if s.min_inv != 0 && (self.min_ns == 0 || !s.min_inv < self.min_ns) {
+            self.min_ns = !s.min_inv;
+        }
     }
 }
 
-/// The latency program's maps: `HIST`, `MAX_NS`, `SUM_NS`, `COUNTS`.
+/// The latency program's maps: `HIST`, `STATS`, `COUNTS`.
 pub struct Timing {
     hist: PerCpuArray<u64>,
-    max: PerCpuArray<u64>,
-    sum: PerCpuArray<u64>,
+    stats: PerCpuArray<Stats>,
     entered: PerCpuArray<u64>,
 }
 
@@ -286,8 +326,7 @@ impl Timing {
     pub fn open(object: &sonde::Object) -> Result<Timing, MapError> {
         Ok(Timing {
             hist: Map::Hist.counters(object)?,
-            max: Map::MaxNs.counters(object)?,
-            sum: Map::SumNs.counters(object)?,
+            stats: PerCpuArray::new(Map::Stats.of(object)?)?,
             entered: Map::Counts.counters(object)?,
         })
     }
@@ -295,27 +334,24 @@ impl Timing {
     /// The durations of the function with `cookie`: buckets read up to the
     /// bucket of its largest only.
     pub fn get(&self, cookie: u32) -> Result<Durations, MapError> {
-        let max_ns = self.max.get(cookie)?.into_iter().max().unwrap_or(0);
-        let mut buckets = Vec::new();
-        if max_ns > 0 {
-            let top = 63 - max_ns.leading_zeros();
-            for b in 0..=top {
-                let n: u64 = self
-                    .hist
-                    .get(cookie.saturating_mul(BUCKETS).saturating_add(b))?
-                    .iter()
-                    .sum();
+        let mut d = Durations {
+            entered: self.entered.get(cookie)?.iter().sum(),
+            ..Durations::default()
+        };
+        for s in self.stats.get(cookie)? {
+            d.add_stats(&s);
+        }
+        if d.max_ns > 0 {
+            let top = latency_bucket(d.max_ns);
+            let base = cookie.saturating_mul(LATENCY_BUCKETS);
+            for b in latency_bucket(d.min_ns)..=top {
+                let n: u64 = self.hist.get(base.saturating_add(b))?.iter().sum();
                 if n > 0 {
-                    buckets.push((b, n));
+                    d.buckets.push((b, n));
                 }
             }
         }
-        Ok(Durations {
-            buckets,
-            max_ns,
-            sum_ns: self.sum.get(cookie)?.iter().sum(),
-            entered: self.entered.get(cookie)?.iter().sum(),
-        })
+        Ok(d)
     }
 }
 
@@ -367,14 +403,51 @@ mod tests {
 
     #[test]
     fn durations_count_timed_and_untimed_calls() {
-        let d = Durations {
-            buckets: vec![(3, 2), (10, 1)],
-            max_ns: 1500,
-            sum_ns: 1530,
+        let mut d = Durations {
+            buckets: vec![(3, 2), (latency_bucket(1500), 1)],
             entered: 5,
+            ..Durations::default()
         };
+        for s in [
+            Stats {
+                sum_ns: 6,
+                min_inv: !3,
+                max_ns: 3,
+            },
+            Stats::default(),
+            Stats {
+                sum_ns: 1500,
+                min_inv: !1500,
+                max_ns: 1500,
+            },
+        ] {
+            d.add_stats(&s);
+        }
         assert_eq!((d.timed(), d.untimed()), (3, 2));
-        assert_eq!(Durations::upper_ns(10), 2048);
-        assert_eq!(Durations::upper_ns(63), u64::MAX);
+        assert_eq!((d.min_ns, d.max_ns, d.mean_ns()), (3, 1500, 502));
+        assert_eq!(d.quantile(0.5), 3);
+        assert_eq!(d.quantile(1.0), 1500, "clamped to the exact maximum");
+    }
+
+    #[test]
+    fn latency_buckets_are_log_linear_and_within_an_eighth() {
+        let mut last = 0;
+        for v in (0..4096u64).chain([10_000_000, 50_000_000, 1 << 40, u64::MAX / 2]) {
+            let b = latency_bucket(v);
+            assert!(b >= last || v > 4096, "monotonic");
+            last = b;
+            let (low, width) = latency_bucket_range(b);
+            if b < LATENCY_BUCKETS - 1 {
+                assert!((low..low + width).contains(&v), "{v} in bucket {b} [{low}, +{width})");
+                assert!(width * 8 <= low.max(8), "width {width} at {low}");
+            }
+        }
+        // 10 ms and 50 ms read back within 6.25 %.
+        for ms in [10u64, 17, 50] {
+            let v = ms * 1_000_000;
+            let (low, width) = latency_bucket_range(latency_bucket(v));
+            let mid = low + width / 2;
+            assert!(mid.abs_diff(v) * 16 <= v, "{v} -> {mid}");
+        }
     }
 }

@@ -3,9 +3,60 @@
 //! layouts. Plain `#[repr(C)]` data deriving `Pod` (its layout checked at compile
 //! time on both sides), `no_std`-clean.
 
-/// Log2 latency buckets per function in `HIST` (function `i`'s bucket `b`,
-/// `[2^b, 2^(b+1))` ns, at `i * BUCKETS + b`).
+/// `sonde hist`'s buckets per function in `VALUES` (log2 of the value, or
+/// linear steps), function `i`'s bucket `b` at `i * BUCKETS + b`.
 pub const BUCKETS: u32 = 64;
+
+/// Sub-buckets per power of two in a latency histogram: log-linear buckets
+/// (HDR-style), each at most 1/8 of its values wide, so a quantile read at a
+/// bucket's middle is within 6.25 % of the true value.
+pub const SUB_BITS: u32 = 3;
+/// `2^SUB_BITS`.
+pub const SUBS: u32 = 1 << SUB_BITS;
+/// Latency buckets per function in `HIST` (function `i`'s bucket `b` at
+/// `i * LATENCY_BUCKETS + b`): values below `SUBS` ns exactly, then `SUBS`
+/// buckets per power of two up to 2^50 ns (13 days; longer calls count in the
+/// last).
+pub const LATENCY_BUCKETS: u32 = 48 * SUBS;
+
+/// floor(log2(v)), 0 for 0: six shifts, no loop, no clz (BPF has none).
+#[inline(always)]
+pub fn log2(mut v: u64) -> u32 {
+    let mut r = 0;
+    for shift in [32u32, 16, 8, 4, 2, 1] {
+        if v >> shift != 0 {
+            v >>= shift;
+            r += shift;
+        }
+    }
+    r
+}
+
+/// The latency bucket of `ns` (see [`LATENCY_BUCKETS`]).
+#[inline(always)]
+pub fn latency_bucket(ns: u64) -> u32 {
+    if ns < SUBS as u64 {
+        return ns as u32;
+    }
+    let m = log2(ns);
+    let sub = (ns >> (m - SUB_BITS)) as u32 & (SUBS - 1);
+    let b = (m - SUB_BITS + 1) * SUBS + sub;
+    if b < LATENCY_BUCKETS {
+        b
+    } else {
+        LATENCY_BUCKETS - 1
+    }
+}
+
+/// The values of latency bucket `b`: its lowest and its width (ns).
+#[cfg_attr(target_arch = "bpf", allow(dead_code))]
+pub const fn latency_bucket_range(b: u32) -> (u64, u64) {
+    if b < SUBS {
+        return (b as u64, 1);
+    }
+    let shift = b / SUBS - 1;
+    (((SUBS + b % SUBS) as u64) << shift, 1 << shift)
+}
 
 /// Arguments a call record carries.
 pub const ARGS: usize = 6;
@@ -87,11 +138,37 @@ impl ByKey {
         (kind as u32 & 0xffff) | (bucket << BY_BUCKET_SHIFT)
     }
 
-    /// The latency bucket packed into `kind` (0..=63).
+    /// The latency bucket packed into `kind` (below [`LATENCY_BUCKETS`]).
     #[cfg_attr(target_arch = "bpf", allow(dead_code))]
     pub const fn bucket(&self) -> u32 {
-        (self.kind >> BY_BUCKET_SHIFT) & 63
+        self.kind >> BY_BUCKET_SHIFT
     }
+
+    /// The same key without a latency bucket (the key of `BY_STATS`).
+    #[cfg_attr(not(target_arch = "bpf"), allow(dead_code))]
+    pub const fn without_bucket(&self) -> ByKey {
+        ByKey {
+            kind: self.kind & 0xffff,
+            ..*self
+        }
+    }
+}
+
+/// Keys `--by` can hold (`BY_KEY`, `BY_STATS`).
+pub const BY_KEYS: u32 = 16384;
+
+/// Exact statistics of a function's (or a `--by` key's) timed calls, per CPU:
+/// the sum, the minimum stored inverted (`!min`, so that a zeroed slot means
+/// none yet and a larger value is a smaller minimum), the maximum.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Default, Debug, PartialEq, Eq)]
+pub struct Stats {
+    /// Sum of the durations, ns.
+    pub sum_ns: u64,
+    /// `!min`, 0 when nothing was timed.
+    pub min_inv: u64,
+    /// The largest duration, ns.
+    pub max_ns: u64,
 }
 
 /// `--by` kinds (`Settings::by_kind`; `Settings::by_arg` is N for [`BY_ARG`]).

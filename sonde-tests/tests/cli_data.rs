@@ -53,18 +53,26 @@ fn latency_measures_known_sleeps_per_thread_and_nesting_level() {
     let mode = if native { "native" } else { "emulated" };
     assert_eq!(report["session"], mode, "{report}");
     assert!(err.contains(&format!("session {mode}")), "{err}");
-    // Four threads at once, 10 ms each: no interval mixes two threads.
+    // Four threads at once, 10 ms each: no interval mixes two threads. The
+    // minimum, mean and maximum are exact; quantiles lie within them.
     let work = f("fx_work");
     assert_eq!(work["count"], 4);
+    let ns = |key: &str| work[key].as_u64().unwrap_or_else(|| panic!("{key} in {work}"));
+    assert!(ns("min_ns") >= 10 * MS, "a 10 ms call measured shorter: {work}");
+    assert!(ns("min_ns") <= ns("mean_ns") && ns("mean_ns") <= ns("max_ns"), "{work}");
+    for key in ["p50_ns", "p90_ns", "p99_ns"] {
+        assert!((ns("min_ns")..=ns("max_ns")).contains(&ns(key)), "{key}: {work}");
+    }
     for b in work["histogram"].as_array().expect("hist") {
-        assert!(
-            b["le_ns"].as_u64().expect("le") >= 16 * MS,
-            "a 10 ms call measured shorter: {work}"
-        );
+        let (ge, le) = (b["ge_ns"].as_u64().expect("ge"), b["le_ns"].as_u64().expect("le"));
+        // Log-linear buckets: each at most an eighth of its values wide.
+        assert!(le > 10 * MS && (le - ge) * 8 <= ge, "bucket [{ge}, {le}): {work}");
     }
-    for key in ["p90_ns", "p99_ns"] {
-        assert!(work[key].is_u64());
-    }
+    // 20 ms sleeps: the median within the bucket error of 20 ms (not a
+    // power-of-two edge: it was 33.5 ms with log2 buckets).
+    let p50 = sleep["p50_ns"].as_u64().expect("p50");
+    let min = sleep["min_ns"].as_u64().expect("min");
+    assert!(p50.abs_diff(min) * 8 <= min, "p50 {p50} vs min {min}: {sleep}");
 }
 
 /// #15: `count --by pid|comm|arg0`, counted in the program: exact rows for two
@@ -160,6 +168,22 @@ fn count_by_breaks_calls_down_in_the_program() {
                 .sum();
             assert_eq!(Some(hist), r["count"].as_u64(), "{r}");
             assert!(r["pid"].as_u64().is_some(), "{r}");
+            // Exact statistics per key, kept beside the buckets.
+            let ns = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
+            assert!(
+                ns("min_ns") > 0 && ns("min_ns") <= ns("mean_ns") && ns("mean_ns") <= ns("max_ns"),
+                "{r}"
+            );
+            let last = r["histogram"]
+                .as_array()
+                .and_then(|h| h.last())
+                .cloned()
+                .unwrap_or_default();
+            let (ge, le) = (last["ge_ns"].as_u64().unwrap_or(0), last["le_ns"].as_u64().unwrap_or(0));
+            assert!(
+                (ge..le).contains(&ns("max_ns")),
+                "the maximum lies in the last bucket: {r}"
+            );
             (r["name"].as_str().expect("name").to_string(), hist)
         })
         .collect();

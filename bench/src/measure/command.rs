@@ -227,7 +227,7 @@ pub(crate) fn sessions(opts: &Opts, dir: &Path) -> Result<Vec<SessionRow>> {
         for _ in 0..runs {
             let mut object = Object::load_with(
                 OBJECT,
-                &load_sizes(&[(Map::Hist, 64), (Map::MaxNs, 1), (Map::SumNs, 1)], false),
+                &load_sizes(&[(Map::Hist, crate::record::LATENCY_BUCKETS), (Map::Stats, 1)], false),
             )?;
             let app = Running::spawn(&exe, calls, 0, 0)?;
             let mut options = AttachOptions::default().tier(Tier::Multi).pid(app.pid());
@@ -240,7 +240,7 @@ pub(crate) fn sessions(opts: &Opts, dir: &Path) -> Result<Vec<SessionRow>> {
             ns.push(app.go()? as f64 / calls as f64 - unprobed);
             shape = (att.programs().len(), att.link_ids().len());
             let hist = sonde::maps::PerCpuArray::<u64>::new(Map::Hist.of(&object)?)?;
-            timed = (0..64u32)
+            timed = (0..crate::record::LATENCY_BUCKETS)
                 .map(|b| Ok(hist.get(b)?.iter().sum::<u64>()))
                 .collect::<Result<Vec<u64>>>()?
                 .iter()

@@ -6,7 +6,7 @@
 
 use sonde_ebpf::helpers::{current_pid_tgid, ktime_get_ns};
 use sonde_ebpf::maps::stack_trace::BPF_F_USER_STACK;
-use sonde_ebpf::maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace};
+use sonde_ebpf::maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace};
 use sonde_ebpf::{map, tracepoint, uprobe, uprobe_session, uretprobe, ProbeContext, RetProbeContext, SessionContext, TracePointContext};
 
 sonde_ebpf::license!("GPL");
@@ -16,7 +16,7 @@ sonde_ebpf::panic_handler!();
 mod record;
 
 use record::{
-    Settings, ByKey, CallRecord, Cond, Filter, TraceConfig, BUCKETS, BY_ARG, BY_COMM, BY_PID, BY_STACK, BY_TID, CONDS, ENTRY,
+    Settings, ByKey, CallRecord, Cond, Filter, Stats, TraceConfig, BUCKETS, BY_KEYS, LATENCY_BUCKETS, latency_bucket, log2, BY_ARG, BY_COMM, BY_PID, BY_STACK, BY_TID, CONDS, ENTRY,
     FILTER_TEXT, STACK_DEPTH, EVENTS_BYTES, STACK_ENTRIES,
     FILTER_PASS, OP_EQ, OP_GE, OP_GT, OP_LE, OP_LT, OP_NE, RETURN, TEXT_READ, SRC_ARG_TEXT, SRC_COMM, SRC_PID, SRC_RET, SRC_TID, TERMS, TEXT,
 };
@@ -26,17 +26,18 @@ use record::{
 #[map]
 static COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1);
 
-/// Latency histogram: function `i`'s bucket `b` (`[2^b, 2^(b+1))` ns) at `i * 64 + b`.
+/// Latency histogram: function `i`'s log-linear bucket `b` (`record::latency_bucket`)
+/// at `i * LATENCY_BUCKETS + b`.
 #[map]
 static HIST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1);
 
-/// Largest latency per function, per CPU.
+/// Exact statistics per function (sum, minimum, maximum), per CPU.
 #[map]
-static MAX_NS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1);
+static STATS: PerCpuArray<Stats> = PerCpuArray::with_max_entries(1);
 
-/// Total latency per function, per CPU (`sonde serve`'s histogram sums).
+/// Exact statistics per `latency --by` key (`ByKey` without its bucket), per CPU.
 #[map]
-static SUM_NS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1);
+static BY_STATS: PerCpuHashMap<ByKey, Stats> = PerCpuHashMap::with_max_entries(BY_KEYS);
 
 /// Call records (`sonde trace`).
 #[map]
@@ -334,8 +335,6 @@ static BY_KEY: HashMap<ByKey, u64> = HashMap::with_max_entries(BY_KEYS);
 #[map]
 static BY_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1);
 
-/// Keys `--by` can hold.
-const BY_KEYS: u32 = 16384;
 
 /// The `--by` key of this call, or `None` without a breakdown.
 #[inline(always)]
@@ -466,7 +465,10 @@ fn latency_session(ctx: &SessionContext, filtered: bool) -> u32 {
         return 0;
     }
     let delta = now.saturating_sub(start);
-    // `latency --by`: the bucket goes into the key (kind's upper half).
+    let cookie = ctx.cookie() as u32;
+    let bucket = latency_bucket(delta);
+    // `latency --by`: the bucket goes into the key (kind's upper half), the
+    // exact statistics into `BY_STATS` under the key without it.
     let kind = setting!(by_kind);
     if kind != 0 {
         let pid_tgid = ctx.pid_tgid();
@@ -476,47 +478,59 @@ fn latency_session(ctx: &SessionContext, filtered: bool) -> u32 {
             _ => 0,
         };
         let (comm_lo, comm_hi) = if kind == BY_COMM { comm_words(&ctx.probe().comm()) } else { (0, 0) };
-        by_add(&ByKey {
-            cookie: ctx.cookie() as u32,
-            kind: ByKey::pack_kind(kind, log2(delta)),
+        let key = ByKey {
+            cookie,
+            kind: ByKey::pack_kind(kind, bucket),
             value,
             comm_lo,
             comm_hi,
-        });
+        };
+        by_add(&key);
+        let plain = key.without_bucket();
+        if let Some(p) = BY_STATS.get_ptr_mut(&plain) {
+            stats_add(p, delta);
+        } else {
+            // The first call of this key: its statistics are this call's (a
+            // zeroed value would be a memset the verifier refuses on the stack).
+            let first = Stats {
+                sum_ns: delta,
+                min_inv: !delta,
+                max_ns: delta,
+            };
+            if BY_STATS.insert(&plain, &first, sonde_ebpf::maps::BPF_NOEXIST).is_err() {
+                if let Some(p) = BY_STATS.get_ptr_mut(&plain) {
+                    stats_add(p, delta);
+                }
+            }
+        }
         return 0;
     }
-    let cookie = ctx.cookie() as u32;
-    if let Some(p) = HIST.get_ptr_mut(cookie.wrapping_mul(BUCKETS) + log2(delta)) {
+    if let Some(p) = HIST.get_ptr_mut(cookie.wrapping_mul(LATENCY_BUCKETS) + bucket) {
         // SAFETY: this CPU's bucket.
         unsafe { *p += 1 };
     }
-    if let Some(p) = MAX_NS.get_ptr_mut(cookie) {
-        // SAFETY: this CPU's maximum.
-        unsafe {
-            if delta > *p {
-                *p = delta;
-            }
-        }
-    }
-    if let Some(p) = SUM_NS.get_ptr_mut(cookie) {
-        // SAFETY: this CPU's sum.
-        unsafe { *p += delta };
+    if let Some(p) = STATS.get_ptr_mut(cookie) {
+        stats_add(p, delta);
     }
     0
 }
 
-/// floor(log2(v)), 0 for 0: six shifts, no loop, no clz (BPF has none).
+/// Adds one duration to this CPU's statistics at `p`.
 #[inline(always)]
-fn log2(mut v: u64) -> u32 {
-    let mut r = 0;
-    for shift in [32u32, 16, 8, 4, 2, 1] {
-        if v >> shift != 0 {
-            v >>= shift;
-            r += shift;
+fn stats_add(p: *mut Stats, delta: u64) {
+    // SAFETY: the kernel's pointer to this CPU's value (per-CPU maps: no other
+    // writer).
+    unsafe {
+        (*p).sum_ns += delta;
+        if !delta > (*p).min_inv {
+            (*p).min_inv = !delta;
+        }
+        if delta > (*p).max_ns {
+            (*p).max_ns = delta;
         }
     }
-    r
 }
+
 
 /// User stacks (`trace --stack`, `count --by stack`), each frame as (build id,
 /// file offset): named after the process exits.

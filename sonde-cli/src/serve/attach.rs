@@ -11,7 +11,7 @@ use super::agent::{Agent, Attached, Jobs, Series, State};
 use super::config::Probe;
 use super::shared::{Place, Shared};
 use crate::probes::{shrink_unused, Map, Program, OBJECT};
-use crate::record::BUCKETS;
+use crate::record::LATENCY_BUCKETS;
 
 impl Agent {
     /// Attaches probes resolved by [`resolve`] together: one group per binary
@@ -134,8 +134,8 @@ impl Agent {
                     Some(s) => s,
                     empty => {
                         let builder = Job::builder(OBJECT)
-                            .capacity(max_latency, &[Map::MaxNs.name(), Map::SumNs.name(), Map::Counts.name()])
-                            .per_cookie_slots(Map::Hist.name(), BUCKETS)
+                            .capacity(max_latency, &[Map::Stats.name(), Map::Counts.name()])
+                            .per_cookie_slots(Map::Hist.name(), LATENCY_BUCKETS)
                             .program(Program::Latency.name())
                             .options(options(pid));
                         // The emulation's maps only where the session is emulated.

@@ -120,15 +120,17 @@ fn histogram(d: &Durations) -> Histogram {
     // Non-cumulative counts per exported bucket, +Inf last.
     let mut counts = vec![0u64; (HIGH - LOW + 2) as usize];
     for &(b, n) in &d.buckets {
-        let i = if b > HIGH {
+        // A log-linear bucket lies inside one power of two: its octave.
+        let octave = crate::record::log2(crate::record::latency_bucket_range(b).0);
+        let i = if octave > HIGH {
             counts.len() - 1
         } else {
-            b.saturating_sub(LOW) as usize
+            octave.saturating_sub(LOW) as usize
         };
         counts[i] += n;
     }
     let buckets = (LOW..=HIGH)
-        .map(|b| Durations::upper_ns(b) as f64 / 1e9)
+        .map(|o| 2f64.powi(o as i32 + 1) / 1e9)
         .chain([f64::MAX])
         .zip(counts)
         .collect();
