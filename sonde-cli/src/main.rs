@@ -79,6 +79,8 @@ enum Command {
   sonde trace libc 'open*' --args 2 -- cat /etc/hostname
   sonde trace --args s,i --ret i libc open -- cat /etc/hostname    path as a string, fd returned
   sonde trace --ret s /bin/bash readline       bashreadline: each line typed, as bash returns it
+  sonde trace --args p,b:ret,i --ret i libssl SSL_read -p 4242   what each SSL_read returned, read at return
+  sonde trace --args i,b:arg2,u libc write -p 4242               the bytes each write was given
   sonde trace -p 4242 ./server 'handle_*'
   sonde trace --json ./app 'fx_*' -- ./app     one object per line:
       {\"ts_ns\", \"pid\", \"tid\", \"comm\", \"function\", \"cookie\", \"args\": [...]}")]
@@ -87,7 +89,11 @@ enum Command {
         common: Common,
         /// Arguments to print: a count (`2`: two, in hex) or types, one per
         /// argument: i (int), u (unsigned), l (long), x (hex), p (pointer),
-        /// s (C string read from the process, up to 256 bytes; one per function).
+        /// s (C string read from the process at entry, up to 256 bytes),
+        /// s@ret (a C string read when the function returns: output buffers),
+        /// b:LEN (a buffer of LEN bytes, escaped: LEN a number up to 256,
+        /// argN, or ret — read at return, as many bytes as the call returned,
+        /// none when negative). One string or buffer per function.
         /// `PATTERN=TYPES` sets them for the functions PATTERN names
         /// (`--args readline=s`); repeat for several.
         #[arg(long, value_name = "TYPES")]

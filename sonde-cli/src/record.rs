@@ -191,14 +191,48 @@ pub const STACK_DEPTH: usize = 32;
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Default)]
 pub struct TraceConfig {
-    /// Which argument is read as a C string: 1..=6, or 0 for none.
+    /// Which argument's memory is read (a string or a buffer): 1..=6, or 0.
     pub text_arg: u32,
     /// 1 when the return value is read as a C string.
     pub text_ret: u32,
     /// 1 when the user stack is captured (`--stack`).
     pub stack: u32,
-    /// Zero.
-    pub _pad: u32,
+    /// How `text_arg`'s memory is read: one of the `READ_*`.
+    pub read: u32,
+    /// For a buffer: where its length comes from, one of the `LEN_*`.
+    pub len_from: u32,
+    /// `LEN_CONST`'s length, or the argument (1..=6) of `LEN_ARG`.
+    pub len: u32,
+}
+
+/// `TraceConfig::read`: a C string at entry (`s`).
+pub const READ_STR: u32 = 0;
+/// A C string at return, its pointer kept from entry (`s@ret`).
+pub const READ_STR_AT_RETURN: u32 = 1;
+/// A buffer of a length (`b:LEN`), read at entry.
+pub const READ_BYTES: u32 = 2;
+/// A buffer read at return, its pointer kept from entry (`b:ret`).
+pub const READ_BYTES_AT_RETURN: u32 = 3;
+
+/// `TraceConfig::len_from`: a constant (`b:64`).
+pub const LEN_CONST: u32 = 0;
+/// Argument `TraceConfig::len` (`b:arg2`).
+pub const LEN_ARG: u32 = 1;
+/// The return value (`b:ret`; negative: empty).
+pub const LEN_RET: u32 = 2;
+
+/// Set in `CallRecord::kind` when `text` holds bytes of a length, not a string.
+pub const TEXT_BYTES: u32 = 1 << 9;
+
+/// A call's pointer and length kept from entry to return for `*_AT_RETURN`
+/// reads, keyed by thread and stack pointer at entry.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, PartialEq, Eq, Hash, Debug)]
+pub struct SavedKey {
+    /// `tgid << 32 | tid`.
+    pub pid_tgid: u64,
+    /// The stack pointer at entry.
+    pub sp: u64,
 }
 
 /// `--filter`: alternatives (up to [`TERMS`]) of comparisons (up to [`CONDS`]

@@ -234,6 +234,16 @@ impl RetProbeContext {
     pub fn ret<T: FromRegister>(&self) -> T {
         T::from_register(read_reg(self.regs, regs::RET))
     }
+
+    /// The stack pointer the function had at its entry (x86-64: the one here
+    /// less the popped return address): with the thread, the key that pairs a
+    /// call's entry and return, recursion included.
+    ///
+    /// Kernel: any (a register read from the context).
+    #[inline(always)]
+    pub fn entry_sp(&self) -> u64 {
+        entry_sp_at_return(self.regs)
+    }
 }
 
 /// The context of a `#[tracepoint]` program: the event's record, laid out as

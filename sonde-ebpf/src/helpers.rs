@@ -190,6 +190,22 @@ pub unsafe fn probe_read_user_str(src: *const u8, dst: &mut [u8]) -> Result<usiz
     }
 }
 
+/// `bpf_probe_read_user` (5.5) of `dst.len()` bytes at `src` into `dst` (a
+/// buffer of a length known at run time: keep it bounded for the verifier).
+#[inline(always)]
+pub unsafe fn probe_read_user_bytes(src: *const u8, dst: &mut [u8]) -> Result<(), i64> {
+    let ret = helper!(id::PROBE_READ_USER, fn(*mut c_void, u32, *const c_void) -> i64)(
+        dst.as_mut_ptr().cast(),
+        dst.len() as u32,
+        src.cast(),
+    );
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(ret)
+    }
+}
+
 /// `bpf_ringbuf_output` (5.8).
 #[inline(always)]
 pub unsafe fn ringbuf_output(map: *mut c_void, data: *const c_void, size: u64, flags: u64) -> i64 {

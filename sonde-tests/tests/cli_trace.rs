@@ -36,7 +36,7 @@ fn trace_prints_every_call_with_its_arguments_in_order() {
     assert!(l["ts_ns"].is_u64() && l["pid"] == l["tid"] && l["cookie"].is_u64());
     let ts: Vec<u64> = lines.iter().map(|l| l["ts_ns"].as_u64().expect("ts")).collect();
     assert!(ts.windows(2).all(|w| w[0] <= w[1]), "in time order");
-    assert!(err.contains("10 events, 0 lost"), "{err}");
+    assert!(err.contains("10 calls (10 records), 0 lost"), "{err}");
 }
 
 /// #15: typed arguments with a string read in the program, and string return
@@ -186,4 +186,76 @@ fn stacks_name_the_known_callers() {
     for r in rows {
         assert_eq!(names(&r["stack"])[..3], ["stack_leaf", "stack_outer", "main"], "{r}");
     }
+}
+
+/// #25: output buffers are read when the function returns (`b:ret`, `s@ret`),
+/// input buffers at entry with their length (`b:argN`), bytes exactly (NULs
+/// and control bytes escaped), on every tier; `--args` for a pattern that
+/// names no function is said.
+#[test]
+fn buffers_are_read_at_return_and_input_buffers_at_entry() {
+    let _s = serial();
+    require_root();
+    let script = r#"printf 'hello\000world\n' | cat > /dev/null"#;
+    let run = |tier: Tier, args: &str, function: &str, ret: bool| -> (Vec<Value>, String) {
+        let mut argv = vec!["trace", "--json", "--tier", tier.name(), "--args", args];
+        if ret {
+            argv.extend(["--ret", "l"]);
+        }
+        argv.extend([
+            "--filter",
+            "comm == \"cat\"",
+            "libc",
+            function,
+            "--",
+            "sh",
+            "-c",
+            script,
+        ]);
+        let (code, out, err) = sonde(&argv);
+        assert_eq!(code, 0, "{tier} {args}: {err}");
+        (json_lines(&out), err)
+    };
+    for tier in Tier::ALL.into_iter().filter(|t| tier_supported(*t)) {
+        // read(0, buf, n): what was read is in buf when it returns.
+        let (lines, err) = run(tier, "i,b:ret,u", "read", true);
+        let reads: Vec<(Value, Value)> = lines
+            .iter()
+            .filter(|l| l["args"][0] == 0)
+            .map(|l| (l["args"][1].clone(), l["ret"].clone()))
+            .collect();
+        assert_eq!(
+            reads,
+            [
+                (Value::from("hello\\x00world\\n"), Value::from(12)),
+                (Value::from(""), Value::from(0))
+            ],
+            "{tier}: {lines:?}"
+        );
+        assert!(err.contains("2 calls"), "calls, not records: {err}");
+        // As a string at return: up to the NUL.
+        let (lines, _) = run(tier, "i,s@ret,u", "read", false);
+        assert_eq!(
+            lines.first().map(|l| l["args"][1].clone()),
+            Some(Value::from("hello")),
+            "{tier}: {lines:?}"
+        );
+        // write(1, buf, n): the bytes written, at entry, n of them.
+        let (lines, _) = run(tier, "i,b:arg2,u", "write", false);
+        let written: Vec<Value> = lines
+            .iter()
+            .filter(|l| l["comm"] == "cat")
+            .map(|l| l["args"][1].clone())
+            .collect();
+        assert!(
+            written.is_empty() || written == [Value::from("hello\\x00world\\n")],
+            "{tier}: {lines:?}"
+        );
+    }
+    let best = Tier::ALL.into_iter().find(|t| tier_supported(*t)).expect("a tier");
+    let (_, err) = run(best, "nosuch=i,b:ret", "read", false);
+    assert!(err.contains("no traced function matches `nosuch`"), "{err}");
+    let (code, _, err) = sonde(&["trace", "--args", "b:0", "libc", "read", "-d", "0.1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("1 to 256 bytes"), "{err}");
 }

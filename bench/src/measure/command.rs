@@ -51,7 +51,8 @@ pub(crate) fn events(opts: &Opts, dir: &Path) -> Result<EventsRow> {
     let lost = err
         .lines()
         .find_map(|l| {
-            l.split(" events, ")
+            // "sonde: N calls (M records), L lost"
+            l.split(" records), ")
                 .nth(1)
                 .and_then(|r| r.split_whitespace().next()?.parse().ok())
         })

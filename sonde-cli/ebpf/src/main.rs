@@ -6,7 +6,7 @@
 
 use sonde_ebpf::helpers::{current_pid_tgid, ktime_get_ns};
 use sonde_ebpf::maps::stack_trace::BPF_F_USER_STACK;
-use sonde_ebpf::maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace};
+use sonde_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace};
 use sonde_ebpf::{map, tracepoint, uprobe, uprobe_session, uretprobe, ProbeContext, RetProbeContext, SessionContext, TracePointContext};
 
 sonde_ebpf::license!("GPL");
@@ -16,7 +16,7 @@ sonde_ebpf::panic_handler!();
 mod record;
 
 use record::{
-    Settings, ByKey, CallRecord, Cond, Filter, Stats, TraceConfig, BUCKETS, BY_KEYS, LATENCY_BUCKETS, latency_bucket, log2, BY_ARG, BY_COMM, BY_PID, BY_STACK, BY_TID, CONDS, ENTRY,
+    Settings, ByKey, CallRecord, SavedKey, LEN_ARG, LEN_RET, READ_BYTES, READ_BYTES_AT_RETURN, READ_STR, READ_STR_AT_RETURN, TEXT_BYTES, Cond, Filter, Stats, TraceConfig, BUCKETS, BY_KEYS, LATENCY_BUCKETS, latency_bucket, log2, BY_ARG, BY_COMM, BY_PID, BY_STACK, BY_TID, CONDS, ENTRY,
     FILTER_TEXT, STACK_DEPTH, EVENTS_BYTES, STACK_ENTRIES,
     FILTER_PASS, OP_EQ, OP_GE, OP_GT, OP_LE, OP_LT, OP_NE, RETURN, TEXT_READ, SRC_ARG_TEXT, SRC_COMM, SRC_PID, SRC_RET, SRC_TID, TERMS, TEXT,
 };
@@ -541,11 +541,28 @@ static STACKS: StackTrace = StackTrace::with_build_ids(STACK_ENTRIES, STACK_DEPT
 #[map]
 static TRACE_CONFIG: Array<TraceConfig> = Array::with_max_entries(1);
 
+/// Pointers (and buffer lengths) of calls whose memory is read at return,
+/// from their entry: by thread and stack pointer at entry.
+#[map]
+static SAVED: LruHashMap<SavedKey, [u64; 2]> = LruHashMap::with_max_entries(SAVED_CALLS);
+
+/// Calls in flight whose memory is read at return.
+const SAVED_CALLS: u32 = 16384;
+
+/// What a record's `text` holds: nothing, a C string at a pointer, or `len`
+/// bytes at a pointer.
+#[derive(Clone, Copy)]
+enum Text {
+    None,
+    Str(u64),
+    Bytes(u64, u64),
+}
+
 /// Writes one call record into the ring buffer: the common fields, then the
-/// string at `text` when `want_text` (read straight into the record). Every
-/// store is volatile: no `memset` for the verifier to refuse.
+/// string or buffer `text` says (read straight into the record). Every store
+/// is volatile: no `memset` for the verifier to refuse.
 #[inline(always)]
-fn emit(pid_tgid: u64, cookie: u64, kind: u32, args: [u64; 6], comm: [u8; 16], text: Option<u64>, stack_id: i64) {
+fn emit(pid_tgid: u64, cookie: u64, kind: u32, args: [u64; 6], comm: [u8; 16], text: Text, stack_id: i64) {
     let Some(mut entry) = EVENTS.reserve::<CallRecord>(0) else {
         if let Some(p) = LOST.get_ptr_mut(0) {
             // SAFETY: this CPU's counter.
@@ -567,30 +584,46 @@ fn emit(pid_tgid: u64, cookie: u64, kind: u32, args: [u64; 6], comm: [u8; 16], t
         }
         write_volatile(addr_of_mut!((*r).comm), comm);
         write_volatile(addr_of_mut!((*r).stack_id), stack_id);
-        write_volatile(addr_of_mut!((*r).kind), if text.is_some() { kind | TEXT_READ } else { kind });
+        let flags = match text {
+            Text::None => 0,
+            Text::Str(_) => TEXT_READ,
+            Text::Bytes(..) => TEXT_READ | TEXT_BYTES,
+        };
+        write_volatile(addr_of_mut!((*r).kind), kind | flags);
+        let dst = addr_of_mut!((*r).text).cast::<u8>();
         let len = match text {
-            Some(p) => {
-                let dst = core::slice::from_raw_parts_mut(addr_of_mut!((*r).text).cast::<u8>(), TEXT);
+            Text::None => 0,
+            Text::Str(p) => {
+                let dst = core::slice::from_raw_parts_mut(dst, TEXT);
                 match sonde_ebpf::helpers::probe_read_user_str(p as *const u8, dst) {
                     Ok(n) => n as i32,
                     Err(e) => e as i32,
                 }
             }
-            None => 0,
+            Text::Bytes(p, len) => {
+                // At most the record's room; the mask proves the bound.
+                let n = if len > TEXT as u64 { TEXT as u64 } else { len } as usize & (2 * TEXT - 1);
+                if n == 0 || n > TEXT {
+                    0
+                } else {
+                    let dst = core::slice::from_raw_parts_mut(dst, n);
+                    match sonde_ebpf::helpers::probe_read_user_bytes(p as *const u8, dst) {
+                        Ok(()) => n as i32,
+                        Err(e) => e as i32,
+                    }
+                }
+            }
         };
         write_volatile(addr_of_mut!((*r).text_len), len);
     }
     entry.submit(0);
 }
 
-#[uprobe]
-fn trace(ctx: ProbeContext) -> u32 {
-    let Some((cookie, args)) = admitted(&ctx) else {
-        return 0;
-    };
-    // The verifier on 5.10 refuses this selection written through `nth` on a
-    // copied config: kept as explicit matches.
-    let text = match TRACE_CONFIG.get(cookie as u32).map_or(0, |c| c.text_arg) {
+/// Argument `n` (1..=6) of `args`, 0 for none: explicit matches (the verifier
+/// on 5.10 refuses the selection through `nth` on a copied config).
+#[inline(always)]
+fn arg_n(args: &[u64; 6], n: u32) -> Option<u64> {
+    match n {
         1 => Some(args[0]),
         2 => Some(args[1]),
         3 => Some(args[2]),
@@ -598,10 +631,41 @@ fn trace(ctx: ProbeContext) -> u32 {
         5 => Some(args[4]),
         6 => Some(args[5]),
         _ => None,
+    }
+}
+
+#[uprobe]
+fn trace(ctx: ProbeContext) -> u32 {
+    let Some((cookie, args)) = admitted(&ctx) else {
+        return 0;
     };
-    let stack_id = match TRACE_CONFIG.get(cookie as u32) {
-        Some(c) if c.stack == 1 => STACKS.get_stackid(&ctx, BPF_F_USER_STACK).unwrap_or(-1),
-        _ => -1,
+    // Sized to the functions: every cookie has its settings.
+    let Some(config) = TRACE_CONFIG.get(cookie as u32) else {
+        return 0;
+    };
+    let ptr = arg_n(&args, config.text_arg);
+    let len = match config.len_from {
+        LEN_ARG => arg_n(&args, config.len).unwrap_or(0),
+        _ => u64::from(config.len),
+    };
+    let text = match (ptr, config.read) {
+        (Some(p), READ_STR) => Text::Str(p),
+        (Some(p), READ_BYTES) => Text::Bytes(p, len),
+        (Some(p), _) => {
+            // Read at return: keep the pointer and the length for it.
+            let key = SavedKey {
+                pid_tgid: ctx.pid_tgid(),
+                sp: ctx.sp(),
+            };
+            let _ = SAVED.insert(&key, &[p, len], 0);
+            Text::None
+        }
+        (None, _) => Text::None,
+    };
+    let stack_id = if config.stack == 1 {
+        STACKS.get_stackid(&ctx, BPF_F_USER_STACK).unwrap_or(-1)
+    } else {
+        -1
     };
     emit(ctx.pid_tgid(), cookie, ENTRY, args, ctx.comm(), text, stack_id);
     0
@@ -614,14 +678,37 @@ fn trace_ret(ctx: RetProbeContext) -> u32 {
     }
     let cookie = ctx.cookie();
     let ret: u64 = ctx.ret();
-    if setting!(filter) == 2 && !passes_at_return(cookie, ctx.pid_tgid(), &ctx.comm(), ret) {
+    let pid_tgid = ctx.pid_tgid();
+    let Some(config) = TRACE_CONFIG.get(cookie as u32) else {
+        return 0;
+    };
+    // The memory kept from entry is released whatever the filter says.
+    let saved = if config.read == READ_STR_AT_RETURN || config.read == READ_BYTES_AT_RETURN {
+        let key = SavedKey {
+            pid_tgid,
+            sp: ctx.entry_sp(),
+        };
+        let kept = SAVED.get(&key);
+        let _ = SAVED.remove(&key);
+        kept
+    } else {
+        None
+    };
+    if setting!(filter) == 2 && !passes_at_return(cookie, pid_tgid, &ctx.comm(), ret) {
         return 0;
     }
-    let text = match TRACE_CONFIG.get(cookie as u32) {
-        Some(c) if c.text_ret == 1 => Some(ret),
-        _ => None,
+    let text = match saved {
+        Some([p, _]) if config.read == READ_STR_AT_RETURN => Text::Str(p),
+        // `b:ret`: as many bytes as the call returned (none when negative).
+        Some([p, len]) => match config.len_from {
+            LEN_RET if (ret as i64) > 0 => Text::Bytes(p, ret),
+            LEN_RET => Text::Bytes(p, 0),
+            _ => Text::Bytes(p, len),
+        },
+        None if config.text_ret == 1 => Text::Str(ret),
+        None => Text::None,
     };
-    emit(ctx.pid_tgid(), cookie, RETURN, [ret, 0, 0, 0, 0, 0], ctx.comm(), text, -1);
+    emit(pid_tgid, cookie, RETURN, [ret, 0, 0, 0, 0, 0], ctx.comm(), text, -1);
     0
 }
 

@@ -18,25 +18,72 @@ pub enum ArgType {
     Hex,
     /// `p`: a pointer (hexadecimal).
     Ptr,
-    /// `s`: a NUL-terminated string read from the process (up to 256 bytes).
+    /// `s`: a NUL-terminated string read from the process at entry (up to 256 bytes).
     Str,
+    /// `s@ret`: a NUL-terminated string read when the function returns (an
+    /// output buffer: `getline`, `fgets`), its pointer kept from entry.
+    StrAtReturn,
+    /// `b:LEN`: a buffer of LEN bytes (up to 256), shown escaped: read at
+    /// entry, or at return for `b:ret` (as many bytes as the call returned).
+    Bytes(Len),
 }
+
+/// Where a buffer's length comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Len {
+    /// A number of bytes.
+    Const(u32),
+    /// Argument N (0..=5) at entry.
+    Arg(u8),
+    /// The return value (negative: none); the buffer is read at return.
+    Ret,
+}
+
+/// The most bytes a string or buffer carries in a record.
+const MAX_BYTES: u32 = crate::record::TEXT as u32;
 
 impl ArgType {
     fn parse(s: &str) -> Result<ArgType, String> {
-        Ok(match s.trim() {
+        let s = s.trim();
+        if let Some(len) = s.strip_prefix("b:") {
+            let len = match len {
+                "ret" => Len::Ret,
+                _ => match len.strip_prefix("arg").map(str::parse::<u8>) {
+                    Some(Ok(n)) if n <= 5 => Len::Arg(n),
+                    Some(_) => return Err(format!("`{s}`: the length is arg0..arg5, ret or a number")),
+                    None => match len.parse::<u32>() {
+                        Ok(n) if (1..=MAX_BYTES).contains(&n) => Len::Const(n),
+                        Ok(n) => return Err(format!("`{s}`: {n} bytes; a buffer is 1 to {MAX_BYTES} bytes")),
+                        Err(_) => return Err(format!("`{s}`: the length is arg0..arg5, ret or a number")),
+                    },
+                },
+            };
+            return Ok(ArgType::Bytes(len));
+        }
+        Ok(match s {
             "i" => ArgType::Int,
             "u" => ArgType::Uint,
             "l" => ArgType::Long,
             "x" => ArgType::Hex,
             "p" => ArgType::Ptr,
             "s" => ArgType::Str,
+            "s@ret" => ArgType::StrAtReturn,
             other => {
                 return Err(format!(
-                "`{other}` is not an argument type: i (int), u (unsigned), l (long), x (hex), p (pointer), s (string)"
+                "`{other}` is not an argument type: i (int), u (unsigned), l (long), x (hex), p (pointer), s (string), s@ret (string read at return), b:LEN (buffer of LEN bytes: a number, argN or ret)"
             ))
             }
         })
+    }
+
+    /// Whether the value is memory of the process (a string or a buffer).
+    pub fn reads_memory(self) -> bool {
+        matches!(self, ArgType::Str | ArgType::StrAtReturn | ArgType::Bytes(_))
+    }
+
+    /// Whether that memory is read when the function returns.
+    pub fn at_return(self) -> bool {
+        matches!(self, ArgType::StrAtReturn | ArgType::Bytes(Len::Ret))
     }
 }
 
@@ -59,13 +106,35 @@ fn parse_types(s: &str) -> Result<Vec<ArgType>, String> {
     if types.len() > 6 {
         return Err(format!("{} argument types: at most 6 are read", types.len()));
     }
-    if types.iter().filter(|t| **t == ArgType::Str).count() > 1 {
-        return Err("one string argument per function (the program reads one string per call)".into());
+    if types.iter().filter(|t| t.reads_memory()).count() > 1 {
+        return Err("one string or buffer argument per function (the program reads one per call)".into());
     }
     Ok(types)
 }
 
 impl ArgSpecs {
+    /// Whether some function's memory is read at return (the return program
+    /// then runs, `--ret` or not).
+    pub fn any_at_return(&self) -> bool {
+        self.all
+            .iter()
+            .chain(self.by_pattern.iter().flat_map(|(_, t)| t))
+            .any(|t| t.at_return())
+    }
+
+    /// The `PATTERN=TYPES` patterns no function named `(raw, display)` in
+    /// `names` matches: said to the user, never silently ignored.
+    pub fn unmatched<'a>(&'a self, names: &[(&str, &str)]) -> Vec<&'a str> {
+        self.by_pattern
+            .iter()
+            .filter(|(pattern, _)| {
+                Pattern::new(pattern)
+                    .is_ok_and(|p| !names.iter().any(|(raw, shown)| p.matches(raw) || p.matches(shown)))
+            })
+            .map(|(pattern, _)| pattern.as_str())
+            .collect()
+    }
+
     /// Parses every `--args` value: `TYPES` (all functions) or `PATTERN=TYPES`.
     pub fn parse(values: &[String]) -> Result<ArgSpecs, CliError> {
         let mut specs = ArgSpecs::default();
@@ -95,9 +164,15 @@ impl ArgSpecs {
     }
 }
 
-/// Parses `--ret [TYPE]`.
+/// Parses `--ret [TYPE]`: a type of the value itself (`s`: the string it
+/// points to); buffers and reads at return are `--args` types.
 pub fn parse_ret(s: &str) -> Result<ArgType, String> {
-    ArgType::parse(s)
+    match ArgType::parse(s)? {
+        t @ (ArgType::StrAtReturn | ArgType::Bytes(_)) => Err(format!(
+            "--ret {s}: `{t:?}` types arguments; the return value is i, u, l, x, p or s"
+        )),
+        t => Ok(t),
+    }
 }
 
 #[cfg(test)]
@@ -113,5 +188,24 @@ mod tests {
         assert!(ArgSpecs::parse(&["s,s".into()]).is_err());
         assert!(ArgSpecs::parse(&["7".into()]).is_err());
         assert!(ArgSpecs::parse(&["q".into()]).is_err());
+    }
+
+    #[test]
+    fn buffers_and_reads_at_return() {
+        let specs = ArgSpecs::parse(&["SSL_read=p,b:ret,i".into(), "read=i,b:arg2,u".into()]).expect("specs");
+        assert_eq!(specs.of("SSL_read", "SSL_read")[1], ArgType::Bytes(Len::Ret));
+        assert_eq!(specs.of("read", "read")[1], ArgType::Bytes(Len::Arg(2)));
+        assert!(specs.any_at_return());
+        assert_eq!(specs.unmatched(&[("SSL_read", "SSL_read")]), ["read"]);
+        assert_eq!(ArgType::parse("b:64"), Ok(ArgType::Bytes(Len::Const(64))));
+        assert_eq!(ArgType::parse("s@ret"), Ok(ArgType::StrAtReturn));
+        for bad in ["b:0", "b:257", "b:arg6", "b:", "b:x"] {
+            assert!(ArgType::parse(bad).is_err(), "{bad}");
+        }
+        assert!(
+            ArgSpecs::parse(&["s,b:ret".into()]).is_err(),
+            "one memory read per call"
+        );
+        assert!(parse_ret("b:ret").is_err() && parse_ret("s").is_ok());
     }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use sonde::maps::{Array, RingBuf};
 
-pub use args::{parse_ret, ArgSpecs, ArgType};
+pub use args::{parse_ret, ArgSpecs, ArgType, Len};
 use print::{Function, Printer};
 
 use crate::args::Common;
@@ -59,7 +59,8 @@ fn start(
     stack: bool,
     site: Site,
 ) -> Result<(Session, Vec<Function>, u64), CliError> {
-    let programs: &[Program] = if ret.is_some() {
+    // The return program runs for `--ret` and for memory read at return.
+    let programs: &[Program] = if ret.is_some() || specs.any_at_return() {
         &[Program::Trace, Program::TraceReturn]
     } else {
         &[Program::Trace]
@@ -81,16 +82,8 @@ fn start(
         let mut functions = functions.borrow_mut();
         for f in &s.functions() {
             let types = specs.of(&f.function.name, f.set.display_name(f.function));
-            let text_arg = types
-                .iter()
-                .position(|t| *t == ArgType::Str)
-                .map_or(0, |i| i as u32 + 1);
-            let settings = TraceConfig {
-                text_arg,
-                text_ret: u32::from(ret == Some(ArgType::Str)),
-                stack: u32::from(stack),
-                _pad: 0,
-            };
+            let settings = settings(&types, ret, stack)
+                .map_err(|e| CliError::new(format!("{}: {e}", crate::human::text(f.set.display_name(f.function)))))?;
             config.set(f.cookie as u32, &settings)?;
             let i = f.cookie as usize;
             if functions.len() <= i {
@@ -104,6 +97,32 @@ fn start(
         Ok(())
     })?;
     Ok((session, functions.into_inner(), t0.get()))
+}
+
+/// A function's settings for the program: which argument's memory is read,
+/// how and when; the return value's string; the stack.
+fn settings(types: &[ArgType], ret: Option<ArgType>, stack: bool) -> Result<TraceConfig, String> {
+    use crate::record::{LEN_ARG, LEN_CONST, LEN_RET, READ_BYTES, READ_BYTES_AT_RETURN, READ_STR, READ_STR_AT_RETURN};
+    let memory = types.iter().position(|t| t.reads_memory());
+    let (read, len_from, len) = match memory.map(|i| types[i]) {
+        Some(ArgType::StrAtReturn) => (READ_STR_AT_RETURN, LEN_CONST, 0),
+        Some(ArgType::Bytes(Len::Const(n))) => (READ_BYTES, LEN_CONST, n),
+        Some(ArgType::Bytes(Len::Arg(n))) => (READ_BYTES, LEN_ARG, u32::from(n) + 1),
+        Some(ArgType::Bytes(Len::Ret)) => (READ_BYTES_AT_RETURN, LEN_RET, 0),
+        _ => (READ_STR, LEN_CONST, 0),
+    };
+    let text_ret = ret == Some(ArgType::Str);
+    if text_ret && (read == READ_STR_AT_RETURN || read == READ_BYTES_AT_RETURN) {
+        return Err("--ret s and an argument read at return: one string or buffer per call".into());
+    }
+    Ok(TraceConfig {
+        text_arg: memory.map_or(0, |i| i as u32 + 1),
+        text_ret: u32::from(text_ret),
+        stack: u32::from(stack),
+        read,
+        len_from,
+        len,
+    })
 }
 
 /// Entries waiting for their return, per thread (innermost last).
@@ -159,6 +178,19 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>, stack: bool)
     }
     let site = filter_site(common, ret)?;
     let (mut session, functions, t0) = start(common, specs, ret, stack, site)?;
+    let names: Vec<(String, String)> = session
+        .functions()
+        .iter()
+        .map(|f| (f.function.name.to_string(), f.set.display_name(f.function).to_string()))
+        .collect();
+    let names: Vec<(&str, &str)> = names.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    for pattern in specs.unmatched(&names) {
+        eprintln!(
+            "sonde: --args {}=...: no traced function matches `{}`; its types are not used",
+            crate::human::text(pattern),
+            crate::human::text(pattern)
+        );
+    }
     let mut ring = RingBuf::new(Map::Events.of(session.object())?)?;
     let stacks = if stack {
         let map = sonde::maps::StackTraceMap::new(Map::Stacks.of(session.object())?)?;
@@ -179,11 +211,11 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>, stack: bool)
     let mut out = std::io::BufWriter::new(crate::session::report_output(common)?);
     printer.header(&mut out)?;
     let mut pairing = Pairing {
-        returns: ret.is_some(),
+        returns: ret.is_some() || specs.any_at_return(),
         entry_filtered: common.filter.is_some() && site == Site::Entry,
         pending: HashMap::new(),
     };
-    let mut events = 0u64;
+    let (mut events, mut calls) = (0u64, 0u64);
     let stop = loop {
         let stop = session.should_stop();
         // Drain what is there (after a stop too, so nothing already sent is lost).
@@ -192,6 +224,7 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>, stack: bool)
             let Ok(call) = call else { continue };
             events += 1;
             if let Some((entry, exit)) = pairing.record(call) {
+                calls += 1;
                 printer.call(&mut out, &entry, exit.as_ref())?;
             }
         }
@@ -205,6 +238,7 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>, stack: bool)
     // calls whose return did not pass: left out).
     if site == Site::Entry {
         for call in &pairing.running() {
+            calls += 1;
             printer.call(&mut out, call, None)?;
         }
     }
@@ -212,7 +246,8 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>, stack: bool)
     drop(out);
     let lost: u64 = lost.get(0)?.iter().sum();
     eprintln!(
-        "sonde: {events} events, {lost} lost{}",
+        "sonde: {calls} call{} ({events} records), {lost} lost{}",
+        if calls == 1 { "" } else { "s" },
         if lost > 0 {
             " (the ring buffer was full: trace fewer functions)"
         } else {

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::args::ArgType;
 use crate::error::CliError;
-use crate::record::{CallRecord, TEXT, TEXT_READ};
+use crate::record::{CallRecord, RETURN, TEXT, TEXT_BYTES, TEXT_READ};
 
 /// A value as JSON: integers as numbers, strings as strings.
 #[derive(Serialize, Clone)]
@@ -49,6 +49,12 @@ fn record_text(call: &CallRecord) -> Result<(String, bool), String> {
     }
     let n = (call.text_len.max(0) as usize).min(TEXT);
     let bytes = &call.text[..n];
+    if call.kind & TEXT_BYTES != 0 {
+        // A buffer: exactly the bytes read, NULs included (escaped); cut when
+        // the call returned more than a record holds.
+        let truncated = call.kind & 0xff == RETURN && call.args[0] as i64 > TEXT as i64;
+        return Ok((crate::human::bytes(bytes), truncated));
+    }
     let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
     // The kernel copies at most TEXT - 1 bytes and the NUL: a full buffer may
     // have cut the string.
@@ -63,9 +69,10 @@ fn value(t: ArgType, raw: u64, text: Option<&Result<(String, bool), String>>) ->
         ArgType::Uint => Value::Uint(u64::from(raw as u32)),
         ArgType::Long => Value::Int(raw as i64),
         ArgType::Hex | ArgType::Ptr => Value::Uint(raw),
-        ArgType::Str => match text {
+        ArgType::Str | ArgType::StrAtReturn | ArgType::Bytes(_) => match text {
             Some(Ok((s, _))) => Value::Text(s.clone()),
             Some(Err(e)) => Value::Text(e.clone()),
+            // Read at return, and the return was not seen: the pointer.
             None => Value::Uint(raw),
         },
     }
@@ -73,11 +80,11 @@ fn value(t: ArgType, raw: u64, text: Option<&Result<(String, bool), String>>) ->
 
 fn human(t: ArgType, v: &Value, truncated: bool) -> String {
     match (t, v) {
-        (ArgType::Str, Value::Text(s)) if s.starts_with("<unreadable") => s.clone(),
-        (ArgType::Str, Value::Text(s)) => {
+        (_, Value::Text(s)) if s.starts_with("<unreadable") => s.clone(),
+        (ArgType::Str | ArgType::StrAtReturn | ArgType::Bytes(_), Value::Text(s)) => {
             format!("\"{}\"{}", s.replace('"', "\\\""), if truncated { "..." } else { "" })
         }
-        (ArgType::Hex | ArgType::Ptr, Value::Uint(n)) => format!("{n:#x}"),
+        (ArgType::Hex | ArgType::Ptr | ArgType::StrAtReturn | ArgType::Bytes(_), Value::Uint(n)) => format!("{n:#x}"),
         (_, Value::Int(n)) => n.to_string(),
         (_, Value::Uint(n)) => n.to_string(),
         (_, Value::Text(s)) => s.clone(),
@@ -132,7 +139,10 @@ impl Printer {
         let f = self.functions.get(entry.cookie as usize);
         let label = f.map_or("?", |f| f.label.as_str());
         let types = f.map(|f| f.types.as_slice()).unwrap_or(&[]);
-        let text = (entry.kind & TEXT_READ != 0).then(|| record_text(entry));
+        // The argument's memory: from the entry, or read at return.
+        let at_return = types.iter().any(|t| t.at_return());
+        let holder = if at_return { exit } else { Some(entry) };
+        let text = holder.filter(|r| r.kind & TEXT_READ != 0).map(record_text);
         let truncated = matches!(text, Some(Ok((_, true))));
         let args: Vec<Value> = types
             .iter()
@@ -141,7 +151,7 @@ impl Printer {
             .collect();
         let (ret_value, ret_truncated) = match (exit, self.ret) {
             (Some(x), Some(t)) => {
-                let text = (x.kind & TEXT_READ != 0).then(|| record_text(x));
+                let text = (x.kind & TEXT_READ != 0 && !at_return).then(|| record_text(x));
                 let truncated = matches!(text, Some(Ok((_, true))));
                 (Some(value(t, x.args[0], text.as_ref())), truncated)
             }
