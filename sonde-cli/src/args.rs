@@ -61,6 +61,9 @@ pub struct Common {
     /// comparisons (== != < <= > >=) of arg0..arg5, ret, pid, tid, comm or
     /// func with numbers or "strings" (a trailing * matches a prefix), joined
     /// by && and || with parentheses: `--filter 'arg0 > 4096 && comm == "nginx"'`.
+    /// Numbers compare as signed 64-bit unless typed: `arg1:i` (a C int),
+    /// `:u` (unsigned), `:l` (long), `:x` (unsigned 64-bit); `trace --args`
+    /// types and a USDT note's signs apply too.
     #[arg(long, value_name = "EXPR", value_parser = crate::filter::FilterExpr::parse)]
     pub filter: Option<crate::filter::FilterExpr>,
     /// Break down by pid, tid, comm, stack (the user stack, named) or argN

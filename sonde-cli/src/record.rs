@@ -269,6 +269,15 @@ pub const OP_GT: u32 = 4;
 /// `>=`
 pub const OP_GE: u32 = 5;
 
+/// `Cond::signed`: the value as an unsigned 64-bit integer (pointers, `x`).
+pub const CMP_U64: u32 = 0;
+/// As a signed 64-bit integer (`long`, `ssize_t`; untyped arguments and return values).
+pub const CMP_I64: u32 = 1;
+/// Its low 32 bits, sign-extended (a C `int`: the upper half of the register is undefined).
+pub const CMP_I32: u32 = 2;
+/// Its low 32 bits (a C `unsigned`).
+pub const CMP_U32: u32 = 3;
+
 /// One comparison of a filter.
 #[repr(C)]
 #[derive(Clone, Copy, Pod)]
@@ -279,7 +288,7 @@ pub struct Cond {
     pub op: u32,
     /// The number compared with.
     pub value: u64,
-    /// 1: compare as signed (the literal was negative).
+    /// How the compared value is read: one of the `CMP_*`.
     pub signed: u32,
     /// Zero.
     pub _pad: u32,

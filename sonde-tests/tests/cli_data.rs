@@ -337,3 +337,35 @@ fn filters_count_exactly_the_calls_they_select() {
     assert_eq!(code, 2);
     assert!(err.contains("ret is only known at return"), "{err}");
 }
+
+/// #25: a filter compares numbers as their type says: `arg1:i` reads a C
+/// `int` (the register's low half, sign-extended), `trace --args ..,i` types
+/// it the same way; untyped values compare as signed 64-bit.
+#[test]
+fn filters_compare_as_the_declared_type() {
+    let _s = serial();
+    require_root();
+    let pie = fixture_arg("fixture-pie");
+    // str_echo("hello", 5), str_echo("wörld \xff", -1), str_echo(x300, 300).
+    let count = |filter: &str| -> u64 {
+        let (code, out, err) = sonde(&[
+            "count", "--json", "--filter", filter, &pie, "str_echo", "--", &pie, "strings",
+        ]);
+        assert_eq!(code, 0, "{filter}: {err}");
+        counts(&json(&out)).first().map_or(0, |(_, n)| *n)
+    };
+    assert_eq!(count("arg1:i < 0"), 1);
+    assert_eq!(count("arg1:i > 1"), 2);
+    assert_eq!(count("arg1:u > 1"), 3, "unsigned: -1 is the largest");
+    assert_eq!(count("arg1:i == -1"), 1);
+    let (code, out, err) = sonde(&[
+        "trace", "--json", "--args", "s,i", "--filter", "arg1 < 0", &pie, "str_echo", "--", &pie, "strings",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["args"][1], -1);
+    let (code, _, err) = sonde(&["count", "--filter", "arg1:q < 0", &pie, "str_echo", "-d", "0.1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("a type: i (int)"), "{err}");
+}

@@ -16,7 +16,7 @@ sonde_ebpf::panic_handler!();
 mod record;
 
 use record::{
-    Settings, ByKey, CallRecord, SavedKey, LEN_ARG, LEN_RET, READ_BYTES, READ_BYTES_AT_RETURN, READ_STR, READ_STR_AT_RETURN, TEXT_BYTES, Cond, Filter, Stats, TraceConfig, BUCKETS, BY_KEYS, LATENCY_BUCKETS, latency_bucket, log2, BY_ARG, BY_COMM, BY_PID, BY_STACK, BY_TID, CONDS, ENTRY,
+    Settings, ByKey, CallRecord, CMP_I32, CMP_I64, CMP_U32, SavedKey, LEN_ARG, LEN_RET, READ_BYTES, READ_BYTES_AT_RETURN, READ_STR, READ_STR_AT_RETURN, TEXT_BYTES, Cond, Filter, Stats, TraceConfig, BUCKETS, BY_KEYS, LATENCY_BUCKETS, latency_bucket, log2, BY_ARG, BY_COMM, BY_PID, BY_STACK, BY_TID, CONDS, ENTRY,
     FILTER_TEXT, STACK_DEPTH, EVENTS_BYTES, STACK_ENTRIES,
     FILTER_PASS, OP_EQ, OP_GE, OP_GT, OP_LE, OP_LT, OP_NE, RETURN, TEXT_READ, SRC_ARG_TEXT, SRC_COMM, SRC_PID, SRC_RET, SRC_TID, TERMS, TEXT,
 };
@@ -185,8 +185,13 @@ static FILTER_SCRATCH: PerCpuArray<[u64; FILTER_TEXT / 8]> = PerCpuArray::with_m
 
 /// Compares `a` with `b` as `op` says (signed when `signed`).
 #[inline(always)]
-fn compare(a: u64, op: u32, b: u64, signed: bool) -> bool {
-    let ord = if signed { (a as i64).cmp(&(b as i64)) } else { a.cmp(&b) };
+fn compare(a: u64, op: u32, b: u64, mode: u32) -> bool {
+    let ord = match mode {
+        CMP_I64 => (a as i64).cmp(&(b as i64)),
+        CMP_I32 => i64::from(a as u32 as i32).cmp(&(b as i64)),
+        CMP_U32 => (a & 0xffff_ffff).cmp(&b),
+        _ => a.cmp(&b),
+    };
     match op {
         OP_EQ => ord.is_eq(),
         OP_NE => ord.is_ne(),
@@ -292,10 +297,10 @@ fn term(f: &Filter, t: usize, hit: &Hit) -> bool {
 #[inline(always)]
 fn holds(cond: &Cond, hit: &Hit) -> bool {
     match cond.source {
-        SRC_PID => compare(hit.pid_tgid >> 32, cond.op, cond.value, cond.signed != 0),
-        SRC_TID => compare(hit.pid_tgid & 0xffff_ffff, cond.op, cond.value, cond.signed != 0),
+        SRC_PID => compare(hit.pid_tgid >> 32, cond.op, cond.value, cond.signed),
+        SRC_TID => compare(hit.pid_tgid & 0xffff_ffff, cond.op, cond.value, cond.signed),
         SRC_RET => match hit.ret {
-            Some(r) => compare(r, cond.op, cond.value, cond.signed != 0),
+            Some(r) => compare(r, cond.op, cond.value, cond.signed),
             None => false,
         },
         SRC_COMM => text_matches(hit.comm, cond),
@@ -304,7 +309,7 @@ fn holds(cond: &Cond, hit: &Hit) -> bool {
             None => false,
         },
         s => match hit.args {
-            Some(a) => compare(nth(a, u64::from(s)), cond.op, cond.value, cond.signed != 0),
+            Some(a) => compare(nth(a, u64::from(s)), cond.op, cond.value, cond.signed),
             None => false,
         },
     }

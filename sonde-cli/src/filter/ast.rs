@@ -30,6 +30,8 @@ pub(super) enum Literal {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Comparison {
     pub(super) operand: Operand,
+    /// `argN:TYPE` / `ret:TYPE`: how the value is read, said in the filter.
+    pub(super) typed: Option<super::ValueType>,
     pub(super) op: Op,
     pub(super) value: Literal,
 }

@@ -30,6 +30,60 @@ pub struct FilterExpr {
     terms: Vec<Vec<Comparison>>,
 }
 
+/// How a number an argument or the return value holds is compared: the C
+/// type the user declared (`--args`, `arg0:i`) or a USDT note gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueType {
+    /// `x`, pointers: unsigned 64-bit.
+    U64,
+    /// `l`: signed 64-bit (the default for arguments and return values).
+    I64,
+    /// `i`: a C `int`, the register's low half sign-extended.
+    I32,
+    /// `u`: a C `unsigned`, the register's low half.
+    U32,
+}
+
+impl ValueType {
+    /// `i`, `u`, `l`, `x`.
+    pub fn from_letter(s: &str) -> Option<ValueType> {
+        match s {
+            "i" => Some(ValueType::I32),
+            "u" => Some(ValueType::U32),
+            "l" => Some(ValueType::I64),
+            "x" | "p" => Some(ValueType::U64),
+            _ => None,
+        }
+    }
+}
+
+/// The types declared for one function's arguments and return value.
+#[derive(Clone, Debug, Default)]
+pub struct Declared {
+    /// Arguments 0..=5.
+    pub args: [Option<ValueType>; 6],
+    /// The return value.
+    pub ret: Option<ValueType>,
+}
+
+/// How comparison `c` reads its value: the type in the filter, else the
+/// declared one, else signed 64-bit for arguments and return values (a
+/// negative literal compares as signed whatever else), unsigned for pid and tid.
+fn mode(c: &Comparison, declared: &Declared, negative: bool) -> u32 {
+    use crate::record::{CMP_I32, CMP_I64, CMP_U32, CMP_U64};
+    let declared = match c.operand {
+        Operand::Arg(n) => declared.args.get(usize::from(n)).copied().flatten(),
+        Operand::Ret => declared.ret,
+        _ => return if negative { CMP_I64 } else { CMP_U64 },
+    };
+    match c.typed.or(declared).unwrap_or(ValueType::I64) {
+        ValueType::I32 => CMP_I32,
+        ValueType::U32 if !negative => CMP_U32,
+        ValueType::U64 if !negative => CMP_U64,
+        _ => CMP_I64,
+    }
+}
+
 /// Where a program evaluates the filter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Site {
@@ -56,7 +110,14 @@ impl FilterExpr {
 
     /// The program's filter for the function named `raw` (demangled
     /// `display`), evaluated at `site`: `func` comparisons decided here.
+    #[cfg(test)]
     pub fn compile(&self, raw: &str, display: &str, site: Site) -> Result<Filter, String> {
+        self.compile_typed(raw, display, site, &Declared::default())
+    }
+
+    /// [`FilterExpr::compile`], numbers compared as `declared` types them
+    /// (a type written in the filter, `arg0:i`, comes first).
+    pub fn compile_typed(&self, raw: &str, display: &str, site: Site, declared: &Declared) -> Result<Filter, String> {
         let mut terms: Vec<Vec<&Comparison>> = Vec::new();
         'term: for t in &self.terms {
             let mut kept = Vec::new();
@@ -117,14 +178,14 @@ impl FilterExpr {
         for (i, t) in terms.iter().enumerate() {
             f.lens[i] = t.len() as u32;
             for (j, c) in t.iter().enumerate() {
-                f.conds[i * CONDS + j] = cond(c);
+                f.conds[i * CONDS + j] = cond(c, declared);
             }
         }
         Ok(f)
     }
 }
 
-fn cond(c: &Comparison) -> Cond {
+fn cond(c: &Comparison, declared: &Declared) -> Cond {
     use crate::record::{OP_EQ, OP_GE, OP_GT, OP_LE, OP_LT, OP_NE};
     use crate::record::{SRC_ARG, SRC_ARG_TEXT, SRC_COMM, SRC_PID, SRC_RET, SRC_TID};
     let op = match c.op {
@@ -147,7 +208,7 @@ fn cond(c: &Comparison) -> Cond {
     match &c.value {
         Literal::Int(v) => {
             out.value = *v as u64;
-            out.signed = u32::from(*v < 0);
+            out.signed = mode(c, declared, *v < 0);
             out.source = match c.operand {
                 Operand::Arg(n) => SRC_ARG + u32::from(n),
                 Operand::Ret => SRC_RET,

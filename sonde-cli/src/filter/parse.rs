@@ -103,6 +103,24 @@ impl Parser<'_> {
             },
         };
         self.pos += word.len();
+        // `arg0:i`: the operand's C type, for the comparison.
+        let typed = if self.text[self.pos..].starts_with(':') && matches!(operand, Operand::Arg(_) | Operand::Ret) {
+            let t: String = self.text[self.pos + 1..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphabetic())
+                .collect();
+            let v = super::ValueType::from_letter(&t).ok_or_else(|| {
+                at(
+                    self.text,
+                    self.pos + 1,
+                    "a type: i (int), u (unsigned), l (long) or x (unsigned 64-bit)",
+                )
+            })?;
+            self.pos += 1 + t.len();
+            Some(v)
+        } else {
+            None
+        };
         let op = [
             ("==", Op::Eq),
             ("!=", Op::Ne),
@@ -140,7 +158,12 @@ impl Parser<'_> {
             }
             _ => {}
         }
-        Ok(Expr::Cmp(Comparison { operand, op, value }))
+        Ok(Expr::Cmp(Comparison {
+            operand,
+            typed,
+            op,
+            value,
+        }))
     }
 
     fn literal(&mut self) -> Result<Literal, String> {

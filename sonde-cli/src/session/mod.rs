@@ -12,7 +12,7 @@ use sonde::command::{HeldCommand, ProcessWatch};
 use sonde::resolve::watch::{Change, FileWatch};
 use sonde::{Attachment, FunctionSet, GroupId, Job, Tier};
 
-pub use object::update_settings;
+pub use object::{update_settings, usdt_types};
 
 use crate::args::Common;
 use crate::error::CliError;
@@ -184,7 +184,7 @@ impl Session {
         };
         // On failure the attachments drop with the session: nothing stays attached.
         if let Some(expr) = &common.filter {
-            object::write_filters(session.object(), &session.functions(), expr, site, filter_map)?;
+            object::write_filters(session.object(), &session.functions(), expr, site, &object::usdt_types)?;
         }
         object::write_usdt_specs(session.object(), &session.functions())?;
         setup(&session)?;
@@ -194,6 +194,20 @@ impl Session {
         eprintln!("{status}");
         session.started = Instant::now();
         Ok(session)
+    }
+
+    /// Writes `--filter` again with each function's numbers compared as
+    /// `declared` types them (`trace --args`); before the command runs.
+    pub fn retype_filters(
+        &self,
+        common: &Common,
+        site: Site,
+        declared: &dyn Fn(&SessionFunction<'_>) -> crate::filter::Declared,
+    ) -> Result<(), CliError> {
+        match &common.filter {
+            Some(expr) => object::write_filters(self.object(), &self.functions(), expr, site, declared),
+            None => Ok(()),
+        }
     }
 
     /// The object: the programs' maps.

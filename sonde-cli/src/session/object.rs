@@ -8,7 +8,7 @@ use sonde::{AttachOptions, FunctionSet, Functions, GroupId, Job};
 
 use crate::args::{probe_groups, By, Common};
 use crate::error::CliError;
-use crate::filter::{FilterExpr, Site};
+use crate::filter::{Declared, FilterExpr, Site, ValueType};
 use crate::probes::{shrink_unused, Map, Program, OBJECT};
 use crate::report::SessionFunction;
 
@@ -192,18 +192,35 @@ pub(super) fn write_usdt_specs(object: &sonde::Object, functions: &[SessionFunct
     update_settings(object, |s| s.usdt = 1)
 }
 
-/// Writes each function's compiled filter into `map` (by cookie).
+/// The types a USDT probe's note gives its arguments (signed or not); none
+/// for a plain function.
+pub fn usdt_types(f: &SessionFunction<'_>) -> Declared {
+    let mut declared = Declared::default();
+    if let Some(Ok(args)) = f.function.usdt.as_ref().map(|u| &u.args) {
+        for (d, a) in declared.args.iter_mut().zip(args) {
+            *d = Some(if a.signed { ValueType::I64 } else { ValueType::U64 });
+        }
+    }
+    declared
+}
+
+/// Writes each function's compiled filter into `map` (by cookie), numbers
+/// compared as `declared` types them.
 pub(super) fn write_filters(
     object: &sonde::Object,
     functions: &[SessionFunction<'_>],
     expr: &FilterExpr,
     site: Site,
-    map: Map,
+    declared: &dyn Fn(&SessionFunction<'_>) -> Declared,
 ) -> Result<(), CliError> {
+    let map = match site {
+        Site::Entry => Map::Filters,
+        Site::Return => Map::FiltersReturn,
+    };
     let filters = sonde::maps::Array::<crate::record::Filter>::new(map.of(object)?)?;
     for f in functions {
         let compiled = expr
-            .compile(&f.function.name, f.set.display_name(f.function), site)
+            .compile_typed(&f.function.name, f.set.display_name(f.function), site, &declared(f))
             .map_err(CliError::new)?;
         filters.set(f.cookie as u32, &compiled)?;
     }

@@ -16,6 +16,9 @@ pub enum ArgType {
     Long,
     /// `x`: 64-bit hexadecimal.
     Hex,
+    /// An argument of a count (`--args 3`): hexadecimal, or as a USDT note
+    /// types it (signed or not).
+    Raw,
     /// `p`: a pointer (hexadecimal).
     Ptr,
     /// `s`: a NUL-terminated string read from the process at entry (up to 256 bytes).
@@ -76,6 +79,18 @@ impl ArgType {
         })
     }
 
+    /// The type a filter compares this argument as, if it says one.
+    pub fn value_type(self) -> Option<crate::filter::ValueType> {
+        use crate::filter::ValueType;
+        match self {
+            ArgType::Int => Some(ValueType::I32),
+            ArgType::Uint => Some(ValueType::U32),
+            ArgType::Long => Some(ValueType::I64),
+            ArgType::Hex | ArgType::Ptr => Some(ValueType::U64),
+            _ => None,
+        }
+    }
+
     /// Whether the value is memory of the process (a string or a buffer).
     pub fn reads_memory(self) -> bool {
         matches!(self, ArgType::Str | ArgType::StrAtReturn | ArgType::Bytes(_))
@@ -100,7 +115,7 @@ fn parse_types(s: &str) -> Result<Vec<ArgType>, String> {
         if n > 6 {
             return Err(format!("{n} arguments: at most 6 are read"));
         }
-        return Ok(vec![ArgType::Hex; n]);
+        return Ok(vec![ArgType::Raw; n]);
     }
     let types = s.split(',').map(ArgType::parse).collect::<Result<Vec<_>, _>>()?;
     if types.len() > 6 {
@@ -182,7 +197,7 @@ mod tests {
     #[test]
     fn arg_specs() {
         let specs = ArgSpecs::parse(&["2".into(), "readline=s".into(), "fx_*=s,i".into()]).expect("specs");
-        assert_eq!(specs.of("other", "other"), vec![ArgType::Hex; 2]);
+        assert_eq!(specs.of("other", "other"), vec![ArgType::Raw; 2]);
         assert_eq!(specs.of("readline", "readline"), vec![ArgType::Str]);
         assert_eq!(specs.of("fx_echo", "fx_echo"), vec![ArgType::Str, ArgType::Int]);
         assert!(ArgSpecs::parse(&["s,s".into()]).is_err());

@@ -81,7 +81,18 @@ fn start(
         let several = s.several_binaries();
         let mut functions = functions.borrow_mut();
         for f in &s.functions() {
-            let types = specs.of(&f.function.name, f.set.display_name(f.function));
+            let usdt = crate::session::usdt_types(f);
+            // Untyped arguments of a USDT probe: signed or not as its note says.
+            let types: Vec<ArgType> = specs
+                .of(&f.function.name, f.set.display_name(f.function))
+                .into_iter()
+                .enumerate()
+                .map(|(i, t)| match (t, usdt.args.get(i).copied().flatten()) {
+                    (ArgType::Raw, Some(crate::filter::ValueType::I64)) => ArgType::Long,
+                    (ArgType::Raw, _) => ArgType::Hex,
+                    (t, _) => t,
+                })
+                .collect();
             let settings = settings(&types, ret, stack)
                 .map_err(|e| CliError::new(format!("{}: {e}", crate::human::text(f.set.display_name(f.function)))))?;
             config.set(f.cookie as u32, &settings)?;
@@ -94,7 +105,20 @@ fn start(
                 types,
             };
         }
-        Ok(())
+        drop(functions);
+        // `--filter` compares numbers as `--args` (else a USDT note) types them.
+        s.retype_filters(common, site, &|f| {
+            let mut declared = crate::session::usdt_types(f);
+            for (d, t) in declared
+                .args
+                .iter_mut()
+                .zip(specs.of(&f.function.name, f.set.display_name(f.function)))
+            {
+                *d = t.value_type().or(*d);
+            }
+            declared.ret = ret.and_then(ArgType::value_type);
+            declared
+        })
     })?;
     Ok((session, functions.into_inner(), t0.get()))
 }

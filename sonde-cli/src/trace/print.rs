@@ -68,7 +68,7 @@ fn value(t: ArgType, raw: u64, text: Option<&Result<(String, bool), String>>) ->
         ArgType::Int => Value::Int(i64::from(raw as u32 as i32)),
         ArgType::Uint => Value::Uint(u64::from(raw as u32)),
         ArgType::Long => Value::Int(raw as i64),
-        ArgType::Hex | ArgType::Ptr => Value::Uint(raw),
+        ArgType::Hex | ArgType::Ptr | ArgType::Raw => Value::Uint(raw),
         ArgType::Str | ArgType::StrAtReturn | ArgType::Bytes(_) => match text {
             Some(Ok((s, _))) => Value::Text(s.clone()),
             Some(Err(e)) => Value::Text(e.clone()),
@@ -84,7 +84,9 @@ fn human(t: ArgType, v: &Value, truncated: bool) -> String {
         (ArgType::Str | ArgType::StrAtReturn | ArgType::Bytes(_), Value::Text(s)) => {
             format!("\"{}\"{}", s.replace('"', "\\\""), if truncated { "..." } else { "" })
         }
-        (ArgType::Hex | ArgType::Ptr | ArgType::StrAtReturn | ArgType::Bytes(_), Value::Uint(n)) => format!("{n:#x}"),
+        (ArgType::Hex | ArgType::Ptr | ArgType::Raw | ArgType::StrAtReturn | ArgType::Bytes(_), Value::Uint(n)) => {
+            format!("{n:#x}")
+        }
         (_, Value::Int(n)) => n.to_string(),
         (_, Value::Uint(n)) => n.to_string(),
         (_, Value::Text(s)) => s.clone(),
