@@ -11,6 +11,7 @@
 //! | `HIST`, `STATS` | latency | latency, serve | `record::LATENCY_BUCKETS` / one per function |
 //! | `EVENTS`, `LOST` | trace | trace | 4 MiB ring / per CPU |
 //! | `TRACE_CONFIG` | trace | trace | one per function |
+//! | `SAVED` | trace, trace_ret | `b:ret`, `s@ret` | 16k calls in flight |
 //! | `VALUES` | hist | hist | `record::BUCKETS` per function |
 //! | `FILTERS`, `FILTERS_RET` | every uprobe | `--filter` | one per function |
 //! | `BY_KEY`, `BY_LOST` | count, latency | `--by` | 16k keys |
@@ -108,6 +109,8 @@ pub enum Map {
     Lost,
     /// `trace`'s per-function settings.
     TraceConfig,
+    /// Pointers kept from entry for memory `trace` reads at return.
+    Saved,
     /// `hist`'s buckets per function.
     Values,
     /// `--filter` at entry, per function.
@@ -132,7 +135,7 @@ pub enum Map {
 
 impl Map {
     /// Every map.
-    pub const ALL: [Map; 17] = [
+    pub const ALL: [Map; 18] = [
         Map::Counts,
         Map::Hist,
         Map::Stats,
@@ -140,6 +143,7 @@ impl Map {
         Map::Events,
         Map::Lost,
         Map::TraceConfig,
+        Map::Saved,
         Map::Values,
         Map::Filters,
         Map::FiltersReturn,
@@ -162,6 +166,7 @@ impl Map {
             Map::Events => "EVENTS",
             Map::Lost => "LOST",
             Map::TraceConfig => "TRACE_CONFIG",
+            Map::Saved => "SAVED",
             Map::Values => "VALUES",
             Map::Filters => "FILTERS",
             Map::FiltersReturn => "FILTERS_RET",
@@ -181,7 +186,9 @@ impl Map {
     /// ring, the stack map — cost a few ms a load); `None` for the others.
     pub const fn least(self) -> Option<u32> {
         match self {
-            Map::Traced | Map::ByKey | Map::ByStats | Map::Stacks | Map::UsdtSpecs | Map::SessionSlots => Some(1),
+            Map::Traced | Map::ByKey | Map::ByStats | Map::Stacks | Map::UsdtSpecs | Map::SessionSlots | Map::Saved => {
+                Some(1)
+            }
             Map::Events => Some(4096),
             _ => None,
         }

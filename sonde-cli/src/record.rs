@@ -224,6 +224,9 @@ pub const LEN_RET: u32 = 2;
 /// Set in `CallRecord::kind` when `text` holds bytes of a length, not a string.
 pub const TEXT_BYTES: u32 = 1 << 9;
 
+/// Calls in flight whose memory `trace` reads at return (`SAVED`).
+pub const SAVED_CALLS: u32 = 16384;
+
 /// A call's pointer and length kept from entry to return for `*_AT_RETURN`
 /// reads, keyed by thread and stack pointer at entry.
 #[repr(C)]

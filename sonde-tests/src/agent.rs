@@ -69,9 +69,10 @@ impl Agent {
             .spawn()
             .expect("spawn sonde serve");
         let agent = Agent { child, port };
+        // Serving starts before the configuration is applied: wait for it.
         agent.wait_until(
-            |s| s.iter().any(|(k, _)| k.starts_with("sonde_attached_functions")),
-            "serving",
+            |s| s.iter().any(|(k, v)| k == "sonde_configuration_applied" && *v == 1.0),
+            "the configuration applied",
         );
         agent
     }

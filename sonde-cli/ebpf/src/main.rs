@@ -16,7 +16,7 @@ sonde_ebpf::panic_handler!();
 mod record;
 
 use record::{
-    Settings, ByKey, CallRecord, CMP_I32, CMP_I64, CMP_U32, SavedKey, LEN_ARG, LEN_RET, READ_BYTES, READ_BYTES_AT_RETURN, READ_STR, READ_STR_AT_RETURN, TEXT_BYTES, Cond, Filter, Stats, TraceConfig, BUCKETS, BY_KEYS, LATENCY_BUCKETS, latency_bucket, log2, BY_ARG, BY_COMM, BY_PID, BY_STACK, BY_TID, CONDS, ENTRY,
+    Settings, ByKey, CallRecord, SAVED_CALLS, CMP_I32, CMP_I64, CMP_U32, SavedKey, LEN_ARG, LEN_RET, READ_BYTES, READ_BYTES_AT_RETURN, READ_STR, READ_STR_AT_RETURN, TEXT_BYTES, Cond, Filter, Stats, TraceConfig, BUCKETS, BY_KEYS, LATENCY_BUCKETS, latency_bucket, log2, BY_ARG, BY_COMM, BY_PID, BY_STACK, BY_TID, CONDS, ENTRY,
     FILTER_TEXT, STACK_DEPTH, EVENTS_BYTES, STACK_ENTRIES,
     FILTER_PASS, OP_EQ, OP_GE, OP_GT, OP_LE, OP_LT, OP_NE, RETURN, TEXT_READ, SRC_ARG_TEXT, SRC_COMM, SRC_PID, SRC_RET, SRC_TID, TERMS, TEXT,
 };
@@ -551,8 +551,6 @@ static TRACE_CONFIG: Array<TraceConfig> = Array::with_max_entries(1);
 #[map]
 static SAVED: LruHashMap<SavedKey, [u64; 2]> = LruHashMap::with_max_entries(SAVED_CALLS);
 
-/// Calls in flight whose memory is read at return.
-const SAVED_CALLS: u32 = 16384;
 
 /// What a record's `text` holds: nothing, a C string at a pointer, or `len`
 /// bytes at a pointer.

@@ -89,6 +89,9 @@ pub struct Agent {
     /// The attached binaries, watched for writes (shared with the main loop,
     /// which waits on it).
     pub files: FileWatch,
+    /// Whether the configuration in force has been applied (resolving runs
+    /// outside the lock: a scrape meanwhile sees part of it).
+    pub applied: bool,
 }
 
 impl Agent {
@@ -101,6 +104,7 @@ impl Agent {
             attach_errors: BTreeMap::new(),
             detaching: Vec::new(),
             files: FileWatch::new(),
+            applied: false,
         }
     }
 
@@ -109,6 +113,7 @@ impl Agent {
     /// agent's lock: that is the slow part) and hand to [`Agent::attach_all`].
     /// Map sizes stay those of the start. Returns (new probes, detached count).
     pub fn apply(&mut self, mut config: Config) -> (Vec<Probe>, usize) {
+        self.applied = false;
         if (config.max_functions, config.max_latency_functions)
             != (self.config.max_functions, self.config.max_latency_functions)
             && !self.jobs.is_empty()

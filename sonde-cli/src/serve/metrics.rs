@@ -10,6 +10,7 @@
 //! | `sonde_probe_info` | gauge 1 | `binary`, `function`, `tier`, `session` |
 //! | `sonde_attach_errors_total` | counter | `binary` |
 //! | `sonde_attached_functions`, `sonde_attached_groups`, `sonde_pending_probes` | gauge | |
+//! | `sonde_configuration_applied` | gauge | 0 while a configuration is being resolved and attached, else 1 |
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -252,6 +253,14 @@ impl Collector for AgentCollector {
                 MetricType::Gauge,
             )?
             .encode_gauge(&pending)?;
+        encoder
+            .encode_descriptor(
+                "sonde_configuration_applied",
+                "1 once the configuration in force has been resolved and attached (0 while it is: the figures above are partial).",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&i64::from(agent.applied))?;
         Ok(())
     }
 }

@@ -127,6 +127,7 @@ fn apply(agent: &Mutex<Agent>, config: Config, stop: &AtomicBool) -> (usize, usi
     let resolved = attach::resolve(new, stop);
     let mut a = lock(agent);
     let attached = a.attach_all(resolved, &std::collections::BTreeMap::new());
+    a.applied = true;
     (attached, detached, a.pending())
 }
 

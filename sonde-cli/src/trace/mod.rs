@@ -72,6 +72,9 @@ fn start(
         if stack {
             sizes.push((Map::Stacks, crate::record::STACK_ENTRIES));
         }
+        if specs.any_at_return() {
+            sizes.push((Map::Saved, crate::record::SAVED_CALLS));
+        }
         sizes
     };
     let session = Session::start_with(common, "tracing", programs, site, sizes, |s| {
