@@ -12,8 +12,8 @@ mod measure;
 mod opts;
 mod peers;
 /// The CLI object's programs and maps, named once.
-#[allow(dead_code)]
-#[path = "../../sonde-cli/src/probes.rs"]
+#[allow(dead_code, unused_imports)]
+#[path = "../../sonde-cli/src/probes/mod.rs"]
 mod probes;
 /// The CLI object's shared layouts.
 #[allow(dead_code)]

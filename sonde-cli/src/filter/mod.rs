@@ -115,7 +115,8 @@ impl FilterExpr {
         self.compile_typed(raw, display, site, &Declared::default())
     }
 
-    /// [`FilterExpr::compile`], numbers compared as `declared` types them
+    /// The program's filter for the function named `raw` (demangled
+    /// `display`), evaluated at `site`, numbers compared as `declared` types them
     /// (a type written in the filter, `arg0:i`, comes first).
     pub fn compile_typed(&self, raw: &str, display: &str, site: Site, declared: &Declared) -> Result<Filter, String> {
         let mut terms: Vec<Vec<&Comparison>> = Vec::new();
