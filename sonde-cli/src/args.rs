@@ -50,8 +50,11 @@ pub struct Common {
     /// JSON (`sonde count --json ... -- cmd | jq` works).
     #[arg(long)]
     pub json: bool,
-    /// Print counts whole (`18342`, not `18k`).
+    /// Print counts rounded (`18k`, not `18342`); they are whole by default.
     #[arg(long)]
+    pub round: bool,
+    /// Counts whole (the default; kept for scripts that pass it).
+    #[arg(long, hide = true, conflicts_with = "round")]
     pub exact: bool,
     /// Also print a table every SECS seconds with the calls of that interval
     /// (`count`; with `--json`, one `{"interval", "functions"}` line each).
@@ -120,6 +123,19 @@ pub fn probe_groups(target: &str, patterns: &[String]) -> Result<Vec<(String, Ve
         }
     }
     Ok(groups)
+}
+
+impl Common {
+    /// Refuses `-i` for a command that has no interval tables (it would be
+    /// ignored without a word).
+    pub fn no_interval(&self, command: &str) -> Result<(), CliError> {
+        match self.interval {
+            Some(_) => Err(CliError::new(format!(
+                "-i prints interval tables of `sonde count`; `sonde {command}` has none: drop -i (or use -d for a fixed run)"
+            ))),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The longest `--duration`: a year.

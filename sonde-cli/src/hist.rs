@@ -43,7 +43,7 @@ struct Row {
 }
 
 /// Values in `[ge, lt)` (for log2, `[2^(b-1), 2^b)`; bucket 0 holds 0).
-#[derive(Serialize)]
+#[derive(Serialize, Clone, Copy)]
 struct Bucket {
     ge: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,6 +72,7 @@ pub fn run(common: &Common, of: Of, linear: Option<u64>) -> Result<i32, CliError
             "--by breaks down `sonde count`; here it has nothing to do",
         ));
     }
+    common.no_interval("hist")?;
     if linear == Some(0) {
         return Err(CliError::new("--linear 0: the bucket width must be at least 1"));
     }
@@ -105,11 +106,17 @@ pub fn run(common: &Common, of: Of, linear: Option<u64>) -> Result<i32, CliError
         let mut histogram = Vec::new();
         for b in 0..BUCKETS {
             let n: u64 = values.get(f.cookie as u32 * BUCKETS + b)?.iter().sum();
-            if n > 0 {
-                let (ge, lt) = range(b, step);
-                histogram.push(Bucket { ge, lt, count: n });
-            }
+            let (ge, lt) = range(b, step);
+            histogram.push(Bucket { ge, lt, count: n });
         }
+        // Every bucket from the first to the last non-empty one: an empty
+        // bucket between two others is part of the shape.
+        let first = histogram.iter().position(|b| b.count > 0);
+        let last = histogram.iter().rposition(|b| b.count > 0);
+        let histogram = match (first, last) {
+            (Some(a), Some(z)) => histogram[a..=z].to_vec(),
+            _ => Vec::new(),
+        };
         rows.push(Row {
             id: FunctionId::of(f, several),
             count: histogram.iter().map(|b| b.count).sum(),

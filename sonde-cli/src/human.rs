@@ -1,19 +1,25 @@
-//! Numbers for people: `1.2k`, `35 µs` (or exact, with `--exact`).
+//! Numbers for people: counts whole (rounded, `1.2k`, with `--round`), `35 µs`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-static EXACT: AtomicBool = AtomicBool::new(false);
+static EXACT: AtomicBool = AtomicBool::new(true);
 
-/// Counts printed whole from now on (`--exact`).
+/// Counts printed whole from now on (the default), or rounded (`--round`).
 pub fn set_exact(exact: bool) {
     EXACT.store(exact, Ordering::Relaxed);
 }
 
-/// A count: `999`, `1.2k`, `35k`, `1.2M`, `3.4G` (whole with `--exact`).
+/// A count: whole, or with `--round` `999`, `1.2k`, `35k`, `1.2M`, `3.4G`.
 pub fn count(n: u64) -> String {
     if EXACT.load(Ordering::Relaxed) {
-        return n.to_string();
+        n.to_string()
+    } else {
+        rounded(n)
     }
+}
+
+/// `999`, `1.2k`, `35k`, `1.2M`, `3.4G`.
+fn rounded(n: u64) -> String {
     scaled(
         n,
         &[
@@ -145,10 +151,11 @@ mod tests {
 
     #[test]
     fn human_numbers() {
-        assert_eq!(count(999), "999");
-        assert_eq!(count(1234), "1.2k");
-        assert_eq!(count(35_000), "35k");
-        assert_eq!(count(1_200_000), "1.2M");
+        assert_eq!(count(18_342), "18342", "whole by default");
+        assert_eq!(rounded(999), "999");
+        assert_eq!(rounded(1234), "1.2k");
+        assert_eq!(rounded(35_000), "35k");
+        assert_eq!(rounded(1_200_000), "1.2M");
         assert_eq!(nanos(850), "850 ns");
         assert_eq!(nanos(35_000), "35 µs");
         assert_eq!(nanos(1_200_000), "1.2 ms");

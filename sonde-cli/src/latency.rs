@@ -202,6 +202,7 @@ fn sizes(n: u32) -> Vec<(Map, u32)> {
 
 /// Runs `sonde latency`.
 pub fn run(common: &Common) -> Result<i32, CliError> {
+    common.no_interval("latency")?;
     if let Some(by) = common.by {
         return run_by(common, by);
     }

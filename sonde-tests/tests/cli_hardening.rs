@@ -331,3 +331,47 @@ fn a_hundred_thousand_functions_are_counted_and_summarised_in_seconds() {
     );
     assert_eq!(link_count(), before);
 }
+
+/// #25 item 10: what would be ignored or misleading is said. `-i` on a
+/// command without interval tables is refused; a script (a pyenv shim) is
+/// named as a script with its `#!` line; counts print whole by default
+/// (`--round` for `18k`).
+#[test]
+fn smaller_things_are_said_not_ignored() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let pie = fixture_arg("fixture-pie");
+    for cmd in ["trace", "latency", "hist"] {
+        let mut args = vec![cmd, "-i", "1", &pie, "fx_alpha", "-d", "0.1"];
+        if cmd == "hist" {
+            args.extend(["--of", "arg0"]);
+        }
+        let (code, _, err) = run_sonde(&args);
+        assert_eq!(code, 2, "{cmd}: {err}");
+        assert!(err.contains(&format!("`sonde {cmd}` has none")), "{cmd}: {err}");
+    }
+    let dir = std::env::temp_dir().join(format!("sonde-shim-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let shim = dir.join("python3");
+    std::fs::write(&shim, "#!/usr/bin/env bash\nexec python3.11 \"$@\"\n").expect("shim");
+    let (code, _, err) = run_sonde(&["list", &shim.to_string_lossy(), "x*"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is a script (`#!/usr/bin/env bash`)"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+    // fx_delta runs 4 times per run: 1,000 runs print 4000, not 4.0k.
+    let script = format!("for i in $(seq 1000); do echo go | '{pie}' > /dev/null; done");
+    let (code, out, err) = run_sonde(&["count", &pie, "fx_delta", "--", "sh", "-c", &script]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("fx_delta") && l.trim_end().ends_with(" 4000")),
+        "{out}"
+    );
+    let (code, out, err) = run_sonde(&["count", "--round", &pie, "fx_delta", "--", "sh", "-c", &script]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("fx_delta") && l.trim_end().ends_with(" 4.0k")),
+        "{out}"
+    );
+}

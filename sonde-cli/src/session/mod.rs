@@ -112,7 +112,7 @@ impl Session {
         };
         let t0 = Instant::now();
         require_privileges("to load eBPF programs and attach uprobes")?;
-        crate::human::set_exact(common.exact);
+        crate::human::set_exact(!common.round);
         // A report that cannot be written is said before anything attaches;
         // the file starts empty, and every write after appends to it.
         if let Some(path) = &common.output {

@@ -203,6 +203,7 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>, stack: bool)
             "--by breaks down `sonde count`; here it has nothing to do",
         ));
     }
+    common.no_interval("trace")?;
     let site = filter_site(common, ret)?;
     let (mut session, functions, t0) = start(common, specs, ret, stack, site)?;
     let names: Vec<(String, String)> = session

@@ -50,6 +50,18 @@ pub enum TargetError {
         /// The binary.
         binary: PathBuf,
     },
+    /// The file is a script (`#!`): its interpreter is the program that runs.
+    #[error(
+        "{path} is a script (`{}`), not a program: probe the interpreter's binary (for a pyenv or rbenv shim, the \
+         path `pyenv which python3` prints)",
+        shorten(interpreter)
+    )]
+    Script {
+        /// The path.
+        path: PathBuf,
+        /// Its `#!` line.
+        interpreter: String,
+    },
     /// The file is not an ELF file.
     #[error("{path} is not an ELF binary: {reason}")]
     NotElf {

@@ -169,6 +169,13 @@ pub(super) fn parse_symbols_keeping(path: &Path, data: &[u8], keep: Keep<'_>) ->
         path: path.to_path_buf(),
         reason,
     };
+    if let Some(rest) = data.strip_prefix(b"#!") {
+        let line = rest.split(|&b| b == b'\n').next().unwrap_or_default();
+        return Err(TargetError::Script {
+            path: path.to_path_buf(),
+            interpreter: format!("#!{}", String::from_utf8_lossy(&line[..line.len().min(200)]).trim()),
+        });
+    }
     let file = object::File::parse(data).map_err(|e| not_elf(e.to_string()))?;
     let host = host_architecture();
     if file.architecture() != host {
