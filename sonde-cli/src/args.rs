@@ -70,10 +70,11 @@ pub struct Common {
     #[arg(long, value_name = "EXPR", value_parser = crate::filter::FilterExpr::parse)]
     pub filter: Option<crate::filter::FilterExpr>,
     /// Break down by pid, tid, comm, stack (the user stack, named) or argN
-    /// (`arg0`..`arg5`): one row per (function, key), counted in the program
-    /// (`count`; `latency` takes pid, tid or comm).
-    #[arg(long, value_name = "KEY", value_parser = parse_by)]
-    pub by: Option<By>,
+    /// (`arg0`..`arg5`), or two of them (`comm,pid`, `pid,arg1`): one row per
+    /// (function, key), counted in the program (`count`; `latency` takes
+    /// pid, tid and comm).
+    #[arg(long, value_name = "KEY[,KEY]", value_parser = parse_by)]
+    pub by: Option<ByKeys>,
     /// Write the report (table, JSON, trace lines) to FILE instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<std::path::PathBuf>,
@@ -189,8 +190,60 @@ impl By {
     }
 }
 
-/// Parses `--by`.
-pub fn parse_by(s: &str) -> Result<By, String> {
+/// A `--by` key: one or two parts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ByKeys(Vec<By>);
+
+impl ByKeys {
+    /// The parts, in the order given.
+    pub fn parts(&self) -> &[By] {
+        &self.0
+    }
+
+    /// Whether `part` is one of them.
+    pub fn has(&self, part: By) -> bool {
+        self.0.contains(&part)
+    }
+
+    /// `comm,pid`.
+    pub fn name(&self) -> String {
+        let names: Vec<String> = self.0.iter().map(|b| b.name()).collect();
+        names.join(",")
+    }
+
+    /// The program's settings: (kind, arg) of the first part and of the
+    /// second (0, 0 without one).
+    pub fn settings(&self) -> [(u64, u64); 2] {
+        use crate::record::{BY_ARG, BY_COMM, BY_PID, BY_STACK, BY_TID};
+        let of = |b: Option<&By>| match b {
+            Some(By::Pid) => (BY_PID, 0),
+            Some(By::Tid) => (BY_TID, 0),
+            Some(By::Comm) => (BY_COMM, 0),
+            Some(By::Stack) => (BY_STACK, 0),
+            Some(By::Arg(n)) => (BY_ARG, u64::from(*n)),
+            None => (0, 0),
+        };
+        [of(self.0.first()), of(self.0.get(1))]
+    }
+}
+
+/// Parses `--by`: one part, or two separated by a comma.
+pub fn parse_by(s: &str) -> Result<ByKeys, String> {
+    let parts = s
+        .split(',')
+        .map(|p| parse_by_part(p.trim()))
+        .collect::<Result<Vec<By>, String>>()?;
+    match parts.as_slice() {
+        [_] => Ok(ByKeys(parts)),
+        [a, b] if a == b => Err(format!("`{s}`: the same key twice")),
+        [a, b] if *a == By::Stack || *b == By::Stack => Err(format!("`{s}`: a stack is a key of its own")),
+        [_, _] => Ok(ByKeys(parts)),
+        _ => Err(format!("`{s}`: at most two keys (`comm,pid`)")),
+    }
+}
+
+/// Parses one part of `--by`.
+fn parse_by_part(s: &str) -> Result<By, String> {
     match s {
         "pid" => Ok(By::Pid),
         "tid" => Ok(By::Tid),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::args::{By, Common};
+use crate::args::{By, ByKeys, Common};
 use crate::error::CliError;
 use crate::human;
 use crate::probes::{Counts, Map, Program};
@@ -106,7 +106,7 @@ fn print_interval(
 
 /// Runs `sonde count`.
 pub fn run(common: &Common) -> Result<i32, CliError> {
-    if let Some(by) = common.by {
+    if let Some(by) = common.by.clone() {
         return run_by(common, by);
     }
     // The lean program unless a filter needs the other.
@@ -190,18 +190,13 @@ struct ByRow {
 }
 
 /// `sonde count --by KEY`: rows keyed by (function, key) in the program's map.
-fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
-    use crate::record::{ByKey, BY_ARG, BY_COMM, BY_PID, BY_STACK, BY_TID};
+fn run_by(common: &Common, by: ByKeys) -> Result<i32, CliError> {
+    use crate::record::ByKey;
     if common.interval.is_some() {
         return Err(CliError::new("--by and -i do not go together: give one"));
     }
-    let (kind, arg) = match by {
-        By::Pid => (BY_PID, 0),
-        By::Tid => (BY_TID, 0),
-        By::Comm => (BY_COMM, 0),
-        By::Stack => (BY_STACK, 0),
-        By::Arg(n) => (BY_ARG, u64::from(n)),
-    };
+    let [(kind, arg), (kind2, arg2)] = by.settings();
+    let stack = by.has(By::Stack);
     let mut session = Session::start_with(
         common,
         "counting calls of",
@@ -212,14 +207,16 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
             crate::session::update_settings(s.object(), |c| {
                 c.by_arg = arg;
                 c.by_kind = kind;
+                c.by_arg2 = arg2;
+                c.by_kind2 = kind2;
             })
         },
     )?;
     let stop = session.wait(Duration::from_millis(200), |_| {});
     let ids = session.function_ids();
     let map = sonde::maps::HashMap::<ByKey, u64>::new(Map::ByKey.of(session.object())?)?;
-    let stacks = match by {
-        By::Stack => {
+    let stacks = match stack {
+        true => {
             let paths: Vec<std::path::PathBuf> =
                 session.functions().iter().map(|f| f.set.path().to_path_buf()).collect();
             Some((
@@ -227,7 +224,7 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
                 crate::stacks::Stacks::new(paths.iter().map(|p| p.as_path())),
             ))
         }
-        _ => None,
+        false => None,
     };
     let mut rows = Vec::new();
     for entry in map.iter()? {
@@ -235,8 +232,8 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
         let Some(id) = ids.get(&u64::from(key.cookie)) else {
             continue;
         };
-        let (json, shown) = match by {
-            By::Stack => {
+        let (key_map, shown) = match stack {
+            true => {
                 let frames = match (&stacks, u32::try_from(key.value)) {
                     (Some((map, known)), Ok(id)) => match map.get_build_ids(id)? {
                         Some(f) => known.describe(&f),
@@ -245,12 +242,12 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
                     _ => vec!["[stack not captured]".into()],
                 };
                 let shown = frames.join("\n");
-                (serde_json::Value::from(frames), shown)
+                let mut key_map = serde_json::Map::new();
+                key_map.insert(by.name(), serde_json::Value::from(frames));
+                (key_map, shown)
             }
-            _ => crate::report::by_value(by, key.value, key.comm_lo, key.comm_hi),
+            false => crate::report::by_fields(&by, [key.value, key.value2], key.comm_lo, key.comm_hi),
         };
-        let mut key_map = serde_json::Map::new();
-        key_map.insert(by.name(), json);
         rows.push(ByRow {
             id: id.clone(),
             key: key_map,
@@ -274,7 +271,7 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
     let (seconds, tier) = (session.started.elapsed().as_secs_f64(), session.tier());
     let header = by.name().to_uppercase();
     session.finish(stop, common, rows, |out, rows| {
-        if by == By::Stack {
+        if stack {
             for r in rows {
                 writeln!(out, "{:<66} {:>12}", human::fit(&r.id.label, 66), human::count(r.count))?;
                 for frame in r.shown.lines() {
@@ -284,13 +281,14 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
             let total: u64 = rows.iter().map(|r| r.count).sum();
             return writeln!(out, "{} calls in {seconds:.1} s, tier {tier}", human::count(total));
         }
-        writeln!(out, "{:<50} {:<16} {:>12}", "FUNCTION", header, "CALLS")?;
+        let w = human::key_width(&header, rows.iter().map(|r| r.shown.as_str()));
+        writeln!(out, "{:<50} {:<w$} {:>12}", "FUNCTION", header, "CALLS")?;
         for r in rows {
             writeln!(
                 out,
-                "{:<50} {:<16} {:>12}",
+                "{:<50} {:<w$} {:>12}",
                 human::fit(&r.id.label, 50),
-                human::fit(&r.shown, 16),
+                human::fit(&r.shown, w),
                 human::count(r.count)
             )?;
         }

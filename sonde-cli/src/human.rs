@@ -130,6 +130,16 @@ pub fn label_value(s: &str) -> String {
     out
 }
 
+/// The key column's width: its widest cell, 16 to 32 characters.
+pub fn key_width<'a>(header: &str, cells: impl Iterator<Item = &'a str>) -> usize {
+    cells
+        .map(|c| c.chars().count())
+        .chain([header.chars().count(), 16])
+        .max()
+        .unwrap_or(16)
+        .min(32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,11 +18,11 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::args::{By, Common};
+use crate::args::{By, ByKeys, Common};
 use crate::error::CliError;
 use crate::human;
 use crate::probes::{Durations, Map, Program, Timing};
-use crate::record::{ByKey, Stats, BY_COMM, BY_PID, BY_TID, LATENCY_BUCKETS};
+use crate::record::{ByKey, Stats, LATENCY_BUCKETS};
 use crate::report::FunctionId;
 use crate::session::Session;
 
@@ -203,7 +203,7 @@ fn sizes(n: u32) -> Vec<(Map, u32)> {
 /// Runs `sonde latency`.
 pub fn run(common: &Common) -> Result<i32, CliError> {
     common.no_interval("latency")?;
-    if let Some(by) = common.by {
+    if let Some(by) = common.by.clone() {
         return run_by(common, by);
     }
     let mut session = Session::start(common, "timing", &[program(common)], sizes)?;
@@ -225,13 +225,13 @@ struct ByRow {
     shown: String,
 }
 
-/// `(cookie, value, comm)`: a `--by` row's identity.
-type Group = (u32, u64, u64, u64);
+/// `(cookie, values, comm)`: a `--by` row's identity.
+type Group = (u32, [u64; 2], u64, u64);
 
 /// The `--by` rows' durations: buckets from `BY_KEY`, exact statistics from
 /// `BY_STATS`.
 fn by_durations(object: &sonde::Object) -> Result<BTreeMap<Group, Durations>, CliError> {
-    let group = |k: &ByKey| (k.cookie, k.value, k.comm_lo, k.comm_hi);
+    let group = |k: &ByKey| (k.cookie, [k.value, k.value2], k.comm_lo, k.comm_hi);
     let mut groups: BTreeMap<Group, Durations> = BTreeMap::new();
     let keys = sonde::maps::HashMap::<ByKey, u64>::new(Map::ByKey.of(object)?)?;
     for entry in keys.iter()? {
@@ -255,17 +255,13 @@ fn by_durations(object: &sonde::Object) -> Result<BTreeMap<Group, Durations>, Cl
 /// `sonde latency --by pid|tid|comm`: the figures per (function, key), the
 /// bucket counted in the program's `BY_KEY` map and the exact statistics in
 /// `BY_STATS` (the key known at return).
-fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
-    let kind = match by {
-        By::Pid => BY_PID,
-        By::Tid => BY_TID,
-        By::Comm => BY_COMM,
-        _ => {
-            return Err(CliError::new(
-                "latency --by takes pid, tid or comm: arguments and stacks are not known at return",
-            ))
-        }
-    };
+fn run_by(common: &Common, by: ByKeys) -> Result<i32, CliError> {
+    if by.parts().iter().any(|p| !matches!(p, By::Pid | By::Tid | By::Comm)) {
+        return Err(CliError::new(
+            "latency --by takes pid, tid and comm: arguments and stacks are not known at return",
+        ));
+    }
+    let [(kind, _), (kind2, _)] = by.settings();
     let mut session = Session::start_with(
         common,
         "timing",
@@ -276,18 +272,21 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
             v.push((Map::ByStats, crate::record::BY_KEYS));
             v
         },
-        |s| crate::session::update_settings(s.object(), |c| c.by_kind = kind),
+        |s| {
+            crate::session::update_settings(s.object(), |c| {
+                c.by_kind = kind;
+                c.by_kind2 = kind2;
+            })
+        },
     )?;
     let stop = session.wait(std::time::Duration::from_secs(1), |_| {});
     let ids = session.function_ids();
     let mut rows = Vec::new();
-    for ((cookie, value, lo, hi), d) in by_durations(session.object())? {
+    for ((cookie, values, lo, hi), d) in by_durations(session.object())? {
         let Some(id) = ids.get(&u64::from(cookie)) else {
             continue;
         };
-        let (json, shown) = crate::report::by_value(by, value, lo, hi);
-        let mut key = serde_json::Map::new();
-        key.insert(by.name(), json);
+        let (key, shown) = crate::report::by_fields(&by, values, lo, hi);
         rows.push(ByRow {
             id: id.clone(),
             key,
@@ -304,13 +303,14 @@ fn run_by(common: &Common, by: By) -> Result<i32, CliError> {
     });
     let column = by.name().to_uppercase();
     session.finish(stop, common, rows, |out, rows| {
-        writeln!(out, "{:<30} {:<16} {}", "FUNCTION", column, header())?;
+        let w = human::key_width(&column, rows.iter().map(|r| r.shown.as_str()));
+        writeln!(out, "{:<30} {:<w$} {}", "FUNCTION", column, header())?;
         for r in rows {
             writeln!(
                 out,
-                "{:<30} {:<16} {}",
+                "{:<30} {:<w$} {}",
                 human::fit(&r.id.label, 30),
-                human::fit(&r.shown, 16),
+                human::fit(&r.shown, w),
                 r.figures.cells()
             )?;
         }

@@ -116,10 +116,12 @@ pub const TEXT: usize = 256;
 pub struct ByKey {
     /// The function's cookie.
     pub cookie: u32,
-    /// What `value` is: one of the `BY_*` kinds.
+    /// What `value` is: one of the `BY_*` kinds (the first part of the key).
     pub kind: u32,
-    /// The pid, tid or argument.
+    /// The first part's pid, tid, argument or stack id (0 for `comm`).
     pub value: u64,
+    /// The second part's, with `--by A,B` (`Settings::by_kind2`), else 0.
+    pub value2: u64,
     /// The command name's first 8 bytes (`BY_COMM`).
     pub comm_lo: u64,
     /// Its last 8 bytes.
@@ -371,6 +373,10 @@ pub struct Settings {
     pub by_kind: u64,
     /// `--by argN`: N.
     pub by_arg: u64,
+    /// `--by A,B`: B's `BY_*` kind, or 0.
+    pub by_kind2: u64,
+    /// `--by A,argN`: N.
+    pub by_arg2: u64,
     /// `sonde hist`: 0..=5 an argument, 6 the return value.
     pub hist_what: u64,
     /// `sonde hist --linear`: the bucket width (0: log2).

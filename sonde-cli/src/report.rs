@@ -100,9 +100,26 @@ pub fn write_report<T: serde::Serialize>(
     Ok(())
 }
 
-/// A `--by` key other than a stack as its JSON value and its table text: the
-/// command name for `comm`, else the number.
-pub fn by_value(by: By, value: u64, comm_lo: u64, comm_hi: u64) -> (serde_json::Value, String) {
+/// A `--by` key's parts as JSON fields (one per part, named as the part)
+/// and as shown (joined by a space): `values` are the key's two numbers.
+pub fn by_fields(
+    by: &crate::args::ByKeys,
+    values: [u64; 2],
+    comm_lo: u64,
+    comm_hi: u64,
+) -> (serde_json::Map<String, serde_json::Value>, String) {
+    let mut fields = serde_json::Map::new();
+    let mut shown = Vec::new();
+    for (part, value) in by.parts().iter().zip(values) {
+        let (json, text) = by_part(*part, value, comm_lo, comm_hi);
+        fields.insert(part.name(), json);
+        shown.push(text);
+    }
+    (fields, shown.join(" "))
+}
+
+/// One part of a `--by` key as JSON and as shown (`comm` from its words).
+fn by_part(by: By, value: u64, comm_lo: u64, comm_hi: u64) -> (serde_json::Value, String) {
     match by {
         By::Comm => {
             let comm = comm_text(comm_lo, comm_hi);

@@ -197,7 +197,7 @@ fn count_by_breaks_calls_down_in_the_program() {
     // Arguments are gone at return: said.
     let (code, _, err) = sonde(&["latency", "--by", "arg0", &pie, "fx_alpha", "-d", "0.1"]);
     assert_eq!(code, 2);
-    assert!(err.contains("latency --by takes pid, tid or comm"), "{err}");
+    assert!(err.contains("latency --by takes pid, tid and comm"), "{err}");
 }
 
 /// #15: `sonde hist`: log2 and linear histograms of an argument and of the
@@ -368,4 +368,65 @@ fn filters_compare_as_the_declared_type() {
     let (code, _, err) = sonde(&["count", "--filter", "arg1:q < 0", &pie, "str_echo", "-d", "0.1"]);
     assert_eq!(code, 2);
     assert!(err.contains("a type: i (int)"), "{err}");
+}
+
+/// #25 item 6: composite keys, one JSON field per part named as the part:
+/// `--by comm,pid` over two processes, `--by pid,arg0`, and `latency --by
+/// comm,tid` with its figures per key, on every tier.
+#[test]
+fn by_takes_two_keys() {
+    let _s = serial();
+    require_root();
+    let pie = fixture_arg("fixture-pie");
+    let script = format!("echo go | '{pie}' & echo go | '{pie}'; wait");
+    for tier in Tier::ALL.into_iter().filter(|t| tier_supported(*t)) {
+        let run = |cmd: &str, by: &str, pattern: &str| -> Vec<Value> {
+            let (code, out, err) = sonde(&[
+                cmd,
+                "--json",
+                "--tier",
+                tier.name(),
+                "--by",
+                by,
+                &pie,
+                pattern,
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ]);
+            assert_eq!(code, 0, "{tier} {cmd} --by {by}: {err}");
+            json(&out)["functions"].as_array().expect("rows").clone()
+        };
+        let rows = run("count", "comm,pid", "fx_[ad]*");
+        let mut pids: Vec<u64> = rows.iter().filter_map(|r| r["pid"].as_u64()).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        assert_eq!(pids.len(), 2, "two processes: {rows:?}");
+        for r in &rows {
+            assert_eq!(r["comm"], "fixture-pie", "{r}");
+            let want = if r["name"] == "fx_delta" { 4 } else { 1 };
+            assert_eq!(r["count"], want, "{tier}: {r}");
+        }
+        assert_eq!(rows.len(), 4, "{rows:?}");
+        // fx_delta(i), i in 0..4, once per process: eight (pid, arg0) rows of 1.
+        let rows = run("count", "pid,arg0", "fx_delta");
+        assert_eq!(rows.len(), 8, "{rows:?}");
+        assert!(rows
+            .iter()
+            .all(|r| r["count"] == 1 && r["arg0"].as_u64().is_some_and(|a| a < 4)));
+        let rows = run("latency", "comm,pid", "fx_delta");
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        for r in &rows {
+            assert_eq!(
+                (r["comm"].clone(), r["count"].clone()),
+                (Value::from("fixture-pie"), Value::from(4))
+            );
+            assert!(r["min_ns"].as_u64() <= r["max_ns"].as_u64(), "{r}");
+        }
+    }
+    for bad in ["pid,pid", "stack,pid", "pid,tid,comm", "pid,nope"] {
+        let (code, _, err) = sonde(&["count", "--by", bad, &pie, "fx_delta", "-d", "0.1"]);
+        assert_eq!(code, 2, "{bad}: {err}");
+    }
 }

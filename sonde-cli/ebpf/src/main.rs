@@ -56,6 +56,8 @@ static mut SETTINGS: Settings = Settings {
     filter: 0,
     by_kind: 0,
     by_arg: 0,
+    by_kind2: 0,
+    by_arg2: 0,
     hist_what: 0,
     hist_step: 0,
     usdt: 0,
@@ -341,34 +343,48 @@ static BY_KEY: HashMap<ByKey, u64> = HashMap::with_max_entries(BY_KEYS);
 static BY_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1);
 
 
-/// The `--by` key of this call, or `None` without a breakdown.
+/// The `--by` key of this call, or `None` without a breakdown: one or two
+/// parts (`--by comm,pid`), the command name in its own words.
 #[inline(always)]
 fn by_key(ctx: &ProbeContext, cookie: u64) -> Option<ByKey> {
     let kind = setting!(by_kind);
     if kind == 0 {
         return None;
     }
+    let kind2 = setting!(by_kind2);
     let pid_tgid = ctx.pid_tgid();
-    // All six read at their fixed offsets (or as a USDT spec says), then one picked.
+    // All six read at their fixed offsets (or as a USDT spec says), then picked.
     let args = call_args(ctx, cookie);
-    let value = match kind {
+    let value = by_part(ctx, &args, pid_tgid, kind, setting!(by_arg));
+    let value2 = by_part(ctx, &args, pid_tgid, kind2, setting!(by_arg2));
+    let (comm_lo, comm_hi) = if kind == BY_COMM || kind2 == BY_COMM {
+        comm_words(&ctx.comm())
+    } else {
+        (0, 0)
+    };
+    Some(ByKey {
+        cookie: cookie as u32,
+        kind: kind as u32,
+        value,
+        value2,
+        comm_lo,
+        comm_hi,
+    })
+}
+
+/// One numeric part of a `--by` key (0 for `comm` and none).
+#[inline(always)]
+fn by_part(ctx: &ProbeContext, args: &[u64; 6], pid_tgid: u64, kind: u64, arg: u64) -> u64 {
+    match kind {
         BY_PID => pid_tgid >> 32,
         BY_TID => pid_tgid & 0xffff_ffff,
         BY_STACK => match STACKS.get_stackid(ctx, BPF_F_USER_STACK) {
             Ok(id) => id as u64,
             Err(_) => u64::MAX,
         },
-        BY_ARG => nth(&args, setting!(by_arg)),
+        BY_ARG => nth(args, arg),
         _ => 0,
-    };
-    let (comm_lo, comm_hi) = if kind == BY_COMM { comm_words(&ctx.comm()) } else { (0, 0) };
-    Some(ByKey {
-        cookie: cookie as u32,
-        kind: kind as u32,
-        value,
-        comm_lo,
-        comm_hi,
-    })
+    }
 }
 
 /// A command name as two native-endian words (map keys, masked compares).
@@ -477,16 +493,22 @@ fn latency_session(ctx: &SessionContext, filtered: bool) -> u32 {
     let kind = setting!(by_kind);
     if kind != 0 {
         let pid_tgid = ctx.pid_tgid();
-        let value = match kind {
+        let kind2 = setting!(by_kind2);
+        let part = |k: u64| match k {
             BY_PID => pid_tgid >> 32,
             BY_TID => pid_tgid & 0xffff_ffff,
             _ => 0,
         };
-        let (comm_lo, comm_hi) = if kind == BY_COMM { comm_words(&ctx.probe().comm()) } else { (0, 0) };
+        let (comm_lo, comm_hi) = if kind == BY_COMM || kind2 == BY_COMM {
+            comm_words(&ctx.probe().comm())
+        } else {
+            (0, 0)
+        };
         let key = ByKey {
             cookie,
             kind: ByKey::pack_kind(kind, bucket),
-            value,
+            value: part(kind),
+            value2: part(kind2),
             comm_lo,
             comm_hi,
         };

@@ -78,7 +78,7 @@ pub(super) fn attach_all(
     let used = [
         (Map::Traced, follow),
         (Map::ByKey, common.by.is_some()),
-        (Map::Stacks, common.by == Some(By::Stack)),
+        (Map::Stacks, common.by.as_ref().is_some_and(|b| b.has(By::Stack))),
         (Map::UsdtSpecs, usdt),
         (Map::SessionSlots, emulated),
     ];
