@@ -259,3 +259,33 @@ fn buffers_are_read_at_return_and_input_buffers_at_entry() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("1 to 256 bytes"), "{err}");
 }
+
+/// #25 item 3: a string on a page the process has never touched cannot be
+/// read by the probe (it may not fault); sonde reads it from outside while
+/// the process lives and marks it (`late`), never a silent empty string.
+#[test]
+fn a_string_on_an_untouched_page_is_read_late_and_marked() {
+    let _s = serial();
+    require_root();
+    let pie = fixture_arg("fixture-pie");
+    for tier in Tier::ALL.into_iter().filter(|t| tier_supported(*t)) {
+        let (code, out, err) = sonde(&[
+            "trace",
+            "--json",
+            "--tier",
+            tier.name(),
+            "--args",
+            "s,i",
+            &pie,
+            "str_echo",
+            "--",
+            &pie,
+            "fresh",
+        ]);
+        assert_eq!(code, 0, "{tier}: {err}");
+        let lines = json_lines(&out);
+        assert_eq!(lines.len(), 1, "{tier}: {lines:?}");
+        assert_eq!(lines[0]["args"], serde_json::json!(["fresh", 5]), "{tier}: {lines:?}");
+        assert_eq!(lines[0]["late"], true, "{tier}: read after the call: {lines:?}");
+    }
+}

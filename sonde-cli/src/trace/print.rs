@@ -34,6 +34,10 @@ struct Line<'a> {
     duration_ns: Option<u64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     truncated: bool,
+    /// A string was read by sonde after the call (the program could not:
+    /// its page was not in memory yet).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    late: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     stack: Option<Vec<String>>,
 }
@@ -60,6 +64,22 @@ fn record_text(call: &CallRecord) -> Result<(String, bool), String> {
     // have cut the string.
     let truncated = n == TEXT;
     Ok((crate::human::bytes(bytes), truncated))
+}
+
+/// A C string the program could not read at entry (`EFAULT`: its page was
+/// not in memory yet, and a probe cannot fault it in), read from outside the
+/// process while it lives. `None` when that fails too (the process is gone).
+fn reread(entry: &CallRecord, types: &[ArgType]) -> Option<(String, bool)> {
+    if entry.text_len != -libc::EFAULT {
+        return None;
+    }
+    let i = types.iter().position(|t| *t == ArgType::Str)?;
+    let ptr = *entry.args.get(i)?;
+    let bytes = sonde::process::read_memory((entry.pid_tgid >> 32) as u32, ptr, TEXT).ok()?;
+    match bytes.iter().position(|&b| b == 0) {
+        Some(end) => Some((crate::human::bytes(&bytes[..end]), false)),
+        None => Some((crate::human::bytes(&bytes), true)),
+    }
 }
 
 /// A value shown as `t` says; `text` is the record's string for `s`.
@@ -144,7 +164,13 @@ impl Printer {
         // The argument's memory: from the entry, or read at return.
         let at_return = types.iter().any(|t| t.at_return());
         let holder = if at_return { exit } else { Some(entry) };
-        let text = holder.filter(|r| r.kind & TEXT_READ != 0).map(record_text);
+        let mut text = holder.filter(|r| r.kind & TEXT_READ != 0).map(record_text);
+        // A string on a page the process had not touched: read again from
+        // outside while the process lives, and said so.
+        let late = match (&text, at_return) {
+            (Some(Err(_)), false) => reread(entry, types).map(|t| text = Some(Ok(t))).is_some(),
+            _ => false,
+        };
         let truncated = matches!(text, Some(Ok((_, true))));
         let args: Vec<Value> = types
             .iter()
@@ -175,6 +201,7 @@ impl Printer {
                 ret: ret_value,
                 duration_ns,
                 truncated: truncated || ret_truncated,
+                late,
                 stack: frames,
             };
             serde_json::to_writer(&mut *out, &line).map_err(|e| CliError::new(e.to_string()))?;
@@ -188,6 +215,11 @@ impl Printer {
             }
             (Some(_), _, _) => " = ? (no return seen)".to_string(),
             _ => String::new(),
+        };
+        let tail = if late {
+            format!("{tail} [string read after the call]")
+        } else {
+            tail
         };
         writeln!(
             out,

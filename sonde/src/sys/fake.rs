@@ -164,6 +164,7 @@ impl Answer for u64 {
 impl Answer for libc::c_long {}
 impl Answer for libc::c_int {}
 impl Answer for u32 {}
+impl Answer for usize {}
 impl Answer for bool {}
 impl<T> Answer for Option<T> {}
 impl<T> Answer for *mut T {}

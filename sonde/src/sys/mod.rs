@@ -9,6 +9,7 @@ pub(crate) mod files;
 pub(crate) mod handoff;
 pub(crate) mod inotify;
 pub(crate) mod perf;
+pub(crate) mod procmem;
 pub(crate) mod ring;
 pub(crate) mod spawn;
 pub(crate) mod tracefs;
@@ -102,6 +103,8 @@ pub enum Call {
     Inotify,
     /// `openat2(RESOLVE_IN_ROOT)`: a file inside a container's root.
     OpenInRoot,
+    /// `process_vm_readv`: another process's memory.
+    ProcessVmReadv,
 }
 
 impl Call {
@@ -140,6 +143,7 @@ impl Call {
             Call::Fork => "fork",
             Call::Inotify => "inotify",
             Call::OpenInRoot => "openat2(RESOLVE_IN_ROOT)",
+            Call::ProcessVmReadv => "process_vm_readv",
         }
     }
 }
