@@ -112,6 +112,19 @@ pub fn own_start_time() -> u64 {
     stat(std::process::id()).map_or(0, |s| s.start_time)
 }
 
+/// Reads up to `len` bytes at `addr` in process `pid` from outside it
+/// (`process_vm_readv`: pages it has not touched yet are faulted in, which a
+/// BPF program's read cannot do). Fewer bytes when the mapping ends first.
+///
+/// Kernel: 3.2+; needs the right to trace the process (root, or the same user
+/// under the Yama scope).
+pub fn read_memory(pid: u32, addr: u64, len: usize) -> Result<Vec<u8>, crate::sys::SyscallError> {
+    let mut buf = vec![0u8; len];
+    let n = crate::sys::procmem::read(pid, addr, &mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,17 +151,4 @@ mod tests {
         assert_eq!(check(u64::from(std::process::id())), Ok(std::process::id()));
         assert!(own_start_time() > 0);
     }
-}
-
-/// Reads up to `len` bytes at `addr` in process `pid` from outside it
-/// (`process_vm_readv`: pages it has not touched yet are faulted in, which a
-/// BPF program's read cannot do). Fewer bytes when the mapping ends first.
-///
-/// Kernel: 3.2+; needs the right to trace the process (root, or the same user
-/// under the Yama scope).
-pub fn read_memory(pid: u32, addr: u64, len: usize) -> Result<Vec<u8>, crate::sys::SyscallError> {
-    let mut buf = vec![0u8; len];
-    let n = crate::sys::procmem::read(pid, addr, &mut buf)?;
-    buf.truncate(n);
-    Ok(buf)
 }
