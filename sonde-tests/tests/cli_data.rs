@@ -68,11 +68,12 @@ fn latency_measures_known_sleeps_per_thread_and_nesting_level() {
         // Log-linear buckets: each at most an eighth of its values wide.
         assert!(le > 10 * MS && (le - ge) * 8 <= ge, "bucket [{ge}, {le}): {work}");
     }
-    // 20 ms sleeps: the median within the bucket error of 20 ms (not a
-    // power-of-two edge: it was 33.5 ms with log2 buckets).
-    let p50 = sleep["p50_ns"].as_u64().expect("p50");
-    let min = sleep["min_ns"].as_u64().expect("min");
-    assert!(p50.abs_diff(min) * 8 <= min, "p50 {p50} vs min {min}: {sleep}");
+    // 20 ms sleeps: the median inside the exact range, not a power-of-two
+    // edge (it was 33.5 ms with log2 buckets; a loaded guest oversleeps, so
+    // the three calls differ).
+    let ns = |key: &str| sleep[key].as_u64().unwrap_or_else(|| panic!("{key} in {sleep}"));
+    assert!(ns("min_ns") >= 20 * MS && ns("max_ns") < 400 * MS, "{sleep}");
+    assert!((ns("min_ns")..=ns("max_ns")).contains(&ns("p50_ns")), "{sleep}");
 }
 
 /// #15: `count --by pid|comm|arg0`, counted in the program: exact rows for two

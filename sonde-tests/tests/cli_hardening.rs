@@ -358,20 +358,20 @@ fn smaller_things_are_said_not_ignored() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("is a script (`#!/usr/bin/env bash`)"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
-    // fx_delta runs 4 times per run: 1,000 runs print 4000, not 4.0k.
-    let script = format!("for i in $(seq 1000); do echo go | '{pie}' > /dev/null; done");
+    // fx_delta runs 4 times per run: 300 runs print 1200, not 1.2k.
+    let script = format!("for i in $(seq 300); do echo go | '{pie}' > /dev/null; done");
     let (code, out, err) = run_sonde(&["count", &pie, "fx_delta", "--", "sh", "-c", &script]);
     assert_eq!(code, 0, "{err}");
     assert!(
         out.lines()
-            .any(|l| l.starts_with("fx_delta") && l.trim_end().ends_with(" 4000")),
+            .any(|l| l.starts_with("fx_delta") && l.trim_end().ends_with(" 1200")),
         "{out}"
     );
     let (code, out, err) = run_sonde(&["count", "--round", &pie, "fx_delta", "--", "sh", "-c", &script]);
     assert_eq!(code, 0, "{err}");
     assert!(
         out.lines()
-            .any(|l| l.starts_with("fx_delta") && l.trim_end().ends_with(" 4.0k")),
+            .any(|l| l.starts_with("fx_delta") && l.trim_end().ends_with(" 1.2k")),
         "{out}"
     );
 }
