@@ -29,6 +29,7 @@ macro_rules! from_display {
 
 from_display!(
     sonde::Error,
+    sonde::JobError,
     sonde::TargetError,
     sonde::AttachError,
     sonde::ProgramError,

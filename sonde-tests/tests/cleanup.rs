@@ -5,9 +5,7 @@
 use std::sync::Mutex;
 
 use sonde::sys::{fault, Call};
-use sonde::{
-    AttachError, AttachOptions, AttachType, Cookie, Error, Feature, Object, Refusal, Target, TargetError, Tier,
-};
+use sonde::{AttachError, AttachOptions, AttachType, Cookie, Feature, Object, Refusal, Target, TargetError, Tier};
 use sonde_tests::*;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -116,7 +114,7 @@ fn emfile_on_the_third_target_is_a_clean_error() {
             .attach(&targets(&[1, 2, 3, 4]), &AttachOptions::default().tier(tier))
             .unwrap_err();
         match err {
-            Error::Attach(AttachError::TooManyFiles { attached, wanted, .. }) => {
+            AttachError::TooManyFiles { attached, wanted, .. } => {
                 assert_eq!((attached, wanted), (2, 4), "{tier}");
             }
             other => panic!("{tier}: unexpected {other}"),
@@ -165,10 +163,7 @@ fn a_failure_half_way_rolls_back_every_tier() {
             .unwrap()
             .attach(&t, &AttachOptions::default().tier(tier))
             .unwrap_err();
-        assert!(
-            matches!(err, Error::Attach(AttachError::Target { .. })),
-            "{tier}: {err}"
-        );
+        assert!(matches!(err, AttachError::Target { .. }), "{tier}: {err}");
         assert!(err.to_string().contains(FUNCTIONS[2].0), "names the target: {err}");
         assert_eq!(snapshot(), before, "{tier}: rolled back");
         assert!(links_of(&ids).is_empty());
@@ -191,7 +186,7 @@ fn missing_symbol_and_binary_are_named_and_nothing_stays() {
         )
         .unwrap_err();
     match &err {
-        Error::Target(TargetError::NoSymbol { symbol, binary, .. }) => {
+        AttachError::Resolve(TargetError::NoSymbol { symbol, binary, .. }) => {
             assert_eq!(symbol, "no_such_function");
             assert!(binary.ends_with("target-app"));
         }
@@ -201,7 +196,10 @@ fn missing_symbol_and_binary_are_named_and_nothing_stays() {
     let err = probe
         .attach(&[Target::symbol("/nonexistent/bin", "main")], &AttachOptions::default())
         .unwrap_err();
-    assert!(matches!(err, Error::Target(TargetError::NoSuchBinary { .. })), "{err}");
+    assert!(
+        matches!(err, AttachError::Resolve(TargetError::NoSuchBinary { .. })),
+        "{err}"
+    );
     assert!(err.to_string().contains("/nonexistent/bin"));
     assert_eq!(probe.loaded().count(), 0, "nothing loaded for unresolvable targets");
     assert_eq!(open_fds(), before, "no descriptor leaked");

@@ -50,6 +50,7 @@
 
 pub mod attach;
 pub mod command;
+mod error;
 pub mod features;
 pub mod inspect;
 pub mod job;
@@ -65,8 +66,9 @@ pub mod sys;
 pub use attach::{AttachError, AttachOptions, AttachPlan, Attachment, DetachHandle, Refusal, Scope, SessionMode, Tier};
 /// A command started held until the probes are attached: [`command::HeldCommand`].
 pub use command::HeldCommand as Command;
+pub use error::Error;
 pub use features::{Feature, Features};
-pub use job::{GroupId, Job, JobBuilder};
+pub use job::{GroupId, Job, JobBuilder, JobError};
 pub use maps::Pod;
 pub use object::{LoadError, Object};
 pub use process::ProcessError;
@@ -75,40 +77,3 @@ pub use programs::{
     TracepointLink, UProbe,
 };
 pub use resolve::{FunctionMatch, FunctionSet, Functions, Location, ProbeSite, Target, TargetError};
-
-/// Any sonde error; each area also has its own enum (loading:
-/// [`LoadError`], resolving: [`TargetError`], attaching: [`AttachError`]).
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The object file is malformed.
-    #[error(transparent)]
-    Object(#[from] object_file::SpecError),
-    /// A map could not be created or used.
-    #[error(transparent)]
-    Map(#[from] maps::MapError),
-    /// A program did not load.
-    #[error(transparent)]
-    Program(#[from] ProgramError),
-    /// A target did not resolve.
-    #[error(transparent)]
-    Target(#[from] TargetError),
-    /// Attaching failed (nothing stays attached).
-    #[error(transparent)]
-    Attach(#[from] AttachError),
-    /// A job's cookie registry is full.
-    #[error(transparent)]
-    JobFull(#[from] job::RegistryFull),
-    /// A pid that names no user-space process.
-    #[error(transparent)]
-    Process(#[from] ProcessError),
-    /// A system call failed.
-    #[error(transparent)]
-    Syscall(#[from] sys::SyscallError),
-    /// The object did not load.
-    #[error(transparent)]
-    Load(#[from] LoadError),
-    /// A tracepoint program could not be attached.
-    #[error(transparent)]
-    Tracepoint(#[from] programs::TracepointError),
-}

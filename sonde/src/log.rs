@@ -22,7 +22,7 @@ use std::time::Duration;
 use object::{Object as _, ObjectSection as _};
 
 use crate::maps::{MapError, Pod, RingBuf};
-use crate::Object;
+use crate::object::Object;
 
 /// The ring buffer map programs log through (its symbol ends with this).
 pub const LOG_MAP: &str = "SONDE_LOG";

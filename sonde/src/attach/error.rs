@@ -72,13 +72,16 @@ pub enum AttachError {
         /// The hard limit.
         hard_limit: u64,
     },
+    /// A target did not resolve (nothing was loaded or attached).
+    #[error(transparent)]
+    Resolve(#[from] crate::resolve::TargetError),
     /// Loading the program failed.
     #[error(transparent)]
     Program(#[from] ProgramError),
     /// The process to trace is not a user-space process (pid 0, a kernel
     /// thread, gone).
     #[error(transparent)]
-    Process(#[from] crate::ProcessError),
+    Process(#[from] crate::process::ProcessError),
     /// Another kernel call failed.
     #[error("{tier} attach failed: {source}")]
     Syscall {

@@ -73,13 +73,13 @@ impl UProbe {
 
     /// Resolves `targets` and attaches this program to all of them, each with its
     /// cookie, through the best mechanism the kernel has (see [`Tier`]).
-    pub fn attach(&mut self, targets: &[Target], options: &AttachOptions) -> Result<Attachment, crate::Error> {
+    pub fn attach(&mut self, targets: &[Target], options: &AttachOptions) -> Result<Attachment, AttachError> {
         let sites = resolve::sites(targets)?;
-        Ok(self.attach_sites(sites, options)?)
+        self.attach_sites(sites, options)
     }
 
     /// Attaches to probe sites already resolved ([`resolve::sites`],
-    /// [`crate::FunctionSet::targets`]). Nothing stays attached on failure.
+    /// [`crate::resolve::FunctionSet::targets`]). Nothing stays attached on failure.
     pub fn attach_sites(&mut self, sites: Vec<ProbeSite>, options: &AttachOptions) -> Result<Attachment, AttachError> {
         attach(self, sites, options, &options.features())
     }

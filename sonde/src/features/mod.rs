@@ -8,7 +8,7 @@
 //! says nothing about the kernel); probing never mounts anything.
 //!
 //! `SONDE_DISABLE_FEATURES=bpf_cookie,uprobe_multi,...` turns features off for
-//! the whole library, and [`crate::AttachOptions::disable`] for one attach, so
+//! the whole library, and [`crate::attach::AttachOptions::disable`] for one attach, so
 //! every fallback can be exercised on a new kernel.
 
 use std::fmt;

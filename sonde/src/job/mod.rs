@@ -27,15 +27,18 @@
 //! after a removal only once the fresh ones are spent, and the job clears the
 //! slots of the per-cookie maps it was told about before reuse.
 
+mod error;
 mod registry;
+
+pub use error::JobError;
 
 use std::collections::BTreeMap;
 
 pub use registry::{CookieRegistry, RegistryFull};
 
 use crate::attach::{AttachOptions, Attachment, DetachHandle, Tier};
+use crate::object::Object;
 use crate::resolve::{FunctionSet, Functions};
-use crate::{Error, Object};
 
 /// What a job was built with: the object, capacity, programs and options.
 #[derive(Debug)]
@@ -86,7 +89,7 @@ impl<'a> JobBuilder<'a> {
     }
 
     /// Loads the object with its maps sized; attaches nothing yet.
-    pub fn build(self) -> Result<Job, Error> {
+    pub fn build(self) -> Result<Job, JobError> {
         let JobBuilder {
             bytes,
             capacity,
@@ -178,14 +181,14 @@ impl Job {
     /// Resolves `functions` and attaches every program to them, each function
     /// with a cookie of its own. All or nothing: on error nothing of this group
     /// stays attached and its cookies return to the registry.
-    pub fn add(&mut self, functions: &Functions) -> Result<GroupId, Error> {
+    pub fn add(&mut self, functions: &Functions) -> Result<GroupId, JobError> {
         let set = functions.resolve()?;
         self.add_set(set)
     }
 
     /// [`Job::add`] for functions already resolved.
-    pub fn add_set(&mut self, set: FunctionSet) -> Result<GroupId, Error> {
-        let (cookies, reused) = self.registry.take(set.len() as u64).map_err(Error::JobFull)?;
+    pub fn add_set(&mut self, set: FunctionSet) -> Result<GroupId, JobError> {
+        let (cookies, reused) = self.registry.take(set.len() as u64)?;
         let result = self
             .clear_slots(&reused)
             .and_then(|()| self.attach_group(&set, &cookies));
@@ -210,7 +213,7 @@ impl Job {
         }
     }
 
-    fn attach_group(&mut self, set: &FunctionSet, cookies: &[u64]) -> Result<Vec<Attachment>, Error> {
+    fn attach_group(&mut self, set: &FunctionSet, cookies: &[u64]) -> Result<Vec<Attachment>, JobError> {
         let sites: Vec<_> = set
             .targets()
             .into_iter()
@@ -226,7 +229,7 @@ impl Job {
         Ok(attachments)
     }
 
-    fn clear_slots(&self, cookies: &[u64]) -> Result<(), Error> {
+    fn clear_slots(&self, cookies: &[u64]) -> Result<(), JobError> {
         for (name, slots) in &self.per_cookie {
             let map = self.object.map(name)?;
             let slots = u64::from(*slots);
@@ -241,7 +244,7 @@ impl Job {
 
     /// Detaches one group (on a background thread: per-target tiers take about
     /// 0.1 s a probe); its cookies return to the registry.
-    pub fn remove(&mut self, id: GroupId) -> Result<Vec<DetachHandle>, Error> {
+    pub fn remove(&mut self, id: GroupId) -> Result<Vec<DetachHandle>, JobError> {
         let Some(group) = self.groups.remove(&id) else {
             return Ok(Vec::new());
         };
@@ -264,8 +267,8 @@ impl Job {
     pub fn shrink(
         &mut self,
         id: GroupId,
-        mut keep: impl FnMut(&crate::FunctionMatch) -> bool,
-    ) -> Result<Vec<Option<usize>>, Error> {
+        mut keep: impl FnMut(&crate::resolve::FunctionMatch) -> bool,
+    ) -> Result<Vec<Option<usize>>, JobError> {
         let Some(Group {
             mut set,
             cookies,
@@ -355,7 +358,7 @@ impl Job {
 
     /// How its session programs run (native or emulated), `None` when it
     /// attaches none.
-    pub fn session_mode(&self) -> Option<crate::SessionMode> {
+    pub fn session_mode(&self) -> Option<crate::attach::SessionMode> {
         self.attachments().find_map(Attachment::session)
     }
 

@@ -1,6 +1,6 @@
 //! Maps: created from the object's definitions, read and written from user space.
 //!
-//! [`Map`] is the untyped handle an [`crate::Object`] hands out; the typed views
+//! [`Map`] is the untyped handle an object (`sonde::Object`) hands out; the typed views
 //! ([`HashMap`], [`Array`], [`PerCpuArray`], [`PerCpuHashMap`], [`RingBuf`]) check the
 //! kernel map's type and sizes against their Rust types when made.
 

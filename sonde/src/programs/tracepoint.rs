@@ -41,7 +41,7 @@ pub enum TracepointError {
     },
 }
 
-/// A tracepoint program of an [`crate::Object`]. Needs Linux 4.7.
+/// A tracepoint program of an object (`sonde::Object`). Needs Linux 4.7.
 ///
 /// ```no_run
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {

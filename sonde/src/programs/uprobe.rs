@@ -11,7 +11,7 @@ use super::{
 use crate::object_file::ProbeKind;
 use sonde_abi::Insn;
 
-/// A uprobe program of an [`crate::Object`] (entry, return, session or USDT).
+/// A uprobe program of an object (`sonde::Object`): entry, return, session or USDT.
 ///
 /// Nothing is loaded until an attach (or [`UProbe::load`]) needs it; then the
 /// [`Load`] the chosen mechanism needs is made once and cached. Attaching is

@@ -132,7 +132,7 @@ pub enum TargetError {
     },
     /// The pid names no user-space process.
     #[error(transparent)]
-    Process(#[from] crate::ProcessError),
+    Process(#[from] crate::process::ProcessError),
     /// A glob that does not parse.
     #[error("bad pattern `{}`: {reason}", shorten(pattern))]
     BadPattern {
