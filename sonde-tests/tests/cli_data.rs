@@ -244,6 +244,9 @@ fn hist_counts_argument_and_return_values_into_buckets() {
             "{tier}"
         );
     }
+    // Buckets of 2: the empty ones between the values are shown (#25).
+    let counts: Vec<u64> = buckets(&["--of", "ret", "--linear", "2"]).iter().map(|b| b.2).collect();
+    assert_eq!(counts, [1, 0, 0, 1, 0, 1, 0, 0, 1], "3, 8, 13, 18 in [2,4) .. [18,20)");
 }
 
 /// #15: `--filter` evaluated in the program: exact counts of the calls it
