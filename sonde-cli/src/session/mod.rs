@@ -89,13 +89,28 @@ impl Session {
 
     /// [`Session::start`], with `setup` run once everything is attached and
     /// before the command runs (per-function settings in the maps).
-    /// A `--filter` is compiled for each function and evaluated at `site`.
+    /// A `--filter` is compiled for each function and evaluated at `site`,
+    /// numbers compared as a USDT note types them.
     pub fn start_with(
         common: &Common,
         what: &str,
         programs: &[Program],
         site: Site,
         sizes: impl Fn(u32) -> Vec<(Map, u32)>,
+        setup: impl FnOnce(&Session) -> Result<(), CliError>,
+    ) -> Result<Session, CliError> {
+        Self::start_typed(common, what, programs, site, sizes, &object::usdt_types, setup)
+    }
+
+    /// [`Session::start_with`], `--filter`'s numbers compared as `declared`
+    /// types them for each function (`trace --args`).
+    pub fn start_typed(
+        common: &Common,
+        what: &str,
+        programs: &[Program],
+        site: Site,
+        sizes: impl Fn(u32) -> Vec<(Map, u32)>,
+        declared: &dyn Fn(&SessionFunction<'_>) -> crate::filter::Declared,
         setup: impl FnOnce(&Session) -> Result<(), CliError>,
     ) -> Result<Session, CliError> {
         // The filter's map, sized to the functions, only when there is a filter.
@@ -184,7 +199,7 @@ impl Session {
         };
         // On failure the attachments drop with the session: nothing stays attached.
         if let Some(expr) = &common.filter {
-            object::write_filters(session.object(), &session.functions(), expr, site, &object::usdt_types)?;
+            object::write_filters(session.object(), &session.functions(), expr, site, declared)?;
         }
         object::write_usdt_specs(session.object(), &session.functions())?;
         setup(&session)?;
@@ -194,20 +209,6 @@ impl Session {
         eprintln!("{status}");
         session.started = Instant::now();
         Ok(session)
-    }
-
-    /// Writes `--filter` again with each function's numbers compared as
-    /// `declared` types them (`trace --args`); before the command runs.
-    pub fn retype_filters(
-        &self,
-        common: &Common,
-        site: Site,
-        declared: &dyn Fn(&SessionFunction<'_>) -> crate::filter::Declared,
-    ) -> Result<(), CliError> {
-        match &common.filter {
-            Some(expr) => object::write_filters(self.object(), &self.functions(), expr, site, declared),
-            None => Ok(()),
-        }
     }
 
     /// The object: the programs' maps.

@@ -26,6 +26,7 @@ use crate::error::CliError;
 use crate::filter::Site;
 use crate::probes::{Map, Program};
 use crate::record::{CallRecord, TraceConfig, RETURN, TEXT_READ};
+use crate::report::SessionFunction;
 use crate::session::Session;
 
 fn monotonic_ns() -> u64 {
@@ -77,7 +78,20 @@ fn start(
         }
         sizes
     };
-    let session = Session::start_with(common, "tracing", programs, site, sizes, |s| {
+    // `--filter` compares numbers as `--args` (else a USDT note) types them.
+    let declared = |f: &SessionFunction<'_>| {
+        let mut declared = crate::session::usdt_types(f);
+        for (d, t) in declared
+            .args
+            .iter_mut()
+            .zip(specs.of(&f.function.name, f.set.display_name(f.function)))
+        {
+            *d = t.value_type().or(*d);
+        }
+        declared.ret = ret.and_then(ArgType::value_type);
+        declared
+    };
+    let session = Session::start_typed(common, "tracing", programs, site, sizes, &declared, |s| {
         // Times are shown from here: just before the command runs.
         t0.set(monotonic_ns());
         let config = Array::<TraceConfig>::new(Map::TraceConfig.of(s.object())?)?;
@@ -108,20 +122,7 @@ fn start(
                 types,
             };
         }
-        drop(functions);
-        // `--filter` compares numbers as `--args` (else a USDT note) types them.
-        s.retype_filters(common, site, &|f| {
-            let mut declared = crate::session::usdt_types(f);
-            for (d, t) in declared
-                .args
-                .iter_mut()
-                .zip(specs.of(&f.function.name, f.set.display_name(f.function)))
-            {
-                *d = t.value_type().or(*d);
-            }
-            declared.ret = ret.and_then(ArgType::value_type);
-            declared
-        })
+        Ok(())
     })?;
     Ok((session, functions.into_inner(), t0.get()))
 }
