@@ -94,6 +94,13 @@ pub enum AttachError {
 }
 
 impl AttachError {
+    /// `tier` found `feature` missing when it ran (the kernel lacks it).
+    pub(crate) fn missing(tier: Tier, feature: crate::features::Feature) -> AttachError {
+        AttachError::NoTier {
+            refusals: vec![(tier, Refusal::Missing(vec![(feature, false)]))],
+        }
+    }
+
     /// A permission refusal from the uprobe PMU (try a tier that avoids it).
     pub(crate) fn is_pmu_permission(&self) -> bool {
         match self {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::error::target_error;
 use super::mechanism::{Held, Mechanism, Pass};
-use super::{AttachError, Link, Refusal};
+use super::{AttachError, Link};
 use crate::features::Feature;
 use crate::programs::{LoadedProgram, UProbe};
 use crate::resolve::ProbeSite;
@@ -30,9 +30,7 @@ pub(super) fn attach(
         part,
         features,
     } = *pass;
-    let missing = |f| AttachError::NoTier {
-        refusals: vec![(tier, Refusal::Missing(vec![(f, false)]))],
-    };
+    let missing = |f| AttachError::missing(tier, f);
     let pmu = features.uprobe_pmu_type.ok_or_else(|| missing(Feature::UprobePmu))?;
     let retprobe_bit = if part.kind.at_return() {
         Some(features.retprobe_bit.ok_or_else(|| missing(Feature::UprobePmu))?)

@@ -14,7 +14,7 @@ use std::sync::Once;
 
 use super::error::target_error;
 use super::mechanism::{load, Held, Mechanism, Part, Pass};
-use super::{AttachError, Link, Refusal, Scope};
+use super::{AttachError, Link, Scope};
 use crate::features::Feature;
 use crate::programs::{AttachType, Cookie, Load, UProbe};
 use crate::resolve::ProbeSite;
@@ -135,9 +135,7 @@ impl Mechanism for Tracefs {
             part,
             ..
         } = *pass;
-        let root = tracefs::root().ok_or(AttachError::NoTier {
-            refusals: vec![(tier, Refusal::Missing(vec![(Feature::Tracefs, false)]))],
-        })?;
+        let root = tracefs::root().ok_or_else(|| AttachError::missing(tier, Feature::Tracefs))?;
         if !crate::sys::faked() {
             CLEANUP.call_once(|| {
                 remove_stale_entries();
