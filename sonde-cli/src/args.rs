@@ -69,10 +69,12 @@ pub struct Common {
     /// types and a USDT note's signs apply too.
     #[arg(long, value_name = "EXPR", value_parser = crate::filter::FilterExpr::parse)]
     pub filter: Option<crate::filter::FilterExpr>,
-    /// Break down by pid, tid, comm, stack (the user stack, named) or argN
-    /// (`arg0`..`arg5`), or two of them (`comm,pid`, `pid,arg1`): one row per
-    /// (function, key), counted in the program (`count`; `latency` takes
-    /// pid, tid and comm).
+    /// Break down by pid, tid, comm, stack (the user stack, named), argN
+    /// (`arg0`..`arg5`, signed), the C string an argument points to (`arg0:s`,
+    /// up to 63 bytes) or ret (the return value, counted at return), or two
+    /// of them (`comm,pid`, `pid,arg1`, `comm,arg0:s`): one row per (function,
+    /// key), counted in the program (`count`, with `-i` per interval too;
+    /// `latency` takes pid, tid, comm and ret).
     #[arg(long, value_name = "KEY[,KEY]", value_parser = parse_by)]
     pub by: Option<ByKeys>,
     /// Write the report (table, JSON, trace lines) to FILE instead of stdout.
@@ -173,6 +175,10 @@ pub enum By {
     Comm,
     /// The value of argument N (0..=5).
     Arg(u8),
+    /// The C string argument N (0..=5) points to (`argN:s`).
+    ArgStr(u8),
+    /// The return value (`count` and `latency`: counted at return).
+    Ret,
     /// The user stack.
     Stack,
 }
@@ -185,7 +191,8 @@ impl By {
             By::Tid => "tid".into(),
             By::Comm => "comm".into(),
             By::Stack => "stack".into(),
-            By::Arg(n) => format!("arg{n}"),
+            By::Arg(n) | By::ArgStr(n) => format!("arg{n}"),
+            By::Ret => "ret".into(),
         }
     }
 }
@@ -214,13 +221,15 @@ impl ByKeys {
     /// The program's settings: (kind, arg) of the first part and of the
     /// second (0, 0 without one).
     pub fn settings(&self) -> [(u64, u64); 2] {
-        use crate::record::{BY_ARG, BY_COMM, BY_PID, BY_STACK, BY_TID};
+        use crate::record::{BY_ARG, BY_ARG_STR, BY_COMM, BY_PID, BY_RET, BY_STACK, BY_TID};
         let of = |b: Option<&By>| match b {
             Some(By::Pid) => (BY_PID, 0),
             Some(By::Tid) => (BY_TID, 0),
             Some(By::Comm) => (BY_COMM, 0),
             Some(By::Stack) => (BY_STACK, 0),
             Some(By::Arg(n)) => (BY_ARG, u64::from(*n)),
+            Some(By::ArgStr(n)) => (BY_ARG_STR, u64::from(*n)),
+            Some(By::Ret) => (BY_RET, 0),
             None => (0, 0),
         };
         [of(self.0.first()), of(self.0.get(1))]
@@ -237,6 +246,15 @@ pub fn parse_by(s: &str) -> Result<ByKeys, String> {
         [_] => Ok(ByKeys(parts)),
         [a, b] if a == b => Err(format!("`{s}`: the same key twice")),
         [a, b] if *a == By::Stack || *b == By::Stack => Err(format!("`{s}`: a stack is a key of its own")),
+        [By::ArgStr(_), By::ArgStr(_)] => Err(format!("`{s}`: one string part per key")),
+        [a, b]
+            if [a, b].iter().any(|p| **p == By::Ret)
+                && [a, b].iter().any(|p| matches!(p, By::Arg(_) | By::ArgStr(_))) =>
+        {
+            Err(format!(
+                "`{s}`: `ret` is counted at return, where the arguments are gone"
+            ))
+        }
         [_, _] => Ok(ByKeys(parts)),
         _ => Err(format!("`{s}`: at most two keys (`comm,pid`)")),
     }
@@ -249,10 +267,20 @@ fn parse_by_part(s: &str) -> Result<By, String> {
         "tid" => Ok(By::Tid),
         "comm" => Ok(By::Comm),
         "stack" => Ok(By::Stack),
-        _ => match s.strip_prefix("arg").and_then(|n| n.parse::<u8>().ok()) {
-            Some(n) if n <= 5 => Ok(By::Arg(n)),
-            _ => Err(format!("`{s}`: break down by pid, tid, comm, stack or arg0..arg5")),
-        },
+        "ret" => Ok(By::Ret),
+        _ => {
+            let (arg, string) = match s.strip_suffix(":s") {
+                Some(arg) => (arg, true),
+                None => (s, false),
+            };
+            match arg.strip_prefix("arg").and_then(|n| n.parse::<u8>().ok()) {
+                Some(n) if n <= 5 && string => Ok(By::ArgStr(n)),
+                Some(n) if n <= 5 => Ok(By::Arg(n)),
+                _ => Err(format!(
+                    "`{s}`: break down by pid, tid, comm, stack, ret, arg0..arg5 or a string argument arg0:s..arg5:s"
+                )),
+            }
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use crate::args::{By, ByKeys, Common};
 use crate::error::CliError;
 use crate::human;
 use crate::probes::{Counts, Map, Program};
+use crate::record::ByKey;
 use crate::report::FunctionId;
 use crate::session::{report_output, Session};
 
@@ -187,21 +188,173 @@ struct ByRow {
     count: u64,
     #[serde(skip)]
     shown: String,
+    /// The program's key (intervals subtract by it).
+    #[serde(skip)]
+    raw: ByKey,
 }
 
-/// `sonde count --by KEY`: rows keyed by (function, key) in the program's map.
-fn run_by(common: &Common, by: ByKeys) -> Result<i32, CliError> {
-    use crate::record::ByKey;
-    if common.interval.is_some() {
-        return Err(CliError::new("--by and -i do not go together: give one"));
+/// Reads `--by` rows from the program's `BY_KEY` map, stacks named.
+struct ByReader {
+    by: ByKeys,
+    ids: std::collections::HashMap<u64, FunctionId>,
+    map: sonde::maps::HashMap<ByKey, u64>,
+    stacks: Option<(sonde::maps::StackTraceMap, crate::stacks::Stacks)>,
+}
+
+impl ByReader {
+    fn new(session: &Session, by: ByKeys) -> Result<ByReader, CliError> {
+        let stacks = match by.has(By::Stack) {
+            true => {
+                let paths: Vec<std::path::PathBuf> =
+                    session.functions().iter().map(|f| f.set.path().to_path_buf()).collect();
+                Some((
+                    sonde::maps::StackTraceMap::new(Map::Stacks.of(session.object())?)?,
+                    crate::stacks::Stacks::new(paths.iter().map(|p| p.as_path())),
+                ))
+            }
+            false => None,
+        };
+        Ok(ByReader {
+            ids: session.function_ids(),
+            map: sonde::maps::HashMap::<ByKey, u64>::new(Map::ByKey.of(session.object())?)?,
+            stacks,
+            by,
+        })
     }
+
+    /// Every row, most calls first.
+    fn rows(&self) -> Result<Vec<ByRow>, CliError> {
+        let mut rows = Vec::new();
+        for entry in self.map.iter()? {
+            let (key, count) = entry?;
+            let Some(id) = self.ids.get(&u64::from(key.cookie)) else {
+                continue;
+            };
+            let (key_map, shown) = match &self.stacks {
+                Some((map, known)) => {
+                    let frames = match u32::try_from(key.value) {
+                        Ok(id) => match map.get_build_ids(id)? {
+                            Some(f) => known.describe(&f),
+                            None => vec!["[stack not captured]".into()],
+                        },
+                        Err(_) => vec!["[stack not captured]".into()],
+                    };
+                    let shown = frames.join("\n");
+                    let mut key_map = serde_json::Map::new();
+                    key_map.insert(self.by.name(), serde_json::Value::from(frames));
+                    (key_map, shown)
+                }
+                None => crate::report::by_fields(&self.by, &key),
+            };
+            rows.push(ByRow {
+                id: id.clone(),
+                key: key_map,
+                count,
+                shown,
+                raw: key,
+            });
+        }
+        sort_by_rows(&mut rows);
+        Ok(rows)
+    }
+
+    /// Calls a full map had no room for.
+    fn lost(&self, session: &Session) -> Result<u64, CliError> {
+        Ok(Map::ByLost.counters(session.object())?.get(0)?.iter().sum())
+    }
+}
+
+fn sort_by_rows(rows: &mut [ByRow]) {
+    rows.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then(a.id.cookie.cmp(&b.id.cookie))
+            // Numbers in order (signed: arguments and return values), then text.
+            .then((a.raw.value as i64).cmp(&(b.raw.value as i64)))
+            .then((a.raw.value2 as i64).cmp(&(b.raw.value2 as i64)))
+            .then(a.shown.cmp(&b.shown))
+    });
+}
+
+/// Prints `--by` rows: a table, or each row's stack under it.
+fn by_table(out: &mut (impl Write + ?Sized), by: &ByKeys, rows: &[ByRow]) -> std::io::Result<()> {
+    if by.has(By::Stack) {
+        for r in rows {
+            writeln!(out, "{:<66} {:>12}", human::fit(&r.id.label, 66), human::count(r.count))?;
+            for frame in r.shown.lines() {
+                writeln!(out, "    {frame}")?;
+            }
+        }
+        return Ok(());
+    }
+    let header = by.name().to_uppercase();
+    let w = human::key_width(&header, rows.iter().map(|r| r.shown.as_str()));
+    writeln!(out, "{:<50} {:<w$} {:>12}", "FUNCTION", header, "CALLS")?;
+    for r in rows {
+        writeln!(
+            out,
+            "{:<50} {:<w$} {:>12}",
+            human::fit(&r.id.label, 50),
+            human::fit(&r.shown, w),
+            human::count(r.count)
+        )?;
+    }
+    Ok(())
+}
+
+/// One `-i` interval's `--by` rows (JSON).
+#[derive(Serialize)]
+struct ByInterval<'a> {
+    interval: Span,
+    rows: &'a [ByRow],
+}
+
+/// Prints the `--by` rows' calls since `previous` (by key), and remembers the totals.
+fn print_by_interval(
+    out: &mut dyn Write,
+    json: bool,
+    by: &ByKeys,
+    rows: Vec<ByRow>,
+    previous: &mut std::collections::HashMap<ByKey, u64>,
+    span: Span,
+) -> Result<(), CliError> {
+    let mut deltas: Vec<ByRow> = rows
+        .into_iter()
+        .filter_map(|mut r| {
+            let before = previous.insert(r.raw, r.count).unwrap_or(0);
+            r.count -= before.min(r.count);
+            (r.count > 0).then_some(r)
+        })
+        .collect();
+    sort_by_rows(&mut deltas);
+    if json {
+        let record = ByInterval {
+            interval: span,
+            rows: &deltas,
+        };
+        serde_json::to_writer(&mut *out, &record).map_err(|e| CliError::new(e.to_string()))?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "-- {:.1} s to {:.1} s", span.start_s, span.end_s)?;
+        by_table(out, by, &deltas)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `sonde count --by KEY`: rows keyed by (function, key) in the program's
+/// map, counted at entry, or at return for `ret`; with `-i`, each interval's.
+fn run_by(common: &Common, by: ByKeys) -> Result<i32, CliError> {
     let [(kind, arg), (kind2, arg2)] = by.settings();
-    let stack = by.has(By::Stack);
+    let (program, site) = match by.has(By::Ret) {
+        true => (Program::CountReturn, crate::filter::Site::Return),
+        false => (Program::CountFiltered, crate::filter::Site::Entry),
+    };
     let mut session = Session::start_with(
         common,
         "counting calls of",
-        &[Program::CountFiltered],
-        crate::filter::Site::Entry,
+        &[program],
+        site,
         |n| vec![(Map::Counts, n.max(1))],
         |s| {
             crate::session::update_settings(s.object(), |c| {
@@ -212,86 +365,51 @@ fn run_by(common: &Common, by: ByKeys) -> Result<i32, CliError> {
             })
         },
     )?;
-    let stop = session.wait(Duration::from_millis(200), |_| {});
-    let ids = session.function_ids();
-    let map = sonde::maps::HashMap::<ByKey, u64>::new(Map::ByKey.of(session.object())?)?;
-    let stacks = match stack {
-        true => {
-            let paths: Vec<std::path::PathBuf> =
-                session.functions().iter().map(|f| f.set.path().to_path_buf()).collect();
-            Some((
-                sonde::maps::StackTraceMap::new(Map::Stacks.of(session.object())?)?,
-                crate::stacks::Stacks::new(paths.iter().map(|p| p.as_path())),
-            ))
+    let reader = ByReader::new(&session, by.clone())?;
+    let mut previous = std::collections::HashMap::new();
+    let mut last = 0.0f64;
+    let every = common.interval.unwrap_or(Duration::from_millis(200));
+    let stop = session.wait(every, |s| {
+        if common.interval.is_none() {
+            return;
         }
-        false => None,
-    };
-    let mut rows = Vec::new();
-    for entry in map.iter()? {
-        let (key, count) = entry?;
-        let Some(id) = ids.get(&u64::from(key.cookie)) else {
-            continue;
-        };
-        let (key_map, shown) = match stack {
-            true => {
-                let frames = match (&stacks, u32::try_from(key.value)) {
-                    (Some((map, known)), Ok(id)) => match map.get_build_ids(id)? {
-                        Some(f) => known.describe(&f),
-                        None => vec!["[stack not captured]".into()],
-                    },
-                    _ => vec!["[stack not captured]".into()],
-                };
-                let shown = frames.join("\n");
-                let mut key_map = serde_json::Map::new();
-                key_map.insert(by.name(), serde_json::Value::from(frames));
-                (key_map, shown)
-            }
-            false => crate::report::by_fields(&by, [key.value, key.value2], key.comm_lo, key.comm_hi),
-        };
-        rows.push(ByRow {
-            id: id.clone(),
-            key: key_map,
-            count,
-            shown,
-        });
-    }
-    rows.sort_by(|a, b| {
-        b.count
-            .cmp(&a.count)
-            .then(a.id.cookie.cmp(&b.id.cookie))
-            .then(a.shown.cmp(&b.shown))
+        let now = s.started.elapsed().as_secs_f64();
+        if let (Ok(rows), Ok(mut out)) = (reader.rows(), report_output(common)) {
+            let span = Span {
+                start_s: last,
+                end_s: now,
+            };
+            let _ = print_by_interval(&mut out, common.json, &by, rows, &mut previous, span);
+        }
+        last = now;
     });
-    let lost: u64 = Map::ByLost.counters(session.object())?.get(0)?.iter().sum();
+    let rows = reader.rows()?;
+    let (seconds, tier) = (session.started.elapsed().as_secs_f64(), session.tier());
+    if common.interval.is_some() {
+        // The last, partial interval: the intervals add up to the totals.
+        let span = Span {
+            start_s: last,
+            end_s: seconds,
+        };
+        let again = reader.rows()?;
+        print_by_interval(
+            &mut report_output(common)?,
+            common.json,
+            &by,
+            again,
+            &mut previous,
+            span,
+        )?;
+    }
+    let lost = reader.lost(&session)?;
     if lost > 0 {
         eprintln!(
             "sonde: {lost} calls not counted: more than 16,384 (function, {}) keys",
             by.name()
         );
     }
-    let (seconds, tier) = (session.started.elapsed().as_secs_f64(), session.tier());
-    let header = by.name().to_uppercase();
     session.finish(stop, common, rows, |out, rows| {
-        if stack {
-            for r in rows {
-                writeln!(out, "{:<66} {:>12}", human::fit(&r.id.label, 66), human::count(r.count))?;
-                for frame in r.shown.lines() {
-                    writeln!(out, "    {frame}")?;
-                }
-            }
-            let total: u64 = rows.iter().map(|r| r.count).sum();
-            return writeln!(out, "{} calls in {seconds:.1} s, tier {tier}", human::count(total));
-        }
-        let w = human::key_width(&header, rows.iter().map(|r| r.shown.as_str()));
-        writeln!(out, "{:<50} {:<w$} {:>12}", "FUNCTION", header, "CALLS")?;
-        for r in rows {
-            writeln!(
-                out,
-                "{:<50} {:<w$} {:>12}",
-                human::fit(&r.id.label, 50),
-                human::fit(&r.shown, w),
-                human::count(r.count)
-            )?;
-        }
+        by_table(out, &by, rows)?;
         let total: u64 = rows.iter().map(|r| r.count).sum();
         writeln!(out, "{} calls in {seconds:.1} s, tier {tier}", human::count(total))
     })

@@ -13,7 +13,7 @@
 //! bucket's middle: within 6.25 % of the true value. The same holds per key
 //! with `--by`.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::io::Write;
 
 use serde::Serialize;
@@ -225,22 +225,23 @@ struct ByRow {
     shown: String,
 }
 
-/// `(cookie, values, comm)`: a `--by` row's identity.
-type Group = (u32, [u64; 2], u64, u64);
-
 /// The `--by` rows' durations: buckets from `BY_KEY`, exact statistics from
 /// `BY_STATS`.
-fn by_durations(object: &sonde::Object) -> Result<BTreeMap<Group, Durations>, CliError> {
-    let group = |k: &ByKey| (k.cookie, [k.value, k.value2], k.comm_lo, k.comm_hi);
-    let mut groups: BTreeMap<Group, Durations> = BTreeMap::new();
+/// A row's identity is its key without the bucket (`BY_STATS`' key).
+fn by_durations(object: &sonde::Object) -> Result<HashMap<ByKey, Durations>, CliError> {
+    let mut groups: HashMap<ByKey, Durations> = HashMap::new();
     let keys = sonde::maps::HashMap::<ByKey, u64>::new(Map::ByKey.of(object)?)?;
     for entry in keys.iter()? {
         let (key, n) = entry?;
-        groups.entry(group(&key)).or_default().buckets.push((key.bucket(), n));
+        groups
+            .entry(key.without_bucket())
+            .or_default()
+            .buckets
+            .push((key.bucket(), n));
     }
     let stats = sonde::maps::PerCpuHashMap::<ByKey, Stats>::new(Map::ByStats.of(object)?)?;
     for key in stats.keys()? {
-        let d = groups.entry(group(&key)).or_default();
+        let d = groups.entry(key).or_default();
         for s in stats.get(&key)?.unwrap_or_default() {
             d.add_stats(&s);
         }
@@ -252,13 +253,17 @@ fn by_durations(object: &sonde::Object) -> Result<BTreeMap<Group, Durations>, Cl
     Ok(groups)
 }
 
-/// `sonde latency --by pid|tid|comm`: the figures per (function, key), the
-/// bucket counted in the program's `BY_KEY` map and the exact statistics in
-/// `BY_STATS` (the key known at return).
+/// `sonde latency --by pid|tid|comm|ret`: the figures per (function, key),
+/// the bucket counted in the program's `BY_KEY` map and the exact statistics
+/// in `BY_STATS` (the key known at return).
 fn run_by(common: &Common, by: ByKeys) -> Result<i32, CliError> {
-    if by.parts().iter().any(|p| !matches!(p, By::Pid | By::Tid | By::Comm)) {
+    if by
+        .parts()
+        .iter()
+        .any(|p| !matches!(p, By::Pid | By::Tid | By::Comm | By::Ret))
+    {
         return Err(CliError::new(
-            "latency --by takes pid, tid and comm: arguments and stacks are not known at return",
+            "latency --by takes pid, tid, comm and ret: arguments and stacks are not known at return",
         ));
     }
     let [(kind, _), (kind2, _)] = by.settings();
@@ -282,11 +287,11 @@ fn run_by(common: &Common, by: ByKeys) -> Result<i32, CliError> {
     let stop = session.wait(std::time::Duration::from_secs(1), |_| {});
     let ids = session.function_ids();
     let mut rows = Vec::new();
-    for ((cookie, values, lo, hi), d) in by_durations(session.object())? {
-        let Some(id) = ids.get(&u64::from(cookie)) else {
+    for (key, d) in by_durations(session.object())? {
+        let Some(id) = ids.get(&u64::from(key.cookie)) else {
             continue;
         };
-        let (key, shown) = crate::report::by_fields(&by, values, lo, hi);
+        let (key, shown) = crate::report::by_fields(&by, &key);
         rows.push(ByRow {
             id: id.clone(),
             key,

@@ -126,7 +126,28 @@ pub struct ByKey {
     pub comm_lo: u64,
     /// Its last 8 bytes.
     pub comm_hi: u64,
+    /// `--by argN:s`: the string's bytes in native-endian words (words keep
+    /// the program's zeroing a few stores, not a `memset` call the verifier
+    /// refuses), zero after its NUL (equal strings, equal keys); its part's
+    /// `value` is 0 when read, 1 when unreadable.
+    pub text: [u64; BY_TEXT / 8],
 }
+
+impl ByKey {
+    /// `text` as bytes.
+    #[cfg_attr(target_arch = "bpf", allow(dead_code))]
+    pub fn text_bytes(&self) -> [u8; BY_TEXT] {
+        let mut out = [0u8; BY_TEXT];
+        for (chunk, word) in out.chunks_exact_mut(8).zip(self.text) {
+            chunk.copy_from_slice(&word.to_ne_bytes());
+        }
+        out
+    }
+}
+
+/// Bytes of a `--by argN:s` string kept in a key (longer ones are cut, as
+/// bpftrace's default `str()` length).
+pub const BY_TEXT: usize = 64;
 
 /// `ByKey::kind` packs two fields: the `BY_*` kind in its low 16 bits and,
 /// for `latency --by`, the log2 bucket of the call's duration above them
@@ -183,6 +204,10 @@ pub const BY_COMM: u64 = 3;
 pub const BY_ARG: u64 = 4;
 /// By user stack (the id in `STACKS`).
 pub const BY_STACK: u64 = 5;
+/// By the return value (programs at return).
+pub const BY_RET: u64 = 6;
+/// By the C string an argument points to (`ByKey::text`).
+pub const BY_ARG_STR: u64 = 7;
 
 /// Frames kept of a user stack (the eBPF side sizes `STACKS` with it).
 #[cfg_attr(not(target_arch = "bpf"), allow(dead_code))]

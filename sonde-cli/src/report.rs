@@ -101,32 +101,46 @@ pub fn write_report<T: serde::Serialize>(
 }
 
 /// A `--by` key's parts as JSON fields (one per part, named as the part)
-/// and as shown (joined by a space): `values` are the key's two numbers.
+/// and as shown (joined by a space). Stacks are their callers' (frames).
 pub fn by_fields(
     by: &crate::args::ByKeys,
-    values: [u64; 2],
-    comm_lo: u64,
-    comm_hi: u64,
+    key: &crate::record::ByKey,
 ) -> (serde_json::Map<String, serde_json::Value>, String) {
     let mut fields = serde_json::Map::new();
     let mut shown = Vec::new();
-    for (part, value) in by.parts().iter().zip(values) {
-        let (json, text) = by_part(*part, value, comm_lo, comm_hi);
+    for (part, value) in by.parts().iter().zip([key.value, key.value2]) {
+        let (json, text) = by_part(*part, value, key);
         fields.insert(part.name(), json);
         shown.push(text);
     }
     (fields, shown.join(" "))
 }
 
-/// One part of a `--by` key as JSON and as shown (`comm` from its words).
-fn by_part(by: By, value: u64, comm_lo: u64, comm_hi: u64) -> (serde_json::Value, String) {
+/// One part of a `--by` key as JSON and as shown: `comm` from its words, a
+/// string escaped (`\xNN` for bytes that are not UTF-8; `null` in JSON and
+/// `<unreadable>` shown when the program could not read it), numbers signed
+/// (arguments and return values are signed unless typed: `-1`, not 2^64 - 1).
+fn by_part(by: By, value: u64, key: &crate::record::ByKey) -> (serde_json::Value, String) {
     match by {
         By::Comm => {
-            let comm = comm_text(comm_lo, comm_hi);
+            let comm = comm_text(key.comm_lo, key.comm_hi);
             let shown = crate::human::text(&comm);
             (serde_json::Value::from(comm), shown)
         }
-        _ => (serde_json::Value::from(value), value.to_string()),
+        By::ArgStr(_) if value != 0 => (serde_json::Value::Null, "<unreadable>".into()),
+        By::ArgStr(_) => {
+            let bytes = key.text_bytes();
+            let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+            let text = crate::human::bytes(&bytes[..end]);
+            // The program keeps BY_TEXT bytes, its NUL included: longer strings end here.
+            let shown = match end + 1 >= bytes.len() {
+                true => format!("{text}..."),
+                false => text.clone(),
+            };
+            (serde_json::Value::from(text), shown)
+        }
+        By::Arg(_) | By::Ret => (serde_json::Value::from(value as i64), (value as i64).to_string()),
+        By::Pid | By::Tid | By::Stack => (serde_json::Value::from(value), value.to_string()),
     }
 }
 

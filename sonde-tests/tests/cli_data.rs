@@ -198,7 +198,7 @@ fn count_by_breaks_calls_down_in_the_program() {
     // Arguments are gone at return: said.
     let (code, _, err) = sonde(&["latency", "--by", "arg0", &pie, "fx_alpha", "-d", "0.1"]);
     assert_eq!(code, 2);
-    assert!(err.contains("latency --by takes pid, tid and comm"), "{err}");
+    assert!(err.contains("latency --by takes pid, tid, comm and ret"), "{err}");
 }
 
 /// #15: `sonde hist`: log2 and linear histograms of an argument and of the
@@ -432,5 +432,91 @@ fn by_takes_two_keys() {
     for bad in ["pid,pid", "stack,pid", "pid,tid,comm", "pid,nope"] {
         let (code, _, err) = sonde(&["count", "--by", bad, &pie, "fx_delta", "-d", "0.1"]);
         assert_eq!(code, 2, "{bad}: {err}");
+    }
+}
+
+/// #25 item 6: string keys (`--by arg0:s`, escaped, cut at 63 bytes, an
+/// unreadable string said as such), return values (`count` and `latency
+/// --by ret`, with a filter at return) and `-i` with `--by` (intervals that
+/// add up to the totals), on every tier.
+#[test]
+fn by_takes_strings_return_values_and_intervals() {
+    let _s = serial();
+    require_root();
+    let pie = fixture_arg("fixture-pie");
+    for tier in Tier::ALL.into_iter().filter(|t| tier_supported(*t)) {
+        let run = |args: &[&str], command: &[&str]| -> String {
+            // COMMAND OPTIONS... BINARY FUNCTION -- COMMAND...
+            let (function, options) = args.split_last().expect("a function");
+            let mut all = vec![options[0], "--json", "--tier", tier.name()];
+            all.extend_from_slice(&options[1..]);
+            all.extend([pie.as_str(), function, "--"]);
+            all.extend_from_slice(command);
+            let (code, out, err) = sonde(&all);
+            assert_eq!(code, 0, "{tier} {args:?}: {err}");
+            out
+        };
+        let rows = |out: &str| json(out)["functions"].as_array().expect("rows").clone();
+        let keyed = |rows: &[Value], key: &str| -> Vec<(Value, u64)> {
+            let mut v: Vec<(Value, u64)> = rows
+                .iter()
+                .map(|r| (r[key].clone(), r["count"].as_u64().unwrap_or(0)))
+                .collect();
+            v.sort_by_key(|(k, _)| k.to_string());
+            v
+        };
+        // str_echo("hello"), ("w\xc3\xb6rld \xff"), (300 x's).
+        let out = run(&["count", "--by", "arg0:s", "str_echo"], &[&pie, "strings"]);
+        let mut want = vec![
+            (Value::from("hello"), 1),
+            (Value::from("wörld \\xff"), 1),
+            (Value::from("x".repeat(63)), 1),
+        ];
+        want.sort_by_key(|(k, _)| k.to_string());
+        assert_eq!(keyed(&rows(&out), "arg0"), want, "{tier}");
+        // A string on a page the process never touched: unreadable, said.
+        let out = run(&["count", "--by", "arg0:s", "str_echo"], &[&pie, "fresh"]);
+        assert_eq!(keyed(&rows(&out), "arg0"), vec![(Value::Null, 1)], "{tier}");
+        // fx_delta(i) = 5i + 3 for i in 0..4; at most 64 bytes shown in text too.
+        let out = run(&["count", "--by", "ret", "fx_delta"], &[&pie]);
+        let rets: Vec<(Value, u64)> = [3, 8, 13, 18].map(|r| (Value::from(r), 1)).to_vec();
+        let mut got = keyed(&rows(&out), "ret");
+        got.sort_by_key(|(k, _)| k.as_i64());
+        assert_eq!(got, rets, "{tier}");
+        let out = run(&["count", "--by", "ret", "--filter", "ret > 5", "fx_delta"], &[&pie]);
+        assert_eq!(rows(&out).len(), 3, "{tier}: {out}");
+        // fx_gamma(i) = 3i + 2: timed per return value.
+        let out = run(&["latency", "--by", "ret", "fx_gamma"], &[&pie]);
+        let mut got = keyed(&rows(&out), "ret");
+        got.sort_by_key(|(k, _)| k.as_i64());
+        assert_eq!(got, [2, 5, 8].map(|r| (Value::from(r), 1)).to_vec(), "{tier}");
+        // Three runs 0.4 s apart, 0.3 s intervals: each interval's rows, and
+        // together the totals (4 calls per run).
+        let script = format!("for i in 1 2 3; do echo go | '{pie}' > /dev/null; sleep 0.4; done");
+        let out = run(
+            &["count", "-i", "0.3", "--by", "pid", "fx_delta"],
+            &["sh", "-c", &script],
+        );
+        let lines = json_lines(&out);
+        let intervals: Vec<&Value> = lines.iter().filter(|l| l.get("interval").is_some()).collect();
+        assert!(intervals.len() >= 3, "{tier}: {out}");
+        let summed: u64 = intervals
+            .iter()
+            .flat_map(|i| i["rows"].as_array().cloned().unwrap_or_default())
+            .map(|r| r["count"].as_u64().unwrap_or(0))
+            .sum();
+        assert_eq!(summed, 12, "{tier}: {out}");
+        let total: Vec<(Value, u64)> = keyed(&rows(&out), "pid");
+        assert_eq!(total.len(), 3, "a row per process: {out}");
+        assert!(total.iter().all(|(_, c)| *c == 4), "{tier}: {out}");
+    }
+    for (bad, why) in [
+        ("arg0:s,arg1:s", "one string part"),
+        ("ret,arg0", "the arguments are gone"),
+        ("arg9:s", "arg0:s..arg5:s"),
+    ] {
+        let (code, _, err) = sonde(&["count", "--by", bad, &pie, "fx_delta", "-d", "0.1"]);
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert!(err.contains(why), "{bad}: {err}");
     }
 }

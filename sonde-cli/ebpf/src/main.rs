@@ -16,7 +16,7 @@ sonde_ebpf::panic_handler!();
 mod record;
 
 use record::{
-    Settings, ByKey, CallRecord, SAVED_CALLS, CMP_I32, CMP_I64, CMP_U32, SavedKey, LEN_ARG, LEN_RET, READ_BYTES, READ_BYTES_AT_RETURN, READ_STR, READ_STR_AT_RETURN, TEXT_BYTES, Cond, Filter, Stats, TraceConfig, BUCKETS, BY_KEYS, LATENCY_BUCKETS, latency_bucket, log2, BY_ARG, BY_COMM, BY_PID, BY_STACK, BY_TID, CONDS, ENTRY,
+    Settings, ByKey, CallRecord, SAVED_CALLS, CMP_I32, CMP_I64, CMP_U32, SavedKey, LEN_ARG, LEN_RET, READ_BYTES, READ_BYTES_AT_RETURN, READ_STR, READ_STR_AT_RETURN, TEXT_BYTES, Cond, Filter, Stats, TraceConfig, BUCKETS, BY_KEYS, LATENCY_BUCKETS, latency_bucket, log2, BY_ARG, BY_ARG_STR, BY_COMM, BY_PID, BY_RET, BY_STACK, BY_TEXT, BY_TID, CONDS, ENTRY,
     FILTER_TEXT, STACK_DEPTH, EVENTS_BYTES, STACK_ENTRIES,
     FILTER_PASS, OP_EQ, OP_GE, OP_GT, OP_LE, OP_LT, OP_NE, RETURN, TEXT_READ, SRC_ARG_TEXT, SRC_COMM, SRC_PID, SRC_RET, SRC_TID, TERMS, TEXT,
 };
@@ -343,47 +343,94 @@ static BY_KEY: HashMap<ByKey, u64> = HashMap::with_max_entries(BY_KEYS);
 static BY_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1);
 
 
-/// The `--by` key of this call, or `None` without a breakdown: one or two
-/// parts (`--by comm,pid`), the command name in its own words.
+/// What a `--by` key is made of at one hit: at entry its arguments, at
+/// return its return value (the other zero).
+struct ByHit {
+    cookie: u64,
+    pid_tgid: u64,
+    args: [u64; 6],
+    ret: u64,
+}
+
+/// The `--by` key of this hit, or `None` without a breakdown: one or two
+/// parts (`--by comm,pid`), the command name in its own words, a string part
+/// in the key's text. `comm` and `stack` are called only when a part needs them.
 #[inline(always)]
-fn by_key(ctx: &ProbeContext, cookie: u64) -> Option<ByKey> {
+fn by_key(hit: &ByHit, comm: impl Fn() -> [u8; 16], stack: impl Fn() -> u64) -> Option<ByKey> {
     let kind = setting!(by_kind);
     if kind == 0 {
         return None;
     }
     let kind2 = setting!(by_kind2);
-    let pid_tgid = ctx.pid_tgid();
-    // All six read at their fixed offsets (or as a USDT spec says), then picked.
-    let args = call_args(ctx, cookie);
-    let value = by_part(ctx, &args, pid_tgid, kind, setting!(by_arg));
-    let value2 = by_part(ctx, &args, pid_tgid, kind2, setting!(by_arg2));
+    let (arg, arg2) = (setting!(by_arg), setting!(by_arg2));
     let (comm_lo, comm_hi) = if kind == BY_COMM || kind2 == BY_COMM {
-        comm_words(&ctx.comm())
+        comm_words(&comm())
     } else {
         (0, 0)
     };
-    Some(ByKey {
-        cookie: cookie as u32,
+    let mut key = ByKey {
+        cookie: hit.cookie as u32,
         kind: kind as u32,
-        value,
-        value2,
+        value: by_part(hit, kind, arg, &stack),
+        value2: by_part(hit, kind2, arg2, &stack),
         comm_lo,
         comm_hi,
-    })
+        // Not zero here: see `zero_text`.
+        text: [1; BY_TEXT / 8],
+    };
+    zero_text(&mut key.text);
+    // One string part at most (user space refuses two).
+    if kind == BY_ARG_STR {
+        key.value = key_text(&mut key.text, nth(&hit.args, arg));
+    } else if kind2 == BY_ARG_STR {
+        key.value2 = key_text(&mut key.text, nth(&hit.args, arg2));
+    }
+    Some(key)
 }
 
-/// One numeric part of a `--by` key (0 for `comm` and none).
+/// One numeric part of a `--by` key (0 for `comm`, a string and none).
 #[inline(always)]
-fn by_part(ctx: &ProbeContext, args: &[u64; 6], pid_tgid: u64, kind: u64, arg: u64) -> u64 {
+fn by_part(hit: &ByHit, kind: u64, arg: u64, stack: &impl Fn() -> u64) -> u64 {
     match kind {
-        BY_PID => pid_tgid >> 32,
-        BY_TID => pid_tgid & 0xffff_ffff,
-        BY_STACK => match STACKS.get_stackid(ctx, BPF_F_USER_STACK) {
-            Ok(id) => id as u64,
-            Err(_) => u64::MAX,
-        },
-        BY_ARG => nth(args, arg),
+        BY_PID => hit.pid_tgid >> 32,
+        BY_TID => hit.pid_tgid & 0xffff_ffff,
+        BY_STACK => stack(),
+        BY_ARG => nth(&hit.args, arg),
+        BY_RET => hit.ret,
         _ => 0,
+    }
+}
+
+/// Zeroes a key's text in place with volatile word stores, which LLVM
+/// cannot fold into a `memset` call (the verifier refuses the one it emits:
+/// byte stores at a computed, misaligned stack offset).
+#[inline(always)]
+fn zero_text(text: &mut [u64; BY_TEXT / 8]) {
+    for word in text.iter_mut() {
+        // SAFETY: a word of the array.
+        unsafe { core::ptr::write_volatile(word, 0) };
+    }
+}
+
+/// Reads the C string at `p` into a key's text (zeroed past its NUL, and
+/// whole on a failed read): 0 read, 1 unreadable.
+#[inline(always)]
+fn key_text(text: &mut [u64; BY_TEXT / 8], p: u64) -> u64 {
+    // SAFETY: `text`'s BY_TEXT bytes are ours; the helper checks the user address.
+    let bytes = unsafe { core::slice::from_raw_parts_mut(text.as_mut_ptr() as *mut u8, BY_TEXT) };
+    // SAFETY: see above.
+    match unsafe { sonde_ebpf::helpers::probe_read_user_str(p as *const u8, bytes) } {
+        Ok(_) => 0,
+        Err(_) => 1,
+    }
+}
+
+/// This hit's user stack id in `STACKS` (`u64::MAX`: not captured).
+#[inline(always)]
+fn stack_id(ctx: &ProbeContext) -> u64 {
+    match STACKS.get_stackid(ctx, BPF_F_USER_STACK) {
+        Ok(id) => id as u64,
+        Err(_) => u64::MAX,
     }
 }
 
@@ -439,13 +486,39 @@ fn count_ex(ctx: ProbeContext) -> u32 {
         return 0;
     }
     let cookie = ctx.cookie();
-    if let Some(key) = by_key(&ctx, cookie) {
+    let hit = ByHit {
+        cookie,
+        pid_tgid: ctx.pid_tgid(),
+        args: call_args(&ctx, cookie),
+        ret: 0,
+    };
+    if let Some(key) = by_key(&hit, || ctx.comm(), || stack_id(&ctx)) {
         by_add(&key);
         return 0;
     }
     if let Some(p) = COUNTS.get_ptr_mut(cookie as u32) {
         // SAFETY: the kernel's pointer to this CPU's counter.
         unsafe { *p += 1 };
+    }
+    0
+}
+
+/// `count --by ret`: the same, at return (`--filter` there too).
+#[uretprobe]
+fn count_ret(ctx: RetProbeContext) -> u32 {
+    let ret: u64 = ctx.ret();
+    let (cookie, pid_tgid) = (ctx.cookie(), ctx.pid_tgid());
+    if !traced() || (setting!(filter) == 2 && !passes_at_return(cookie, pid_tgid, &ctx.comm(), ret)) {
+        return 0;
+    }
+    let hit = ByHit {
+        cookie,
+        pid_tgid,
+        args: [0; 6],
+        ret,
+    };
+    if let Some(key) = by_key(&hit, || ctx.comm(), || u64::MAX) {
+        by_add(&key);
     }
     0
 }
@@ -490,28 +563,14 @@ fn latency_session(ctx: &SessionContext, filtered: bool) -> u32 {
     let bucket = latency_bucket(delta);
     // `latency --by`: the bucket goes into the key (kind's upper half), the
     // exact statistics into `BY_STATS` under the key without it.
-    let kind = setting!(by_kind);
-    if kind != 0 {
-        let pid_tgid = ctx.pid_tgid();
-        let kind2 = setting!(by_kind2);
-        let part = |k: u64| match k {
-            BY_PID => pid_tgid >> 32,
-            BY_TID => pid_tgid & 0xffff_ffff,
-            _ => 0,
-        };
-        let (comm_lo, comm_hi) = if kind == BY_COMM || kind2 == BY_COMM {
-            comm_words(&ctx.probe().comm())
-        } else {
-            (0, 0)
-        };
-        let key = ByKey {
-            cookie,
-            kind: ByKey::pack_kind(kind, bucket),
-            value: part(kind),
-            value2: part(kind2),
-            comm_lo,
-            comm_hi,
-        };
+    let hit = ByHit {
+        cookie: u64::from(cookie),
+        pid_tgid: ctx.pid_tgid(),
+        args: [0; 6],
+        ret: ctx.ret(),
+    };
+    if let Some(mut key) = by_key(&hit, || ctx.probe().comm(), || u64::MAX) {
+        key.kind = ByKey::pack_kind(u64::from(key.kind), bucket);
         by_add(&key);
         let plain = key.without_bucket();
         if let Some(p) = BY_STATS.get_ptr_mut(&plain) {

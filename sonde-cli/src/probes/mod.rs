@@ -14,7 +14,7 @@
 //! | `SAVED` | trace, trace_ret | `b:ret`, `s@ret` | 16k calls in flight |
 //! | `VALUES` | hist | hist | `record::BUCKETS` per function |
 //! | `FILTERS`, `FILTERS_RET` | every uprobe | `--filter` | one per function |
-//! | `BY_KEY`, `BY_LOST` | count, latency | `--by` | 16k keys |
+//! | `BY_KEY`, `BY_LOST` | count, count_ret, latency | `--by` | 16k keys |
 //! | `BY_STATS` | latency | `latency --by` | 16k keys |
 //! | `STACKS` | trace, count | `--stack`, `--by stack` | 4096 stacks |
 //! | `TRACED` | every uprobe, follow_* | `--follow` and `-- COMMAND` | 64k processes |
@@ -35,8 +35,10 @@ pub const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cli-probes.b
 pub enum Program {
     /// `sonde count`, and `serve`'s call counters.
     Count,
-    /// `sonde count --filter`.
+    /// `sonde count --filter` and `--by`.
     CountFiltered,
+    /// `sonde count --by ret`, at return.
+    CountReturn,
     /// `sonde latency` (a session program), and `serve`'s histograms.
     Latency,
     /// `sonde latency --filter`.
@@ -58,9 +60,10 @@ pub enum Program {
 impl Program {
     /// Every program.
     #[cfg(test)]
-    pub const ALL: [Program; 10] = [
+    pub const ALL: [Program; 11] = [
         Program::Count,
         Program::CountFiltered,
+        Program::CountReturn,
         Program::Latency,
         Program::LatencyFiltered,
         Program::Trace,
@@ -76,6 +79,7 @@ impl Program {
         match self {
             Program::Count => "count",
             Program::CountFiltered => "count_ex",
+            Program::CountReturn => "count_ret",
             Program::Latency => "latency",
             Program::LatencyFiltered => "latency_ex",
             Program::Trace => "trace",
