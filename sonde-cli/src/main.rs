@@ -89,11 +89,12 @@ enum Command {
         common: Common,
         /// Arguments to print: a count (`2`: two, in hex) or types, one per
         /// argument: i (int), u (unsigned), l (long), x (hex), p (pointer),
-        /// s (C string read from the process at entry, up to 256 bytes),
+        /// s (C string read from the process at entry, up to --max-bytes),
         /// s@ret (a C string read when the function returns: output buffers),
-        /// b:LEN (a buffer of LEN bytes, escaped: LEN a number up to 256,
+        /// b:LEN (a buffer of LEN bytes, escaped: LEN a number up to 4096,
         /// argN, or ret — read at return, as many bytes as the call returned,
-        /// none when negative). One string or buffer per function.
+        /// none when negative). Up to four strings or buffers per call,
+        /// `--ret s` included.
         /// `PATTERN=TYPES` sets them for the functions PATTERN names
         /// (`--args readline=s`); repeat for several.
         #[arg(long, value_name = "TYPES")]
@@ -107,6 +108,10 @@ enum Command {
         /// file:line where debug information exists).
         #[arg(long)]
         stack: bool,
+        /// Bytes read of each string or buffer (1 to 4096; default 256, or
+        /// the largest `b:LEN`): longer ones are cut and marked.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+        max_bytes: Option<u32>,
     },
     /// The distribution of an argument or the return value, per function.
     ///
@@ -228,7 +233,8 @@ fn main() -> ExitCode {
             args,
             ret,
             stack,
-        } => trace::ArgSpecs::parse(args).and_then(|specs| trace::run(common, &specs, *ret, *stack)),
+            max_bytes,
+        } => trace::ArgSpecs::parse(args).and_then(|specs| trace::run(common, &specs, *ret, *stack, *max_bytes)),
         Command::Hist { common, of, linear } => hist::run(common, *of, *linear),
         Command::Serve(args) => serve::run(args),
         Command::Features { json } => list::features(*json),

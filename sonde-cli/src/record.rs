@@ -72,7 +72,18 @@ use sonde::Pod;
 #[cfg(target_arch = "bpf")]
 use sonde_ebpf::Pod;
 
-/// One call, as `sonde trace` records it in the ring buffer.
+/// Strings and buffers one call record carries (`--args s,s,b:64` and
+/// `--ret s` together).
+pub const TEXTS: usize = 4;
+/// The most bytes of one string or buffer (`trace --max-bytes`).
+pub const TEXT_MAX: usize = 4096;
+/// Bytes of each string or buffer unless `--max-bytes` or a `b:LEN` says more.
+pub const TEXT_DEFAULT: usize = 256;
+
+/// One call, as `sonde trace` records it in the ring buffer: this header,
+/// then `texts` strings or buffers of `Settings::text_size` bytes each (the
+/// record is as long as that: written whole into a per-CPU scratch buffer,
+/// then copied into the ring with its size).
 #[repr(C)]
 #[derive(Clone, Copy, Pod)]
 pub struct CallRecord {
@@ -86,28 +97,38 @@ pub struct CallRecord {
     pub args: [u64; ARGS],
     /// The thread's command name.
     pub comm: [u8; 16],
-    /// [`ENTRY`] or [`RETURN`] (then `args[0]` is the return value), with
-    /// [`TEXT_READ`] set when a string was read into `text`.
+    /// [`ENTRY`] or [`RETURN`] (then `args[0]` is the return value).
     pub kind: u32,
-    /// Bytes of `text` read, NUL included (some kernels count an empty string
-    /// as 0); negative: the read failed, e.g. a bad pointer; [`TEXT`]: possibly
-    /// truncated.
-    pub text_len: i32,
-    /// The string argument or return value the function's settings ask for.
-    pub text: [u8; TEXT],
+    /// Strings and buffers after the header (0..=[`TEXTS`]).
+    pub texts: u32,
     /// The user stack's id in `STACKS` (`trace --stack`), or negative.
     pub stack_id: i64,
+    /// Per text: bytes read (a string's NUL included; some kernels count an
+    /// empty string as 0); negative: the read failed (an errno), e.g. a bad
+    /// pointer or a page not in memory yet.
+    pub text_lens: [i32; TEXTS],
+    /// Per text: which value it was read from, argument `n` (0..=5) or
+    /// [`TEXT_OF_RET`], with [`TEXT_BYTES`] set for a buffer.
+    pub text_of: [u32; TEXTS],
 }
+
+/// `CallRecord::text_of` of the return value's string (`--ret s`).
+pub const TEXT_OF_RET: u32 = 6;
+/// `CallRecord::text_of` of a text slot that holds nothing in this record
+/// (read at the other end of the call).
+pub const TEXT_OF_NONE: u32 = 7;
+/// Set in `CallRecord::text_of` when a text holds bytes of a length, not a string.
+pub const TEXT_BYTES: u32 = 1 << 8;
 
 /// `CallRecord::kind` of a function entry (written by the program).
 #[cfg_attr(not(target_arch = "bpf"), allow(dead_code))]
 pub const ENTRY: u32 = 0;
 /// `CallRecord::kind` of a function return.
 pub const RETURN: u32 = 1;
-/// Set in `CallRecord::kind` when the record carries a string.
-pub const TEXT_READ: u32 = 1 << 8;
-/// Bytes of a string read from the traced process (longer ones are truncated).
-pub const TEXT: usize = 256;
+
+/// The per-CPU buffer a record is assembled in: its header and the most texts.
+#[cfg_attr(not(target_arch = "bpf"), allow(dead_code))]
+pub const SCRATCH_BYTES: usize = core::mem::size_of::<CallRecord>() + TEXTS * TEXT_MAX;
 
 /// A `--by` row's key in the program's `BY_KEY` map: the function and the
 /// value it is broken down by.
@@ -213,23 +234,35 @@ pub const BY_ARG_STR: u64 = 7;
 #[cfg_attr(not(target_arch = "bpf"), allow(dead_code))]
 pub const STACK_DEPTH: usize = 32;
 
-/// `sonde trace`'s settings of one function (index: its cookie), read by the
-/// program on every hit: one verification serves every function.
+/// How one string or buffer of a call is read.
 #[repr(C)]
-#[derive(Clone, Copy, Pod, Default)]
-pub struct TraceConfig {
-    /// Which argument's memory is read (a string or a buffer): 1..=6, or 0.
-    pub text_arg: u32,
-    /// 1 when the return value is read as a C string.
-    pub text_ret: u32,
-    /// 1 when the user stack is captured (`--stack`).
-    pub stack: u32,
-    /// How `text_arg`'s memory is read: one of the `READ_*`.
+#[derive(Clone, Copy, Pod, Default, Debug, PartialEq, Eq)]
+pub struct TextRead {
+    /// The argument whose memory is read: 1..=6, or 0 for none.
+    pub arg: u32,
+    /// How: one of the `READ_*`.
     pub read: u32,
     /// For a buffer: where its length comes from, one of the `LEN_*`.
     pub len_from: u32,
     /// `LEN_CONST`'s length, or the argument (1..=6) of `LEN_ARG`.
     pub len: u32,
+}
+
+/// `sonde trace`'s settings of one function (index: its cookie), read by the
+/// program on every hit: one verification serves every function.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Default)]
+pub struct TraceConfig {
+    /// The strings and buffers of arguments, in order (unused: `arg` 0).
+    pub reads: [TextRead; TEXTS],
+    /// 1 when the return value is read as a C string (it takes a text).
+    pub text_ret: u32,
+    /// 1 when the user stack is captured (`--stack`).
+    pub stack: u32,
+    /// Texts the entry record carries (up to the last read at entry).
+    pub entry_texts: u32,
+    /// Texts the return record carries (up to the last read at return).
+    pub return_texts: u32,
 }
 
 /// `TraceConfig::read`: a C string at entry (`s`).
@@ -248,14 +281,15 @@ pub const LEN_ARG: u32 = 1;
 /// The return value (`b:ret`; negative: empty).
 pub const LEN_RET: u32 = 2;
 
-/// Set in `CallRecord::kind` when `text` holds bytes of a length, not a string.
-pub const TEXT_BYTES: u32 = 1 << 9;
-
 /// Calls in flight whose memory `trace` reads at return (`SAVED`).
 pub const SAVED_CALLS: u32 = 16384;
 
-/// A call's pointer and length kept from entry to return for `*_AT_RETURN`
-/// reads, keyed by thread and stack pointer at entry.
+/// The pointers and lengths of a call's texts read at return, kept from
+/// entry (text `i`'s at `2i`, `2i + 1`), keyed by thread and stack pointer at entry.
+#[cfg_attr(not(target_arch = "bpf"), allow(dead_code))]
+pub type Saved = [u64; 2 * TEXTS];
+
+/// The key of a call's [`Saved`] pointers.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, PartialEq, Eq, Hash, Debug)]
 pub struct SavedKey {
@@ -409,6 +443,8 @@ pub struct Settings {
     /// 1: some functions are USDT probes, whose arguments are read as their
     /// specs say (`USDT_SPECS`, by cookie).
     pub usdt: u64,
+    /// `sonde trace`: bytes of each string or buffer (1..=[`TEXT_MAX`]).
+    pub text_size: u64,
 }
 
 /// The section (and global-data map) holding [`Settings`].

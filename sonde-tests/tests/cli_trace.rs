@@ -247,7 +247,7 @@ fn buffers_are_read_at_return_and_input_buffers_at_entry() {
     assert!(err.contains("no traced function matches `nosuch`"), "{err}");
     let (code, _, err) = sonde(&["trace", "--args", "b:0", "libc", "read", "-d", "0.1"]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("1 to 256 bytes"), "{err}");
+    assert!(err.contains("1 to 4096 bytes"), "{err}");
 }
 
 /// #25 item 3: a string on a page the process has never touched cannot be
@@ -278,4 +278,79 @@ fn a_string_on_an_untouched_page_is_read_late_and_marked() {
         assert_eq!(lines[0]["args"], serde_json::json!(["fresh", 5]), "{tier}: {lines:?}");
         assert_eq!(lines[0]["late"], true, "{tier}: read after the call: {lines:?}");
     }
+}
+
+/// #25 item 2: several strings per call (four, the most) and strings longer
+/// than the default 256 bytes (`--max-bytes`), each cut and marked on its
+/// own, on every tier; a fifth is refused by name.
+#[test]
+fn four_strings_per_call_and_longer_ones_on_request() {
+    let _s = serial();
+    require_root();
+    let pie = fixture_arg("fixture-pie");
+    let (y255, y1000) = ("y".repeat(255), "y".repeat(1000));
+    for tier in Tier::ALL.into_iter().filter(|t| tier_supported(*t)) {
+        for (max, third, cut) in [(None, &y255, true), (Some("1024"), &y1000, false)] {
+            let mut args = vec![
+                "trace",
+                "--json",
+                "--tier",
+                tier.name(),
+                "--args",
+                "s,s,s,s",
+                "--ret",
+                "u",
+            ];
+            if let Some(max) = max {
+                args.extend(["--max-bytes", max]);
+            }
+            args.extend([pie.as_str(), "txt_four", "--", pie.as_str(), "four"]);
+            let (code, out, err) = sonde(&args);
+            assert_eq!(code, 0, "{tier}: {err}");
+            let lines = json_lines(&out);
+            assert_eq!(lines.len(), 1, "{tier}: {out}");
+            let l = &lines[0];
+            assert_eq!(
+                l["args"],
+                serde_json::json!(["one", "two", third, "four"]),
+                "{tier} {max:?}"
+            );
+            assert_eq!(l["ret"], 1010, "{tier}: {l}");
+            assert_eq!(
+                l.get("truncated").and_then(Value::as_bool).unwrap_or(false),
+                cut,
+                "{tier}: {l}"
+            );
+        }
+        // Text output: the cut string alone is marked.
+        let (code, out, err) = sonde(&[
+            "trace",
+            "--tier",
+            tier.name(),
+            "--args",
+            "s,s,s,s",
+            &pie,
+            "txt_four",
+            "--",
+            &pie,
+            "four",
+        ]);
+        assert_eq!(code, 0, "{tier}: {err}");
+        let line = out
+            .lines()
+            .find(|l| l.contains("txt_four("))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert!(
+            line.contains(&format!("txt_four(\"one\", \"two\", \"{y255}\"..., \"four\")")),
+            "{line}"
+        );
+    }
+    let (code, _, err) = sonde(&["trace", "--args", "s,s,s,s,s", &pie, "txt_four", "-d", "0.1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("5 strings or buffers: a call carries at most 4"), "{err}");
+    let (code, _, err) = sonde(&[
+        "trace", "--args", "s,s,s,s", "--ret", "s", &pie, "txt_four", "-d", "0.1",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("a call carries at most 4"), "{err}");
 }

@@ -16,9 +16,9 @@ sonde_ebpf::panic_handler!();
 mod record;
 
 use record::{
-    Settings, ByKey, CallRecord, SAVED_CALLS, CMP_I32, CMP_I64, CMP_U32, SavedKey, LEN_ARG, LEN_RET, READ_BYTES, READ_BYTES_AT_RETURN, READ_STR, READ_STR_AT_RETURN, TEXT_BYTES, Cond, Filter, Stats, TraceConfig, BUCKETS, BY_KEYS, LATENCY_BUCKETS, latency_bucket, log2, BY_ARG, BY_ARG_STR, BY_COMM, BY_PID, BY_RET, BY_STACK, BY_TEXT, BY_TID, CONDS, ENTRY,
+    Settings, ByKey, CallRecord, Saved, SCRATCH_BYTES, TEXTS, TEXT_DEFAULT, TEXT_MAX, TEXT_OF_NONE, TEXT_OF_RET, TextRead, SAVED_CALLS, CMP_I32, CMP_I64, CMP_U32, SavedKey, LEN_ARG, LEN_RET, READ_BYTES, READ_BYTES_AT_RETURN, READ_STR, READ_STR_AT_RETURN, TEXT_BYTES, Cond, Filter, Stats, TraceConfig, BUCKETS, BY_KEYS, LATENCY_BUCKETS, latency_bucket, log2, BY_ARG, BY_ARG_STR, BY_COMM, BY_PID, BY_RET, BY_STACK, BY_TEXT, BY_TID, CONDS, ENTRY,
     FILTER_TEXT, STACK_DEPTH, EVENTS_BYTES, STACK_ENTRIES,
-    FILTER_PASS, OP_EQ, OP_GE, OP_GT, OP_LE, OP_LT, OP_NE, RETURN, TEXT_READ, SRC_ARG_TEXT, SRC_COMM, SRC_PID, SRC_RET, SRC_TID, TERMS, TEXT,
+    FILTER_PASS, OP_EQ, OP_GE, OP_GT, OP_LE, OP_LT, OP_NE, RETURN, SRC_ARG_TEXT, SRC_COMM, SRC_PID, SRC_RET, SRC_TID, TERMS,
 };
 
 /// Calls per function (`sonde count`; calls entered for `sonde latency`), per
@@ -61,6 +61,7 @@ static mut SETTINGS: Settings = Settings {
     hist_what: 0,
     hist_step: 0,
     usdt: 0,
+    text_size: 0,
 };
 
 
@@ -375,10 +376,10 @@ fn by_key(hit: &ByHit, comm: impl Fn() -> [u8; 16], stack: impl Fn() -> u64) -> 
         value2: by_part(hit, kind2, arg2, &stack),
         comm_lo,
         comm_hi,
-        // Not zero here: see `zero_text`.
+        // Not zero here: see `zero_words`.
         text: [1; BY_TEXT / 8],
     };
-    zero_text(&mut key.text);
+    zero_words(&mut key.text);
     // One string part at most (user space refuses two).
     if kind == BY_ARG_STR {
         key.value = key_text(&mut key.text, nth(&hit.args, arg));
@@ -401,12 +402,12 @@ fn by_part(hit: &ByHit, kind: u64, arg: u64, stack: &impl Fn() -> u64) -> u64 {
     }
 }
 
-/// Zeroes a key's text in place with volatile word stores, which LLVM
-/// cannot fold into a `memset` call (the verifier refuses the one it emits:
-/// byte stores at a computed, misaligned stack offset).
+/// Zeroes words in place with volatile stores, which LLVM cannot fold into
+/// a `memset` call (the verifier refuses the one it emits: byte stores at a
+/// computed, misaligned stack offset).
 #[inline(always)]
-fn zero_text(text: &mut [u64; BY_TEXT / 8]) {
-    for word in text.iter_mut() {
+fn zero_words<const N: usize>(words: &mut [u64; N]) {
+    for word in words.iter_mut() {
         // SAFETY: a word of the array.
         unsafe { core::ptr::write_volatile(word, 0) };
     }
@@ -627,35 +628,87 @@ static STACKS: StackTrace = StackTrace::with_build_ids(STACK_ENTRIES, STACK_DEPT
 #[map]
 static TRACE_CONFIG: Array<TraceConfig> = Array::with_max_entries(1);
 
-/// Pointers (and buffer lengths) of calls whose memory is read at return,
+/// The texts of calls whose memory is read at return (`record::Saved`),
 /// from their entry: by thread and stack pointer at entry.
 #[map]
-static SAVED: LruHashMap<SavedKey, [u64; 2]> = LruHashMap::with_max_entries(SAVED_CALLS);
+static SAVED: LruHashMap<SavedKey, Saved> = LruHashMap::with_max_entries(SAVED_CALLS);
 
+/// Where a record is assembled before it is copied into the ring with its
+/// size (a reserved record has a constant one), per CPU.
+#[map]
+static SCRATCH: PerCpuArray<[u8; SCRATCH_BYTES]> = PerCpuArray::with_max_entries(1);
 
-/// What a record's `text` holds: nothing, a C string at a pointer, or `len`
-/// bytes at a pointer.
+/// What one text of a record is read from: nothing, a C string at a
+/// pointer, or `len` bytes at a pointer; and `CallRecord::text_of`.
 #[derive(Clone, Copy)]
 enum Text {
     None,
-    Str(u64),
-    Bytes(u64, u64),
+    Str(u64, u32),
+    Bytes(u64, u64, u32),
 }
 
-/// Writes one call record into the ring buffer: the common fields, then the
-/// string or buffer `text` says (read straight into the record). Every store
-/// is volatile: no `memset` for the verifier to refuse.
+/// Bytes of each text (`Settings::text_size`), within 1..=TEXT_MAX.
 #[inline(always)]
-fn emit(pid_tgid: u64, cookie: u64, kind: u32, args: [u64; 6], comm: [u8; 16], text: Text, stack_id: i64) {
-    let Some(mut entry) = EVENTS.reserve::<CallRecord>(0) else {
-        if let Some(p) = LOST.get_ptr_mut(0) {
-            // SAFETY: this CPU's counter.
-            unsafe { *p += 1 };
+fn text_size() -> usize {
+    let size = setting!(text_size) as usize & (2 * TEXT_MAX - 1);
+    if size == 0 || size > TEXT_MAX {
+        TEXT_DEFAULT
+    } else {
+        size
+    }
+}
+
+/// Reads text `i` (a constant) into the record at `base`, `size` bytes a text.
+///
+/// SAFETY: `base` is `SCRATCH_BYTES` writable bytes.
+#[inline(always)]
+unsafe fn put_text(base: *mut u8, i: usize, size: usize, text: Text) {
+    use core::ptr::{addr_of_mut, write_volatile};
+    let r = base.cast::<CallRecord>();
+    let dst = base.add(core::mem::size_of::<CallRecord>() + i * size);
+    let (len, of) = match text {
+        Text::None => {
+            write_volatile(addr_of_mut!((*r).text_lens[i]), 0);
+            write_volatile(addr_of_mut!((*r).text_of[i]), TEXT_OF_NONE);
+            return;
         }
-        return;
+        Text::Str(p, of) => {
+            let dst = core::slice::from_raw_parts_mut(dst, size);
+            let len = match sonde_ebpf::helpers::probe_read_user_str(p as *const u8, dst) {
+                Ok(n) => n as i32,
+                Err(e) => e as i32,
+            };
+            (len, of)
+        }
+        Text::Bytes(p, len, of) => {
+            // At most a text's room; the mask proves the bound.
+            let n = if len > size as u64 { size as u64 } else { len } as usize & (2 * TEXT_MAX - 1);
+            let len = if n == 0 || n > TEXT_MAX {
+                0
+            } else {
+                let dst = core::slice::from_raw_parts_mut(dst, n);
+                match sonde_ebpf::helpers::probe_read_user_bytes(p as *const u8, dst) {
+                    Ok(()) => n as i32,
+                    Err(e) => e as i32,
+                }
+            };
+            (len, of | TEXT_BYTES)
+        }
     };
-    let r = entry.as_mut_ptr();
-    // SAFETY: `r` is the reserved record, valid for writes of a whole CallRecord.
+    write_volatile(addr_of_mut!((*r).text_lens[i]), len);
+    write_volatile(addr_of_mut!((*r).text_of[i]), of);
+}
+
+/// Starts a call record in this CPU's scratch buffer: its common fields.
+/// The texts follow ([`put_text`], each read and written before the next is
+/// looked at: the verifier then sees each slot's paths once, not their
+/// product), then [`finish`]. Every store is volatile: no `memset` for the
+/// verifier to refuse.
+#[inline(always)]
+fn begin(pid_tgid: u64, cookie: u64, kind: u32, args: &[u64; 6], comm: [u8; 16], stack_id: i64) -> Option<*mut u8> {
+    let base = SCRATCH.get_ptr_mut(0)?.cast::<u8>();
+    let r = base.cast::<CallRecord>();
+    // SAFETY: `base` is this CPU's scratch record, SCRATCH_BYTES long.
     unsafe {
         use core::ptr::{addr_of_mut, write_volatile};
         write_volatile(addr_of_mut!((*r).ts_ns), ktime_get_ns());
@@ -668,39 +721,31 @@ fn emit(pid_tgid: u64, cookie: u64, kind: u32, args: [u64; 6], comm: [u8; 16], t
         }
         write_volatile(addr_of_mut!((*r).comm), comm);
         write_volatile(addr_of_mut!((*r).stack_id), stack_id);
-        let flags = match text {
-            Text::None => 0,
-            Text::Str(_) => TEXT_READ,
-            Text::Bytes(..) => TEXT_READ | TEXT_BYTES,
-        };
-        write_volatile(addr_of_mut!((*r).kind), kind | flags);
-        let dst = addr_of_mut!((*r).text).cast::<u8>();
-        let len = match text {
-            Text::None => 0,
-            Text::Str(p) => {
-                let dst = core::slice::from_raw_parts_mut(dst, TEXT);
-                match sonde_ebpf::helpers::probe_read_user_str(p as *const u8, dst) {
-                    Ok(n) => n as i32,
-                    Err(e) => e as i32,
-                }
-            }
-            Text::Bytes(p, len) => {
-                // At most the record's room; the mask proves the bound.
-                let n = if len > TEXT as u64 { TEXT as u64 } else { len } as usize & (2 * TEXT - 1);
-                if n == 0 || n > TEXT {
-                    0
-                } else {
-                    let dst = core::slice::from_raw_parts_mut(dst, n);
-                    match sonde_ebpf::helpers::probe_read_user_bytes(p as *const u8, dst) {
-                        Ok(()) => n as i32,
-                        Err(e) => e as i32,
-                    }
-                }
-            }
-        };
-        write_volatile(addr_of_mut!((*r).text_len), len);
+        write_volatile(addr_of_mut!((*r).kind), kind);
     }
-    entry.submit(0);
+    Some(base)
+}
+
+/// Copies the record at `base` into the ring, up to its first `texts` texts
+/// of `size` bytes (the user's settings say how many this end of the call has).
+#[inline(always)]
+fn finish(base: *mut u8, size: usize, texts: u32) {
+    let used = if texts as usize > TEXTS { TEXTS } else { texts as usize };
+    // SAFETY: the record's count field.
+    unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*base.cast::<CallRecord>()).texts), used as u32) };
+    // The mask (all ones) proves the bound to the verifier; the check keeps it.
+    let total = (core::mem::size_of::<CallRecord>() + used * size) & (SCRATCH_BYTES.next_power_of_two() - 1);
+    if total > SCRATCH_BYTES {
+        return;
+    }
+    // SAFETY: `total` bytes of the scratch record, all written before.
+    let record = unsafe { core::slice::from_raw_parts(base, total) };
+    if EVENTS.output_bytes(record, 0).is_err() {
+        if let Some(p) = LOST.get_ptr_mut(0) {
+            // SAFETY: this CPU's counter.
+            unsafe { *p += 1 };
+        }
+    }
 }
 
 /// Argument `n` (1..=6) of `args`, 0 for none: explicit matches (the verifier
@@ -718,6 +763,66 @@ fn arg_n(args: &[u64; 6], n: u32) -> Option<u64> {
     }
 }
 
+/// A text's pointer and length at entry (`None`: no argument configured).
+#[inline(always)]
+fn text_source(read: &TextRead, args: &[u64; 6]) -> Option<(u64, u64)> {
+    let p = arg_n(args, read.arg)?;
+    let len = match read.len_from {
+        LEN_ARG => arg_n(args, read.len).unwrap_or(0),
+        _ => u64::from(read.len),
+    };
+    Some((p, len))
+}
+
+/// Whether a text is read at return (its pointer kept from entry).
+#[inline(always)]
+fn at_return(read: &TextRead) -> bool {
+    read.read == READ_STR_AT_RETURN || read.read == READ_BYTES_AT_RETURN
+}
+
+/// Keeps text `i`'s pointer and length for its read at return.
+#[inline(always)]
+fn keep(saved: &mut Saved, i: usize, read: &TextRead, args: &[u64; 6]) {
+    if let (true, Some((p, len))) = (at_return(read), text_source(read, args)) {
+        saved[2 * i] = p;
+        saved[2 * i + 1] = len;
+    }
+}
+
+/// A text read at entry.
+#[inline(always)]
+fn entry_text(read: &TextRead, args: &[u64; 6]) -> Text {
+    match (text_source(read, args), read.read) {
+        (Some((p, _)), READ_STR) => Text::Str(p, read.arg - 1),
+        (Some((p, len)), READ_BYTES) => Text::Bytes(p, len, read.arg - 1),
+        _ => Text::None,
+    }
+}
+
+/// Text `i` (a constant) at return: the return value's string, or a text
+/// whose pointer was kept from entry.
+#[inline(always)]
+fn return_text(config: &TraceConfig, i: usize, saved: Option<&Saved>, ret: u64) -> Text {
+    if config.text_ret as usize == i + 1 {
+        return Text::Str(ret, TEXT_OF_RET);
+    }
+    let read = &config.reads[i];
+    let Some(saved) = saved else {
+        return Text::None;
+    };
+    let (p, len) = (saved[2 * i], saved[2 * i + 1]);
+    match read.read {
+        READ_STR_AT_RETURN => Text::Str(p, read.arg - 1),
+        // `b:ret`: as many bytes as the call returned (none when negative).
+        READ_BYTES_AT_RETURN => match read.len_from {
+            LEN_RET if (ret as i64) > 0 => Text::Bytes(p, ret, read.arg - 1),
+            LEN_RET => Text::Bytes(p, 0, read.arg - 1),
+            _ => Text::Bytes(p, len, read.arg - 1),
+        },
+        _ => Text::None,
+    }
+}
+
 #[uprobe]
 fn trace(ctx: ProbeContext) -> u32 {
     let Some((cookie, args)) = admitted(&ctx) else {
@@ -727,31 +832,37 @@ fn trace(ctx: ProbeContext) -> u32 {
     let Some(config) = TRACE_CONFIG.get(cookie as u32) else {
         return 0;
     };
-    let ptr = arg_n(&args, config.text_arg);
-    let len = match config.len_from {
-        LEN_ARG => arg_n(&args, config.len).unwrap_or(0),
-        _ => u64::from(config.len),
-    };
-    let text = match (ptr, config.read) {
-        (Some(p), READ_STR) => Text::Str(p),
-        (Some(p), READ_BYTES) => Text::Bytes(p, len),
-        (Some(p), _) => {
-            // Read at return: keep the pointer and the length for it.
-            let key = SavedKey {
-                pid_tgid: ctx.pid_tgid(),
-                sp: ctx.sp(),
-            };
-            let _ = SAVED.insert(&key, &[p, len], 0);
-            Text::None
-        }
-        (None, _) => Text::None,
-    };
+    // Texts read at return: their pointers and lengths kept for it.
+    if at_return(&config.reads[0]) || at_return(&config.reads[1]) || at_return(&config.reads[2]) || at_return(&config.reads[3]) {
+        let mut saved: Saved = [1; 2 * TEXTS];
+        zero_words(&mut saved);
+        keep(&mut saved, 0, &config.reads[0], &args);
+        keep(&mut saved, 1, &config.reads[1], &args);
+        keep(&mut saved, 2, &config.reads[2], &args);
+        keep(&mut saved, 3, &config.reads[3], &args);
+        let key = SavedKey {
+            pid_tgid: ctx.pid_tgid(),
+            sp: ctx.sp(),
+        };
+        let _ = SAVED.insert(&key, &saved, 0);
+    }
     let stack_id = if config.stack == 1 {
         STACKS.get_stackid(&ctx, BPF_F_USER_STACK).unwrap_or(-1)
     } else {
         -1
     };
-    emit(ctx.pid_tgid(), cookie, ENTRY, args, ctx.comm(), text, stack_id);
+    let Some(base) = begin(ctx.pid_tgid(), cookie, ENTRY, &args, ctx.comm(), stack_id) else {
+        return 0;
+    };
+    let size = text_size();
+    // SAFETY: `base` is the scratch record; constant indices.
+    unsafe {
+        put_text(base, 0, size, entry_text(&config.reads[0], &args));
+        put_text(base, 1, size, entry_text(&config.reads[1], &args));
+        put_text(base, 2, size, entry_text(&config.reads[2], &args));
+        put_text(base, 3, size, entry_text(&config.reads[3], &args));
+    }
+    finish(base, size, config.entry_texts);
     0
 }
 
@@ -767,7 +878,7 @@ fn trace_ret(ctx: RetProbeContext) -> u32 {
         return 0;
     };
     // The memory kept from entry is released whatever the filter says.
-    let saved = if config.read == READ_STR_AT_RETURN || config.read == READ_BYTES_AT_RETURN {
+    let saved = if at_return(&config.reads[0]) || at_return(&config.reads[1]) || at_return(&config.reads[2]) || at_return(&config.reads[3]) {
         let key = SavedKey {
             pid_tgid,
             sp: ctx.entry_sp(),
@@ -781,18 +892,18 @@ fn trace_ret(ctx: RetProbeContext) -> u32 {
     if setting!(filter) == 2 && !passes_at_return(cookie, pid_tgid, &ctx.comm(), ret) {
         return 0;
     }
-    let text = match saved {
-        Some([p, _]) if config.read == READ_STR_AT_RETURN => Text::Str(p),
-        // `b:ret`: as many bytes as the call returned (none when negative).
-        Some([p, len]) => match config.len_from {
-            LEN_RET if (ret as i64) > 0 => Text::Bytes(p, ret),
-            LEN_RET => Text::Bytes(p, 0),
-            _ => Text::Bytes(p, len),
-        },
-        None if config.text_ret == 1 => Text::Str(ret),
-        None => Text::None,
+    let Some(base) = begin(pid_tgid, cookie, RETURN, &[ret, 0, 0, 0, 0, 0], ctx.comm(), -1) else {
+        return 0;
     };
-    emit(pid_tgid, cookie, RETURN, [ret, 0, 0, 0, 0, 0], ctx.comm(), text, -1);
+    let size = text_size();
+    // SAFETY: `base` is the scratch record; constant indices.
+    unsafe {
+        put_text(base, 0, size, return_text(&config, 0, saved.as_ref(), ret));
+        put_text(base, 1, size, return_text(&config, 1, saved.as_ref(), ret));
+        put_text(base, 2, size, return_text(&config, 2, saved.as_ref(), ret));
+        put_text(base, 3, size, return_text(&config, 3, saved.as_ref(), ret));
+    }
+    finish(base, size, config.return_texts);
     0
 }
 

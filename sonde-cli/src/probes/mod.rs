@@ -12,6 +12,7 @@
 //! | `EVENTS`, `LOST` | trace | trace | 4 MiB ring / per CPU |
 //! | `TRACE_CONFIG` | trace | trace | one per function |
 //! | `SAVED` | trace, trace_ret | `b:ret`, `s@ret` | 16k calls in flight |
+//! | `SCRATCH`, `FILTER_SCRATCH` | trace, `--filter` | a record, a filter string being built | one per CPU |
 //! | `VALUES` | hist | hist | `record::BUCKETS` per function |
 //! | `FILTERS`, `FILTERS_RET` | every uprobe | `--filter` | one per function |
 //! | `BY_KEY`, `BY_LOST` | count, count_ret, latency | `--by` | 16k keys |
@@ -263,8 +264,9 @@ mod tests {
         }
         // Every map the object declares is named here (global data aside).
         for name in maps.iter().filter(|n| !n.starts_with('.')) {
+            // Per-CPU scratch buffers: the programs' own.
             let named =
-                Map::ALL.iter().any(|m| m.name() == *name) || name.ends_with("USDT_SPECS") || *name == "FILTER_SCRATCH";
+                Map::ALL.iter().any(|m| m.name() == *name) || name.ends_with("USDT_SPECS") || name.ends_with("SCRATCH");
             assert!(named, "map {name} of the object has no name in probes.rs");
         }
         let sessions: Vec<&str> = spec

@@ -21,13 +21,15 @@ pub enum ArgType {
     Raw,
     /// `p`: a pointer (hexadecimal).
     Ptr,
-    /// `s`: a NUL-terminated string read from the process at entry (up to 256 bytes).
+    /// `s`: a NUL-terminated string read from the process at entry (up to
+    /// `--max-bytes`, 256 by default).
     Str,
     /// `s@ret`: a NUL-terminated string read when the function returns (an
     /// output buffer: `getline`, `fgets`), its pointer kept from entry.
     StrAtReturn,
-    /// `b:LEN`: a buffer of LEN bytes (up to 256), shown escaped: read at
-    /// entry, or at return for `b:ret` (as many bytes as the call returned).
+    /// `b:LEN`: a buffer of LEN bytes (up to 4096; `argN` and `ret` lengths
+    /// up to `--max-bytes`), shown escaped: read at entry, or at return for
+    /// `b:ret` (as many bytes as the call returned).
     Bytes(Len),
 }
 
@@ -43,7 +45,7 @@ pub enum Len {
 }
 
 /// The most bytes a string or buffer carries in a record.
-const MAX_BYTES: u32 = crate::record::TEXT as u32;
+const MAX_BYTES: u32 = crate::record::TEXT_MAX as u32;
 
 impl ArgType {
     fn parse(s: &str) -> Result<ArgType, String> {
@@ -121,13 +123,30 @@ fn parse_types(s: &str) -> Result<Vec<ArgType>, String> {
     if types.len() > 6 {
         return Err(format!("{} argument types: at most 6 are read", types.len()));
     }
-    if types.iter().filter(|t| t.reads_memory()).count() > 1 {
-        return Err("one string or buffer argument per function (the program reads one per call)".into());
+    let texts = types.iter().filter(|t| t.reads_memory()).count();
+    if texts > crate::record::TEXTS {
+        return Err(format!(
+            "{texts} strings or buffers: a call carries at most {}",
+            crate::record::TEXTS
+        ));
     }
     Ok(types)
 }
 
 impl ArgSpecs {
+    /// The largest `b:LEN` of any function (0 without one).
+    pub fn largest_buffer(&self) -> u32 {
+        self.all
+            .iter()
+            .chain(self.by_pattern.iter().flat_map(|(_, t)| t))
+            .filter_map(|t| match t {
+                ArgType::Bytes(Len::Const(n)) => Some(*n),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Whether some function's memory is read at return (the return program
     /// then runs, `--ret` or not).
     pub fn any_at_return(&self) -> bool {
@@ -200,7 +219,8 @@ mod tests {
         assert_eq!(specs.of("other", "other"), vec![ArgType::Raw; 2]);
         assert_eq!(specs.of("readline", "readline"), vec![ArgType::Str]);
         assert_eq!(specs.of("fx_echo", "fx_echo"), vec![ArgType::Str, ArgType::Int]);
-        assert!(ArgSpecs::parse(&["s,s".into()]).is_err());
+        assert!(ArgSpecs::parse(&["s,s".into()]).is_ok());
+        assert!(ArgSpecs::parse(&["s,s,s,s,s".into()]).is_err(), "at most four texts");
         assert!(ArgSpecs::parse(&["7".into()]).is_err());
         assert!(ArgSpecs::parse(&["q".into()]).is_err());
     }
@@ -214,13 +234,10 @@ mod tests {
         assert_eq!(specs.unmatched(&[("SSL_read", "SSL_read")]), ["read"]);
         assert_eq!(ArgType::parse("b:64"), Ok(ArgType::Bytes(Len::Const(64))));
         assert_eq!(ArgType::parse("s@ret"), Ok(ArgType::StrAtReturn));
-        for bad in ["b:0", "b:257", "b:arg6", "b:", "b:x"] {
+        for bad in ["b:0", "b:4097", "b:arg6", "b:", "b:x"] {
             assert!(ArgType::parse(bad).is_err(), "{bad}");
         }
-        assert!(
-            ArgSpecs::parse(&["s,b:ret".into()]).is_err(),
-            "one memory read per call"
-        );
+        assert!(ArgSpecs::parse(&["s,b:ret".into()]).is_ok(), "several per call");
         assert!(parse_ret("b:ret").is_err() && parse_ret("s").is_ok());
     }
 }

@@ -19,13 +19,13 @@ use std::time::Duration;
 use sonde::maps::{Array, RingBuf};
 
 pub use args::{parse_ret, ArgSpecs, ArgType, Len};
-use print::{Function, Printer};
+use print::{Call, Function, Printer};
 
 use crate::args::Common;
 use crate::error::CliError;
 use crate::filter::Site;
 use crate::probes::{Map, Program};
-use crate::record::{CallRecord, TraceConfig, RETURN, TEXT_READ};
+use crate::record::{CallRecord, TextRead, TraceConfig, RETURN, TEXTS};
 use crate::report::SessionFunction;
 use crate::session::Session;
 
@@ -59,6 +59,7 @@ fn start(
     ret: Option<ArgType>,
     stack: bool,
     site: Site,
+    text_size: usize,
 ) -> Result<(Session, Vec<Function>, u64), CliError> {
     // The return program runs for `--ret` and for memory read at return.
     let programs: &[Program] = if ret.is_some() || specs.any_at_return() {
@@ -92,6 +93,7 @@ fn start(
         declared
     };
     let session = Session::start_typed(common, "tracing", programs, site, sizes, &declared, |s| {
+        crate::session::update_settings(s.object(), |c| c.text_size = text_size as u64)?;
         // Times are shown from here: just before the command runs.
         t0.set(monotonic_ns());
         let config = Array::<TraceConfig>::new(Map::TraceConfig.of(s.object())?)?;
@@ -127,30 +129,59 @@ fn start(
     Ok((session, functions.into_inner(), t0.get()))
 }
 
-/// A function's settings for the program: which argument's memory is read,
-/// how and when; the return value's string; the stack.
+/// A function's settings for the program: which arguments' memory is read,
+/// how and when (in argument order, one text each); the return value's
+/// string (the next text); the stack.
 fn settings(types: &[ArgType], ret: Option<ArgType>, stack: bool) -> Result<TraceConfig, String> {
     use crate::record::{LEN_ARG, LEN_CONST, LEN_RET, READ_BYTES, READ_BYTES_AT_RETURN, READ_STR, READ_STR_AT_RETURN};
-    let memory = types.iter().position(|t| t.reads_memory());
-    let (read, len_from, len) = match memory.map(|i| types[i]) {
-        Some(ArgType::StrAtReturn) => (READ_STR_AT_RETURN, LEN_CONST, 0),
-        Some(ArgType::Bytes(Len::Const(n))) => (READ_BYTES, LEN_CONST, n),
-        Some(ArgType::Bytes(Len::Arg(n))) => (READ_BYTES, LEN_ARG, u32::from(n) + 1),
-        Some(ArgType::Bytes(Len::Ret)) => (READ_BYTES_AT_RETURN, LEN_RET, 0),
-        _ => (READ_STR, LEN_CONST, 0),
-    };
-    let text_ret = ret == Some(ArgType::Str);
-    if text_ret && (read == READ_STR_AT_RETURN || read == READ_BYTES_AT_RETURN) {
-        return Err("--ret s and an argument read at return: one string or buffer per call".into());
-    }
-    Ok(TraceConfig {
-        text_arg: memory.map_or(0, |i| i as u32 + 1),
-        text_ret: u32::from(text_ret),
+    let mut config = TraceConfig {
         stack: u32::from(stack),
-        read,
-        len_from,
-        len,
-    })
+        ..TraceConfig::default()
+    };
+    let mut texts = 0;
+    for (i, t) in types.iter().enumerate().filter(|(_, t)| t.reads_memory()) {
+        let (read, len_from, len) = match t {
+            ArgType::StrAtReturn => (READ_STR_AT_RETURN, LEN_CONST, 0),
+            ArgType::Bytes(Len::Const(n)) => (READ_BYTES, LEN_CONST, *n),
+            ArgType::Bytes(Len::Arg(n)) => (READ_BYTES, LEN_ARG, u32::from(*n) + 1),
+            ArgType::Bytes(Len::Ret) => (READ_BYTES_AT_RETURN, LEN_RET, 0),
+            _ => (READ_STR, LEN_CONST, 0),
+        };
+        let slot = config
+            .reads
+            .get_mut(texts)
+            .ok_or_else(|| format!("more than {TEXTS} strings or buffers per call"))?;
+        *slot = TextRead {
+            arg: i as u32 + 1,
+            read,
+            len_from,
+            len,
+        };
+        texts += 1;
+    }
+    if ret == Some(ArgType::Str) {
+        if texts >= TEXTS {
+            return Err(format!(
+                "--ret s and {texts} strings or buffers: a call carries at most {TEXTS}"
+            ));
+        }
+        config.text_ret = texts as u32 + 1;
+    }
+    // Each end's record runs up to its last text.
+    let last = |at_return: bool| {
+        (0..TEXTS)
+            .filter(|&i| {
+                let read = &config.reads[i];
+                let returns = read.read == READ_STR_AT_RETURN || read.read == READ_BYTES_AT_RETURN;
+                (read.arg != 0 && returns == at_return) || (at_return && config.text_ret as usize == i + 1)
+            })
+            .map(|i| i as u32 + 1)
+            .max()
+            .unwrap_or(0)
+    };
+    config.entry_texts = last(false);
+    config.return_texts = last(true);
+    Ok(config)
 }
 
 /// Entries waiting for their return, per thread (innermost last).
@@ -159,46 +190,47 @@ struct Pairing {
     returns: bool,
     /// An entry filter left calls out: a return without its entry is one of them.
     entry_filtered: bool,
-    pending: HashMap<u32, Vec<CallRecord>>,
+    pending: HashMap<u32, Vec<Call>>,
 }
 
 impl Pairing {
     /// What to print for one record: a call without return (no `--ret`), an
     /// entry paired with its return, a return whose entry came before sonde
     /// attached; nothing while an entry waits.
-    fn record(&mut self, call: CallRecord) -> Option<(CallRecord, Option<CallRecord>)> {
+    fn record(&mut self, call: Call) -> Option<(Call, Option<Call>)> {
         if !self.returns {
             return Some((call, None));
         }
-        let stack = self.pending.entry(call.pid_tgid as u32).or_default();
-        if call.kind & 0xff != RETURN {
+        let stack = self.pending.entry(call.head.pid_tgid as u32).or_default();
+        if call.head.kind & 0xff != RETURN {
             stack.push(call);
             return None;
         }
         // The innermost pending entry of this function on this thread.
-        match stack.iter().rposition(|p| p.cookie == call.cookie) {
+        match stack.iter().rposition(|p| p.head.cookie == call.head.cookie) {
             Some(i) => Some((stack.remove(i), Some(call))),
             None if self.entry_filtered => None,
-            None => {
-                // Entered before sonde attached: the return alone.
-                let mut alone = call;
-                alone.args = [0; 6];
-                alone.kind &= !TEXT_READ;
-                Some((alone, Some(call)))
-            }
+            // Entered before sonde attached: the return alone.
+            None => Some((Call::return_alone(&call), Some(call))),
         }
     }
 
     /// Calls still running at the end, oldest first.
-    fn running(self) -> Vec<CallRecord> {
-        let mut left: Vec<CallRecord> = self.pending.into_values().flatten().collect();
-        left.sort_by_key(|c| c.ts_ns);
+    fn running(self) -> Vec<Call> {
+        let mut left: Vec<Call> = self.pending.into_values().flatten().collect();
+        left.sort_by_key(|c| c.head.ts_ns);
         left
     }
 }
 
 /// Runs `sonde trace`.
-pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>, stack: bool) -> Result<i32, CliError> {
+pub fn run(
+    common: &Common,
+    specs: &ArgSpecs,
+    ret: Option<ArgType>,
+    stack: bool,
+    max_bytes: Option<u32>,
+) -> Result<i32, CliError> {
     if common.by.is_some() {
         return Err(CliError::new(
             "--by breaks down `sonde count`; here it has nothing to do",
@@ -206,7 +238,12 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>, stack: bool)
     }
     common.no_interval("trace")?;
     let site = filter_site(common, ret)?;
-    let (mut session, functions, t0) = start(common, specs, ret, stack, site)?;
+    // Every text of the run has one size: --max-bytes, or more for a `b:LEN`.
+    let text_size = max_bytes
+        .unwrap_or(crate::record::TEXT_DEFAULT as u32)
+        .max(specs.largest_buffer())
+        .min(crate::record::TEXT_MAX as u32) as usize;
+    let (mut session, functions, t0) = start(common, specs, ret, stack, site, text_size)?;
     let names: Vec<(String, String)> = session
         .functions()
         .iter()
@@ -236,6 +273,7 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>, stack: bool)
         json: common.json,
         t0,
         stacks,
+        text_size,
     };
     let mut out = std::io::BufWriter::new(crate::session::report_output(common)?);
     printer.header(&mut out)?;
@@ -248,9 +286,16 @@ pub fn run(common: &Common, specs: &ArgSpecs, ret: Option<ArgType>, stack: bool)
     let stop = loop {
         let stop = session.should_stop();
         // Drain what is there (after a stop too, so nothing already sent is lost).
-        while let Some(call) = ring.next_as::<CallRecord>() {
+        while let Some(item) = ring.next() {
             // The program writes whole records: a short one is skipped.
-            let Ok(call) = call else { continue };
+            let Some(call) = item
+                .read::<CallRecord>()
+                .ok()
+                .and_then(|h| Call::parse(&item, h, text_size))
+            else {
+                continue;
+            };
+            drop(item);
             events += 1;
             if let Some((entry, exit)) = pairing.record(call) {
                 calls += 1;

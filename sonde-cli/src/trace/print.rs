@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::args::ArgType;
 use crate::error::CliError;
-use crate::record::{CallRecord, RETURN, TEXT, TEXT_BYTES, TEXT_READ};
+use crate::record::{CallRecord, TEXTS, TEXT_BYTES, TEXT_OF_NONE, TEXT_OF_RET};
 
 /// A value as JSON: integers as numbers, strings as strings.
 #[derive(Serialize, Clone)]
@@ -42,47 +42,100 @@ struct Line<'a> {
     stack: Option<Vec<String>>,
 }
 
-/// The string a record carries, with invalid UTF-8 bytes escaped (`\xNN`), and
-/// whether it may be truncated; `Err` text when the read failed.
-fn record_text(call: &CallRecord) -> Result<(String, bool), String> {
-    if call.text_len < 0 {
-        return Err(format!(
-            "<unreadable: {}>",
-            std::io::Error::from_raw_os_error(-call.text_len)
-        ));
+/// One string or buffer of a call record.
+#[derive(Clone, Debug)]
+pub struct Text {
+    /// The value it was read from: argument 0..=5, or `TEXT_OF_RET`.
+    of: u32,
+    /// A buffer of a length, not a C string.
+    bytes: bool,
+    /// Bytes read (a string's NUL included), or a negative errno.
+    len: i32,
+    /// The bytes read.
+    data: Vec<u8>,
+}
+
+/// One call record as read from the ring: its header and its texts.
+#[derive(Clone)]
+pub struct Call {
+    /// The fixed part.
+    pub head: CallRecord,
+    /// Its strings and buffers.
+    texts: Vec<Text>,
+}
+
+impl Call {
+    /// A record of the ring: the header, then `head.texts` texts of `size`
+    /// bytes each. `None` when it is shorter than its header says.
+    pub fn parse(raw: &[u8], head: CallRecord, size: usize) -> Option<Call> {
+        let start = std::mem::size_of::<CallRecord>();
+        let mut texts = Vec::new();
+        for i in 0..(head.texts as usize).min(TEXTS) {
+            let of = head.text_of[i];
+            if of == TEXT_OF_NONE {
+                continue;
+            }
+            let at = start + i * size;
+            let slot = raw.get(at..at + size)?;
+            let len = head.text_lens[i];
+            let n = (len.max(0) as usize).min(size);
+            texts.push(Text {
+                of: of & !TEXT_BYTES,
+                bytes: of & TEXT_BYTES != 0,
+                len,
+                data: slot[..n].to_vec(),
+            });
+        }
+        Some(Call { head, texts })
     }
-    let n = (call.text_len.max(0) as usize).min(TEXT);
-    let bytes = &call.text[..n];
-    if call.kind & TEXT_BYTES != 0 {
+
+    /// A call seen only at its return: the return record without arguments.
+    pub fn return_alone(exit: &Call) -> Call {
+        let mut head = exit.head;
+        head.args = [0; 6];
+        Call {
+            head,
+            texts: Vec::new(),
+        }
+    }
+
+    fn text(&self, of: u32) -> Option<&Text> {
+        self.texts.iter().find(|t| t.of == of)
+    }
+}
+
+/// A text shown: its bytes with invalid UTF-8 escaped (`\xNN`) and whether it
+/// may be cut; `Err` text when the read failed. `size`: the bytes a text
+/// holds; `ret`: the call's return value (how much a `b:ret` buffer got).
+fn shown_text(t: &Text, size: usize, ret: Option<u64>) -> Result<(String, bool), String> {
+    if t.len < 0 {
+        return Err(format!("<unreadable: {}>", std::io::Error::from_raw_os_error(-t.len)));
+    }
+    if t.bytes {
         // A buffer: exactly the bytes read, NULs included (escaped); cut when
-        // the call returned more than a record holds.
-        let truncated = call.kind & 0xff == RETURN && call.args[0] as i64 > TEXT as i64;
-        return Ok((crate::human::bytes(bytes), truncated));
+        // the call returned more than a text holds.
+        let truncated = ret.is_some_and(|r| r as i64 > size as i64);
+        return Ok((crate::human::bytes(&t.data), truncated));
     }
-    let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
-    // The kernel copies at most TEXT - 1 bytes and the NUL: a full buffer may
+    let bytes = t.data.strip_suffix(&[0]).unwrap_or(&t.data);
+    // The kernel copies at most size - 1 bytes and the NUL: a full text may
     // have cut the string.
-    let truncated = n == TEXT;
-    Ok((crate::human::bytes(bytes), truncated))
+    Ok((crate::human::bytes(bytes), t.data.len() >= size))
 }
 
 /// A C string the program could not read at entry (`EFAULT`: its page was
 /// not in memory yet, and a probe cannot fault it in), read from outside the
 /// process while it lives. `None` when that fails too (the process is gone).
-fn reread(entry: &CallRecord, types: &[ArgType]) -> Option<(String, bool)> {
-    if entry.text_len != -libc::EFAULT {
-        return None;
-    }
-    let i = types.iter().position(|t| *t == ArgType::Str)?;
-    let ptr = *entry.args.get(i)?;
-    let bytes = sonde::process::read_memory((entry.pid_tgid >> 32) as u32, ptr, TEXT).ok()?;
+fn reread(entry: &Call, arg: usize, size: usize) -> Option<(String, bool)> {
+    let ptr = *entry.head.args.get(arg)?;
+    let bytes = sonde::process::read_memory((entry.head.pid_tgid >> 32) as u32, ptr, size).ok()?;
     match bytes.iter().position(|&b| b == 0) {
         Some(end) => Some((crate::human::bytes(&bytes[..end]), false)),
         None => Some((crate::human::bytes(&bytes), true)),
     }
 }
 
-/// A value shown as `t` says; `text` is the record's string for `s`.
+/// A value shown as `t` says; `text` is its string or buffer, if read.
 fn value(t: ArgType, raw: u64, text: Option<&Result<(String, bool), String>>) -> Value {
     match t {
         ArgType::Int => Value::Int(i64::from(raw as u32 as i32)),
@@ -137,6 +190,8 @@ pub struct Printer {
     pub t0: u64,
     /// `--stack`.
     pub stacks: Option<StackSource>,
+    /// Bytes of each string or buffer (`--max-bytes`, or the largest `b:LEN`).
+    pub text_size: usize,
 }
 
 impl Printer {
@@ -156,51 +211,77 @@ impl Printer {
         )
     }
 
+    /// One argument's string or buffer: from the entry, or from the return
+    /// for a read at return; a string on a page not yet in memory read again
+    /// from outside (`late`). `None`: not read (a return not seen).
+    fn arg_text(
+        &self,
+        t: ArgType,
+        i: usize,
+        entry: &Call,
+        exit: Option<&Call>,
+        late: &mut bool,
+    ) -> Option<Result<(String, bool), String>> {
+        let holder = if t.at_return() { exit? } else { entry };
+        let text = holder.text(i as u32)?;
+        let ret = exit.map(|x| x.head.args[0]);
+        let shown = shown_text(text, self.text_size, ret);
+        if shown.is_err() && t == ArgType::Str && text.len == -libc::EFAULT {
+            if let Some(again) = reread(entry, i, self.text_size) {
+                *late = true;
+                return Some(Ok(again));
+            }
+        }
+        Some(shown)
+    }
+
     /// One call: its entry, and its return when seen.
-    pub fn call(&self, out: &mut dyn Write, entry: &CallRecord, exit: Option<&CallRecord>) -> Result<(), CliError> {
-        let f = self.functions.get(entry.cookie as usize);
+    pub fn call(&self, out: &mut dyn Write, entry: &Call, exit: Option<&Call>) -> Result<(), CliError> {
+        let f = self.functions.get(entry.head.cookie as usize);
         let label = f.map_or("?", |f| f.label.as_str());
         let types = f.map(|f| f.types.as_slice()).unwrap_or(&[]);
-        // The argument's memory: from the entry, or read at return.
-        let at_return = types.iter().any(|t| t.at_return());
-        let holder = if at_return { exit } else { Some(entry) };
-        let mut text = holder.filter(|r| r.kind & TEXT_READ != 0).map(record_text);
-        // A string on a page the process had not touched: read again from
-        // outside while the process lives, and said so.
-        let late = match (&text, at_return) {
-            (Some(Err(_)), false) => reread(entry, types).map(|t| text = Some(Ok(t))).is_some(),
-            _ => false,
-        };
-        let truncated = matches!(text, Some(Ok((_, true))));
+        let mut late = false;
+        let texts: Vec<Option<Result<(String, bool), String>>> = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match t.reads_memory() {
+                true => self.arg_text(*t, i, entry, exit, &mut late),
+                false => None,
+            })
+            .collect();
+        let truncated: Vec<bool> = texts.iter().map(|t| matches!(t, Some(Ok((_, true))))).collect();
         let args: Vec<Value> = types
             .iter()
-            .zip(entry.args)
-            .map(|(t, raw)| value(*t, raw, text.as_ref()))
+            .zip(entry.head.args)
+            .zip(&texts)
+            .map(|((t, raw), text)| value(*t, raw, text.as_ref()))
             .collect();
         let (ret_value, ret_truncated) = match (exit, self.ret) {
             (Some(x), Some(t)) => {
-                let text = (x.kind & TEXT_READ != 0 && !at_return).then(|| record_text(x));
+                let text = x.text(TEXT_OF_RET).map(|text| shown_text(text, self.text_size, None));
                 let truncated = matches!(text, Some(Ok((_, true))));
-                (Some(value(t, x.args[0], text.as_ref())), truncated)
+                (Some(value(t, x.head.args[0], text.as_ref())), truncated)
             }
             _ => (None, false),
         };
-        let duration_ns = exit.map(|x| x.ts_ns.saturating_sub(entry.ts_ns));
-        let end = entry.comm.iter().position(|&b| b == 0).unwrap_or(16);
-        let comm = String::from_utf8_lossy(&entry.comm[..end]);
-        let frames = self.frames(entry);
+        let entry_head = &entry.head;
+        let exit_head = exit.map(|x| &x.head);
+        let duration_ns = exit_head.map(|x| x.ts_ns.saturating_sub(entry_head.ts_ns));
+        let end = entry_head.comm.iter().position(|&b| b == 0).unwrap_or(16);
+        let comm = String::from_utf8_lossy(&entry_head.comm[..end]);
+        let frames = self.frames(entry_head);
         if self.json {
             let line = Line {
-                ts_ns: entry.ts_ns,
-                pid: (entry.pid_tgid >> 32) as u32,
-                tid: entry.pid_tgid as u32,
+                ts_ns: entry_head.ts_ns,
+                pid: (entry_head.pid_tgid >> 32) as u32,
+                tid: entry_head.pid_tgid as u32,
                 comm: &comm,
                 function: label,
-                cookie: entry.cookie,
+                cookie: entry_head.cookie,
                 args,
                 ret: ret_value,
                 duration_ns,
-                truncated: truncated || ret_truncated,
+                truncated: truncated.iter().any(|t| *t) || ret_truncated,
                 late,
                 stack: frames,
             };
@@ -208,7 +289,12 @@ impl Printer {
             writeln!(out)?;
             return Ok(());
         }
-        let shown: Vec<String> = types.iter().zip(&args).map(|(t, v)| human(*t, v, truncated)).collect();
+        let shown: Vec<String> = types
+            .iter()
+            .zip(&args)
+            .zip(&truncated)
+            .map(|((t, v), cut)| human(*t, v, *cut))
+            .collect();
         let tail = match (self.ret, &ret_value, duration_ns) {
             (Some(t), Some(v), Some(d)) => {
                 format!(" = {} ({})", human(t, v, ret_truncated), crate::human::nanos(d))
@@ -224,9 +310,9 @@ impl Printer {
         writeln!(
             out,
             "{:>12.6} {:>7} {:>7} {:<16} {label}({}){tail}",
-            entry.ts_ns.saturating_sub(self.t0) as f64 / 1e9,
-            entry.pid_tgid >> 32,
-            entry.pid_tgid as u32,
+            entry_head.ts_ns.saturating_sub(self.t0) as f64 / 1e9,
+            entry_head.pid_tgid >> 32,
+            entry_head.pid_tgid as u32,
             crate::human::text(&comm),
             shown.join(", "),
         )?;

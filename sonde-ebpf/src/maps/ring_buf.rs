@@ -40,6 +40,20 @@ impl RingBuf {
         }
     }
 
+    /// Copies `data` into the ring buffer as one record of its length (5.8):
+    /// records whose size is known only at run time (built in a per-CPU
+    /// scratch buffer), where [`RingBuf::reserve`] needs a constant.
+    #[inline(always)]
+    pub fn output_bytes(&self, data: &[u8], flags: u64) -> Result<(), i64> {
+        // SAFETY: `data` is `data.len()` readable bytes.
+        let ret = unsafe { helpers::ringbuf_output(self.def.ptr(), data.as_ptr().cast(), data.len() as u64, flags) };
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(ret)
+        }
+    }
+
     /// Reserves room for one `T`, to fill in place and then submit or discard.
     /// `None` when the buffer is full.
     ///
