@@ -234,7 +234,7 @@ impl ByReader {
                 Some((map, known)) => {
                     let frames = match u32::try_from(key.value) {
                         Ok(id) => match map.get_build_ids(id)? {
-                            Some(f) => known.describe(&f),
+                            Some(f) => known.describe_with_caller(&f, key.value2),
                             None => vec!["[stack not captured]".into()],
                         },
                         Err(_) => vec!["[stack not captured]".into()],
@@ -357,11 +357,15 @@ fn run_by(common: &Common, by: ByKeys) -> Result<i32, CliError> {
         site,
         |n| vec![(Map::Counts, n.max(1))],
         |s| {
+            // Stacks at functions' first instructions: their callers at the
+            // stack pointer (not inside a USDT probe's function).
+            let entries = !s.functions().iter().any(|f| f.function.usdt.is_some());
             crate::session::update_settings(s.object(), |c| {
                 c.by_arg = arg;
                 c.by_kind = kind;
                 c.by_arg2 = arg2;
                 c.by_kind2 = kind2;
+                c.by_caller = u64::from(entries && by.has(By::Stack));
             })
         },
     )?;

@@ -103,6 +103,10 @@ pub struct CallRecord {
     pub texts: u32,
     /// The user stack's id in `STACKS` (`trace --stack`), or negative.
     pub stack_id: i64,
+    /// With the stack at a function's entry: the return address at the stack
+    /// pointer less the probed address (`caller - ip`, the same in every
+    /// process: see [`caller_frame`]), or 0.
+    pub caller_delta: u64,
     /// Per text: bytes read (a string's NUL included; some kernels count an
     /// empty string as 0); negative: the read failed (an errno), e.g. a bad
     /// pointer or a page not in memory yet.
@@ -257,7 +261,8 @@ pub struct TraceConfig {
     pub reads: [TextRead; TEXTS],
     /// 1 when the return value is read as a C string (it takes a text).
     pub text_ret: u32,
-    /// 1 when the user stack is captured (`--stack`).
+    /// 1 when the user stack is captured (`--stack`); 2 when also the caller
+    /// at the stack pointer (a probe at a function's first instruction).
     pub stack: u32,
     /// Texts the entry record carries (up to the last read at entry).
     pub entry_texts: u32,
@@ -445,6 +450,21 @@ pub struct Settings {
     pub usdt: u64,
     /// `sonde trace`: bytes of each string or buffer (1..=[`TEXT_MAX`]).
     pub text_size: u64,
+    /// `--by stack` at functions' first instructions: 1 keeps the caller at
+    /// the stack pointer in `ByKey::value2` (`caller - ip`).
+    pub by_caller: u64,
+}
+
+/// Stacks taken at a function's first instruction miss its direct caller:
+/// the kernel walks frame pointers, and the function has not pushed its own
+/// frame yet, so the walk goes from the caller's frame to the caller's caller.
+/// The program keeps the return address at the stack pointer as `caller - ip`;
+/// when the caller is in the probed function's own file (the common case),
+/// its file offset is frame 0's plus that: the same in every process, with
+/// no process maps needed after the process exits. `None` without a delta.
+#[cfg_attr(target_arch = "bpf", allow(dead_code))]
+pub fn caller_frame(frame0_offset: u64, delta: u64) -> Option<u64> {
+    (delta != 0).then(|| frame0_offset.wrapping_add(delta))
 }
 
 /// The section (and global-data map) holding [`Settings`].

@@ -80,27 +80,56 @@ impl Stacks {
             .collect()
     }
 
-    fn symbolize(&self, path: &Path, offset: u64) -> String {
-        let src = Source::Elf(Elf::new(path));
-        let file = path
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        match self.symbolizer.symbolize(&src, Input::FileOffset(&[offset][..])) {
-            Ok(syms) => match syms.first() {
-                Some(Symbolized::Sym(sym)) => {
-                    let mut s = format!("{}+{:#x}", sym.name, sym.offset);
-                    if let Some(ci) = &sym.code_info {
-                        match ci.line {
-                            Some(line) => s.push_str(&format!(" ({}:{line})", Path::new(&ci.file).display())),
-                            None => s.push_str(&format!(" ({})", Path::new(&ci.file).display())),
-                        }
-                    }
-                    s
-                }
-                _ => format!("[{file}]+{offset:#x}"),
-            },
-            Err(_) => format!("[{file}]+{offset:#x}"),
+    /// [`Stacks::describe`], with the direct caller put back when the
+    /// kernel's walk skipped it (a stack taken at a function's first
+    /// instruction; `caller_delta` as `record::caller_frame` says): only when
+    /// it lands on a function of the probed function's file, and only when
+    /// the walk's next frame is not it already.
+    pub fn describe_with_caller(&self, frames: &[BuildIdFrame], caller_delta: u64) -> Vec<String> {
+        let mut lines = self.describe(frames);
+        let Some(BuildIdFrame::Resolved { build_id, offset }) = frames.first() else {
+            return lines;
+        };
+        let (Some(path), Some(caller)) = (
+            self.files.get(&padded(build_id)),
+            crate::record::caller_frame(*offset, caller_delta),
+        ) else {
+            return lines;
+        };
+        let walked = matches!(frames.get(1), Some(BuildIdFrame::Resolved { build_id: b, offset: o })
+            if padded(b) == padded(build_id) && *o == caller);
+        if !walked {
+            if let Some(line) = self.symbol(path, caller) {
+                lines.insert(1, crate::human::text(&line));
+            }
         }
+        lines
+    }
+
+    fn symbolize(&self, path: &Path, offset: u64) -> String {
+        self.symbol(path, offset).unwrap_or_else(|| {
+            let file = path
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            format!("[{file}]+{offset:#x}")
+        })
+    }
+
+    /// `name+0xOFF (file:line)` of the function at `offset` of `path`, if one is.
+    fn symbol(&self, path: &Path, offset: u64) -> Option<String> {
+        let src = Source::Elf(Elf::new(path));
+        let syms = self.symbolizer.symbolize(&src, Input::FileOffset(&[offset][..])).ok()?;
+        let Some(Symbolized::Sym(sym)) = syms.first() else {
+            return None;
+        };
+        let mut s = format!("{}+{:#x}", sym.name, sym.offset);
+        if let Some(ci) = &sym.code_info {
+            match ci.line {
+                Some(line) => s.push_str(&format!(" ({}:{line})", Path::new(&ci.file).display())),
+                None => s.push_str(&format!(" ({})", Path::new(&ci.file).display())),
+            }
+        }
+        Some(s)
     }
 }
 

@@ -62,6 +62,7 @@ static mut SETTINGS: Settings = Settings {
     hist_step: 0,
     usdt: 0,
     text_size: 0,
+    by_caller: 0,
 };
 
 
@@ -426,6 +427,17 @@ fn key_text(text: &mut [u64; BY_TEXT / 8], p: u64) -> u64 {
     }
 }
 
+/// The return address at the stack pointer less the probed address (see
+/// `record::caller_frame`), 0 when unreadable.
+#[inline(always)]
+fn caller_delta(ctx: &ProbeContext) -> u64 {
+    // SAFETY: the helper checks the user address.
+    match unsafe { sonde_ebpf::helpers::probe_read_user(ctx.sp() as *const u64) } {
+        Ok(ret) => ret.wrapping_sub(ctx.ip()),
+        Err(_) => 0,
+    }
+}
+
 /// This hit's user stack id in `STACKS` (`u64::MAX`: not captured).
 #[inline(always)]
 fn stack_id(ctx: &ProbeContext) -> u64 {
@@ -493,7 +505,10 @@ fn count_ex(ctx: ProbeContext) -> u32 {
         args: call_args(&ctx, cookie),
         ret: 0,
     };
-    if let Some(key) = by_key(&hit, || ctx.comm(), || stack_id(&ctx)) {
+    if let Some(mut key) = by_key(&hit, || ctx.comm(), || stack_id(&ctx)) {
+        if key.kind as u64 == BY_STACK && setting!(by_caller) == 1 {
+            key.value2 = caller_delta(&ctx);
+        }
         by_add(&key);
         return 0;
     }
@@ -705,7 +720,7 @@ unsafe fn put_text(base: *mut u8, i: usize, size: usize, text: Text) {
 /// product), then [`finish`]. Every store is volatile: no `memset` for the
 /// verifier to refuse.
 #[inline(always)]
-fn begin(pid_tgid: u64, cookie: u64, kind: u32, args: &[u64; 6], comm: [u8; 16], stack_id: i64) -> Option<*mut u8> {
+fn begin(pid_tgid: u64, cookie: u64, kind: u32, args: &[u64; 6], comm: [u8; 16], stack: (i64, u64)) -> Option<*mut u8> {
     let base = SCRATCH.get_ptr_mut(0)?.cast::<u8>();
     let r = base.cast::<CallRecord>();
     // SAFETY: `base` is this CPU's scratch record, SCRATCH_BYTES long.
@@ -720,7 +735,8 @@ fn begin(pid_tgid: u64, cookie: u64, kind: u32, args: &[u64; 6], comm: [u8; 16],
             i += 1;
         }
         write_volatile(addr_of_mut!((*r).comm), comm);
-        write_volatile(addr_of_mut!((*r).stack_id), stack_id);
+        write_volatile(addr_of_mut!((*r).stack_id), stack.0);
+        write_volatile(addr_of_mut!((*r).caller_delta), stack.1);
         write_volatile(addr_of_mut!((*r).kind), kind);
     }
     Some(base)
@@ -846,12 +862,12 @@ fn trace(ctx: ProbeContext) -> u32 {
         };
         let _ = SAVED.insert(&key, &saved, 0);
     }
-    let stack_id = if config.stack == 1 {
-        STACKS.get_stackid(&ctx, BPF_F_USER_STACK).unwrap_or(-1)
-    } else {
-        -1
+    let stack = match config.stack {
+        0 => (-1, 0),
+        1 => (STACKS.get_stackid(&ctx, BPF_F_USER_STACK).unwrap_or(-1), 0),
+        _ => (STACKS.get_stackid(&ctx, BPF_F_USER_STACK).unwrap_or(-1), caller_delta(&ctx)),
     };
-    let Some(base) = begin(ctx.pid_tgid(), cookie, ENTRY, &args, ctx.comm(), stack_id) else {
+    let Some(base) = begin(ctx.pid_tgid(), cookie, ENTRY, &args, ctx.comm(), stack) else {
         return 0;
     };
     let size = text_size();
@@ -892,7 +908,7 @@ fn trace_ret(ctx: RetProbeContext) -> u32 {
     if setting!(filter) == 2 && !passes_at_return(cookie, pid_tgid, &ctx.comm(), ret) {
         return 0;
     }
-    let Some(base) = begin(pid_tgid, cookie, RETURN, &[ret, 0, 0, 0, 0, 0], ctx.comm(), -1) else {
+    let Some(base) = begin(pid_tgid, cookie, RETURN, &[ret, 0, 0, 0, 0, 0], ctx.comm(), (-1, 0)) else {
         return 0;
     };
     let size = text_size();

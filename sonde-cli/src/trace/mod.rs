@@ -112,6 +112,13 @@ fn start(
                     (t, _) => t,
                 })
                 .collect();
+            // At a function's first instruction its caller is at the stack
+            // pointer (a USDT probe sits inside a function).
+            let stack = match (stack, f.function.usdt.is_some()) {
+                (false, _) => 0,
+                (true, true) => 1,
+                (true, false) => 2,
+            };
             let settings = settings(&types, ret, stack)
                 .map_err(|e| CliError::new(format!("{}: {e}", crate::human::text(f.set.display_name(f.function)))))?;
             config.set(f.cookie as u32, &settings)?;
@@ -132,10 +139,10 @@ fn start(
 /// A function's settings for the program: which arguments' memory is read,
 /// how and when (in argument order, one text each); the return value's
 /// string (the next text); the stack.
-fn settings(types: &[ArgType], ret: Option<ArgType>, stack: bool) -> Result<TraceConfig, String> {
+fn settings(types: &[ArgType], ret: Option<ArgType>, stack: u32) -> Result<TraceConfig, String> {
     use crate::record::{LEN_ARG, LEN_CONST, LEN_RET, READ_BYTES, READ_BYTES_AT_RETURN, READ_STR, READ_STR_AT_RETURN};
     let mut config = TraceConfig {
-        stack: u32::from(stack),
+        stack,
         ..TraceConfig::default()
     };
     let mut texts = 0;

@@ -328,7 +328,7 @@ impl Printer {
             let mut known = known.borrow_mut();
             known.learn_pid((entry.pid_tgid >> 32) as u32);
             match u32::try_from(entry.stack_id).ok().map(|id| map.get_build_ids(id)) {
-                Some(Ok(Some(f))) => known.describe(&f),
+                Some(Ok(Some(f))) => known.describe_with_caller(&f, entry.caller_delta),
                 _ => vec!["[stack not captured]".to_string()],
             }
         })
