@@ -5,7 +5,7 @@
 //! | metric | type | labels |
 //! | --- | --- | --- |
 //! | `sonde_calls_total` | counter | `binary`, `function` |
-//! | `sonde_call_duration_seconds` | histogram (log2 buckets: 2^(b+1) ns, 1.024 µs to 68.7 s) | `binary`, `function` |
+//! | `sonde_call_duration_seconds` | histogram (four buckets per power of two: 2^o × (1 + q/4) ns, 640 ns to 68.7 s) | `binary`, `function` |
 //! | `sonde_untimed_calls` | gauge | `binary`, `function`: timed calls entered whose return was not seen (running now, or nested deeper than the kernel's 64 return probes) |
 //! | `sonde_probe_info` | gauge 1 | `binary`, `function`, `tier`, `session` |
 //! | `sonde_attach_errors_total` | counter | `binary` |
@@ -109,29 +109,44 @@ fn collect(agent: &Agent) -> Vec<Row> {
     rows
 }
 
-/// The exported buckets: `le` = 2^(b+1) ns for b in `LOW..=HIGH` (1.024 µs to
-/// 68.7 s), the same set for every series and scrape; faster calls count in
-/// the first, slower ones only in `+Inf`.
+/// The exported buckets: four per power of two, `le` = 2^o × (1 + q/4) ns for
+/// o in `LOW..=HIGH` and q in 1..=4 (640 ns to 68.7 s, 108 buckets and
+/// `+Inf`), the same set for every series and scrape; faster calls count in
+/// the first, slower ones only in `+Inf`. Each is two of the program's
+/// log-linear buckets (eight per power of two), so a bucket holds values
+/// within 25 % of each other and `histogram_quantile` stays within about
+/// 12 % (power-of-two buckets were up to 50 % off: a 20 ms tail read as 32 ms).
 const LOW: u32 = 9;
 const HIGH: u32 = 35;
+/// Exported buckets per power of two.
+const PER_OCTAVE: u32 = 4;
 
-/// A function's durations as exported: the log2 buckets folded into the
+/// A function's durations as exported: the log-linear buckets folded into the
 /// exported ones, the sum in seconds, the calls entered but never timed.
 fn histogram(d: &Durations) -> Histogram {
+    use crate::record::{latency_bucket_range, log2, SUBS};
     // Non-cumulative counts per exported bucket, +Inf last.
-    let mut counts = vec![0u64; (HIGH - LOW + 2) as usize];
+    let mut counts = vec![0u64; ((HIGH - LOW + 1) * PER_OCTAVE + 1) as usize];
+    let inf = counts.len() - 1;
     for &(b, n) in &d.buckets {
-        // A log-linear bucket lies inside one power of two: its octave.
-        let octave = crate::record::log2(crate::record::latency_bucket_range(b).0);
+        // A log-linear bucket lies inside one power of two, in one of its
+        // eight sub-buckets: two make an exported quarter.
+        let (low, _) = latency_bucket_range(b);
+        let octave = log2(low);
         let i = if octave > HIGH {
-            counts.len() - 1
+            inf
+        } else if octave < LOW {
+            0
         } else {
-            octave.saturating_sub(LOW) as usize
+            let sub = ((low >> (octave - crate::record::SUB_BITS)) as u32) & (SUBS - 1);
+            ((octave - LOW) * PER_OCTAVE + sub / (SUBS / PER_OCTAVE)) as usize
         };
         counts[i] += n;
     }
     let buckets = (LOW..=HIGH)
-        .map(|o| 2f64.powi(o as i32 + 1) / 1e9)
+        .flat_map(|o| {
+            (1..=PER_OCTAVE).map(move |q| 2f64.powi(o as i32) * (1.0 + f64::from(q) / f64::from(PER_OCTAVE)) / 1e9)
+        })
         .chain([f64::MAX])
         .zip(counts)
         .collect();
@@ -164,7 +179,7 @@ impl Collector for AgentCollector {
         {
             let mut duration = encoder.encode_descriptor(
                 "sonde_call_duration",
-                "Time from entry to return of the probed function (log2 buckets).",
+                "Time from entry to return of the probed function (four buckets per power of two).",
                 Some(&Unit::Seconds),
                 MetricType::Histogram,
             )?;
@@ -322,6 +337,28 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exported_buckets_hold_values_within_a_quarter_octave() {
+        use crate::record::latency_bucket;
+        for ns in [700u64, 10_000_000, 20_000_000, 50_000_000, 60_000_000_000] {
+            let d = Durations {
+                buckets: vec![(latency_bucket(ns), 3)],
+                min_ns: ns,
+                max_ns: ns,
+                sum_ns: 3 * ns,
+                entered: 3,
+            };
+            let h = histogram(&d);
+            assert_eq!(h.buckets.len(), 27 * 4 + 1);
+            let i = h.buckets.iter().position(|(_, n)| *n == 3).expect("a bucket");
+            let le = h.buckets[i].0 * 1e9;
+            let below = if i == 0 { 0.0 } else { h.buckets[i - 1].0 * 1e9 };
+            // The value lies in (below, le], a quarter octave wide.
+            assert!(below < ns as f64 && ns as f64 <= le, "{ns}: ({below}, {le}]");
+            assert!(i == 0 || le / below <= 1.25 + 1e-9, "{ns}: ({below}, {le}]");
+        }
+    }
 
     #[test]
     fn label_values_are_escaped() {
