@@ -69,6 +69,13 @@ fn main() {
         .arg(src.join("stack.c"))
         .arg("-o")
         .arg(o("fixture-stack")));
+    // The same built as Ubuntu and Fedora build everything (CET): every
+    // function starts with endbr64, then push %rbp.
+    run(gcc()
+        .args(["-fPIE", "-pie", "-fno-omit-frame-pointer", "-fcf-protection=full"])
+        .arg(src.join("stack.c"))
+        .arg("-o")
+        .arg(o("fixture-cet")));
     run(gcc()
         .args(["-fPIE", "-pie", "-pthread"])
         .arg(src.join("sleeper.c"))

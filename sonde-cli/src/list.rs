@@ -15,6 +15,8 @@ struct Listed<'a> {
     cookie: u64,
     address: u64,
     file_offset: u64,
+    /// Where its probes go: `file_offset`, or 4 bytes on past an `endbr64`.
+    probe_offset: u64,
     size: u64,
     ifunc: bool,
     /// For an ifunc: the implementation probed instead of its resolver.
@@ -55,6 +57,7 @@ pub fn list(target: &str, patterns: &[String], pid: Option<u32>, json: bool) -> 
                     cookie: first_cookie + f.cookie,
                     address: f.symbol.address,
                     file_offset: f.file_offset,
+                    probe_offset: f.probe_offset(),
                     size: f.symbol.size,
                     ifunc: f.symbol.ifunc,
                     implementation: f.implementation.as_ref().map(|m| m.label()),
@@ -86,6 +89,10 @@ pub fn list(target: &str, patterns: &[String], pid: Option<u32>, json: bool) -> 
                     (None, true) => {
                         "  [ifunc resolver: runs once per binding; implementation unknown here]".to_string()
                     }
+                    (None, false) if f.entry_skip > 0 => format!(
+                        "  [probed at +{} on its push, past endbr64: one trap a hit, not two]",
+                        f.entry_skip
+                    ),
                     (None, false) => String::new(),
                 };
                 // The size of what is probed: the implementation's for an ifunc.

@@ -340,3 +340,89 @@ fn usdt_probes_count_and_read_their_arguments_on_every_tier() {
         assert!(n > 10, "python3 imports json through many functions: {n}");
     }
 }
+
+/// #26: a function built with CET starts with `endbr64`, which the kernel
+/// single-steps out of line (a second trap per hit); its entry probe goes on
+/// the `push` after it, which the kernel emulates. `list` says where, and the
+/// data is what the entry gives: counts, return values, stacks (frame 0 at
+/// +4), on every tier; a function without `endbr64` keeps its entry.
+#[test]
+fn an_endbr64_entry_is_probed_on_its_push_with_the_same_data() {
+    let _s = serial();
+    require_root();
+    let (cet, plain) = (fixture_arg("fixture-cet"), fixture_arg("fixture-stack"));
+    let placed = |binary: &str| -> Vec<u64> {
+        let (code, out, err) = sonde(&["list", "--json", binary, "stack_*"]);
+        assert_eq!(code, 0, "{err}");
+        json(&out)["functions"]
+            .as_array()
+            .expect("functions")
+            .iter()
+            .map(|f| f["probe_offset"].as_u64().unwrap_or(0) - f["file_offset"].as_u64().unwrap_or(0))
+            .collect()
+    };
+    // stack_leaf (a leaf: endbr64; lea; ret) keeps its entry; the others
+    // (endbr64; push %rbp) are probed past the endbr64.
+    assert_eq!(placed(&cet), [0, 4, 4]);
+    assert_eq!(placed(&plain), [0, 0, 0], "push %rbp first: the entry");
+    let (code, out, _) = sonde(&["list", &cet, "stack_inner"]);
+    assert!(
+        code == 0 && out.contains("probed at +4 on its push, past endbr64"),
+        "{out}"
+    );
+    for tier in Tier::ALL.into_iter().filter(|t| tier_supported(*t)) {
+        let (code, out, err) = sonde(&["count", "--json", "--tier", tier.name(), &cet, "stack_*", "--", &cet]);
+        assert_eq!(code, 0, "{tier}: {err}");
+        let mut counts: Vec<(String, u64)> = json(&out)["functions"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|f| {
+                (
+                    f["name"].as_str().unwrap_or("").to_string(),
+                    f["count"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        counts.sort();
+        assert_eq!(
+            counts,
+            [("stack_inner", 3), ("stack_leaf", 3), ("stack_outer", 3)].map(|(n, c)| (n.to_string(), c)),
+            "{tier}"
+        );
+        // stack_inner(x) = 2 (x + 1) for x in 0..3; its stack from the push on.
+        let (code, out, err) = sonde(&[
+            "trace",
+            "--json",
+            "--tier",
+            tier.name(),
+            "--args",
+            "i",
+            "--ret",
+            "i",
+            "--stack",
+            &cet,
+            "stack_inner",
+            "--",
+            &cet,
+        ]);
+        assert_eq!(code, 0, "{tier}: {err}");
+        let lines = json_lines(&out);
+        let calls: Vec<(i64, i64)> = lines
+            .iter()
+            .map(|l| (l["args"][0].as_i64().unwrap_or(-1), l["ret"].as_i64().unwrap_or(-1)))
+            .collect();
+        assert_eq!(calls, [(0, 2), (1, 4), (2, 6)], "{tier}: {out}");
+        for l in &lines {
+            let frames: Vec<&str> = l["stack"]
+                .as_array()
+                .expect("stack")
+                .iter()
+                .map(|f| f.as_str().unwrap_or(""))
+                .collect();
+            assert!(frames[0].starts_with("stack_inner+0x4 "), "{tier}: {frames:?}");
+            let names: Vec<&str> = frames.iter().map(|f| f.split('+').next().unwrap_or("")).collect();
+            assert_eq!(names[..3], ["stack_inner", "stack_outer", "main"], "{tier}: {frames:?}");
+        }
+    }
+}

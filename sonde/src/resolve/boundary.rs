@@ -1,7 +1,7 @@
 //! Instruction boundaries: a uprobe placed inside an instruction corrupts it, so
 //! on x86-64 an offset into a function must be where an instruction starts.
 
-use iced_x86::{Decoder, DecoderOptions};
+use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind};
 
 /// Whether `offset` is an instruction boundary of the x86-64 code `code`
 /// (a function's bytes from its entry), decoding linearly from the entry.
@@ -27,6 +27,49 @@ pub(crate) fn check_x86_64(code: &[u8], address: u64, offset: u64) -> Result<(),
         return Ok(());
     }
     Err(last)
+}
+
+/// `endbr64`: the first instruction of every function built with
+/// `-fcf-protection` (Ubuntu's and Fedora's default). The kernel single-steps
+/// it out of line, a second trap per hit.
+const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
+
+/// Bytes an entry probe skips at the start of `code` (a function's whole body,
+/// at `address`): 4 when the function starts with `endbr64` (which changes
+/// nothing a probe can observe: no register, flag, stack or memory) followed
+/// by a `push` of a register (which the kernel emulates, one trap per hit
+/// instead of two), and no branch of the function lands after the entry and
+/// at or before the push (a loop back to it would be counted as a call);
+/// otherwise 0. A function with an indirect jump (a jump table: its targets
+/// are not in the code) keeps its entry.
+pub(crate) fn entry_skip_x86_64(code: &[u8], address: u64) -> u64 {
+    let Some(rest) = code.strip_prefix(&ENDBR64) else {
+        return 0;
+    };
+    if !matches!(rest, [0x50..=0x57, ..] | [0x41, 0x50..=0x57, ..]) {
+        return 0;
+    }
+    let landing = address + 1..=address + ENDBR64.len() as u64;
+    let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
+    let mut insn = iced_x86::Instruction::default();
+    while decoder.can_decode() {
+        decoder.decode_out(&mut insn);
+        if insn.is_invalid() {
+            return 0;
+        }
+        // Direct branches (jmp, jcc, call, loop, jrcxz) carry their target.
+        let direct = matches!(
+            insn.op0_kind(),
+            OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
+        );
+        if direct && landing.contains(&insn.near_branch_target()) {
+            return 0;
+        }
+        if !direct && insn.mnemonic() == Mnemonic::Jmp {
+            return 0;
+        }
+    }
+    ENDBR64.len() as u64
 }
 
 /// Why the kernel's x86-64 uprobe code would refuse the instruction at the
@@ -121,6 +164,36 @@ mod tests {
         // Past the bytes given: not proven, refused.
         assert_eq!(check_x86_64(&code, 0x1000, 11), Err(10));
         assert_eq!(check_x86_64(&[], 0x1000, 3), Err(0));
+    }
+
+    #[test]
+    fn endbr64_is_skipped_only_before_an_emulated_push_no_branch_reaches() {
+        // endbr64; push %rbp; mov %rsp,%rbp; pop %rbp; ret
+        let plain = [0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0x48, 0x89, 0xe5, 0x5d, 0xc3];
+        assert_eq!(entry_skip_x86_64(&plain, 0x1000), 4);
+        // endbr64; push %r12; ret
+        assert_eq!(
+            entry_skip_x86_64(&[0xf3, 0x0f, 0x1e, 0xfa, 0x41, 0x54, 0xc3], 0x1000),
+            4
+        );
+        // endbr64; mov %edi,%eax (single-stepped either way); ret
+        assert_eq!(
+            entry_skip_x86_64(&[0xf3, 0x0f, 0x1e, 0xfa, 0x89, 0xf8, 0xc3], 0x1000),
+            0
+        );
+        // No endbr64.
+        assert_eq!(entry_skip_x86_64(&[0x55, 0x48, 0x89, 0xe5, 0x5d, 0xc3], 0x1000), 0);
+        // endbr64; push %rbp; jmp back to the push (jmp rel8 -3 from 0x1007).
+        let loops = [0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0xeb, 0xfd, 0xc3];
+        assert_eq!(entry_skip_x86_64(&loops, 0x1000), 0);
+        // endbr64; push %rbp; jmp *%rax (a jump table).
+        assert_eq!(
+            entry_skip_x86_64(&[0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0xff, 0xe0], 0x1000),
+            0
+        );
+        // A branch to the entry itself is a call like any other.
+        let recursive = [0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0xe8, 0xf6, 0xff, 0xff, 0xff, 0x5d, 0xc3];
+        assert_eq!(entry_skip_x86_64(&recursive, 0x1000), 4);
     }
 
     #[test]

@@ -341,6 +341,22 @@ impl SymbolTable {
         super::boundary::refusal_x86_64(self.bytes_at(offset, 16)?)
     }
 
+    /// Bytes an entry probe at `offset` skips (a function of `size` bytes):
+    /// 4 past an `endbr64` before an emulated `push` that no branch reaches
+    /// (x86-64: one trap per hit instead of two), else 0.
+    pub(crate) fn entry_skip_at(&self, offset: u64, size: u64) -> u64 {
+        if !cfg!(target_arch = "x86_64") || size == 0 {
+            return 0;
+        }
+        let Some(address) = self.code_address_of(offset) else {
+            return 0;
+        };
+        match self.bytes_at(offset, size) {
+            Some(code) => super::boundary::entry_skip_x86_64(code, address),
+            None => 0,
+        }
+    }
+
     /// Every defined function, one per address.
     pub fn functions(&self) -> &[FunctionSymbol] {
         &self.functions

@@ -183,12 +183,18 @@ impl Functions {
                 } else {
                     None
                 };
+                // An ifunc's implementation keeps its entry (its size may be unknown).
+                let entry_skip = match implementation {
+                    Some(_) => 0,
+                    None => table.entry_skip_at(f.file_offset, f.size),
+                };
                 FunctionMatch {
                     cookie: cookie as u64,
                     name: f.name.clone(),
                     index: i,
                     symbol: f.clone(),
                     file_offset: implementation.as_ref().map_or(f.file_offset, |m| m.file_offset),
+                    entry_skip,
                     implementation,
                     usdt: None,
                 }
@@ -276,6 +282,7 @@ impl Functions {
                         ifunc: false,
                     },
                     file_offset: u.file_offset,
+                    entry_skip: 0,
                     implementation: None,
                     usdt: Some(u.clone()),
                     index: usize::MAX,
