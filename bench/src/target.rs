@@ -18,16 +18,21 @@ pub enum Prologue {
     Nop5,
     /// `mov sink(%rip), %eax`: RIP-relative, single-stepped out of line.
     Mov,
+    /// `endbr64` then `push %rbp`: how every function of a CET build
+    /// (`-fcf-protection`, Ubuntu's and Fedora's default) begins. `endbr64` is
+    /// single-stepped; sonde probes the `push` after it.
+    Endbr64,
 }
 
 impl Prologue {
-    pub const ALL: [Prologue; 3] = [Prologue::PushRbp, Prologue::Nop5, Prologue::Mov];
+    pub const ALL: [Prologue; 4] = [Prologue::PushRbp, Prologue::Nop5, Prologue::Mov, Prologue::Endbr64];
 
     pub fn name(self) -> &'static str {
         match self {
             Prologue::PushRbp => "push %rbp",
             Prologue::Nop5 => "nop5",
             Prologue::Mov => "mov",
+            Prologue::Endbr64 => "endbr64; push %rbp",
         }
     }
 
@@ -36,7 +41,14 @@ impl Prologue {
             Prologue::PushRbp => "fp",
             Prologue::Nop5 => "nop5",
             Prologue::Mov => "mov",
+            Prologue::Endbr64 => "endbr64",
         }
+    }
+
+    /// Whether the kernel single-steps the first instruction (a second trap
+    /// per hit: fewer calls are measured).
+    pub fn single_stepped(self) -> bool {
+        matches!(self, Prologue::Mov | Prologue::Endbr64)
     }
 
     /// The function body in AT&T syntax (`{i}` is the function's number).
@@ -47,6 +59,9 @@ impl Prologue {
             // Spelled as bytes: the assembler shortens `nopl 0x0(%rax,%rax,1)`.
             Prologue::Nop5 => format!(".byte 0x0f, 0x1f, 0x44, 0x00, 0x00\\n {work} ret\\n"),
             Prologue::Mov => format!("{work} ret\\n"),
+            Prologue::Endbr64 => {
+                format!(".byte 0xf3, 0x0f, 0x1e, 0xfa\\n pushq %rbp\\n movq %rsp, %rbp\\n {work} popq %rbp\\n ret\\n")
+            }
         }
     }
 
@@ -56,6 +71,7 @@ impl Prologue {
             Prologue::PushRbp => &[0x55],
             Prologue::Nop5 => &[0x0f, 0x1f, 0x44, 0x00, 0x00],
             Prologue::Mov => &[0x8b, 0x05],
+            Prologue::Endbr64 => &[0xf3, 0x0f, 0x1e, 0xfa, 0x55],
         }
     }
 }

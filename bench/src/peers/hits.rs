@@ -15,9 +15,28 @@ pub(crate) fn per_hit(runs: usize, calls: u64, dir: &Path) -> Result<Vec<Figure>
     let mut out = Vec::new();
     for prologue in Prologue::ALL {
         // A single-stepped entry costs ~10 µs a hit in a VM: fewer calls.
-        let calls = if prologue == Prologue::Mov { calls / 10 } else { calls }.max(1000);
+        let calls = if prologue.single_stepped() { calls / 10 } else { calls }.max(1000);
         let exe = target::build(dir, 10, prologue)?;
         let f0 = crate::sites::resolve_numbered(&exe)?.into_iter().next().context("f0")?;
+        // The peers probe the symbol's address, as they do when given a name;
+        // sonde where it places the probe (past an endbr64: checked here).
+        let entry = sonde::Functions::in_binary(&exe)
+            .pattern("f0")
+            .resolve()?
+            .iter()
+            .next()
+            .context("f0")?
+            .file_offset;
+        let skip = if prologue == Prologue::Endbr64 { 4 } else { 0 };
+        if f0.offset != entry + skip {
+            return Err(anyhow!(
+                "{}: sonde probes f0 at {:#x}, not {:#x} ({}): refusing to report a per-hit figure",
+                exe.display(),
+                f0.offset,
+                entry + skip,
+                prologue.name()
+            ));
+        }
         let mut unprobed = Vec::new();
         let s = interleaved(runs, |lib| {
             unprobed.push(Running::spawn(&exe, calls, 0, 0)?.go()? as f64 / calls as f64);
@@ -37,7 +56,7 @@ pub(crate) fn per_hit(runs: usize, calls: u64, dir: &Path) -> Result<Vec<Figure>
                     let obj = libbpf_object(1, "count_multi")?;
                     let p = libbpf_prog(&obj, "count_multi")?;
                     let opts = libbpf_rs::UprobeMultiOpts {
-                        offsets: vec![f0.offset as usize],
+                        offsets: vec![entry as usize],
                         cookies: vec![0],
                         ..Default::default()
                     };
@@ -50,7 +69,7 @@ pub(crate) fn per_hit(runs: usize, calls: u64, dir: &Path) -> Result<Vec<Figure>
                     let mut ebpf = aya_object(1)?;
                     let p = aya_prog(&mut ebpf)?;
                     let point = UProbeAttachPoint {
-                        location: UProbeAttachLocation::AbsoluteOffset(f0.offset),
+                        location: UProbeAttachLocation::AbsoluteOffset(entry),
                         cookie: Some(0),
                     };
                     let scope =
