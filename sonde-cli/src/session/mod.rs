@@ -303,7 +303,23 @@ impl Session {
     /// second or more, sonde says so, and a second Ctrl-C leaves the rest to a
     /// background process so sonde exits at once.
     pub fn close(self) {
-        let Session { mut job, stop, .. } = self;
+        let Session {
+            mut job, stop, _follow, ..
+        } = self;
+        // Every close of a tracepoint or uprobe link waits for the kernel (an
+        // RCU grace period, ~60 ms here); closed side by side, the waits
+        // overlap: the follow tracepoints close on their own threads while the
+        // probes detach (measured: 150 ms of closes at exit became ~60).
+        std::thread::scope(|scope| {
+            for link in _follow {
+                scope.spawn(move || drop(link));
+            }
+            Self::detach_all(&mut job, &stop);
+        });
+    }
+
+    /// Detaches every attachment of `job` (see [`Session::close`]).
+    fn detach_all(job: &mut Job, stop: &AtomicBool) {
         let attachments = job.take_attachments();
         let estimate: Duration = attachments.iter().map(|a| a.plan().detach_estimate).sum();
         if estimate < Duration::from_secs(1) || attachments.iter().all(|a| !a.tier().per_target()) {
