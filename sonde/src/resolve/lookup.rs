@@ -8,8 +8,8 @@ use super::names::{self, Pattern};
 use super::{FunctionSymbol, SymbolTable, TargetError};
 
 impl SymbolTable {
-    /// Indices of the functions named (or aliased) `name`.
-    fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = usize> + 'a {
+    /// Indices of the functions named (or aliased) `name`: a hash lookup.
+    pub(super) fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = usize> + 'a {
         let h = name_hash(name);
         let start = self.by_name_more.partition_point(|&(x, _)| x < h);
         let more = self.by_name_more[start..]

@@ -97,41 +97,45 @@ impl Functions {
         let mut seen = vec![false; table.functions().len()];
         for text in self.patterns.iter().filter(|p| !is_usdt(p)) {
             let glob = Pattern::is_glob_text(text);
-            let hits: Vec<usize> =
-                if glob {
-                    table
-                        .matching(&Pattern::new(text)?)
-                        .into_iter()
-                        .map(|(i, _)| i)
-                        .collect()
-                } else {
-                    // An exact name: one lookup (versions, aliases, demangled names);
-                    // a C++ name without parameters selects its overloads.
-                    match table.function_index(text) {
-                        // Every unversioned symbol of that name: two `static`
-                        // functions of one name are two sites, both asked for.
-                        Ok(i) => {
-                            let all = table.functions();
-                            let f = &all[i];
-                            let mut v = vec![i];
-                            if f.version.is_none() {
-                                v.extend(all.iter().enumerate().filter_map(|(j, g)| {
-                                    (j != i && g.name == f.name && g.version.is_none()).then_some(j)
-                                }));
-                            }
-                            v
+            let hits: Vec<usize> = if glob {
+                table
+                    .matching(&Pattern::new(text)?)
+                    .into_iter()
+                    .map(|(i, _)| i)
+                    .collect()
+            } else {
+                // An exact name: one lookup (versions, aliases, demangled names);
+                // a C++ name without parameters selects its overloads.
+                match table.function_index(text) {
+                    // Every unversioned symbol of that name: two `static`
+                    // functions of one name are two sites, both asked for.
+                    Ok(i) => {
+                        let all = table.functions();
+                        let f = &all[i];
+                        let mut v = vec![i];
+                        if f.version.is_none() {
+                            // Through the name index: a scan of every function
+                            // per name made 3,000 names of a 100k-function
+                            // library take 18 s.
+                            v.extend(
+                                table
+                                    .named(&f.name)
+                                    .filter(|&j| j != i && all[j].name == f.name && all[j].version.is_none()),
+                            );
                         }
-                        Err(e @ TargetError::NoSymbol { .. }) => {
-                            let pattern = Pattern::new(text)?;
-                            let overloads: Vec<usize> = table.matching(&pattern).into_iter().map(|(i, _)| i).collect();
-                            if overloads.is_empty() {
-                                return Err(e);
-                            }
-                            overloads
-                        }
-                        Err(e) => return Err(e),
+                        v
                     }
-                };
+                    Err(e @ TargetError::NoSymbol { .. }) => {
+                        let pattern = Pattern::new(text)?;
+                        let overloads: Vec<usize> = table.matching(&pattern).into_iter().map(|(i, _)| i).collect();
+                        if overloads.is_empty() {
+                            return Err(e);
+                        }
+                        overloads
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             if hits.is_empty() {
                 return Err(TargetError::NoMatch {
                     pattern: text.clone(),
