@@ -198,7 +198,11 @@ fn go_programs_never_get_a_return_probe() {
     // probing after the prologue).
     let grow = count("main.grow").unwrap_or(0);
     assert!((4 * 2001..4 * 2001 + 200).contains(&grow), "{report}");
-    assert_eq!(count("main.nap"), Some(4), "{report}");
+    // nap runs first on each goroutine's fresh stack, whose size Go adapts at
+    // run time: its stack check may grow it once, re-entering nap (seen once
+    // in 5 on the loaded 5.10 guest): at most once per goroutine.
+    let nap = count("main.nap").unwrap_or(0);
+    assert!((4..=8).contains(&nap), "{report}");
 }
 
 #[test]
