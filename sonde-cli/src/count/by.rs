@@ -17,7 +17,7 @@ use crate::report::FunctionId;
 use crate::session::{report_output, Session};
 
 /// One `--by` row: the function, its key and its calls.
-#[derive(Serialize)]
+#[derive(Serialize, Clone)]
 struct ByRow {
     #[serde(flatten)]
     id: FunctionId,
@@ -233,7 +233,8 @@ pub(super) fn run_by(common: &Common, by: ByKeys) -> Result<i32, CliError> {
             start_s: last,
             end_s: seconds,
         };
-        let again = reader.rows()?;
+        // The same read as the totals: a second read could count calls made since.
+        let again = rows.clone();
         print_by_interval(
             &mut report_output(common)?,
             common.json,
