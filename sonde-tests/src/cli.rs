@@ -65,7 +65,9 @@ pub fn owned(pairs: &[(&str, u64)]) -> Vec<(String, u64)> {
     pairs.iter().map(|(n, c)| (n.to_string(), *c)).collect()
 }
 
+/// No `sonde_` tracefs entry, once the detaches handed to background processes are done.
 pub fn no_tracefs_entries_left() {
+    crate::wait_for_detach_workers();
     let entries = sonde::inspect::tracefs_uprobes();
     assert!(
         !entries.iter().any(|e| e.contains("sonde_")),

@@ -252,9 +252,31 @@ pub fn fixture_arg(name: &str) -> String {
     fixtures().join(name).to_string_lossy().into_owned()
 }
 
-/// How many BPF links the kernel holds now.
+/// How many BPF links the kernel holds once every detach handed to a
+/// background process (`sonde-detach`, ~0.1 s per per-target link) is done.
 pub fn link_count() -> usize {
+    wait_for_detach_workers();
     sonde::inspect::links().expect("links").len()
+}
+
+/// Waits (at most 60 s) until no `sonde-detach` process is at work: a detach
+/// handed off ends in the kernel's time, after the process that handed it off.
+pub fn wait_for_detach_workers() {
+    let workers: Vec<u32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == "sonde-detach")
+        })
+        .collect();
+    for pid in workers {
+        assert!(
+            wait_exited(pid, std::time::Duration::from_secs(60)),
+            "detach process {pid} still at work after 60 s"
+        );
+    }
 }
 
 /// The `sonde` command (`SONDE_BIN` overrides; built by `cargo build -p sonde-cli`,
@@ -343,4 +365,23 @@ pub fn finish_within(
     let mut rest = String::new();
     let _ = err.read_to_string(&mut rest);
     (status.code(), out, rest)
+}
+
+/// Waits until process `pid` has exited (gone, or a zombie nobody reaped yet),
+/// at most `limit`; returns whether it did.
+pub fn wait_exited(pid: u32, limit: std::time::Duration) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next().map(str::to_string))
+        });
+        if state.as_deref().is_none_or(|s| s == "Z" || s == "X") {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

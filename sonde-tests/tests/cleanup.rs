@@ -204,3 +204,60 @@ fn missing_symbol_and_binary_are_named_and_nothing_stays() {
     assert_eq!(probe.loaded().count(), 0, "nothing loaded for unresolvable targets");
     assert_eq!(open_fds(), before, "no descriptor leaked");
 }
+
+/// A detach handed to a background process: once that process is done, the
+/// kernel calls the program no more (a second run of the binary counts nothing:
+/// so this process kept no copy of a link), no link and no tracefs entry
+/// remain, and this process holds no descriptor more than before. On every per-target tier,
+/// where the kernel's wait is long (and on multi, where it is short).
+#[test]
+fn a_detach_handed_off_leaves_nothing_once_its_process_is_done() {
+    let _s = serial();
+    require_root();
+    let dir = std::env::temp_dir().join(format!("sonde-handoff-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    // A copy of its own: probes on it are system-wide, and no other test runs it.
+    let app = dir.join("target-app");
+    std::fs::copy(target_app(), &app).expect("copy target-app");
+    let cookies = [11, 12, 13, 14];
+    for tier in sonde::Tier::ALL {
+        if !tier_supported(tier) {
+            continue;
+        }
+        let fds = open_fds();
+        let mut object = sonde::Object::load(PROBES).expect("load");
+        let targets: Vec<sonde::Target> = FUNCTIONS
+            .iter()
+            .zip(cookies)
+            .map(|((name, _), c)| sonde::Target::symbol(&app, *name).cookie(c))
+            .collect();
+        let attachment = object
+            .uprobe("count_calls")
+            .expect("program")
+            .attach(&targets, &sonde::AttachOptions::default().tier(tier))
+            .unwrap_or_else(|e| panic!("attach on {tier}: {e}"));
+        let ids = prog_ids(&attachment);
+        let entries = attachment.tracefs_events();
+        Waiting::spawn_path(&app, &["abcdabcaabbd"]).run();
+        let want = expected_counts("abcdabcaabbd", &cookies);
+        assert_eq!(counts(&object, "COUNTS"), want, "on {tier}");
+        let pid = attachment.hand_off().expect("hand off").expect("something to detach");
+        assert!(
+            wait_exited(pid, std::time::Duration::from_secs(30)),
+            "the detach process {pid} ({tier}) is still running after 30 s"
+        );
+        Waiting::spawn_path(&app, &["abcdabcaabbd"]).run();
+        assert_eq!(counts(&object, "COUNTS"), want, "{tier}: nothing counted once detached");
+        drop(object);
+        assert_eq!(open_fds(), fds, "{tier}: every descriptor closed");
+        assert!(links_of(&ids).is_empty(), "{tier}: links left {:?}", links_of(&ids));
+        let events = sonde::inspect::tracefs_uprobes();
+        for e in &entries {
+            assert!(
+                !events.iter().any(|l| l.contains(e.as_str())),
+                "{tier}: {e} left in uprobe_events"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

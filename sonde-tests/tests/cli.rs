@@ -7,13 +7,13 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 use sonde::Tier;
 use sonde_tests::cli::*;
-use sonde_tests::{fixture_arg, fixtures, require_root, sonde_bin, spawn_fixture, tier_supported};
+use sonde_tests::{fixture_arg, fixtures, link_count, require_root, sonde_bin, spawn_fixture, tier_supported};
 
 #[test]
 fn count_with_a_command_gives_exact_counts_on_every_tier() {
     let _s = serial();
     require_root();
-    let before = sonde::inspect::links().expect("links").len();
+    let before = link_count();
     let pie = fixture_arg("fixture-pie");
     let (code, out, err) = sonde(&["count", "--json", &pie, "fx_*", "--", &pie]);
     assert_eq!(code, 0, "{err}");
@@ -44,11 +44,7 @@ fn count_with_a_command_gives_exact_counts_on_every_tier() {
         "the default version is the one called"
     );
     assert_eq!(report["functions"][1]["version"], "VER_1");
-    assert_eq!(
-        sonde::inspect::links().expect("links").len(),
-        before,
-        "every link detached"
-    );
+    assert_eq!(link_count(), before, "every link detached");
     no_tracefs_entries_left();
 }
 
@@ -56,7 +52,7 @@ fn count_with_a_command_gives_exact_counts_on_every_tier() {
 fn sigint_mid_run_prints_the_summary_and_leaves_nothing_attached() {
     let _s = serial();
     require_root();
-    let before = sonde::inspect::links().expect("links").len();
+    let before = link_count();
     // Every process (with -p, sonde would end by itself when the process exits).
     let app = spawn_fixture("fixture-pie");
     let mut child = Command::new(sonde_bin())
@@ -66,10 +62,7 @@ fn sigint_mid_run_prints_the_summary_and_leaves_nothing_attached() {
         .spawn()
         .expect("spawn sonde");
     let (_, mut err) = until_attached(&mut child);
-    assert!(
-        sonde::inspect::links().expect("links").len() > before
-            || sonde::Features::current().kernel_release.starts_with("5.")
-    );
+    assert!(link_count() > before || sonde::Features::current().kernel_release.starts_with("5."));
     app.run();
     // SAFETY: signals our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -85,7 +78,7 @@ fn sigint_mid_run_prints_the_summary_and_leaves_nothing_attached() {
     let _ = err.read_to_string(&mut rest);
     assert_eq!(status.code(), Some(130), "{rest}");
     assert_eq!(counts(&json(&out)), owned(&FX_COUNTS));
-    assert_eq!(sonde::inspect::links().expect("links").len(), before);
+    assert_eq!(link_count(), before);
     no_tracefs_entries_left();
 }
 
@@ -93,7 +86,7 @@ fn sigint_mid_run_prints_the_summary_and_leaves_nothing_attached() {
 fn list_and_features_report_without_attaching() {
     let _s = serial();
     require_root();
-    let before = sonde::inspect::links().expect("links").len();
+    let before = link_count();
     let (code, out, _) = sonde(&["list", "--json", &fixture_arg("fixture-cpp"), "geo::Shape::*"]);
     assert_eq!(code, 0);
     let v = json(&out);
@@ -132,14 +125,14 @@ fn list_and_features_report_without_attaching() {
     let native = f.has(sonde::Feature::UprobeSession) && f.has(sonde::Feature::UprobeMulti);
     assert_eq!(v["features"]["uprobe_session"], f.has(sonde::Feature::UprobeSession));
     assert_eq!(v["sessions"], if native { "native" } else { "emulated" });
-    assert_eq!(sonde::inspect::links().expect("links").len(), before);
+    assert_eq!(link_count(), before);
 }
 
 #[test]
 fn errors_name_the_problem_exit_non_zero_and_leave_nothing() {
     let _s = serial();
     require_root();
-    let before = sonde::inspect::links().expect("links").len();
+    let before = link_count();
     let pie = fixture_arg("fixture-pie");
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
@@ -199,7 +192,7 @@ fn errors_name_the_problem_exit_non_zero_and_leave_nothing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("needs root"), "{err}");
-    assert_eq!(sonde::inspect::links().expect("links").len(), before);
+    assert_eq!(link_count(), before);
     no_tracefs_entries_left();
 }
 

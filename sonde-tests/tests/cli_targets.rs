@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sonde::Tier;
 use sonde_tests::cli::*;
-use sonde_tests::{fixture_arg, fixtures, require_root, sonde_bin, spawn_fixture, tier_supported};
+use sonde_tests::{fixture_arg, fixtures, link_count, require_root, sonde_bin, spawn_fixture, tier_supported};
 
 /// Starts fixture-pie from a private tmpfs in a mount namespace of its own
 /// (the directory is empty here), counts `fx_*` with `sonde count --json FLAG
@@ -94,7 +94,7 @@ fn a_path_is_looked_up_in_the_mount_namespace_of_the_process_or_container() {
 fn a_command_is_followed_into_every_process_it_forks() {
     let _s = serial();
     require_root();
-    let before = sonde::inspect::links().expect("links").len();
+    let before = link_count();
     let pie = fixture_arg("fixture-pie");
     let script = format!("echo go | '{pie}'; echo go | '{pie}'; echo go | '{pie}' >/dev/null");
     for tier in Tier::ALL.into_iter().filter(|t| tier_supported(*t)) {
@@ -145,11 +145,7 @@ fn a_command_is_followed_into_every_process_it_forks() {
     outsider.run();
     assert_eq!(code, 0, "{err}");
     assert_eq!(counts(&json(&out)), fx_counts_times(2), "a process outside the tree");
-    assert_eq!(
-        sonde::inspect::links().expect("links").len(),
-        before,
-        "every link detached"
-    );
+    assert_eq!(link_count(), before, "every link detached");
     no_tracefs_entries_left();
 }
 

@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use object::{Object as _, ObjectSection as _};
 use sonde::{AttachOptions, Functions, Object, Target, TargetError, Tier};
-use sonde_tests::{counts, crafted, fixtures, require_root, spawn_fixture, tier_supported, PROBES};
+use sonde_tests::{
+    counts, crafted, fixtures, link_count, require_root, spawn_fixture, tier_supported, wait_for_detach_workers, PROBES,
+};
 
 /// Tests here attach system-wide and count tracefs lines: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -151,6 +153,7 @@ fn a_path_with_newlines_and_spaces_cannot_inject_a_tracefs_line() {
         if !tier_supported(tier) {
             continue;
         }
+        wait_for_detach_workers();
         let lines_before = sonde::inspect::tracefs_uprobes().len();
         let set = fx(&odd);
         assert_eq!(set.path(), odd, "the path reported is the file opened");
@@ -247,7 +250,7 @@ fn a_mid_instruction_file_offset_never_reaches_the_kernel() {
         .find(|f| &*f.name == "fx_alpha")
         .cloned()
         .expect("fx_alpha");
-    let before = sonde::inspect::links().expect("links").len();
+    let before = link_count();
     let mut object = Object::load(PROBES).expect("load");
     let err = object
         .uprobe("count_calls")
@@ -258,11 +261,7 @@ fn a_mid_instruction_file_offset_never_reaches_the_kernel() {
         )
         .expect_err("refused");
     assert!(err.to_string().contains("inside an instruction"), "{err}");
-    assert_eq!(
-        sonde::inspect::links().expect("links").len(),
-        before,
-        "nothing attached"
-    );
+    assert_eq!(link_count(), before, "nothing attached");
     // And the program computes what it should with nothing attached.
     spawn_fixture("fixture-pie").run();
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use sonde::{AttachOptions, Functions, Job, Tier};
-use sonde_tests::{counts, fixtures, require_root, spawn_fixture, tier_supported, PROBES};
+use sonde_tests::{counts, fixtures, link_count, require_root, spawn_fixture, tier_supported, PROBES};
 
 fn fx(names: &[&str]) -> Functions {
     Functions::in_binary(fixtures().join("fixture-pie")).patterns(names.iter().copied())
@@ -22,7 +22,7 @@ fn functions_come_and_go_while_counts_of_the_others_keep_growing() {
         if !tier_supported(tier) {
             continue;
         }
-        let links_before = sonde::inspect::links().expect("links").len();
+        let links_before = link_count();
         let mut job = Job::builder(PROBES)
             .capacity(4, &["COUNTS"])
             .program("count_calls")
@@ -67,13 +67,13 @@ fn functions_come_and_go_while_counts_of_the_others_keep_growing() {
             "{tier}"
         );
         // Full: two more functions with one cookie left; nothing attached.
-        let links = sonde::inspect::links().expect("links").len();
+        let links = link_count();
         let err = job.add(&fx(&["fx_gamma", "fx_beta"])).expect_err("full");
         assert!(err.to_string().contains("at most 4 functions"), "{err}");
-        assert_eq!(sonde::inspect::links().expect("links").len(), links);
+        assert_eq!(link_count(), links);
         assert_eq!(job.len(), 3);
         let _ = a;
         drop(job);
-        assert_eq!(sonde::inspect::links().expect("links").len(), links_before, "{tier}");
+        assert_eq!(link_count(), links_before, "{tier}");
     }
 }

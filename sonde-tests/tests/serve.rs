@@ -51,7 +51,7 @@ fn the_agent_counts_exactly_reloads_the_difference_and_leaves_nothing() {
     std::fs::copy(fixtures().join("libvers.so"), dir.join("libvers.so")).expect("copy libvers.so");
     let config = dir.join("serve.toml");
     let port = free_port();
-    let links_before = sonde::inspect::links().expect("links").len();
+    let links_before = link_count();
     write_config(
         &config,
         port,
@@ -166,14 +166,10 @@ fn the_agent_counts_exactly_reloads_the_difference_and_leaves_nothing() {
     // Killed outright: the kernel drops every link with the agent's fds.
     drop(agent); // SIGKILL, reaped
     let start = Instant::now();
-    while sonde::inspect::links().expect("links").len() != links_before && start.elapsed() < Duration::from_secs(30) {
+    while link_count() != links_before && start.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(
-        sonde::inspect::links().expect("links").len(),
-        links_before,
-        "links left"
-    );
+    assert_eq!(link_count(), links_before, "links left");
     assert!(
         !sonde::inspect::tracefs_uprobes().iter().any(|e| e.contains("sonde_")),
         "tracefs entries left"

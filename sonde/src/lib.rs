@@ -63,7 +63,9 @@ pub mod programs;
 pub mod resolve;
 pub mod sys;
 
-pub use attach::{AttachError, AttachOptions, AttachPlan, Attachment, DetachHandle, Refusal, Scope, SessionMode, Tier};
+pub use attach::{
+    hand_off_all, AttachError, AttachOptions, AttachPlan, Attachment, DetachHandle, Refusal, Scope, SessionMode, Tier,
+};
 /// A command started held until the probes are attached: [`command::HeldCommand`].
 pub use command::HeldCommand as Command;
 pub use error::Error;

@@ -349,7 +349,10 @@ impl Agent {
         }
     }
 
-    /// Detaches everything, every group at once, and waits (at exit).
+    /// Detaches everything, every group at once (at exit): what is still
+    /// detaching (per-target links, ~0.1 s each in the kernel) is handed to a
+    /// background process, so the agent exits at once; the probes go in the
+    /// kernel's own time, as they would have here.
     pub fn finish(mut self) {
         let mut handles: Vec<DetachHandle> = self.detaching.drain(..).collect();
         for jobs in self.jobs.values_mut() {
@@ -360,7 +363,15 @@ impl Agent {
         }
         self.jobs.clear();
         for h in handles {
-            h.wait();
+            if h.is_finished() {
+                h.wait();
+                continue;
+            }
+            match h.hand_off() {
+                Ok(Some(pid)) => log::info!("the last detaches go on in process {pid}"),
+                Ok(None) => {}
+                Err(e) => log::warn!("cannot hand the last detaches to a background process ({e}); exiting after them"),
+            }
         }
     }
 }

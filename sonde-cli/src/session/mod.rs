@@ -298,63 +298,28 @@ impl Session {
         self.job.session_mode()
     }
 
-    /// Detaches everything. Per-target tiers take ~0.1 s per probe in the kernel:
-    /// the summary is printed before this is called. When that adds up to a
-    /// second or more, sonde says so, and a second Ctrl-C leaves the rest to a
-    /// background process so sonde exits at once.
+    /// Detaches everything, without making the user wait for the kernel: per-target
+    /// uprobes (~0.1 s each in the kernel, one at a time) and the follow
+    /// tracepoints (one grace period each) are handed to a background process
+    /// that makes those waits after sonde has exited, in the same total time
+    /// (the probes stay no longer than a detach here would have kept them); a
+    /// multi link detaches here (one short wait). The summary is printed before.
     pub fn close(self) {
-        let Session {
-            mut job, stop, _follow, ..
-        } = self;
-        // Every close of a tracepoint or uprobe link waits for the kernel (an
-        // RCU grace period, ~60 ms here); closed side by side, the waits
-        // overlap: the follow tracepoints close on their own threads while the
-        // probes detach (measured: 150 ms of closes at exit became ~60).
-        std::thread::scope(|scope| {
-            for link in _follow {
-                scope.spawn(move || drop(link));
-            }
-            Self::detach_all(&mut job, &stop);
-        });
-    }
-
-    /// Detaches every attachment of `job` (see [`Session::close`]).
-    fn detach_all(job: &mut Job, stop: &AtomicBool) {
-        let attachments = job.take_attachments();
-        let estimate: Duration = attachments.iter().map(|a| a.plan().detach_estimate).sum();
-        if estimate < Duration::from_secs(1) || attachments.iter().all(|a| !a.tier().per_target()) {
-            attachments.into_iter().for_each(Attachment::detach);
-            return;
+        let Session { mut job, _follow, .. } = self;
+        let (slow, quick): (Vec<Attachment>, Vec<Attachment>) =
+            job.take_attachments().into_iter().partition(|a| a.tier().per_target());
+        let estimate: Duration = slow.iter().map(|a| a.plan().detach_estimate).sum();
+        let probes: usize = slow.iter().map(|a| a.sites().len()).sum();
+        match sonde::hand_off_all(slow, _follow) {
+            Ok(Some(pid)) if estimate >= Duration::from_secs(1) => eprintln!(
+                "sonde: {probes} probes detach in the background, process {pid}, in about {:.0} s (the kernel \
+                 removes per-target uprobes one at a time)",
+                estimate.as_secs_f64()
+            ),
+            Ok(_) => {}
+            Err(e) => eprintln!("sonde: detached before exiting: no background process ({e})"),
         }
-        let probes: usize = attachments.iter().map(|a| a.sites().len()).sum();
-        eprintln!(
-            "sonde: detaching {probes} probes takes about {:.0} s (the kernel removes per-target uprobes one at a \
-             time); Ctrl-C again to leave it to a background process",
-            estimate.as_secs_f64()
-        );
-        stop.store(false, Ordering::SeqCst);
-        let handles: Vec<sonde::DetachHandle> = attachments.into_iter().map(Attachment::detach_in_background).collect();
-        while !handles.iter().all(sonde::DetachHandle::is_finished) {
-            if stop.load(Ordering::SeqCst) {
-                let left: usize = handles.iter().map(|h| h.progress().1 - h.progress().0).sum();
-                let mut children = Vec::new();
-                for h in handles {
-                    match h.hand_off() {
-                        Ok(Some(pid)) => children.push(pid.to_string()),
-                        Ok(None) => {}
-                        Err(e) => eprintln!("sonde: cannot hand the detach off ({e}); the exit waits for it"),
-                    }
-                }
-                if !children.is_empty() {
-                    eprintln!(
-                        "sonde: left the detach of {left} probes to process {} (they stay attached until it is done)",
-                        children.join(", ")
-                    );
-                }
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        quick.into_iter().for_each(Attachment::detach);
     }
 
     /// Prints the summary (`{"tier", "functions"}` with `--json`, else `print`),

@@ -3,19 +3,21 @@
 //! Per-target uprobes detach one at a time in the kernel (about 108 ms each on
 //! 6.18: an RCU-tasks-trace grace period under a global mutex), and a process
 //! that exits holding them waits that long in its exit. [`DetachHandle`] runs the
-//! detach on a thread; [`DetachHandle::hand_off`] gives what remains to a child
-//! process, so the caller can exit at once while the child finishes the work.
+//! detach on a thread; [`Attachment::hand_off`] and [`DetachHandle::hand_off`]
+//! give it to a background process, so the caller goes on (or exits) at once
+//! while that process makes the kernel's waits, in the same total time.
 //!
-//! The hand-off works on descriptors, not Rust values: before the thread starts,
-//! each link is written down as raw steps (close this fd, remove that tracefs
-//! entry), which a forked child can carry out with async-signal-safe calls only.
+//! The hand-off works on descriptors, not Rust values: each link is written
+//! down as raw steps (close this fd, remove that tracefs entry), which a forked
+//! worker can carry out with async-signal-safe calls only.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::{Attachment, Link};
+use crate::programs::TracepointLink;
 use crate::sys::{handoff, SyscallError};
 
 /// The steps of one link, in its drop order.
@@ -36,8 +38,11 @@ fn raw_steps(link: &Link) -> Vec<handoff::Step> {
 struct Progress {
     /// Links fully detached by the thread.
     done: AtomicUsize,
-    /// Set when a child process takes over: the thread stops at the next link.
+    /// Set when a worker process takes over: the thread closes its copies of
+    /// the rest (cheap) and stops.
     handed_off: AtomicBool,
+    /// The worker's `go` end, dropped by the thread once its copies are closed.
+    go: std::sync::Mutex<Option<OwnedFd>>,
 }
 
 /// A detach running on a background thread (see [`Attachment::detach_in_background`]).
@@ -58,6 +63,35 @@ impl std::fmt::Debug for Progress {
     }
 }
 
+/// Gives the detach of `attachments` and `tracepoints` to one background
+/// process and returns at once with its pid (`Ok(None)`: nothing to detach), as
+/// [`Attachment::hand_off`] does for one attachment: uprobes first, in order,
+/// then the tracepoints. On a `fork` failure everything is detached here, and
+/// the error returned.
+///
+/// Any kernel.
+pub fn hand_off_all(
+    attachments: Vec<Attachment>,
+    tracepoints: Vec<TracepointLink>,
+) -> Result<Option<u32>, SyscallError> {
+    let steps: Vec<handoff::Step> = attachments
+        .iter()
+        .flat_map(|a| a.links.iter().flat_map(raw_steps))
+        .chain(tracepoints.iter().map(|t| handoff::Step::Close(t.raw_fd())))
+        .collect();
+    if steps.is_empty() {
+        return Ok(None);
+    }
+    let worker = handoff::spawn(&steps)?;
+    for Attachment { links, programs, .. } in attachments {
+        links.into_iter().for_each(Link::release);
+        drop(programs);
+    }
+    drop(tracepoints);
+    drop(worker.go);
+    Ok(Some(worker.pid))
+}
+
 impl DetachHandle {
     pub(super) fn start(attachment: Attachment) -> DetachHandle {
         let Attachment { links, programs, .. } = attachment;
@@ -65,22 +99,25 @@ impl DetachHandle {
         let progress = Arc::new(Progress {
             done: AtomicUsize::new(0),
             handed_off: AtomicBool::new(false),
+            go: std::sync::Mutex::new(None),
         });
         let shared = Arc::clone(&progress);
         let thread = std::thread::spawn(move || {
             let mut links = links.into_iter();
             for link in links.by_ref() {
                 if shared.handed_off.load(Ordering::SeqCst) {
-                    // The child closes and removes these: dropping them here
-                    // would remove tracefs entries under its feet.
-                    std::mem::forget(link);
+                    link.release();
                     break;
                 }
                 drop(link);
                 shared.done.fetch_add(1, Ordering::SeqCst);
             }
-            links.for_each(std::mem::forget);
+            // The worker closes and removes the rest: this process's copies
+            // close here (not the last references, so without a wait), tracefs
+            // entries are left to the worker.
+            links.for_each(Link::release);
             drop(programs);
+            drop(shared.go.lock().map(|mut g| g.take()));
         });
         DetachHandle {
             thread: Some(thread),
@@ -106,20 +143,14 @@ impl DetachHandle {
         }
     }
 
-    /// Hands the links not yet detached to a child process and returns at once
-    /// with its pid, for a caller about to exit: the caller exits immediately
-    /// (its copies of the descriptors close without cost), and the child, in
-    /// its own session and without the caller's stdin, stdout and stderr, waits
-    /// for that exit, then makes the last, slow closes and exits. `Ok(None)`
+    /// Hands the links not yet detached to a background process and returns
+    /// its pid at once (see [`Attachment::hand_off`]); the thread closes this
+    /// process's copies once the link it is detaching now is done. `Ok(None)`
     /// when nothing remained.
-    ///
-    /// The probes stay attached until the child is done; while this process
-    /// lives, the child waits.
     pub fn hand_off(self) -> Result<Option<u32>, SyscallError> {
-        self.progress.handed_off.store(true, Ordering::SeqCst);
         // Links before `done` are detached; the one in progress (if any) is
-        // redone by the child, harmlessly (closing an fd the parent closed
-        // before the fork is EBADF in the child; removing a removed entry fails).
+        // redone by the worker, harmlessly (closing an fd the thread closed
+        // before the fork is EBADF there; removing a removed entry fails).
         let done = self.progress.done.load(Ordering::SeqCst);
         let rest: Vec<handoff::Step> = self.steps[done.min(self.steps.len())..]
             .iter()
@@ -129,8 +160,14 @@ impl DetachHandle {
         if rest.is_empty() {
             return Ok(None);
         }
-        let pid = handoff::spawn(&rest)?;
+        let worker = handoff::spawn(&rest)?;
+        if let Ok(mut go) = self.progress.go.lock() {
+            *go = Some(worker.go);
+        }
+        // If the thread has ended already, `go` closes with the last reference
+        // to `progress`, when this handle drops below.
+        self.progress.handed_off.store(true, Ordering::SeqCst);
         // The thread stops at the next link; it is not waited for.
-        Ok(Some(pid))
+        Ok(Some(worker.pid))
     }
 }

@@ -27,6 +27,14 @@ impl Link {
     pub fn objects(&self) -> usize {
         usize::from(self.bpf_link.is_some()) + usize::from(self.perf.is_some())
     }
+
+    /// Closes this process's descriptors and leaves the tracefs entry in
+    /// place: for a link a worker process detaches (see `detach::hand_off`).
+    pub fn release(mut self) {
+        if let Some(entry) = self.entry.take() {
+            entry.keep();
+        }
+    }
 }
 
 /// A program attached to its targets. Dropping it detaches everything.
@@ -100,8 +108,35 @@ impl Attachment {
     }
 
     /// Detaches on a background thread; the returned handle can wait for it, or
-    /// hand what remains to a child process ([`DetachHandle::hand_off`]).
+    /// hand what remains to a background process ([`DetachHandle::hand_off`]).
     pub fn detach_in_background(self) -> DetachHandle {
         DetachHandle::start(self)
+    }
+
+    /// Gives the detach to a background process and returns at once with its
+    /// pid (`Ok(None)`: nothing to detach). The caller goes on, or exits, without
+    /// waiting; the process, in its own session and without the caller's
+    /// terminal, makes the kernel's waits one after another and exits. The probes
+    /// stay attached for as long as a [`detach`](Self::detach) here would have
+    /// taken, no longer: per-target links wait for the kernel one at a time at
+    /// their last close (~0.1 s each on 6.18), wherever that close happens.
+    ///
+    /// The process is a grandchild that this process does not wait for (it is
+    /// reparented at once); watch it with `pidfd_open` or `/proc` if needed.
+    /// A `fork` failure is returned with the attachment already detached here.
+    ///
+    /// Any kernel; worth it for per-target tiers (a multi link detaches in one wait).
+    ///
+    /// ```no_run
+    /// # fn demo(attachment: sonde::Attachment) {
+    /// match attachment.hand_off() {
+    ///     Ok(Some(pid)) => eprintln!("detaching in process {pid}"),
+    ///     Ok(None) => {}
+    ///     Err(e) => eprintln!("detached here instead: {e}"),
+    /// }
+    /// # }
+    /// ```
+    pub fn hand_off(self) -> Result<Option<u32>, crate::sys::SyscallError> {
+        super::detach::hand_off_all(vec![self], Vec::new())
     }
 }

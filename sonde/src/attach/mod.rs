@@ -47,7 +47,7 @@ mod tests;
 
 use std::time::Duration;
 
-pub use detach::DetachHandle;
+pub use detach::{hand_off_all, DetachHandle};
 pub use error::AttachError;
 pub use link::Attachment;
 pub(crate) use link::Link;

@@ -48,6 +48,11 @@ impl TracefsEntry {
             std::ffi::CString::new(self.removal()).unwrap_or_default(),
         )
     }
+
+    /// Leaves the entry in place (a worker process removes it).
+    pub(crate) fn keep(self) {
+        std::mem::forget(self);
+    }
 }
 
 impl Drop for TracefsEntry {

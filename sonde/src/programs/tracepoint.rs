@@ -69,6 +69,11 @@ pub struct TracepointLink {
 }
 
 impl TracepointLink {
+    /// The perf event's descriptor (for a detach handed off).
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self._perf)
+    }
+
     /// The program as loaded.
     pub fn program(&self) -> &LoadedProgram {
         &self.program
