@@ -38,6 +38,13 @@ fn main() -> Result<()> {
             return peers::first_attach_child(lib, std::path::Path::new(exe));
         }
     }
+    // For a profiler (`perf record -g -- sonde-bench --attach-loop N ROUNDS EXE`):
+    // sonde's multi attach and detach of the first N functions, ROUNDS times.
+    if let [flag, n, rounds, exe] = all.as_slice() {
+        if flag == "--attach-loop" {
+            return peers::attach_loop(n.parse()?, rounds.parse()?, std::path::Path::new(exe));
+        }
+    }
     let mut opts = Opts {
         quick: false,
         out: PathBuf::from("target/bench"),

@@ -292,3 +292,102 @@ pub(crate) fn registration_after_idle(runs: usize, sites: &[ProbeSite]) -> Resul
         [Stat::of(v), None, None],
     ))
 }
+
+/// Waits for process `pid` (not a child: a detach worker) to exit, through a
+/// pidfd (5.3+), else by watching `/proc`.
+fn wait_gone(pid: u32) {
+    // SAFETY: pidfd_open on a pid; the fd returned is owned below.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    if fd >= 0 {
+        let mut p = libc::pollfd {
+            fd: fd as libc::c_int,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; the fd is closed after.
+        unsafe {
+            libc::poll(&mut p, 1, 120_000);
+            libc::close(fd as libc::c_int);
+        }
+        return;
+    }
+    let stat = format!("/proc/{pid}/stat");
+    while std::fs::read_to_string(&stat).is_ok_and(|s| !s.contains(") Z ")) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Detaching `sites` (100 in the full run) attached one perf link each: the
+/// wait the caller sees, and the kernel's total until the last probe is gone.
+/// libbpf and aya close their links in the caller (both figures are that
+/// close); sonde hands them to a background process (`Attachment::hand_off`)
+/// and the kernel's total runs until that process has exited.
+pub(crate) fn detach_per_target(runs: usize, exe: &Path, sites: &[ProbeSite]) -> Result<[Figure; 2]> {
+    let n = sites.len();
+    let mut total = [Vec::new(), Vec::new(), Vec::new()];
+    let seen = interleaved(runs, |lib| {
+        let (seen, all) = match lib {
+            Lib::Sonde => {
+                let mut o = sonde_object(n)?;
+                let p = o.uprobe(Program::Count.name())?;
+                p.load(Load::new(AttachType::PerfEvent, Cookie::Native))?;
+                let att = p.attach_sites(sites.to_vec(), &AttachOptions::default().tier(Tier::PerfLink))?;
+                let t = Instant::now();
+                let pid = att.hand_off()?;
+                let seen = t.elapsed();
+                if let Some(pid) = pid {
+                    wait_gone(pid);
+                }
+                (seen, t.elapsed())
+            }
+            Lib::Libbpf => {
+                let obj = libbpf_object(n, "count_single")?;
+                let p = libbpf_prog(&obj, "count_single")?;
+                let mut links = Vec::with_capacity(n);
+                for s in sites {
+                    let opts = libbpf_rs::UprobeOpts {
+                        cookie: s.attach_cookie,
+                        ..Default::default()
+                    };
+                    links.push(p.attach_uprobe_with_opts(-1, exe, s.offset as usize, opts)?);
+                }
+                let t = Instant::now();
+                drop(links);
+                (t.elapsed(), t.elapsed())
+            }
+            Lib::Aya => {
+                let mut ebpf = aya_object(n)?;
+                let p = aya_prog(&mut ebpf)?;
+                let points: Vec<UProbeAttachPoint> = sites
+                    .iter()
+                    .map(|s| UProbeAttachPoint {
+                        location: UProbeAttachLocation::AbsoluteOffset(s.offset),
+                        cookie: Some(s.attach_cookie),
+                    })
+                    .collect();
+                let ids = aya_attach_each(p, points, exe, UProbeScope::AllProcesses)?;
+                let t = Instant::now();
+                for id in ids {
+                    p.detach(id)?;
+                }
+                (t.elapsed(), t.elapsed())
+            }
+        };
+        total[lib as usize].push(ms(all));
+        eprintln!(
+            "detach of {n} per-target links ({lib:?}): seen {:.1} ms, kernel {:.1} ms",
+            ms(seen),
+            ms(all)
+        );
+        Ok(Some(ms(seen)))
+    })?;
+    Ok([
+        figure("detach, the caller's wait (perf link per target)", n, "ms", seen),
+        figure(
+            "detach, until the kernel is done (perf link per target)",
+            n,
+            "ms",
+            stats(total),
+        ),
+    ])
+}

@@ -150,10 +150,16 @@ pub(crate) fn make(
     binaries.dedup();
     let mechanism = tier.mechanism();
     let (parts, session) = passes(probe.kind(), tier, features);
+    // With native cookies a site's load does not depend on the site: one per pass.
+    let distinct = if mechanism.native_cookies() {
+        &sites[..1.min(sites.len())]
+    } else {
+        sites
+    };
     let program_loads = probe.loads_needed(
         parts
             .iter()
-            .flat_map(|&p| sites.iter().map(move |s| mechanism.load(p, s))),
+            .flat_map(|&p| distinct.iter().map(move |s| mechanism.load(p, s))),
     );
     let passes = parts.len() as u64;
     let descriptors = program_loads as u64 + passes * mechanism.descriptors(binaries.len(), sites.len());

@@ -31,6 +31,8 @@ pub struct BinaryFile {
     path: PathBuf,
     fingerprint: Fingerprint,
     go: std::sync::OnceLock<bool>,
+    /// `/proc/self/fd/N` of `file`, made once.
+    kernel_path: CString,
 }
 
 /// What identifies a file's contents for caching: device, inode, mtime, size.
@@ -97,6 +99,7 @@ impl BinaryFile {
         Ok(BinaryFile {
             path: real,
             fingerprint: Fingerprint::of(&meta),
+            kernel_path: CString::new(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap_or_default(),
             file,
             go: std::sync::OnceLock::new(),
         })
@@ -109,8 +112,8 @@ impl BinaryFile {
 
     /// The path the kernel is given: `/proc/self/fd/N` of this open file, which
     /// names this inode and no other, and needs no escaping.
-    pub fn kernel_path(&self) -> CString {
-        CString::new(format!("/proc/self/fd/{}", self.file.as_raw_fd())).unwrap_or_default()
+    pub fn kernel_path(&self) -> &std::ffi::CStr {
+        &self.kernel_path
     }
 
     /// Device and inode of the open file.
