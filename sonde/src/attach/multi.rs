@@ -92,7 +92,7 @@ impl Mechanism for Multi {
             let path = binary.kernel_path();
             let request = bpf::UprobeMulti {
                 attach_type,
-                path: &path,
+                path,
                 offsets: &offsets,
                 ref_ctr_offsets: ref_ctrs.as_deref(),
                 cookies: &cookies,
