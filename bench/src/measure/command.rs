@@ -111,16 +111,45 @@ pub(crate) fn cli(opts: &Opts, dir: &Path) -> Result<CliRow> {
             .as_array()
             .map_or(0, |f| f.iter().filter_map(|x| x["count"].as_u64()).sum());
     }
+    // A command run under sonde, its children followed (the default): start to
+    // exit, the summary printed on the way.
+    let mut whole = Vec::new();
+    let mut command_counted = 0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let mut child = Command::new(&opts.sonde)
+            .args(["count", "--json", &exe_s, "f[0-9]*", "--", &exe_s, "1", "0", &(n - 1).to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        use std::io::Write;
+        child.stdin.take().context("stdin")?.write_all(b"go\n")?;
+        let out = child.wait_with_output()?;
+        whole.push(ms(t.elapsed()));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        command_counted = v["functions"]
+            .as_array()
+            .map_or(0, |f| f.iter().filter_map(|x| x["count"].as_u64()).sum());
+    }
     let row = CliRow {
         functions: n,
         start_to_counting_ms: median(start),
         sigint_to_summary_ms: median(summary),
         sigint_to_exit_ms: median(exit),
         counted,
+        command_start_to_exit_ms: median(whole),
+        command_counted,
     };
     eprintln!(
-        "cli: counting after {:.1} ms, summary {:.1} ms after SIGINT, exit {:.1} ms, {} calls counted",
-        row.start_to_counting_ms, row.sigint_to_summary_ms, row.sigint_to_exit_ms, row.counted
+        "cli: counting after {:.1} ms, summary {:.1} ms after SIGINT, exit {:.1} ms, {} calls counted; \
+         a command start to exit {:.1} ms, {} calls counted",
+        row.start_to_counting_ms,
+        row.sigint_to_summary_ms,
+        row.sigint_to_exit_ms,
+        row.counted,
+        row.command_start_to_exit_ms,
+        row.command_counted
     );
     Ok(row)
 }

@@ -131,6 +131,10 @@ pub struct CliRow {
     pub sigint_to_summary_ms: f64,
     pub sigint_to_exit_ms: f64,
     pub counted: u64,
+    /// `sonde count ... -- COMMAND` (children followed), start to exit.
+    pub command_start_to_exit_ms: f64,
+    /// Calls it counted (one per function).
+    pub command_counted: u64,
 }
 
 /// Runs every section.

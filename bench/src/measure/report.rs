@@ -104,8 +104,15 @@ pub fn report(r: &Results, charts: &[String]) -> String {
     ));
     let c = &r.cli;
     s.push_str(&format!(
-        "## 6. `sonde count` on {} functions\n\nStart to counting: {:.1} ms (target ≤ 50 ms; bpftrace 0.9 s). SIGINT to summary: {:.1} ms (target ≤ 100 ms; bpftrace 108 s); to exit {:.1} ms. Calls counted: {}.\n\n",
-        c.functions, c.start_to_counting_ms, c.sigint_to_summary_ms, c.sigint_to_exit_ms, c.counted
+        "## 6. `sonde count` on {} functions\n\nStart to counting: {:.1} ms (target ≤ 50 ms; bpftrace 0.9 s). SIGINT to summary: {:.1} ms (target ≤ 100 ms; bpftrace 108 s); to exit {:.1} ms. Calls counted: {}. \
+         `sonde count --json EXE 'f[0-9]*' -- EXE` (its children followed), start to exit: {:.1} ms (target ≤ 120 ms), {} calls counted.\n\n",
+        c.functions,
+        c.start_to_counting_ms,
+        c.sigint_to_summary_ms,
+        c.sigint_to_exit_ms,
+        c.counted,
+        c.command_start_to_exit_ms,
+        c.command_counted
     ));
     s.push_str("## 7. `sonde serve`: the agent's own CPU\n\nA target calls one probed function as fast as its probe lets it; the agent serves it and is scraped every second. Target: under 1 % of one CPU at 100k calls/s.\n\n| probes | entry | calls | calls/s | scrapes | agent CPU | counted | verdict |\n|---|---|---|---|---|---|---|---|\n");
     for a in &r.agent {
