@@ -65,6 +65,11 @@ fn main() {
         .args(["-lusdt", "-Wl,-rpath,$ORIGIN", "-o"])
         .arg(o("fixture-usdt")));
     run(gcc()
+        .args(["-fPIE", "-pie"])
+        .arg(src.join("usdt_nop5.c"))
+        .arg("-o")
+        .arg(o("fixture-usdt-nop5")));
+    run(gcc()
         .args(["-fPIE", "-pie", "-fno-omit-frame-pointer"])
         .arg(src.join("stack.c"))
         .arg("-o")

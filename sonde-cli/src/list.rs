@@ -79,8 +79,15 @@ pub fn list(target: &str, patterns: &[String], pid: Option<u32>, json: bool) -> 
                 let note = match (&f.implementation, f.symbol.ifunc) {
                     _ if f.usdt.is_some() => {
                         let u = f.usdt.as_ref().expect("checked");
+                        let nop5 = match f.nop5_offset {
+                            None => "",
+                            Some(_) if sonde::Features::current().has(sonde::Feature::UprobeNop5) => {
+                                "; nop; nop5: probed on the nop5, no trap"
+                            }
+                            Some(_) => "; nop; nop5: probed on the nop (this kernel traps on both)",
+                        };
                         format!(
-                            "  [args: {}{}]",
+                            "  [args: {}{}{nop5}]",
                             if u.args_text.is_empty() { "none" } else { &u.args_text },
                             u.semaphore.map_or(String::new(), |s| format!("; semaphore at {s:#x}"))
                         )
@@ -90,7 +97,7 @@ pub fn list(target: &str, patterns: &[String], pid: Option<u32>, json: bool) -> 
                         "  [ifunc resolver: runs once per binding; implementation unknown here]".to_string()
                     }
                     (None, false) if f.entry_skip > 0 => format!(
-                        "  [probed at +{} on its push, past endbr64: one trap a hit, not two]",
+                        "  [probed at +{}, past endbr64 (which the kernel single-steps): one trap a hit, not two]",
                         f.entry_skip
                     ),
                     (None, false) => String::new(),

@@ -396,3 +396,78 @@ fn refusals_name_the_problem_and_leave_nothing_attached() {
     assert!(links_of(&[]).is_empty());
     let _ = prog_ids;
 }
+
+/// #26: a USDT site written `nop; nop5` is probed on its nop5 where the kernel
+/// turns a uprobe there into a call (x86-64 6.18+: the traced process maps the
+/// kernel's `[uprobes-trampoline]` at the first hit), on its 1-byte nop
+/// elsewhere (and when the feature is disabled: no trampoline then); the
+/// counts are exact either way, on every tier.
+#[test]
+fn a_usdt_site_written_nop_nop5_is_probed_on_its_nop5_where_the_kernel_optimises_it() {
+    use std::io::{BufRead, Write};
+    let _s = serial();
+    require_root();
+    let exe = fixtures().join("fixture-usdt-nop5");
+    let set = Functions::in_binary(&exe)
+        .pattern("usdt:nop5fx:fast")
+        .resolve()
+        .expect("resolve");
+    let f = set.iter().next().expect("the probe");
+    assert_eq!(
+        f.nop5_offset,
+        Some(f.file_offset + 1),
+        "the nop5 is found after the nop"
+    );
+    let optimised = sonde::Features::current().has(sonde::Feature::UprobeNop5);
+    for tier in sonde::Tier::ALL.into_iter().filter(|t| sonde_tests::tier_supported(*t)) {
+        for disabled in [false, true] {
+            let mut options = AttachOptions::default().tier(tier);
+            if disabled {
+                options = options.disable(sonde::Feature::UprobeNop5);
+            }
+            let on_nop5 = optimised && !disabled;
+            let mut child = std::process::Command::new(&exe)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn");
+            let mut object = Object::load(PROBES).expect("load");
+            let attachment = object
+                .uprobe("count_calls")
+                .expect("program")
+                .attach_sites(set.targets(), &options.pid(child.id()))
+                .unwrap_or_else(|e| panic!("{tier}: {e}"));
+            assert_eq!(attachment.plan().on_nop5, usize::from(on_nop5), "{tier}");
+            let want = if on_nop5 { f.file_offset + 1 } else { f.file_offset };
+            assert_eq!(attachment.sites()[0].offset, want, "{tier}, nop5 disabled: {disabled}");
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin.write_all(b"go\n").expect("go");
+            let mut line = String::new();
+            std::io::BufReader::new(child.stdout.take().expect("stdout"))
+                .read_line(&mut line)
+                .expect("fired");
+            assert_eq!(line, "fired\n");
+            let maps = std::fs::read_to_string(format!("/proc/{}/maps", child.id())).expect("maps");
+            assert_eq!(
+                maps.contains("[uprobes-trampoline]"),
+                on_nop5,
+                "{tier}, nop5 disabled: {disabled}: the kernel's trampoline is mapped exactly when the nop5 is probed"
+            );
+            stdin.write_all(b"end\n").expect("end");
+            drop(stdin);
+            assert!(child.wait().expect("wait").success());
+            assert_eq!(
+                counts(&object, "COUNTS"),
+                vec![(0, 3)],
+                "{tier}, nop5 disabled: {disabled}"
+            );
+            attachment.detach();
+        }
+    }
+    if !optimised {
+        sonde_tests::skip(
+            "the nop5 placement",
+            "this kernel does not optimise uprobes on a nop5 (x86-64 6.18+)",
+        );
+    }
+}

@@ -118,7 +118,17 @@ pub(crate) fn cli(opts: &Opts, dir: &Path) -> Result<CliRow> {
     for _ in 0..runs {
         let t = Instant::now();
         let mut child = Command::new(&opts.sonde)
-            .args(["count", "--json", &exe_s, "f[0-9]*", "--", &exe_s, "1", "0", &(n - 1).to_string()])
+            .args([
+                "count",
+                "--json",
+                &exe_s,
+                "f[0-9]*",
+                "--",
+                &exe_s,
+                "1",
+                "0",
+                &(n - 1).to_string(),
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -68,6 +68,10 @@ impl UProbe {
     pub fn plan(&self, sites: &[ProbeSite], options: &AttachOptions) -> Result<AttachPlan, AttachError> {
         let features = options.features();
         let (tier, passed_over) = plan::choose(options, &features, false)?;
+        if sites.iter().any(|s| s.nop5_offset.is_some()) {
+            let placed = plan::place_on_nop5(self.kind(), sites.to_vec(), &features);
+            return Ok(plan::make(self, &placed, tier, passed_over, &features));
+        }
         Ok(plan::make(self, sites, tier, passed_over, &features))
     }
 
@@ -145,6 +149,7 @@ fn attach(
     if let Scope::Process(pid) = options.scope {
         crate::process::check(u64::from(pid))?;
     }
+    let sites = plan::place_on_nop5(probe.kind(), sites, features);
     let mut skip_pmu = false;
     loop {
         let (tier, passed_over) = plan::choose(options, features, skip_pmu)?;

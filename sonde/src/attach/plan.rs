@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::mechanism::passes;
 use super::{AttachError, AttachOptions, SessionMode, Tier};
 use crate::features::{Feature, Features};
+use crate::object_file::ProbeKind;
 use crate::programs::UProbe;
 use crate::resolve::ProbeSite;
 
@@ -73,6 +74,9 @@ pub struct AttachPlan {
     pub descriptors: u64,
     /// For a session program: native, or emulated by an entry and a return copy.
     pub session: Option<SessionMode>,
+    /// USDT sites probed on the 5-byte nop after their 1-byte nop, which the
+    /// kernel turns into a call with no trap ([`Feature::UprobeNop5`], 6.18+).
+    pub on_nop5: usize,
 }
 
 impl fmt::Display for AttachPlan {
@@ -88,6 +92,9 @@ impl fmt::Display for AttachPlan {
         )?;
         if let Some(mode) = self.session {
             write!(f, ", {}", mode.name())?;
+        }
+        if self.on_nop5 > 0 {
+            write!(f, ", {} USDT site(s) probed on their nop5 (no trap)", self.on_nop5)?;
         }
         if self.tier.per_target() && self.detach_estimate >= Duration::from_secs(1) {
             write!(
@@ -172,5 +179,22 @@ pub(crate) fn make(
         detach_estimate: mechanism.detach_estimate(binaries.len(), sites.len()) * passes as u32,
         descriptors,
         session,
+        on_nop5: sites.iter().filter(|s| s.nop5_offset == Some(s.offset)).count(),
     }
+}
+
+/// `sites` with each USDT site written `nop; nop5` moved to its nop5 when the
+/// kernel optimises a uprobe there ([`Feature::UprobeNop5`]) and the probe is
+/// an entry or USDT one; the others as they are. Asks for the feature (a
+/// probe, once per process) only when some site has a nop5.
+pub(crate) fn place_on_nop5(kind: ProbeKind, mut sites: Vec<ProbeSite>, features: &Features) -> Vec<ProbeSite> {
+    let entry = matches!(kind, ProbeKind::Entry | ProbeKind::Usdt);
+    if entry && sites.iter().any(|s| s.nop5_offset.is_some()) && features.has(Feature::UprobeNop5) {
+        for s in &mut sites {
+            if let Some(nop5) = s.nop5_offset {
+                s.offset = nop5;
+            }
+        }
+    }
+    sites
 }

@@ -127,6 +127,7 @@ fn sites() -> Vec<ProbeSite> {
         attach_cookie: cookie,
         value: cookie,
         symbol: None,
+        nop5_offset: None,
     };
     vec![
         site(&a, 0x1000, 1),

@@ -42,6 +42,9 @@ pub enum Feature {
     /// tracefs mounted with a writable `uprobe_events`, or mountable by this
     /// process (the tracefs tier mounts it when it runs; probing never does).
     Tracefs,
+    /// A uprobe on a 5-byte nop becomes a call into a trampoline and a syscall,
+    /// no trap (x86-64, 6.18): a USDT site written `nop; nop5` is probed on its nop5.
+    UprobeNop5,
 }
 
 /// A probe's answer.
@@ -69,7 +72,7 @@ pub struct FeatureProbe {
 }
 
 /// Every feature, with its first kernel and its probe, in report order.
-pub const PROBES: [FeatureProbe; 9] = [
+pub const PROBES: [FeatureProbe; 10] = [
     FeatureProbe {
         feature: Feature::UprobePmu,
         since: Some((4, 17)),
@@ -115,11 +118,16 @@ pub const PROBES: [FeatureProbe; 9] = [
         since: None,
         probe: probe_tracefs,
     },
+    FeatureProbe {
+        feature: Feature::UprobeNop5,
+        since: Some((6, 18)),
+        probe: probe_uprobe_nop5,
+    },
 ];
 
 impl Feature {
     /// Every feature, in report order.
-    pub const ALL: [Feature; 9] = [
+    pub const ALL: [Feature; 10] = [
         Feature::UprobePmu,
         Feature::PmuPermitted,
         Feature::PerfLink,
@@ -129,6 +137,7 @@ impl Feature {
         Feature::UprobeSession,
         Feature::RingBuf,
         Feature::Tracefs,
+        Feature::UprobeNop5,
     ];
 
     fn index(self) -> usize {
@@ -147,6 +156,7 @@ impl Feature {
             Feature::UprobeSession => "uprobe_session",
             Feature::RingBuf => "ring_buf",
             Feature::Tracefs => "tracefs",
+            Feature::UprobeNop5 => "uprobe_nop5",
         }
     }
 
@@ -169,8 +179,8 @@ impl fmt::Display for Feature {
 }
 
 /// The answers so far, one per feature, shared by the whole process.
-fn memo() -> &'static [OnceLock<Probed>; 9] {
-    static MEMO: [OnceLock<Probed>; 9] = [const { OnceLock::new() }; 9];
+fn memo() -> &'static [OnceLock<Probed>; 10] {
+    static MEMO: [OnceLock<Probed>; 10] = [const { OnceLock::new() }; 10];
     &MEMO
 }
 

@@ -182,3 +182,16 @@ pub(super) fn probe_tracefs() -> Probed {
         (false, _) => Probed::No,
     }
 }
+
+/// The `uprobe` syscall (x86-64 336) that optimised nop5 uprobes return
+/// through: called from outside its trampoline it answers ENXIO (a kernel
+/// without it ENOSYS). Asked in a forked child, as a pre-release form of the
+/// syscall killed the caller with SIGILL instead (that too means it is there).
+pub(super) fn probe_uprobe_nop5() -> Probed {
+    match crate::sys::spawn::uprobe_syscall_answer() {
+        Some(Ok(libc::ENXIO)) => Probed::Yes,
+        Some(Err(status)) if status == 128 + libc::SIGILL => Probed::Yes,
+        Some(_) => Probed::No,
+        None => Probed::Unknown("cannot fork a process to ask".into()),
+    }
+}

@@ -34,19 +34,25 @@ pub(crate) fn check_x86_64(code: &[u8], address: u64, offset: u64) -> Result<(),
 /// it out of line, a second trap per hit.
 const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
 
+/// The 5-byte nop (`nopl 0x0(%rax,%rax,1)`): a uprobe on it becomes a call
+/// into a trampoline, no trap, on x86-64 Linux 6.18+ (the kernel emulates it
+/// before; a trap, never a single-step).
+pub(crate) const NOP5: [u8; 5] = [0x0f, 0x1f, 0x44, 0x00, 0x00];
+
 /// Bytes an entry probe skips at the start of `code` (a function's whole body,
 /// at `address`): 4 when the function starts with `endbr64` (which changes
 /// nothing a probe can observe: no register, flag, stack or memory) followed
 /// by a `push` of a register (which the kernel emulates, one trap per hit
-/// instead of two), and no branch of the function lands after the entry and
-/// at or before the push (a loop back to it would be counted as a call);
+/// instead of two) or a 5-byte nop (emulated, or a call with no trap at all on
+/// 6.18+), and no branch of the function lands after the entry and at or
+/// before that instruction (a loop back to it would be counted as a call);
 /// otherwise 0. A function with an indirect jump (a jump table: its targets
 /// are not in the code) keeps its entry.
 pub(crate) fn entry_skip_x86_64(code: &[u8], address: u64) -> u64 {
     let Some(rest) = code.strip_prefix(&ENDBR64) else {
         return 0;
     };
-    if !matches!(rest, [0x50..=0x57, ..] | [0x41, 0x50..=0x57, ..]) {
+    if !matches!(rest, [0x50..=0x57, ..] | [0x41, 0x50..=0x57, ..]) && !rest.starts_with(&NOP5) {
         return 0;
     }
     let landing = address + 1..=address + ENDBR64.len() as u64;
@@ -70,6 +76,27 @@ pub(crate) fn entry_skip_x86_64(code: &[u8], address: u64) -> u64 {
         }
     }
     ENDBR64.len() as u64
+}
+
+/// Whether a direct branch (jmp, jcc, call, loop, jrcxz) of `code` (at
+/// `address`) lands on `target`, or `code` cannot be decoded.
+pub(crate) fn direct_branch_to_x86_64(code: &[u8], address: u64, target: u64) -> bool {
+    let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
+    let mut insn = iced_x86::Instruction::default();
+    while decoder.can_decode() {
+        decoder.decode_out(&mut insn);
+        if insn.is_invalid() {
+            return true;
+        }
+        let direct = matches!(
+            insn.op0_kind(),
+            OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
+        );
+        if direct && insn.near_branch_target() == target {
+            return true;
+        }
+    }
+    false
 }
 
 /// Why the kernel's x86-64 uprobe code would refuse the instruction at the
@@ -194,6 +221,14 @@ mod tests {
         // A branch to the entry itself is a call like any other.
         let recursive = [0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0xe8, 0xf6, 0xff, 0xff, 0xff, 0x5d, 0xc3];
         assert_eq!(entry_skip_x86_64(&recursive, 0x1000), 4);
+        // endbr64; nopl 0x0(%rax,%rax,1); ret: the nop5 (a patchable entry).
+        let patchable = [0xf3, 0x0f, 0x1e, 0xfa, 0x0f, 0x1f, 0x44, 0x00, 0x00, 0xc3];
+        assert_eq!(entry_skip_x86_64(&patchable, 0x1000), 4);
+        // endbr64; nopw (a 4-byte nop, 0f 1f 40 00): not the nop5 the kernel optimises.
+        assert_eq!(
+            entry_skip_x86_64(&[0xf3, 0x0f, 0x1e, 0xfa, 0x0f, 0x1f, 0x40, 0x00, 0xc3], 0x1000),
+            0
+        );
     }
 
     #[test]

@@ -93,6 +93,7 @@ pub fn sites(targets: &[Target]) -> Result<Vec<ProbeSite>, TargetError> {
             attach_cookie: t.cookie_value(),
             value: t.cookie_value(),
             symbol: symbol.map(Arc::from),
+            nop5_offset: None,
         });
     }
     Ok(out)
@@ -223,6 +224,41 @@ pub(super) fn check_usdt_site(table: &SymbolTable, u: &usdt::UsdtProbe) -> Resul
 /// An offset into `f` (whose code spans `extent` bytes) must start an
 /// instruction: decoded from the function's entry on x86-64, a multiple of the
 /// fixed instruction size elsewhere.
+/// The file offset of the 5-byte nop right after USDT site `u`'s 1-byte nop,
+/// when the site is written `nop; nop5`, no argument reads `%rip`, and no
+/// direct branch of the function holding it lands on the nop5 (x86-64; the
+/// site itself was checked by [`check_usdt_site`]). See
+/// [`FunctionMatch::nop5_offset`].
+pub(super) fn usdt_nop5(table: &SymbolTable, u: &usdt::UsdtProbe) -> Option<u64> {
+    if !cfg!(target_arch = "x86_64") {
+        return None;
+    }
+    let bytes = table.bytes_at(u.file_offset, 6)?;
+    if bytes[0] != 0x90 || bytes[1..] != boundary::NOP5 {
+        return None;
+    }
+    // struct pt_regs's ip: an argument read relative to it would move too.
+    const PT_REGS_IP: u16 = 128;
+    let reads_ip = u.args.as_ref().is_ok_and(|args| {
+        args.iter().any(|a| {
+            matches!(a.location,
+                usdt::UsdtArgLocation::Reg { pt_regs_offset } | usdt::UsdtArgLocation::Mem { pt_regs_offset, .. }
+                    if pt_regs_offset == PT_REGS_IP)
+        })
+    });
+    if reads_ip {
+        return None;
+    }
+    // A branch straight to the nop5 would fire the probe without passing the nop.
+    if let Some((f, extent)) = table.function_holding(u.address) {
+        let code = table.bytes_at(f.file_offset, extent).unwrap_or_default();
+        if boundary::direct_branch_to_x86_64(code, f.address, u.address + 1) {
+            return None;
+        }
+    }
+    Some(u.file_offset + 1)
+}
+
 fn check_boundary(table: &SymbolTable, f: &FunctionSymbol, extent: u64, offset: u64) -> Result<(), TargetError> {
     if offset == 0 {
         return Ok(());

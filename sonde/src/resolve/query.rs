@@ -201,6 +201,7 @@ impl Functions {
                     entry_skip,
                     implementation,
                     usdt: None,
+                    nop5_offset: None,
                 }
             })
             .collect();
@@ -271,6 +272,7 @@ impl Functions {
                     continue;
                 }
                 super::check_usdt_site(table, u)?;
+                let nop5_offset = super::usdt_nop5(table, u);
                 let name: Arc<str> = Arc::from(u.label());
                 functions.push(FunctionMatch {
                     cookie: functions.len() as u64,
@@ -289,6 +291,7 @@ impl Functions {
                     entry_skip: 0,
                     implementation: None,
                     usdt: Some(u.clone()),
+                    nop5_offset,
                     index: usize::MAX,
                 });
             }

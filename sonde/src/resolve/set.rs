@@ -37,6 +37,13 @@ pub struct FunctionMatch {
     /// semaphore is set through the attachment, the arguments are read as
     /// its specs say).
     pub usdt: Option<super::usdt::UsdtProbe>,
+    /// For a USDT site written `nop; nop5` (as libbpf's `usdt.h` writes them):
+    /// the file offset of the 5-byte nop after its 1-byte nop, where the
+    /// attachment moves the probe on kernels that turn a uprobe on a 5-byte
+    /// nop into a call with no trap ([`crate::Feature::UprobeNop5`], x86-64
+    /// 6.18+). `None` for other sites, and for a site whose arguments read
+    /// `%rip` (it would see the other address).
+    pub nop5_offset: Option<u64>,
     pub(super) index: usize,
 }
 
@@ -224,6 +231,7 @@ impl FunctionSet {
                 attach_cookie: f.cookie,
                 value: f.cookie,
                 symbol: Some(f.name.clone()),
+                nop5_offset: f.nop5_offset,
             })
             .collect()
     }

@@ -30,6 +30,11 @@ pub struct ProbeSite {
     pub value: u64,
     /// The symbol, when resolved from one (`name` or `name+0x..`).
     pub symbol: Option<Arc<str>>,
+    /// A second place for the same probe, cheaper where the kernel has
+    /// [`crate::Feature::UprobeNop5`]: the 5-byte nop right after a USDT site's
+    /// 1-byte nop ([`crate::resolve::FunctionMatch::nop5_offset`]). The attach
+    /// moves the probe there when the kernel has it; `None` for most sites.
+    pub nop5_offset: Option<u64>,
 }
 
 impl ProbeSite {

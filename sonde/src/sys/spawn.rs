@@ -118,3 +118,28 @@ pub(crate) fn readable(fd: BorrowedFd<'_>) -> bool {
     // SAFETY: one valid pollfd, no wait.
     unsafe { libc::poll(&mut p, 1, 0) == 1 && p.revents & libc::POLLIN != 0 }
 }
+
+/// How the kernel answers the x86-64 `uprobe` syscall (336, Linux 6.18) called
+/// from outside its trampoline: in a forked child, since a kernel could answer
+/// with SIGILL. `Ok(errno)` (0: it returned without error), `Err(128 + signal)`
+/// when the child was killed, `None` where the child could not be forked.
+pub(crate) fn uprobe_syscall_answer() -> Option<Result<i32, i32>> {
+    if !cfg!(target_arch = "x86_64") {
+        return Some(Ok(libc::ENOSYS));
+    }
+    // SAFETY: the child makes one raw syscall and `_exit`s (async-signal-safe).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return None;
+    }
+    if pid == 0 {
+        // SAFETY: as above.
+        unsafe {
+            let r = libc::syscall(336);
+            let e = if r < 0 { *libc::__errno_location() } else { 0 };
+            libc::_exit(e.clamp(0, 127));
+        }
+    }
+    let status = wait(pid, true)?;
+    Some(if status > 128 { Err(status) } else { Ok(status) })
+}
