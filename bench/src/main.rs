@@ -38,11 +38,13 @@ fn main() -> Result<()> {
             return peers::first_attach_child(lib, std::path::Path::new(exe));
         }
     }
-    // For a profiler (`perf record -g -- sonde-bench --attach-loop N ROUNDS EXE`):
-    // sonde's multi attach and detach of the first N functions, ROUNDS times.
-    if let [flag, n, rounds, exe] = all.as_slice() {
+    // For a profiler (`perf record -g -- sonde-bench --attach-loop N ROUNDS EXE [names]`):
+    // sonde's multi attach and detach of the first N functions (by offsets, or
+    // by names resolved cold each round), ROUNDS times.
+    if let [flag, n, rounds, exe, rest @ ..] = all.as_slice() {
         if flag == "--attach-loop" {
-            return peers::attach_loop(n.parse()?, rounds.parse()?, std::path::Path::new(exe));
+            let names = rest.first().is_some_and(|r| r == "names");
+            return peers::attach_loop(n.parse()?, rounds.parse()?, std::path::Path::new(exe), names);
         }
     }
     let mut opts = Opts {

@@ -264,16 +264,28 @@ pub fn first_attach_child(lib: &str, exe: &Path) -> Result<()> {
 
 /// sonde's multi attach and detach of `f0..f<n-1>` of `exe`, `rounds` times:
 /// a loop to profile (`--attach-loop`); prints the CPU time per attach.
-pub fn attach_loop(n: usize, rounds: usize, exe: &Path) -> Result<()> {
+pub fn attach_loop(n: usize, rounds: usize, exe: &Path, by_names: bool) -> Result<()> {
     let sites = resolve_numbered(exe)?;
     let sites = &sites[..n.min(sites.len())];
+    let names: Vec<String> = (0..n).map(|i| format!("f{i}")).collect();
     let mut o = sonde_object(n)?;
     let p = o.uprobe(Program::Count.name())?;
     p.load(MULTI)?;
     let mut cpu = Duration::ZERO;
     for _ in 0..rounds {
+        if by_names {
+            sonde::resolve::cache::clear();
+        }
         let start = thread_cpu();
-        let att = p.attach_sites(sites.to_vec(), &AttachOptions::default().tier(sonde::Tier::Multi))?;
+        let sites = if by_names {
+            Functions::in_binary(exe)
+                .patterns(names.iter().cloned())
+                .resolve()?
+                .targets()
+        } else {
+            sites.to_vec()
+        };
+        let att = p.attach_sites(sites, &AttachOptions::default().tier(sonde::Tier::Multi))?;
         cpu += thread_cpu() - start;
         drop(att);
     }

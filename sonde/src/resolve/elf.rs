@@ -107,7 +107,10 @@ impl SymbolTable {
     /// symbols; the full read finds it).
     pub(crate) fn named_only(binary: &BinaryFile, names: &[&str]) -> Result<Option<Self>, TargetError> {
         let data = binary.map()?;
-        let wanted: rustc_hash::FxHashSet<&str> = names.iter().map(|n| n.split('@').next().unwrap_or(n)).collect();
+        let wanted: rustc_hash::FxHashSet<&[u8]> = names
+            .iter()
+            .map(|n| n.split('@').next().unwrap_or(n).as_bytes())
+            .collect();
         let first = parse_symbols_keeping(binary.path(), &data, Keep::Named(&wanted))?;
         if !first.has_symtab {
             return Ok(None);

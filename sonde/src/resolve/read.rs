@@ -33,8 +33,9 @@ pub(super) struct RawSym {
 pub(super) enum Keep<'a> {
     /// Every one.
     All,
-    /// Those whose name (without a version suffix) is one of these.
-    Named(&'a rustc_hash::FxHashSet<&'a str>),
+    /// Those whose name (without a version suffix) is one of these (bytes:
+    /// compared before any UTF-8 check).
+    Named(&'a rustc_hash::FxHashSet<&'a [u8]>),
     /// Those at one of these addresses (the aliases of the named ones).
     At(&'a rustc_hash::FxHashSet<u64>),
 }
@@ -92,28 +93,33 @@ fn read_elf<Elf: FileHeader<Endian = object::Endianness>>(
             out.has_symtab = true;
         }
         out.count += table.len();
-        out.defined.reserve(table.len());
+        if matches!(keep, Keep::All) {
+            out.defined.reserve(table.len());
+        }
         let strings = table.strings();
         for (index, sym) in table.enumerate() {
             let kind = sym.st_type();
             if kind != STT_FUNC && kind != STT_GNU_IFUNC {
                 continue;
             }
+            let defined = sym.st_shndx(e) != SHN_UNDEF;
+            // By address: skipped before its name is even looked at.
+            if let Keep::At(addrs) = keep {
+                if defined && !addrs.contains(&sym.st_value(e).into()) {
+                    continue;
+                }
+            }
             let Ok(raw) = sym.name(e, strings) else { continue };
             if raw.is_empty() {
                 continue;
             }
-            // Skipped before any allocation: a few names of a large table cost a scan.
-            let wanted = match keep {
-                Keep::All => true,
-                Keep::Named(names) => {
-                    let plain = raw.split(|&b| b == b'@').next().unwrap_or(raw);
-                    std::str::from_utf8(plain).is_ok_and(|p| names.contains(p))
+            // Skipped before any allocation or UTF-8 check: a few names of a
+            // large table cost one scan.
+            if let Keep::Named(names) = keep {
+                let plain = raw.split(|&b| b == b'@').next().unwrap_or(raw);
+                if defined && !names.contains(plain) {
+                    continue;
                 }
-                Keep::At(addrs) => addrs.contains(&sym.st_value(e).into()),
-            };
-            if !wanted && sym.st_shndx(e) != SHN_UNDEF {
-                continue;
             }
             // Valid UTF-8 (nearly always) is borrowed, not re-scanned and copied.
             let raw = match std::str::from_utf8(raw) {
