@@ -139,6 +139,8 @@ pub fn write_config(path: &Path, port: u16, probes: &[(&Path, &[&str], bool)]) {
     // Written whole then renamed: the agent never reads half a file.
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).expect("write config");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).expect("chmod config");
     std::fs::rename(&tmp, path).expect("rename config");
 }
 
@@ -146,6 +148,9 @@ pub fn work_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("sonde-serve-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("work dir");
+    // The agent refuses a configuration others could change, whatever the umask.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).expect("chmod work dir");
     d
 }
 

@@ -177,9 +177,113 @@ fn the_agent_counts_exactly_reloads_the_difference_and_leaves_nothing() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// #27: counters keyed by what they count (scope, binary as configured,
+/// function) go on across every change the agent makes: a function added to a
+/// probe's list, `latency` switched off and on again, a probe split into two
+/// entries, a function removed then named again, the binary replaced on disk.
+/// Only a restart resets them.
+#[test]
+fn counters_survive_every_change_the_agent_makes() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let dir = work_dir("carried");
+    // A copy of its own (replaced below), named as `value` reads it.
+    let pie = dir.join("fixture-pie");
+    std::fs::copy(fixtures().join("fixture-pie"), &pie).expect("copy fixture");
+    std::fs::copy(fixtures().join("libvers.so"), dir.join("libvers.so")).expect("copy libvers.so");
+    let config = dir.join("serve.toml");
+    let port = free_port();
+    write_config(&config, port, &[(&pie, &["fx_alpha", "fx_beta"], true)]);
+    let agent = Agent::start(&config, port);
+    // A reload is over when the agent shows what only the new configuration has.
+    type Samples = [(String, f64)];
+    let reload = |probes: &[(&std::path::Path, &[&str], bool)], done: &dyn Fn(&Samples) -> bool| {
+        write_config(&config, port, probes);
+        agent.signal(libc::SIGHUP);
+        agent.wait_until(
+            |s| done(s) && s.iter().any(|(k, v)| k == "sonde_configuration_applied" && *v == 1.0),
+            "the reload applied",
+        )
+    };
+    let timed = |s: &[(String, f64)], f: &str| present(s, "sonde_call_duration_seconds_count", f);
+    let run_until = |function: &str, calls: f64| {
+        run_fixture(&pie, &[]);
+        agent.wait_until(
+            |s| value(s, "sonde_calls_total", function) >= calls,
+            &format!("{calls} calls of {function}"),
+        )
+    };
+    let calls = |s: &[(String, f64)], f: &str| value(s, "sonde_calls_total", f);
+    run_fixture(&pie, &[]);
+    let s = run_until("fx_beta", 4.0);
+    assert_eq!((calls(&s, "fx_alpha"), calls(&s, "fx_beta")), (2.0, 4.0));
+    assert_eq!(value(&s, "sonde_call_duration_seconds_count", "fx_beta"), 4.0);
+
+    // A function added to the list: the others go on.
+    let s = reload(&[(&pie, &["fx_alpha", "fx_beta", "fx_gamma"], true)], &|s| {
+        present(s, "sonde_calls_total", "fx_gamma")
+    });
+    assert_eq!((calls(&s, "fx_alpha"), calls(&s, "fx_beta")), (2.0, 4.0), "{s:?}");
+    assert_eq!(value(&s, "sonde_call_duration_seconds_count", "fx_beta"), 4.0);
+    let s = run_until("fx_gamma", 3.0);
+    assert_eq!((calls(&s, "fx_alpha"), calls(&s, "fx_beta")), (3.0, 6.0));
+
+    // latency off: counters go on, no histogram; on again: the histogram
+    // goes on from where it was (the untimed calls in between not in it).
+    let s = reload(&[(&pie, &["fx_alpha", "fx_beta", "fx_gamma"], false)], &|s| {
+        !timed(s, "fx_beta")
+    });
+    assert_eq!(calls(&s, "fx_beta"), 6.0);
+    let s = run_until("fx_gamma", 6.0);
+    assert_eq!(calls(&s, "fx_beta"), 8.0);
+    let s = reload(&[(&pie, &["fx_alpha", "fx_beta", "fx_gamma"], true)], &|s| {
+        timed(s, "fx_beta")
+    });
+    assert_eq!(value(&s, "sonde_call_duration_seconds_count", "fx_beta"), 6.0, "{s:?}");
+    let s = run_until("fx_gamma", 9.0);
+    assert_eq!(value(&s, "sonde_call_duration_seconds_count", "fx_beta"), 8.0);
+    assert_eq!(calls(&s, "fx_beta"), 10.0);
+
+    // Split into two entries (fx_alpha no longer timed); then fx_gamma
+    // removed, and named again.
+    let s = reload(
+        &[(&pie, &["fx_alpha"], false), (&pie, &["fx_beta", "fx_gamma"], true)],
+        &|s| !timed(s, "fx_alpha"),
+    );
+    assert_eq!((calls(&s, "fx_alpha"), calls(&s, "fx_gamma")), (5.0, 9.0));
+    let s = reload(&[(&pie, &["fx_alpha"], false), (&pie, &["fx_beta"], true)], &|s| {
+        !present(s, "sonde_calls_total", "fx_gamma")
+    });
+    assert_eq!(calls(&s, "fx_beta"), 10.0);
+    run_fixture(&pie, &[]); // fx_gamma's 3 calls here are not probed
+    agent.wait_until(|s| calls(s, "fx_beta") >= 12.0, "12 calls of fx_beta");
+    let s = reload(
+        &[(&pie, &["fx_alpha"], false), (&pie, &["fx_beta", "fx_gamma"], true)],
+        &|s| present(s, "sonde_calls_total", "fx_gamma"),
+    );
+    assert_eq!(calls(&s, "fx_gamma"), 9.0, "named again: from where it was");
+    let s = run_until("fx_gamma", 12.0);
+    assert_eq!((calls(&s, "fx_alpha"), calls(&s, "fx_beta")), (7.0, 14.0));
+
+    // Replaced on disk (a package upgrade): attached to the new file at the
+    // next retry, the counts going on.
+    let next = dir.join("fixture-pie.new");
+    std::fs::copy(fixtures().join("fixture-pie"), &next).expect("copy");
+    std::fs::rename(&next, &pie).expect("replace");
+    std::thread::sleep(Duration::from_millis(2500)); // past retry_seconds: attached again
+    let s = run_until("fx_gamma", 15.0);
+    assert_eq!((calls(&s, "fx_alpha"), calls(&s, "fx_beta")), (8.0, 16.0), "{s:?}");
+    // Timed: every call of fx_beta but the 2 made while latency was off.
+    assert_eq!(value(&s, "sonde_call_duration_seconds_count", "fx_beta"), 14.0);
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `sonde serve --check` on a file holding `text`: (status, stdout, stderr).
 fn check(config: &Path, text: &str) -> (Option<i32>, String, String) {
     std::fs::write(config, text).expect("write config");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(config, std::fs::Permissions::from_mode(0o644)).expect("chmod config");
     let out = Command::new(sonde_bin())
         .args(["serve", "--check"])
         .arg(config)
@@ -209,6 +313,20 @@ fn a_bad_configuration_is_refused_with_the_reason() {
     // The example shipped beside the systemd unit is valid.
     let (code, _, err) = check(&config, include_str!("../../contrib/serve.toml"));
     assert_eq!(code, Some(0), "{err}");
+    // A file others may write decides what a root agent probes: refused, with the fix.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let out = Command::new(sonde_bin())
+        .args(["serve", "--check"])
+        .arg(&config)
+        .output()
+        .expect("sonde serve --check");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("writable by every user") && err.contains("chmod go-w"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -20,6 +20,7 @@ use sonde::resolve::watch::{Change, FileWatch, Fingerprint};
 use sonde::{GroupId, SessionMode, Tier};
 
 use super::config::{Config, Probe};
+use super::metrics::Carried;
 use super::shared::{Place, Shared};
 
 /// The jobs of one scope (`None`: every process).
@@ -50,6 +51,8 @@ pub struct Attached {
     pub count: Vec<Place>,
     /// Its functions in the timing job (`latency = true`).
     pub latency: Option<Vec<Place>>,
+    /// The binary as configured (the `binary` label).
+    pub binary: String,
     /// The binary's canonical path and what its file was when it was read.
     pub path: PathBuf,
     pub(super) fingerprint: Fingerprint,
@@ -92,6 +95,11 @@ pub struct Agent {
     /// Whether the configuration in force has been applied (resolving runs
     /// outside the lock: a scrape meanwhile sees part of it).
     pub applied: bool,
+    /// Counts of functions detached since start, by (scope, binary as
+    /// configured, function label): added to what the maps hold when they are
+    /// attached again, so counters reset only when the agent restarts. One
+    /// entry per function ever detached (a few hundred bytes each).
+    pub carried: BTreeMap<(Option<u32>, String, String), Carried>,
 }
 
 impl Agent {
@@ -105,14 +113,18 @@ impl Agent {
             detaching: Vec::new(),
             files: FileWatch::new(),
             applied: false,
+            carried: BTreeMap::new(),
         }
     }
 
-    /// Makes the configuration `config` the one in force: detaches the probes
-    /// it no longer lists and returns the new ones, to resolve (outside the
-    /// agent's lock: that is the slow part) and hand to [`Agent::attach_all`].
-    /// Map sizes stay those of the start. Returns (new probes, detached count).
-    pub fn apply(&mut self, mut config: Config) -> (Vec<Probe>, usize) {
+    /// Makes the configuration `config` the one in force and returns the
+    /// probes it adds, to resolve (outside the agent's lock: that is the slow
+    /// part) and hand to [`Agent::attach_all`], and those it no longer lists,
+    /// to hand to [`Agent::retire`] after: they stay attached until then, so a
+    /// function a new probe names again keeps its place and its counters go on
+    /// (an edited function list, `latency` switched, a probe moved to another
+    /// entry). Map sizes stay those of the start. Returns (new, gone).
+    pub fn apply(&mut self, mut config: Config) -> (Vec<Probe>, Vec<Probe>) {
         self.applied = false;
         if (config.max_functions, config.max_latency_functions)
             != (self.config.max_functions, self.config.max_latency_functions)
@@ -127,17 +139,26 @@ impl Agent {
         let wanted: BTreeSet<Probe> = config.probes.iter().cloned().collect();
         self.config = config;
         let gone: Vec<Probe> = self.probes.keys().filter(|p| !wanted.contains(*p)).cloned().collect();
-        for p in &gone {
+        let new = wanted.into_iter().filter(|p| !self.probes.contains_key(p)).collect();
+        (new, gone)
+    }
+
+    /// Detaches the probes `gone` (from [`Agent::apply`]), once the new ones
+    /// are attached: what no probe names any more is detached, its counts
+    /// carried for the day it is named again. Returns how many there were.
+    pub fn retire(&mut self, gone: &[Probe]) -> usize {
+        for p in gone {
             if let Some(State::Attached(a)) = self.probes.remove(p) {
                 self.detach(p.pid, &a);
+            } else {
+                self.probes.remove(p);
             }
             log::info!("probe {} {:?}: removed", p.binary, p.functions);
         }
         if !gone.is_empty() {
             self.compact();
         }
-        let new = wanted.into_iter().filter(|p| !self.probes.contains_key(p)).collect();
-        (new, gone.len())
+        gone.len()
     }
 
     /// Probes pending now (not attached).
@@ -286,10 +307,43 @@ impl Agent {
     /// Releases what `a` (already out of `probes`) used: groups no other
     /// probe uses are detached; [`Agent::compact`] then shrinks the shared ones.
     fn detach(&mut self, pid: Option<u32>, a: &Attached) {
+        self.carry(pid, a);
         let Some(jobs) = self.jobs.get_mut(&pid) else { return };
         self.detaching.extend(jobs.count.release(&a.count));
         if let (Some(shared), Some(places)) = (jobs.latency.as_mut(), a.latency.as_ref()) {
             self.detaching.extend(shared.release(places));
+        }
+    }
+
+    /// Adds to [`Agent::carried`] the counts of `a`'s functions (its probe
+    /// already out of `probes`) that no other probe of the scope keeps
+    /// attached: read now, before their groups detach (calls in the last
+    /// moments of a detach, about a millisecond on the multi tier, are not
+    /// seen), and added back when the function is attached again, so its
+    /// counters never go down while the agent runs.
+    fn carry(&mut self, pid: Option<u32>, a: &Attached) {
+        let Some(jobs) = self.jobs.get(&pid) else { return };
+        let mut kept_count = BTreeSet::new();
+        let mut kept_timing = BTreeSet::new();
+        for (p, s) in &self.probes {
+            let State::Attached(other) = s else { continue };
+            if p.pid == pid {
+                kept_count.extend(other.series.iter().map(|f| f.count_cookie));
+                kept_timing.extend(other.series.iter().filter_map(|f| f.timing_cookie));
+            }
+        }
+        let binary = a.binary.clone();
+        for f in &a.series {
+            let count = !kept_count.contains(&f.count_cookie);
+            let timing = f.timing_cookie.filter(|c| !kept_timing.contains(c));
+            if !count && timing.is_none() {
+                continue;
+            }
+            let now = super::metrics::read_series(jobs, count.then_some(f.count_cookie), timing);
+            self.carried
+                .entry((pid, binary.clone(), f.function.clone()))
+                .or_default()
+                .add(&now);
         }
     }
 

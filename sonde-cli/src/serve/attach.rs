@@ -175,6 +175,7 @@ impl Agent {
                     series: series(&jobs.count.job, latency_job, &count, latency.as_deref()),
                     count,
                     latency,
+                    binary: p.binary.clone(),
                     path: path.clone(),
                     fingerprint: s.fingerprint(),
                     process: p.pid.map(ProcessWatch::new),

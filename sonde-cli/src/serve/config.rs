@@ -118,6 +118,27 @@ impl Config {
         if !meta.is_file() {
             return Err(fail("not a regular file".into()));
         }
+        // It decides what a root agent probes: nobody but root (or the agent's
+        // own user) may be able to change it, nor its directory.
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let dir_meta = std::fs::metadata(dir).map_err(|e| fail(e.to_string()))?;
+        for (what, m, shown) in [("the file", &meta, path), ("its directory", &dir_meta, dir)] {
+            if let Some(why) = writable_by_others(m.uid(), m.gid(), m.mode(), me, m.is_dir()) {
+                return Err(fail(format!(
+                    "{what} {} is {why}, and it decides what sonde probes as root: \
+                     `chown root: {} && chmod go-w {}`",
+                    shown.display(),
+                    shown.display(),
+                    shown.display()
+                )));
+            }
+        }
         let mut text = String::new();
         file.take(MAX_FILE + 1)
             .read_to_string(&mut text)
@@ -232,5 +253,43 @@ mod tests {
         );
         assert!(err("[[probe]]\nbinary = \"libc\"\nfunctions = [\"x\"]\npid = 1\ncontainer = 2").contains("exclusive"));
         assert!(err("[[probe]\n").contains("TOML") || !err("[[probe]\n").is_empty());
+    }
+}
+
+/// Why a file (or directory) with this owner, group and mode could be changed
+/// by a user other than root and `me`, or `None`. A sticky directory (like
+/// /tmp) still lets others add files, but not replace this one: allowed.
+fn writable_by_others(uid: u32, gid: u32, mode: u32, me: u32, dir: bool) -> Option<String> {
+    if uid != 0 && uid != me {
+        return Some(format!("owned by user {uid}"));
+    }
+    let sticky = dir && mode & 0o1000 != 0;
+    if mode & 0o002 != 0 && !sticky {
+        return Some("writable by every user".into());
+    }
+    if mode & 0o020 != 0 && gid != 0 && !sticky {
+        return Some(format!("writable by group {gid}"));
+    }
+    None
+}
+
+#[cfg(test)]
+mod owner_tests {
+    use super::writable_by_others;
+
+    #[test]
+    fn only_root_or_the_agent_may_write_the_configuration() {
+        assert_eq!(writable_by_others(0, 0, 0o100644, 0, false), None);
+        assert_eq!(writable_by_others(0, 0, 0o100664, 0, false), None, "group root");
+        assert!(writable_by_others(0, 100, 0o100664, 0, false).is_some_and(|w| w.contains("group 100")));
+        assert!(writable_by_others(0, 0, 0o100666, 0, false).is_some_and(|w| w.contains("every user")));
+        assert!(writable_by_others(1000, 1000, 0o100644, 0, false).is_some_and(|w| w.contains("user 1000")));
+        assert_eq!(
+            writable_by_others(1000, 1000, 0o100644, 1000, false),
+            None,
+            "the agent's own file"
+        );
+        assert_eq!(writable_by_others(0, 0, 0o041777, 0, true), None, "/tmp: sticky");
+        assert!(writable_by_others(0, 0, 0o040777, 0, true).is_some());
     }
 }

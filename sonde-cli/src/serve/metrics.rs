@@ -44,12 +44,59 @@ impl std::fmt::Debug for Agent {
 
 /// A histogram as exported: sum (s), count, non-cumulative (upper bound s,
 /// count) buckets ending with `+Inf`.
+#[derive(Clone, Default)]
 struct Histogram {
     sum: f64,
     count: u64,
     buckets: Vec<(f64, u64)>,
     /// Calls the timing program entered whose return was not seen.
     untimed: u64,
+}
+
+impl Histogram {
+    /// Adds `other`'s sum, count and buckets (the same bucket set for every
+    /// series), not its untimed calls (a gauge of now).
+    fn add(&mut self, other: &Histogram) {
+        self.sum += other.sum;
+        self.count += other.count;
+        if self.buckets.is_empty() {
+            self.buckets = other.buckets.iter().map(|&(le, _)| (le, 0)).collect();
+        }
+        for (mine, theirs) in self.buckets.iter_mut().zip(&other.buckets) {
+            mine.1 += theirs.1;
+        }
+    }
+}
+
+/// What a function had counted when it was detached (see `Agent::carried`):
+/// added to its figures when it is attached again.
+#[derive(Clone, Default)]
+pub struct Carried {
+    calls: u64,
+    duration: Option<Histogram>,
+}
+
+impl Carried {
+    /// Adds `other`.
+    pub fn add(&mut self, other: &Carried) {
+        self.calls += other.calls;
+        if let Some(h) = &other.duration {
+            self.duration.get_or_insert_with(Histogram::default).add(h);
+        }
+    }
+}
+
+/// The counts a scope's maps hold now for a counting cookie and a timing
+/// cookie (either may be absent).
+pub fn read_series(jobs: &super::agent::Jobs, count: Option<u32>, timing: Option<u32>) -> Carried {
+    let calls = count
+        .and_then(|c| Counts::open(jobs.count.job.object()).ok()?.get(c).ok())
+        .unwrap_or(0);
+    let duration = timing.and_then(|c| {
+        let l = jobs.latency.as_ref()?;
+        Timing::open(l.job.object()).ok()?.get(c).ok().map(|d| histogram(&d))
+    });
+    Carried { calls, duration }
 }
 
 /// One function's figures.
@@ -91,9 +138,19 @@ fn collect(agent: &Agent) -> Vec<Row> {
             if !seen.insert((&probe.binary, &f.function)) {
                 continue;
             }
-            let calls = counts.as_ref().and_then(|m| m.get(f.count_cookie).ok()).unwrap_or(0);
+            let carried = agent
+                .carried
+                .get(&(probe.pid, probe.binary.clone(), f.function.clone()));
+            let calls =
+                counts.as_ref().and_then(|m| m.get(f.count_cookie).ok()).unwrap_or(0) + carried.map_or(0, |c| c.calls);
             let duration = match (&timing, f.timing_cookie) {
-                (Some((t, _)), Some(c)) => t.get(c).ok().map(|d| histogram(&d)),
+                (Some((t, _)), Some(c)) => t.get(c).ok().map(|d| {
+                    let mut h = histogram(&d);
+                    if let Some(before) = carried.and_then(|c| c.duration.as_ref()) {
+                        h.add(before);
+                    }
+                    h
+                }),
                 _ => None,
             };
             rows.push(Row {
@@ -165,7 +222,7 @@ impl Collector for AgentCollector {
         {
             let mut calls = encoder.encode_descriptor(
                 "sonde_calls",
-                "Calls of the probed function (entries), since it was attached.",
+                "Calls of the probed function (entries) since the agent started: kept across reloads, re-attaches and binaries replaced on disk.",
                 None,
                 MetricType::Counter,
             )?;

@@ -123,10 +123,13 @@ pub fn run(args: &ServeArgs) -> Result<i32, CliError> {
 /// without the agent's lock (scrapes go on meanwhile), then attached.
 /// Returns (attached, detached, pending).
 fn apply(agent: &Mutex<Agent>, config: Config, stop: &AtomicBool) -> (usize, usize, usize) {
-    let (new, detached) = lock(agent).apply(config);
+    let (new, gone) = lock(agent).apply(config);
     let resolved = attach::resolve(new, stop);
     let mut a = lock(agent);
     let attached = a.attach_all(resolved, &std::collections::BTreeMap::new());
+    // The probes no longer listed go after the new ones came: a function both name
+    // stays attached, its counters going on.
+    let detached = a.retire(&gone);
     a.applied = true;
     (attached, detached, a.pending())
 }
