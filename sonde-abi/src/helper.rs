@@ -17,6 +17,8 @@ pub const GET_SMP_PROCESSOR_ID: u32 = 8;
 pub const GET_CURRENT_PID_TGID: u32 = 14;
 /// `bpf_get_current_uid_gid` (4.2).
 pub const GET_CURRENT_UID_GID: u32 = 15;
+/// `bpf_get_current_cgroup_id` (4.18): the cgroup v2 id (the directory's inode) of the current task.
+pub const GET_CURRENT_CGROUP_ID: u32 = 80;
 /// `bpf_get_current_comm` (4.2).
 pub const GET_CURRENT_COMM: u32 = 16;
 /// `bpf_get_stackid` (4.6).

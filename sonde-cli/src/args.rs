@@ -37,6 +37,11 @@ pub struct Common {
     /// libraries: a container), but trace every process that runs them.
     #[arg(long, value_name = "PID", conflicts_with = "pid", value_parser = parse_pid)]
     pub container: Option<u32>,
+    /// Trace only processes in this cgroup (v2) and the cgroups below it,
+    /// filtered in the program: a path, absolute or relative to the cgroup v2
+    /// mount (`system.slice/nginx.service`, a container's or a pod's cgroup).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<std::path::PathBuf>,
     /// Stop after SECS seconds, e.g. 10 or 0.5 (default: at Ctrl-C, or when
     /// COMMAND exits).
     #[arg(short, long, value_name = "SECS", value_parser = parse_duration, allow_negative_numbers = true)]

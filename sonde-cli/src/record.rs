@@ -453,7 +453,12 @@ pub struct Settings {
     /// `--by stack` at functions' first instructions: 1 keeps the caller at
     /// the stack pointer in `ByKey::value2` (`caller - ip`).
     pub by_caller: u64,
+    /// 1: only processes whose cgroup v2 id is in `CGROUPS` count (`--cgroup`).
+    pub cgroup: u64,
 }
+
+/// Cgroup ids `--cgroup` can hold: a cgroup and its descendants.
+pub const CGROUP_IDS: u32 = 4096;
 
 /// Stacks taken at a function's first instruction miss its direct caller:
 /// the kernel walks frame pointers, and the function has not pushed its own

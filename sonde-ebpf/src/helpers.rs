@@ -73,6 +73,14 @@ pub fn current_pid_tgid() -> u64 {
     unsafe { helper!(id::GET_CURRENT_PID_TGID, fn() -> u64)() }
 }
 
+/// `bpf_get_current_cgroup_id` (4.18): the id of the current task's cgroup in
+/// the cgroup v2 hierarchy (the inode number of its directory there).
+#[inline(always)]
+pub fn current_cgroup_id() -> u64 {
+    // SAFETY: no arguments, no memory touched.
+    unsafe { helper!(id::GET_CURRENT_CGROUP_ID, fn() -> u64)() }
+}
+
 /// `bpf_get_current_uid_gid` (4.2): `gid << 32 | uid`.
 #[inline(always)]
 pub fn current_uid_gid() -> u64 {

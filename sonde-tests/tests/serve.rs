@@ -214,9 +214,20 @@ fn counters_survive_every_change_the_agent_makes() {
         )
     };
     let calls = |s: &[(String, f64)], f: &str| value(s, "sonde_calls_total", f);
+    let metric = |s: &[(String, f64)], key: &str| s.iter().find(|(k, _)| k == key).map(|(_, v)| *v);
     run_fixture(&pie, &[]);
     let s = run_until("fx_beta", 4.0);
     assert_eq!((calls(&s, "fx_alpha"), calls(&s, "fx_beta")), (2.0, 4.0));
+    // The agent's own figures: build, probes by state, its attach and scrape times.
+    assert!(
+        s.iter()
+            .any(|(k, v)| k.starts_with("sonde_build_info{") && k.contains("version=\"") && *v == 1.0),
+        "build info"
+    );
+    assert_eq!(metric(&s, "sonde_probes{state=\"attached\"}"), Some(1.0));
+    assert_eq!(metric(&s, "sonde_probes{state=\"pending\"}"), Some(0.0));
+    assert!(metric(&s, "sonde_attach_duration_seconds_count").is_some_and(|n| n >= 1.0));
+    assert!(metric(&s, "sonde_scrape_collect_duration_seconds").is_some_and(|t| t > 0.0 && t < 5.0));
     assert_eq!(value(&s, "sonde_call_duration_seconds_count", "fx_beta"), 4.0);
 
     // A function added to the list: the others go on.
@@ -255,6 +266,11 @@ fn counters_survive_every_change_the_agent_makes() {
         !present(s, "sonde_calls_total", "fx_gamma")
     });
     assert_eq!(calls(&s, "fx_beta"), 10.0);
+    // fx_gamma's group shrank: its old links detached, timed once the thread is done.
+    agent.wait_until(
+        |s| metric(s, "sonde_detach_duration_seconds_count").is_some_and(|n| n >= 1.0),
+        "a detach timed",
+    );
     run_fixture(&pie, &[]); // fx_gamma's 3 calls here are not probed
     agent.wait_until(|s| calls(s, "fx_beta") >= 12.0, "12 calls of fx_beta");
     let s = reload(
@@ -312,6 +328,18 @@ fn a_bad_configuration_is_refused_with_the_reason() {
     assert!(text.contains("valid") && text.contains("retries it"), "{text}");
     // The example shipped beside the systemd unit is valid.
     let (code, _, err) = check(&config, include_str!("../../contrib/serve.toml"));
+    assert_eq!(code, Some(0), "{err}");
+    // So is the one in the Kubernetes DaemonSet's ConfigMap (the block under `serve.toml: |`).
+    let manifest = include_str!("../../contrib/kubernetes/sonde-serve.yaml");
+    let shipped: String = manifest
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("serve.toml: |"))
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+        .collect();
+    assert!(shipped.contains("[[probe]]"), "{shipped}");
+    let (code, _, err) = check(&config, &shipped);
     assert_eq!(code, Some(0), "{err}");
     // A file others may write decides what a root agent probes: refused, with the fix.
     use std::os::unix::fs::PermissionsExt;

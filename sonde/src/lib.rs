@@ -49,6 +49,7 @@
 #![warn(missing_docs)]
 
 pub mod attach;
+pub mod cgroup;
 pub mod command;
 mod error;
 pub mod features;

@@ -4,7 +4,7 @@
 #![no_std]
 #![no_main]
 
-use sonde_ebpf::helpers::{current_pid_tgid, ktime_get_ns};
+use sonde_ebpf::helpers::{current_cgroup_id, current_pid_tgid, ktime_get_ns};
 use sonde_ebpf::maps::stack_trace::BPF_F_USER_STACK;
 use sonde_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace};
 use sonde_ebpf::{map, tracepoint, uprobe, uprobe_session, uretprobe, ProbeContext, RetProbeContext, SessionContext, TracePointContext};
@@ -17,7 +17,7 @@ mod record;
 
 use record::{
     Settings, ByKey, CallRecord, Saved, SCRATCH_BYTES, TEXTS, TEXT_DEFAULT, TEXT_MAX, TEXT_OF_NONE, TEXT_OF_RET, TextRead, SAVED_CALLS, CMP_I32, CMP_I64, CMP_U32, SavedKey, LEN_ARG, LEN_RET, READ_BYTES, READ_BYTES_AT_RETURN, READ_STR, READ_STR_AT_RETURN, TEXT_BYTES, Cond, Filter, Stats, TraceConfig, BUCKETS, BY_KEYS, LATENCY_BUCKETS, latency_bucket, log2, BY_ARG, BY_ARG_STR, BY_COMM, BY_PID, BY_RET, BY_STACK, BY_TEXT, BY_TID, CONDS, ENTRY,
-    FILTER_TEXT, STACK_DEPTH, EVENTS_BYTES, STACK_ENTRIES,
+    FILTER_TEXT, STACK_DEPTH, EVENTS_BYTES, STACK_ENTRIES, CGROUP_IDS,
     FILTER_PASS, OP_EQ, OP_GE, OP_GT, OP_LE, OP_LT, OP_NE, RETURN, SRC_ARG_TEXT, SRC_COMM, SRC_PID, SRC_RET, SRC_TID, TERMS,
 };
 
@@ -63,6 +63,7 @@ static mut SETTINGS: Settings = Settings {
     usdt: 0,
     text_size: 0,
     by_caller: 0,
+    cgroup: 0,
 };
 
 
@@ -145,9 +146,18 @@ fn call_args(ctx: &ProbeContext, cookie: u64) -> [u64; 6] {
 #[map]
 static TRACED: HashMap<u32, u8> = HashMap::with_max_entries(65536);
 
-/// Whether the current process counts: always, unless following a tree.
+/// `--cgroup`: the ids of a cgroup v2 and of its descendants (kept up to date
+/// by user space) whose processes count.
+#[map]
+static CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(CGROUP_IDS);
+
+/// Whether the current process counts: always, unless following a tree or
+/// scoped to a cgroup.
 #[inline(always)]
 fn traced() -> bool {
+    if setting!(cgroup) == 1 && CGROUPS.get(&current_cgroup_id()).is_none() {
+        return false;
+    }
     if setting!(follow) == 1 {
         TRACED.get(&((current_pid_tgid() >> 32) as u32)).is_some()
     } else {

@@ -19,6 +19,7 @@
 //! | `BY_STATS` | latency | `latency --by` | 16k keys |
 //! | `STACKS` | trace, count | `--stack`, `--by stack` | 4096 stacks |
 //! | `TRACED` | every uprobe, follow_* | `--follow` and `-- COMMAND` | 64k processes |
+//! | `CGROUPS` | every uprobe | `--cgroup` | `record::CGROUP_IDS` cgroups |
 //! | `USDT_SPECS` | every uprobe | `usdt:` patterns | one per function |
 //! | `SESSION_SLOTS` | latency | emulated sessions | 64k calls in flight |
 
@@ -132,6 +133,8 @@ pub enum Map {
     Stacks,
     /// The processes of a followed tree.
     Traced,
+    /// The cgroups whose processes count (`--cgroup`).
+    Cgroups,
     /// USDT argument specs by cookie.
     UsdtSpecs,
     /// Emulated session slots (calls in flight).
@@ -142,7 +145,7 @@ pub enum Map {
 
 impl Map {
     /// Every map.
-    pub const ALL: [Map; 18] = [
+    pub const ALL: [Map; 19] = [
         Map::Counts,
         Map::Hist,
         Map::Stats,
@@ -158,6 +161,7 @@ impl Map {
         Map::ByLost,
         Map::Stacks,
         Map::Traced,
+        Map::Cgroups,
         Map::UsdtSpecs,
         Map::SessionSlots,
         Map::Settings,
@@ -181,6 +185,7 @@ impl Map {
             Map::ByLost => "BY_LOST",
             Map::Stacks => "STACKS",
             Map::Traced => "TRACED",
+            Map::Cgroups => "CGROUPS",
             Map::UsdtSpecs => "USDT_SPECS",
             Map::SessionSlots => "SESSION_SLOTS",
             Map::Settings => crate::record::SETTINGS_SECTION,
@@ -193,9 +198,14 @@ impl Map {
     /// ring, the stack map — cost a few ms a load); `None` for the others.
     pub const fn least(self) -> Option<u32> {
         match self {
-            Map::Traced | Map::ByKey | Map::ByStats | Map::Stacks | Map::UsdtSpecs | Map::SessionSlots | Map::Saved => {
-                Some(1)
-            }
+            Map::Traced
+            | Map::Cgroups
+            | Map::ByKey
+            | Map::ByStats
+            | Map::Stacks
+            | Map::UsdtSpecs
+            | Map::SessionSlots
+            | Map::Saved => Some(1),
             Map::Events => Some(4096),
             _ => None,
         }

@@ -100,6 +100,8 @@ pub struct Agent {
     /// attached again, so counters reset only when the agent restarts. One
     /// entry per function ever detached (a few hundred bytes each).
     pub carried: BTreeMap<(Option<u32>, String, String), Carried>,
+    /// The agent's own timings (attach, detach, scrape), for its self-metrics.
+    pub timings: super::metrics::SelfTimings,
 }
 
 impl Agent {
@@ -114,6 +116,7 @@ impl Agent {
             files: FileWatch::new(),
             applied: false,
             carried: BTreeMap::new(),
+            timings: Default::default(),
         }
     }
 
@@ -216,7 +219,14 @@ impl Agent {
             again.push(p);
         }
         self.compact();
-        self.detaching.retain(|h| !h.is_finished());
+        let timings = &mut self.timings;
+        self.detaching.retain(|h| match h.took() {
+            Some(took) => {
+                timings.detach.observe(took);
+                false
+            }
+            None => !h.is_finished(),
+        });
         (again, before)
     }
 

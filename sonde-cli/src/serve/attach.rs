@@ -40,7 +40,10 @@ impl Agent {
         }
         let mut attached = 0;
         for batch in batches.into_values() {
-            match self.attach_batch(&batch) {
+            let started = std::time::Instant::now();
+            let result = self.attach_batch(&batch);
+            self.timings.attach.observe(started.elapsed());
+            match result {
                 Ok(states) => {
                     for ((p, _), a) in batch.into_iter().zip(states) {
                         log::info!("probe {} {:?}: {}", p.binary, p.functions, self.summary(&a));

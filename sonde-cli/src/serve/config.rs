@@ -129,6 +129,10 @@ impl Config {
             .unwrap_or(Path::new("."));
         let dir_meta = std::fs::metadata(dir).map_err(|e| fail(e.to_string()))?;
         for (what, m, shown) in [("the file", &meta, path), ("its directory", &dir_meta, dir)] {
+            // On a read-only mount (a Kubernetes ConfigMap mounted readOnly) nobody writes.
+            if read_only_mount(shown) {
+                continue;
+            }
             if let Some(why) = writable_by_others(m.uid(), m.gid(), m.mode(), me, m.is_dir()) {
                 return Err(fail(format!(
                     "{what} {} is {why}, and it decides what sonde probes as root: \
@@ -253,6 +257,19 @@ mod tests {
         );
         assert!(err("[[probe]]\nbinary = \"libc\"\nfunctions = [\"x\"]\npid = 1\ncontainer = 2").contains("exclusive"));
         assert!(err("[[probe]\n").contains("TOML") || !err("[[probe]\n").is_empty());
+    }
+}
+
+/// Whether `path` lies on a file system mounted read-only.
+fn read_only_mount(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated path and a zeroed statvfs to fill.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        libc::statvfs(c.as_ptr(), &mut st) == 0 && st.f_flag & libc::ST_RDONLY != 0
     }
 }
 

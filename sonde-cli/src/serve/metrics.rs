@@ -11,6 +11,10 @@
 //! | `sonde_attach_errors_total` | counter | `binary` |
 //! | `sonde_attached_functions`, `sonde_attached_groups`, `sonde_pending_probes` | gauge | |
 //! | `sonde_configuration_applied` | gauge | 0 while a configuration is being resolved and attached, else 1 |
+//! | `sonde_probes` | gauge | `state`: `attached` or `pending` (configured probes) |
+//! | `sonde_build_info` | gauge 1 | `version`, `kernel` |
+//! | `sonde_attach_duration_seconds`, `sonde_detach_duration_seconds` | histogram | each batch of probes attached together (one file, one scope), each group detached |
+//! | `sonde_scrape_collect_duration_seconds` | gauge | the previous scrape's reading of the maps and encoding |
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -97,6 +101,44 @@ pub fn read_series(jobs: &super::agent::Jobs, count: Option<u32>, timing: Option
         Timing::open(l.job.object()).ok()?.get(c).ok().map(|d| histogram(&d))
     });
     Carried { calls, duration }
+}
+
+/// Bounds (s) of the agent's own duration histograms.
+const SELF_BOUNDS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A histogram of the agent's own durations (attaches, detaches).
+#[derive(Default)]
+pub struct SelfHistogram {
+    sum: f64,
+    /// Non-cumulative counts per bound of [`SELF_BOUNDS`], then `+Inf`.
+    counts: [u64; SELF_BOUNDS.len() + 1],
+}
+
+impl SelfHistogram {
+    /// Records one duration.
+    pub fn observe(&mut self, d: std::time::Duration) {
+        let s = d.as_secs_f64();
+        self.sum += s;
+        let i = SELF_BOUNDS.iter().position(|b| s <= *b).unwrap_or(SELF_BOUNDS.len());
+        self.counts[i] += 1;
+    }
+
+    fn buckets(&self) -> Vec<(f64, u64)> {
+        SELF_BOUNDS.iter().copied().chain([f64::MAX]).zip(self.counts).collect()
+    }
+}
+
+/// The agent's own timings, exported as its self-metrics.
+#[derive(Default)]
+pub struct SelfTimings {
+    /// Each batch of probes attached together.
+    pub attach: SelfHistogram,
+    /// Each group's detach (the background threads' time).
+    pub detach: SelfHistogram,
+    /// The previous scrape's collection.
+    pub last_scrape: Option<std::time::Duration>,
 }
 
 /// One function's figures.
@@ -217,8 +259,80 @@ fn histogram(d: &Durations) -> Histogram {
 
 impl Collector for AgentCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let agent = super::lock(&self.0);
-        let rows = collect(&agent);
+        let started = std::time::Instant::now();
+        let mut agent = super::lock(&self.0);
+        let result = encode_all(&agent, &mut encoder);
+        agent.timings.last_scrape = Some(started.elapsed());
+        result
+    }
+}
+
+/// The agent's self-metrics: build, probes by state, its own durations.
+fn encode_self(agent: &Agent, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let kernel = sonde::Features::current().kernel_release.clone();
+    encoder
+        .encode_descriptor(
+            "sonde_build_info",
+            "1, labelled with this agent's version and the running kernel.",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_family(&[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("kernel", label_value(&kernel).as_str()),
+        ])?
+        .encode_gauge(&1i64)?;
+    let pending = agent
+        .probes
+        .values()
+        .filter(|s| matches!(s, State::Pending { .. }))
+        .count() as i64;
+    {
+        let mut probes = encoder.encode_descriptor(
+            "sonde_probes",
+            "Configured probes by state: attached, or pending (retried).",
+            None,
+            MetricType::Gauge,
+        )?;
+        probes
+            .encode_family(&[("state", "attached")])?
+            .encode_gauge(&(agent.probes.len() as i64 - pending))?;
+        probes.encode_family(&[("state", "pending")])?.encode_gauge(&pending)?;
+    }
+    for (name, help, h) in [
+        (
+            "sonde_attach_duration",
+            "Time to attach each batch of probes applied together (one file, one scope), resolution excluded.",
+            &agent.timings.attach,
+        ),
+        (
+            "sonde_detach_duration",
+            "Time each group of functions took to detach (on background threads; per-target tiers wait ~0.1 s a probe).",
+            &agent.timings.detach,
+        ),
+    ] {
+        let count: u64 = h.counts.iter().sum();
+        encoder
+            .encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?
+            .encode_histogram::<NoLabelSet>(h.sum, count, &h.buckets(), None)?;
+    }
+    if let Some(d) = agent.timings.last_scrape {
+        encoder
+            .encode_descriptor(
+                "sonde_scrape_collect_duration",
+                "Time the previous scrape took to read the maps and encode the metrics.",
+                Some(&Unit::Seconds),
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&d.as_secs_f64())?;
+    }
+    Ok(())
+}
+
+fn encode_all(agent: &Agent, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    encode_self(agent, encoder)?;
+    {
+        let rows = collect(agent);
         {
             let mut calls = encoder.encode_descriptor(
                 "sonde_calls",

@@ -69,6 +69,8 @@ pub struct Session {
     traced: Option<ProcessWatch>,
     /// The fork and exit tracepoints that keep a followed tree up to date.
     _follow: Vec<sonde::TracepointLink>,
+    /// `--cgroup`: the cgroups counted, kept up to date.
+    _cgroup: Option<object::CgroupWatch>,
     /// When counting began (after attach).
     pub started: Instant,
     /// The probed binaries, watched for writes.
@@ -153,8 +155,12 @@ impl Session {
                 Some(HeldCommand::spawn_with(cmd, to_stderr).map_err(|e| CliError::new(e.to_string()))?)
             }
         };
-        let (job, groups, follow) =
-            object::attach_all(common, programs, &sizes, child.as_ref().map(HeldCommand::pid), site)?;
+        let object::Attached {
+            job,
+            groups,
+            follow,
+            cgroup,
+        } = object::attach_all(common, programs, &sizes, child.as_ref().map(HeldCommand::pid), site)?;
         let attach_ms = t0.elapsed().as_secs_f64() * 1e3;
         // A session program says how its session ran (native or emulated).
         let tier = match job.session_mode() {
@@ -194,6 +200,7 @@ impl Session {
             duration: common.duration,
             traced: common.pid.map(ProcessWatch::new),
             _follow: follow,
+            _cgroup: cgroup,
             started: Instant::now(),
             files,
         };

@@ -2,6 +2,8 @@
 //! with the maps sized to them, the settings written, a process tree followed.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sonde::{AttachOptions, FunctionSet, Functions, GroupId, Job};
@@ -21,8 +23,13 @@ pub(super) fn attach_all(
     sizes: &dyn Fn(u32) -> Vec<(Map, u32)>,
     child: Option<u32>,
     site: Site,
-) -> Result<(Job, Vec<GroupId>, Vec<sonde::TracepointLink>), CliError> {
+) -> Result<Attached, CliError> {
     let pid = child.or(common.pid);
+    // A cgroup that cannot be used is said before anything loads.
+    let cgroup = match &common.cgroup {
+        Some(path) => Some(sonde::cgroup::Cgroup::open(path).map_err(|e| CliError::new(e.to_string()))?),
+        None => None,
+    };
     // A followed tree is filtered in the program (a map of its processes fed
     // by the fork tracepoint): the uprobes then attach for every process.
     let follow = match (child, common.pid) {
@@ -77,6 +84,7 @@ pub(super) fn attach_all(
         .any(|p| p.contains("usdt:"));
     let used = [
         (Map::Traced, follow),
+        (Map::Cgroups, cgroup.is_some()),
         (Map::ByKey, common.by.is_some()),
         (Map::Stacks, common.by.as_ref().is_some_and(|b| b.has(By::Stack))),
         (Map::UsdtSpecs, usdt),
@@ -92,6 +100,11 @@ pub(super) fn attach_all(
         builder = builder.program(p.name());
     }
     let mut job = builder.build()?;
+    // Before any probe attaches: only the cgroup's processes count from the first hit.
+    let cgroup_watch = match cgroup {
+        Some(c) => Some(CgroupWatch::start(job.object(), c)?),
+        None => None,
+    };
     if common.filter.is_some() {
         // On before any probe attaches: until a function's filter is
         // written, its hits do not count.
@@ -110,7 +123,83 @@ pub(super) fn attach_all(
         groups.push(job.add_set(set)?);
     }
     spinner.finish_and_clear();
-    Ok((job, groups, links))
+    Ok(Attached {
+        job,
+        groups,
+        follow: links,
+        cgroup: cgroup_watch,
+    })
+}
+
+/// What [`attach_all`] made.
+pub(super) struct Attached {
+    /// The job, attached.
+    pub job: Job,
+    /// Its groups, one per binary.
+    pub groups: Vec<GroupId>,
+    /// The fork and exit tracepoints of a followed tree.
+    pub follow: Vec<sonde::TracepointLink>,
+    /// `--cgroup`, kept up to date.
+    pub cgroup: Option<CgroupWatch>,
+}
+
+/// `--cgroup`: keeps the programs' `CGROUPS` map holding the cgroup's id and
+/// those of its descendants, adding the cgroups created below it every half
+/// second (a process of a new cgroup counts from then); stops when dropped.
+pub struct CgroupWatch {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CgroupWatch {
+    fn start(object: &sonde::Object, cgroup: sonde::cgroup::Cgroup) -> Result<CgroupWatch, CliError> {
+        let ids: sonde::maps::HashMap<u64, u8> = sonde::maps::HashMap::new(Map::Cgroups.of(object)?)?;
+        let fill = move |ids: &sonde::maps::HashMap<u64, u8>| -> Result<(), CliError> {
+            let subtree = cgroup.subtree_ids();
+            if subtree.len() > crate::record::CGROUP_IDS as usize {
+                return Err(CliError::new(format!(
+                    "{} holds {} cgroups; --cgroup follows at most {}: name a smaller one",
+                    cgroup.path().display(),
+                    subtree.len(),
+                    crate::record::CGROUP_IDS
+                )));
+            }
+            for id in subtree {
+                ids.insert(&id, &1)?;
+            }
+            Ok(())
+        };
+        fill(&ids)?;
+        update_settings(object, |s| s.cgroup = 1)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::park_timeout(Duration::from_millis(500));
+                if flag.load(Ordering::Relaxed) {
+                    return;
+                }
+                if let Err(e) = fill(&ids) {
+                    eprintln!("sonde: {e}");
+                    return;
+                }
+            }
+        });
+        Ok(CgroupWatch {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for CgroupWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
 }
 
 fn progress(json: bool) -> indicatif::ProgressBar {

@@ -43,6 +43,8 @@ struct Progress {
     handed_off: AtomicBool,
     /// The worker's `go` end, dropped by the thread once its copies are closed.
     go: std::sync::Mutex<Option<OwnedFd>>,
+    /// How long the thread took, once it has finished.
+    took: std::sync::OnceLock<std::time::Duration>,
 }
 
 /// A detach running on a background thread (see [`Attachment::detach_in_background`]).
@@ -100,8 +102,10 @@ impl DetachHandle {
             done: AtomicUsize::new(0),
             handed_off: AtomicBool::new(false),
             go: std::sync::Mutex::new(None),
+            took: std::sync::OnceLock::new(),
         });
         let shared = Arc::clone(&progress);
+        let started = std::time::Instant::now();
         let thread = std::thread::spawn(move || {
             let mut links = links.into_iter();
             for link in links.by_ref() {
@@ -118,6 +122,7 @@ impl DetachHandle {
             links.for_each(Link::release);
             drop(programs);
             drop(shared.go.lock().map(|mut g| g.take()));
+            let _ = shared.took.set(started.elapsed());
         });
         DetachHandle {
             thread: Some(thread),
@@ -129,6 +134,15 @@ impl DetachHandle {
     /// Whether the detach has finished.
     pub fn is_finished(&self) -> bool {
         self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// How long the detach took, once it has finished (`None` before, and
+    /// after a hand-off: the rest was not timed here).
+    pub fn took(&self) -> Option<std::time::Duration> {
+        if self.progress.handed_off.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.progress.took.get().copied()
     }
 
     /// Links detached so far, and in all.

@@ -188,15 +188,18 @@ fn go_build_info(data: &[u8]) -> bool {
     use object::read::elf::ElfFile64;
     use object::{Object, ObjectSection};
     if let Ok(elf) = ElfFile64::<object::Endianness>::parse(data) {
-        if elf
-            .sections()
-            .any(|s| matches!(s.name(), Ok(".go.buildinfo" | ".gopclntab" | ".note.go.buildid")))
-        {
-            return true;
+        // With section headers, they say it: a program that merely holds the
+        // magic as a constant (sonde itself) is not a Go program.
+        if elf.sections().next().is_some() {
+            return elf
+                .sections()
+                .any(|s| matches!(s.name(), Ok(".go.buildinfo" | ".gopclntab" | ".note.go.buildid")));
         }
     }
-    // Section headers stripped: the magic, 16-byte aligned, in the file.
-    data.chunks_exact(16).any(|c| c.starts_with(GO_BUILDINFO_MAGIC))
+    // Section headers stripped: the build-info header, 16-byte aligned in the
+    // file: the magic, the pointer size (4 or 8), flags (bits 0 and 1 only).
+    data.chunks_exact(16)
+        .any(|c| c.starts_with(GO_BUILDINFO_MAGIC) && matches!(c[GO_BUILDINFO_MAGIC.len()], 4 | 8) && c[15] & !0x3 == 0)
 }
 
 /// A file's identity and the marks any change of its contents leaves:
@@ -240,3 +243,24 @@ impl PartialEq for BinaryFile {
 }
 
 impl Eq for BinaryFile {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_program_holding_the_go_magic_as_a_constant_is_not_go() {
+        // This test binary holds GO_BUILDINFO_MAGIC in its .rodata (maybe
+        // 16-byte aligned): its section headers say it is not Go.
+        let me = std::fs::read(std::env::current_exe().expect("own path")).expect("read");
+        assert!(!go_build_info(&me));
+        // Without section headers, only a whole build-info header counts.
+        let mut header = [0u8; 32];
+        header[16..30].copy_from_slice(GO_BUILDINFO_MAGIC);
+        header[30] = 8;
+        header[31] = 2;
+        assert!(go_build_info(&header));
+        header[30] = 0x41;
+        assert!(!go_build_info(&header), "a pointer size of 0x41 is not a header");
+    }
+}

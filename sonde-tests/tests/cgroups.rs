@@ -1,0 +1,212 @@
+//! #27: cgroups as the unit of scope. `--cgroup PATH` counts the processes of a
+//! cgroup v2 and of every cgroup below it (one created after sonde started
+//! too), filtered in the program by `bpf_get_current_cgroup_id`; the processes
+//! of a sibling cgroup running the same binary are not counted.
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use sonde_tests::{finish_within, fixtures, link_count, require_root, skip, sonde_bin, until_attached};
+
+/// Tests here attach and count links: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// fixture-pie per run.
+const PER_RUN: [(&str, u64); 4] = [("fx_alpha", 1), ("fx_beta", 2), ("fx_gamma", 3), ("fx_delta", 4)];
+
+/// The cgroup v2 hierarchy: where it is mounted, or mounted here for the test
+/// (a guest's initramfs mounts none); `None` where the kernel has none.
+fn hierarchy() -> Option<PathBuf> {
+    if let Some(m) = sonde::cgroup::mount_point() {
+        return Some(m);
+    }
+    let at = std::env::temp_dir().join("sonde-cgroup2");
+    std::fs::create_dir_all(&at).ok()?;
+    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
+    let target = c(at.to_str()?);
+    // SAFETY: NUL-terminated strings; mounting a cgroup2 file system, as root.
+    let r = unsafe {
+        libc::mount(
+            c("none").as_ptr(),
+            target.as_ptr(),
+            c("cgroup2").as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    (r == 0).then_some(at)
+}
+
+/// A cgroup made for the test, removed (with the cgroups below it) on drop.
+struct Made(PathBuf);
+
+impl Made {
+    fn new(path: PathBuf) -> Made {
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        Made(path)
+    }
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        // Deepest first; a cgroup goes once its processes have exited.
+        let mut dirs = vec![self.0.clone()];
+        let mut i = 0;
+        while i < dirs.len() {
+            if let Ok(entries) = std::fs::read_dir(&dirs[i]) {
+                dirs.extend(entries.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()));
+            }
+            i += 1;
+        }
+        for d in dirs.iter().rev() {
+            for _ in 0..50 {
+                if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// fixture-pie started in `cgroup`, waiting for a line on stdin.
+fn pie_in(cgroup: &Path) -> Child {
+    let procs =
+        std::ffi::CString::new(cgroup.join("cgroup.procs").into_os_string().into_encoded_bytes()).expect("no NUL");
+    let mut cmd = Command::new(fixtures().join("fixture-pie"));
+    cmd.stdin(Stdio::piped()).stdout(Stdio::null());
+    // SAFETY: between fork and exec, open/write/close of a prepared path: the
+    // child moves itself into the cgroup before it runs the fixture.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let n = libc::write(fd, b"0\n".as_ptr().cast(), 2);
+            libc::close(fd);
+            if n != 2 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().expect("spawn fixture-pie in its cgroup")
+}
+
+fn go(mut child: Child) {
+    child.stdin.take().expect("stdin").write_all(b"go\n").expect("go");
+    assert!(child.wait().expect("wait").success());
+}
+
+fn counts(out: &str) -> Vec<(String, u64)> {
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let mut rows: Vec<(String, u64)> = v["functions"]
+        .as_array()
+        .expect("functions")
+        .iter()
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap_or("").to_string(),
+                f["count"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn times(n: u64) -> Vec<(String, u64)> {
+    let mut rows: Vec<(String, u64)> = PER_RUN.iter().map(|(f, c)| (f.to_string(), c * n)).collect();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn a_cgroup_and_its_descendants_count_and_no_other() {
+    let _s = serial();
+    require_root();
+    let Some(root) = hierarchy() else {
+        skip("--cgroup", "no cgroup v2 hierarchy here, and none can be mounted");
+        return;
+    };
+    let top = Made::new(root.join(format!("sonde-test-{}", std::process::id())));
+    let (a, b) = (top.0.join("a"), top.0.join("b"));
+    let _made = (Made::new(a.clone()), Made::new(b.clone()));
+    let pie = fixtures().join("fixture-pie");
+    let (in_a, in_b) = (pie_in(&a), pie_in(&b));
+    // Every process that runs the binary is probed; the program keeps a's.
+    let relative = a.strip_prefix(&root).expect("under the hierarchy").to_path_buf();
+    for (name, path) in [("absolute", a.clone()), ("relative to the mount", relative)] {
+        let mut child = Command::new(sonde_bin())
+            .arg("count")
+            .arg("--json")
+            .arg("--cgroup")
+            .arg(&path)
+            .arg(&pie)
+            .arg("fx_[abgd]*")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sonde");
+        let err = until_attached(&mut child);
+        if name == "absolute" {
+            // A cgroup made below a after sonde started counts too (the
+            // program's set of ids is refreshed every half second).
+            let c = a.join("c");
+            std::fs::create_dir(&c).expect("mkdir a/c");
+            std::thread::sleep(Duration::from_millis(1200));
+            let in_c = pie_in(&c);
+            go(in_c);
+            go(pie_in(&a));
+            go(pie_in(&b));
+            // SAFETY: signals our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let (code, out, rest) = finish_within(&mut child, err, Duration::from_secs(30));
+            assert_eq!(code, Some(130), "{rest}");
+            assert_eq!(counts(&out), times(2), "{name}: a and a/c, not b");
+        } else {
+            go(pie_in(&b));
+            go(pie_in(&a));
+            // SAFETY: as above.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let (code, out, rest) = finish_within(&mut child, err, Duration::from_secs(30));
+            assert_eq!(code, Some(130), "{rest}");
+            assert_eq!(counts(&out), times(1), "{name}: a only");
+        }
+    }
+    // The first two, waiting all along, still count nowhere.
+    go(in_a);
+    go(in_b);
+}
+
+#[test]
+fn a_cgroup_that_cannot_be_used_is_refused_before_anything_attaches() {
+    let _s = serial();
+    require_root();
+    let before = link_count();
+    let pie = fixtures().join("fixture-pie");
+    for (cgroup, says) in [
+        ("/proc", "not a cgroup v2 directory"),
+        ("/no/such/cgroup", "no cgroup /no/such/cgroup"),
+    ] {
+        let out = Command::new(sonde_bin())
+            .args(["count", "-d", "1", "--cgroup", cgroup])
+            .arg(&pie)
+            .arg("fx_*")
+            .output()
+            .expect("sonde");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(says), "{err}");
+    }
+    assert_eq!(link_count(), before, "nothing attached");
+}
