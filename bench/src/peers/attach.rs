@@ -147,6 +147,31 @@ pub(crate) fn attach_names(runs: usize, exe: &Path, names: &[String], slow: &mut
     ])
 }
 
+/// libbpf's perf link per site, each with its cookie.
+fn libbpf_attach_each(p: &libbpf_rs::ProgramMut<'_>, exe: &Path, sites: &[ProbeSite]) -> Result<Vec<libbpf_rs::Link>> {
+    sites
+        .iter()
+        .map(|s| {
+            let opts = libbpf_rs::UprobeOpts {
+                cookie: s.attach_cookie,
+                ..Default::default()
+            };
+            Ok(p.attach_uprobe_with_opts(-1, exe, s.offset as usize, opts)?)
+        })
+        .collect()
+}
+
+/// aya's attach points for `sites`: file offsets with their cookies.
+fn aya_points(sites: &[ProbeSite]) -> Vec<UProbeAttachPoint<'static>> {
+    sites
+        .iter()
+        .map(|s| UProbeAttachPoint {
+            location: UProbeAttachLocation::AbsoluteOffset(s.offset),
+            cookie: Some(s.attach_cookie),
+        })
+        .collect()
+}
+
 /// Attaching `sites` one perf link each (5.15+), and detaching them.
 pub(crate) fn attach_perf_links(runs: usize, exe: &Path, sites: &[ProbeSite]) -> Result<[Figure; 3]> {
     let n = sites.len();
@@ -163,14 +188,7 @@ pub(crate) fn attach_perf_links(runs: usize, exe: &Path, sites: &[ProbeSite]) ->
                 let p = libbpf_prog(&obj, "count_single")?;
                 quiet();
                 let t = Started::now();
-                let mut links = Vec::with_capacity(n);
-                for s in sites {
-                    let opts = libbpf_rs::UprobeOpts {
-                        cookie: s.attach_cookie,
-                        ..Default::default()
-                    };
-                    links.push(p.attach_uprobe_with_opts(-1, exe, s.offset as usize, opts)?);
-                }
+                let links = libbpf_attach_each(&p, exe, sites)?;
                 let a = t.stop();
                 let t = Instant::now();
                 drop(links);
@@ -181,14 +199,7 @@ pub(crate) fn attach_perf_links(runs: usize, exe: &Path, sites: &[ProbeSite]) ->
                 let p = aya_prog(&mut ebpf)?;
                 quiet();
                 let t = Started::now();
-                let points: Vec<UProbeAttachPoint> = sites
-                    .iter()
-                    .map(|s| UProbeAttachPoint {
-                        location: UProbeAttachLocation::AbsoluteOffset(s.offset),
-                        cookie: Some(s.attach_cookie),
-                    })
-                    .collect();
-                let ids = aya_attach_each(p, points, exe, UProbeScope::AllProcesses)?;
+                let ids = aya_attach_each(p, aya_points(sites), exe, UProbeScope::AllProcesses)?;
                 let a = t.stop();
                 let t = Instant::now();
                 for id in ids {
@@ -343,14 +354,7 @@ pub(crate) fn detach_per_target(runs: usize, exe: &Path, sites: &[ProbeSite]) ->
             Lib::Libbpf => {
                 let obj = libbpf_object(n, "count_single")?;
                 let p = libbpf_prog(&obj, "count_single")?;
-                let mut links = Vec::with_capacity(n);
-                for s in sites {
-                    let opts = libbpf_rs::UprobeOpts {
-                        cookie: s.attach_cookie,
-                        ..Default::default()
-                    };
-                    links.push(p.attach_uprobe_with_opts(-1, exe, s.offset as usize, opts)?);
-                }
+                let links = libbpf_attach_each(&p, exe, sites)?;
                 let t = Instant::now();
                 drop(links);
                 (t.elapsed(), t.elapsed())
@@ -358,14 +362,7 @@ pub(crate) fn detach_per_target(runs: usize, exe: &Path, sites: &[ProbeSite]) ->
             Lib::Aya => {
                 let mut ebpf = aya_object(n)?;
                 let p = aya_prog(&mut ebpf)?;
-                let points: Vec<UProbeAttachPoint> = sites
-                    .iter()
-                    .map(|s| UProbeAttachPoint {
-                        location: UProbeAttachLocation::AbsoluteOffset(s.offset),
-                        cookie: Some(s.attach_cookie),
-                    })
-                    .collect();
-                let ids = aya_attach_each(p, points, exe, UProbeScope::AllProcesses)?;
+                let ids = aya_attach_each(p, aya_points(sites), exe, UProbeScope::AllProcesses)?;
                 let t = Instant::now();
                 for id in ids {
                     p.detach(id)?;
