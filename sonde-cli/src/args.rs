@@ -74,12 +74,13 @@ pub struct Common {
     /// types and a USDT note's signs apply too.
     #[arg(long, value_name = "EXPR", value_parser = crate::filter::FilterExpr::parse)]
     pub filter: Option<crate::filter::FilterExpr>,
-    /// Break down by pid, tid, comm, stack (the user stack, named), argN
+    /// Break down by pid, tid, comm, cgroup (the caller's cgroup v2, by path),
+    /// stack (the user stack, named), argN
     /// (`arg0`..`arg5`, signed), the C string an argument points to (`arg0:s`,
     /// up to 63 bytes) or ret (the return value, counted at return), or two
     /// of them (`comm,pid`, `pid,arg1`, `comm,arg0:s`): one row per (function,
     /// key), counted in the program (`count`, with `-i` per interval too;
-    /// `latency` takes pid, tid, comm and ret).
+    /// `latency` takes pid, tid, comm, cgroup and ret).
     #[arg(long, value_name = "KEY[,KEY]", value_parser = parse_by)]
     pub by: Option<ByKeys>,
     /// Write the report (table, JSON, trace lines) to FILE instead of stdout.
@@ -186,6 +187,8 @@ pub enum By {
     Ret,
     /// The user stack.
     Stack,
+    /// The cgroup (v2) of the calling process.
+    Cgroup,
 }
 
 impl By {
@@ -198,6 +201,7 @@ impl By {
             By::Stack => "stack".into(),
             By::Arg(n) | By::ArgStr(n) => format!("arg{n}"),
             By::Ret => "ret".into(),
+            By::Cgroup => "cgroup".into(),
         }
     }
 }
@@ -226,7 +230,7 @@ impl ByKeys {
     /// The program's settings: (kind, arg) of the first part and of the
     /// second (0, 0 without one).
     pub fn settings(&self) -> [(u64, u64); 2] {
-        use crate::record::{BY_ARG, BY_ARG_STR, BY_COMM, BY_PID, BY_RET, BY_STACK, BY_TID};
+        use crate::record::{BY_ARG, BY_ARG_STR, BY_CGROUP, BY_COMM, BY_PID, BY_RET, BY_STACK, BY_TID};
         let of = |b: Option<&By>| match b {
             Some(By::Pid) => (BY_PID, 0),
             Some(By::Tid) => (BY_TID, 0),
@@ -235,6 +239,7 @@ impl ByKeys {
             Some(By::Arg(n)) => (BY_ARG, u64::from(*n)),
             Some(By::ArgStr(n)) => (BY_ARG_STR, u64::from(*n)),
             Some(By::Ret) => (BY_RET, 0),
+            Some(By::Cgroup) => (BY_CGROUP, 0),
             None => (0, 0),
         };
         [of(self.0.first()), of(self.0.get(1))]
@@ -273,6 +278,7 @@ fn parse_by_part(s: &str) -> Result<By, String> {
         "comm" => Ok(By::Comm),
         "stack" => Ok(By::Stack),
         "ret" => Ok(By::Ret),
+        "cgroup" => Ok(By::Cgroup),
         _ => {
             let (arg, string) = match s.strip_suffix(":s") {
                 Some(arg) => (arg, true),
@@ -282,7 +288,7 @@ fn parse_by_part(s: &str) -> Result<By, String> {
                 Some(n) if n <= 5 && string => Ok(By::ArgStr(n)),
                 Some(n) if n <= 5 => Ok(By::Arg(n)),
                 _ => Err(format!(
-                    "`{s}`: break down by pid, tid, comm, stack, ret, arg0..arg5 or a string argument arg0:s..arg5:s"
+                    "`{s}`: break down by pid, tid, comm, cgroup, stack, ret, arg0..arg5 or a string argument arg0:s..arg5:s"
                 )),
             }
         }

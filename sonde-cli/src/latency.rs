@@ -260,10 +260,10 @@ fn run_by(common: &Common, by: ByKeys) -> Result<i32, CliError> {
     if by
         .parts()
         .iter()
-        .any(|p| !matches!(p, By::Pid | By::Tid | By::Comm | By::Ret))
+        .any(|p| !matches!(p, By::Pid | By::Tid | By::Comm | By::Ret | By::Cgroup))
     {
         return Err(CliError::new(
-            "latency --by takes pid, tid, comm and ret: arguments and stacks are not known at return",
+            "latency --by takes pid, tid, comm, cgroup and ret: arguments and stacks are not known at return",
         ));
     }
     let [(kind, _), (kind2, _)] = by.settings();

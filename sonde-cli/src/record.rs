@@ -233,6 +233,8 @@ pub const BY_STACK: u64 = 5;
 pub const BY_RET: u64 = 6;
 /// By the C string an argument points to (`ByKey::text`).
 pub const BY_ARG_STR: u64 = 7;
+/// By the cgroup (v2 id) of the calling process.
+pub const BY_CGROUP: u64 = 8;
 
 /// Frames kept of a user stack (the eBPF side sizes `STACKS` with it).
 #[cfg_attr(not(target_arch = "bpf"), allow(dead_code))]

@@ -141,7 +141,36 @@ fn by_part(by: By, value: u64, key: &crate::record::ByKey) -> (serde_json::Value
         }
         By::Arg(_) | By::Ret => (serde_json::Value::from(value as i64), (value as i64).to_string()),
         By::Pid | By::Tid | By::Stack => (serde_json::Value::from(value), value.to_string()),
+        By::Cgroup => {
+            let name = cgroup_name(value);
+            let shown = crate::human::text(&name);
+            (serde_json::Value::from(name), shown)
+        }
     }
+}
+
+/// A cgroup id named by its path under the cgroup v2 mount (`/` the root),
+/// or `cgroup ID (gone)` once removed; the hierarchy is read again when an
+/// id is not known yet.
+fn cgroup_name(id: u64) -> String {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static NAMES: Mutex<Option<HashMap<u64, String>>> = Mutex::new(None);
+    let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+    if names.as_ref().is_none_or(|n| !n.contains_key(&id)) {
+        let root = sonde::cgroup::mount_point().and_then(|m| sonde::cgroup::Cgroup::open(&m).ok());
+        let fresh = root.map(|r| r.subtree_paths()).unwrap_or_default();
+        *names = Some(
+            fresh
+                .into_iter()
+                .map(|(i, p)| (i, format!("/{}", p.display())))
+                .collect(),
+        );
+    }
+    names
+        .as_ref()
+        .and_then(|n| n.get(&id).cloned())
+        .unwrap_or_else(|| format!("cgroup {id} (gone)"))
 }
 
 /// A command name the programs keep as two native-endian words, up to its NUL.

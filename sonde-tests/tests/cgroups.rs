@@ -210,3 +210,59 @@ fn a_cgroup_that_cannot_be_used_is_refused_before_anything_attaches() {
     }
     assert_eq!(link_count(), before, "nothing attached");
 }
+
+/// `--by cgroup`: calls per cgroup, named by its path under the hierarchy's
+/// mount; with `--cgroup` over their parent, a sibling's calls are apart.
+#[test]
+fn by_cgroup_breaks_calls_down_by_the_callers_cgroup() {
+    let _s = serial();
+    require_root();
+    let Some(root) = hierarchy() else {
+        skip("--by cgroup", "no cgroup v2 hierarchy here, and none can be mounted");
+        return;
+    };
+    let top = Made::new(root.join(format!("sonde-test-by-{}", std::process::id())));
+    let (a, b) = (top.0.join("a"), top.0.join("b"));
+    let _made = (Made::new(a.clone()), Made::new(b.clone()));
+    let pie = fixtures().join("fixture-pie");
+    let mut child = Command::new(sonde_bin())
+        .args(["count", "--json", "--by", "cgroup", "--cgroup"])
+        .arg(&top.0)
+        .arg(&pie)
+        .arg("fx_[ad]*")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sonde");
+    let err = until_attached(&mut child);
+    go(pie_in(&a));
+    go(pie_in(&b));
+    go(pie_in(&b));
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let (code, out, rest) = finish_within(&mut child, err, Duration::from_secs(30));
+    assert_eq!(code, Some(130), "{rest}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let mut rows: Vec<(String, String, u64)> = v["functions"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or("").to_string(),
+                r["cgroup"].as_str().unwrap_or("").to_string(),
+                r["count"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    rows.sort();
+    let name = |c: &Path| format!("/{}", c.strip_prefix(&root).expect("under the mount").display());
+    let mut want = vec![
+        ("fx_alpha".to_string(), name(&a), 1),
+        ("fx_alpha".to_string(), name(&b), 2),
+        ("fx_delta".to_string(), name(&a), 4),
+        ("fx_delta".to_string(), name(&b), 8),
+    ];
+    want.sort();
+    assert_eq!(rows, want, "{out}");
+}

@@ -153,6 +153,28 @@ impl Cgroup {
         ids
     }
 
+    /// Every cgroup at or below it: (id, path relative to it; empty for itself).
+    pub fn subtree_paths(&self) -> Vec<(u64, PathBuf)> {
+        let mut out = vec![(self.id, PathBuf::new())];
+        let mut dirs = vec![PathBuf::new()];
+        while let Some(rel) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(self.path.join(&rel)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let Ok(t) = e.file_type() else { continue };
+                if t.is_dir() && !t.is_symlink() {
+                    if let Ok(m) = e.metadata() {
+                        let child = rel.join(e.file_name());
+                        out.push((m.ino(), child.clone()));
+                        dirs.push(child);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The cgroup of process `pid` (its line `0::/PATH` of `/proc/PID/cgroup`).
     pub fn of_process(pid: u32) -> Result<Cgroup, CgroupError> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).map_err(|source| CgroupError::Missing {

@@ -16,7 +16,7 @@ sonde_ebpf::panic_handler!();
 mod record;
 
 use record::{
-    Settings, ByKey, CallRecord, Saved, SCRATCH_BYTES, TEXTS, TEXT_DEFAULT, TEXT_MAX, TEXT_OF_NONE, TEXT_OF_RET, TextRead, SAVED_CALLS, CMP_I32, CMP_I64, CMP_U32, SavedKey, LEN_ARG, LEN_RET, READ_BYTES, READ_BYTES_AT_RETURN, READ_STR, READ_STR_AT_RETURN, TEXT_BYTES, Cond, Filter, Stats, TraceConfig, BUCKETS, BY_KEYS, LATENCY_BUCKETS, latency_bucket, log2, BY_ARG, BY_ARG_STR, BY_COMM, BY_PID, BY_RET, BY_STACK, BY_TEXT, BY_TID, CONDS, ENTRY,
+    Settings, ByKey, CallRecord, Saved, SCRATCH_BYTES, TEXTS, TEXT_DEFAULT, TEXT_MAX, TEXT_OF_NONE, TEXT_OF_RET, TextRead, SAVED_CALLS, CMP_I32, CMP_I64, CMP_U32, SavedKey, LEN_ARG, LEN_RET, READ_BYTES, READ_BYTES_AT_RETURN, READ_STR, READ_STR_AT_RETURN, TEXT_BYTES, Cond, Filter, Stats, TraceConfig, BUCKETS, BY_KEYS, LATENCY_BUCKETS, latency_bucket, log2, BY_ARG, BY_ARG_STR, BY_CGROUP, BY_COMM, BY_PID, BY_RET, BY_STACK, BY_TEXT, BY_TID, CONDS, ENTRY,
     FILTER_TEXT, STACK_DEPTH, EVENTS_BYTES, STACK_ENTRIES, CGROUP_IDS,
     FILTER_PASS, OP_EQ, OP_GE, OP_GT, OP_LE, OP_LT, OP_NE, RETURN, SRC_ARG_TEXT, SRC_COMM, SRC_PID, SRC_RET, SRC_TID, TERMS,
 };
@@ -409,6 +409,7 @@ fn by_part(hit: &ByHit, kind: u64, arg: u64, stack: &impl Fn() -> u64) -> u64 {
         BY_STACK => stack(),
         BY_ARG => nth(&hit.args, arg),
         BY_RET => hit.ret,
+        BY_CGROUP => current_cgroup_id(),
         _ => 0,
     }
 }
