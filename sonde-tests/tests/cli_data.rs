@@ -198,7 +198,10 @@ fn count_by_breaks_calls_down_in_the_program() {
     // Arguments are gone at return: said.
     let (code, _, err) = sonde(&["latency", "--by", "arg0", &pie, "fx_alpha", "-d", "0.1"]);
     assert_eq!(code, 2);
-    assert!(err.contains("latency --by takes pid, tid, comm, cgroup and ret"), "{err}");
+    assert!(
+        err.contains("latency --by takes pid, tid, comm, cgroup and ret"),
+        "{err}"
+    );
 }
 
 /// #15: `sonde hist`: log2 and linear histograms of an argument and of the
