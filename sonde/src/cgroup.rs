@@ -135,22 +135,7 @@ impl Cgroup {
     /// Its id and those of every cgroup below it, as the file system lists
     /// them now (a cgroup created later is not in it: call again).
     pub fn subtree_ids(&self) -> Vec<u64> {
-        let mut ids = vec![self.id];
-        let mut dirs = vec![self.path.clone()];
-        while let Some(d) = dirs.pop() {
-            let Ok(entries) = std::fs::read_dir(&d) else { continue };
-            for e in entries.flatten() {
-                // Cgroups are directories; their files (cgroup.procs...) are not.
-                let Ok(t) = e.file_type() else { continue };
-                if t.is_dir() && !t.is_symlink() {
-                    if let Ok(m) = e.metadata() {
-                        ids.push(m.ino());
-                        dirs.push(e.path());
-                    }
-                }
-            }
-        }
-        ids
+        self.subtree_paths().into_iter().map(|(id, _)| id).collect()
     }
 
     /// Every cgroup at or below it: (id, path relative to it; empty for itself).
@@ -162,6 +147,7 @@ impl Cgroup {
                 continue;
             };
             for e in entries.flatten() {
+                // Cgroups are directories; their files (cgroup.procs...) are not.
                 let Ok(t) = e.file_type() else { continue };
                 if t.is_dir() && !t.is_symlink() {
                     if let Ok(m) = e.metadata() {

@@ -282,11 +282,7 @@ fn encode_self(agent: &Agent, encoder: &mut DescriptorEncoder) -> Result<(), std
             ("kernel", label_value(&kernel).as_str()),
         ])?
         .encode_gauge(&1i64)?;
-    let pending = agent
-        .probes
-        .values()
-        .filter(|s| matches!(s, State::Pending { .. }))
-        .count() as i64;
+    let pending = agent.pending() as i64;
     {
         let mut probes = encoder.encode_descriptor(
             "sonde_probes",
@@ -426,11 +422,7 @@ fn encode_all(agent: &Agent, encoder: &mut DescriptorEncoder) -> Result<(), std:
                 MetricType::Gauge,
             )?
             .encode_gauge(&(agent.groups() as i64))?;
-        let pending = agent
-            .probes
-            .values()
-            .filter(|s| matches!(s, State::Pending { .. }))
-            .count() as i64;
+        let pending = agent.pending() as i64;
         encoder
             .encode_descriptor(
                 "sonde_pending_probes",
