@@ -189,6 +189,9 @@ pub enum By {
     Stack,
     /// The cgroup (v2) of the calling process.
     Cgroup,
+    /// The container of the calling process, named from its cgroup's path
+    /// (Docker, containerd, CRI-O, Podman, Kubernetes pods).
+    Container,
 }
 
 impl By {
@@ -202,6 +205,7 @@ impl By {
             By::Arg(n) | By::ArgStr(n) => format!("arg{n}"),
             By::Ret => "ret".into(),
             By::Cgroup => "cgroup".into(),
+            By::Container => "container".into(),
         }
     }
 }
@@ -239,7 +243,8 @@ impl ByKeys {
             Some(By::Arg(n)) => (BY_ARG, u64::from(*n)),
             Some(By::ArgStr(n)) => (BY_ARG_STR, u64::from(*n)),
             Some(By::Ret) => (BY_RET, 0),
-            Some(By::Cgroup) => (BY_CGROUP, 0),
+            // The program keys by cgroup; the host names its container.
+            Some(By::Cgroup) | Some(By::Container) => (BY_CGROUP, 0),
             None => (0, 0),
         };
         [of(self.0.first()), of(self.0.get(1))]
@@ -255,6 +260,9 @@ pub fn parse_by(s: &str) -> Result<ByKeys, String> {
     match parts.as_slice() {
         [_] => Ok(ByKeys(parts)),
         [a, b] if a == b => Err(format!("`{s}`: the same key twice")),
+        [a, b] if [a, b].iter().all(|p| matches!(p, By::Cgroup | By::Container)) => {
+            Err(format!("`{s}`: a container is named from its cgroup: one of the two"))
+        }
         [a, b] if *a == By::Stack || *b == By::Stack => Err(format!("`{s}`: a stack is a key of its own")),
         [By::ArgStr(_), By::ArgStr(_)] => Err(format!("`{s}`: one string part per key")),
         [a, b]
@@ -279,6 +287,7 @@ fn parse_by_part(s: &str) -> Result<By, String> {
         "stack" => Ok(By::Stack),
         "ret" => Ok(By::Ret),
         "cgroup" => Ok(By::Cgroup),
+        "container" => Ok(By::Container),
         _ => {
             let (arg, string) = match s.strip_suffix(":s") {
                 Some(arg) => (arg, true),
@@ -288,7 +297,7 @@ fn parse_by_part(s: &str) -> Result<By, String> {
                 Some(n) if n <= 5 && string => Ok(By::ArgStr(n)),
                 Some(n) if n <= 5 => Ok(By::Arg(n)),
                 _ => Err(format!(
-                    "`{s}`: break down by pid, tid, comm, cgroup, stack, ret, arg0..arg5 or a string argument arg0:s..arg5:s"
+                    "`{s}`: break down by pid, tid, comm, cgroup, container, stack, ret, arg0..arg5 or a string argument arg0:s..arg5:s"
                 )),
             }
         }

@@ -260,10 +260,10 @@ fn run_by(common: &Common, by: ByKeys) -> Result<i32, CliError> {
     if by
         .parts()
         .iter()
-        .any(|p| !matches!(p, By::Pid | By::Tid | By::Comm | By::Ret | By::Cgroup))
+        .any(|p| !matches!(p, By::Pid | By::Tid | By::Comm | By::Ret | By::Cgroup | By::Container))
     {
         return Err(CliError::new(
-            "latency --by takes pid, tid, comm, cgroup and ret: arguments and stacks are not known at return",
+            "latency --by takes pid, tid, comm, cgroup, container and ret: arguments and stacks are not known at return",
         ));
     }
     let [(kind, _), (kind2, _)] = by.settings();
@@ -286,19 +286,44 @@ fn run_by(common: &Common, by: ByKeys) -> Result<i32, CliError> {
     )?;
     let stop = session.wait(std::time::Duration::from_secs(1), |_| {});
     let ids = session.function_ids();
-    let mut rows = Vec::new();
+    let mut rows_d = Vec::new();
     for (key, d) in by_durations(session.object())? {
         let Some(id) = ids.get(&u64::from(key.cookie)) else {
             continue;
         };
         let (key, shown) = crate::report::by_fields(&by, &key);
-        rows.push(ByRow {
-            id: id.clone(),
-            key,
-            figures: Figures::of(&d),
-            shown,
-        });
+        rows_d.push((
+            ByRow {
+                id: id.clone(),
+                key,
+                figures: Figures::of(&d),
+                shown,
+            },
+            d,
+        ));
     }
+    if by.has(By::Container) {
+        // One row per container, whatever number of its cgroups called.
+        let mut merged: Vec<(ByRow, Durations)> = Vec::new();
+        let mut at: HashMap<(u64, String), usize> = HashMap::new();
+        for (r, d) in rows_d {
+            match at.entry((r.id.cookie, r.shown.clone())) {
+                std::collections::hash_map::Entry::Occupied(e) => merged[*e.get()].1.merge(&d),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(merged.len());
+                    merged.push((r, d));
+                }
+            }
+        }
+        rows_d = merged;
+    }
+    let mut rows: Vec<ByRow> = rows_d
+        .into_iter()
+        .map(|(mut r, d)| {
+            r.figures = Figures::of(&d);
+            r
+        })
+        .collect();
     rows.sort_by(|a, b| {
         b.figures
             .count

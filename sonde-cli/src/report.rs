@@ -146,7 +146,45 @@ fn by_part(by: By, value: u64, key: &crate::record::ByKey) -> (serde_json::Value
             let shown = crate::human::text(&name);
             (serde_json::Value::from(name), shown)
         }
+        By::Container => container_key(&cgroup_name(value)),
     }
+}
+
+/// A `--by container` key from the caller's cgroup path: JSON
+/// `{"runtime", "id", "pod_uid"}` (`null` outside any container) and shown as
+/// `RUNTIME:ID12` (the short id `docker ps` shows), `pod UID` after it.
+/// Several cgroups of one container give one key (rows are merged by it).
+fn container_key(path: &str) -> (serde_json::Value, String) {
+    match sonde::cgroup::container_of(path) {
+        Some(c) => {
+            let shown = match &c.pod_uid {
+                Some(pod) => format!("{}:{} pod {pod}", c.runtime.name(), &c.id[..12]),
+                None => format!("{}:{}", c.runtime.name(), &c.id[..12]),
+            };
+            let json = serde_json::json!({"runtime": c.runtime.name(), "id": c.id, "pod_uid": c.pod_uid});
+            (json, shown)
+        }
+        None if path.ends_with("(gone)") => (serde_json::Value::Null, format!("({path})")),
+        None => (serde_json::Value::Null, "(no container)".into()),
+    }
+}
+
+/// Merges rows whose keys read the same (`--by container`: each cgroup of a
+/// container is one program key): `key` of each row and `add` folding the
+/// second row into the first; order kept.
+pub fn merge_same<R, K: Eq + std::hash::Hash>(rows: Vec<R>, key: impl Fn(&R) -> K, add: impl Fn(&mut R, R)) -> Vec<R> {
+    let mut at: std::collections::HashMap<K, usize> = std::collections::HashMap::new();
+    let mut out: Vec<R> = Vec::with_capacity(rows.len());
+    for r in rows {
+        match at.entry(key(&r)) {
+            std::collections::hash_map::Entry::Occupied(e) => add(&mut out[*e.get()], r),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(out.len());
+                out.push(r);
+            }
+        }
+    }
+    out
 }
 
 /// A cgroup id named by its path under the cgroup v2 mount (`/` the root),
@@ -160,12 +198,11 @@ fn cgroup_name(id: u64) -> String {
     if names.as_ref().is_none_or(|n| !n.contains_key(&id)) {
         let root = sonde::cgroup::mount_point().and_then(|m| sonde::cgroup::Cgroup::open(&m).ok());
         let fresh = root.map(|r| r.subtree_paths()).unwrap_or_default();
-        *names = Some(
-            fresh
-                .into_iter()
-                .map(|(i, p)| (i, format!("/{}", p.display())))
-                .collect(),
-        );
+        // Names seen before stay: a cgroup removed since is still named
+        // (cgroup v2 ids are not reused).
+        names
+            .get_or_insert_with(HashMap::new)
+            .extend(fresh.into_iter().map(|(i, p)| (i, format!("/{}", p.display()))));
     }
     names
         .as_ref()

@@ -224,25 +224,11 @@ fn by_cgroup_breaks_calls_down_by_the_callers_cgroup() {
     let top = Made::new(root.join(format!("sonde-test-by-{}", std::process::id())));
     let (a, b) = (top.0.join("a"), top.0.join("b"));
     let _made = (Made::new(a.clone()), Made::new(b.clone()));
-    let pie = fixtures().join("fixture-pie");
-    let mut child = Command::new(sonde_bin())
-        .args(["count", "--json", "--by", "cgroup", "--cgroup"])
-        .arg(&top.0)
-        .arg(&pie)
-        .arg("fx_[ad]*")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sonde");
-    let err = until_attached(&mut child);
-    go(pie_in(&a));
-    go(pie_in(&b));
-    go(pie_in(&b));
-    // SAFETY: signals our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let (code, out, rest) = finish_within(&mut child, err, Duration::from_secs(30));
-    assert_eq!(code, Some(130), "{rest}");
-    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let v = count_by("cgroup", &top.0, || {
+        go(pie_in(&a));
+        go(pie_in(&b));
+        go(pie_in(&b));
+    });
     let mut rows: Vec<(String, String, u64)> = v["functions"]
         .as_array()
         .expect("rows")
@@ -256,6 +242,7 @@ fn by_cgroup_breaks_calls_down_by_the_callers_cgroup() {
         })
         .collect();
     rows.sort();
+    let out = v.to_string();
     let name = |c: &Path| format!("/{}", c.strip_prefix(&root).expect("under the mount").display());
     let mut want = vec![
         ("fx_alpha".to_string(), name(&a), 1),
@@ -265,4 +252,82 @@ fn by_cgroup_breaks_calls_down_by_the_callers_cgroup() {
     ];
     want.sort();
     assert_eq!(rows, want, "{out}");
+}
+
+/// `sonde count --json --by BY --cgroup TOP fixture-pie 'fx_[ad]*'`, while
+/// `run` runs the fixture in TOP's cgroups; the report.
+fn count_by(by: &str, top: &Path, run: impl FnOnce()) -> Value {
+    let mut child = Command::new(sonde_bin())
+        .args(["count", "--json", "--by", by, "--cgroup"])
+        .arg(top)
+        .arg(fixtures().join("fixture-pie"))
+        .arg("fx_[ad]*")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sonde");
+    let err = until_attached(&mut child);
+    run();
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let (code, out, rest) = finish_within(&mut child, err, Duration::from_secs(30));
+    assert_eq!(code, Some(130), "{rest}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// `--by container`: cgroups named as Docker (systemd driver) and containerd
+/// under a Kubernetes pod name them, a cgroup made inside a container counts
+/// as that container (one row, not two), a plain cgroup is no container.
+#[test]
+fn by_container_names_each_runtimes_container_and_merges_its_cgroups() {
+    let _s = serial();
+    require_root();
+    let Some(root) = hierarchy() else {
+        skip("--by container", "no cgroup v2 hierarchy here, and none can be mounted");
+        return;
+    };
+    let top = Made::new(root.join(format!("sonde-test-containers-{}", std::process::id())));
+    let docker_id = "d0c4e7".repeat(10) + "abcd";
+    let cri_id = "c41".repeat(21) + "f";
+    let pod = "0f3e6a41-1b2c-4d5e-8f90-a1b2c3d4e5f6";
+    let docker = top.0.join(format!("docker-{docker_id}.scope"));
+    let inner = docker.join("inner");
+    let cri = top.0.join(format!(
+        "kubepods.slice/kubepods-pod{}.slice/cri-containerd-{cri_id}.scope",
+        pod.replace('-', "_")
+    ));
+    let plain = top.0.join("plain.service");
+    let _made = [&docker, &inner, &cri, &plain].map(|p| Made::new(p.to_path_buf()));
+    let v = count_by("container", &top.0, || {
+        go(pie_in(&docker));
+        go(pie_in(&inner));
+        go(pie_in(&cri));
+        go(pie_in(&cri));
+        go(pie_in(&cri));
+        go(pie_in(&plain));
+    });
+    let mut rows: Vec<(String, Value, u64)> = v["functions"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or("").to_string(),
+                r["container"].clone(),
+                r["count"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| (&a.0, a.2).cmp(&(&b.0, b.2)));
+    let d = serde_json::json!({"runtime": "docker", "id": docker_id, "pod_uid": null});
+    let c = serde_json::json!({"runtime": "containerd", "id": cri_id, "pod_uid": pod});
+    let want = vec![
+        ("fx_alpha".to_string(), Value::Null, 1),
+        ("fx_alpha".to_string(), d.clone(), 2),
+        ("fx_alpha".to_string(), c.clone(), 3),
+        ("fx_delta".to_string(), Value::Null, 4),
+        ("fx_delta".to_string(), d, 8),
+        ("fx_delta".to_string(), c, 12),
+    ];
+    assert_eq!(rows, want, "{v}");
 }

@@ -176,6 +176,130 @@ impl Cgroup {
     }
 }
 
+/// The container runtimes whose cgroup names [`container_of`] knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Runtime {
+    /// Docker: `docker-ID.scope` (systemd driver) or `/docker/ID` (cgroupfs driver).
+    Docker,
+    /// containerd through CRI: `cri-containerd-ID.scope`.
+    Containerd,
+    /// CRI-O: `crio-ID.scope`.
+    CriO,
+    /// Podman: `libpod-ID.scope`.
+    Podman,
+    /// A container under a `kubepods` cgroup named by its bare id (the
+    /// cgroupfs driver): the runtime is not in the path.
+    Cri,
+}
+
+impl Runtime {
+    /// `docker`, `containerd`, `cri-o`, `podman` or `cri`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Docker => "docker",
+            Runtime::Containerd => "containerd",
+            Runtime::CriO => "cri-o",
+            Runtime::Podman => "podman",
+            Runtime::Cri => "cri",
+        }
+    }
+}
+
+/// A container as its cgroup path names it: see [`container_of`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Container {
+    /// Who runs it.
+    pub runtime: Runtime,
+    /// Its id: 64 lowercase hexadecimal digits (what `docker ps --no-trunc`
+    /// and `crictl ps` show, and Kubernetes' `containerID` after `://`).
+    pub id: String,
+    /// The Kubernetes pod's UID (`8c2b…-…`, with dashes) when the path is
+    /// under `kubepods`.
+    pub pod_uid: Option<String>,
+}
+
+/// The container a cgroup path (relative to the cgroup v2 mount, as
+/// `/proc/PID/cgroup` gives it) belongs to, from the names runtimes give
+/// their cgroups: systemd's `docker-ID.scope`, `cri-containerd-ID.scope`,
+/// `crio-ID.scope`, `libpod-ID.scope` (not the `*-conmon-*` monitors), the
+/// cgroupfs driver's `/docker/ID` and `/kubepods/…/podUID/ID`; the pod UID
+/// from `kubepods-…-podUID.slice` or `podUID`. The deepest component that
+/// names a container wins (a cgroup made inside a container is still that
+/// container's). `None` for a path of no container (a service, a session).
+/// Only hexadecimal ids and UIDs are accepted, so the results are safe as
+/// label values.
+///
+/// ```
+/// use sonde::cgroup::{container_of, Runtime};
+/// let id = "a".repeat(64);
+/// let c = container_of(&format!(
+///     "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0f3e6a41_1b2c_4d5e_8f90_a1b2c3d4e5f6.slice/cri-containerd-{id}.scope"
+/// )).expect("a container");
+/// assert_eq!((c.runtime, c.id.as_str()), (Runtime::Containerd, id.as_str()));
+/// assert_eq!(c.pod_uid.as_deref(), Some("0f3e6a41-1b2c-4d5e-8f90-a1b2c3d4e5f6"));
+/// assert!(container_of("/system.slice/nginx.service").is_none());
+/// ```
+pub fn container_of(path: &str) -> Option<Container> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let kube = parts.iter().any(|p| p.starts_with("kubepods"));
+    let (at, runtime, id) = parts.iter().enumerate().rev().find_map(|(i, part)| {
+        let (runtime, id) = container_part(part, i.checked_sub(1).map(|j| parts[j]), kube)?;
+        Some((i, runtime, id))
+    })?;
+    let pod_uid = parts[..at].iter().rev().find_map(|p| pod_part(p));
+    Some(Container {
+        runtime,
+        id: id.to_ascii_lowercase(),
+        pod_uid,
+    })
+}
+
+fn is_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// One path component naming a container: (runtime, id).
+fn container_part<'a>(part: &'a str, parent: Option<&str>, kube: bool) -> Option<(Runtime, &'a str)> {
+    if let Some(unit) = part.strip_suffix(".scope") {
+        for (prefix, runtime) in [
+            ("docker-", Runtime::Docker),
+            ("cri-containerd-", Runtime::Containerd),
+            ("crio-", Runtime::CriO),
+            ("libpod-", Runtime::Podman),
+        ] {
+            if let Some(id) = unit.strip_prefix(prefix).filter(|id| is_id(id)) {
+                return Some((runtime, id));
+            }
+        }
+        return None;
+    }
+    if !is_id(part) {
+        return None;
+    }
+    match parent {
+        Some("docker") => Some((Runtime::Docker, part)),
+        _ if kube => Some((Runtime::Cri, part)),
+        _ => None,
+    }
+}
+
+/// A pod's UID from `kubepods-…-podUID.slice` (systemd: dashes written as
+/// underscores) or `podUID` (cgroupfs).
+fn pod_part(part: &str) -> Option<String> {
+    let uid = match part.strip_suffix(".slice") {
+        Some(slice) if slice.starts_with("kubepods") => slice.rsplit_once("-pod")?.1.replace('_', "-"),
+        Some(_) => return None,
+        None => part.strip_prefix("pod")?.to_string(),
+    };
+    let uuid = uid.len() == 36
+        && uid
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| matches!(i, 8 | 13 | 18 | 23) == (b == b'-') && (b == b'-' || b.is_ascii_hexdigit()));
+    uuid.then(|| uid.to_ascii_lowercase())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,5 +321,54 @@ mod tests {
             Err(CgroupError::Missing { .. }) => {}
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn every_runtime_is_named_from_its_cgroup_path() {
+        let id = "0123456789abcdef".repeat(4);
+        let pod = "0f3e6a41-1b2c-4d5e-8f90-a1b2c3d4e5f6";
+        let pod_ = pod.replace('-', "_");
+        let cases = [
+            (format!("/system.slice/docker-{id}.scope"), Runtime::Docker, None),
+            (format!("/docker/{id}"), Runtime::Docker, None),
+            (format!("/machine.slice/libpod-{id}.scope/container"), Runtime::Podman, None),
+            (format!("/system.slice/crio-{id}.scope"), Runtime::CriO, None),
+            (
+                format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{pod_}.slice/cri-containerd-{id}.scope"),
+                Runtime::Containerd,
+                Some(pod),
+            ),
+            (
+                format!("/kubepods.slice/kubepods-pod{pod_}.slice/crio-{id}.scope"),
+                Runtime::CriO,
+                Some(pod),
+            ),
+            (format!("/kubepods/besteffort/pod{pod}/{id}"), Runtime::Cri, Some(pod)),
+        ];
+        for (path, runtime, pod_uid) in cases {
+            let c = container_of(&path).unwrap_or_else(|| panic!("{path}"));
+            assert_eq!(c.runtime, runtime, "{path}");
+            assert_eq!(c.id, id, "{path}");
+            assert_eq!(c.pod_uid.as_deref(), pod_uid, "{path}");
+        }
+        let upper = format!("/system.slice/docker-{}.scope", id.to_uppercase());
+        assert_eq!(container_of(&upper).map(|c| c.id), Some(id.clone()));
+        for none in [
+            "/".to_string(),
+            "/system.slice/nginx.service".into(),
+            "/user.slice/user-1000.slice/session-2.scope".into(),
+            format!("/system.slice/docker-{}.scope", &id[1..]),
+            format!("/system.slice/crio-conmon-{id}.scope"),
+            format!("/system.slice/libpod-conmon-{id}.scope"),
+            format!("/somewhere/{id}"),
+            format!("/system.slice/docker-{}x.scope", &id[1..]),
+            "/kubepods/besteffort/podnot-a-uid".into(),
+        ] {
+            assert_eq!(container_of(&none), None, "{none}");
+        }
+        // A pod slice alone is no container; a malformed pod UID is left out.
+        assert_eq!(container_of(&format!("/kubepods.slice/kubepods-pod{pod_}.slice")), None);
+        let bad_pod = container_of(&format!("/kubepods/pod{}x/{id}", &pod[1..])).expect("container");
+        assert_eq!(bad_pod.pod_uid, None);
     }
 }

@@ -92,6 +92,18 @@ impl ByReader {
                 raw: key,
             });
         }
+        if self.by.has(By::Container) {
+            // One row per container, whatever number of its cgroups called;
+            // keyed (for intervals) by what is shown, not by one cgroup's id.
+            rows = crate::report::merge_same(rows, |r| (r.id.cookie, r.shown.clone()), |a, b| a.count += b.count);
+            for r in &mut rows {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                r.shown.hash(&mut h);
+                r.raw.value = h.finish();
+                r.raw.value2 = 0;
+            }
+        }
         sort_by_rows(&mut rows);
         Ok(rows)
     }

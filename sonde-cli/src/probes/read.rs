@@ -38,6 +38,25 @@ pub struct Durations {
 }
 
 impl Durations {
+    /// Adds `other`'s calls (another cgroup of one container, say): buckets
+    /// summed, the extremes kept, exactly.
+    pub fn merge(&mut self, other: &Durations) {
+        let timed = (self.timed(), other.timed());
+        let mut buckets: std::collections::BTreeMap<u32, u64> = self.buckets.iter().copied().collect();
+        for &(b, n) in &other.buckets {
+            *buckets.entry(b).or_insert(0) += n;
+        }
+        self.buckets = buckets.into_iter().collect();
+        self.min_ns = match timed {
+            (0, _) => other.min_ns,
+            (_, 0) => self.min_ns,
+            _ => self.min_ns.min(other.min_ns),
+        };
+        self.max_ns = self.max_ns.max(other.max_ns);
+        self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
+        self.entered = self.entered.saturating_add(other.entered);
+    }
+
     /// Calls whose return was seen and timed.
     pub fn timed(&self) -> u64 {
         self.buckets.iter().map(|(_, n)| n).sum()
