@@ -12,7 +12,8 @@ use sonde::command::{HeldCommand, ProcessWatch};
 use sonde::resolve::watch::{Change, FileWatch};
 use sonde::{Attachment, FunctionSet, GroupId, Job, Tier};
 
-pub use object::{update_settings, usdt_types};
+pub use crate::probes::update_settings;
+pub use object::usdt_types;
 
 use crate::args::Common;
 use crate::error::CliError;
@@ -70,7 +71,7 @@ pub struct Session {
     /// The fork and exit tracepoints that keep a followed tree up to date.
     _follow: Vec<sonde::TracepointLink>,
     /// `--cgroup`: the cgroups counted, kept up to date.
-    _cgroup: Option<object::CgroupWatch>,
+    _cgroup: Option<crate::probes::CgroupWatch>,
     /// When counting began (after attach).
     pub started: Instant,
     /// The probed binaries, watched for writes.

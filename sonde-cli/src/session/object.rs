@@ -2,8 +2,6 @@
 //! with the maps sized to them, the settings written, a process tree followed.
 
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use sonde::{AttachOptions, FunctionSet, Functions, GroupId, Job};
@@ -11,7 +9,7 @@ use sonde::{AttachOptions, FunctionSet, Functions, GroupId, Job};
 use crate::args::{probe_groups, By, Common};
 use crate::error::CliError;
 use crate::filter::{Declared, FilterExpr, Site, ValueType};
-use crate::probes::{shrink_unused, Map, Program, OBJECT};
+use crate::probes::{shrink_unused, update_settings, CgroupWatch, Map, Program, OBJECT};
 use crate::report::SessionFunction;
 
 /// Resolves every function, loads the object with `programs` and the maps
@@ -102,7 +100,7 @@ pub(super) fn attach_all(
     let mut job = builder.build()?;
     // Before any probe attaches: only the cgroup's processes count from the first hit.
     let cgroup_watch = match cgroup {
-        Some(c) => Some(CgroupWatch::start(job.object(), c)?),
+        Some(c) => Some(CgroupWatch::start(job.object(), c, "--cgroup")?),
         None => None,
     };
     if common.filter.is_some() {
@@ -143,65 +141,6 @@ pub(super) struct Attached {
     pub cgroup: Option<CgroupWatch>,
 }
 
-/// `--cgroup`: keeps the programs' `CGROUPS` map holding the cgroup's id and
-/// those of its descendants, adding the cgroups created below it every half
-/// second (a process of a new cgroup counts from then); stops when dropped.
-pub struct CgroupWatch {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl CgroupWatch {
-    fn start(object: &sonde::Object, cgroup: sonde::cgroup::Cgroup) -> Result<CgroupWatch, CliError> {
-        let ids: sonde::maps::HashMap<u64, u8> = sonde::maps::HashMap::new(Map::Cgroups.of(object)?)?;
-        let fill = move |ids: &sonde::maps::HashMap<u64, u8>| -> Result<(), CliError> {
-            let subtree = cgroup.subtree_ids();
-            if subtree.len() > crate::record::CGROUP_IDS as usize {
-                return Err(CliError::new(format!(
-                    "{} holds {} cgroups; --cgroup follows at most {}: name a smaller one",
-                    cgroup.path().display(),
-                    subtree.len(),
-                    crate::record::CGROUP_IDS
-                )));
-            }
-            for id in subtree {
-                ids.insert(&id, &1)?;
-            }
-            Ok(())
-        };
-        fill(&ids)?;
-        update_settings(object, |s| s.cgroup = 1)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                std::thread::park_timeout(Duration::from_millis(500));
-                if flag.load(Ordering::Relaxed) {
-                    return;
-                }
-                if let Err(e) = fill(&ids) {
-                    eprintln!("sonde: {e}");
-                    return;
-                }
-            }
-        });
-        Ok(CgroupWatch {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for CgroupWatch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.thread().unpark();
-            let _ = t.join();
-        }
-    }
-}
-
 fn progress(json: bool) -> indicatif::ProgressBar {
     if json || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
@@ -239,17 +178,6 @@ pub(super) fn follow_tree(job: &mut Job, root: u32, running: bool) -> Result<Vec
     Ok(links)
 }
 
-/// Changes the job's settings (the programs' `.data.settings` global).
-pub fn update_settings(
-    object: &sonde::Object,
-    change: impl FnOnce(&mut crate::record::Settings),
-) -> Result<(), CliError> {
-    let map = sonde::maps::Array::<crate::record::Settings>::new(Map::Settings.of(object)?)?;
-    let mut s = map.get(0)?;
-    change(&mut s);
-    map.set(0, &s)?;
-    Ok(())
-}
 
 /// USDT probes: each one's argument spec at its cookie in the programs'
 /// `USDT_SPECS`, so arguments are read as the note says.
