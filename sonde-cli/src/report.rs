@@ -188,25 +188,15 @@ pub fn merge_same<R, K: Eq + std::hash::Hash>(rows: Vec<R>, key: impl Fn(&R) -> 
 }
 
 /// A cgroup id named by its path under the cgroup v2 mount (`/` the root),
-/// or `cgroup ID (gone)` once removed; the hierarchy is read again when an
-/// id is not known yet.
+/// or `cgroup ID (gone)` when it was removed before sonde first named it
+/// ([`sonde::cgroup::Names`]).
 fn cgroup_name(id: u64) -> String {
-    use std::collections::HashMap;
     use std::sync::Mutex;
-    static NAMES: Mutex<Option<HashMap<u64, String>>> = Mutex::new(None);
+    static NAMES: Mutex<Option<sonde::cgroup::Names>> = Mutex::new(None);
     let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
-    if names.as_ref().is_none_or(|n| !n.contains_key(&id)) {
-        let root = sonde::cgroup::mount_point().and_then(|m| sonde::cgroup::Cgroup::open(&m).ok());
-        let fresh = root.map(|r| r.subtree_paths()).unwrap_or_default();
-        // Names seen before stay: a cgroup removed since is still named
-        // (cgroup v2 ids are not reused).
-        names
-            .get_or_insert_with(HashMap::new)
-            .extend(fresh.into_iter().map(|(i, p)| (i, format!("/{}", p.display()))));
-    }
     names
-        .as_ref()
-        .and_then(|n| n.get(&id).cloned())
+        .get_or_insert_with(Default::default)
+        .path(id)
         .unwrap_or_else(|| format!("cgroup {id} (gone)"))
 }
 

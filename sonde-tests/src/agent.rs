@@ -20,7 +20,12 @@ pub fn free_port() -> u16 {
 /// `GET path` on 127.0.0.1:port with `accept`; (status line, body) or None
 /// while nothing listens.
 pub fn get(port: u16, path: &str, accept: &str) -> Option<(String, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    get_at("127.0.0.1", port, path, accept)
+}
+
+/// `get` from `host` (another loopback address: another "node").
+pub fn get_at(host: &str, port: u16, path: &str, accept: &str) -> Option<(String, String)> {
+    let mut s = TcpStream::connect((host, port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: {accept}\r\n\r\n").ok()?;
     let mut text = String::new();
@@ -55,12 +60,19 @@ pub fn run_fixture(path: &Path, args: &[&str]) {
 pub struct Agent {
     /// The `sonde serve` process.
     pub child: Child,
-    /// Its port on 127.0.0.1.
+    /// Its port.
     pub port: u16,
+    /// The address it listens on (127.0.0.1 unless started with [`Agent::start_at`]).
+    pub host: String,
 }
 
 impl Agent {
     pub fn start(config: &Path, port: u16) -> Agent {
+        Agent::start_at(config, "127.0.0.1", port)
+    }
+
+    /// An agent whose configuration listens on `host:port`.
+    pub fn start_at(config: &Path, host: &str, port: u16) -> Agent {
         let child = Command::new(sonde_bin())
             .args(["serve", "--log-level", "debug"])
             .arg(config)
@@ -68,7 +80,11 @@ impl Agent {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn sonde serve");
-        let agent = Agent { child, port };
+        let agent = Agent {
+            child,
+            port,
+            host: host.to_string(),
+        };
         // Serving starts before the configuration is applied: wait for it.
         agent.wait_until(
             |s| s.iter().any(|(k, v)| k == "sonde_configuration_applied" && *v == 1.0),
@@ -81,7 +97,7 @@ impl Agent {
     pub fn wait_until(&self, ok: impl Fn(&[(String, f64)]) -> bool, what: &str) -> Vec<(String, f64)> {
         let start = Instant::now();
         loop {
-            if let Some((_, body)) = get(self.port, "/metrics", "*/*") {
+            if let Some((_, body)) = get_at(&self.host, self.port, "/metrics", "*/*") {
                 let now = samples(&body);
                 if ok(&now) {
                     return now;
@@ -165,9 +181,15 @@ pub struct Prometheus {
 impl Prometheus {
     /// Starts it with its data under `dir`.
     pub fn start(binary: &Path, dir: &Path, targets: &[u16]) -> Prometheus {
+        let list: Vec<String> = targets.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        Prometheus::scraping(binary, dir, &list)
+    }
+
+    /// Starts it scraping `HOST:PORT` targets.
+    pub fn scraping(binary: &Path, dir: &Path, targets: &[String]) -> Prometheus {
         let port = free_port();
         let config = dir.join("prometheus.yml");
-        let list: Vec<String> = targets.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
+        let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         std::fs::write(
             &config,
             format!(

@@ -2,6 +2,7 @@
 //! target binary, and checks of what the kernel holds.
 
 pub mod agent;
+pub mod cgroups;
 pub mod cli;
 pub mod crafted;
 

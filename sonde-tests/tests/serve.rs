@@ -394,7 +394,11 @@ fn the_agent_runs_as_nobody_with_capabilities_only() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("capsh");
-    let agent = Agent { child, port };
+    let agent = Agent {
+        child,
+        port,
+        host: "127.0.0.1".into(),
+    };
     agent.wait_until(
         |s| s.iter().any(|(k, v)| k == "sonde_attached_functions" && *v == 4.0),
         "four functions attached without root",

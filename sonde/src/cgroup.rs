@@ -176,6 +176,36 @@ impl Cgroup {
     }
 }
 
+/// Cgroup ids named by their paths under the cgroup v2 mount (`/` its root),
+/// read from the hierarchy when an id is not known yet; a cgroup removed since
+/// it was seen keeps its name (cgroup v2 ids are not reused). Grows by one
+/// entry per cgroup ever seen.
+///
+/// ```no_run
+/// let mut names = sonde::cgroup::Names::default();
+/// let id = sonde::cgroup::Cgroup::open("system.slice".as_ref())?.id();
+/// assert_eq!(names.path(id).as_deref(), Some("/system.slice"));
+/// # Ok::<(), sonde::cgroup::CgroupError>(())
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct Names {
+    known: std::collections::HashMap<u64, String>,
+}
+
+impl Names {
+    /// The path of cgroup `id` (`/system.slice/nginx.service`), or `None`
+    /// when no cgroup has it now and none had it before.
+    pub fn path(&mut self, id: u64) -> Option<String> {
+        if !self.known.contains_key(&id) {
+            let root = mount_point().and_then(|m| Cgroup::open(&m).ok());
+            for (i, p) in root.map(|r| r.subtree_paths()).unwrap_or_default() {
+                self.known.entry(i).or_insert_with(|| format!("/{}", p.display()));
+            }
+        }
+        self.known.get(&id).cloned()
+    }
+}
+
 /// The container runtimes whose cgroup names [`container_of`] knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]

@@ -32,7 +32,11 @@ impl CgroupWatch {
     /// Fills the map and turns the filter on (before any probe attaches, so
     /// only the cgroup's processes count from the first hit); `what` names the
     /// setting in errors (`--cgroup`, `cgroup = ...`).
-    pub fn start(object: &sonde::Object, cgroup: sonde::cgroup::Cgroup, what: &'static str) -> Result<CgroupWatch, CliError> {
+    pub fn start(
+        object: &sonde::Object,
+        cgroup: sonde::cgroup::Cgroup,
+        what: &'static str,
+    ) -> Result<CgroupWatch, CliError> {
         let ids: sonde::maps::HashMap<u64, u8> = sonde::maps::HashMap::new(Map::Cgroups.of(object)?)?;
         let fill = move |ids: &sonde::maps::HashMap<u64, u8>| -> Result<(), CliError> {
             let subtree = cgroup.subtree_ids();
@@ -81,4 +85,3 @@ impl Drop for CgroupWatch {
         }
     }
 }
-

@@ -1,7 +1,7 @@
 //! The agent's state: the configured probes, each attached (its functions in
 //! the jobs' groups) or pending (the error, retried), and the jobs that hold
-//! them — one counting job and one timing job per scope (all processes, or
-//! one pid).
+//! them — one counting job and one timing job per scope (all processes, one
+//! pid, or one cgroup; counted per container or not: [`Scope`]).
 //!
 //! Probes share what they attach: the probes applied together on one binary
 //! and scope become one group (one link on the multi tier), and a function
@@ -19,12 +19,20 @@ use sonde::command::ProcessWatch;
 use sonde::resolve::watch::{Change, FileWatch, Fingerprint};
 use sonde::{GroupId, SessionMode, Tier};
 
-use super::config::{Config, Probe};
+use super::config::{Config, Probe, Scope};
 use super::metrics::Carried;
 use super::shared::{Place, Shared};
 
-/// The jobs of one scope (`None`: every process).
+/// The jobs of one scope.
 pub struct Jobs {
+    /// `cgroup = ...`: the programs' cgroup sets, kept up to date (one per job).
+    pub(super) cgroups: Vec<crate::probes::CgroupWatch>,
+    /// `container_labels`: the counting program keys calls by (cookie,
+    /// caller's cgroup).
+    pub containers: bool,
+    /// `containers`: counting cookies of functions detached; when one counts
+    /// another function, rows a last call left under it are cleared.
+    pub(super) retired: BTreeSet<u32>,
     /// `count` on every function.
     pub count: Shared,
     /// `latency` (a session program) on the functions of `latency = true`
@@ -82,7 +90,7 @@ pub struct Agent {
     /// The configuration in force.
     pub config: Config,
     /// Jobs by scope.
-    pub jobs: BTreeMap<Option<u32>, Jobs>,
+    pub jobs: BTreeMap<Scope, Jobs>,
     /// Each configured probe (a probe listed twice is one).
     pub probes: BTreeMap<Probe, State>,
     /// Failed attaches by configured binary, since start.
@@ -99,9 +107,11 @@ pub struct Agent {
     /// configured, function label): added to what the maps hold when they are
     /// attached again, so counters reset only when the agent restarts. One
     /// entry per function ever detached (a few hundred bytes each).
-    pub carried: BTreeMap<(Option<u32>, String, String), Carried>,
+    pub carried: BTreeMap<(Scope, String, String), Carried>,
     /// The agent's own timings (attach, detach, scrape), for its self-metrics.
     pub timings: super::metrics::SelfTimings,
+    /// Cgroup paths by id (`container_labels`), a removed one's kept.
+    pub names: sonde::cgroup::Names,
 }
 
 impl Agent {
@@ -117,6 +127,7 @@ impl Agent {
             applied: false,
             carried: BTreeMap::new(),
             timings: Default::default(),
+            names: Default::default(),
         }
     }
 
@@ -129,15 +140,14 @@ impl Agent {
     /// entry). Map sizes stay those of the start. Returns (new, gone).
     pub fn apply(&mut self, mut config: Config) -> (Vec<Probe>, Vec<Probe>) {
         self.applied = false;
-        if (config.max_functions, config.max_latency_functions)
-            != (self.config.max_functions, self.config.max_latency_functions)
-            && !self.jobs.is_empty()
-        {
+        let sizes = |c: &Config| (c.max_functions, c.max_latency_functions, c.max_container_series);
+        if sizes(&config) != sizes(&self.config) && !self.jobs.is_empty() {
             log::warn!(
-                "max_functions and max_latency_functions take effect at the next start; keeping the current sizes"
+                "max_functions, max_latency_functions and max_container_series take effect at the next start; keeping the current sizes"
             );
             config.max_functions = self.config.max_functions;
             config.max_latency_functions = self.config.max_latency_functions;
+            config.max_container_series = self.config.max_container_series;
         }
         let wanted: BTreeSet<Probe> = config.probes.iter().cloned().collect();
         self.config = config;
@@ -152,7 +162,7 @@ impl Agent {
     pub fn retire(&mut self, gone: &[Probe]) -> usize {
         for p in gone {
             if let Some(State::Attached(a)) = self.probes.remove(p) {
-                self.detach(p.pid, &a);
+                self.detach(&p.scope(), &a);
             } else {
                 self.probes.remove(p);
             }
@@ -196,7 +206,7 @@ impl Agent {
                     let Some(State::Attached(a)) = self.probes.remove(&p) else {
                         continue;
                     };
-                    self.detach(p.pid, &a);
+                    self.detach(&p.scope(), &a);
                     if let Some(pending) = self.gone(&a) {
                         self.probes.insert(p, pending);
                         continue;
@@ -245,7 +255,7 @@ impl Agent {
             .collect();
         for p in changed {
             if let Some(State::Attached(a)) = self.probes.remove(&p) {
-                self.detach(p.pid, &a);
+                self.detach(&p.scope(), &a);
                 let state = self.gone(&a).unwrap_or_else(|| State::Pending {
                     error: "detached".into(),
                     tried: Instant::now(),
@@ -316,9 +326,9 @@ impl Agent {
 
     /// Releases what `a` (already out of `probes`) used: groups no other
     /// probe uses are detached; [`Agent::compact`] then shrinks the shared ones.
-    fn detach(&mut self, pid: Option<u32>, a: &Attached) {
-        self.carry(pid, a);
-        let Some(jobs) = self.jobs.get_mut(&pid) else { return };
+    fn detach(&mut self, scope: &Scope, a: &Attached) {
+        self.carry(scope, a);
+        let Some(jobs) = self.jobs.get_mut(scope) else { return };
         self.detaching.extend(jobs.count.release(&a.count));
         if let (Some(shared), Some(places)) = (jobs.latency.as_mut(), a.latency.as_ref()) {
             self.detaching.extend(shared.release(places));
@@ -331,29 +341,36 @@ impl Agent {
     /// moments of a detach, about a millisecond on the multi tier, are not
     /// seen), and added back when the function is attached again, so its
     /// counters never go down while the agent runs.
-    fn carry(&mut self, pid: Option<u32>, a: &Attached) {
-        let Some(jobs) = self.jobs.get(&pid) else { return };
+    fn carry(&mut self, scope: &Scope, a: &Attached) {
+        let Some(jobs) = self.jobs.get(scope) else { return };
         let mut kept_count = BTreeSet::new();
         let mut kept_timing = BTreeSet::new();
         for (p, s) in &self.probes {
             let State::Attached(other) = s else { continue };
-            if p.pid == pid {
+            if p.scope() == *scope {
                 kept_count.extend(other.series.iter().map(|f| f.count_cookie));
                 kept_timing.extend(other.series.iter().filter_map(|f| f.timing_cookie));
             }
         }
         let binary = a.binary.clone();
+        let mut retired = Vec::new();
         for f in &a.series {
             let count = !kept_count.contains(&f.count_cookie);
             let timing = f.timing_cookie.filter(|c| !kept_timing.contains(c));
             if !count && timing.is_none() {
                 continue;
             }
-            let now = super::metrics::read_series(jobs, count.then_some(f.count_cookie), timing);
+            let now = super::metrics::read_series(jobs, count.then_some(f.count_cookie), timing, &mut self.names);
+            if count && jobs.containers {
+                retired.push(f.count_cookie);
+            }
             self.carried
-                .entry((pid, binary.clone(), f.function.clone()))
+                .entry((scope.clone(), binary.clone(), f.function.clone()))
                 .or_default()
                 .add(&now);
+        }
+        if let Some(jobs) = self.jobs.get_mut(scope) {
+            jobs.retired.extend(retired);
         }
     }
 
@@ -361,20 +378,20 @@ impl Agent {
     /// a batch of detaches): a function no probe names is no longer probed,
     /// the counters of the others go on.
     fn compact(&mut self) {
-        let scopes: Vec<Option<u32>> = self.jobs.keys().copied().collect();
-        for pid in scopes {
-            self.compact_scope(pid);
+        let scopes: Vec<Scope> = self.jobs.keys().cloned().collect();
+        for scope in scopes {
+            self.compact_scope(&scope);
         }
     }
 
-    fn compact_scope(&mut self, pid: Option<u32>) {
-        let Some(jobs) = self.jobs.get_mut(&pid) else { return };
+    fn compact_scope(&mut self, scope: &Scope) {
+        let Some(jobs) = self.jobs.get_mut(scope) else { return };
         // What the scope's probes still name.
         let (mut counted, mut timed): (BTreeMap<GroupId, BTreeSet<usize>>, BTreeMap<GroupId, BTreeSet<usize>>) =
             Default::default();
         for (p, s) in &self.probes {
             let State::Attached(other) = s else { continue };
-            if p.pid != pid {
+            if p.scope() != *scope {
                 continue;
             }
             for &(g, i) in &other.count {
@@ -403,7 +420,7 @@ impl Agent {
         };
         for (p, s) in self.probes.iter_mut() {
             let State::Attached(other) = s else { continue };
-            if p.pid != pid {
+            if p.scope() != *scope {
                 continue;
             }
             remap(&mut other.count, &count_maps);

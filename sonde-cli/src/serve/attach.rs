@@ -8,9 +8,9 @@ use sonde::command::ProcessWatch;
 use sonde::{AttachOptions, FunctionSet, Job, SessionMode};
 
 use super::agent::{Agent, Attached, Jobs, Series, State};
-use super::config::Probe;
+use super::config::{Probe, Scope};
 use super::shared::{Place, Shared};
-use crate::probes::{shrink_unused, Map, Program, OBJECT};
+use crate::probes::{shrink_unused, update_settings, CgroupWatch, Map, Program, OBJECT};
 use crate::record::LATENCY_BUCKETS;
 
 impl Agent {
@@ -21,7 +21,7 @@ impl Agent {
     /// attached.
     pub fn attach_all(&mut self, resolved: Vec<Resolved>, before: &BTreeMap<Probe, String>) -> usize {
         // Resolved probes by (scope, file).
-        let mut batches: BTreeMap<(Option<u32>, u64, u64), Batch> = BTreeMap::new();
+        let mut batches: BTreeMap<(Scope, u64, u64), Batch> = BTreeMap::new();
         let in_force: BTreeSet<Probe> = self.config.probes.iter().cloned().collect();
         for (p, result) in resolved {
             if !in_force.contains(&p) || matches!(self.probes.get(&p), Some(State::Attached(_))) {
@@ -30,7 +30,7 @@ impl Agent {
             match result {
                 Ok(set) => {
                     let (dev, ino) = set.inode();
-                    batches.entry((p.pid, dev, ino)).or_default().push((p, set));
+                    batches.entry((p.scope(), dev, ino)).or_default().push((p, set));
                 }
                 Err(e) => {
                     let state = self.pending_state(&p, e, before.get(&p));
@@ -105,22 +105,48 @@ impl Agent {
         let Some((first, set)) = batch.first() else {
             return Ok(Vec::new());
         };
-        let pid = first.pid;
+        let scope = first.scope();
+        let pid = scope.pid;
         for (p, _) in batch {
             if let Some(w) = p.pid.map(ProcessWatch::new).filter(ProcessWatch::exited) {
                 return Err(format!("process {} exited", w.pid()));
             }
         }
-        let (max, max_latency) = (self.config.max_functions, self.config.max_latency_functions);
-        let jobs = match self.jobs.entry(pid) {
+        let max = self.config.max_functions;
+        let max_latency = self.config.max_latency_functions;
+        let max_series = self.config.max_container_series;
+        let jobs = match self.jobs.entry(scope.clone()) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
-                let builder = Job::builder(OBJECT)
+                let mut builder = Job::builder(OBJECT)
                     .capacity(max, &[Map::Counts.name()])
-                    .program(Program::Count.name())
                     .options(options(pid));
-                let count = shrink_unused(builder, &[]).build().map_err(|e| e.to_string())?;
+                let mut used = Vec::new();
+                if scope.cgroup.is_some() {
+                    used.push(Map::Cgroups);
+                }
+                if scope.containers {
+                    // Keyed by (cookie, caller's cgroup) in the program.
+                    used.push(Map::ByKey);
+                    builder = builder
+                        .program(Program::CountFiltered.name())
+                        .map_size(Map::ByKey.name(), max_series);
+                } else {
+                    builder = builder.program(Program::Count.name());
+                }
+                let count = shrink_unused(builder, &used).build().map_err(|e| e.to_string())?;
+                let mut cgroups = Vec::new();
+                if let Some(c) = &scope.cgroup {
+                    cgroups.push(watch(&count, c)?);
+                }
+                if scope.containers {
+                    update_settings(count.object(), |s| s.by_kind = crate::record::BY_CGROUP)
+                        .map_err(|e| e.to_string())?;
+                }
                 e.insert(Jobs {
+                    cgroups,
+                    containers: scope.containers,
+                    retired: BTreeSet::new(),
                     count: Shared::new(count),
                     latency: None,
                 })
@@ -128,6 +154,25 @@ impl Agent {
         };
         let sets: Vec<&FunctionSet> = batch.iter().map(|(_, s)| s).collect();
         let counted = jobs.count.place(&sets)?;
+        if let (true, Some(g)) = (jobs.containers, jobs.count.added) {
+            // A reused cookie's rows from the function it counted before go
+            // (those its last moments added after its counts were carried).
+            let cookies: BTreeSet<u32> = jobs
+                .count
+                .job
+                .group(g)
+                .map(|(_, c)| {
+                    c.iter()
+                        .map(|&c| c as u32)
+                        .filter(|c| jobs.retired.contains(c))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !cookies.is_empty() {
+                super::metrics::clear_container_rows(jobs, &cookies);
+                jobs.retired.retain(|c| !cookies.contains(c));
+            }
+        }
         let timed_sets: Vec<&FunctionSet> = batch.iter().filter(|(p, _)| p.latency).map(|(_, s)| s).collect();
         let timed = if timed_sets.is_empty() {
             Ok((Vec::new(), None))
@@ -146,7 +191,14 @@ impl Agent {
                             Some(SessionMode::Native) => &[],
                             _ => &[Map::SessionSlots],
                         };
-                        let job = shrink_unused(builder, used).build().map_err(|e| e.to_string())?;
+                        let mut used = used.to_vec();
+                        if scope.cgroup.is_some() {
+                            used.push(Map::Cgroups);
+                        }
+                        let job = shrink_unused(builder, &used).build().map_err(|e| e.to_string())?;
+                        if let Some(c) = &scope.cgroup {
+                            jobs.cgroups.push(watch(&job, c)?);
+                        }
                         empty.insert(Shared::new(job))
                     }
                 };
@@ -236,4 +288,11 @@ fn options(pid: Option<u32>) -> AttachOptions {
         Some(pid) => AttachOptions::default().pid(pid),
         None => AttachOptions::default(),
     }
+}
+
+/// The cgroup filter of a `cgroup = ...` scope on `job`, on before any of its
+/// probes attach.
+fn watch(job: &Job, cgroup: &str) -> Result<CgroupWatch, String> {
+    let c = sonde::cgroup::Cgroup::open(std::path::Path::new(cgroup)).map_err(|e| e.to_string())?;
+    CgroupWatch::start(job.object(), c, "cgroup = ...").map_err(|e| e.to_string())
 }

@@ -12,6 +12,8 @@
 //! latency = true                     # adds sonde_call_duration_seconds
 //! # pid = 1234                       # only this process
 //! # container = 4321                 # the binary as this process sees it
+//! # cgroup = "system.slice/app.service"   # only this cgroup v2 and below
+//! # container_labels = true          # calls per container: container_id, pod_uid
 //! ```
 
 use std::net::SocketAddr;
@@ -42,6 +44,11 @@ pub struct Config {
     /// Functions timed at once (`latency = true`), all probes together.
     #[serde(default = "default_max_latency")]
     pub max_latency_functions: u32,
+    /// (function, cgroup) pairs counted per container scope
+    /// (`container_labels = true`); calls past it are counted in
+    /// `sonde_container_calls_lost_total`.
+    #[serde(default = "default_max_container_series")]
+    pub max_container_series: u32,
     /// The probes.
     #[serde(default, rename = "probe")]
     pub probes: Vec<Probe>,
@@ -67,6 +74,32 @@ pub struct Probe {
     /// libraries), and every process running that file is counted.
     #[serde(default)]
     pub container: Option<u32>,
+    /// Only calls from processes of this cgroup (v2) and the cgroups below
+    /// it, filtered in the program: a path relative to the cgroup v2 mount
+    /// (`system.slice/app.service`, `kubepods.slice/…-podUID.slice`) or
+    /// absolute. Without `pid` or `container`, `binary` is found as the
+    /// cgroup's first process sees it (a container's own files). A cgroup
+    /// that does not exist yet leaves the probe pending, retried.
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    /// `sonde_calls_total` per container: `container_id` and `pod_uid`
+    /// labels, named from the calling process's cgroup path (Docker,
+    /// containerd, CRI-O, Podman, Kubernetes); empty for a process in no
+    /// container. At most `max_container_series` (function, cgroup) pairs.
+    #[serde(default)]
+    pub container_labels: bool,
+}
+
+/// Where a probe counts: every process, one process, or a cgroup; and
+/// whether per container. Probes of one scope share their jobs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Scope {
+    /// Only this process (`pid = N`).
+    pub pid: Option<u32>,
+    /// Only this cgroup and below (`cgroup = "..."`).
+    pub cgroup: Option<String>,
+    /// Calls counted per container (`container_labels = true`).
+    pub containers: bool,
 }
 
 impl Probe {
@@ -77,10 +110,29 @@ impl Probe {
         let query = sonde::Functions::in_binary(&self.binary)
             .patterns(self.functions.clone())
             .whole_table();
-        match self.pid.or(self.container) {
+        let seen_by = self.pid.or(self.container).or_else(|| self.cgroup_process());
+        match seen_by {
             Some(pid) => query.pid(pid),
             None => query,
         }
+    }
+
+    /// Where it counts.
+    pub fn scope(&self) -> Scope {
+        Scope {
+            pid: self.pid,
+            cgroup: self.cgroup.clone(),
+            containers: self.container_labels,
+        }
+    }
+
+    /// A process of its cgroup (or below), the first listed.
+    fn cgroup_process(&self) -> Option<u32> {
+        let cgroup = sonde::cgroup::Cgroup::open(Path::new(self.cgroup.as_deref()?)).ok()?;
+        cgroup.subtree_paths().into_iter().find_map(|(_, rel)| {
+            let procs = std::fs::read_to_string(cgroup.path().join(rel).join("cgroup.procs")).ok()?;
+            procs.lines().find_map(|l| l.trim().parse().ok())
+        })
     }
 }
 
@@ -92,6 +144,8 @@ pub const RETRY_SECONDS: (u64, u64) = (1, 86_400);
 pub const MAX_FUNCTIONS: (u64, u64) = (1, 1 << 20);
 /// `max_latency_functions`: each one has its histogram's slots in every map.
 pub const MAX_LATENCY_FUNCTIONS: (u64, u64) = (1, 65_536);
+/// `max_container_series`: hash map entries of one scope.
+pub const MAX_CONTAINER_SERIES: (u64, u64) = (1, 1 << 20);
 /// Process ids: 1 to the kernel's `PID_MAX_LIMIT` on 64-bit (2^22).
 pub const PIDS: (u64, u64) = (1, 1 << 22);
 
@@ -106,6 +160,9 @@ fn default_max_functions() -> u32 {
 }
 fn default_max_latency() -> u32 {
     256
+}
+fn default_max_container_series() -> u32 {
+    16_384
 }
 
 impl Config {
@@ -186,6 +243,11 @@ impl Config {
             self.max_latency_functions.into(),
             MAX_LATENCY_FUNCTIONS,
         )?;
+        range(
+            "max_container_series",
+            self.max_container_series.into(),
+            MAX_CONTAINER_SERIES,
+        )?;
         for (i, p) in self.probes.iter().enumerate() {
             let at = format!("probe {} ({})", i + 1, p.binary);
             if p.binary.trim().is_empty() {
@@ -197,6 +259,18 @@ impl Config {
             for (name, v) in [("pid", p.pid), ("container", p.container)] {
                 if let Some(v) = v {
                     range(&format!("{at}: {name}"), v.into(), PIDS)?;
+                }
+            }
+            if let Some(c) = &p.cgroup {
+                if c.trim().is_empty() || c.contains('\0') || c.split('/').any(|part| part == "..") {
+                    return Err(format!(
+                        "{at}: cgroup = {c:?} is not a cgroup path (relative to the cgroup v2 mount, no `..`)"
+                    ));
+                }
+                if p.pid.is_some() {
+                    return Err(format!(
+                        "{at}: pid and cgroup are exclusive (pid: one process; cgroup: its processes)"
+                    ));
                 }
             }
             if p.pid.is_some() && p.container.is_some() {
@@ -256,6 +330,11 @@ mod tests {
             err("[[probe]]\nbinary = \"libc\"\nfunctions = [\"x\"]\ncontainer = 99999999").contains("out of range")
         );
         assert!(err("[[probe]]\nbinary = \"libc\"\nfunctions = [\"x\"]\npid = 1\ncontainer = 2").contains("exclusive"));
+        assert!(
+            err("[[probe]]\nbinary = \"libc\"\nfunctions = [\"x\"]\npid = 1\ncgroup = \"a\"").contains("exclusive")
+        );
+        assert!(err("[[probe]]\nbinary = \"libc\"\nfunctions = [\"x\"]\ncgroup = \"a/../b\"").contains("no `..`"));
+        assert!(err("max_container_series = 0").contains("out of range"));
         assert!(err("[[probe]\n").contains("TOML") || !err("[[probe]\n").is_empty());
     }
 }

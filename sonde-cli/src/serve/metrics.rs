@@ -4,7 +4,8 @@
 //!
 //! | metric | type | labels |
 //! | --- | --- | --- |
-//! | `sonde_calls_total` | counter | `binary`, `function` |
+//! | `sonde_calls_total` | counter | `binary`, `function` (and `container_id`, `pod_uid` for `container_labels` probes: empty outside a container) |
+//! | `sonde_container_calls_lost_total` | counter | calls of `container_labels` probes the (function, cgroup) map had no room for |
 //! | `sonde_call_duration_seconds` | histogram (four buckets per power of two: 2^o × (1 + q/4) ns, 640 ns to 68.7 s) | `binary`, `function` |
 //! | `sonde_untimed_calls` | gauge | `binary`, `function`: timed calls entered whose return was not seen (running now, or nested deeper than the kernel's 64 return probes) |
 //! | `sonde_probe_info` | gauge 1 | `binary`, `function`, `tier`, `session` |
@@ -16,7 +17,7 @@
 //! | `sonde_attach_duration_seconds`, `sonde_detach_duration_seconds` | histogram | each batch of probes attached together (one file, one scope), each group detached |
 //! | `sonde_scrape_collect_duration_seconds` | gauge | the previous scrape's reading of the maps and encoding |
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
@@ -26,9 +27,11 @@ use prometheus_client::registry::{Registry, Unit};
 use sonde::SessionMode;
 
 use super::agent::{Agent, State};
+use super::config::Scope;
 use super::http::Answer;
 use crate::human::label_value;
-use crate::probes::{Counts, Durations, Timing};
+use crate::probes::{Counts, Durations, Map, Timing};
+use crate::record::ByKey;
 
 /// The registry with the agent's collector.
 pub fn registry(agent: Arc<Mutex<Agent>>) -> Registry {
@@ -78,12 +81,20 @@ impl Histogram {
 pub struct Carried {
     calls: u64,
     duration: Option<Histogram>,
+    /// `container_labels`: calls by (container_id, pod_uid).
+    containers: BTreeMap<Labels, u64>,
 }
+
+/// A container's labels: (`container_id`, `pod_uid`), empty outside any.
+type Labels = (String, String);
 
 impl Carried {
     /// Adds `other`.
     pub fn add(&mut self, other: &Carried) {
         self.calls += other.calls;
+        for (k, n) in &other.containers {
+            *self.containers.entry(k.clone()).or_insert(0) += n;
+        }
         if let Some(h) = &other.duration {
             self.duration.get_or_insert_with(Histogram::default).add(h);
         }
@@ -91,8 +102,15 @@ impl Carried {
 }
 
 /// The counts a scope's maps hold now for a counting cookie and a timing
-/// cookie (either may be absent).
-pub fn read_series(jobs: &super::agent::Jobs, count: Option<u32>, timing: Option<u32>) -> Carried {
+/// cookie (either may be absent). In a `container_labels` scope the counting
+/// cookie's rows are taken out of the program's map (its cookie may later
+/// count another function).
+pub fn read_series(
+    jobs: &super::agent::Jobs,
+    count: Option<u32>,
+    timing: Option<u32>,
+    names: &mut sonde::cgroup::Names,
+) -> Carried {
     let calls = count
         .and_then(|c| Counts::open(jobs.count.job.object()).ok()?.get(c).ok())
         .unwrap_or(0);
@@ -100,7 +118,72 @@ pub fn read_series(jobs: &super::agent::Jobs, count: Option<u32>, timing: Option
         let l = jobs.latency.as_ref()?;
         Timing::open(l.job.object()).ok()?.get(c).ok().map(|d| histogram(&d))
     });
-    Carried { calls, duration }
+    let mut containers = BTreeMap::new();
+    if let (Some(c), true) = (count, jobs.containers) {
+        let rows = container_rows(jobs, names, |cookie| cookie == c, true);
+        containers = rows.into_values().next().unwrap_or_default();
+    }
+    Carried {
+        calls: calls + containers.values().sum::<u64>(),
+        duration,
+        containers,
+    }
+}
+
+/// A `container_labels` scope's calls by cookie and container, read from the
+/// program's (cookie, caller's cgroup) rows for the cookies `wanted` admits;
+/// `take` deletes the rows read.
+fn container_rows(
+    jobs: &super::agent::Jobs,
+    names: &mut sonde::cgroup::Names,
+    wanted: impl Fn(u32) -> bool,
+    take: bool,
+) -> BTreeMap<u32, BTreeMap<Labels, u64>> {
+    let mut out: BTreeMap<u32, BTreeMap<Labels, u64>> = BTreeMap::new();
+    let Ok(map) = Map::ByKey
+        .of(jobs.count.job.object())
+        .and_then(sonde::maps::HashMap::<ByKey, u64>::new)
+    else {
+        return out;
+    };
+    let Ok(entries) = map.iter() else { return out };
+    let mut read = Vec::new();
+    for (key, n) in entries.flatten() {
+        if !wanted(key.cookie) {
+            continue;
+        }
+        let labels = names
+            .path(key.value)
+            .and_then(|p| sonde::cgroup::container_of(&p))
+            .map(|c| (c.id, c.pod_uid.unwrap_or_default()))
+            .unwrap_or_default();
+        *out.entry(key.cookie).or_default().entry(labels).or_insert(0) += n;
+        read.push(key);
+    }
+    if take {
+        for key in read {
+            let _ = map.remove(&key);
+        }
+    }
+    out
+}
+
+/// Removes a `container_labels` scope's rows of `cookies` (new functions'
+/// cookies, which earlier functions may have used).
+pub fn clear_container_rows(jobs: &super::agent::Jobs, cookies: &BTreeSet<u32>) {
+    let mut names = sonde::cgroup::Names::default();
+    let _ = container_rows(jobs, &mut names, |c| cookies.contains(&c), true);
+}
+
+/// Calls a full (cookie, cgroup) map had no room for, all container scopes.
+fn container_calls_lost(agent: &Agent) -> u64 {
+    agent
+        .jobs
+        .values()
+        .filter(|j| j.containers)
+        .filter_map(|j| Map::ByLost.counters(j.count.job.object()).ok()?.get(0).ok())
+        .map(|per_cpu| per_cpu.iter().sum::<u64>())
+        .sum()
 }
 
 /// Bounds (s) of the agent's own duration histograms.
@@ -148,27 +231,43 @@ struct Row {
     tier: &'static str,
     session: &'static str,
     calls: u64,
+    /// `container_labels`: calls by container (they sum to `calls`).
+    containers: Option<BTreeMap<Labels, u64>>,
     duration: Option<Histogram>,
 }
 
 /// A scope's counters and timing maps.
-type ScopeMaps = (Option<Counts>, Option<Timing>);
+type ScopeMaps = (
+    Option<Counts>,
+    Option<Timing>,
+    Option<BTreeMap<u32, BTreeMap<Labels, u64>>>,
+);
 
-fn collect(agent: &Agent) -> Vec<Row> {
+fn collect(agent: &mut Agent) -> Vec<Row> {
     let mut rows = Vec::new();
     let mut seen = BTreeSet::new();
     // Each scope's maps, opened once per scrape.
-    let mut opened: std::collections::BTreeMap<Option<u32>, ScopeMaps> = std::collections::BTreeMap::new();
-    for (probe, state) in &agent.probes {
+    let mut opened: BTreeMap<Scope, ScopeMaps> = BTreeMap::new();
+    let Agent {
+        probes,
+        jobs,
+        carried,
+        names,
+        ..
+    } = agent;
+    for (probe, state) in probes.iter() {
         let State::Attached(a) = state else { continue };
-        let Some(jobs) = agent.jobs.get(&probe.pid) else {
+        let scope = probe.scope();
+        let Some(jobs) = jobs.get(&scope) else {
             continue;
         };
-        let (counts, timing) = opened.entry(probe.pid).or_insert_with(|| {
+        let (counts, timing, by_container) = opened.entry(scope.clone()).or_insert_with(|| {
             let counts = Counts::open(jobs.count.job.object()).ok();
+            let by_container = jobs.containers.then(|| container_rows(jobs, names, |_| true, false));
             (
                 counts,
                 jobs.latency.as_ref().and_then(|l| Timing::open(l.job.object()).ok()),
+                by_container,
             )
         });
         let timing = timing
@@ -176,15 +275,25 @@ fn collect(agent: &Agent) -> Vec<Row> {
             .filter(|_| a.latency.is_some())
             .zip(jobs.latency.as_ref().map(|l| &l.job));
         for f in &a.series {
-            // A function two probes select is reported once.
-            if !seen.insert((&probe.binary, &f.function)) {
+            // A function two probes of one scope select is reported once.
+            if !seen.insert((scope.clone(), &probe.binary, &f.function)) {
                 continue;
             }
-            let carried = agent
-                .carried
-                .get(&(probe.pid, probe.binary.clone(), f.function.clone()));
-            let calls =
-                counts.as_ref().and_then(|m| m.get(f.count_cookie).ok()).unwrap_or(0) + carried.map_or(0, |c| c.calls);
+            let carried = carried.get(&(scope.clone(), probe.binary.clone(), f.function.clone()));
+            let containers = by_container.as_ref().map(|rows| {
+                let mut now = rows.get(&f.count_cookie).cloned().unwrap_or_default();
+                for (k, n) in carried.map(|c| &c.containers).into_iter().flatten() {
+                    *now.entry(k.clone()).or_insert(0) += n;
+                }
+                now
+            });
+            let calls = match &containers {
+                Some(c) => c.values().sum(),
+                None => {
+                    counts.as_ref().and_then(|m| m.get(f.count_cookie).ok()).unwrap_or(0)
+                        + carried.map_or(0, |c| c.calls)
+                }
+            };
             let duration = match (&timing, f.timing_cookie) {
                 (Some((t, _)), Some(c)) => t.get(c).ok().map(|d| {
                     let mut h = histogram(&d);
@@ -201,6 +310,7 @@ fn collect(agent: &Agent) -> Vec<Row> {
                 tier: a.tier.name(),
                 session: a.session.map_or("none", SessionMode::short_name),
                 calls,
+                containers,
                 duration,
             });
         }
@@ -261,7 +371,7 @@ impl Collector for AgentCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let started = std::time::Instant::now();
         let mut agent = super::lock(&self.0);
-        let result = encode_all(&agent, &mut encoder);
+        let result = encode_all(&mut agent, &mut encoder);
         agent.timings.last_scrape = Some(started.elapsed());
         result
     }
@@ -325,7 +435,7 @@ fn encode_self(agent: &Agent, encoder: &mut DescriptorEncoder) -> Result<(), std
     Ok(())
 }
 
-fn encode_all(agent: &Agent, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+fn encode_all(agent: &mut Agent, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
     encode_self(agent, encoder)?;
     {
         let rows = collect(agent);
@@ -338,9 +448,23 @@ fn encode_all(agent: &Agent, encoder: &mut DescriptorEncoder) -> Result<(), std:
             )?;
             for r in &rows {
                 let labels = [("binary", r.binary.as_str()), ("function", r.function.as_str())];
-                calls
-                    .encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, _, u64>(&r.calls, None)?;
+                let Some(containers) = &r.containers else {
+                    calls
+                        .encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, _, u64>(&r.calls, None)?;
+                    continue;
+                };
+                for ((id, pod), n) in containers {
+                    let labels = [
+                        labels[0],
+                        labels[1],
+                        ("container_id", id.as_str()),
+                        ("pod_uid", pod.as_str()),
+                    ];
+                    calls
+                        .encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+                }
             }
         }
         {
@@ -405,6 +529,14 @@ fn encode_all(agent: &Agent, encoder: &mut DescriptorEncoder) -> Result<(), std:
                     .encode_counter::<NoLabelSet, _, u64>(n, None)?;
             }
         }
+        encoder
+            .encode_descriptor(
+                "sonde_container_calls_lost",
+                "Calls of `container_labels` probes not counted: the (function, cgroup) map was full (raise max_container_series).",
+                None,
+                MetricType::Counter,
+            )?
+            .encode_counter::<NoLabelSet, _, u64>(&container_calls_lost(agent), None)?;
         let attached = agent.attached_functions() as i64;
         encoder
             .encode_descriptor(

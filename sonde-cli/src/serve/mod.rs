@@ -159,14 +159,14 @@ fn check(path: &Path, config: &Config) -> Result<i32, CliError> {
         let what = match p.query().resolve() {
             Ok(set) => {
                 let (dev, ino) = set.inode();
-                files.insert((p.pid, dev, ino));
-                distinct.extend(set.iter().map(|f| (p.pid, dev, ino, f.file_offset)));
+                files.insert((p.scope(), dev, ino));
+                distinct.extend(set.iter().map(|f| (p.scope(), dev, ino, f.file_offset)));
                 format!("{} function(s) of {}", set.len(), set.path().display())
             }
             Err(e) => format!("not attachable now ({e}); sonde serve retries it"),
         };
         println!(
-            "  {} {}{}{}: {what}",
+            "  {} {}{}{}{}{}: {what}",
             p.binary,
             p.functions.join(" "),
             if p.latency { " [latency]" } else { "" },
@@ -174,7 +174,9 @@ fn check(path: &Path, config: &Config) -> Result<i32, CliError> {
                 (Some(pid), _) => format!(" [pid {pid}]"),
                 (_, Some(c)) => format!(" [container of {c}]"),
                 _ => String::new(),
-            }
+            },
+            p.cgroup.as_ref().map(|c| format!(" [cgroup {c}]")).unwrap_or_default(),
+            if p.container_labels { " [per container]" } else { "" },
         );
     }
     println!(

@@ -18,6 +18,8 @@ pub struct Shared {
     users: BTreeMap<GroupId, usize>,
     /// Every function attached, by (device, inode, file offset).
     sites: HashMap<(u64, u64, u64), Place>,
+    /// The group the last [`Shared::place`] added, if it added one.
+    pub(super) added: Option<GroupId>,
 }
 
 impl Shared {
@@ -26,6 +28,7 @@ impl Shared {
             job,
             users: BTreeMap::new(),
             sites: HashMap::new(),
+            added: None,
         }
     }
 
@@ -48,6 +51,7 @@ impl Shared {
             }
         }
         union.retain(|f| !self.sites.contains_key(&(dev, ino, f.file_offset)));
+        self.added = None;
         if !union.is_empty() {
             let offsets: Vec<u64> = union.iter().map(|f| f.file_offset).collect();
             let id = self.job.add_set(union).map_err(|e| e.to_string())?;
@@ -55,6 +59,7 @@ impl Shared {
                 self.sites.insert((dev, ino, off), (id, i));
             }
             self.users.insert(id, 0);
+            self.added = Some(id);
         }
         let places: Vec<Vec<Place>> = sets
             .iter()

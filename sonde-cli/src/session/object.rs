@@ -178,7 +178,6 @@ pub(super) fn follow_tree(job: &mut Job, root: u32, running: bool) -> Result<Vec
     Ok(links)
 }
 
-
 /// USDT probes: each one's argument spec at its cookie in the programs'
 /// `USDT_SPECS`, so arguments are read as the note says.
 pub(super) fn write_usdt_specs(object: &sonde::Object, functions: &[SessionFunction<'_>]) -> Result<(), CliError> {

@@ -1,0 +1,238 @@
+//! #27: the agent in a fleet. A probe scoped to a cgroup (`cgroup = ...`)
+//! counts its processes only, filtered in the program; `container_labels`
+//! splits its calls by container (`container_id`, `pod_uid` from each
+//! caller's cgroup path), and those counters survive reloads; three agents on
+//! three loopback addresses (three "nodes"), each scoped to its own cgroup,
+//! scraped by one real Prometheus, sum exactly by function and by container.
+
+use std::path::{Path, PathBuf};
+
+use sonde_tests::agent::*;
+use sonde_tests::cgroups::{go, hierarchy, pie_in, Made};
+use sonde_tests::*;
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A Docker container's id (64 hex digits) made of `c`.
+fn id(c: char) -> String {
+    c.to_string().repeat(64)
+}
+
+/// A configuration listening on `host:port` with one probe of fixture-pie's
+/// `functions`, scoped to `cgroup`, per container.
+fn config_text(host: &str, port: u16, functions: &[&str], cgroup: &Path) -> String {
+    let list: Vec<String> = functions.iter().map(|f| format!("\"{f}\"")).collect();
+    format!(
+        "listen = \"{host}:{port}\"\nretry_seconds = 1\n\n[[probe]]\nbinary = \"{}\"\nfunctions = [{}]\nlatency = true\ncgroup = \"{}\"\ncontainer_labels = true\n",
+        fixtures().join("fixture-pie").display(),
+        list.join(", "),
+        cgroup.display()
+    )
+}
+
+fn write(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write config");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).expect("chmod config");
+    std::fs::rename(&tmp, path).expect("rename config");
+}
+
+/// `sonde_calls_total` of fixture-pie's `function` in container `container`
+/// (`""`: no container), or `None` when the agent shows no such row.
+fn calls_in(samples: &[(String, f64)], function: &str, container: &str) -> Option<f64> {
+    samples
+        .iter()
+        .find(|(k, _)| {
+            k.starts_with("sonde_calls_total{")
+                && k.contains(&format!("function=\"{function}\""))
+                && k.contains(&format!("container_id=\"{container}\""))
+        })
+        .map(|(_, v)| *v)
+}
+
+#[test]
+fn a_cgroup_probe_counts_its_processes_per_container_and_keeps_counting_across_reloads() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let Some(root) = hierarchy() else {
+        skip("cgroup probes", "no cgroup v2 hierarchy here, and none can be mounted");
+        return;
+    };
+    let top = Made::new(root.join(format!("sonde-fleet-{}", std::process::id())));
+    let a = top.0.join("a");
+    let (docker, plain) = (a.join(format!("docker-{}.scope", id('d'))), a.join("plain.service"));
+    let elsewhere = top.0.join(format!("b/docker-{}.scope", id('e')));
+    let _made = [&docker, &plain, &elsewhere].map(|p| Made::new(p.to_path_buf()));
+    let dir = work_dir("fleet-cgroup");
+    let config = dir.join("serve.toml");
+    let port = free_port();
+    write(&config, &config_text("127.0.0.1", port, &["fx_alpha", "fx_delta"], &a));
+    let agent = Agent::start(&config, port);
+    go(pie_in(&docker));
+    go(pie_in(&docker));
+    go(pie_in(&plain));
+    go(pie_in(&elsewhere));
+    let s = agent.wait_until(
+        |s| calls_in(s, "fx_delta", "").is_some_and(|n| n >= 4.0) && calls_in(s, "fx_delta", &id('d')) >= Some(8.0),
+        "fx_delta's calls in a",
+    );
+    assert_eq!(calls_in(&s, "fx_alpha", &id('d')), Some(2.0), "{s:?}");
+    assert_eq!(calls_in(&s, "fx_delta", &id('d')), Some(8.0));
+    assert_eq!(
+        calls_in(&s, "fx_alpha", ""),
+        Some(1.0),
+        "a's plain service: no container"
+    );
+    assert_eq!(calls_in(&s, "fx_delta", ""), Some(4.0));
+    assert_eq!(
+        calls_in(&s, "fx_delta", &id('e')),
+        None,
+        "b is outside the probe's cgroup"
+    );
+    // Timed in the cgroup only too: 3 runs of a's, not b's.
+    let timed = s
+        .iter()
+        .find(|(k, _)| k.starts_with("sonde_call_duration_seconds_count{") && k.contains("function=\"fx_delta\""))
+        .map(|(_, v)| *v);
+    assert_eq!(timed, Some(12.0));
+    assert!(
+        s.iter()
+            .any(|(k, v)| k == "sonde_container_calls_lost_total" && *v == 0.0),
+        "nothing lost"
+    );
+
+    // A reload that drops fx_alpha and adds fx_beta, then names fx_alpha again:
+    // every container's counter goes on from where it was.
+    let applied = |s: &[(String, f64)]| s.iter().any(|(k, v)| k == "sonde_configuration_applied" && *v == 1.0);
+    write(&config, &config_text("127.0.0.1", port, &["fx_beta", "fx_delta"], &a));
+    agent.signal(libc::SIGHUP);
+    agent.wait_until(
+        |s| applied(s) && calls_in(s, "fx_alpha", "").is_none(),
+        "fx_alpha dropped",
+    );
+    go(pie_in(&docker)); // fx_alpha not probed now
+    write(
+        &config,
+        &config_text("127.0.0.1", port, &["fx_alpha", "fx_beta", "fx_delta"], &a),
+    );
+    agent.signal(libc::SIGHUP);
+    let s = agent.wait_until(
+        |s| applied(s) && calls_in(s, "fx_alpha", "").is_some(),
+        "fx_alpha named again",
+    );
+    assert_eq!(calls_in(&s, "fx_alpha", &id('d')), Some(2.0), "carried: {s:?}");
+    assert_eq!(calls_in(&s, "fx_alpha", ""), Some(1.0));
+    assert_eq!(
+        calls_in(&s, "fx_beta", &id('d')),
+        Some(2.0),
+        "the one run since fx_beta came"
+    );
+    assert_eq!(calls_in(&s, "fx_delta", &id('d')), Some(12.0), "kept all along");
+    go(pie_in(&docker));
+    go(pie_in(&plain));
+    let s = agent.wait_until(|s| calls_in(s, "fx_alpha", "") >= Some(2.0), "the last runs");
+    assert_eq!(calls_in(&s, "fx_alpha", &id('d')), Some(3.0));
+    assert_eq!(calls_in(&s, "fx_delta", &id('d')), Some(16.0));
+    assert_eq!(calls_in(&s, "fx_delta", ""), Some(8.0));
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Three agents as three nodes (127.0.0.1, .2, .3), each probing the
+/// processes of its own cgroup per container; one Prometheus scrapes all
+/// three; PromQL sums by function and by container are exact.
+#[test]
+fn three_agents_scraped_by_one_prometheus_sum_exactly() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let prometheus = Path::new("/usr/bin/prometheus");
+    if !host_tool(prometheus, "prometheus") {
+        return;
+    }
+    let Some(root) = hierarchy() else {
+        skip("three agents", "no cgroup v2 hierarchy here, and none can be mounted");
+        return;
+    };
+    let top = Made::new(root.join(format!("sonde-nodes-{}", std::process::id())));
+    let pod = "0f3e6a41-1b2c-4d5e-8f90-a1b2c3d4e5f6";
+    // Node 1: a Docker container; node 2: another; node 3: a pod's
+    // containerd container and a plain service.
+    let (n1, n2, n3) = (top.0.join("node1"), top.0.join("node2"), top.0.join("node3"));
+    let c1 = n1.join(format!("docker-{}.scope", id('1')));
+    let c2 = n2.join(format!("docker-{}.scope", id('2')));
+    let c3 = n3.join(format!(
+        "kubepods.slice/kubepods-pod{}.slice/cri-containerd-{}.scope",
+        pod.replace('-', "_"),
+        id('3')
+    ));
+    let plain = n3.join("plain.service");
+    let _made = [&c1, &c2, &c3, &plain].map(|p| Made::new(p.to_path_buf()));
+    let dir = work_dir("fleet-nodes");
+    let mut agents = Vec::new();
+    let mut targets = Vec::new();
+    for (i, node) in [&n1, &n2, &n3].into_iter().enumerate() {
+        let host = format!("127.0.0.{}", i + 1);
+        let port = free_port();
+        let config: PathBuf = dir.join(format!("node{}.toml", i + 1));
+        write(&config, &config_text(&host, port, &["fx_*"], node));
+        agents.push(Agent::start_at(&config, &host, port));
+        targets.push(format!("{host}:{port}"));
+    }
+    let prom = Prometheus::scraping(prometheus, &dir, &targets);
+    go(pie_in(&c1));
+    for _ in 0..2 {
+        go(pie_in(&c2));
+    }
+    for _ in 0..3 {
+        go(pie_in(&c3));
+    }
+    go(pie_in(&plain));
+    // 7 runs in all: fx_delta 28.
+    let by_function = prom.wait_for("sum by (function) (sonde_calls_total)", |rows| {
+        rows.iter()
+            .find(|r| r["metric"]["function"] == "fx_delta")
+            .and_then(number)
+            == Some(28.0)
+    });
+    for (f, per_run) in [
+        ("fx_alpha", 1.0),
+        ("fx_beta", 2.0),
+        ("fx_gamma", 3.0),
+        ("fx_delta", 4.0),
+    ] {
+        let got = by_function
+            .iter()
+            .find(|r| r["metric"]["function"] == f)
+            .and_then(number);
+        assert_eq!(got, Some(7.0 * per_run), "{f}: {by_function:?}");
+    }
+    let q = "sum by (container_id, pod_uid) (sonde_calls_total{function=\"fx_delta\"})";
+    let by_container = prom.wait_for(q, |rows| rows.len() == 4);
+    let mut got: Vec<(String, String, f64)> = by_container
+        .iter()
+        .map(|r| {
+            (
+                r["metric"]["container_id"].as_str().unwrap_or("").to_string(),
+                r["metric"]["pod_uid"].as_str().unwrap_or("").to_string(),
+                number(r).unwrap_or(-1.0),
+            )
+        })
+        .collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    let want = vec![
+        (String::new(), String::new(), 4.0),
+        (id('1'), String::new(), 4.0),
+        (id('2'), String::new(), 8.0),
+        (id('3'), pod.to_string(), 12.0),
+    ];
+    assert_eq!(got, want, "{by_container:?}");
+    // Three nodes, each its own instance.
+    let up = prom.wait_for("sum(up{job=\"sonde\"})", |rows| {
+        rows.first().and_then(number) == Some(3.0)
+    });
+    assert_eq!(up.first().and_then(number), Some(3.0));
+    drop(prom);
+    drop(agents);
+    let _ = std::fs::remove_dir_all(&dir);
+}
