@@ -71,8 +71,20 @@ impl Agent {
         Agent::start_at(config, "127.0.0.1", port)
     }
 
-    /// An agent whose configuration listens on `host:port`.
+    /// An agent whose configuration listens on `host:port`, once its
+    /// configuration is applied.
     pub fn start_at(config: &Path, host: &str, port: u16) -> Agent {
+        let agent = Agent::spawn(config, host, port);
+        // Serving starts before the configuration is applied: wait for it.
+        agent.wait_until(
+            |s| s.iter().any(|(k, v)| k == "sonde_configuration_applied" && *v == 1.0),
+            "the configuration applied",
+        );
+        agent
+    }
+
+    /// The agent started, not waited for (its endpoint may need TLS).
+    pub fn spawn(config: &Path, host: &str, port: u16) -> Agent {
         let child = Command::new(sonde_bin())
             .args(["serve", "--log-level", "debug"])
             .arg(config)
@@ -80,17 +92,11 @@ impl Agent {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn sonde serve");
-        let agent = Agent {
+        Agent {
             child,
             port,
             host: host.to_string(),
-        };
-        // Serving starts before the configuration is applied: wait for it.
-        agent.wait_until(
-            |s| s.iter().any(|(k, v)| k == "sonde_configuration_applied" && *v == 1.0),
-            "the configuration applied",
-        );
-        agent
+        }
     }
 
     /// Polls /metrics until `ok` (at most 20 s: a hang guard).
@@ -187,13 +193,19 @@ impl Prometheus {
 
     /// Starts it scraping `HOST:PORT` targets.
     pub fn scraping(binary: &Path, dir: &Path, targets: &[String]) -> Prometheus {
+        Prometheus::scraping_with(binary, dir, targets, "")
+    }
+
+    /// Starts it scraping `HOST:PORT` targets, with `more` (YAML indented for
+    /// the job: `scheme`, `tls_config`, `basic_auth`) in the job.
+    pub fn scraping_with(binary: &Path, dir: &Path, targets: &[String], more: &str) -> Prometheus {
         let port = free_port();
         let config = dir.join("prometheus.yml");
         let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         std::fs::write(
             &config,
             format!(
-                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sonde\n    static_configs:\n      - targets: [{}]\n",
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sonde\n{more}    static_configs:\n      - targets: [{}]\n",
                 list.join(", ")
             ),
         )

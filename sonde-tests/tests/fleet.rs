@@ -236,3 +236,130 @@ fn three_agents_scraped_by_one_prometheus_sum_exactly() {
     drop(agents);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `[web]`: /metrics over TLS with basic auth. curl with the CA and the
+/// user's password gets exact counts; no credentials, a wrong password or
+/// plain HTTP get nothing; Prometheus scrapes it over HTTPS with the user.
+#[test]
+fn metrics_over_tls_with_basic_auth() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let prometheus = Path::new("/usr/bin/prometheus");
+    let tools = [
+        (prometheus, "prometheus"),
+        (Path::new("/usr/bin/curl"), "curl"),
+        (Path::new("/usr/bin/openssl"), "openssl"),
+    ];
+    if !tools.iter().all(|(t, p)| host_tool(t, p)) {
+        return;
+    }
+    let dir = work_dir("fleet-tls");
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args(["-subj", "/CN=sonde-test", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let password = "correct horse battery staple";
+    let mut hashing = std::process::Command::new(sonde_bin())
+        .args(["serve", "--hash-password"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sonde serve --hash-password");
+    {
+        use std::io::Write;
+        let mut stdin = hashing.stdin.take().expect("stdin");
+        writeln!(stdin, "{password}").expect("password");
+    }
+    let out = hashing.wait_with_output().expect("hash");
+    let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(out.status.success() && hash.starts_with("$2"), "{hash}");
+    let port = free_port();
+    let config = dir.join("serve.toml");
+    write(
+        &config,
+        &format!(
+            "listen = \"127.0.0.1:{port}\"\n\n[web.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n\n[web.basic_auth_users]\nprom = '{hash}'\n\n[[probe]]\nbinary = \"{}\"\nfunctions = [\"fx_*\"]\n",
+            cert.display(),
+            key.display(),
+            fixtures().join("fixture-pie").display()
+        ),
+    );
+    let _agent = Agent::spawn(&config, "127.0.0.1", port);
+    let url = format!("https://127.0.0.1:{port}/metrics");
+    // (HTTP status, body) of a curl with the CA and `extra` arguments.
+    let curl = |extra: &[&str]| -> (String, String) {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
+            .arg(&cert)
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.to_string(), body.to_string())
+    };
+    let user = format!("prom:{password}");
+    let start = std::time::Instant::now();
+    loop {
+        let (code, body) = curl(&["-u", &user]);
+        if code == "200" && body.contains("sonde_configuration_applied 1") {
+            break;
+        }
+        assert!(
+            start.elapsed().as_secs() < 20,
+            "the agent never answered over TLS: {code} {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(curl(&[]).0, "401", "no credentials");
+    assert_eq!(curl(&["-u", "prom:wrong"]).0, "401", "a wrong password");
+    assert_eq!(curl(&["-u", &format!("other:{password}")]).0, "401", "an unknown user");
+    let plain = get(port, "/metrics", "*/*").map(|(_, body)| body).unwrap_or_default();
+    assert!(
+        !plain.contains("sonde_calls_total"),
+        "plain HTTP gets no metrics: {plain}"
+    );
+    run_fixture(&fixtures().join("fixture-pie"), &[]);
+    let start = std::time::Instant::now();
+    let delta = loop {
+        let s = samples(&curl(&["-u", &user]).1);
+        let n = s
+            .iter()
+            .find(|(k, _)| k.starts_with("sonde_calls_total{") && k.contains("function=\"fx_delta\""))
+            .map(|(_, v)| *v);
+        if n >= Some(4.0) || start.elapsed().as_secs() > 20 {
+            break n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(delta, Some(4.0));
+    let job = format!(
+        "    scheme: https\n    tls_config:\n      ca_file: {}\n    basic_auth:\n      username: prom\n      password: '{password}'\n",
+        cert.display()
+    );
+    let prom = Prometheus::scraping_with(prometheus, &dir, &[format!("127.0.0.1:{port}")], &job);
+    let rows = prom.wait_for("sonde_calls_total{function=\"fx_delta\"}", |rows| {
+        rows.first().and_then(number) == Some(4.0)
+    });
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    drop(prom);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -141,6 +141,10 @@ pub fn run() -> Result<()> {
         // The Prometheus server `sonde serve`'s test starts on 127.0.0.1 (no
         // service is started: the test runs its own with its own config).
         ("/usr/bin/prometheus", "prometheus"),
+        // /metrics over TLS with basic auth: a certificate made by openssl,
+        // fetched with curl as well as by Prometheus.
+        ("/usr/bin/openssl", "openssl"),
+        ("/usr/bin/curl", "curl"),
         // capsh: the agent's test runs it as `nobody` with capabilities only.
         ("/usr/sbin/capsh", "libcap2-bin"),
         // Go fixtures (sonde-tests' build.rs): Go programs must never get a

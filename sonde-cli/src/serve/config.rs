@@ -52,6 +52,9 @@ pub struct Config {
     /// The probes.
     #[serde(default, rename = "probe")]
     pub probes: Vec<Probe>,
+    /// The endpoint's TLS and basic auth (`[web]`), taken at start.
+    #[serde(default)]
+    pub web: super::web::Web,
 }
 
 /// One `[[probe]]`.
@@ -229,6 +232,7 @@ impl Config {
 
     fn check(&self) -> Result<(), String> {
         self.listen_addr()?;
+        self.web.check()?;
         let range = |name: &str, v: u64, (low, high): (u64, u64)| {
             if (low..=high).contains(&v) {
                 Ok(())

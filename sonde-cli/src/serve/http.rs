@@ -9,6 +9,11 @@
 //! | connections at once | [`CONNECTIONS`] (the oldest closed to make room) | descriptor exhaustion, a flood from many addresses |
 //! | connections at once from one address | [`PER_PEER`] | one client crowding the others out |
 //!
+//! With `[web.tls]` each connection's TLS handshake must end within
+//! [`HEADER_TIMEOUT`] too; with `[web.basic_auth_users]` every request is
+//! checked (401 and nothing else without valid credentials) before it is
+//! answered.
+//!
 //! Each connection is its own task, so a slow one holds up nobody else; the
 //! answer itself is built on the blocking pool (it reads the maps under the
 //! agent's lock). An `accept` that fails (EMFILE, ENFILE, ECONNABORTED) is
@@ -23,7 +28,7 @@ use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{oneshot, Notify, Semaphore};
@@ -53,6 +58,15 @@ pub struct Answer {
 /// blocking pool.
 pub type Handler = Arc<dyn Fn(&str, &str) -> Answer + Send + Sync>;
 
+/// TLS and basic auth (`[web]`), both optional.
+#[derive(Clone, Default)]
+pub struct Security {
+    /// Serve over TLS with this configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Require one of these users.
+    pub users: Option<super::web::Users>,
+}
+
 /// The running server; [`Http::stop`] ends it.
 pub struct Http {
     stop: Option<oneshot::Sender<()>>,
@@ -61,7 +75,7 @@ pub struct Http {
 
 impl Http {
     /// Listens on `addr` (errors name the address) and serves on a thread.
-    pub fn start(addr: SocketAddr, handler: Handler) -> Result<Http, String> {
+    pub fn start(addr: SocketAddr, handler: Handler, security: Security) -> Result<Http, String> {
         let listener = std::net::TcpListener::bind(addr)
             .map_err(|e| format!("cannot listen on {addr}: {e} (set `listen` or --listen)"))?;
         listener
@@ -78,7 +92,7 @@ impl Http {
             .spawn(move || {
                 runtime.block_on(async move {
                     match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => serve(l, handler, stopped).await,
+                        Ok(l) => serve(l, handler, security, stopped).await,
                         Err(e) => log::error!("cannot serve HTTP: {e}"),
                     }
                 });
@@ -193,7 +207,13 @@ async fn take_slot(
     Some((slot, close))
 }
 
-async fn serve(listener: tokio::net::TcpListener, handler: Handler, mut stopped: oneshot::Receiver<()>) {
+async fn serve(
+    listener: tokio::net::TcpListener,
+    handler: Handler,
+    security: Security,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let acceptor = security.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(CONNECTIONS));
     let peers = Arc::new(Mutex::new(HashMap::new()));
     let open: Open = Arc::default();
@@ -222,17 +242,23 @@ async fn serve(listener: tokio::net::TcpListener, handler: Handler, mut stopped:
             continue; // `stream` dropped: closed
         };
         let handler = Arc::clone(&handler);
+        let users = security.users.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let service = hyper::service::service_fn(move |request| answer(Arc::clone(&handler), request));
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(HEADER_BYTES)
-                .serve_connection(TokioIo::new(stream), service);
+            let served = async {
+                match acceptor {
+                    None => connection(stream, handler, users).await,
+                    Some(tls) => match tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => connection(stream, handler, users).await,
+                        Ok(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
+                        Err(_) => log::debug!("TLS handshake with {peer} took longer than {HEADER_TIMEOUT:?}"),
+                    },
+                }
+            };
             tokio::select! {
                 _ = close.notified() => log::debug!("HTTP connection from {peer} closed to make room"),
-                done = tokio::time::timeout(CONNECTION_LIFE, connection) => {
+                done = tokio::time::timeout(CONNECTION_LIFE, served) => {
                     if done.is_err() {
                         log::debug!("HTTP connection from {peer} closed after {CONNECTION_LIFE:?}");
                     }
@@ -242,10 +268,47 @@ async fn serve(listener: tokio::net::TcpListener, handler: Handler, mut stopped:
     }
 }
 
+/// Serves HTTP/1.1 on one connection (plain or TLS) until it ends.
+async fn connection<S>(stream: S, handler: Handler, users: Option<super::web::Users>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request| answer(Arc::clone(&handler), users.clone(), request));
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(HEADER_BYTES)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+    if let Err(e) = served {
+        log::debug!("HTTP connection ended: {e}");
+    }
+}
+
 async fn answer(
     handler: Handler,
+    users: Option<super::web::Users>,
     request: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Some(users) = users {
+        let given = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        // bcrypt is slow on purpose: off the connection's task.
+        let allowed = tokio::task::spawn_blocking(move || users.allows(given.as_deref()))
+            .await
+            .unwrap_or(false);
+        if !allowed {
+            let mut response = Response::new(Full::new(Bytes::from_static(b"Unauthorized\n")));
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"sonde\""));
+            return Ok(response);
+        }
+    }
     let a = if request.method() != Method::GET && request.method() != Method::HEAD {
         Answer {
             status: 405,

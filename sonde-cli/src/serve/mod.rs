@@ -22,6 +22,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 mod shared;
+pub mod web;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,7 +38,12 @@ use crate::error::CliError;
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     /// The configuration file (TOML; see docs/serve.md).
-    pub config: PathBuf,
+    #[arg(required_unless_present = "hash_password")]
+    pub config: Option<PathBuf>,
+    /// Print a bcrypt hash of the password read from stdin's first line, for
+    /// `[web.basic_auth_users]`, and exit.
+    #[arg(long, conflicts_with_all = ["check", "listen"])]
+    pub hash_password: bool,
     /// Check the configuration (and what each probe resolves to now), then exit.
     #[arg(long)]
     pub check: bool,
@@ -52,13 +58,22 @@ pub struct ServeArgs {
 /// Runs `sonde serve`.
 pub fn run(args: &ServeArgs) -> Result<i32, CliError> {
     init_log(&args.log_level);
-    let mut config = Config::read(&args.config)?;
+    let Some(path) = &args.config else {
+        println!("{}", web::hash_password().map_err(CliError::new)?);
+        return Ok(0);
+    };
+    let mut config = Config::read(path)?;
     if let Some(l) = &args.listen {
         config.listen = l.clone();
     }
     let addr = config.listen_addr().map_err(CliError::new)?;
+    // Certificate and key read (and checked) before anything else.
+    let security = http::Security {
+        tls: config.web.tls_config().map_err(CliError::new)?,
+        users: config.web.users(),
+    };
     if args.check {
-        return check(&args.config, &config);
+        return check(path, &config);
     }
     crate::system::require_privileges("to load eBPF programs and attach uprobes")?;
     let agent = Arc::new(Mutex::new(Agent::new(config.clone())));
@@ -71,13 +86,14 @@ pub fn run(args: &ServeArgs) -> Result<i32, CliError> {
         let (registry, agent) = (Arc::clone(&registry), Arc::clone(&agent));
         Arc::new(move |path: &str, accept: &str| metrics::answer(path, accept, &registry, &agent))
     };
-    let server = http::Http::start(addr, handler).map_err(CliError::new)?;
+    let scheme = if security.tls.is_some() { "https" } else { "http" };
+    let server = http::Http::start(addr, handler, security).map_err(CliError::new)?;
     let (attached, _, pending) = apply(&agent, config, &stop);
     log::info!(
-        "serving http://{addr}/metrics: {attached} probe(s) attached, {pending} pending; SIGHUP or editing {} reloads",
-        args.config.display()
+        "serving {scheme}://{addr}/metrics: {attached} probe(s) attached, {pending} pending; SIGHUP or editing {} reloads",
+        path.display()
     );
-    let mut seen = modified(&args.config);
+    let mut seen = modified(path);
     let mut next_retry = Instant::now();
     let files = lock(&agent).files.clone();
     while !stop.load(Ordering::Relaxed) {
@@ -85,17 +101,19 @@ pub fn run(args: &ServeArgs) -> Result<i32, CliError> {
         if files.wait(Duration::from_millis(100)) {
             lock(&agent).detach_changed();
         }
-        let changed = modified(&args.config);
+        let changed = modified(path);
         if reload.swap(false, Ordering::Relaxed) || changed != seen {
             seen = changed;
-            match Config::read(&args.config) {
+            match Config::read(path) {
                 Ok(mut c) => {
-                    c.listen = lock(&agent).config.listen.clone();
+                    let before = lock(&agent).config.clone();
+                    if c.web != before.web {
+                        log::warn!("[web] takes effect at the next start; keeping TLS and users as they are");
+                    }
+                    c.listen = before.listen;
+                    c.web = before.web;
                     let (a, d, p) = apply(&agent, c, &stop);
-                    log::info!(
-                        "reloaded {}: {a} attached, {d} detached, {p} pending",
-                        args.config.display()
-                    );
+                    log::info!("reloaded {}: {a} attached, {d} detached, {p} pending", path.display());
                 }
                 Err(e) => log::error!("{e}; keeping the probes as they are"),
             }
