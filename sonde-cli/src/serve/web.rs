@@ -17,7 +17,7 @@
 //! not pay bcrypt's cost each time.
 
 use std::collections::{BTreeMap, HashSet};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -128,9 +128,7 @@ impl Users {
         let Some(hash) = std::str::from_utf8(user).ok().and_then(|u| self.hashes.get(u)) else {
             return false;
         };
-        let mut h = self.keys.build_hasher();
-        (user, password, hash).hash(&mut h);
-        let seen = h.finish();
+        let seen = self.keys.hash_one((user, password, hash));
         let mut remembered = self.remembered.lock().unwrap_or_else(|p| p.into_inner());
         if remembered.contains(&seen) {
             return true;
