@@ -363,3 +363,48 @@ fn metrics_over_tls_with_basic_auth() {
     drop(prom);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A `cgroup` probe without `pid` or `container` finds its binary as the
+/// cgroup's process sees it (a bare library name in its maps) and counts
+/// that cgroup's calls only.
+#[test]
+fn a_cgroup_probe_finds_its_binary_as_the_cgroups_processes_see_it() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let Some(root) = hierarchy() else {
+        skip("cgroup probes", "no cgroup v2 hierarchy here, and none can be mounted");
+        return;
+    };
+    let top = Made::new(root.join(format!("sonde-fleet-lib-{}", std::process::id())));
+    let cgroup = top.0.join(format!("libpod-{}.scope", id('f')));
+    let _made = Made::new(cgroup.clone());
+    // Waiting in the cgroup, libvers.so mapped.
+    let inside = pie_in(&cgroup);
+    let dir = work_dir("fleet-lib");
+    let config = dir.join("serve.toml");
+    let port = free_port();
+    write(
+        &config,
+        &format!(
+            "listen = \"127.0.0.1:{port}\"\nretry_seconds = 1\n\n[[probe]]\nbinary = \"libvers.so\"\nfunctions = [\"vers_add\"]\ncgroup = \"{}\"\ncontainer_labels = true\n",
+            cgroup.display()
+        ),
+    );
+    let agent = Agent::start(&config, port);
+    agent.wait_until(
+        |s| s.iter().any(|(k, v)| k == "sonde_attached_functions" && *v == 1.0),
+        "vers_add of the cgroup's libvers.so attached",
+    );
+    run_fixture(&fixtures().join("fixture-pie"), &[]); // outside: not counted
+    go(inside);
+    let s = agent.wait_until(|s| calls_in(s, "vers_add", &id('f')).is_some(), "vers_add counted");
+    assert_eq!(calls_in(&s, "vers_add", &id('f')), Some(5.0), "{s:?}");
+    assert_eq!(calls_in(&s, "vers_add", ""), None, "nothing outside the cgroup");
+    assert!(
+        s.iter()
+            .any(|(k, _)| k.starts_with("sonde_calls_total{") && k.contains("binary=\"libvers.so\"")),
+        "{s:?}"
+    );
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
