@@ -143,7 +143,13 @@ impl EbpfCrate {
         }
     }
 
-    /// Also rebuild when files under `path` change (e.g. a shared crate it uses).
+    /// Also rebuild when files under `path` change. Rarely needed: [`build`]
+    /// already watches the crate, every file its sources pull in from
+    /// elsewhere (`#[path = "../../src/event.rs"] mod event;`, `include!`,
+    /// `include_str!`, `include_bytes!`, followed through the files they name)
+    /// and the crates its `Cargo.toml` names by `path`.
+    ///
+    /// [`build`]: EbpfCrate::build
     pub fn watch(mut self, path: impl AsRef<Path>) -> Self {
         self.watch.push(path.as_ref().to_path_buf());
         self
@@ -155,9 +161,11 @@ impl EbpfCrate {
         let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or(BuildError::Env("OUT_DIR"))?);
         // The eBPF side's own crates rebuild the object when they change.
         let sonde_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let found = pulled_in(&self.dir);
         for p in self
             .watch
             .iter()
+            .chain(&found)
             .chain(&[sonde_root.join("sonde-ebpf/src"), sonde_root.join("sonde-macros/src")])
         {
             println!("cargo:rerun-if-changed={}", p.display());
@@ -289,4 +297,145 @@ fn shared_target_dir(out_dir: &Path) -> PathBuf {
         .find(|d| d.join("CACHEDIR.TAG").is_file())
         .map(Path::to_path_buf)
         .unwrap_or_else(|| out_dir.to_path_buf())
+}
+
+/// What an eBPF crate at `dir` builds from outside its `src/`: the files its
+/// sources name with `#[path = "..."]`, `include!`, `include_str!` and
+/// `include_bytes!` (string literals, relative to the naming file's
+/// directory; followed through the files found, once each), and the
+/// directories of the dependencies its `Cargo.toml` names by `path = "..."`.
+/// A file shared with the host (a record type) is then never stale in the
+/// object.
+pub fn pulled_in(dir: &Path) -> Vec<PathBuf> {
+    let src = dir.join("src");
+    let mut todo: Vec<PathBuf> = rust_files(&src);
+    let mut seen: std::collections::BTreeSet<PathBuf> = todo.iter().cloned().collect();
+    let mut out = Vec::new();
+    while let Some(file) = todo.pop() {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let base = file.parent().unwrap_or(Path::new("."));
+        for named in named_paths(&text) {
+            let path = base.join(named);
+            let path = path.canonicalize().unwrap_or(path);
+            if !seen.insert(path.clone()) {
+                continue;
+            }
+            if !path.starts_with(&src) {
+                out.push(path.clone());
+            }
+            if path.extension().is_some_and(|e| e == "rs") {
+                todo.push(path);
+            }
+        }
+    }
+    if let Ok(manifest) = std::fs::read_to_string(dir.join("Cargo.toml")) {
+        for line in manifest.lines() {
+            let mut rest = line;
+            while let Some(i) = rest.find("path") {
+                rest = &rest[i + 4..];
+                let after = rest.trim_start();
+                let Some(value) = after.strip_prefix('=').map(str::trim_start) else {
+                    continue;
+                };
+                if let Some(lit) = string_literal(value) {
+                    out.push(dir.join(lit));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every `.rs` file under `dir`.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => dirs.push(p),
+                Ok(_) if p.extension().is_some_and(|x| x == "rs") => {
+                    out.push(p.canonicalize().unwrap_or(p));
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// The paths a Rust source names in `#[path = "X"]`, `include!("X")`,
+/// `include_str!("X")` and `include_bytes!("X")`.
+fn named_paths(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (marker, opener) in [
+        ("#[path", '='),
+        ("include!", '('),
+        ("include_str!", '('),
+        ("include_bytes!", '('),
+    ] {
+        let mut rest = text;
+        while let Some(i) = rest.find(marker) {
+            rest = &rest[i + marker.len()..];
+            let Some(after) = rest.trim_start().strip_prefix(opener) else {
+                continue;
+            };
+            if let Some(lit) = string_literal(after.trim_start()) {
+                out.push(lit);
+            }
+        }
+    }
+    out
+}
+
+/// The plain string literal `text` starts with (no escapes), if any.
+fn string_literal(text: &str) -> Option<String> {
+    let body = text.strip_prefix('"')?;
+    let end = body.find('"')?;
+    let lit = &body[..end];
+    (!lit.contains('\\')).then(|| lit.to_string())
+}
+
+#[cfg(test)]
+mod pulled_in_tests {
+    use super::*;
+
+    #[test]
+    fn shared_files_and_path_dependencies_are_found() {
+        let root = std::env::temp_dir().join(format!("sonde-build-pulled-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let ebpf = root.join("ebpf");
+        std::fs::create_dir_all(ebpf.join("src")).expect("mkdir");
+        std::fs::create_dir_all(root.join("src")).expect("mkdir");
+        std::fs::write(
+            ebpf.join("src/main.rs"),
+            "#[path = \"../../src/event.rs\"]\nmod event;\nconst X: &[u8] = include_bytes!(\"../../blob.bin\");\n#[path=\"inner.rs\"] mod inner;\n",
+        )
+        .expect("main.rs");
+        std::fs::write(ebpf.join("src/inner.rs"), "").expect("inner.rs");
+        std::fs::write(root.join("src/event.rs"), "include!(\"more.rs\");").expect("event.rs");
+        std::fs::write(root.join("src/more.rs"), "").expect("more.rs");
+        std::fs::write(root.join("blob.bin"), "").expect("blob");
+        std::fs::write(
+            ebpf.join("Cargo.toml"),
+            "[dependencies]\nshared = { path = \"../shared\" }\nsonde-ebpf = \"0.1\"\n",
+        )
+        .expect("Cargo.toml");
+        let mut found = pulled_in(&ebpf);
+        found.sort();
+        let canon = root.canonicalize().expect("canonical");
+        let mut want = vec![
+            canon.join("src/event.rs"),
+            canon.join("src/more.rs"),
+            canon.join("blob.bin"),
+            ebpf.join("../shared"),
+        ];
+        want.sort();
+        assert_eq!(found, want);
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

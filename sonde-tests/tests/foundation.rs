@@ -117,3 +117,43 @@ fn imported_symbol_and_bad_offsets_are_refused() {
         .find(|s| matches!(table.function(s), Err(TargetError::Imported { .. })));
     assert!(imported.is_some(), "an imported libc function is refused with a hint");
 }
+
+/// An event loop that ends with the traced command: `RingBuf::until_exit`
+/// wakes the wait at the command's exit (its pidfd), and
+/// `read_until_exit` returns after the records it left, every one of them.
+#[test]
+fn an_event_loop_ends_with_the_traced_command() {
+    require_root();
+    let cookies = [11, 22, 33, 44];
+    let mut object = Object::load(PROBES).expect("load object");
+    // `exec`: the pid held is target-app's; stdin closed, so it does not wait.
+    let script = format!("exec {} {SEQ} < /dev/null > /dev/null", target_app().display());
+    let mut held = sonde::command::HeldCommand::spawn(["sh", "-c", &script]).expect("held command");
+    let _attachment = object
+        .uprobe("record_calls")
+        .expect("program")
+        .attach(&targets(&cookies), &AttachOptions::default().pid(held.pid()))
+        .expect("attach");
+    let mut ring = sonde::maps::RingBuf::new(object.map("EVENTS").expect("EVENTS")).expect("ring");
+    ring.until_exit(held.pid()).expect("watch the command");
+    held.release().expect("release");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let done = ring.read_until_exit(|r| {
+            seen.push(r.read::<Event>().expect("an Event").cookie);
+            true
+        });
+        let _ = tx.send((done.is_ok(), seen));
+    });
+    let (ok, seen) = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("read_until_exit returned after the command exited");
+    assert!(ok);
+    assert_eq!(held.wait(), 0);
+    let want: Vec<u64> = SEQ
+        .chars()
+        .map(|c| cookies[FUNCTIONS.iter().position(|f| f.1 == c).expect("letter")])
+        .collect();
+    assert_eq!(seen, want, "every record, in order, then the end");
+}

@@ -39,20 +39,55 @@ fn a_new_project_builds_and_counts_calls_exactly() {
         .ancestors()
         .find(|p| p.join("CACHEDIR.TAG").is_file())
         .map_or_else(|| dir.join("target"), |t| t.join("new-project"));
+    build(&dir, &target);
+
+    // Its example counts the fixture's calls, one program, a cookie per function.
+    let want = |times: u64| {
+        [("fx_alpha", 1), ("fx_beta", 2), ("fx_delta", 4), ("fx_gamma", 3)]
+            .map(|(n, c)| (n.to_string(), c * times))
+            .to_vec()
+    };
+    assert_eq!(run_counter(&target), want(1));
+
+    // A file shared with the host, pulled in by `#[path]` (as a record type
+    // is): editing it alone rebuilds the eBPF object at the next `cargo
+    // build`, with no step of the user's.
+    let main = dir.join("ebpf/src/main.rs");
+    let text = std::fs::read_to_string(&main).expect("ebpf main.rs");
+    let text = text
+        .replace(
+            "sonde_ebpf::license!",
+            "#[path = \"../../src/step.rs\"]\nmod step;\n\nsonde_ebpf::license!",
+        )
+        .replace("*p += 1", "*p += step::STEP");
+    std::fs::write(&main, text).expect("edit ebpf main.rs");
+    for step in [2, 3] {
+        std::fs::write(dir.join("src/step.rs"), format!("pub const STEP: u64 = {step};\n")).expect("step.rs");
+        build(&dir, &target);
+        assert_eq!(run_counter(&target), want(step), "after src/step.rs said {step}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `cargo build --release` of the project at `dir`, as a user runs it.
+fn build(dir: &std::path::Path, target: &std::path::Path) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let built = Command::new(&cargo)
         .args(["build", "--release"])
-        .current_dir(&dir)
-        .env("CARGO_TARGET_DIR", &target)
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", target)
         .env_remove("RUSTFLAGS")
         .output()
         .expect("cargo");
     assert!(
         built.status.success(),
-        "the new project builds:\n{}",
+        "the project builds:\n{}",
         String::from_utf8_lossy(&built.stderr)
     );
+}
 
-    // Its example counts the fixture's calls, one program, a cookie per function.
+/// The counts `counter fixture-pie 'fx_*' -- fixture-pie` prints, sorted.
+fn run_counter(target: &std::path::Path) -> Vec<(String, u64)> {
     let pie = fixtures().join("fixture-pie");
     let mut run = Command::new(target.join("release/counter"))
         .arg(&pie)
@@ -79,12 +114,5 @@ fn a_new_project_builds_and_counts_calls_exactly() {
         })
         .collect();
     counts.sort();
-    assert_eq!(
-        counts,
-        [("fx_alpha", 1), ("fx_beta", 2), ("fx_delta", 4), ("fx_gamma", 3)]
-            .map(|(n, c)| (n.to_string(), c))
-            .to_vec(),
-        "{stdout}"
-    );
-    let _ = std::fs::remove_dir_all(&dir);
+    counts
 }

@@ -157,6 +157,11 @@ impl ProcessWatch {
         self.pid
     }
 
+    /// Its pidfd (readable once it exits), where the kernel has pidfds.
+    pub(crate) fn pidfd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.fd.as_ref().map(|f| f.as_fd())
+    }
+
     /// Whether it has exited.
     pub fn exited(&self) -> bool {
         match &self.fd {

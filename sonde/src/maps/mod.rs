@@ -69,7 +69,12 @@ pub enum MapError {
         max: u32,
     },
     /// A record shorter than the type it is read as.
-    #[error("map `{name}`: a record of {len} bytes cannot be read as {wanted} ({size} bytes)")]
+    #[error(
+        "map `{name}`: a record of {len} bytes cannot be read as {wanted} ({size} bytes): the eBPF object \
+         was built from another version of the type; rebuild it (sonde-build watches every file the eBPF \
+         crate includes by `#[path]` or `include!`: share the type that way, or name it with \
+         `EbpfCrate::watch`)"
+    )]
     RecordSize {
         /// Map name.
         name: String,

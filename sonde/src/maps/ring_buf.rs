@@ -32,6 +32,8 @@ pub struct RingBuf {
     page: usize,
     mask: u64,
     epoll: OwnedFd,
+    /// The process [`RingBuf::until_exit`] watches.
+    exit: Option<crate::command::ProcessWatch>,
 }
 
 // SAFETY: the mappings are owned and only read/written through atomics or while
@@ -57,6 +59,7 @@ impl RingBuf {
             page,
             mask: size as u64 - 1,
             epoll,
+            exit: None,
         })
     }
 
@@ -132,6 +135,63 @@ impl RingBuf {
     /// Returns whether the buffer signalled; interrupted waits return `Ok(false)`.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool, MapError> {
         ring::epoll_wait(self.epoll.as_fd(), timeout).map_err(|e| self.map.err(e))
+    }
+
+    /// Also wakes [`RingBuf::wait`] when process `pid` exits (through its pidfd,
+    /// Linux 5.3; where pidfds are missing, [`RingBuf::read_until_exit`] checks
+    /// every 100 ms), so an event loop ends with the traced command.
+    pub fn until_exit(&mut self, pid: u32) -> Result<(), MapError> {
+        let watch = crate::command::ProcessWatch::new(pid);
+        if let Some(fd) = watch.pidfd() {
+            ring::epoll_add(self.epoll.as_fd(), fd).map_err(|e| self.map.err(e))?;
+        }
+        self.exit = Some(watch);
+        Ok(())
+    }
+
+    /// Whether the process of [`RingBuf::until_exit`] has exited (`false`
+    /// when none is watched).
+    pub fn process_exited(&self) -> bool {
+        self.exit.as_ref().is_some_and(|w| w.exited())
+    }
+
+    /// Hands every record to `each` as it arrives, until the process of
+    /// [`RingBuf::until_exit`] exits, then the records it left; without one,
+    /// until `each` returns `false`. Returns when `each` returns `false` too.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let object: sonde::Object = unimplemented!();
+    /// # let mut command: sonde::command::HeldCommand = unimplemented!();
+    /// let mut events = sonde::maps::RingBuf::new(object.map("EVENTS")?)?;
+    /// events.until_exit(command.pid())?;
+    /// command.release()?;
+    /// events.read_until_exit(|record| {
+    ///     println!("{} bytes", record.len());
+    ///     true
+    /// })?;
+    /// let status = command.wait();
+    /// # Ok(()) }
+    /// ```
+    pub fn read_until_exit(&mut self, mut each: impl FnMut(RingBufItem<'_>) -> bool) -> Result<(), MapError> {
+        let poll = match &self.exit {
+            Some(w) if w.pidfd().is_none() => Some(Duration::from_millis(100)),
+            _ => None,
+        };
+        loop {
+            // Checked before draining: what the process wrote before it
+            // exited is in the buffer by then, and read below.
+            let exited = self.process_exited();
+            while let Some(record) = self.next() {
+                if !each(record) {
+                    return Ok(());
+                }
+            }
+            if exited {
+                return Ok(());
+            }
+            self.wait(poll)?;
+        }
     }
 
     /// The epoll descriptor that becomes readable when records arrive, for an event

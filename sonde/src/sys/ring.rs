@@ -1,7 +1,7 @@
 //! What a ring-buffer consumer needs from the kernel: shared mappings of the
 //! map's pages, and an epoll descriptor that wakes when records arrive.
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use super::{run, Call, SysResult};
@@ -67,16 +67,26 @@ pub(crate) fn epoll_watching(fd: BorrowedFd<'_>) -> SysResult<OwnedFd> {
         }
         // SAFETY: a fresh descriptor nobody else owns.
         let epoll = unsafe { OwnedFd::from_raw_fd(raw) };
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: 0,
-        };
-        // SAFETY: valid descriptors and event.
-        if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut ev) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        add(epoll.as_fd(), fd)?;
         Ok(epoll)
     })
+}
+
+/// Also wakes `epoll` when `fd` becomes readable (a process's pidfd: at its exit).
+pub(crate) fn epoll_add(epoll: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> SysResult<()> {
+    run(Call::Epoll, || add(epoll, fd))
+}
+
+fn add(epoll: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: 0,
+    };
+    // SAFETY: valid descriptors and event.
+    if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut ev) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Waits on `epoll` up to `timeout` (`None`: forever); whether it signalled. An
