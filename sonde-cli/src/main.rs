@@ -15,6 +15,7 @@ mod new;
 mod probes;
 mod record;
 mod report;
+mod scope;
 mod serve;
 mod session;
 mod stacks;

@@ -199,7 +199,8 @@ fn count_by_breaks_calls_down_in_the_program() {
     let (code, _, err) = sonde(&["latency", "--by", "arg0", &pie, "fx_alpha", "-d", "0.1"]);
     assert_eq!(code, 2);
     assert!(
-        err.contains("latency --by takes pid, tid, comm, cgroup and ret"),
+        err.contains("latency --by takes pid, tid, comm")
+            && err.contains("arguments and stacks are not known at return"),
         "{err}"
     );
 }

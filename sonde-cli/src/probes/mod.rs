@@ -24,12 +24,10 @@
 //! | `SESSION_SLOTS` | latency | emulated sessions | 64k calls in flight |
 
 mod read;
-mod scope;
 
 use sonde::maps::{MapError, PerCpuArray};
 
 pub use read::{Counts, Durations, Timing};
-pub use scope::{update_settings, CgroupWatch};
 
 /// The object's bytes.
 pub const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cli-probes.bpf.o"));

@@ -26,7 +26,7 @@ use super::shared::{Place, Shared};
 /// The jobs of one scope.
 pub struct Jobs {
     /// `cgroup = ...`: the programs' cgroup sets, kept up to date (one per job).
-    pub(super) cgroups: Vec<crate::probes::CgroupWatch>,
+    pub(super) cgroups: Vec<crate::scope::CgroupWatch>,
     /// `container_labels`: the counting program keys calls by (cookie,
     /// caller's cgroup).
     pub containers: bool,

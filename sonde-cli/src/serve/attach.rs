@@ -10,8 +10,9 @@ use sonde::{AttachOptions, FunctionSet, Job, SessionMode};
 use super::agent::{Agent, Attached, Jobs, Series, State};
 use super::config::{Probe, Scope};
 use super::shared::{Place, Shared};
-use crate::probes::{shrink_unused, update_settings, CgroupWatch, Map, Program, OBJECT};
+use crate::probes::{shrink_unused, Map, Program, OBJECT};
 use crate::record::LATENCY_BUCKETS;
+use crate::scope::{update_settings, CgroupWatch};
 
 impl Agent {
     /// Attaches probes resolved by [`resolve`] together: one group per binary

@@ -12,7 +12,7 @@ use sonde::command::{HeldCommand, ProcessWatch};
 use sonde::resolve::watch::{Change, FileWatch};
 use sonde::{Attachment, FunctionSet, GroupId, Job, Tier};
 
-pub use crate::probes::update_settings;
+pub use crate::scope::update_settings;
 pub use object::usdt_types;
 
 use crate::args::Common;
@@ -71,7 +71,7 @@ pub struct Session {
     /// The fork and exit tracepoints that keep a followed tree up to date.
     _follow: Vec<sonde::TracepointLink>,
     /// `--cgroup`: the cgroups counted, kept up to date.
-    _cgroup: Option<crate::probes::CgroupWatch>,
+    _cgroup: Option<crate::scope::CgroupWatch>,
     /// When counting began (after attach).
     pub started: Instant,
     /// The probed binaries, watched for writes.

@@ -9,8 +9,9 @@ use sonde::{AttachOptions, FunctionSet, Functions, GroupId, Job};
 use crate::args::{probe_groups, By, Common};
 use crate::error::CliError;
 use crate::filter::{Declared, FilterExpr, Site, ValueType};
-use crate::probes::{shrink_unused, update_settings, CgroupWatch, Map, Program, OBJECT};
+use crate::probes::{shrink_unused, Map, Program, OBJECT};
 use crate::report::SessionFunction;
+use crate::scope::{update_settings, CgroupWatch};
 
 /// Resolves every function, loads the object with `programs` and the maps
 /// sized (`sizes(n)` for `n` functions; the maps this run does not use as

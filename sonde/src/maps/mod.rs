@@ -5,6 +5,8 @@
 //! kernel map's type and sizes against their Rust types when made.
 
 mod array;
+#[cfg(feature = "tokio")]
+mod async_io;
 mod hash_map;
 mod perf_event_array;
 mod ring_buf;
@@ -14,6 +16,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 pub use array::{Array, PerCpuArray};
+#[cfg(feature = "tokio")]
+pub use async_io::{AsyncPerfBuffer, AsyncRingBuf};
 pub use hash_map::{HashMap, PerCpuHashMap};
 pub use perf_event_array::{PerfBuffer, PerfEventArray, PerfRecord};
 pub use ring_buf::{RingBuf, RingBufItem};

@@ -194,6 +194,12 @@ impl RingBuf {
         }
     }
 
+    /// `e` as this map's error.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn map_error(&self, e: std::io::Error) -> MapError {
+        self.map.err(crate::sys::SyscallError::new(crate::sys::Call::Epoll, e))
+    }
+
     /// The epoll descriptor that becomes readable when records arrive, for an event
     /// loop of the caller's.
     pub fn as_poll_fd(&self) -> std::os::fd::BorrowedFd<'_> {

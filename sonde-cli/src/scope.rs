@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Map;
 use crate::error::CliError;
+use crate::probes::Map;
 
 /// Changes the job's settings (the programs' `.data.settings` global).
 pub fn update_settings(
