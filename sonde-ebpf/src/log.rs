@@ -15,14 +15,87 @@
 //! [`MAX_ARGS`] integer arguments) through the [`SONDE_LOG`] ring buffer; the
 //! format strings never run in the kernel: each is kept in the object's
 //! `sonde_log` section under a hash of its text, where user space reads it.
-//! Arguments are integers or pointers (`as u64`); placeholders are `{}`, `{:x}`,
-//! `{:#x}` and `{:?}` (decimal). Needs Linux 5.8 (ring buffers); a full buffer
-//! drops the line and counts it.
+//! Arguments are integers, pointers, or C strings in the traced process's
+//! memory wrapped in [`UserStr`] (at most [`MAX_STRS`] a line, read in the
+//! program, up to [`LOG_TEXT`] bytes each, escaped on the host);
+//! placeholders are `{}`, `{:x}`, `{:#x}` and `{:?}` (decimal for integers).
+//! Needs Linux 5.8 (ring buffers); a full buffer drops the line.
+//!
+//! ```no_run
+//! # use sonde_ebpf::{uprobe, ProbeContext};
+//! use sonde_ebpf::log::UserStr;
+//! #[uprobe]
+//! fn open(ctx: ProbeContext) -> u32 {
+//!     let path = ctx.arg::<u64>(0).unwrap_or(0);
+//!     sonde_ebpf::info!("open {} flags {:#x}", UserStr(path), ctx.arg::<u64>(1).unwrap_or(0));
+//!     0
+//! }
+//! ```
 
 use crate::maps::RingBuf;
 
 /// Arguments a log line carries at most.
 pub const MAX_ARGS: usize = 6;
+/// String arguments ([`UserStr`]) a log line carries at most; more print as
+/// their address.
+pub const MAX_STRS: usize = 2;
+/// Bytes kept of each string, its NUL included: longer ones are cut (and
+/// shown with `...`).
+pub const LOG_TEXT: usize = 64;
+
+/// A NUL-terminated string at this address of the traced process, logged as
+/// text (read with `bpf_probe_read_user_str`, Linux 5.5).
+#[derive(Clone, Copy)]
+pub struct UserStr(pub u64);
+
+/// One argument of a log line: an integer, or a string to read.
+#[derive(Clone, Copy)]
+pub enum Arg {
+    /// Printed as a number.
+    Int(u64),
+    /// Read from user memory and printed as text.
+    Str(u64),
+}
+
+impl From<UserStr> for Arg {
+    #[inline(always)]
+    fn from(s: UserStr) -> Arg {
+        Arg::Str(s.0)
+    }
+}
+
+macro_rules! int_args {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Arg {
+            #[inline(always)]
+            fn from(v: $t) -> Arg {
+                Arg::Int(v as u64)
+            }
+        }
+    )*};
+}
+int_args!(u8, u16, u32, u64, usize, i8, i16, i32, i64, isize);
+
+impl From<bool> for Arg {
+    #[inline(always)]
+    fn from(v: bool) -> Arg {
+        Arg::Int(v as u64)
+    }
+}
+
+impl<T> From<*const T> for Arg {
+    #[inline(always)]
+    fn from(v: *const T) -> Arg {
+        Arg::Int(v as u64)
+    }
+}
+
+impl<T> From<*mut T> for Arg {
+    #[inline(always)]
+    fn from(v: *mut T) -> Arg {
+        Arg::Int(v as u64)
+    }
+}
 
 /// The ring buffer log lines go through (256 KiB): in the object only when a
 /// program logs (not exported: the linker drops it when unused; user space
@@ -58,12 +131,18 @@ pub struct Record {
     pub level: u8,
     /// Arguments used.
     pub nargs: u8,
+    /// Bit `i` set: argument `i` is a string, `args[i]` its slot in `text`
+    /// (low byte) and the length read, its NUL included (the next bytes), or
+    /// `u64::MAX` when it could not be read.
+    pub strs: u8,
     /// Zero.
-    pub _pad0: u16,
+    pub _pad0: u8,
     /// Zero.
     pub _pad1: u32,
     /// The arguments, as 64-bit values.
     pub args: [u64; MAX_ARGS],
+    /// The strings' bytes, [`LOG_TEXT`] per slot.
+    pub text: [u8; LOG_TEXT * MAX_STRS],
 }
 
 /// FNV-1a of a format string: its id in records and in the `sonde_log` section.
@@ -103,15 +182,18 @@ pub const fn entry<const L: usize>(s: &str) -> [u8; L] {
 
 /// Sends one record (the macros call this): reserved in the ring buffer and
 /// written field by field (volatile stores: no `memset` the verifier would
-/// refuse), then submitted.
+/// refuse), strings read straight into it, then submitted.
 #[inline(always)]
-pub fn send(level: Level, id: u64, args: &[u64]) {
+pub fn send(level: Level, id: u64, args: &[Arg]) {
     let Some(mut entry) = SONDE_LOG.reserve::<Record>(0) else {
         return;
     };
     let r = entry.as_mut_ptr();
     let n = if args.len() < MAX_ARGS { args.len() } else { MAX_ARGS };
-    // SAFETY: `r` is the reserved record, valid for writes of a whole Record.
+    let mut strs: u8 = 0;
+    let mut slot = 0usize;
+    // SAFETY: `r` is the reserved record, valid for writes of a whole Record;
+    // each string lands in its own fixed LOG_TEXT slot of it.
     unsafe {
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*r).id), id);
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*r).level), level as u8);
@@ -120,10 +202,34 @@ pub fn send(level: Level, id: u64, args: &[u64]) {
         core::ptr::write_volatile(core::ptr::addr_of_mut!((*r)._pad1), 0);
         let mut i = 0;
         while i < MAX_ARGS {
-            let v = if i < n { args[i] } else { 0 };
+            let v = if i < n {
+                match args[i] {
+                    Arg::Int(v) => v,
+                    Arg::Str(p) if slot < MAX_STRS => {
+                        let text = core::ptr::addr_of_mut!((*r).text) as *mut u8;
+                        let dst = if slot == 0 {
+                            core::slice::from_raw_parts_mut(text, LOG_TEXT)
+                        } else {
+                            core::slice::from_raw_parts_mut(text.add(LOG_TEXT), LOG_TEXT)
+                        };
+                        let read = crate::helpers::probe_read_user_str(p as *const u8, dst);
+                        strs |= 1 << i;
+                        let v = match read {
+                            Ok(len) => slot as u64 | (len as u64) << 8,
+                            Err(_) => u64::MAX,
+                        };
+                        slot += 1;
+                        v
+                    }
+                    Arg::Str(p) => p,
+                }
+            } else {
+                0
+            };
             core::ptr::write_volatile(core::ptr::addr_of_mut!((*r).args[i]), v);
             i += 1;
         }
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*r).strs), strs);
     }
     entry.submit(0);
 }
@@ -137,7 +243,7 @@ macro_rules! log {
         #[link_section = "sonde_log"]
         #[used]
         static ENTRY: [u8; 10 + FMT.len()] = $crate::log::entry::<{ 10 + FMT.len() }>(FMT);
-        $crate::log::send($level, $crate::log::fmt_id(FMT), &[$(($arg) as u64),*]);
+        $crate::log::send($level, $crate::log::fmt_id(FMT), &[$($crate::log::Arg::from($arg)),*]);
     }};
 }
 

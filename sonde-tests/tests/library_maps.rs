@@ -185,3 +185,35 @@ fn usdt_programs_read_arguments_through_their_specs() {
     // request(i, 100 + i, -7) for i in 0..3: value = arg0, kind = arg1.
     assert_eq!(got, [(77, 0, 100), (77, 1, 101), (77, 2, 102)]);
 }
+
+/// String arguments in program logs (`UserStr`): read in the program,
+/// escaped on the host, cut at 63 bytes with `...`, an unreadable pointer said.
+#[test]
+fn program_logs_print_strings_read_from_the_traced_process() {
+    require_root();
+    let pie = sonde_tests::fixtures().join("fixture-pie");
+    let mut object = Object::load(sonde_tests::PROBES).expect("object");
+    let waiting = Waiting::spawn_path(&pie, &["strings"]).until_blocked();
+    let _attachment = object
+        .uprobe("log_strings")
+        .expect("program")
+        .attach(
+            &[Target::symbol(&pie, "str_echo").cookie(9)],
+            &AttachOptions::default().pid(waiting.pid()),
+        )
+        .expect("attach");
+    waiting.run();
+    let mut reader = sonde::log::LogReader::new(sonde_tests::PROBES, &object).expect("log reader");
+    let mut lines = Vec::new();
+    while let Some((_, line)) = reader.next_line() {
+        lines.push(line);
+    }
+    let long = format!("{}...", "x".repeat(63));
+    let mut want = Vec::new();
+    for s in ["hello", "w\u{f6}rld \\xff", long.as_str()] {
+        want.push(format!("echo {s} from 9"));
+        want.push(format!("{s} and {s}"));
+        want.push("bad <unreadable>".to_string());
+    }
+    assert_eq!(lines, want);
+}

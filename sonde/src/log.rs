@@ -30,6 +30,10 @@ pub const LOG_MAP: &str = "SONDE_LOG";
 pub const FORMAT_SECTION: &str = "sonde_log";
 /// Arguments a line carries at most (`sonde_ebpf::log::MAX_ARGS`).
 pub const MAX_ARGS: usize = 6;
+/// String arguments a line carries at most (`sonde_ebpf::log::MAX_STRS`).
+pub const MAX_STRS: usize = 2;
+/// Bytes kept of each string, its NUL included (`sonde_ebpf::log::LOG_TEXT`).
+pub const LOG_TEXT: usize = 64;
 
 /// One line as the program sends it (`sonde_ebpf::log::Record`).
 #[repr(C)]
@@ -38,11 +42,76 @@ struct Record {
     id: u64,
     level: u8,
     nargs: u8,
-    _pad: [u8; 6],
+    strs: u8,
+    _pad: [u8; 5],
     args: [u64; MAX_ARGS],
+    text: [u8; LOG_TEXT * MAX_STRS],
 }
-// SAFETY: repr(C), integer fields only, no padding (8 + 1 + 1 + 6 + 48 bytes).
+// SAFETY: repr(C), integer fields only, no padding (8 + 1 + 1 + 1 + 5 + 48 + 128 bytes).
 unsafe impl Pod for Record {}
+
+/// One argument of a line as the host formats it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// An integer (or pointer).
+    Int(u64),
+    /// A string read from the traced process: its bytes (NUL excluded), and
+    /// whether it was cut at `LOG_TEXT - 1` bytes.
+    Text(Vec<u8>, bool),
+    /// A string the program could not read (a bad pointer, a page not in).
+    Unreadable,
+}
+
+impl Record {
+    fn values(&self) -> Vec<Value> {
+        let n = usize::from(self.nargs).min(MAX_ARGS);
+        (0..n)
+            .map(|i| {
+                let v = self.args[i];
+                if self.strs & (1 << i) == 0 {
+                    return Value::Int(v);
+                }
+                if v == u64::MAX {
+                    return Value::Unreadable;
+                }
+                let (slot, len) = ((v & 0xff) as usize, (v >> 8) as usize);
+                let Some(bytes) = self.text.get(slot * LOG_TEXT..(slot + 1) * LOG_TEXT) else {
+                    return Value::Unreadable;
+                };
+                let len = len.min(LOG_TEXT);
+                let text = &bytes[..len];
+                let text = text.strip_suffix(&[0]).unwrap_or(text);
+                let text = text.iter().position(|&b| b == 0).map_or(text, |end| &text[..end]);
+                Value::Text(text.to_vec(), len == LOG_TEXT)
+            })
+            .collect()
+    }
+}
+
+/// Bytes of a traced process as text safe for a terminal or a log file:
+/// printable UTF-8 kept, `\\` doubled, control characters and bytes that are
+/// not UTF-8 as `\xNN`.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                c if c.is_control() => {
+                    let mut buf = [0u8; 4];
+                    for b in c.encode_utf8(&mut buf).bytes() {
+                        out.push_str(&format!("\\x{b:02x}"));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
 
 /// Why program logs cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -81,11 +150,19 @@ pub fn formats(object_bytes: &[u8]) -> Result<HashMap<u64, String>, LogError> {
     Ok(out)
 }
 
-/// Formats `fmt` with `args`: `{}` and `{:?}` decimal, `{:x}` hex, `{:#x}`
-/// `0x`-prefixed hex, `{{`/`}}` braces; missing arguments print `?`.
+/// Formats `fmt` with integer `args`: `{}` and `{:?}` decimal, `{:x}` hex,
+/// `{:#x}` `0x`-prefixed hex, `{{`/`}}` braces; missing arguments print `?`.
 pub fn format(fmt: &str, args: &[u64]) -> String {
+    let values: Vec<Value> = args.iter().map(|&v| Value::Int(v)).collect();
+    format_values(fmt, &values)
+}
+
+/// Formats `fmt` with `values`: integers as [`format`] does, strings escaped
+/// ([`escape`]) whatever the placeholder, `...` after a cut one,
+/// `<unreadable>` for one the program could not read.
+pub fn format_values(fmt: &str, values: &[Value]) -> String {
     let mut out = String::with_capacity(fmt.len() + 16);
-    let mut args = args.iter();
+    let mut args = values.iter();
     let mut rest = fmt;
     while let Some(i) = rest.find(['{', '}']) {
         out.push_str(&rest[..i]);
@@ -101,12 +178,13 @@ pub fn format(fmt: &str, args: &[u64]) -> String {
             continue;
         };
         let spec = &rest[1..end];
-        let value = args.next();
-        let text = match (spec, value) {
+        let text = match (spec, args.next()) {
             (_, None) => "?".to_string(),
-            (":x", Some(v)) => format!("{v:x}"),
-            (":#x", Some(v)) => format!("{v:#x}"),
-            (_, Some(v)) => v.to_string(),
+            (_, Some(Value::Text(t, cut))) => format!("{}{}", escape(t), if *cut { "..." } else { "" }),
+            (_, Some(Value::Unreadable)) => "<unreadable>".to_string(),
+            (":x", Some(Value::Int(v))) => format!("{v:x}"),
+            (":#x", Some(Value::Int(v))) => format!("{v:#x}"),
+            (_, Some(Value::Int(v))) => v.to_string(),
         };
         out.push_str(&text);
         rest = &rest[end + 1..];
@@ -152,10 +230,10 @@ impl LogReader {
             4 => ::log::Level::Debug,
             _ => ::log::Level::Trace,
         };
-        let args = &record.args[..usize::from(record.nargs).min(MAX_ARGS)];
+        let values = record.values();
         let line = match self.formats.get(&record.id) {
-            Some(f) => format(f, args),
-            None => format!("(unknown log format {:#x}) {args:?}", record.id),
+            Some(f) => format_values(f, &values),
+            None => format!("(unknown log format {:#x}) {values:?}", record.id),
         };
         Some((level, line))
     }
@@ -206,7 +284,22 @@ impl Drop for EbpfLogger {
 
 #[cfg(test)]
 mod tests {
-    use super::format;
+    use super::{escape, format, format_values, Value};
+
+    #[test]
+    fn strings_are_escaped_cut_or_unreadable() {
+        let v = [
+            Value::Text(b"w\xc3\xb6rld \xff\n\\".to_vec(), false),
+            Value::Text(b"xx".to_vec(), true),
+            Value::Unreadable,
+            Value::Int(7),
+        ];
+        assert_eq!(
+            format_values("{} {} {:?} {:x}", &v),
+            "w\u{f6}rld \\xff\\x0a\\\\ xx... <unreadable> 7"
+        );
+        assert_eq!(escape(b"\x1b[31m"), "\\x1b[31m", "no terminal escapes");
+    }
 
     #[test]
     fn formats_like_the_macros_say() {

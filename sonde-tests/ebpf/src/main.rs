@@ -54,6 +54,17 @@ fn log_calls(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// Logs the C string a call's first argument points to (twice: two string
+/// slots in one line), read in the program.
+#[uprobe]
+fn log_strings(ctx: ProbeContext) -> u32 {
+    let s = sonde_ebpf::log::UserStr(ctx.arg::<u64>(0).unwrap_or(0));
+    sonde_ebpf::info!("echo {} from {}", s, ctx.cookie());
+    sonde_ebpf::info!("{} and {}", s, s);
+    sonde_ebpf::info!("bad {}", sonde_ebpf::log::UserStr(8));
+    0
+}
+
 #[path = "../../src/event.rs"]
 mod event;
 
