@@ -157,7 +157,7 @@ pub fn format(fmt: &str, args: &[u64]) -> String {
     format_values(fmt, &values)
 }
 
-/// Formats `fmt` with `values`: integers as [`format`] does, strings escaped
+/// Formats `fmt` with `values`: integers as [`format()`] does, strings escaped
 /// ([`escape`]) whatever the placeholder, `...` after a cut one,
 /// `<unreadable>` for one the program could not read.
 pub fn format_values(fmt: &str, values: &[Value]) -> String {
