@@ -198,6 +198,11 @@ sudo target/release/NAME /usr/bin/ls 'str*' -- ls -l     # or: NAME libc malloc 
   into `$OUT_DIR/probes.bpf.o` (one object per binary of the eBPF crate).
 - `src/main.rs`: resolves the functions, loads the object with the counter array
   sized to them, attaches the one program to all of them, prints the counts.
+
+Next: sonde's `docs/guide.md` adds return probes, sessions, typed events through
+a ring buffer (an event loop that ends with the traced command; async readers),
+log lines with strings and USDT probes, one section at a time; the files it adds
+to this project are in sonde's `examples/guide` (copy `src/` and `ebpf/` over).
 "#;
 
 /// Runs `sonde new DIR [--name NAME]`.

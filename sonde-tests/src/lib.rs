@@ -5,6 +5,7 @@ pub mod agent;
 pub mod cgroups;
 pub mod cli;
 pub mod crafted;
+pub mod project;
 
 include!("../fixtures/hostile_names.rs");
 

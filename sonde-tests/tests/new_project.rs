@@ -1,25 +1,18 @@
 //! `sonde new` (#18): the project it writes builds and counts calls exactly.
 
-use std::process::{Command, Stdio};
-
-use sonde_tests::{fixtures, require_root, run_sonde};
+use sonde_tests::{fixtures, project, require_root, run_sonde};
 
 #[test]
 fn a_new_project_builds_and_counts_calls_exactly() {
     require_root();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    if Command::new(&cargo).arg("--version").output().is_err() {
+    if project::cargo().is_none() {
         // The QEMU guests run the test binaries without a toolchain; the host
         // run of `cargo xtask test` builds the project.
         eprintln!("no cargo here: the new project is built by the host's test run");
         return;
     }
-    let dir = fixtures().join("new-project");
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = project::new("new-project", "counter");
     let d = dir.to_string_lossy().into_owned();
-    let (code, out, err) = run_sonde(&["new", &d, "--name", "counter"]);
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains("created counter"), "{out}");
     for f in [
         "Cargo.toml",
         "build.rs",
@@ -35,11 +28,8 @@ fn a_new_project_builds_and_counts_calls_exactly() {
     assert!(err.contains("is not empty"), "{err}");
 
     // Built as a user would, in a target directory kept between runs.
-    let target = fixtures()
-        .ancestors()
-        .find(|p| p.join("CACHEDIR.TAG").is_file())
-        .map_or_else(|| dir.join("target"), |t| t.join("new-project"));
-    build(&dir, &target);
+    let target = project::target(&dir);
+    project::build(&dir, &target);
 
     // Its example counts the fixture's calls, one program, a cookie per function.
     let want = |times: u64| {
@@ -63,50 +53,18 @@ fn a_new_project_builds_and_counts_calls_exactly() {
     std::fs::write(&main, text).expect("edit ebpf main.rs");
     for step in [2, 3] {
         std::fs::write(dir.join("src/step.rs"), format!("pub const STEP: u64 = {step};\n")).expect("step.rs");
-        build(&dir, &target);
+        project::build(&dir, &target);
         assert_eq!(run_counter(&target), want(step), "after src/step.rs said {step}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `cargo build --release` of the project at `dir`, as a user runs it.
-fn build(dir: &std::path::Path, target: &std::path::Path) {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let built = Command::new(&cargo)
-        .args(["build", "--release"])
-        .current_dir(dir)
-        .env("CARGO_TARGET_DIR", target)
-        .env_remove("RUSTFLAGS")
-        .output()
-        .expect("cargo");
-    assert!(
-        built.status.success(),
-        "the project builds:\n{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-}
-
 /// The counts `counter fixture-pie 'fx_*' -- fixture-pie` prints, sorted.
 fn run_counter(target: &std::path::Path) -> Vec<(String, u64)> {
     let pie = fixtures().join("fixture-pie");
-    let mut run = Command::new(target.join("release/counter"))
-        .arg(&pie)
-        .arg("fx_*")
-        .arg("--")
-        .arg(&pie)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the new project");
-    {
-        use std::io::Write;
-        let _ = run.stdin.take().expect("stdin").write_all(b"go\n");
-    }
-    let out = run.wait_with_output().expect("wait");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut counts: Vec<(String, u64)> = stdout
+    let pie = pie.to_string_lossy();
+    let out = project::run(&target.join("release/counter"), &[&pie, "fx_*", "--", &pie]);
+    let mut counts: Vec<(String, u64)> = out
         .lines()
         .filter_map(|l| {
             let (name, n) = l.rsplit_once(' ')?;
