@@ -96,6 +96,10 @@ pub fn list(target: &str, patterns: &[String], pid: Option<u32>, json: bool) -> 
                     (None, true) => {
                         "  [ifunc resolver: runs once per binding; implementation unknown here]".to_string()
                     }
+                    (None, false) if f.entry_skip > 0 && set.is_go() => format!(
+                        "  [probed at +{}, past Go's stack check: a call that grows its stack is seen once]",
+                        f.entry_skip
+                    ),
                     (None, false) if f.entry_skip > 0 => format!(
                         "  [probed at +{}, past endbr64 (which the kernel single-steps): one trap a hit, not two]",
                         f.entry_skip

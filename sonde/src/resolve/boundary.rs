@@ -78,6 +78,106 @@ pub(crate) fn entry_skip_x86_64(code: &[u8], address: u64) -> u64 {
     ENDBR64.len() as u64
 }
 
+/// Bytes an entry probe of a Go function skips (x86-64): its stack check,
+/// `[lea R, [rsp-N];] cmp rsp|R, [g+0x10]; jbe|jb MORESTACK` with `g` in R14
+/// (Go 1.17+) or loaded by `mov REG, fs:[-8]` first (older Go). When the
+/// goroutine's stack is too small, the check jumps to `runtime.morestack`,
+/// which copies the stack and runs the function again from its entry: a probe
+/// on the entry would count that call twice. After the check it sees each call
+/// once, with the arguments untouched (the check writes only flags and a
+/// scratch register). 0 when the function has no such check (`//go:nosplit`,
+/// assembly), a direct branch lands after the entry and at or before the probe
+/// point, or it has an indirect jump (a jump table whose targets are not in
+/// the code).
+pub(crate) fn go_entry_skip_x86_64(code: &[u8], address: u64) -> u64 {
+    use iced_x86::Register;
+    let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
+    let mut insn = iced_x86::Instruction::default();
+    let mut g = Register::R14;
+    let mut compared = Register::RSP;
+    let mut checked = false;
+    let mut after = None;
+    // The check is at most four instructions.
+    for _ in 0..4 {
+        if !decoder.can_decode() {
+            return 0;
+        }
+        decoder.decode_out(&mut insn);
+        let reg0 = insn.op0_kind() == OpKind::Register && gpr64(insn.op0_register());
+        let mem1 = insn.op_count() == 2 && insn.op1_kind() == OpKind::Memory && insn.memory_index() == Register::None;
+        match insn.mnemonic() {
+            // mov REG, fs:[-8]: the current g, before the register ABI.
+            Mnemonic::Mov
+                if !checked
+                    && reg0
+                    && mem1
+                    && insn.memory_segment() == Register::FS
+                    && insn.memory_base() == Register::None
+                    && insn.memory_displacement64() as i64 == -8 =>
+            {
+                g = insn.op0_register();
+            }
+            // lea R, [rsp - N]: a frame larger than the guard's slack.
+            Mnemonic::Lea
+                if !checked
+                    && reg0
+                    && mem1
+                    && insn.memory_base() == Register::RSP
+                    && (insn.memory_displacement64() as i64) < 0 =>
+            {
+                compared = insn.op0_register();
+            }
+            // cmp rsp|R, [g + 0x10]: g.stackguard0.
+            Mnemonic::Cmp
+                if !checked
+                    && reg0
+                    && mem1
+                    && insn.op0_register() == compared
+                    && insn.memory_base() == g
+                    && insn.memory_displacement64() == 0x10 =>
+            {
+                checked = true;
+            }
+            // jbe|jb MORESTACK, forward.
+            Mnemonic::Jbe | Mnemonic::Jb
+                if checked
+                    && matches!(insn.op0_kind(), OpKind::NearBranch32 | OpKind::NearBranch64)
+                    && insn.near_branch_target() > insn.next_ip() =>
+            {
+                after = Some(insn.next_ip());
+                break;
+            }
+            _ => return 0,
+        }
+    }
+    let Some(after) = after else { return 0 };
+    let landing = address + 1..=after;
+    let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
+    while decoder.can_decode() {
+        decoder.decode_out(&mut insn);
+        let direct = matches!(
+            insn.op0_kind(),
+            OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
+        );
+        if direct && landing.contains(&insn.near_branch_target()) {
+            return 0;
+        }
+        if !direct && insn.mnemonic() == Mnemonic::Jmp {
+            return 0;
+        }
+    }
+    after - address
+}
+
+/// Whether `r` is a 64-bit general-purpose register.
+fn gpr64(r: iced_x86::Register) -> bool {
+    use iced_x86::Register::*;
+    matches!(
+        r,
+        RAX | RCX | RDX | RBX | RSP | RBP | RSI | RDI | R8 | R9 | R10 | R11 | R12 | R13 | R14 | R15
+    )
+}
+
 /// Whether a direct branch (jmp, jcc, call, loop, jrcxz) of `code` (at
 /// `address`) lands on `target`, or `code` cannot be decoded.
 pub(crate) fn direct_branch_to_x86_64(code: &[u8], address: u64, target: u64) -> bool {
@@ -266,5 +366,37 @@ mod tests {
             !common_entry(&[0xf0, 0x48, 0x0f, 0xb1, 0x17, 0, 0, 0]),
             "lock is decoded"
         );
+    }
+    #[test]
+    fn go_functions_are_probed_after_their_stack_check() {
+        // main.nap of Go 1.19 (cmp rsp, [r14+0x10]; jbe; body; morestack
+        // tail jumping back to the entry): probed at its `sub rsp`.
+        let nap = hex("493b661076294883ec1048896c2408488d6c24084869c040420f000f1f440000e8fb73fdff488b6c24084883c410c34889442408e80785fdff488b4424086690ebbe");
+        assert_eq!(go_entry_skip_x86_64(&nap, 0x482c40), 6);
+        // A larger frame: lea r12, [rsp-0xa0]; cmp r12, [r14+0x10]; jbe rel32.
+        let mut grow = hex("4c8da42460ffffff4d3b66100f8608000000");
+        grow.extend(hex("4881ec20010000c3")); // sub rsp, 0x120; ret
+        grow.extend(hex("e800000000ebdf")); // call; jmp entry
+        assert_eq!(go_entry_skip_x86_64(&grow, 0x1000), 18);
+        // Before the register ABI: mov rcx, fs:[-8]; cmp rsp, [rcx+0x10]; jbe.
+        let mut old = hex("64488b0c25f8ffffff483b61107605");
+        old.extend(hex("4883ec10c3e800000000"));
+        assert_eq!(go_entry_skip_x86_64(&old, 0x1000), 15);
+        // No check (nosplit): the entry.
+        assert_eq!(go_entry_skip_x86_64(&hex("4883ec10c3"), 0x1000), 0);
+        // Compared against another field, or a jump backwards: the entry.
+        assert_eq!(go_entry_skip_x86_64(&hex("493b66187629c3"), 0x1000), 0);
+        // A branch landing on the probe point: the entry.
+        let mut looped = nap.clone();
+        let n = looped.len();
+        looped[n - 1] = (6 - n as i64) as u8; // jmp to entry + 6
+        assert_eq!(go_entry_skip_x86_64(&looped, 0x482c40), 0);
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap_or(0))
+            .collect()
     }
 }

@@ -143,6 +143,22 @@ impl SymbolTable {
                 DebugFile::Missing(looked) => looked_for_debug = looked,
             }
         }
+        // A Go program stripped of its symbols keeps the runtime's own table
+        // of function names and entries.
+        if !syms.has_symtab && binary.is_go() {
+            if let Some(go) = super::gopclntab::from_elf(&data) {
+                syms.count += go.len();
+                syms.has_symtab = !go.is_empty();
+                syms.defined.extend(go.into_iter().map(|f| RawSym {
+                    name: f.name,
+                    version: None,
+                    address: f.address,
+                    size: f.size,
+                    ifunc: false,
+                }));
+                looked_for_debug.clear();
+            }
+        }
         Ok(Self::assemble(binary, data, syms, debug_file, looked_for_debug))
     }
 
@@ -346,8 +362,10 @@ impl SymbolTable {
 
     /// Bytes an entry probe at `offset` skips (a function of `size` bytes):
     /// 4 past an `endbr64` before an emulated `push` that no branch reaches
-    /// (x86-64: one trap per hit instead of two), else 0.
-    pub(crate) fn entry_skip_at(&self, offset: u64, size: u64) -> u64 {
+    /// (x86-64: one trap per hit instead of two); in a Go program (`go`), the
+    /// stack check that re-runs the function after growing its stack (each
+    /// call seen once); else 0.
+    pub(crate) fn entry_skip_at(&self, offset: u64, size: u64, go: bool) -> u64 {
         if !cfg!(target_arch = "x86_64") || size == 0 {
             return 0;
         }
@@ -355,6 +373,7 @@ impl SymbolTable {
             return 0;
         };
         match self.bytes_at(offset, size) {
+            Some(code) if go => super::boundary::go_entry_skip_x86_64(code, address),
             Some(code) => super::boundary::entry_skip_x86_64(code, address),
             None => 0,
         }

@@ -30,6 +30,7 @@ pub mod debuginfo;
 mod demangle;
 mod elf;
 mod error;
+mod gopclntab;
 mod ifunc;
 pub mod libpath;
 mod lookup;

@@ -190,7 +190,7 @@ impl Functions {
                 // An ifunc's implementation keeps its entry (its size may be unknown).
                 let entry_skip = match implementation {
                     Some(_) => 0,
-                    None => table.entry_skip_at(f.file_offset, f.size),
+                    None => table.entry_skip_at(f.file_offset, f.size, binary.is_go()),
                 };
                 FunctionMatch {
                     cookie: cookie as u64,

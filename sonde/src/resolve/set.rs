@@ -96,6 +96,13 @@ impl FunctionSet {
         self.binary.path()
     }
 
+    /// Whether the binary is a Go program (see
+    /// [`BinaryFile::is_go`](super::BinaryFile::is_go)): its functions are
+    /// probed past their stack check, never at return.
+    pub fn is_go(&self) -> bool {
+        self.binary.is_go()
+    }
+
     /// Device and inode of the file that was read: a path whose `stat` now
     /// gives another pair names a replaced binary (a package upgrade).
     pub fn inode(&self) -> (u64, u64) {

@@ -1,0 +1,111 @@
+//! Go programs by name (#29): a stripped Go binary (`-ldflags=-s -w`) keeps
+//! `.gopclntab`, the runtime's table of functions; sonde reads its names and
+//! entries there and probes each function past its stack check, so counts are
+//! exact even when goroutines grow (copy) their stacks mid-call.
+
+use serde_json::Value;
+use sonde_tests::{fixture_arg, fixtures, link_count, require_root, run_sonde};
+
+/// (name, file offset, probe offset) of what `sonde list --json BINARY PATTERN` prints.
+fn listed(binary: &str, pattern: &str) -> Vec<(String, u64, u64)> {
+    let (code, out, err) = run_sonde(&["list", "--json", binary, pattern]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(out.lines().last().expect("a line")).expect("JSON");
+    v["functions"]
+        .as_array()
+        .expect("functions")
+        .iter()
+        .map(|f| {
+            (
+                f["name"].as_str().expect("name").to_string(),
+                f["file_offset"].as_u64().expect("offset"),
+                f["probe_offset"].as_u64().expect("probe offset"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_stripped_go_binary_lists_the_same_functions_as_its_unstripped_build() {
+    let go = fixture_arg("fixture-go");
+    let stripped = fixture_arg("fixture-go-stripped");
+    // The same build but for -s -w: the same code at the same offsets.
+    for pattern in ["main.*", "sync.(*WaitGroup).*", "*.Wait", "fmt.Fprint*"] {
+        let want = listed(&go, pattern);
+        assert!(!want.is_empty(), "{pattern} matches in the unstripped build");
+        let got = listed(&stripped, pattern);
+        let names = |v: &[(String, u64, u64)]| v.iter().map(|f| (f.0.clone(), f.1, f.2)).collect::<Vec<_>>();
+        assert_eq!(names(&got), names(&want), "{pattern}");
+    }
+    let main = listed(&stripped, "main.*");
+    let names: Vec<&str> = main.iter().map(|f| f.0.as_str()).collect();
+    for want in ["main.grow", "main.nap", "main.main"] {
+        assert!(names.contains(&want), "{want} in {names:?}");
+    }
+    // Probed past the stack check, on an instruction boundary the decoder found.
+    for (name, offset, probe) in &main {
+        if name == "main.grow" || name == "main.nap" {
+            assert!(
+                probe > offset,
+                "{name} probed past its stack check: {probe:#x} vs {offset:#x}"
+            );
+        }
+    }
+    let full = sonde::resolve::SymbolTable::read(&fixtures().join("fixture-go")).expect("symbols");
+    let table = sonde::resolve::SymbolTable::read(&fixtures().join("fixture-go-stripped")).expect("pclntab");
+    assert!(!table.is_stripped(), "names came from .gopclntab");
+    assert!(table.functions().len() > 1000, "{} functions", table.functions().len());
+    // Every function of the runtime's table is a function of the unstripped
+    // build at the same address, with the same name (the linker writes both),
+    // but for two spellings: the symbol table adds the ABI to assembly
+    // functions (`runtime.morestack.abi0`), and the runtime's table shortens
+    // array lengths in generated type functions (`type..eq.[...]T`).
+    for f in table.functions() {
+        let at: Vec<&sonde::resolve::FunctionSymbol> =
+            full.functions().iter().filter(|g| g.address == f.address).collect();
+        assert!(
+            !at.is_empty(),
+            "{} at {:#x} is a function of the unstripped build",
+            f.name,
+            f.address
+        );
+        if !f.name.starts_with("type..") {
+            assert!(
+                at.iter()
+                    .flat_map(|g| std::iter::once(&g.name).chain(&g.aliases))
+                    .any(|n| n.trim_end_matches(".abi0") == &*f.name),
+                "{} at {:#x} has that name in the unstripped build",
+                f.name,
+                f.address
+            );
+        }
+    }
+}
+
+#[test]
+fn calls_of_a_stripped_go_program_are_counted_exactly_by_name() {
+    require_root();
+    let before = link_count();
+    for binary in ["fixture-go-stripped", "fixture-go"] {
+        let go = fixture_arg(binary);
+        let (code, out, err) = run_sonde(&["count", "--json", &go, "main.grow", "main.nap", "--", &go]);
+        assert_eq!(code, 0, "{binary}: {err}");
+        let report: Value = serde_json::from_str(out.lines().last().expect("a line")).expect("JSON");
+        let count = |n: &str| {
+            report["functions"]
+                .as_array()
+                .and_then(|f| f.iter().find(|f| f["name"] == n))
+                .and_then(|f| f["count"].as_u64())
+        };
+        // 4 goroutines, each grow(2000): 2001 calls, its stack grown several
+        // times on the way down; one nap each.
+        assert_eq!(count("main.grow"), Some(4 * 2001), "{binary}: {report}");
+        assert_eq!(count("main.nap"), Some(4), "{binary}: {report}");
+    }
+    // Return probes stay refused on the stripped build too.
+    let stripped = fixture_arg("fixture-go-stripped");
+    let (code, _, err) = run_sonde(&["latency", "-d", "1", &stripped, "main.grow"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is a Go program"), "{err}");
+    assert_eq!(link_count(), before, "nothing left attached");
+}
