@@ -181,6 +181,10 @@ fn the_guide_project_runs_every_section_exactly() {
         .collect();
     assert_eq!(logs, want);
 
+    // §7: a tracepoint saw each child the command forked.
+    let forks = lines(project::run(&bin("forks"), &["--", &pie, "fork", "3"]));
+    assert_eq!(forks, ["3 children"]);
+
     // §8: USDT arguments where each site's note says they are.
     let usdt_app = fixtures().join("fixture-usdt");
     let usdt_app = usdt_app.to_string_lossy();

@@ -5,9 +5,9 @@
 
 use sonde_ebpf::helpers::ktime_get_ns;
 use sonde_ebpf::log::UserStr;
-use sonde_ebpf::maps::{HashMap, PerCpuArray, RingBuf};
-use sonde_ebpf::{map, uprobe, uprobe_session, uretprobe, usdt};
-use sonde_ebpf::{ProbeContext, RetProbeContext, SessionContext, UsdtContext};
+use sonde_ebpf::maps::{Array, HashMap, PerCpuArray, RingBuf};
+use sonde_ebpf::{map, tracepoint, uprobe, uprobe_session, uretprobe, usdt};
+use sonde_ebpf::{ProbeContext, RetProbeContext, SessionContext, TracePointContext, UsdtContext};
 
 #[path = "../../src/event.rs"]
 mod event;
@@ -86,6 +86,26 @@ fn record(ctx: ProbeContext) -> u32 {
 fn logged(ctx: ProbeContext) -> u32 {
     let text = UserStr(ctx.arg::<u64>(0).unwrap_or(0));
     sonde_ebpf::info!("call {} with {}", ctx.cookie(), text);
+    0
+}
+
+// §7: a kernel tracepoint beside the uprobes.
+/// Where `child_pid` is in the event's record (set by user space: layouts
+/// differ between kernels).
+#[map]
+static CHILD_PID_OFFSET: Array<u32> = Array::with_max_entries(1);
+
+/// Each child forked, with its parent's process id.
+#[map]
+static CHILDREN: HashMap<u32, u32> = HashMap::with_max_entries(4096);
+
+#[tracepoint(category = "sched", event = "sched_process_fork")]
+fn forks(ctx: TracePointContext) -> u32 {
+    let parent = (ctx.pid_tgid() >> 32) as u32;
+    let offset = CHILD_PID_OFFSET.get(0).unwrap_or(0) as usize;
+    if let Ok(child) = ctx.read_at::<u32>(offset & 0xfff) {
+        let _ = CHILDREN.insert(&child, &parent, 0);
+    }
     0
 }
 
