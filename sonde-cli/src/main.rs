@@ -94,8 +94,10 @@ enum Command {
         /// s@ret (a C string read when the function returns: output buffers),
         /// b:LEN (a buffer of LEN bytes, escaped: LEN a number up to 4096,
         /// argN, or ret — read at return, as many bytes as the call returned,
-        /// none when negative). Up to four strings or buffers per call,
-        /// `--ret s` included.
+        /// none when negative), gs (a Go string: pointer and length, two
+        /// registers). Up to four strings or buffers per call, `--ret s`
+        /// included. A Go program's arguments are read from Go's registers
+        /// (rax, rbx, rcx, rdi, rsi, r8).
         /// `PATTERN=TYPES` sets them for the functions PATTERN names
         /// (`--args readline=s`); repeat for several.
         #[arg(long, value_name = "TYPES")]

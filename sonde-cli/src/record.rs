@@ -457,6 +457,9 @@ pub struct Settings {
     pub by_caller: u64,
     /// 1: only processes whose cgroup v2 id is in `CGROUPS` count (`--cgroup`).
     pub cgroup: u64,
+    /// 1: the functions are Go's: arguments are read as Go's register ABI
+    /// passes them (amd64 rax, rbx, rcx, rdi, rsi, r8), not C's.
+    pub go_abi: u64,
 }
 
 /// Cgroup ids `--cgroup` can hold: a cgroup and its descendants.

@@ -12,6 +12,8 @@ use crate::helpers;
 mod regs {
     // struct user_pt_regs { u64 regs[31]; u64 sp; u64 pc; u64 pstate; }
     pub const ARGS: [usize; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
+    /// Go's register ABI (ABIInternal, Go 1.18+ on arm64): integer arguments in R0-R15.
+    pub const GO_ARGS: [usize; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
     pub const RET: usize = 0;
     pub const IP: usize = 32;
     pub const SP: usize = 31;
@@ -29,6 +31,9 @@ mod regs {
     // struct pt_regs (x86-64): r15 r14 r13 r12 bp bx r11 r10 r9 r8 ax cx dx si di
     // orig_ax ip cs flags sp ss. System V arguments: di si dx cx r8 r9.
     pub const ARGS: [usize; 6] = [14, 13, 12, 11, 9, 8];
+    /// Go's register ABI (ABIInternal, Go 1.17+ on amd64): integer arguments
+    /// in ax bx cx di si r8 r9 r10 r11.
+    pub const GO_ARGS: [usize; 9] = [10, 5, 11, 14, 13, 9, 8, 7, 6];
     pub const RET: usize = 10;
     pub const IP: usize = 16;
     pub const SP: usize = 19;
@@ -211,6 +216,48 @@ impl ProbeContext {
     pub fn arg<T: FromRegister>(&self, n: usize) -> Option<T> {
         if n < regs::ARGS.len() {
             Some(T::from_register(read_reg(self.regs, regs::ARGS[n])))
+        } else {
+            None
+        }
+    }
+
+    /// The first six integer arguments of a Go function under Go's register
+    /// ABI (ABIInternal: amd64 rax, rbx, rcx, rdi, rsi, r8; arm64 R0-R5), raw.
+    /// A Go string is two of them: its pointer, then its length.
+    ///
+    /// Kernel: any (register reads from the context); Go 1.17+ (amd64),
+    /// 1.18+ (arm64) pass arguments this way.
+    #[inline(always)]
+    pub fn go_args(&self) -> [u64; 6] {
+        [
+            read_reg(self.regs, regs::GO_ARGS[0]),
+            read_reg(self.regs, regs::GO_ARGS[1]),
+            read_reg(self.regs, regs::GO_ARGS[2]),
+            read_reg(self.regs, regs::GO_ARGS[3]),
+            read_reg(self.regs, regs::GO_ARGS[4]),
+            read_reg(self.regs, regs::GO_ARGS[5]),
+        ]
+    }
+
+    /// Integer argument `n` (0-based) of a Go function under Go's register
+    /// ABI (see [`ProbeContext::go_args`]); `None` past the registers (amd64:
+    /// 9, arm64: 16).
+    ///
+    /// ```ignore
+    /// #[uprobe]
+    /// fn handle(ctx: ProbeContext) -> u32 {
+    ///     // func handle(id int, name string): id, then name's pointer and length.
+    ///     let id: i64 = ctx.go_arg(0).unwrap_or(0);
+    ///     let (ptr, len): (u64, u64) = (ctx.go_arg(1).unwrap_or(0), ctx.go_arg(2).unwrap_or(0));
+    ///     0
+    /// }
+    /// ```
+    ///
+    /// Kernel: any (a register read from the context).
+    #[inline(always)]
+    pub fn go_arg<T: FromRegister>(&self, n: usize) -> Option<T> {
+        if n < regs::GO_ARGS.len() {
+            Some(T::from_register(read_reg(self.regs, regs::GO_ARGS[n])))
         } else {
             None
         }

@@ -109,3 +109,45 @@ fn calls_of_a_stripped_go_program_are_counted_exactly_by_name() {
     assert!(err.contains("is a Go program"), "{err}");
     assert_eq!(link_count(), before, "nothing left attached");
 }
+
+/// One `sonde trace --json` line's arguments per call.
+fn traced_args(args: &[&str]) -> Vec<Value> {
+    let (code, out, err) = run_sonde(args);
+    assert_eq!(code, 0, "{args:?}: {err}");
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("function").is_some())
+        .map(|v| v["args"].clone())
+        .collect()
+}
+
+#[test]
+fn go_arguments_are_read_from_gos_registers_strings_included() {
+    require_root();
+    let go = fixture_arg("fixture-go-stripped");
+    // main.greet(name string, n int): name in rax (pointer) and rbx (length),
+    // n in rcx; the string is escaped like any traced program's bytes.
+    let calls = traced_args(&["trace", "--json", "--args", "gs,i", &go, "main.greet", "--", &go]);
+    let want: Vec<Value> = (0..3)
+        .map(|i| serde_json::json!([format!("user-{i}\\x01"), i]))
+        .collect();
+    assert_eq!(calls, want);
+    // Filters and breakdowns read the same registers: arg2 is n.
+    let calls = traced_args(&[
+        "trace",
+        "--json",
+        "--args",
+        "gs,i",
+        "--filter",
+        "arg2 == 1",
+        &go,
+        "main.greet",
+        "--",
+        &go,
+    ]);
+    assert_eq!(calls, [serde_json::json!(["user-1\\x01", 1])]);
+    // A Go string needs two of the six registers read.
+    let (code, _, err) = run_sonde(&["trace", "--args", "i,i,i,i,i,gs", &go, "main.greet", "--", &go]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("Go string needs two"), "{err}");
+}

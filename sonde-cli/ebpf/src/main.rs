@@ -64,6 +64,7 @@ static mut SETTINGS: Settings = Settings {
     text_size: 0,
     by_caller: 0,
     cgroup: 0,
+    go_abi: 0,
 };
 
 
@@ -117,7 +118,8 @@ fn admitted(ctx: &ProbeContext) -> Option<(u64, [u64; 6])> {
 }
 
 /// The first six arguments of this hit: for a USDT probe as its spec says,
-/// else the argument registers.
+/// for a Go function as Go's register ABI passes them, else the C argument
+/// registers.
 #[inline(always)]
 fn call_args(ctx: &ProbeContext, cookie: u64) -> [u64; 6] {
     if setting!(usdt) == 1 {
@@ -136,6 +138,9 @@ fn call_args(ctx: &ProbeContext, cookie: u64) -> [u64; 6] {
                 return [arg(0), arg(1), arg(2), arg(3), arg(4), arg(5)];
             }
         }
+    }
+    if setting!(go_abi) == 1 {
+        return ctx.go_args();
     }
     ctx.args()
 }

@@ -210,6 +210,7 @@ impl Session {
             object::write_filters(session.object(), &session.functions(), expr, site, declared)?;
         }
         object::write_usdt_specs(session.object(), &session.functions())?;
+        object::write_go_abi(session.object(), &session.functions())?;
         setup(&session)?;
         if let Some(c) = &mut session.child {
             c.release().map_err(|e| CliError::new(e.to_string()))?;

@@ -209,6 +209,24 @@ pub(super) fn write_usdt_specs(object: &sonde::Object, functions: &[SessionFunct
     update_settings(object, |s| s.usdt = 1)
 }
 
+/// Arguments of Go functions are read as Go's register ABI passes them
+/// (Go 1.17+): set when every function probed is in a Go program; with Go and
+/// other binaries in one run the C registers stay, and the user is told.
+pub(super) fn write_go_abi(object: &sonde::Object, functions: &[SessionFunction<'_>]) -> Result<(), CliError> {
+    let go = functions.iter().filter(|f| f.set.is_go()).count();
+    if go == 0 {
+        return Ok(());
+    }
+    if go < functions.len() {
+        eprintln!(
+            "sonde: Go and non-Go functions in one run: arguments are read as C passes them (rdi, rsi, ...), \
+             which is wrong for the Go functions; probe the Go program in a run of its own to read its arguments"
+        );
+        return Ok(());
+    }
+    update_settings(object, |s| s.go_abi = 1)
+}
+
 /// The types a USDT probe's note gives its arguments (signed or not); none
 /// for a plain function.
 pub fn usdt_types(f: &SessionFunction<'_>) -> Declared {

@@ -31,6 +31,9 @@ pub enum ArgType {
     /// up to `--max-bytes`), shown escaped: read at entry, or at return for
     /// `b:ret` (as many bytes as the call returned).
     Bytes(Len),
+    /// The second register of a `gs` (a Go string: pointer, then length, as
+    /// Go's register ABI passes it): read for the string's length, not shown.
+    Hidden,
 }
 
 /// Where a buffer's length comes from.
@@ -75,7 +78,7 @@ impl ArgType {
             "s@ret" => ArgType::StrAtReturn,
             other => {
                 return Err(format!(
-                "`{other}` is not an argument type: i (int), u (unsigned), l (long), x (hex), p (pointer), s (string), s@ret (string read at return), b:LEN (buffer of LEN bytes: a number, argN or ret)"
+                "`{other}` is not an argument type: i (int), u (unsigned), l (long), x (hex), p (pointer), s (string), s@ret (string read at return), b:LEN (buffer of LEN bytes: a number, argN or ret), gs (a Go string: two registers)"
             ))
             }
         })
@@ -119,9 +122,26 @@ fn parse_types(s: &str) -> Result<Vec<ArgType>, String> {
         }
         return Ok(vec![ArgType::Raw; n]);
     }
-    let types = s.split(',').map(ArgType::parse).collect::<Result<Vec<_>, _>>()?;
+    let mut types = Vec::new();
+    for t in s.split(',') {
+        if t.trim() == "gs" {
+            // A Go string takes two registers: its pointer here, its length next.
+            let at = types.len();
+            let len = u8::try_from(at + 1)
+                .ok()
+                .filter(|n| *n <= 5)
+                .ok_or_else(|| format!("`gs` as argument {at}: a Go string needs two of the first 6 registers"))?;
+            types.push(ArgType::Bytes(Len::Arg(len)));
+            types.push(ArgType::Hidden);
+        } else {
+            types.push(ArgType::parse(t)?);
+        }
+    }
     if types.len() > 6 {
-        return Err(format!("{} argument types: at most 6 are read", types.len()));
+        return Err(format!(
+            "{} argument registers: at most 6 are read (`gs` takes two)",
+            types.len()
+        ));
     }
     let texts = types.iter().filter(|t| t.reads_memory()).count();
     if texts > crate::record::TEXTS {
@@ -222,6 +242,15 @@ mod tests {
         assert!(ArgSpecs::parse(&["s,s".into()]).is_ok());
         assert!(ArgSpecs::parse(&["s,s,s,s,s".into()]).is_err(), "at most four texts");
         assert!(ArgSpecs::parse(&["7".into()]).is_err());
+        // A Go string: its pointer, then its length in the next register.
+        let go = ArgSpecs::parse(&["i,gs,x".into()]).expect("gs");
+        assert_eq!(
+            go.of("f", "f"),
+            vec![ArgType::Int, ArgType::Bytes(Len::Arg(2)), ArgType::Hidden, ArgType::Hex]
+        );
+        assert!(ArgSpecs::parse(&["i,i,i,i,gs".into()]).is_ok());
+        assert!(ArgSpecs::parse(&["i,i,i,i,i,gs".into()]).is_err());
+        assert!(ArgSpecs::parse(&["gs,gs,gs,i".into()]).is_err());
         assert!(ArgSpecs::parse(&["q".into()]).is_err());
     }
 

@@ -141,7 +141,7 @@ fn value(t: ArgType, raw: u64, text: Option<&Result<(String, bool), String>>) ->
         ArgType::Int => Value::Int(i64::from(raw as u32 as i32)),
         ArgType::Uint => Value::Uint(u64::from(raw as u32)),
         ArgType::Long => Value::Int(raw as i64),
-        ArgType::Hex | ArgType::Ptr | ArgType::Raw => Value::Uint(raw),
+        ArgType::Hex | ArgType::Ptr | ArgType::Raw | ArgType::Hidden => Value::Uint(raw),
         ArgType::Str | ArgType::StrAtReturn | ArgType::Bytes(_) => match text {
             Some(Ok((s, _))) => Value::Text(s.clone()),
             Some(Err(e)) => Value::Text(e.clone()),
@@ -250,12 +250,21 @@ impl Printer {
             })
             .collect();
         let truncated: Vec<bool> = texts.iter().map(|t| matches!(t, Some(Ok((_, true))))).collect();
+        // A Go string's length register (`Hidden`) is not an argument of its own.
         let args: Vec<Value> = types
             .iter()
             .zip(entry.head.args)
             .zip(&texts)
+            .filter(|((t, _), _)| **t != ArgType::Hidden)
             .map(|((t, raw), text)| value(*t, raw, text.as_ref()))
             .collect();
+        let truncated: Vec<bool> = types
+            .iter()
+            .zip(truncated)
+            .filter(|(t, _)| **t != ArgType::Hidden)
+            .map(|(_, cut)| cut)
+            .collect();
+        let types: Vec<ArgType> = types.iter().copied().filter(|t| *t != ArgType::Hidden).collect();
         let (ret_value, ret_truncated) = match (exit, self.ret) {
             (Some(x), Some(t)) => {
                 let text = x.text(TEXT_OF_RET).map(|text| shown_text(text, self.text_size, None));
