@@ -86,6 +86,13 @@ pub struct Common {
     /// Write the report (table, JSON, trace lines) to FILE instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<std::path::PathBuf>,
+    /// `count --by stack`: also write the stacks to FILE as folded lines
+    /// (`outer;...;function COUNT`, what flamegraph.pl and inferno read).
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<std::path::PathBuf>,
+    /// `count --by stack`: also draw the stacks as an SVG flame graph in FILE.
+    #[arg(long, value_name = "FILE.svg")]
+    pub flamegraph: Option<std::path::PathBuf>,
     /// Command to run and trace from its first instruction; tracing stops when
     /// it exits.
     #[arg(last = true, value_name = "COMMAND")]
@@ -138,11 +145,34 @@ impl Common {
     /// Refuses `-i` for a command that has no interval tables (it would be
     /// ignored without a word).
     pub fn no_interval(&self, command: &str) -> Result<(), CliError> {
-        match self.interval {
-            Some(_) => Err(CliError::new(format!(
+        if self.interval.is_some() {
+            return Err(CliError::new(format!(
                 "-i prints interval tables of `sonde count`; `sonde {command}` has none: drop -i (or use -d for a fixed run)"
-            ))),
-            None => Ok(()),
+            )));
+        }
+        self.stack_files_need_count_by_stack(command)
+    }
+
+    /// `--folded` and `--flamegraph` draw `sonde count --by stack`'s rows:
+    /// refused anywhere else, before anything attaches.
+    pub fn stack_files_need_count_by_stack(&self, command: &str) -> Result<(), CliError> {
+        let by_stack = command == "count" && self.by.as_ref().is_some_and(|b| b.has(By::Stack));
+        match (&self.folded, &self.flamegraph) {
+            (None, None) => Ok(()),
+            (folded, svg) if by_stack => {
+                // An unwritable file is said before anything attaches.
+                for path in [folded, svg].into_iter().flatten() {
+                    std::fs::File::create(path)
+                        .map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))?;
+                }
+                Ok(())
+            }
+            (Some(_), _) => Err(CliError::new(
+                "--folded writes the stacks of `sonde count --by stack`: add --by stack (to count)",
+            )),
+            (None, Some(_)) => Err(CliError::new(
+                "--flamegraph draws the stacks of `sonde count --by stack`: add --by stack (to count)",
+            )),
         }
     }
 }

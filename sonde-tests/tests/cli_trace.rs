@@ -4,7 +4,7 @@
 use serde_json::Value;
 use sonde::Tier;
 use sonde_tests::cli::*;
-use sonde_tests::{fixture_arg, require_root, tier_supported};
+use sonde_tests::{fixture_arg, link_count, require_root, tier_supported};
 
 #[test]
 fn trace_prints_every_call_with_its_arguments_in_order() {
@@ -358,4 +358,68 @@ fn four_strings_per_call_and_longer_ones_on_request() {
     ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("a call carries at most 4"), "{err}");
+}
+
+/// #31: `count --by stack --folded FILE --flamegraph FILE.svg` writes the
+/// stacks as folded lines (outermost first, counts added up per stack) and
+/// draws them; elsewhere the options are refused before anything attaches.
+#[test]
+fn count_by_stack_writes_folded_stacks_and_a_flame_graph() {
+    let _s = serial();
+    require_root();
+    let app = fixture_arg("fixture-stack");
+    let dir = std::env::temp_dir().join(format!("sonde-flame-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (folded, svg) = (dir.join("stacks.folded"), dir.join("stacks.svg"));
+    let (f, s) = (folded.to_string_lossy(), svg.to_string_lossy());
+    let (code, _, err) = sonde(&[
+        "count",
+        "--by",
+        "stack",
+        "--folded",
+        &f,
+        "--flamegraph",
+        &s,
+        &app,
+        "stack_*",
+        "--",
+        &app,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(&folded).expect("folded");
+    // Below main: the C runtime's frames, whatever this libc names them.
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            l.split_once(";main;")
+                .map_or(l.to_string(), |(_, rest)| format!("main;{rest}"))
+        })
+        .collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "main;stack_outer 3",
+            "main;stack_outer;stack_inner 3",
+            "main;stack_outer;stack_inner;stack_leaf 3"
+        ],
+        "{text}"
+    );
+    let drawn = std::fs::read_to_string(&svg).expect("svg");
+    assert!(drawn.starts_with("<?xml") && drawn.contains("<svg"), "an SVG");
+    for want in ["stack_outer (9 calls", "stack_inner (6 calls", "stack_leaf (3 calls"] {
+        assert!(drawn.contains(want), "{want} in the flame graph");
+    }
+    // Only count --by stack has stacks to draw.
+    let before = link_count();
+    for args in [
+        vec!["count", "--flamegraph", s.as_ref(), app.as_str(), "stack_leaf"],
+        vec!["latency", "--folded", f.as_ref(), app.as_str(), "stack_leaf"],
+    ] {
+        let (code, _, err) = sonde(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("add --by stack"), "{err}");
+    }
+    assert_eq!(link_count(), before, "nothing attached");
+    let _ = std::fs::remove_dir_all(&dir);
 }

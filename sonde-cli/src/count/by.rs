@@ -152,6 +152,64 @@ fn by_table(out: &mut (impl Write + ?Sized), by: &ByKeys, rows: &[ByRow]) -> std
     Ok(())
 }
 
+/// A frame as a folded line names it: the function, without the offset and
+/// source line (`main+0x1a (app.c:12)` is `main`); `;` (the separator) and
+/// spaces (before the count) replaced.
+fn folded_frame(frame: &str) -> String {
+    let name = frame.split_whitespace().next().unwrap_or("?");
+    let name = match name.rfind("+0x") {
+        Some(i) if i > 0 => &name[..i],
+        _ => name,
+    };
+    name.replace(';', ":")
+}
+
+/// The rows as folded stacks (outermost frame first, the probed function
+/// last), one line per stack, the same stacks of several rows added up.
+fn folded(rows: &[ByRow]) -> Vec<String> {
+    let mut stacks: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for r in rows {
+        let frames: Vec<String> = r.shown.lines().rev().map(folded_frame).collect();
+        *stacks.entry(frames.join(";")).or_default() += r.count;
+    }
+    stacks.into_iter().map(|(s, n)| format!("{s} {n}")).collect()
+}
+
+/// `--folded FILE` and `--flamegraph FILE.svg` of `--by stack` rows.
+fn write_stack_files(common: &Common, rows: &[ByRow]) -> Result<(), CliError> {
+    if common.folded.is_none() && common.flamegraph.is_none() {
+        return Ok(());
+    }
+    let lines = folded(rows);
+    let create = |path: &std::path::Path| {
+        std::fs::File::create(path)
+            .map(std::io::BufWriter::new)
+            .map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))
+    };
+    if let Some(path) = &common.folded {
+        let mut out = create(path)?;
+        for l in &lines {
+            writeln!(out, "{l}")?;
+        }
+        out.flush()?;
+    }
+    if let Some(path) = &common.flamegraph {
+        let mut options = inferno::flamegraph::Options::default();
+        options.title = "sonde count --by stack".to_string();
+        options.count_name = "calls".to_string();
+        if lines.is_empty() {
+            return Err(CliError::new(format!(
+                "{}: no stacks were counted, so there is no flame graph to draw",
+                path.display()
+            )));
+        }
+        let out = create(path)?;
+        inferno::flamegraph::from_lines(&mut options, lines.iter().map(String::as_str), out)
+            .map_err(|e| CliError::new(format!("cannot draw the flame graph in {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
 /// One `-i` interval's `--by` rows (JSON).
 #[derive(Serialize)]
 struct ByInterval<'a> {
@@ -255,6 +313,9 @@ pub(super) fn run_by(common: &Common, by: ByKeys) -> Result<i32, CliError> {
             &mut previous,
             span,
         )?;
+    }
+    if by.has(By::Stack) {
+        write_stack_files(common, &rows)?;
     }
     let lost = reader.lost(&session)?;
     if lost > 0 {

@@ -108,6 +108,7 @@ fn print_interval(
 
 /// Runs `sonde count`.
 pub fn run(common: &Common) -> Result<i32, CliError> {
+    common.stack_files_need_count_by_stack("count")?;
     if let Some(by) = common.by.clone() {
         return by::run_by(common, by);
     }
