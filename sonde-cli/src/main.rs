@@ -180,6 +180,21 @@ CONFIG:
         #[arg(long)]
         name: Option<String>,
     },
+    /// Print a shell completion script (bash, zsh or fish).
+    #[command(after_help = "EXAMPLES:
+  sonde completions bash > /etc/bash_completion.d/sonde
+  sonde completions zsh > /usr/share/zsh/vendor-completions/_sonde
+  sonde completions fish > ~/.config/fish/completions/sonde.fish")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (sonde(1) and one per command) into DIR.
+    #[command(hide = true)]
+    Man {
+        /// Where sonde.1, sonde-count.1, ... go.
+        dir: std::path::PathBuf,
+    },
     /// List the functions patterns resolve to, with offsets, attaching nothing.
     #[command(after_help = "EXAMPLES:
   sonde list libc 'str*'
@@ -225,6 +240,15 @@ fn parse_command_line(args: impl Iterator<Item = std::ffi::OsString>) -> Result<
     Cli::try_parse_from(optional_values(args))
 }
 
+/// `sonde man DIR`: sonde.1 and sonde-COMMAND.1 for each visible command.
+fn man_pages(dir: &std::path::Path) -> Result<i32, CliError> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir)
+        .and_then(|()| clap_mangen::generate_to(Cli::command(), dir))
+        .map_err(|e| CliError::new(format!("{}: {e}", dir.display())))?;
+    Ok(0)
+}
+
 fn main() -> ExitCode {
     let cli = parse_command_line(std::env::args_os()).unwrap_or_else(|e| e.exit());
     sonde::sys::raise_fd_limit();
@@ -242,6 +266,12 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Features { json } => list::features(*json),
         Command::New { dir, name } => new::new(dir, name.as_deref()),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(*shell, &mut Cli::command(), "sonde", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man { dir } => man_pages(dir),
         Command::List {
             target,
             patterns,

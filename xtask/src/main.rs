@@ -2,13 +2,16 @@
 //!
 //! - `setup`: installs the eBPF toolchain if missing (idempotent).
 //! - `test`: setup, then every test (unit, integration on the real kernel, the
-//!   kernel matrix), and a smoke run of the benchmark harness.
+//!   kernel matrix), a smoke run of the benchmark harness, and `dist`.
 //! - `bench`: setup, then the benchmarks; refreshes BENCHMARKS.md.
 //! - `fuzz`: the object parser under many more mutated objects than `test` runs.
+//! - `dist`: the release binary, man pages, completions, a tarball and a
+//!   Debian package checked by lintian, in target/dist/.
 //! - `demo`: setup, then `sonde count` on the demo target, and the seed example:
 //!   one program, three functions, three cookies.
 
 mod bench;
+mod dist;
 mod setup;
 mod vm;
 
@@ -40,6 +43,9 @@ enum Task {
     },
     /// Setup, then `sonde count` and the seed example on the demo target.
     Demo,
+    /// The release binary, man pages, shell completions, a tarball and a Debian
+    /// package (lintian-checked), in target/dist/.
+    Dist,
     /// Setup, then the benchmarks (as root, a few minutes): target/bench/report.md,
     /// results.json, charts; refreshes BENCHMARKS.md.
     Bench,
@@ -78,6 +84,8 @@ fn run() -> Result<()> {
             let (p, f) = bench::smoke()?;
             passed += p;
             failed += f;
+            println!("== cargo xtask dist (binary, man pages, completions, tarball, lintian-checked .deb)");
+            dist::run()?;
             if no_vm {
                 println!("== kernel matrix skipped (--no-vm)");
             } else {
@@ -89,6 +97,10 @@ fn run() -> Result<()> {
             }
             println!("tests: {passed} passed, {failed} failed");
             Ok(())
+        }
+        Task::Dist => {
+            setup::run()?;
+            dist::run()
         }
         Task::Demo => {
             setup::run()?;
@@ -151,7 +163,7 @@ pub fn run_cmd(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn cargo() -> Command {
+pub fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.current_dir(root());
     c

@@ -150,6 +150,8 @@ pub fn run() -> Result<()> {
         // Go fixtures (sonde-tests' build.rs): Go programs must never get a
         // return probe.
         ("/usr/bin/go", "golang-go"),
+        // `cargo xtask dist`: the Debian package is checked by lintian.
+        ("/usr/bin/lintian", "lintian"),
     ];
     let missing: Vec<&str> = peer_tools
         .iter()

@@ -1,0 +1,292 @@
+//! `cargo xtask dist`: what a user installs, in target/dist/: the `sonde`
+//! binary (release, stripped), its man pages and shell completions, a tarball
+//! of them with the systemd unit and example config, and a Debian package that
+//! lintian accepts without errors.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::{cargo, root, run_cmd};
+
+/// The package's version: the workspace's.
+fn version() -> Result<String> {
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml"))?;
+    let in_package = manifest
+        .split("[workspace.package]")
+        .nth(1)
+        .context("no [workspace.package] in Cargo.toml")?;
+    in_package
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("version = "))
+        .map(|v| v.trim_matches('"').to_string())
+        .context("no version in [workspace.package]")
+}
+
+/// Writes `text` to `path`, its directories made, mode `mode`.
+fn write(path: &Path, text: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, text).with_context(|| path.display().to_string())?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+/// `gzip -9n` of `data` (reproducible: no name, no time), as Debian wants
+/// man pages and changelogs.
+fn gzip(data: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let mut child = Command::new("gzip")
+        .args(["-9n", "-c"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("gzip")?;
+    child.stdin.take().context("stdin")?.write_all(data)?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("gzip failed");
+    }
+    Ok(out.stdout)
+}
+
+/// The Debian packages `binary` needs at run time: libc6 at the newest
+/// symbol version it uses, libgcc-s1 when linked against it.
+fn depends(binary: &Path) -> Result<String> {
+    let dynamic = Command::new("objdump").arg("-T").arg(binary).output()?;
+    let text = String::from_utf8_lossy(&dynamic.stdout);
+    let newest = text
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("(GLIBC_").or_else(|| w.strip_prefix("GLIBC_")))
+        .map(|v| v.trim_end_matches(')').to_string())
+        .filter_map(|v| {
+            let parts: Vec<u32> = v.split('.').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+            Some((parts, v))
+        })
+        .max()
+        .map(|(_, v)| v);
+    let needed = Command::new("readelf").arg("-d").arg(binary).output()?;
+    let needed = String::from_utf8_lossy(&needed.stdout);
+    let mut deps = Vec::new();
+    if needed.contains("[libc.so.6]") {
+        deps.push(match newest {
+            Some(v) => format!("libc6 (>= {v})"),
+            None => "libc6".to_string(),
+        });
+    }
+    if needed.contains("[libgcc_s.so.1]") {
+        deps.push("libgcc-s1 (>= 4.2)".to_string());
+    }
+    Ok(deps.join(", "))
+}
+
+/// Runs `cargo xtask dist`.
+pub fn run() -> Result<()> {
+    let start = Instant::now();
+    let version = version()?;
+    run_cmd(cargo().args(["build", "--release", "-p", "sonde-cli"]))?;
+    let built = root().join("target/release/sonde");
+    let dist = root().join("target/dist");
+    let _ = std::fs::remove_dir_all(&dist);
+    std::fs::create_dir_all(&dist)?;
+    let binary = dist.join("sonde");
+    std::fs::copy(&built, &binary)?;
+    run_cmd(Command::new("strip").arg("--strip-unneeded").arg(&binary))?;
+
+    // Man pages and completions, from the binary's own clap definitions.
+    let man = dist.join("man");
+    run_cmd(Command::new(&binary).arg("man").arg(&man))?;
+    let completion = |shell: &str| -> Result<Vec<u8>> {
+        let out = Command::new(&binary).args(["completions", shell]).output()?;
+        if !out.status.success() {
+            bail!("sonde completions {shell} failed");
+        }
+        Ok(out.stdout)
+    };
+    let completions = [
+        ("bash", "share/bash-completion/completions/sonde"),
+        ("zsh", "share/zsh/vendor-completions/_sonde"),
+        ("fish", "share/fish/vendor_completions.d/sonde.fish"),
+    ];
+    let mut pages: Vec<PathBuf> = std::fs::read_dir(&man)?.flatten().map(|e| e.path()).collect();
+    pages.sort();
+
+    // The tree both the tarball and the package hold, under a prefix.
+    let lay_out = |prefix: &Path, etc: &Path| -> Result<()> {
+        write(&prefix.join("bin/sonde"), &std::fs::read(&binary)?, 0o755)?;
+        for page in &pages {
+            let name = page.file_name().context("page name")?.to_string_lossy().into_owned();
+            let gz = gzip(&std::fs::read(page)?)?;
+            write(&prefix.join("share/man/man1").join(format!("{name}.gz")), &gz, 0o644)?;
+        }
+        for (shell, path) in completions {
+            write(&prefix.join(path), &completion(shell)?, 0o644)?;
+        }
+        let doc = prefix.join("share/doc/sonde");
+        write(
+            &doc.join("examples/serve.toml"),
+            &std::fs::read(root().join("contrib/serve.toml"))?,
+            0o644,
+        )?;
+        write(&doc.join("copyright"), copyright().as_bytes(), 0o644)?;
+        write(
+            &etc.join("systemd/system/sonde-serve.service"),
+            &std::fs::read(root().join("contrib/sonde-serve.service"))?,
+            0o644,
+        )?;
+        Ok(())
+    };
+
+    // The tarball: sonde-VERSION-x86_64/{bin,share,lib}.
+    let arch = std::env::consts::ARCH;
+    let name = format!("sonde-{version}-{arch}");
+    let tree = dist.join(&name);
+    lay_out(&tree, &tree.join("lib"))?;
+    write(
+        &tree.join("README.md"),
+        &std::fs::read(root().join("README.md"))?,
+        0o644,
+    )?;
+    let tarball = dist.join(format!("{name}.tar.gz"));
+    run_cmd(
+        Command::new("tar")
+            .args(["--owner=0", "--group=0", "-czf"])
+            .arg(&tarball)
+            .arg("-C")
+            .arg(&dist)
+            .arg(&name),
+    )?;
+
+    // The Debian package.
+    let deb_arch = match arch {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let staging = dist.join("deb");
+    lay_out(&staging.join("usr"), &staging.join("usr/lib"))?;
+    let changelog = format!(
+        "sonde ({version}) unstable; urgency=medium\n\n  * Built by cargo xtask dist.\n\n -- sonde developers <sonde@example.invalid>  Fri, 04 Dec 2026 00:00:00 +0000\n"
+    );
+    write(
+        &staging.join("usr/share/doc/sonde/changelog.gz"),
+        &gzip(changelog.as_bytes())?,
+        0o644,
+    )?;
+    let size_kib = dir_size(&staging.join("usr"))? / 1024;
+    let control = format!(
+        "Package: sonde\nVersion: {version}\nArchitecture: {deb_arch}\nMaintainer: sonde developers <sonde@example.invalid>\n\
+         Installed-Size: {size_kib}\nDepends: {depends}\nSection: devel\nPriority: optional\n\
+         Homepage: https://example.invalid/sonde\n\
+         Description: trace user-space functions with uprobes and BPF cookies\n \
+         sonde counts, times and traces calls of user-space functions (C, C++, Rust,\n \
+         Go) with one eBPF program attached to many functions, told apart by BPF\n \
+         cookies, on the best mechanism the kernel has (Linux 5.10 and later). It\n \
+         includes a Prometheus exporter (sonde serve) for fleets.\n",
+        depends = depends(&binary)?,
+    );
+    write(&staging.join("DEBIAN/control"), control.as_bytes(), 0o644)?;
+    let deb = dist.join(format!("sonde_{version}_{deb_arch}.deb"));
+    run_cmd(
+        Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-Zxz", "--build"])
+            .arg(&staging)
+            .arg(&deb),
+    )?;
+    // What the package holds, as dpkg sees it.
+    let listing = Command::new("dpkg-deb").arg("-c").arg(&deb).output()?;
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    for want in [
+        "./usr/bin/sonde",
+        "./usr/share/man/man1/sonde.1.gz",
+        "./usr/share/man/man1/sonde-count.1.gz",
+        "./usr/share/bash-completion/completions/sonde",
+        "./usr/share/zsh/vendor-completions/_sonde",
+        "./usr/share/fish/vendor_completions.d/sonde.fish",
+        "./usr/lib/systemd/system/sonde-serve.service",
+        "./usr/share/doc/sonde/copyright",
+    ] {
+        if !listing.lines().any(|l| l.ends_with(want)) {
+            bail!("{} lacks {want}", deb.display());
+        }
+    }
+    let lintian = Command::new("lintian")
+        .args([
+            "--fail-on",
+            "error",
+            "--suppress-tags",
+            "bad-distribution-in-changes-file",
+        ])
+        .arg(&deb)
+        .output()
+        .context("lintian (installed by `cargo xtask setup`)")?;
+    print!("{}", String::from_utf8_lossy(&lintian.stdout));
+    if !lintian.status.success() {
+        bail!("lintian found errors in {}", deb.display());
+    }
+    let size = std::fs::metadata(&binary)?.len();
+    println!(
+        "dist: {} ({:.1} MiB, needs {}), {}, {} in {:.0} s",
+        binary.display(),
+        size as f64 / (1 << 20) as f64,
+        depends(&binary)?,
+        tarball.display(),
+        deb.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Bytes of the files under `dir`.
+fn dir_size(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            dir_size(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
+
+/// The package's copyright file (Debian's machine-readable format).
+fn copyright() -> String {
+    "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\
+     Upstream-Name: sonde\n\
+     Source: https://example.invalid/sonde\n\n\
+     Files: *\n\
+     Copyright: 2026 sonde developers\n\
+     License: MIT or Apache-2.0\n \
+     The sonde binary also contains code of the Rust crates it depends on, each\n \
+     under its own license (MIT, Apache-2.0, BSD or ISC); the eBPF programs it\n \
+     loads are GPL.\n\n\
+     License: MIT\n \
+     Permission is hereby granted, free of charge, to any person obtaining a copy\n \
+     of this software and associated documentation files (the \"Software\"), to deal\n \
+     in the Software without restriction, including without limitation the rights\n \
+     to use, copy, modify, merge, publish, distribute, sublicense, and/or sell\n \
+     copies of the Software, and to permit persons to whom the Software is\n \
+     furnished to do so, subject to the following conditions:\n \
+     .\n \
+     The above copyright notice and this permission notice shall be included in\n \
+     all copies or substantial portions of the Software.\n \
+     .\n \
+     THE SOFTWARE IS PROVIDED \"AS IS\", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR\n \
+     IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,\n \
+     FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE\n \
+     AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER\n \
+     LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,\n \
+     OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE\n \
+     SOFTWARE.\n\n\
+     License: Apache-2.0\n \
+     On Debian systems, the complete text of the Apache License, Version 2.0 is in\n \
+     /usr/share/common-licenses/Apache-2.0.\n"
+        .to_string()
+}
