@@ -58,3 +58,9 @@ pub const SONDE_SESSION_IS_RETURN: u32 = 0x5e55_0001;
 /// native session) or into `r0 = 0` (no native cookie: the program keeps the
 /// per-call value in its own map instead).
 pub const SONDE_SESSION_COOKIE: u32 = 0x5e55_0002;
+/// Not a kernel helper: whether this copy of a session program serves a Go
+/// function (entry, and a probe at each of its return instructions). sonde's
+/// loader turns it into `r0 = 1` there and `r0 = 0` everywhere else; the
+/// emulated per-call slot is then keyed by goroutine and stack depth, since a
+/// goroutine moves between threads and its stack moves in memory.
+pub const SONDE_SESSION_GO_FRAMES: u32 = 0x5e55_0003;

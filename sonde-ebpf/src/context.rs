@@ -20,6 +20,8 @@ mod regs {
     /// The stack pointer at a return probe minus the one at entry: `ret`
     /// branches to the link register and leaves the stack as it was.
     pub const RETURN_SP_DELTA: u64 = 0;
+    /// Go's current goroutine (`g`) under its register ABI: R28.
+    pub const G: usize = 28;
 }
 
 /// Register slots (in u64 units) of the kernel's saved user registers.
@@ -40,6 +42,8 @@ mod regs {
     /// The stack pointer at a return probe minus the one at entry: `ret` has
     /// popped the return address the `call` pushed.
     pub const RETURN_SP_DELTA: u64 = 8;
+    /// Go's current goroutine (`g`) under its register ABI (Go 1.17+): R14.
+    pub const G: usize = 1;
 }
 
 /// The stack pointer a function had at its entry, from registers saved at its
@@ -47,6 +51,20 @@ mod regs {
 #[inline(always)]
 pub(crate) fn entry_sp_at_return(regs: *mut c_void) -> u64 {
     read_reg(regs, regs::SP).wrapping_sub(regs::RETURN_SP_DELTA)
+}
+
+/// A Go call's frame, the same at the function's entry (past its stack check)
+/// and at each of its return instructions: its goroutine (`g`, in R14 on
+/// amd64 and R28 on arm64 under Go's register ABI) and how deep the stack
+/// pointer is in that goroutine's stack (`g.stack.hi - sp`, unchanged when
+/// the runtime copies the stack elsewhere). `None` when `g` cannot be read.
+#[inline(always)]
+pub(crate) fn go_frame(regs: *mut c_void) -> Option<(u64, u64)> {
+    let g = read_reg(regs, regs::G);
+    // `g.stack` is `{lo, hi uintptr}`, the first field of `runtime.g`.
+    // SAFETY: the helper reads user memory and fails softly.
+    let hi: u64 = unsafe { helpers::probe_read_user((g.wrapping_add(8)) as usize as *const u64) }.ok()?;
+    Some((g, hi.wrapping_sub(sp_of(regs))))
 }
 
 /// The stack pointer in saved registers.

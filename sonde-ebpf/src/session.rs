@@ -26,11 +26,17 @@
 //! stack pointer at entry (found again at return: it cannot drift, even past
 //! the kernel's 64 nested return probes per thread, whose entries get no
 //! return); what the program sees is the same.
+//!
+//! Go functions (5.10 up, every tier): never a uretprobe (the Go runtime
+//! copies and walks goroutine stacks and dies of a rewritten return address).
+//! The return copy is an entry probe at each of the function's return
+//! instructions, and a call is found again by its goroutine and its depth in
+//! the goroutine's stack, since goroutines move between threads.
 
 use core::ffi::c_void;
 use core::mem::transmute;
 
-use sonde_abi::helper::{SONDE_SESSION_COOKIE, SONDE_SESSION_IS_RETURN};
+use sonde_abi::helper::{SONDE_SESSION_COOKIE, SONDE_SESSION_GO_FRAMES, SONDE_SESSION_IS_RETURN};
 
 use crate::context::FromRegister;
 use crate::helpers;
@@ -70,6 +76,16 @@ pub static SESSION_SLOTS: LruHashMap<SlotKey, Slot> = LruHashMap::with_max_entri
 fn session_is_return() -> bool {
     // SAFETY: a call to this address is rewritten by sonde's loader before load.
     let f: unsafe extern "C" fn() -> u64 = unsafe { transmute(SONDE_SESSION_IS_RETURN as usize) };
+    // SAFETY: no arguments.
+    unsafe { f() & 0xff != 0 }
+}
+
+/// Whether this copy serves a Go function (sonde's pseudo-call, made a
+/// constant by the loader).
+#[inline(always)]
+fn session_go_frames() -> bool {
+    // SAFETY: a call to this address is rewritten by sonde's loader before load.
+    let f: unsafe extern "C" fn() -> u64 = unsafe { transmute(SONDE_SESSION_GO_FRAMES as usize) };
     // SAFETY: no arguments.
     unsafe { f() & 0xff != 0 }
 }
@@ -136,25 +152,36 @@ impl SessionContext {
             ));
         }
         let pid_tgid = helpers::current_pid_tgid();
-        let (key, slot) = if !is_return {
-            let key = SlotKey {
+        let key = if session_go_frames() {
+            // (g, process << 32 | depth): g addresses repeat across processes;
+            // a goroutine stack is at most 1 GiB deep.
+            let (g, depth) = crate::context::go_frame(ctx)?;
+            SlotKey {
+                pid_tgid: g,
+                sp: (pid_tgid >> 32) << 32 | (depth & 0xffff_ffff),
+            }
+        } else if !is_return {
+            SlotKey {
                 pid_tgid,
                 sp: crate::context::sp_of(ctx),
-            };
-            SESSION_SLOTS.insert(&key, &Slot { cookie: 0, skip: 0 }, 0).ok()?;
-            (key, SESSION_SLOTS.get_ptr_mut(&key)?)
+            }
         } else {
-            let key = SlotKey {
+            SlotKey {
                 pid_tgid,
                 sp: crate::context::entry_sp_at_return(ctx),
-            };
+            }
+        };
+        let slot = if !is_return {
+            SESSION_SLOTS.insert(&key, &Slot { cookie: 0, skip: 0 }, 0).ok()?;
+            SESSION_SLOTS.get_ptr_mut(&key)?
+        } else {
             let slot = SESSION_SLOTS.get_ptr_mut(&key)?;
             // SAFETY: the kernel's pointer to this call's slot.
             if unsafe { (*slot).skip } != 0 {
                 let _ = SESSION_SLOTS.remove(&key);
                 return None;
             }
-            (key, slot)
+            slot
         };
         Some((
             SessionContext {

@@ -1,7 +1,16 @@
 //! `cargo xtask dist`: what a user installs, in target/dist/: the `sonde`
-//! binary (release, stripped), its man pages and shell completions, a tarball
-//! of them with the systemd unit and example config, and a Debian package that
-//! lintian accepts without errors.
+//! binary (release, static: musl, no interpreter, no shared library, so it
+//! runs on any distribution, glibc 2.31 included), its man pages and shell
+//! completions, a tarball of them with the systemd unit and example config,
+//! and a Debian package that lintian accepts without errors.
+//!
+//! The static build: std for `x86_64-unknown-linux-musl` is built from the
+//! library source of the eBPF build's rustc (`-Z build-std`), linked by
+//! Debian's `musl-gcc` as a plain static executable (musl-gcc's specs would
+//! give a static PIE an interpreter); its unwinder is LLVM's `libunwind.a`
+//! from Debian's `libunwind-19-dev`, downloaded (not installed: it conflicts
+//! with the system's libunwind) into target/musl-link/, with the one glibc
+//! fortify symbol it calls (`__fprintf_chk`) supplied for musl.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -88,8 +97,7 @@ fn depends(binary: &Path) -> Result<String> {
 pub fn run() -> Result<()> {
     let start = Instant::now();
     let version = version()?;
-    run_cmd(cargo().args(["build", "--release", "-p", "sonde-cli"]))?;
-    let built = root().join("target/release/sonde");
+    let built = static_binary()?;
     let dist = root().join("target/dist");
     let _ = std::fs::remove_dir_all(&dist);
     std::fs::create_dir_all(&dist)?;
@@ -177,17 +185,27 @@ pub fn run() -> Result<()> {
         &gzip(changelog.as_bytes())?,
         0o644,
     )?;
+    // Static on purpose: one binary for every distribution, glibc 2.31 too.
+    write(
+        &staging.join("usr/share/lintian/overrides/sonde"),
+        b"# One static binary (musl) that runs on every distribution sonde supports.\n\
+          sonde: statically-linked-binary [usr/bin/sonde]\n",
+        0o644,
+    )?;
     let size_kib = dir_size(&staging.join("usr"))? / 1024;
     let control = format!(
         "Package: sonde\nVersion: {version}\nArchitecture: {deb_arch}\nMaintainer: sonde developers <sonde@example.invalid>\n\
-         Installed-Size: {size_kib}\nDepends: {depends}\nSection: devel\nPriority: optional\n\
+         Installed-Size: {size_kib}\n{depends}Section: devel\nPriority: optional\n\
          Homepage: https://example.invalid/sonde\n\
          Description: trace user-space functions with uprobes and BPF cookies\n \
          sonde counts, times and traces calls of user-space functions (C, C++, Rust,\n \
          Go) with one eBPF program attached to many functions, told apart by BPF\n \
          cookies, on the best mechanism the kernel has (Linux 5.10 and later). It\n \
          includes a Prometheus exporter (sonde serve) for fleets.\n",
-        depends = depends(&binary)?,
+        depends = match depends(&binary)? {
+            d if d.is_empty() => String::new(),
+            d => format!("Depends: {d}\n"),
+        },
     );
     write(&staging.join("DEBIAN/control"), control.as_bytes(), 0o644)?;
     let deb = dist.join(format!("sonde_{version}_{deb_arch}.deb"));
@@ -229,16 +247,118 @@ pub fn run() -> Result<()> {
         bail!("lintian found errors in {}", deb.display());
     }
     let size = std::fs::metadata(&binary)?.len();
+    let needs = depends(&binary)?;
     println!(
-        "dist: {} ({:.1} MiB, needs {}), {}, {} in {:.0} s",
+        "dist: {} ({:.1} MiB, {}), {}, {} in {:.0} s",
         binary.display(),
         size as f64 / (1 << 20) as f64,
-        depends(&binary)?,
+        if needs.is_empty() {
+            "static: needs no shared library".to_string()
+        } else {
+            format!("needs {needs}")
+        },
         tarball.display(),
         deb.display(),
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The musl target sonde is built for, for this machine's architecture.
+fn musl_target() -> String {
+    format!("{}-unknown-linux-musl", std::env::consts::ARCH)
+}
+
+/// What `__fprintf_chk` (glibc's fortified `fprintf`, called by Debian's
+/// glibc-built libunwind.a on its debug paths) is on musl: `vfprintf`.
+const FORTIFY_SHIM: &str = r#"#include <stdarg.h>
+#include <stdio.h>
+int __fprintf_chk(FILE *f, int flag, const char *fmt, ...) {
+    (void)flag;
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vfprintf(f, fmt, ap);
+    va_end(ap);
+    return r;
+}
+"#;
+
+/// target/musl-link/ with `libunwind.a` and `libsonde_fortify.a`, made once.
+fn musl_link_dir() -> Result<PathBuf> {
+    let dir = root().join("target/musl-link");
+    std::fs::create_dir_all(&dir)?;
+    let unwind = dir.join("libunwind.a");
+    if !unwind.exists() {
+        let work = dir.join("download");
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work)?;
+        run_cmd(
+            Command::new("apt-get")
+                .args(["download", "libunwind-19-dev"])
+                .current_dir(&work),
+        )
+        .context("apt-get download libunwind-19-dev (LLVM's unwinder, for the static build)")?;
+        let deb = std::fs::read_dir(&work)?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "deb"))
+            .context("apt-get download left no .deb")?;
+        run_cmd(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(work.join("x")))?;
+        std::fs::copy(work.join("x/usr/lib/llvm-19/lib/libunwind.a"), &unwind)
+            .context("libunwind-19-dev holds no usr/lib/llvm-19/lib/libunwind.a")?;
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    let shim = dir.join("libsonde_fortify.a");
+    if !shim.exists() {
+        let source = dir.join("fortify.c");
+        let object = dir.join("fortify.o");
+        std::fs::write(&source, FORTIFY_SHIM)?;
+        run_cmd(
+            Command::new("musl-gcc")
+                .args(["-O2", "-c"])
+                .arg(&source)
+                .arg("-o")
+                .arg(&object),
+        )
+        .context("musl-gcc (Debian's musl-tools, installed by `cargo xtask setup`)")?;
+        run_cmd(Command::new("ar").arg("rcs").arg(&shim).arg(&object))?;
+    }
+    Ok(dir)
+}
+
+/// Builds the static `sonde` (see the module) and returns its path.
+fn static_binary() -> Result<PathBuf> {
+    let rustc = crate::setup::rustc_with_source().context("no rustc with library source: run `cargo xtask setup`")?;
+    let link = musl_link_dir()?;
+    let target = musl_target();
+    let target_env = target.to_uppercase().replace('-', "_");
+    let target_dir = root().join("target/musl");
+    run_cmd(
+        cargo()
+            .args(["build", "--release", "-p", "sonde-cli", "--target", &target])
+            .args(["-Z", "build-std=std,panic_abort"])
+            .env("RUSTC_BOOTSTRAP", "1")
+            .env("RUSTC", &rustc)
+            .env(format!("CC_{}", target.replace('-', "_")), "musl-gcc")
+            .env(format!("CARGO_TARGET_{target_env}_LINKER"), "musl-gcc")
+            .env(
+                "RUSTFLAGS",
+                format!(
+                    "-C link-self-contained=no -C relocation-model=static -C target-feature=+crt-static \
+                     -L {} -l static=sonde_fortify",
+                    link.display()
+                ),
+            )
+            .env("CARGO_TARGET_DIR", &target_dir),
+    )?;
+    let built = target_dir.join(&target).join("release/sonde");
+    // Static means no interpreter and no shared library: checked, not assumed.
+    let headers = Command::new("readelf").arg("-ld").arg(&built).output()?;
+    let headers = String::from_utf8_lossy(&headers.stdout);
+    if headers.contains("INTERP") || headers.contains("(NEEDED)") {
+        bail!("{} is not static:\n{headers}", built.display());
+    }
+    Ok(built)
 }
 
 /// Bytes of the files under `dir`.

@@ -20,6 +20,19 @@ fn output(cmd: &mut Command) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The rustc with library source the eBPF build uses (sonde-build's order:
+/// `SONDE_BPF_RUSTC`, a rustup nightly with rust-src, Debian's
+/// `/usr/bin/rustc`); `cargo xtask dist` builds musl's std with it too.
+pub fn rustc_with_source() -> Option<PathBuf> {
+    if let Some(r) = std::env::var_os("SONDE_BPF_RUSTC") {
+        return Some(PathBuf::from(r));
+    }
+    rustup_nightly().or_else(|| {
+        let r = PathBuf::from(DEBIAN_RUSTC);
+        has_library_source(&r).then_some(r)
+    })
+}
+
 fn has_library_source(rustc: &Path) -> bool {
     output(Command::new(rustc).args(["--print", "sysroot"]))
         .map(|s| {
@@ -150,8 +163,10 @@ pub fn run() -> Result<()> {
         // Go fixtures (sonde-tests' build.rs): Go programs must never get a
         // return probe.
         ("/usr/bin/go", "golang-go"),
-        // `cargo xtask dist`: the Debian package is checked by lintian.
+        // `cargo xtask dist`: the Debian package is checked by lintian; the
+        // one static binary is linked against musl by musl-gcc.
         ("/usr/bin/lintian", "lintian"),
+        ("/usr/bin/musl-gcc", "musl-tools"),
     ];
     let missing: Vec<&str> = peer_tools
         .iter()

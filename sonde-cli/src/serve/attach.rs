@@ -187,9 +187,11 @@ impl Agent {
                             .per_cookie_slots(Map::Hist.name(), LATENCY_BUCKETS)
                             .program(Program::Latency.name())
                             .options(options(pid));
-                        // The emulation's maps only where the session is emulated.
+                        // The emulation's maps only where the session is
+                        // emulated (always for Go: returns at ret-sites).
+                        let go = timed_sets.iter().any(|s| s.is_go());
                         let used: &[Map] = match SessionMode::expected(&options(pid)) {
-                            Some(SessionMode::Native) => &[],
+                            Some(SessionMode::Native) if !go => &[],
                             _ => &[Map::SessionSlots],
                         };
                         let mut used = used.to_vec();

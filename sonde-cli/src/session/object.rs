@@ -74,8 +74,11 @@ pub(super) fn attach_all(
     // across binaries (one multi link per binary).
     // The object holds every command's maps: those this run does not use
     // are made as small as the kernel allows, then the command's sizes.
+    // Go functions' sessions are always emulated (their returns are probed
+    // at return instructions, never by the kernel's return probes).
     let emulated = programs.iter().any(|p| p.is_session())
-        && sonde::SessionMode::expected(&options) != Some(sonde::SessionMode::Native);
+        && (sonde::SessionMode::expected(&options) != Some(sonde::SessionMode::Native)
+            || sets.iter().any(FunctionSet::is_go));
     let usdt = common
         .patterns
         .iter()

@@ -20,15 +20,21 @@ pub enum AttachError {
     #[error("nothing to attach to: the target list is empty")]
     NoTargets,
     /// A return probe (uretprobe, or a session's return half) asked on a Go
-    /// program: refused before anything loads.
+    /// function whose returns sonde cannot probe at its return instructions
+    /// (it never puts a uretprobe on Go): refused before anything loads.
     #[error(
-        "{binary} is a Go program: a return probe rewrites return addresses on goroutine stacks, which the Go \
-         runtime copies and walks, and kills the program (SIGILL, `unexpected return pc`); sonde refuses it. \
-         Entry probes are safe: count calls, or trace without --ret"
+        "cannot probe the returns of {function} in the Go program {binary}: {reason}. sonde probes a Go \
+         function's return instructions, never its return address (the Go runtime copies and walks goroutine \
+         stacks and would die of a rewritten one: `unexpected return pc`). Leave it out, or count its calls \
+         (entry probes are safe)"
     )]
     GoReturnProbe {
         /// The Go binary.
         binary: std::path::PathBuf,
+        /// The function (or site) refused.
+        function: String,
+        /// Why its returns cannot be found.
+        reason: &'static str,
     },
     /// The kernel refused one target (bad offset, missing file, trap instruction,
     /// unknown pid): not a reason to try another tier.

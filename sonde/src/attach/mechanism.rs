@@ -16,6 +16,22 @@ use crate::resolve::ProbeSite;
 pub(crate) struct Part {
     pub kind: ProbeKind,
     pub half: Option<SessionHalf>,
+    /// Go: the pass goes at each return instruction of the functions (as an
+    /// entry probe there), not at their entries.
+    pub at_returns: bool,
+    /// Go: session halves pair a call by goroutine frame, not by thread.
+    pub go: bool,
+}
+
+impl Part {
+    const fn plain(kind: ProbeKind) -> Part {
+        Part {
+            kind,
+            half: None,
+            at_returns: false,
+            go: false,
+        }
+    }
 }
 
 /// What one pass works on.
@@ -86,28 +102,42 @@ pub(crate) trait Mechanism: Sync {
 pub(crate) fn load(attach_type: AttachType, cookie: Cookie, part: Part) -> Load {
     let mut load = Load::new(attach_type, cookie);
     load.session = part.half;
+    load.go_frames = part.go;
     load
 }
 
 /// The passes a program of `kind` needs on `tier`: the return half of an
 /// emulated session first, so that no return runs without its entry's slot
-/// having had the chance to be pushed.
-pub(crate) fn passes(kind: ProbeKind, tier: Tier, features: &Features) -> (Vec<Part>, Option<SessionMode>) {
-    if kind != ProbeKind::Session {
-        return (vec![Part { kind, half: None }], None);
+/// having had the chance to be pushed. For Go functions (`go`), returns are
+/// entry probes at each return instruction, and sessions always emulated (a
+/// native session's return half is a uretprobe).
+pub(crate) fn passes(kind: ProbeKind, tier: Tier, features: &Features, go: bool) -> (Vec<Part>, Option<SessionMode>) {
+    let at_return = |half| Part {
+        kind: ProbeKind::Entry,
+        half,
+        at_returns: true,
+        go,
+    };
+    match kind {
+        ProbeKind::Return if go => return (vec![at_return(None)], None),
+        ProbeKind::Session => {}
+        _ => return (vec![Part::plain(kind)], None),
     }
-    if tier.mechanism().native_session(features) {
-        return (vec![Part { kind, half: None }], Some(SessionMode::Native));
+    if !go && tier.mechanism().native_session(features) {
+        return (vec![Part::plain(kind)], Some(SessionMode::Native));
     }
-    let halves = vec![
+    let returns = if go {
+        at_return(Some(SessionHalf::Return))
+    } else {
         Part {
-            kind: ProbeKind::Return,
             half: Some(SessionHalf::Return),
-        },
-        Part {
-            kind: ProbeKind::Entry,
-            half: Some(SessionHalf::Entry),
-        },
-    ];
-    (halves, Some(SessionMode::Emulated))
+            ..Part::plain(ProbeKind::Return)
+        }
+    };
+    let entries = Part {
+        half: Some(SessionHalf::Entry),
+        go,
+        ..Part::plain(ProbeKind::Entry)
+    };
+    (vec![returns, entries], Some(SessionMode::Emulated))
 }

@@ -68,11 +68,26 @@ impl UProbe {
     pub fn plan(&self, sites: &[ProbeSite], options: &AttachOptions) -> Result<AttachPlan, AttachError> {
         let features = options.features();
         let (tier, passed_over) = plan::choose(options, &features, false)?;
+        let returns = plan::go_returns(self.kind(), sites)?;
         if sites.iter().any(|s| s.nop5_offset.is_some()) {
             let placed = plan::place_on_nop5(self.kind(), sites.to_vec(), &features);
-            return Ok(plan::make(self, &placed, tier, passed_over, &features));
+            return Ok(plan::make(
+                self,
+                &placed,
+                returns.as_deref(),
+                tier,
+                passed_over,
+                &features,
+            ));
         }
-        Ok(plan::make(self, sites, tier, passed_over, &features))
+        Ok(plan::make(
+            self,
+            sites,
+            returns.as_deref(),
+            tier,
+            passed_over,
+            &features,
+        ))
     }
 
     /// Resolves `targets` and attaches this program to all of them, each with its
@@ -107,7 +122,7 @@ impl SessionMode {
     pub fn expected(options: &AttachOptions) -> Option<SessionMode> {
         let features = options.features();
         let (tier, _) = plan::choose(options, &features, false).ok()?;
-        passes(ProbeKind::Session, tier, &features).1
+        passes(ProbeKind::Session, tier, &features, false).1
     }
 
     /// `session native` / `session emulated`.
@@ -138,14 +153,9 @@ fn attach(
     if sites.is_empty() {
         return Err(AttachError::NoTargets);
     }
-    // Go moves and walks goroutine stacks: a rewritten return address kills it.
-    if matches!(probe.kind(), ProbeKind::Return | ProbeKind::Session) {
-        if let Some(go) = sites.iter().find(|s| s.binary.is_go()) {
-            return Err(AttachError::GoReturnProbe {
-                binary: go.path().to_path_buf(),
-            });
-        }
-    }
+    // Go moves and walks goroutine stacks: a rewritten return address kills
+    // it. Its returns are probed at the return instructions instead.
+    let returns = plan::go_returns(probe.kind(), &sites)?;
     if let Scope::Process(pid) = options.scope {
         crate::process::check(u64::from(pid))?;
     }
@@ -153,7 +163,7 @@ fn attach(
     let mut skip_pmu = false;
     loop {
         let (tier, passed_over) = plan::choose(options, features, skip_pmu)?;
-        let plan = plan::make(probe, &sites, tier, passed_over, features);
+        let plan = plan::make(probe, &sites, returns.as_deref(), tier, passed_over, features);
         if tier.per_target() && plan.detach_estimate >= Duration::from_secs(1) {
             log::warn!("{plan}");
         }
@@ -168,10 +178,13 @@ fn attach(
         // A failed pass drops the links of the passes before it.
         let result = (|| {
             let (mut programs, mut links) = (Vec::new(), Vec::new());
-            for part in passes(probe.kind(), tier, features).0 {
+            for part in passes(probe.kind(), tier, features, returns.is_some()).0 {
                 let pass = Pass {
                     tier,
-                    sites: &sites,
+                    sites: match (&returns, part.at_returns) {
+                        (Some(r), true) => r,
+                        _ => &sites,
+                    },
                     scope: options.scope,
                     part,
                     features,

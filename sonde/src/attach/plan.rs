@@ -77,6 +77,10 @@ pub struct AttachPlan {
     /// USDT sites probed on the 5-byte nop after their 1-byte nop, which the
     /// kernel turns into a call with no trap ([`Feature::UprobeNop5`], 6.18+).
     pub on_nop5: usize,
+    /// Go functions' returns: probed at this many return instructions (an
+    /// entry probe each, the function's cookie), never by uretprobe. `None`
+    /// when no Go function's returns are probed.
+    pub go_return_sites: Option<usize>,
 }
 
 impl fmt::Display for AttachPlan {
@@ -92,6 +96,9 @@ impl fmt::Display for AttachPlan {
         )?;
         if let Some(mode) = self.session {
             write!(f, ", {}", mode.name())?;
+        }
+        if let Some(n) = self.go_return_sites {
+            write!(f, ", returns: ret-sites ({n} return instruction(s) of Go functions)")?;
         }
         if self.on_nop5 > 0 {
             write!(f, ", {} USDT site(s) probed on their nop5 (no trap)", self.on_nop5)?;
@@ -148,6 +155,7 @@ pub(crate) fn choose(
 pub(crate) fn make(
     probe: &UProbe,
     sites: &[ProbeSite],
+    returns: Option<&[ProbeSite]>,
     tier: Tier,
     passed_over: Vec<(Tier, Refusal)>,
     features: &Features,
@@ -156,30 +164,42 @@ pub(crate) fn make(
     binaries.sort_unstable();
     binaries.dedup();
     let mechanism = tier.mechanism();
-    let (parts, session) = passes(probe.kind(), tier, features);
-    // With native cookies a site's load does not depend on the site: one per pass.
-    let distinct = if mechanism.native_cookies() {
-        &sites[..1.min(sites.len())]
-    } else {
-        sites
+    let (parts, session) = passes(probe.kind(), tier, features, returns.is_some());
+    let sites_of = |p: &super::mechanism::Part| match (returns, p.at_returns) {
+        (Some(r), true) => r,
+        _ => sites,
     };
-    let program_loads = probe.loads_needed(
-        parts
+    // With native cookies a site's load does not depend on the site: one per pass.
+    let distinct = |s: &'_ [ProbeSite]| -> usize {
+        if mechanism.native_cookies() {
+            1.min(s.len())
+        } else {
+            s.len()
+        }
+    };
+    let program_loads = probe.loads_needed(parts.iter().flat_map(|&p| {
+        let s = sites_of(&p);
+        s[..distinct(s)].iter().map(move |s| mechanism.load(p, s))
+    }));
+    let descriptors = program_loads as u64
+        + parts
             .iter()
-            .flat_map(|&p| distinct.iter().map(move |s| mechanism.load(p, s))),
-    );
-    let passes = parts.len() as u64;
-    let descriptors = program_loads as u64 + passes * mechanism.descriptors(binaries.len(), sites.len());
+            .map(|p| mechanism.descriptors(binaries.len(), sites_of(p).len()))
+            .sum::<u64>();
     AttachPlan {
         tier,
         passed_over,
         targets: sites.len(),
         binaries: binaries.len(),
         program_loads,
-        detach_estimate: mechanism.detach_estimate(binaries.len(), sites.len()) * passes as u32,
+        detach_estimate: parts
+            .iter()
+            .map(|p| mechanism.detach_estimate(binaries.len(), sites_of(p).len()))
+            .sum(),
         descriptors,
         session,
         on_nop5: sites.iter().filter(|s| s.nop5_offset == Some(s.offset)).count(),
+        go_return_sites: returns.map(<[ProbeSite]>::len),
     }
 }
 
@@ -197,4 +217,62 @@ pub(crate) fn place_on_nop5(kind: ProbeKind, mut sites: Vec<ProbeSite>, features
         }
     }
     sites
+}
+
+/// For a return or session probe on Go functions: the sites at each of their
+/// return instructions (the function's cookie on each), where the return
+/// program goes as an entry probe. `None` when no site is in a Go program or
+/// the probe has no return half. Refused, before anything loads, when some
+/// site's returns cannot be found (`resolve::boundary::go_return_sites_x86_64`
+/// says why) or when Go and other functions share the probe.
+pub(crate) fn go_returns(kind: ProbeKind, sites: &[ProbeSite]) -> Result<Option<Vec<ProbeSite>>, AttachError> {
+    if !matches!(kind, ProbeKind::Return | ProbeKind::Session) || !sites.iter().any(|s| s.binary.is_go()) {
+        return Ok(None);
+    }
+    let refuse = |s: &ProbeSite, reason: &'static str| AttachError::GoReturnProbe {
+        binary: s.path().to_path_buf(),
+        function: s
+            .symbol
+            .as_deref()
+            .map_or_else(|| format!("offset {:#x}", s.offset), str::to_string),
+        reason,
+    };
+    if let Some(other) = sites.iter().find(|s| !s.binary.is_go()) {
+        let go = sites.iter().find(|s| s.binary.is_go()).unwrap_or(other);
+        return Err(refuse(
+            go,
+            "the same probe names functions of a program that is not Go: attach those separately",
+        ));
+    }
+    let mut out = Vec::new();
+    let mut mapped: Option<(std::sync::Arc<crate::resolve::BinaryFile>, memmap2::Mmap)> = None;
+    for s in sites {
+        if s.symbol.as_deref().is_some_and(|n| n.ends_with(".abi0")) {
+            return Err(refuse(s, "it is assembly (ABI0): its goroutine is not in R14"));
+        }
+        let Some((start, size)) = s.function else {
+            return Err(refuse(
+                s,
+                "its extent is unknown (name it by function: sonde::resolve::Functions)",
+            ));
+        };
+        if !matches!(&mapped, Some((b, _)) if std::sync::Arc::ptr_eq(b, &s.binary)) {
+            let map = s.binary.map().map_err(|_| refuse(s, "its file cannot be read"))?;
+            mapped = Some((std::sync::Arc::clone(&s.binary), map));
+        }
+        let Some((_, map)) = &mapped else { continue };
+        let code = usize::try_from(start)
+            .ok()
+            .zip(usize::try_from(start.saturating_add(size)).ok())
+            .and_then(|(a, b)| map.get(a..b))
+            .ok_or_else(|| refuse(s, "its bytes are outside the file"))?;
+        let offsets = crate::resolve::go_return_sites(code, start).map_err(|reason| refuse(s, reason))?;
+        out.extend(offsets.into_iter().map(|offset| ProbeSite {
+            offset,
+            ref_ctr_offset: None,
+            nop5_offset: None,
+            ..s.clone()
+        }));
+    }
+    Ok(Some(out))
 }

@@ -44,16 +44,27 @@ fn planner_picks_the_best_tier_on_each_kernel_shape() {
         assert_eq!(choose(&one, &features), Some(pid), "{name}, one process");
         let tier = choose(&all, &features).unwrap_or(Tier::Tracefs);
         assert_eq!(
-            mechanism::passes(ProbeKind::Session, tier, &features).1,
+            mechanism::passes(ProbeKind::Session, tier, &features, false).1,
             Some(session),
             "{name}"
         );
-        let (parts, _) = mechanism::passes(ProbeKind::Session, tier, &features);
+        let (parts, _) = mechanism::passes(ProbeKind::Session, tier, &features, false);
         if session == SessionMode::Emulated {
             // The return half first: no return runs before its entry could push.
             assert_eq!(parts.len(), 2);
             assert_eq!(parts[0].half, Some(crate::programs::SessionHalf::Return));
         }
+        // Go: emulated on every kernel, the return half an entry probe at the
+        // return instructions, both halves keyed by goroutine frame; a plain
+        // return probe is an entry probe there too.
+        let (go, mode) = mechanism::passes(ProbeKind::Session, tier, &features, true);
+        assert_eq!(mode, Some(SessionMode::Emulated), "{name}");
+        assert_eq!(go.len(), 2);
+        assert!(go[0].at_returns && go[0].kind == ProbeKind::Entry && go[0].go);
+        assert_eq!(go[0].half, Some(crate::programs::SessionHalf::Return));
+        assert!(!go[1].at_returns && go[1].go);
+        let (ret, _) = mechanism::passes(ProbeKind::Return, tier, &features, true);
+        assert!(ret.len() == 1 && ret[0].at_returns && ret[0].kind == ProbeKind::Entry);
     }
 }
 
@@ -128,6 +139,7 @@ fn sites() -> Vec<ProbeSite> {
         value: cookie,
         symbol: None,
         nop5_offset: None,
+        function: None,
     };
     vec![
         site(&a, 0x1000, 1),
@@ -332,7 +344,7 @@ fn a_pmu_refusal_falls_back_to_tracefs() {
 }
 
 #[test]
-fn go_programs_get_no_return_probes_and_empty_lists_no_attach() {
+fn an_empty_target_list_attaches_nothing() {
     let kernel = FakeKernel::install();
     let mut p = probe(ProbeKind::Entry);
     let err = super::attach(&mut p, Vec::new(), &AttachOptions::default(), &Features::mainline(6, 6)).unwrap_err();

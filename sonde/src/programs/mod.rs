@@ -107,6 +107,10 @@ pub struct Load {
     /// For a session program not loaded as a native session: the half this copy
     /// serves (`None` otherwise).
     pub session: Option<SessionHalf>,
+    /// For a session half at a Go function (its entry, or a return
+    /// instruction): the call is found again by goroutine frame (`g` and its
+    /// depth in the goroutine's stack), not by thread.
+    pub go_frames: bool,
 }
 
 impl Load {
@@ -116,6 +120,7 @@ impl Load {
             attach_type,
             cookie,
             session: None,
+            go_frames: false,
         }
     }
 }

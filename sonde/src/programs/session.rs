@@ -8,13 +8,17 @@
 //! | emulated, entry copy | `r0 = 0` | `r0 = 0` (the program uses its map) |
 //! | emulated, return copy | `r0 = 1` | `r0 = 0` |
 //!
+//! A third pseudo-call, `SONDE_SESSION_GO_FRAMES`, becomes `r0 = 1` in the
+//! copies that serve a Go function (entry, and its return instructions: the
+//! emulated slot is then keyed by goroutine frame) and `r0 = 0` elsewhere.
+//!
 //! Both rewrites keep the instruction count, so no jump moves. A kfunc call is
 //! `call` with `src_reg = BPF_PSEUDO_KFUNC_CALL` and the function's BTF type id
 //! in vmlinux, read here from `/sys/kernel/btf/vmlinux`.
 
 use std::sync::OnceLock;
 
-use sonde_abi::helper::{SONDE_SESSION_COOKIE, SONDE_SESSION_IS_RETURN};
+use sonde_abi::helper::{SONDE_SESSION_COOKIE, SONDE_SESSION_GO_FRAMES, SONDE_SESSION_IS_RETURN};
 use sonde_abi::Insn;
 
 /// `src_reg` of a call to a kernel function by BTF id (5.13).
@@ -36,7 +40,7 @@ fn session_calls(insns: &[Insn]) -> Vec<(usize, u32)> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < insns.len() {
-        for id in [SONDE_SESSION_IS_RETURN, SONDE_SESSION_COOKIE] {
+        for id in [SONDE_SESSION_IS_RETURN, SONDE_SESSION_COOKIE, SONDE_SESSION_GO_FRAMES] {
             if insns[i].is_helper_call(id) {
                 out.push((i, id));
             }
@@ -78,10 +82,19 @@ pub(crate) fn session_kfuncs() -> Result<SessionKfuncs, String> {
 }
 
 /// A copy of `insns` with the session calls made native (`kfuncs`) or
-/// constant (`half`).
-pub(crate) fn bake_session(insns: &[Insn], native: Option<SessionKfuncs>, half: SessionHalf) -> Vec<Insn> {
+/// constant (`half`), and the goroutine-frame question answered (`go`).
+pub(crate) fn bake_session(insns: &[Insn], native: Option<SessionKfuncs>, half: SessionHalf, go: bool) -> Vec<Insn> {
     let mut out = insns.to_vec();
     for (i, id) in session_calls(insns) {
+        if id == SONDE_SESSION_GO_FRAMES {
+            out[i] = Insn {
+                code: MOV64_IMM,
+                regs: 0,
+                off: 0,
+                imm: i32::from(go),
+            };
+            continue;
+        }
         match native {
             Some(k) => {
                 out[i].set_src(PSEUDO_KFUNC_CALL);
@@ -171,10 +184,14 @@ mod tests {
             Insn::exit(),
         ];
         assert!(uses_session_calls(&prog));
-        let entry = bake_session(&prog, None, SessionHalf::Entry);
-        let ret = bake_session(&prog, None, SessionHalf::Return);
+        let entry = bake_session(&prog, None, SessionHalf::Entry, false);
+        let ret = bake_session(&prog, None, SessionHalf::Return, false);
         assert_eq!((entry[0].code, entry[0].imm, entry[1].imm), (MOV64_IMM, 0, 0));
         assert_eq!((ret[0].code, ret[0].imm, ret[1].imm), (MOV64_IMM, 1, 0));
+        let go = vec![call(SONDE_SESSION_GO_FRAMES), Insn::exit()];
+        assert_eq!(bake_session(&go, None, SessionHalf::Entry, true)[0].imm, 1);
+        assert_eq!(bake_session(&go, None, SessionHalf::Entry, false)[0].imm, 0);
+        assert_eq!(bake_session(&go, None, SessionHalf::Entry, false)[0].code, MOV64_IMM);
         assert!(entry[2].is_helper_call(14));
         let native = bake_session(
             &prog,
@@ -183,6 +200,7 @@ mod tests {
                 cookie: 9,
             }),
             SessionHalf::Entry,
+            false,
         );
         assert_eq!((native[0].src(), native[0].imm), (PSEUDO_KFUNC_CALL, 7));
         assert_eq!((native[1].src(), native[1].imm), (PSEUDO_KFUNC_CALL, 9));

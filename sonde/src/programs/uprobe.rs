@@ -80,7 +80,9 @@ impl UProbe {
 
     /// The load that serves `load`: a program that never reads its cookie needs
     /// no emulated copy.
-    fn normalise(&self, load: Load) -> Load {
+    fn normalise(&self, mut load: Load) -> Load {
+        // Goroutine frames only change a program that makes session calls.
+        load.go_frames &= self.session_calls;
         match load.cookie {
             Cookie::Emulated(_) if !self.reads_cookie => Load {
                 cookie: Cookie::Native,
@@ -108,7 +110,12 @@ impl UProbe {
                 })?),
                 _ => None,
             };
-            insns = bake_session(&insns, native, load.session.unwrap_or(SessionHalf::Entry));
+            insns = bake_session(
+                &insns,
+                native,
+                load.session.unwrap_or(SessionHalf::Entry),
+                load.go_frames,
+            );
         }
         let prog = Arc::new(LoadedProgram::load(&self.name, &insns, &self.license, load)?);
         self.loaded.insert(load, Arc::clone(&prog));

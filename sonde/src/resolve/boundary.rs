@@ -169,6 +169,56 @@ pub(crate) fn go_entry_skip_x86_64(code: &[u8], address: u64) -> u64 {
     after - address
 }
 
+/// The file offsets of every return instruction of a Go function (`code`,
+/// at file offset `base`), where a return probe goes in place of a uretprobe
+/// (which Go's stack moves would find and die of). Decoded from the entry, one
+/// instruction after another: Go puts no data between its instructions.
+///
+/// Refused, with the reason: a function that jumps out of itself directly (a
+/// tail call: its return is elsewhere), one that reads its goroutine from
+/// thread-local storage (built by Go before 1.17: the pairing needs `g` in
+/// R14), one whose bytes do not decode, one with no `ret`. An indirect jump
+/// is allowed (Go's jump tables land inside the function); one that left it
+/// would lose that call's return, never mis-pair one.
+pub(crate) fn go_return_sites_x86_64(code: &[u8], base: u64) -> Result<Vec<u64>, &'static str> {
+    use iced_x86::Register;
+    let end = base + code.len() as u64;
+    let mut decoder = Decoder::with_ip(64, code, base, DecoderOptions::NONE);
+    let mut insn = iced_x86::Instruction::default();
+    let mut returns = Vec::new();
+    while decoder.can_decode() {
+        decoder.decode_out(&mut insn);
+        if insn.is_invalid() {
+            return Err("its code does not decode as x86-64");
+        }
+        match insn.mnemonic() {
+            Mnemonic::Ret => returns.push(insn.ip()),
+            Mnemonic::Jmp
+                if matches!(
+                    insn.op0_kind(),
+                    OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
+                ) && !(base..end).contains(&insn.near_branch_target()) =>
+            {
+                return Err("it jumps out of itself (a tail call), so its return is not its own");
+            }
+            Mnemonic::Mov
+                if insn.op_count() == 2
+                    && insn.op1_kind() == OpKind::Memory
+                    && insn.memory_segment() == Register::FS
+                    && insn.memory_base() == Register::None
+                    && insn.memory_displacement64() as i64 == -8 =>
+            {
+                return Err("it was built by Go before 1.17 (its goroutine is not in R14)");
+            }
+            _ => {}
+        }
+    }
+    if returns.is_empty() {
+        return Err("it has no return instruction (it never returns)");
+    }
+    Ok(returns)
+}
+
 /// Whether `r` is a 64-bit general-purpose register.
 fn gpr64(r: iced_x86::Register) -> bool {
     use iced_x86::Register::*;
@@ -391,6 +441,22 @@ mod tests {
         let n = looped.len();
         looped[n - 1] = (6 - n as i64) as u8; // jmp to entry + 6
         assert_eq!(go_entry_skip_x86_64(&looped, 0x482c40), 0);
+    }
+
+    #[test]
+    fn go_returns_are_found_at_every_ret() {
+        let nap = hex("493b661076294883ec1048896c2408488d6c24084869c040420f000f1f440000e8fb73fdff488b6c24084883c410c34889442408e80785fdff488b4424086690ebbe");
+        assert_eq!(go_return_sites_x86_64(&nap, 0x1000), Ok(vec![0x1000 + 46]));
+        // Two returns, an indirect jump (a jump table) between.
+        let two = hex("4885c07401c3ffe0c3");
+        assert_eq!(go_return_sites_x86_64(&two, 0x2000), Ok(vec![0x2005, 0x2008]));
+        // A tail call out, code from before the register ABI, no ret, garbage.
+        let tail = hex("4883ec10e910000000c3");
+        assert!(go_return_sites_x86_64(&tail, 0x1000).is_err_and(|e| e.contains("tail call")));
+        let old = hex("64488b0c25f8ffffff483b61107605c3");
+        assert!(go_return_sites_x86_64(&old, 0x1000).is_err_and(|e| e.contains("1.17")));
+        assert!(go_return_sites_x86_64(&hex("4883ec10ebfe"), 0x1000).is_err_and(|e| e.contains("never")));
+        assert!(go_return_sites_x86_64(&hex("4883"), 0x1000).is_err());
     }
 
     fn hex(s: &str) -> Vec<u8> {

@@ -72,7 +72,12 @@ pub(crate) fn bound_implementation(binary: &BinaryFile, name: &str, version: Opt
     }
     let addr = match version.and_then(|v| CString::new(v).ok()) {
         // SAFETY: a live handle and NUL-terminated strings.
+        #[cfg(target_env = "gnu")]
         Some(v) => unsafe { libc::dlvsym(handle, name.as_ptr(), v.as_ptr()) },
+        // No versioned lookup outside glibc (a static musl sonde maps no
+        // libc at all, so it does not get here): unknown, never a guess.
+        #[cfg(not(target_env = "gnu"))]
+        Some(_) => std::ptr::null_mut(),
         // SAFETY: as above.
         None => unsafe { libc::dlsym(handle, name.as_ptr()) },
     };

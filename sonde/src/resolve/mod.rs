@@ -57,6 +57,14 @@ pub use request::{Location, Target};
 pub use set::{FunctionMatch, FunctionSet, Implementation};
 pub use site::ProbeSite;
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) use boundary::go_return_sites_x86_64 as go_return_sites;
+/// Go return instructions are found on x86-64 only so far.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn go_return_sites(_code: &[u8], _base: u64) -> Result<Vec<u64>, &'static str> {
+    Err("Go return instructions are found on x86-64 only so far")
+}
+
 /// Resolves targets to probe sites. Each binary is opened once and its
 /// symbols read once ([`cache`]); bare library names are looked up
 /// ([`find_binary`]). Every location is proven to start an instruction the
@@ -95,6 +103,7 @@ pub fn sites(targets: &[Target]) -> Result<Vec<ProbeSite>, TargetError> {
             value: t.cookie_value(),
             symbol: symbol.map(Arc::from),
             nop5_offset: None,
+            function: None,
         });
     }
     Ok(out)

@@ -239,6 +239,8 @@ impl FunctionSet {
                 value: f.cookie,
                 symbol: Some(f.name.clone()),
                 nop5_offset: f.nop5_offset,
+                function: (f.usdt.is_none() && f.implementation.is_none() && f.symbol.size > 0)
+                    .then_some((f.symbol.file_offset, f.symbol.size)),
             })
             .collect()
     }

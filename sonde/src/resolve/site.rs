@@ -35,6 +35,11 @@ pub struct ProbeSite {
     /// 1-byte nop ([`crate::resolve::FunctionMatch::nop5_offset`]). The attach
     /// moves the probe there when the kernel has it; `None` for most sites.
     pub nop5_offset: Option<u64>,
+    /// File offset and size of the function the site is the entry of, when
+    /// known: a return probe on a Go function goes at each of its return
+    /// instructions, found in these bytes (never a uretprobe, which Go's
+    /// stack moves would find). `None` for USDT sites, ifuncs and raw offsets.
+    pub function: Option<(u64, u64)>,
 }
 
 impl ProbeSite {
