@@ -107,6 +107,11 @@ pub struct CallRecord {
     /// pointer less the probed address (`caller - ip`, the same in every
     /// process: see [`caller_frame`]), or 0.
     pub caller_delta: u64,
+    /// A Go call (every function of the run is Go's): its goroutine and depth
+    /// in the goroutine's stack, the same at entry and return whatever thread
+    /// runs it (the pairing key of [`SavedKey`]); zeros elsewhere, where a
+    /// call is paired on its thread.
+    pub pair: [u64; 2],
     /// Per text: bytes read (a string's NUL included; some kernels count an
     /// empty string as 0); negative: the read failed (an errno), e.g. a bad
     /// pointer or a page not in memory yet.
@@ -296,13 +301,14 @@ pub const SAVED_CALLS: u32 = 16384;
 #[cfg_attr(not(target_arch = "bpf"), allow(dead_code))]
 pub type Saved = [u64; 2 * TEXTS];
 
-/// The key of a call's [`Saved`] pointers.
+/// The key of a call's [`Saved`] pointers: thread and stack pointer at
+/// entry; for Go, goroutine (`g`) and `tgid << 32 | depth` in its stack.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, PartialEq, Eq, Hash, Debug)]
 pub struct SavedKey {
-    /// `tgid << 32 | tid`.
+    /// `tgid << 32 | tid` (Go: `g`).
     pub pid_tgid: u64,
-    /// The stack pointer at entry.
+    /// The stack pointer at entry (Go: `tgid << 32 | depth`).
     pub sp: u64,
 }
 

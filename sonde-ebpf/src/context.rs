@@ -195,6 +195,20 @@ macro_rules! common_context {
         pub fn sp(&self) -> u64 {
             read_reg(self.regs, regs::SP)
         }
+
+        /// In a Go function (Go 1.17+ register ABI), at its entry past the
+        /// stack check or at one of its return instructions (where sonde puts
+        /// a Go function's return probes): its goroutine (`g`) and the depth
+        /// of the stack pointer in that goroutine's stack (`g.stack.hi - sp`).
+        /// Both are the same at a call's entry and at its return, whichever
+        /// thread runs it and wherever the runtime moved the stack: what pairs
+        /// an entry with its return in Go. `None` if `g` cannot be read.
+        ///
+        /// Kernel: Linux 5.5 (`bpf_probe_read_user`).
+        #[inline(always)]
+        pub fn go_frame(&self) -> Option<(u64, u64)> {
+            go_frame(self.regs)
+        }
     };
 }
 

@@ -4,6 +4,7 @@
 //! exact even when goroutines grow (copy) their stacks mid-call.
 
 use serde_json::Value;
+use sonde_tests::cli::serial;
 use sonde_tests::{fixture_arg, fixtures, link_count, require_root, run_sonde};
 
 /// (name, file offset, probe offset) of what `sonde list --json BINARY PATTERN` prints.
@@ -84,6 +85,7 @@ fn a_stripped_go_binary_lists_the_same_functions_as_its_unstripped_build() {
 
 #[test]
 fn calls_of_a_stripped_go_program_are_counted_exactly_by_name() {
+    let _s = serial();
     require_root();
     let before = link_count();
     for binary in ["fixture-go-stripped", "fixture-go"] {
@@ -102,11 +104,90 @@ fn calls_of_a_stripped_go_program_are_counted_exactly_by_name() {
         assert_eq!(count("main.grow"), Some(4 * 2001), "{binary}: {report}");
         assert_eq!(count("main.nap"), Some(4), "{binary}: {report}");
     }
-    // Return probes stay refused on the stripped build too.
-    let stripped = fixture_arg("fixture-go-stripped");
-    let (code, _, err) = run_sonde(&["latency", "-d", "1", &stripped, "main.grow"]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("is a Go program"), "{err}");
+    assert_eq!(link_count(), before, "nothing left attached");
+}
+
+/// `sonde latency --json` of a Go fixture's functions: (name, count, timed,
+/// min_ns, histogram counts at or above `floor_ns`) per function.
+fn go_latency(binary: &str, floor_ns: u64) -> Vec<(String, u64, u64, u64, u64)> {
+    let (code, out, err) = run_sonde(&[
+        "latency",
+        "--json",
+        binary,
+        "main.grow",
+        "main.nap",
+        "main.greet",
+        "--",
+        binary,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // The program's own output (on stderr under --json): it ended well.
+    assert!(out.lines().chain(err.lines()).any(|l| l == "4024"), "{out}\n{err}");
+    let report: Value = serde_json::from_str(out.lines().last().expect("a line")).expect("JSON");
+    let mut rows: Vec<(String, u64, u64, u64, u64)> = report["functions"]
+        .as_array()
+        .expect("functions")
+        .iter()
+        .map(|f| {
+            let above: u64 = f["histogram"]
+                .as_array()
+                .expect("histogram")
+                .iter()
+                .filter(|b| b["ge_ns"].as_u64().unwrap_or(0) >= floor_ns)
+                .map(|b| b["count"].as_u64().unwrap_or(0))
+                .sum();
+            (
+                f["name"].as_str().unwrap_or("").to_string(),
+                f["count"].as_u64().unwrap_or(0),
+                f["timed"].as_u64().unwrap_or(0),
+                f["min_ns"].as_u64().unwrap_or(0),
+                above,
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn go_latency_is_exact_across_threads_and_stack_copies() {
+    let _s = serial();
+    require_root();
+    let before = link_count();
+    for binary in ["fixture-go", "fixture-go-stripped"] {
+        let go = fixture_arg(binary);
+        let rows = go_latency(&go, 2_000_000);
+        let row = |n: &str| rows.iter().find(|r| r.0 == n).cloned().expect(n);
+        // Every call timed, none twice: grow's 4 x 2001 calls while their
+        // goroutines' stacks are copied, nap's 4 sleeps of 2 ms (parked, woken
+        // on any thread: paired by goroutine, not thread), greet's 3.
+        let grow = row("main.grow");
+        assert_eq!((grow.1, grow.2), (4 * 2001, 4 * 2001), "{binary}: {rows:?}");
+        let nap = row("main.nap");
+        assert_eq!((nap.1, nap.2), (4, 4), "{binary}: {rows:?}");
+        assert!(nap.3 >= 2_000_000, "{binary}: a 2 ms sleep took {} ns", nap.3);
+        assert_eq!(nap.4, 4, "{binary}: every nap in a bucket at or above 2 ms: {rows:?}");
+        let greet = row("main.greet");
+        assert_eq!((greet.1, greet.2), (3, 3), "{binary}: {rows:?}");
+        assert!(greet.3 < 2_000_000, "{binary}: {rows:?}");
+    }
+    // Entries and returns paired in trace too, with Go's result register.
+    let go = fixture_arg("fixture-go-stripped");
+    let (code, out, err) = run_sonde(&["trace", "--json", "--ret", &go, "main.nap", "main.greet", "--", &go]);
+    assert_eq!(code, 0, "{err}");
+    let calls: Vec<Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("function").is_some())
+        .collect();
+    let of = |n: &str| -> Vec<&Value> { calls.iter().filter(|c| c["function"] == n).collect() };
+    let naps = of("main.nap");
+    assert_eq!(naps.len(), 4, "{out}");
+    for nap in &naps {
+        assert!(nap["duration_ns"].as_u64().is_some_and(|d| d >= 2_000_000), "{nap}");
+    }
+    let rets: Vec<u64> = of("main.greet").iter().filter_map(|c| c["ret"].as_u64()).collect();
+    assert_eq!(rets, [7, 8, 9], "len(\"user-N\\x01\") + N: {out}");
     assert_eq!(link_count(), before, "nothing left attached");
 }
 

@@ -197,7 +197,8 @@ struct Pairing {
     returns: bool,
     /// An entry filter left calls out: a return without its entry is one of them.
     entry_filtered: bool,
-    pending: HashMap<u32, Vec<Call>>,
+    /// Entries waiting, by thread (`(tid, MAX)`), or for Go by goroutine frame.
+    pending: HashMap<(u64, u64), Vec<Call>>,
 }
 
 impl Pairing {
@@ -208,7 +209,11 @@ impl Pairing {
         if !self.returns {
             return Some((call, None));
         }
-        let stack = self.pending.entry(call.head.pid_tgid as u32).or_default();
+        let key = match call.head.pair {
+            [0, 0] => (u64::from(call.head.pid_tgid as u32), u64::MAX),
+            [g, depth] => (g, depth),
+        };
+        let stack = self.pending.entry(key).or_default();
         if call.head.kind & 0xff != RETURN {
             stack.push(call);
             return None;
