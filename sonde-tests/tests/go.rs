@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 use sonde_tests::cli::serial;
-use sonde_tests::{fixture_arg, fixtures, link_count, require_root, run_sonde};
+use sonde_tests::{fixture_arg, fixtures, link_count, require_root, run_sonde, tier_supported};
 
 /// (name, file offset, probe offset) of what `sonde list --json BINARY PATTERN` prints.
 fn listed(binary: &str, pattern: &str) -> Vec<(String, u64, u64)> {
@@ -108,11 +108,13 @@ fn calls_of_a_stripped_go_program_are_counted_exactly_by_name() {
 }
 
 /// `sonde latency --json` of a Go fixture's functions: (name, count, timed,
-/// min_ns, histogram counts at or above `floor_ns`) per function.
-fn go_latency(binary: &str, floor_ns: u64) -> Vec<(String, u64, u64, u64, u64)> {
+/// min_ns, calls in histogram buckets that reach past `floor_ns`) per function.
+fn go_latency(tier: &str, binary: &str, floor_ns: u64) -> Vec<(String, u64, u64, u64, u64)> {
     let (code, out, err) = run_sonde(&[
         "latency",
         "--json",
+        "--tier",
+        tier,
         binary,
         "main.grow",
         "main.nap",
@@ -120,7 +122,8 @@ fn go_latency(binary: &str, floor_ns: u64) -> Vec<(String, u64, u64, u64, u64)> 
         "--",
         binary,
     ]);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 0, "{tier}: {err}");
+    assert!(out.contains(&format!("\"tier\":\"{tier}\"")), "{out}");
     // The program's own output (on stderr under --json): it ended well.
     assert!(out.lines().chain(err.lines()).any(|l| l == "4024"), "{out}\n{err}");
     let report: Value = serde_json::from_str(out.lines().last().expect("a line")).expect("JSON");
@@ -133,7 +136,7 @@ fn go_latency(binary: &str, floor_ns: u64) -> Vec<(String, u64, u64, u64, u64)> 
                 .as_array()
                 .expect("histogram")
                 .iter()
-                .filter(|b| b["ge_ns"].as_u64().unwrap_or(0) >= floor_ns)
+                .filter(|b| b["le_ns"].as_u64().unwrap_or(0) > floor_ns)
                 .map(|b| b["count"].as_u64().unwrap_or(0))
                 .sum();
             (
@@ -154,9 +157,15 @@ fn go_latency_is_exact_across_threads_and_stack_copies() {
     let _s = serial();
     require_root();
     let before = link_count();
-    for binary in ["fixture-go", "fixture-go-stripped"] {
+    // Every tier the kernel has, both builds.
+    let runs = sonde::Tier::ALL
+        .into_iter()
+        .filter(|t| tier_supported(*t))
+        .flat_map(|t| ["fixture-go-stripped", "fixture-go"].map(|b| (t, b)));
+    for (tier, binary) in runs {
         let go = fixture_arg(binary);
-        let rows = go_latency(&go, 2_000_000);
+        let rows = go_latency(tier.name(), &go, 2_000_000);
+        let binary = format!("{binary} on {tier}");
         let row = |n: &str| rows.iter().find(|r| r.0 == n).cloned().expect(n);
         // Every call timed, none twice: grow's 4 x 2001 calls while their
         // goroutines' stacks are copied, nap's 4 sleeps of 2 ms (parked, woken
@@ -166,7 +175,7 @@ fn go_latency_is_exact_across_threads_and_stack_copies() {
         let nap = row("main.nap");
         assert_eq!((nap.1, nap.2), (4, 4), "{binary}: {rows:?}");
         assert!(nap.3 >= 2_000_000, "{binary}: a 2 ms sleep took {} ns", nap.3);
-        assert_eq!(nap.4, 4, "{binary}: every nap in a bucket at or above 2 ms: {rows:?}");
+        assert_eq!(nap.4, 4, "{binary}: every nap in a bucket reaching past 2 ms: {rows:?}");
         let greet = row("main.greet");
         assert_eq!((greet.1, greet.2), (3, 3), "{binary}: {rows:?}");
         assert!(greet.3 < 2_000_000, "{binary}: {rows:?}");
