@@ -241,3 +241,55 @@ fn go_arguments_are_read_from_gos_registers_strings_included() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("Go string needs two"), "{err}");
 }
+
+#[test]
+fn the_agent_times_go_functions_exactly_beside_c_ones() {
+    let _s = serial();
+    require_root();
+    let dir = sonde_tests::agent::work_dir("go");
+    let go = fixtures().join("fixture-go-stripped");
+    let pie = fixtures().join("fixture-pie");
+    let config = dir.join("serve.toml");
+    let port = sonde_tests::agent::free_port();
+    let before = link_count();
+    // A C binary first: its sessions may be native; the Go one's never are,
+    // and both share the scope's latency job.
+    sonde_tests::agent::write_config(
+        &config,
+        port,
+        &[(&pie, &["fx_beta"], true), (&go, &["main.grow", "main.nap"], true)],
+    );
+    let agent = sonde_tests::agent::Agent::start(&config, port);
+    sonde_tests::agent::run_fixture(&pie, &[]);
+    sonde_tests::agent::run_fixture(&go, &[]);
+    let value = |s: &[(String, f64)], metric: &str, function: &str| -> f64 {
+        s.iter()
+            .find(|(k, _)| k.starts_with(&format!("{metric}{{")) && k.contains(&format!("function=\"{function}\"")))
+            .map_or(0.0, |(_, v)| *v)
+    };
+    let s = agent.wait_until(
+        |s| {
+            value(s, "sonde_call_duration_seconds_count", "main.grow") >= 8004.0
+                && value(s, "sonde_call_duration_seconds_count", "main.nap") >= 4.0
+                && value(s, "sonde_call_duration_seconds_count", "fx_beta") >= 2.0
+        },
+        "every call timed",
+    );
+    // Exact: every call counted and timed once, none left untimed.
+    assert_eq!(value(&s, "sonde_calls_total", "main.grow"), 8004.0, "{s:?}");
+    assert_eq!(value(&s, "sonde_call_duration_seconds_count", "main.grow"), 8004.0);
+    assert_eq!(value(&s, "sonde_calls_total", "main.nap"), 4.0);
+    assert_eq!(value(&s, "sonde_call_duration_seconds_count", "main.nap"), 4.0);
+    assert!(
+        value(&s, "sonde_call_duration_seconds_sum", "main.nap") >= 4.0 * 0.002,
+        "{s:?}"
+    );
+    assert_eq!(value(&s, "sonde_call_duration_seconds_count", "fx_beta"), 2.0);
+    drop(agent);
+    let start = std::time::Instant::now();
+    while link_count() != before && start.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(link_count(), before, "nothing left attached");
+    let _ = std::fs::remove_dir_all(&dir);
+}

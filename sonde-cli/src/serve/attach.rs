@@ -187,14 +187,11 @@ impl Agent {
                             .per_cookie_slots(Map::Hist.name(), LATENCY_BUCKETS)
                             .program(Program::Latency.name())
                             .options(options(pid));
-                        // The emulation's maps only where the session is
-                        // emulated (always for Go: returns at ret-sites).
-                        let go = timed_sets.iter().any(|s| s.is_go());
-                        let used: &[Map] = match SessionMode::expected(&options(pid)) {
-                            Some(SessionMode::Native) if !go => &[],
-                            _ => &[Map::SessionSlots],
-                        };
-                        let mut used = used.to_vec();
+                        // The emulation's slots: where the session is emulated,
+                        // and always where Go may come (its sessions are
+                        // emulated on every kernel; this job serves every
+                        // binary of the scope, now and after reloads).
+                        let mut used = vec![Map::SessionSlots];
                         if scope.cgroup.is_some() {
                             used.push(Map::Cgroups);
                         }
