@@ -104,6 +104,7 @@ pub fn run() -> Result<()> {
     let binary = dist.join("sonde");
     std::fs::copy(&built, &binary)?;
     run_cmd(Command::new("strip").arg("--strip-unneeded").arg(&binary))?;
+    check_alone(&binary, &dist)?;
 
     // Man pages and completions, from the binary's own clap definitions.
     let man = dist.join("man");
@@ -359,6 +360,56 @@ fn static_binary() -> Result<PathBuf> {
         bail!("{} is not static:\n{headers}", built.display());
     }
     Ok(built)
+}
+
+/// Runs the binary in a root holding nothing but it and a static program
+/// (no libc, no loader, no /usr): only the kernel's /proc, /sys and /dev are
+/// mounted, in a private mount namespace that goes with the run. It must count
+/// the program's one call of `main` exactly, as root on this kernel.
+fn check_alone(binary: &Path, dist: &Path) -> Result<()> {
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if !is_root {
+        println!("dist: not root: the static binary's run in an empty root is not checked");
+        return Ok(());
+    }
+    let root_dir = dist.join("alone");
+    let _ = std::fs::remove_dir_all(&root_dir);
+    for d in ["proc", "sys", "dev", "tmp"] {
+        std::fs::create_dir_all(root_dir.join(d))?;
+    }
+    std::fs::copy(binary, root_dir.join("sonde"))?;
+    run_cmd(
+        Command::new("gcc")
+            .args(["-static", "-O1", "-o"])
+            .arg(root_dir.join("waiter"))
+            .arg(root().join("sonde-tests/fixtures/waiter.c")),
+    )?;
+    let script = format!(
+        "mount -t proc proc {r}/proc && mount --rbind /sys {r}/sys && mount --rbind /dev {r}/dev && \
+         echo | chroot {r} /sonde count --json /waiter main -- /waiter",
+        r = root_dir.display()
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .context("unshare")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let counted = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|v| v["functions"][0]["name"] == "main" && v["functions"][0]["count"] == 1);
+    if !out.status.success() || !counted {
+        bail!(
+            "the static sonde alone in a root did not count main once:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&root_dir);
+    println!("dist: the static binary counts exactly in a root with nothing else (no libc, no loader)");
+    Ok(())
 }
 
 /// Bytes of the files under `dir`.
