@@ -132,6 +132,13 @@ fn main() {
         .arg(src.join("waiter.c"))
         .arg("-o")
         .arg(o("fixture-waiter-static")));
+    // Threads single-stepping different instructions under signal storms
+    // (static: the guests carry no libpthread of their own).
+    run(gcc()
+        .args(["-static", "-O1", "-pthread"])
+        .arg(src.join("threads.c"))
+        .arg("-o")
+        .arg(o("fixture-threads")));
     // A Go program (Debian's golang-go, installed by `cargo xtask setup`),
     // and a copy without symbols or section headers' debug info.
     run(Command::new("go")

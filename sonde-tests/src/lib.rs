@@ -188,16 +188,6 @@ pub fn prog_ids(a: &Attachment) -> Vec<u32> {
 /// stdout (seen in the guests, which run with `--nocapture`) and a line in
 /// `$SONDE_SKIP_LOG`, which `cargo xtask test` lists by test name at the end:
 /// a part of a test that could not run is never a silent pass.
-/// Whether sonde probes Go functions' return instructions on this kernel
-/// (6.18+; older kernels refuse, naming why: see docs/go.md).
-pub fn go_returns_supported() -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
-    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    (major, minor) >= (6, 18)
-}
-
 pub fn skip(what: &str, why: &str) {
     let test = std::thread::current().name().unwrap_or("?").to_string();
     let line = format!("SKIP {test}: {what}: {why}");

@@ -5,9 +5,7 @@
 
 use serde_json::Value;
 use sonde_tests::cli::serial;
-use sonde_tests::{
-    fixture_arg, fixtures, go_returns_supported, link_count, require_root, run_sonde, skip, tier_supported,
-};
+use sonde_tests::{fixture_arg, fixtures, link_count, require_root, run_sonde, tier_supported};
 
 /// (name, file offset, probe offset) of what `sonde list --json BINARY PATTERN` prints.
 fn listed(binary: &str, pattern: &str) -> Vec<(String, u64, u64)> {
@@ -159,15 +157,6 @@ fn go_latency_is_exact_across_threads_and_stack_copies() {
     let _s = serial();
     require_root();
     let before = link_count();
-    if !go_returns_supported() {
-        let go = fixture_arg("fixture-go-stripped");
-        let (code, _, err) = run_sonde(&["latency", &go, "main.nap", "--", &go]);
-        assert_eq!(code, 2, "{err}");
-        assert!(err.contains("older than 6.18"), "{err}");
-        assert_eq!(link_count(), before, "nothing attached");
-        skip("Go returns", "refused before Linux 6.18 (checked)");
-        return;
-    }
     // Every tier the kernel has, both builds.
     let runs = sonde::Tier::ALL
         .into_iter()
@@ -259,10 +248,6 @@ fn go_arguments_are_read_from_gos_registers_strings_included() {
 fn the_agent_times_go_functions_exactly_beside_c_ones() {
     let _s = serial();
     require_root();
-    if !go_returns_supported() {
-        skip("Go latency in the agent", "Go returns are refused before Linux 6.18");
-        return;
-    }
     let dir = sonde_tests::agent::work_dir("go");
     let go = fixtures().join("fixture-go-stripped");
     let pie = fixtures().join("fixture-pie");

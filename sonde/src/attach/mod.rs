@@ -68,7 +68,7 @@ impl UProbe {
     pub fn plan(&self, sites: &[ProbeSite], options: &AttachOptions) -> Result<AttachPlan, AttachError> {
         let features = options.features();
         let (tier, passed_over) = plan::choose(options, &features, false)?;
-        let returns = plan::go_returns(self.kind(), sites, &features)?;
+        let returns = plan::go_returns(self.kind(), sites)?;
         if sites.iter().any(|s| s.nop5_offset.is_some()) {
             let placed = plan::place_on_nop5(self.kind(), sites.to_vec(), &features);
             return Ok(plan::make(
@@ -155,7 +155,7 @@ fn attach(
     }
     // Go moves and walks goroutine stacks: a rewritten return address kills
     // it. Its returns are probed at the return instructions instead.
-    let returns = plan::go_returns(probe.kind(), &sites, features)?;
+    let returns = plan::go_returns(probe.kind(), &sites)?;
     if let Scope::Process(pid) = options.scope {
         crate::process::check(u64::from(pid))?;
     }

@@ -225,11 +225,7 @@ pub(crate) fn place_on_nop5(kind: ProbeKind, mut sites: Vec<ProbeSite>, features
 /// the probe has no return half. Refused, before anything loads, when some
 /// site's returns cannot be found (`resolve::boundary::go_return_sites_x86_64`
 /// says why) or when Go and other functions share the probe.
-pub(crate) fn go_returns(
-    kind: ProbeKind,
-    sites: &[ProbeSite],
-    features: &Features,
-) -> Result<Option<Vec<ProbeSite>>, AttachError> {
+pub(crate) fn go_returns(kind: ProbeKind, sites: &[ProbeSite]) -> Result<Option<Vec<ProbeSite>>, AttachError> {
     if !matches!(kind, ProbeKind::Return | ProbeKind::Session) || !sites.iter().any(|s| s.binary.is_go()) {
         return Ok(None);
     }
@@ -241,10 +237,6 @@ pub(crate) fn go_returns(
             .map_or_else(|| format!("offset {:#x}", s.offset), str::to_string),
         reason,
     };
-    if !go_return_sites_proven(&features.kernel_release) {
-        let go = sites.iter().find(|s| s.binary.is_go()).unwrap_or(&sites[0]);
-        return Err(refuse(go, GO_RETURNS_KERNEL));
-    }
     if let Some(other) = sites.iter().find(|s| !s.binary.is_go()) {
         let go = sites.iter().find(|s| s.binary.is_go()).unwrap_or(other);
         return Err(refuse(
@@ -283,18 +275,4 @@ pub(crate) fn go_returns(
         }));
     }
     Ok(Some(out))
-}
-
-/// Why Go returns are refused before Linux 6.18.
-pub(crate) const GO_RETURNS_KERNEL: &str =
-    "this kernel is older than 6.18, the first on which sonde has seen a Go program single-step its `ret` \
-     instructions safely (on 5.10 and 6.1 test kernels the traced Go program crashed with the thread past its \
-     out-of-line copy; the cause is not known yet, so sonde refuses rather than risk it)";
-
-/// Whether Go return instructions may be probed on kernel `release` (6.18+).
-pub(crate) fn go_return_sites_proven(release: &str) -> bool {
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
-    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    (major, minor) >= (6, 18)
 }

@@ -351,11 +351,3 @@ fn an_empty_target_list_attaches_nothing() {
     assert!(matches!(err, AttachError::NoTargets));
     assert!(kernel.requests().is_empty(), "nothing asked of the kernel");
 }
-
-#[test]
-fn go_returns_are_probed_from_linux_6_18_only() {
-    use super::plan::go_return_sites_proven as proven;
-    assert!(proven("6.18.0-1-amd64") && proven("6.19.2") && proven("7.0.0"));
-    assert!(!proven("6.1.0-57-cloud-amd64") && !proven("5.10.0-46-cloud-amd64") && !proven("6.17.9"));
-    assert!(!proven("") && !proven("garbage"));
-}
