@@ -55,16 +55,19 @@ pub(crate) fn entry_sp_at_return(regs: *mut c_void) -> u64 {
 
 /// A Go call's frame, the same at the function's entry (past its stack check)
 /// and at each of its return instructions: its goroutine (`g`, in R14 on
-/// amd64 and R28 on arm64 under Go's register ABI) and how deep the stack
-/// pointer is in that goroutine's stack (`g.stack.hi - sp`, unchanged when
-/// the runtime copies the stack elsewhere). `None` when `g` cannot be read.
+/// amd64 and R28 on arm64 under Go's register ABI), and the process with how
+/// deep the stack pointer is in that goroutine's stack (`tgid << 32 |
+/// (g.stack.hi - sp)`: `g` addresses repeat across processes, the depth is
+/// unchanged when the runtime copies the stack, and a goroutine stack is at
+/// most 1 GiB deep). `None` when `g` cannot be read.
 #[inline(always)]
 pub(crate) fn go_frame(regs: *mut c_void) -> Option<(u64, u64)> {
     let g = read_reg(regs, regs::G);
     // `g.stack` is `{lo, hi uintptr}`, the first field of `runtime.g`.
     // SAFETY: the helper reads user memory and fails softly.
     let hi: u64 = unsafe { helpers::probe_read_user((g.wrapping_add(8)) as usize as *const u64) }.ok()?;
-    Some((g, hi.wrapping_sub(sp_of(regs))))
+    let depth = hi.wrapping_sub(sp_of(regs)) & 0xffff_ffff;
+    Some((g, (helpers::current_pid_tgid() >> 32) << 32 | depth))
 }
 
 /// The stack pointer in saved registers.
@@ -198,9 +201,10 @@ macro_rules! common_context {
 
         /// In a Go function (Go 1.17+ register ABI), at its entry past the
         /// stack check or at one of its return instructions (where sonde puts
-        /// a Go function's return probes): its goroutine (`g`) and the depth
-        /// of the stack pointer in that goroutine's stack (`g.stack.hi - sp`).
-        /// Both are the same at a call's entry and at its return, whichever
+        /// a Go function's return probes): its goroutine (`g`), and the process
+        /// with the depth of the stack pointer in that goroutine's stack
+        /// (`tgid << 32 | (g.stack.hi - sp)`). Both are the same at a call's
+        /// entry and at its return, whichever
         /// thread runs it and wherever the runtime moved the stack: what pairs
         /// an entry with its return in Go. `None` if `g` cannot be read.
         ///

@@ -153,13 +153,8 @@ impl SessionContext {
         }
         let pid_tgid = helpers::current_pid_tgid();
         let key = if session_go_frames() {
-            // (g, process << 32 | depth): g addresses repeat across processes;
-            // a goroutine stack is at most 1 GiB deep.
-            let (g, depth) = crate::context::go_frame(ctx)?;
-            SlotKey {
-                pid_tgid: g,
-                sp: (pid_tgid >> 32) << 32 | (depth & 0xffff_ffff),
-            }
+            let (g, frame) = crate::context::go_frame(ctx)?;
+            SlotKey { pid_tgid: g, sp: frame }
         } else if !is_return {
             SlotKey {
                 pid_tgid,

@@ -758,25 +758,23 @@ fn begin(pid_tgid: u64, cookie: u64, kind: u32, args: &[u64; 6], comm: [u8; 16],
     Some(base)
 }
 
-/// A Go call's frame when the run's functions are Go's (`Settings::go_abi`).
+/// A Go call's frame when the run's functions are Go's (`Settings::go_abi`);
+/// read (a user-memory read) only then.
 #[inline(always)]
-fn go_pair(frame: Option<(u64, u64)>) -> Option<(u64, u64)> {
+fn go_pair(frame: impl FnOnce() -> Option<(u64, u64)>) -> Option<(u64, u64)> {
     if setting!(go_abi) == 1 {
-        frame
+        frame()
     } else {
         None
     }
 }
 
 /// What pairs a call's entry with its return: thread and entry stack
-/// pointer, or a Go call's goroutine and depth (with the process).
+/// pointer, or a Go call's frame (`ProbeContext::go_frame`).
 #[inline(always)]
 fn pair_key(go: Option<(u64, u64)>, pid_tgid: u64, entry_sp: u64) -> SavedKey {
     match go {
-        Some((g, depth)) => SavedKey {
-            pid_tgid: g,
-            sp: (pid_tgid >> 32) << 32 | (depth & 0xffff_ffff),
-        },
+        Some((g, frame)) => SavedKey { pid_tgid: g, sp: frame },
         None => SavedKey {
             pid_tgid,
             sp: entry_sp,
@@ -787,14 +785,8 @@ fn pair_key(go: Option<(u64, u64)>, pid_tgid: u64, entry_sp: u64) -> SavedKey {
 /// Writes a Go call's pairing key into the record at `base` (zeros stay
 /// elsewhere: the host pairs those by thread).
 #[inline(always)]
-fn set_pair(base: *mut u8, go: Option<(u64, u64)>, pid_tgid: u64) {
-    let pair = match go {
-        Some(_) => {
-            let k = pair_key(go, pid_tgid, 0);
-            [k.pid_tgid, k.sp]
-        }
-        None => [0, 0],
-    };
+fn set_pair(base: *mut u8, go: Option<(u64, u64)>) {
+    let pair = go.map_or([0, 0], |(g, frame)| [g, frame]);
     // SAFETY: `base` is this CPU's scratch record.
     unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*base.cast::<CallRecord>()).pair), pair) };
 }
@@ -905,6 +897,8 @@ fn trace(ctx: ProbeContext) -> u32 {
     let Some(config) = TRACE_CONFIG.get(cookie as u32) else {
         return 0;
     };
+    // A Go call's frame, read once (one user-memory read) for both uses.
+    let go = go_pair(|| ctx.go_frame());
     // Texts read at return: their pointers and lengths kept for it.
     if at_return(&config.reads[0]) || at_return(&config.reads[1]) || at_return(&config.reads[2]) || at_return(&config.reads[3]) {
         let mut saved: Saved = [1; 2 * TEXTS];
@@ -913,7 +907,7 @@ fn trace(ctx: ProbeContext) -> u32 {
         keep(&mut saved, 1, &config.reads[1], &args);
         keep(&mut saved, 2, &config.reads[2], &args);
         keep(&mut saved, 3, &config.reads[3], &args);
-        let key = pair_key(go_pair(ctx.go_frame()), ctx.pid_tgid(), ctx.sp());
+        let key = pair_key(go, ctx.pid_tgid(), ctx.sp());
         let _ = SAVED.insert(&key, &saved, 0);
     }
     let stack = match config.stack {
@@ -924,7 +918,7 @@ fn trace(ctx: ProbeContext) -> u32 {
     let Some(base) = begin(ctx.pid_tgid(), cookie, ENTRY, &args, ctx.comm(), stack) else {
         return 0;
     };
-    set_pair(base, go_pair(ctx.go_frame()), ctx.pid_tgid());
+    set_pair(base, go);
     let size = text_size();
     // SAFETY: `base` is the scratch record; constant indices.
     unsafe {
@@ -948,11 +942,11 @@ fn trace_ret(ctx: RetProbeContext) -> u32 {
     let Some(config) = TRACE_CONFIG.get(cookie as u32) else {
         return 0;
     };
+    // A Go function's returns are probed at its return instructions, where
+    // the stack pointer is the entry's: paired by its frame, read once.
+    let go = go_pair(|| ctx.go_frame());
     // The memory kept from entry is released whatever the filter says.
     let saved = if at_return(&config.reads[0]) || at_return(&config.reads[1]) || at_return(&config.reads[2]) || at_return(&config.reads[3]) {
-        // A Go function's returns are probed at its return instructions,
-        // where the stack pointer is the entry's.
-        let go = go_pair(ctx.go_frame());
         let key = pair_key(go, pid_tgid, ctx.entry_sp());
         let kept = SAVED.get(&key);
         let _ = SAVED.remove(&key);
@@ -966,7 +960,7 @@ fn trace_ret(ctx: RetProbeContext) -> u32 {
     let Some(base) = begin(pid_tgid, cookie, RETURN, &[ret, 0, 0, 0, 0, 0], ctx.comm(), (-1, 0)) else {
         return 0;
     };
-    set_pair(base, go_pair(ctx.go_frame()), pid_tgid);
+    set_pair(base, go);
     let size = text_size();
     // SAFETY: `base` is the scratch record; constant indices.
     unsafe {
