@@ -367,11 +367,7 @@ fn static_binary() -> Result<PathBuf> {
 /// mounted, in a private mount namespace that goes with the run. It must count
 /// the program's one call of `main` exactly, as root on this kernel.
 fn check_alone(binary: &Path, dist: &Path) -> Result<()> {
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    if !is_root {
+    if !crate::is_root() {
         println!("dist: not root: the static binary's run in an empty root is not checked");
         return Ok(());
     }
