@@ -758,37 +758,43 @@ fn begin(pid_tgid: u64, cookie: u64, kind: u32, args: &[u64; 6], comm: [u8; 16],
     Some(base)
 }
 
-/// A Go call's frame when the run's functions are Go's (`Settings::go_abi`);
-/// read (a user-memory read) only then.
+/// A Go call's frame when the run's functions are Go's (`Settings::go_abi`),
+/// as `[g, frame]`; `[0, 0]` otherwise (no goroutine is at address 0). Read
+/// (a user-memory read) only for Go runs. Plain integers, never an `Option`
+/// kept across the program: LLVM may read an `Option`'s payload before its
+/// tag, which kernels before 5.11 refuse as an uninitialised stack read.
 #[inline(always)]
-fn go_pair(frame: impl FnOnce() -> Option<(u64, u64)>) -> Option<(u64, u64)> {
+fn go_pair(frame: impl FnOnce() -> Option<(u64, u64)>) -> [u64; 2] {
     if setting!(go_abi) == 1 {
-        frame()
+        match frame() {
+            Some((g, frame)) => [g, frame],
+            None => [0, 0],
+        }
     } else {
-        None
+        [0, 0]
     }
 }
 
 /// What pairs a call's entry with its return: thread and entry stack
 /// pointer, or a Go call's frame (`ProbeContext::go_frame`).
 #[inline(always)]
-fn pair_key(go: Option<(u64, u64)>, pid_tgid: u64, entry_sp: u64) -> SavedKey {
-    match go {
-        Some((g, frame)) => SavedKey { pid_tgid: g, sp: frame },
-        None => SavedKey {
+fn pair_key(go: [u64; 2], pid_tgid: u64, entry_sp: u64) -> SavedKey {
+    if go[0] != 0 {
+        SavedKey { pid_tgid: go[0], sp: go[1] }
+    } else {
+        SavedKey {
             pid_tgid,
             sp: entry_sp,
-        },
+        }
     }
 }
 
-/// Writes a Go call's pairing key into the record at `base` (zeros stay
+/// Writes a Go call's pairing key into the record at `base` (zeros
 /// elsewhere: the host pairs those by thread).
 #[inline(always)]
-fn set_pair(base: *mut u8, go: Option<(u64, u64)>) {
-    let pair = go.map_or([0, 0], |(g, frame)| [g, frame]);
+fn set_pair(base: *mut u8, go: [u64; 2]) {
     // SAFETY: `base` is this CPU's scratch record.
-    unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*base.cast::<CallRecord>()).pair), pair) };
+    unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*base.cast::<CallRecord>()).pair), go) };
 }
 
 /// Copies the record at `base` into the ring, up to its first `texts` texts
