@@ -78,12 +78,36 @@ pub fn many_entries(insns: usize, programs: usize, size_of: impl Fn(usize, u64) 
     o.write().expect("object::write")
 }
 
-/// A relocatable ELF for another machine, with one function `f` (`ret` on
-/// aarch64: `d65f03c0`).
+/// A machine sonde here does not probe, with the name sonde gives it: arm64
+/// on an x86-64 host, x86-64 on an arm64 one.
+pub fn other_architecture() -> (Architecture, &'static str) {
+    if cfg!(target_arch = "aarch64") {
+        (Architecture::X86_64, "x86-64")
+    } else {
+        (Architecture::Aarch64, "arm64")
+    }
+}
+
+/// The name sonde gives the machine the tests run on.
+pub fn host_architecture_name() -> &'static str {
+    if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "x86-64"
+    }
+}
+
+/// A relocatable ELF for another machine, with one function `f` (`ret`:
+/// `d65f03c0` on aarch64, `c3` elsewhere).
 pub fn foreign_elf(arch: Architecture) -> Vec<u8> {
     let mut o = Object::new(BinaryFormat::Elf, arch, Endianness::Little);
     let text = o.add_section(Vec::new(), b".text".to_vec(), SectionKind::Text);
-    o.append_section_data(text, &[0xc0, 0x03, 0x5f, 0xd6], 4);
+    let ret: &[u8] = if arch == Architecture::Aarch64 {
+        &[0xc0, 0x03, 0x5f, 0xd6]
+    } else {
+        &[0xc3, 0x90, 0x90, 0x90]
+    };
+    o.append_section_data(text, ret, 4);
     add_function(&mut o, text, "f", 0, 4);
     o.write().expect("object::write")
 }

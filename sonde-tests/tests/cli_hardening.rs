@@ -47,12 +47,10 @@ fn bad_arguments_are_refused_by_name_before_anything_attaches() {
     let long = "x".repeat(100_000);
     let dead = dead_pid().to_string();
     let dir = fixtures();
-    let foreign = std::env::temp_dir().join(format!("sonde-cli-aarch64-{}", std::process::id()));
-    std::fs::write(
-        &foreign,
-        sonde_tests::crafted::foreign_elf(object::Architecture::Aarch64),
-    )
-    .expect("write");
+    let (other, other_name) = sonde_tests::crafted::other_architecture();
+    let built_for = format!("built for {other_name}");
+    let foreign = std::env::temp_dir().join(format!("sonde-cli-foreign-{}", std::process::id()));
+    std::fs::write(&foreign, sonde_tests::crafted::foreign_elf(other)).expect("write");
     let foreign = foreign.to_string_lossy().into_owned();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["count", "-d", "NaN", &pie, "fx_*"], "not a positive number"),
@@ -71,7 +69,7 @@ fn bad_arguments_are_refused_by_name_before_anything_attaches() {
             vec!["count", "-d", "1", dir.to_str().expect("utf-8"), "f"],
             "is a directory",
         ),
-        (vec!["count", "-d", "1", &foreign, "f"], "built for Aarch64"),
+        (vec!["count", "-d", "1", &foreign, "f"], &built_for),
         (vec!["list", &pie, &long], "(100000 characters)"),
         (vec!["count", "-d", "1", &pie, &long], "(100000 characters)"),
     ];

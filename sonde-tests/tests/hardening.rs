@@ -270,12 +270,16 @@ fn a_mid_instruction_file_offset_never_reaches_the_kernel() {
 fn a_binary_of_another_architecture_is_refused_by_name() {
     let dir = std::env::temp_dir().join(format!("sonde-foreign-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join("app-aarch64");
-    std::fs::write(&path, crafted::foreign_elf(object::Architecture::Aarch64)).expect("write");
+    let (other, other_name) = crafted::other_architecture();
+    let path = dir.join("app-foreign");
+    std::fs::write(&path, crafted::foreign_elf(other)).expect("write");
     let e = Functions::in_binary(&path).pattern("f").resolve().expect_err("refused");
     assert!(matches!(e, TargetError::WrongArchitecture { .. }), "{e}");
     let msg = e.to_string();
-    assert!(msg.contains("Aarch64") && msg.contains("X86_64"), "{msg}");
+    assert!(
+        msg.contains(other_name) && msg.contains(crafted::host_architecture_name()),
+        "{msg}"
+    );
     let e = sonde::resolve::sites(&[Target::symbol(&path, "f")]).expect_err("refused");
     assert!(matches!(e, TargetError::WrongArchitecture { .. }), "{e}");
     // A FIFO is refused at once (opening one for reading used to wait for a

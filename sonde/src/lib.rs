@@ -48,6 +48,7 @@
 
 #![warn(missing_docs)]
 
+mod arch;
 pub mod attach;
 pub mod cgroup;
 pub mod command;

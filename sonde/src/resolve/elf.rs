@@ -352,12 +352,9 @@ impl SymbolTable {
     }
 
     /// Why the kernel's uprobe code would refuse a probe at file offset
-    /// `offset` (x86-64 only; elsewhere the kernel has the only word, at attach).
+    /// `offset` (`crate::arch`: what each architecture's uprobe code refuses).
     pub(crate) fn refusal_at(&self, offset: u64) -> Option<&'static str> {
-        if !cfg!(target_arch = "x86_64") {
-            return None;
-        }
-        super::boundary::refusal_x86_64(self.bytes_at(offset, 16)?)
+        crate::arch::host::refusal(self.bytes_at(offset, 16)?)
     }
 
     /// Bytes an entry probe at `offset` skips (a function of `size` bytes):
@@ -366,15 +363,14 @@ impl SymbolTable {
     /// stack check that re-runs the function after growing its stack (each
     /// call seen once); else 0.
     pub(crate) fn entry_skip_at(&self, offset: u64, size: u64, go: bool) -> u64 {
-        if !cfg!(target_arch = "x86_64") || size == 0 {
+        if size == 0 {
             return 0;
         }
         let Some(address) = self.code_address_of(offset) else {
             return 0;
         };
         match self.bytes_at(offset, size) {
-            Some(code) if go => super::boundary::go_entry_skip_x86_64(code, address),
-            Some(code) => super::boundary::entry_skip_x86_64(code, address),
+            Some(code) => crate::arch::host::entry_skip(code, address, go),
             None => 0,
         }
     }

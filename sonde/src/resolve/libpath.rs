@@ -16,15 +16,7 @@ use std::path::{Path, PathBuf};
 
 use super::TargetError;
 
-const DEFAULT_DIRS: &[&str] = &[
-    "/lib/x86_64-linux-gnu",
-    "/usr/lib/x86_64-linux-gnu",
-    "/lib64",
-    "/usr/lib64",
-    "/lib",
-    "/usr/lib",
-    "/usr/local/lib",
-];
+const DEFAULT_DIRS: &[&str] = crate::arch::host::LIB_DIRS;
 
 /// Resolves `name` to a file, as described in the module documentation.
 pub fn find_binary(name: &Path, pid: Option<u32>) -> Result<PathBuf, TargetError> {

@@ -24,7 +24,6 @@
 //! | probed files rewritten in place or replaced | [`watch`] |
 
 mod binary;
-mod boundary;
 pub mod cache;
 pub mod debuginfo;
 mod demangle;
@@ -57,13 +56,8 @@ pub use request::{Location, Target};
 pub use set::{FunctionMatch, FunctionSet, Implementation};
 pub use site::ProbeSite;
 
-#[cfg(target_arch = "x86_64")]
-pub(crate) use boundary::go_return_sites_x86_64 as go_return_sites;
-/// Go return instructions are found on x86-64 only so far.
-#[cfg(not(target_arch = "x86_64"))]
-pub(crate) fn go_return_sites(_code: &[u8], _base: u64) -> Result<Vec<u64>, &'static str> {
-    Err("Go return instructions are found on x86-64 only so far")
-}
+use crate::arch::host;
+pub(crate) use crate::arch::host::go_return_sites;
 
 /// Resolves targets to probe sites. Each binary is opened once and its
 /// symbols read once ([`cache`]); bare library names are looked up
@@ -192,11 +186,7 @@ pub(super) fn check_usdt_site(table: &SymbolTable, u: &usdt::UsdtProbe) -> Resul
         binary: table.path().to_path_buf(),
         reason,
     };
-    let nop: &[u8] = if cfg!(target_arch = "aarch64") {
-        &[0x1f, 0x20, 0x03, 0xd5]
-    } else {
-        &[0x90]
-    };
+    let nop = host::USDT_NOP;
     match table.bytes_at(u.file_offset, nop.len() as u64) {
         Some(b) if b == nop => {}
         Some(b) if b.len() == nop.len() => {
@@ -240,15 +230,15 @@ pub(super) fn check_usdt_site(table: &SymbolTable, u: &usdt::UsdtProbe) -> Resul
 /// site itself was checked by [`check_usdt_site`]). See
 /// [`FunctionMatch::nop5_offset`].
 pub(super) fn usdt_nop5(table: &SymbolTable, u: &usdt::UsdtProbe) -> Option<u64> {
-    if !cfg!(target_arch = "x86_64") {
+    if host::NOP5.is_empty() {
         return None;
     }
-    let bytes = table.bytes_at(u.file_offset, 6)?;
-    if bytes[0] != 0x90 || bytes[1..] != boundary::NOP5 {
+    let bytes = table.bytes_at(u.file_offset, (host::USDT_NOP.len() + host::NOP5.len()) as u64)?;
+    if bytes[..host::USDT_NOP.len()] != *host::USDT_NOP || bytes[host::USDT_NOP.len()..] != host::NOP5 {
         return None;
     }
-    // struct pt_regs's ip: an argument read relative to it would move too.
-    const PT_REGS_IP: u16 = 128;
+    // An argument read relative to the instruction pointer would move too.
+    const PT_REGS_IP: u16 = host::PT_REGS_IP;
     let reads_ip = u.args.as_ref().is_ok_and(|args| {
         args.iter().any(|a| {
             matches!(a.location,
@@ -262,11 +252,11 @@ pub(super) fn usdt_nop5(table: &SymbolTable, u: &usdt::UsdtProbe) -> Option<u64>
     // A branch straight to the nop5 would fire the probe without passing the nop.
     if let Some((f, extent)) = table.function_holding(u.address) {
         let code = table.bytes_at(f.file_offset, extent).unwrap_or_default();
-        if boundary::direct_branch_to_x86_64(code, f.address, u.address + 1) {
+        if host::direct_branch_to(code, f.address, u.address + host::USDT_NOP.len() as u64) {
             return None;
         }
     }
-    Some(u.file_offset + 1)
+    Some(u.file_offset + host::USDT_NOP.len() as u64)
 }
 
 fn check_boundary(table: &SymbolTable, f: &FunctionSymbol, extent: u64, offset: u64) -> Result<(), TargetError> {
@@ -279,12 +269,6 @@ fn check_boundary(table: &SymbolTable, f: &FunctionSymbol, extent: u64, offset: 
         instruction,
         binary: table.path().to_path_buf(),
     };
-    if cfg!(target_arch = "x86_64") {
-        let code = table.bytes_at(f.file_offset, extent).unwrap_or_default();
-        boundary::check_x86_64(code, f.address, offset).map_err(inside)
-    } else if cfg!(any(target_arch = "aarch64", target_arch = "powerpc64")) && !offset.is_multiple_of(4) {
-        Err(inside(offset - offset % 4))
-    } else {
-        Ok(())
-    }
+    let code = table.bytes_at(f.file_offset, extent).unwrap_or_default();
+    host::check_boundary(code, f.address, offset).map_err(inside)
 }

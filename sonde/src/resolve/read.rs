@@ -187,8 +187,8 @@ pub(super) fn parse_symbols_keeping(path: &Path, data: &[u8], keep: Keep<'_>) ->
     if file.architecture() != host {
         return Err(TargetError::WrongArchitecture {
             path: path.to_path_buf(),
-            found: format!("{:?}", file.architecture()),
-            expected: format!("{host:?}"),
+            found: crate::arch::name_of(file.architecture()),
+            expected: crate::arch::host::NAME.to_string(),
         });
     }
     match &file {
@@ -201,18 +201,5 @@ pub(super) fn parse_symbols_keeping(path: &Path, data: &[u8], keep: Keep<'_>) ->
 
 /// The machine uprobes here can probe: the one this library was built for.
 fn host_architecture() -> object::Architecture {
-    use object::Architecture as A;
-    if cfg!(target_arch = "x86_64") {
-        A::X86_64
-    } else if cfg!(target_arch = "aarch64") {
-        A::Aarch64
-    } else if cfg!(target_arch = "riscv64") {
-        A::Riscv64
-    } else if cfg!(target_arch = "s390x") {
-        A::S390x
-    } else if cfg!(target_arch = "powerpc64") {
-        A::PowerPc64
-    } else {
-        A::Unknown
-    }
+    crate::arch::host::MACHINE
 }

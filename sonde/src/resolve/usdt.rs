@@ -9,6 +9,7 @@ use object::read::elf::{FileHeader, ProgramHeader as _, SectionHeader as _};
 use object::Object as _;
 
 use super::{BinaryFile, TargetError};
+use crate::arch::Operand;
 
 /// Where a USDT argument's value is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,107 +193,62 @@ fn read<Elf: FileHeader<Endian = object::Endianness>>(
     Ok(out)
 }
 
-/// Parses a probe's argument specs (x86-64 syntax).
+/// Parses a probe's argument specs, as the assembler of the machine sonde was
+/// built for writes them (`-4@%edi 8@-16(%rbp) 4@$5` on x86-64, `-4@w0
+/// 8@[x29, -16] 4@5` on arm64; `crate::arch`).
 pub fn parse_args(text: &str) -> Result<Vec<UsdtArg>, String> {
-    text.split_whitespace().map(parse_arg).collect()
+    specs(text)
+        .map(|spec| parse_arg(spec, crate::arch::host::usdt_operand))
+        .collect()
 }
 
-fn parse_arg(spec: &str) -> Result<UsdtArg, String> {
-    let (size, operand) = spec.split_once('@').ok_or_else(|| format!("`{spec}`: no size@"))?;
+/// The argument specs of a note, split at blanks outside brackets (arm64
+/// writes `8@[x29, -16]`).
+fn specs(text: &str) -> impl Iterator<Item = &str> {
+    let mut depth = 0i32;
+    text.split(move |c: char| {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            _ => {}
+        }
+        c.is_whitespace() && depth <= 0
+    })
+    .filter(|s| !s.is_empty())
+}
+
+fn parse_arg(spec: &str, operand: fn(&str) -> Result<Operand, String>) -> Result<UsdtArg, String> {
+    let (size, text) = spec.split_once('@').ok_or_else(|| format!("`{spec}`: no size@"))?;
     let size: i8 = size.parse().map_err(|_| format!("`{spec}`: bad size"))?;
     let signed = size < 0;
     let size = size.unsigned_abs();
     if ![1, 2, 4, 8].contains(&size) {
         return Err(format!("`{spec}`: size {size}"));
     }
-    let location = if let Some(imm) = operand.strip_prefix('$') {
-        UsdtArgLocation::Const(parse_int(imm).ok_or_else(|| format!("`{spec}`: bad constant"))?)
-    } else if let Some(reg) = operand.strip_prefix('%') {
-        UsdtArgLocation::Reg {
-            pt_regs_offset: reg_offset(reg).ok_or_else(|| format!("`{spec}`: register `{reg}`"))?,
-        }
-    } else if let Some((off, rest)) = operand.split_once('(') {
-        let reg = rest
-            .strip_suffix(')')
-            .and_then(|r| r.strip_prefix('%'))
-            .filter(|r| !r.contains(','))
-            .ok_or_else(|| format!("`{spec}`: memory operand sonde does not decode"))?;
-        let offset = if off.is_empty() {
-            0
-        } else {
-            parse_int(off).ok_or_else(|| format!("`{spec}`: offset `{off}` (a symbol, not a number)"))?
-        };
-        UsdtArgLocation::Mem {
-            pt_regs_offset: reg_offset(reg).ok_or_else(|| format!("`{spec}`: register `{reg}`"))?,
+    let location = match operand(text).map_err(|e| format!("`{spec}`: {e}"))? {
+        Operand::Const(v) => UsdtArgLocation::Const(v),
+        Operand::Reg(pt_regs_offset) => UsdtArgLocation::Reg { pt_regs_offset },
+        Operand::Mem { reg, offset } => UsdtArgLocation::Mem {
+            pt_regs_offset: reg,
             offset,
-        }
-    } else {
-        return Err(format!("`{spec}`: operand `{operand}`"));
+        },
     };
     Ok(UsdtArg { size, signed, location })
-}
-
-fn parse_int(s: &str) -> Option<i64> {
-    let (neg, digits) = match s.strip_prefix('-') {
-        Some(d) => (true, d),
-        None => (false, s),
-    };
-    let v = match digits.strip_prefix("0x") {
-        Some(h) => i64::from_str_radix(h, 16).ok()?,
-        None => digits.parse().ok()?,
-    };
-    Some(if neg { -v } else { v })
-}
-
-/// Offset of x86-64 register `name` (any width: `rax`, `eax`, `ax`, `al`,
-/// `r8d`...) in `struct pt_regs`.
-fn reg_offset(name: &str) -> Option<u16> {
-    // struct pt_regs: r15 r14 r13 r12 bp bx r11 r10 r9 r8 ax cx dx si di orig_ax ip cs flags sp ss
-    let base = match name {
-        "rax" | "eax" | "ax" | "al" | "ah" => "ax",
-        "rbx" | "ebx" | "bx" | "bl" | "bh" => "bx",
-        "rcx" | "ecx" | "cx" | "cl" | "ch" => "cx",
-        "rdx" | "edx" | "dx" | "dl" | "dh" => "dx",
-        "rsi" | "esi" | "si" | "sil" => "si",
-        "rdi" | "edi" | "di" | "dil" => "di",
-        "rbp" | "ebp" | "bp" | "bpl" => "bp",
-        "rsp" | "esp" | "sp" | "spl" => "sp",
-        "rip" => "ip",
-        r => {
-            let n = r.trim_start_matches('r').trim_end_matches(['d', 'w', 'b']);
-            return match n.parse::<u16>().ok()? {
-                8 => Some(72),
-                9 => Some(64),
-                10 => Some(56),
-                11 => Some(48),
-                12 => Some(24),
-                13 => Some(16),
-                14 => Some(8),
-                15 => Some(0),
-                _ => None,
-            };
-        }
-    };
-    Some(match base {
-        "bp" => 32,
-        "bx" => 40,
-        "ax" => 80,
-        "cx" => 88,
-        "dx" => 96,
-        "si" => 104,
-        "di" => 112,
-        "ip" => 128,
-        _ => 152, // sp
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse_x86(text: &str) -> Result<Vec<UsdtArg>, String> {
+        specs(text)
+            .map(|s| parse_arg(s, crate::arch::x86_64::usdt_operand))
+            .collect()
+    }
+
     #[test]
     fn arg_specs() {
-        let args = parse_args("-4@%edi 8@-16(%rbp) 8@%rax 4@$5 -8@%r12 1@(%r8)").expect("parses");
+        let args = parse_x86("-4@%edi 8@-16(%rbp) 8@%rax 4@$5 -8@%r12 1@(%r8)").expect("parses");
         assert_eq!(
             args[0],
             UsdtArg {
@@ -318,9 +274,51 @@ mod tests {
                 offset: 0
             }
         );
-        assert!(parse_args("8@sym(%rip)").is_err());
-        assert!(parse_args("8@(%rax,%rbx,8)").is_err());
-        assert!(parse_args("3@%rax").is_err());
-        assert_eq!(parse_args("").expect("no args"), vec![]);
+        assert!(parse_x86("8@sym(%rip)").is_err());
+        assert!(parse_x86("8@(%rax,%rbx,8)").is_err());
+        assert!(parse_x86("3@%rax").is_err());
+        assert_eq!(parse_x86("").expect("no args"), vec![]);
+    }
+
+    #[test]
+    fn arm64_arg_specs() {
+        let parse = |text: &str| -> Result<Vec<UsdtArg>, String> {
+            specs(text)
+                .map(|s| parse_arg(s, crate::arch::aarch64::usdt_operand))
+                .collect()
+        };
+        // As GCC writes them for <sys/sdt.h> on arm64 (and libbpf's tests).
+        let args = parse("-4@w0 8@[x29, -16] 4@5 -8@[sp, 12] 8@x1").expect("parses");
+        assert_eq!(
+            args[0],
+            UsdtArg {
+                size: 4,
+                signed: true,
+                location: UsdtArgLocation::Reg { pt_regs_offset: 0 }
+            }
+        );
+        assert_eq!(
+            args[1].location,
+            UsdtArgLocation::Mem {
+                pt_regs_offset: 232,
+                offset: -16
+            }
+        );
+        assert_eq!(args[2].location, UsdtArgLocation::Const(5));
+        assert_eq!(
+            args[3],
+            UsdtArg {
+                size: 8,
+                signed: true,
+                location: UsdtArgLocation::Mem {
+                    pt_regs_offset: 248,
+                    offset: 12
+                }
+            }
+        );
+        assert_eq!(args[4].location, UsdtArgLocation::Reg { pt_regs_offset: 8 });
+        assert_eq!(parse("8@[x29,  -16]  ").expect("blanks").len(), 1);
+        assert!(parse("3@x0").is_err());
+        assert!(parse("8@%rdi").is_err_and(|e| e.contains("%rdi")));
     }
 }

@@ -124,9 +124,9 @@ pub(crate) fn readable(fd: BorrowedFd<'_>) -> bool {
 /// with SIGILL. `Ok(errno)` (0: it returned without error), `Err(128 + signal)`
 /// when the child was killed, `None` where the child could not be forked.
 pub(crate) fn uprobe_syscall_answer() -> Option<Result<i32, i32>> {
-    if !cfg!(target_arch = "x86_64") {
+    let Some(number) = crate::arch::host::UPROBE_SYSCALL else {
         return Some(Ok(libc::ENOSYS));
-    }
+    };
     // SAFETY: the child makes one raw syscall and `_exit`s (async-signal-safe).
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -135,7 +135,7 @@ pub(crate) fn uprobe_syscall_answer() -> Option<Result<i32, i32>> {
     if pid == 0 {
         // SAFETY: as above.
         unsafe {
-            let r = libc::syscall(336);
+            let r = libc::syscall(number);
             let e = if r < 0 { *libc::__errno_location() } else { 0 };
             libc::_exit(e.clamp(0, 127));
         }

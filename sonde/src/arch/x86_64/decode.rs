@@ -1,14 +1,16 @@
-//! Instruction boundaries: a uprobe placed inside an instruction corrupts it, so
-//! on x86-64 an offset into a function must be where an instruction starts.
+//! x86-64 code, decoded (`iced-x86`): instruction boundaries, the entry
+//! instructions a probe can skip, Go return instructions, what the kernel refuses.
 
 use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind};
+
+use super::NOP5;
 
 /// Whether `offset` is an instruction boundary of the x86-64 code `code`
 /// (a function's bytes from its entry), decoding linearly from the entry.
 /// `Err(previous)` gives the start of the instruction that covers `offset`, or
 /// the last one decoded when `offset` lies past the bytes given (unproven is
 /// refused: a wrong guess corrupts the traced program).
-pub(crate) fn check_x86_64(code: &[u8], address: u64, offset: u64) -> Result<(), u64> {
+pub(crate) fn check_boundary(code: &[u8], address: u64, offset: u64) -> Result<(), u64> {
     let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
     let target = address.wrapping_add(offset);
     let mut last = 0;
@@ -34,11 +36,6 @@ pub(crate) fn check_x86_64(code: &[u8], address: u64, offset: u64) -> Result<(),
 /// it out of line, a second trap per hit.
 const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
 
-/// The 5-byte nop (`nopl 0x0(%rax,%rax,1)`): a uprobe on it becomes a call
-/// into a trampoline, no trap, on x86-64 Linux 6.18+ (the kernel emulates it
-/// before; a trap, never a single-step).
-pub(crate) const NOP5: [u8; 5] = [0x0f, 0x1f, 0x44, 0x00, 0x00];
-
 /// Bytes an entry probe skips at the start of `code` (a function's whole body,
 /// at `address`): 4 when the function starts with `endbr64` (which changes
 /// nothing a probe can observe: no register, flag, stack or memory) followed
@@ -48,7 +45,7 @@ pub(crate) const NOP5: [u8; 5] = [0x0f, 0x1f, 0x44, 0x00, 0x00];
 /// before that instruction (a loop back to it would be counted as a call);
 /// otherwise 0. A function with an indirect jump (a jump table: its targets
 /// are not in the code) keeps its entry.
-pub(crate) fn entry_skip_x86_64(code: &[u8], address: u64) -> u64 {
+pub(crate) fn c_entry_skip(code: &[u8], address: u64) -> u64 {
     let Some(rest) = code.strip_prefix(&ENDBR64) else {
         return 0;
     };
@@ -89,7 +86,7 @@ pub(crate) fn entry_skip_x86_64(code: &[u8], address: u64) -> u64 {
 /// assembly), a direct branch lands after the entry and at or before the probe
 /// point, or it has an indirect jump (a jump table whose targets are not in
 /// the code).
-pub(crate) fn go_entry_skip_x86_64(code: &[u8], address: u64) -> u64 {
+pub(crate) fn go_entry_skip(code: &[u8], address: u64) -> u64 {
     use iced_x86::Register;
     let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
     let mut insn = iced_x86::Instruction::default();
@@ -180,7 +177,7 @@ pub(crate) fn go_entry_skip_x86_64(code: &[u8], address: u64) -> u64 {
 /// R14), one whose bytes do not decode, one with no `ret`. An indirect jump
 /// is allowed (Go's jump tables land inside the function); one that left it
 /// would lose that call's return, never mis-pair one.
-pub(crate) fn go_return_sites_x86_64(code: &[u8], base: u64) -> Result<Vec<u64>, &'static str> {
+pub(crate) fn go_return_sites(code: &[u8], base: u64) -> Result<Vec<u64>, &'static str> {
     use iced_x86::Register;
     let end = base + code.len() as u64;
     let mut decoder = Decoder::with_ip(64, code, base, DecoderOptions::NONE);
@@ -230,7 +227,7 @@ fn gpr64(r: iced_x86::Register) -> bool {
 
 /// Whether a direct branch (jmp, jcc, call, loop, jrcxz) of `code` (at
 /// `address`) lands on `target`, or `code` cannot be decoded.
-pub(crate) fn direct_branch_to_x86_64(code: &[u8], address: u64, target: u64) -> bool {
+pub(crate) fn direct_branch_to(code: &[u8], address: u64, target: u64) -> bool {
     let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
     let mut insn = iced_x86::Instruction::default();
     while decoder.can_decode() {
@@ -256,7 +253,7 @@ pub(crate) fn direct_branch_to_x86_64(code: &[u8], address: u64, target: u64) ->
 /// LOCK prefix, VEX/EVEX-encoded (AVX) instructions, and traps, privileged and
 /// I/O instructions. (All 21 functions of Debian 12's libc that Linux 6.18
 /// refused at attach time start with a VEX instruction.)
-pub(crate) fn refusal_x86_64(code: &[u8]) -> Option<&'static str> {
+pub(crate) fn refusal(code: &[u8]) -> Option<&'static str> {
     if common_entry(code) {
         return None;
     }
@@ -334,72 +331,57 @@ mod tests {
         // push %rbp; mov %rsp,%rbp; mov $1,%eax; pop %rbp; ret
         let code = [0x55, 0x48, 0x89, 0xe5, 0xb8, 0x01, 0x00, 0x00, 0x00, 0x5d, 0xc3];
         for ok in [0, 1, 4, 9, 10] {
-            assert_eq!(check_x86_64(&code, 0x1000, ok), Ok(()), "offset {ok}");
+            assert_eq!(check_boundary(&code, 0x1000, ok), Ok(()), "offset {ok}");
         }
-        assert_eq!(check_x86_64(&code, 0x1000, 2), Err(1));
-        assert_eq!(check_x86_64(&code, 0x1000, 6), Err(4));
+        assert_eq!(check_boundary(&code, 0x1000, 2), Err(1));
+        assert_eq!(check_boundary(&code, 0x1000, 6), Err(4));
         // Past the bytes given: not proven, refused.
-        assert_eq!(check_x86_64(&code, 0x1000, 11), Err(10));
-        assert_eq!(check_x86_64(&[], 0x1000, 3), Err(0));
+        assert_eq!(check_boundary(&code, 0x1000, 11), Err(10));
+        assert_eq!(check_boundary(&[], 0x1000, 3), Err(0));
     }
 
     #[test]
     fn endbr64_is_skipped_only_before_an_emulated_push_no_branch_reaches() {
         // endbr64; push %rbp; mov %rsp,%rbp; pop %rbp; ret
         let plain = [0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0x48, 0x89, 0xe5, 0x5d, 0xc3];
-        assert_eq!(entry_skip_x86_64(&plain, 0x1000), 4);
+        assert_eq!(c_entry_skip(&plain, 0x1000), 4);
         // endbr64; push %r12; ret
-        assert_eq!(
-            entry_skip_x86_64(&[0xf3, 0x0f, 0x1e, 0xfa, 0x41, 0x54, 0xc3], 0x1000),
-            4
-        );
+        assert_eq!(c_entry_skip(&[0xf3, 0x0f, 0x1e, 0xfa, 0x41, 0x54, 0xc3], 0x1000), 4);
         // endbr64; mov %edi,%eax (single-stepped either way); ret
-        assert_eq!(
-            entry_skip_x86_64(&[0xf3, 0x0f, 0x1e, 0xfa, 0x89, 0xf8, 0xc3], 0x1000),
-            0
-        );
+        assert_eq!(c_entry_skip(&[0xf3, 0x0f, 0x1e, 0xfa, 0x89, 0xf8, 0xc3], 0x1000), 0);
         // No endbr64.
-        assert_eq!(entry_skip_x86_64(&[0x55, 0x48, 0x89, 0xe5, 0x5d, 0xc3], 0x1000), 0);
+        assert_eq!(c_entry_skip(&[0x55, 0x48, 0x89, 0xe5, 0x5d, 0xc3], 0x1000), 0);
         // endbr64; push %rbp; jmp back to the push (jmp rel8 -3 from 0x1007).
         let loops = [0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0xeb, 0xfd, 0xc3];
-        assert_eq!(entry_skip_x86_64(&loops, 0x1000), 0);
+        assert_eq!(c_entry_skip(&loops, 0x1000), 0);
         // endbr64; push %rbp; jmp *%rax (a jump table).
-        assert_eq!(
-            entry_skip_x86_64(&[0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0xff, 0xe0], 0x1000),
-            0
-        );
+        assert_eq!(c_entry_skip(&[0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0xff, 0xe0], 0x1000), 0);
         // A branch to the entry itself is a call like any other.
         let recursive = [0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0xe8, 0xf6, 0xff, 0xff, 0xff, 0x5d, 0xc3];
-        assert_eq!(entry_skip_x86_64(&recursive, 0x1000), 4);
+        assert_eq!(c_entry_skip(&recursive, 0x1000), 4);
         // endbr64; nopl 0x0(%rax,%rax,1); ret: the nop5 (a patchable entry).
         let patchable = [0xf3, 0x0f, 0x1e, 0xfa, 0x0f, 0x1f, 0x44, 0x00, 0x00, 0xc3];
-        assert_eq!(entry_skip_x86_64(&patchable, 0x1000), 4);
+        assert_eq!(c_entry_skip(&patchable, 0x1000), 4);
         // endbr64; nopw (a 4-byte nop, 0f 1f 40 00): not the nop5 the kernel optimises.
         assert_eq!(
-            entry_skip_x86_64(&[0xf3, 0x0f, 0x1e, 0xfa, 0x0f, 0x1f, 0x40, 0x00, 0xc3], 0x1000),
+            c_entry_skip(&[0xf3, 0x0f, 0x1e, 0xfa, 0x0f, 0x1f, 0x40, 0x00, 0xc3], 0x1000),
             0
         );
     }
 
     #[test]
     fn refusals() {
-        assert_eq!(refusal_x86_64(&[0x55, 0x48, 0x89, 0xe5]), None, "push %rbp");
+        assert_eq!(refusal(&[0x55, 0x48, 0x89, 0xe5]), None, "push %rbp");
         assert_eq!(
-            refusal_x86_64(&[0x64, 0x48, 0x8b, 0x04, 0x25, 0x10, 0, 0, 0]),
+            refusal(&[0x64, 0x48, 0x8b, 0x04, 0x25, 0x10, 0, 0, 0]),
             None,
             "mov %fs:0x10,%rax"
         );
-        assert!(
-            refusal_x86_64(&[0xf0, 0x48, 0x0f, 0xb1, 0x17]).is_some(),
-            "lock cmpxchg"
-        );
-        assert!(
-            refusal_x86_64(&[0x2e, 0x0f, 0x1f, 0x84, 0, 0, 0, 0, 0]).is_some(),
-            "cs nopw"
-        );
-        assert!(refusal_x86_64(&[0xcc]).is_some(), "int3");
-        assert!(refusal_x86_64(&[0xc5, 0xf9, 0xef, 0xc0]).is_some(), "vpxor (VEX)");
-        assert!(refusal_x86_64(&[0x0f, 0x05]).is_some(), "syscall");
+        assert!(refusal(&[0xf0, 0x48, 0x0f, 0xb1, 0x17]).is_some(), "lock cmpxchg");
+        assert!(refusal(&[0x2e, 0x0f, 0x1f, 0x84, 0, 0, 0, 0, 0]).is_some(), "cs nopw");
+        assert!(refusal(&[0xcc]).is_some(), "int3");
+        assert!(refusal(&[0xc5, 0xf9, 0xef, 0xc0]).is_some(), "vpxor (VEX)");
+        assert!(refusal(&[0x0f, 0x05]).is_some(), "syscall");
         // The fast path agrees with the decoder on common entries.
         for entry in [
             &[0x55, 0x48, 0x89, 0xe5, 0, 0, 0, 0][..],
@@ -422,41 +404,41 @@ mod tests {
         // main.nap of Go 1.19 (cmp rsp, [r14+0x10]; jbe; body; morestack
         // tail jumping back to the entry): probed at its `sub rsp`.
         let nap = hex("493b661076294883ec1048896c2408488d6c24084869c040420f000f1f440000e8fb73fdff488b6c24084883c410c34889442408e80785fdff488b4424086690ebbe");
-        assert_eq!(go_entry_skip_x86_64(&nap, 0x482c40), 6);
+        assert_eq!(go_entry_skip(&nap, 0x482c40), 6);
         // A larger frame: lea r12, [rsp-0xa0]; cmp r12, [r14+0x10]; jbe rel32.
         let mut grow = hex("4c8da42460ffffff4d3b66100f8608000000");
         grow.extend(hex("4881ec20010000c3")); // sub rsp, 0x120; ret
         grow.extend(hex("e800000000ebdf")); // call; jmp entry
-        assert_eq!(go_entry_skip_x86_64(&grow, 0x1000), 18);
+        assert_eq!(go_entry_skip(&grow, 0x1000), 18);
         // Before the register ABI: mov rcx, fs:[-8]; cmp rsp, [rcx+0x10]; jbe.
         let mut old = hex("64488b0c25f8ffffff483b61107605");
         old.extend(hex("4883ec10c3e800000000"));
-        assert_eq!(go_entry_skip_x86_64(&old, 0x1000), 15);
+        assert_eq!(go_entry_skip(&old, 0x1000), 15);
         // No check (nosplit): the entry.
-        assert_eq!(go_entry_skip_x86_64(&hex("4883ec10c3"), 0x1000), 0);
+        assert_eq!(go_entry_skip(&hex("4883ec10c3"), 0x1000), 0);
         // Compared against another field, or a jump backwards: the entry.
-        assert_eq!(go_entry_skip_x86_64(&hex("493b66187629c3"), 0x1000), 0);
+        assert_eq!(go_entry_skip(&hex("493b66187629c3"), 0x1000), 0);
         // A branch landing on the probe point: the entry.
         let mut looped = nap.clone();
         let n = looped.len();
         looped[n - 1] = (6 - n as i64) as u8; // jmp to entry + 6
-        assert_eq!(go_entry_skip_x86_64(&looped, 0x482c40), 0);
+        assert_eq!(go_entry_skip(&looped, 0x482c40), 0);
     }
 
     #[test]
     fn go_returns_are_found_at_every_ret() {
         let nap = hex("493b661076294883ec1048896c2408488d6c24084869c040420f000f1f440000e8fb73fdff488b6c24084883c410c34889442408e80785fdff488b4424086690ebbe");
-        assert_eq!(go_return_sites_x86_64(&nap, 0x1000), Ok(vec![0x1000 + 46]));
+        assert_eq!(go_return_sites(&nap, 0x1000), Ok(vec![0x1000 + 46]));
         // Two returns, an indirect jump (a jump table) between.
         let two = hex("4885c07401c3ffe0c3");
-        assert_eq!(go_return_sites_x86_64(&two, 0x2000), Ok(vec![0x2005, 0x2008]));
+        assert_eq!(go_return_sites(&two, 0x2000), Ok(vec![0x2005, 0x2008]));
         // A tail call out, code from before the register ABI, no ret, garbage.
         let tail = hex("4883ec10e910000000c3");
-        assert!(go_return_sites_x86_64(&tail, 0x1000).is_err_and(|e| e.contains("tail call")));
+        assert!(go_return_sites(&tail, 0x1000).is_err_and(|e| e.contains("tail call")));
         let old = hex("64488b0c25f8ffffff483b61107605c3");
-        assert!(go_return_sites_x86_64(&old, 0x1000).is_err_and(|e| e.contains("1.17")));
-        assert!(go_return_sites_x86_64(&hex("4883ec10ebfe"), 0x1000).is_err_and(|e| e.contains("never")));
-        assert!(go_return_sites_x86_64(&hex("4883"), 0x1000).is_err());
+        assert!(go_return_sites(&old, 0x1000).is_err_and(|e| e.contains("1.17")));
+        assert!(go_return_sites(&hex("4883ec10ebfe"), 0x1000).is_err_and(|e| e.contains("never")));
+        assert!(go_return_sites(&hex("4883"), 0x1000).is_err());
     }
 
     fn hex(s: &str) -> Vec<u8> {
