@@ -76,8 +76,10 @@ impl Waiting {
     pub fn until_blocked(self) -> Waiting {
         let path = format!("/proc/{}/syscall", self.pid());
         for _ in 0..500 {
-            // First field: the syscall number it sleeps in; 0 is read on x86-64.
-            if std::fs::read_to_string(&path).is_ok_and(|s| s.split_whitespace().next() == Some("0")) {
+            // First field: the syscall number it sleeps in: read is 0 on
+            // x86-64, 63 on arm64.
+            let read = if cfg!(target_arch = "aarch64") { "63" } else { "0" };
+            if std::fs::read_to_string(&path).is_ok_and(|s| s.split_whitespace().next() == Some(read)) {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));

@@ -199,7 +199,10 @@ fn every_location_kind_is_proven_to_start_an_instruction() {
         .find(|f| &*f.name == "fx_alpha")
         .cloned()
         .expect("fx_alpha");
-    // fx_alpha is `lea 0x1(%rdi),%eax` (3 bytes), then `ret`.
+    // fx_alpha is `lea 0x1(%rdi),%eax` (3 bytes), then `ret` (arm64: `add w0,
+    // w0, #1`, 4 bytes); crtstuff's size-0 deregister_tm_clones starts with
+    // `lea 0x..(%rip),%rdi`, 7 bytes (arm64: two 4-byte instructions).
+    let (second, tm_second) = if cfg!(target_arch = "aarch64") { (4, 8) } else { (3, 7) };
     let refused = |t: Target| match sonde::resolve::sites(std::slice::from_ref(&t)) {
         Err(e) => e,
         Ok(r) => panic!("{t:?} resolved to {:#x}", r[0].offset),
@@ -218,13 +221,13 @@ fn every_location_kind_is_proven_to_start_an_instruction() {
     }
     // Boundaries resolve, named by the function that holds them.
     let ok = sonde::resolve::sites(&[
-        Target::file_offset(&pie, alpha.file_offset + 3),
+        Target::file_offset(&pie, alpha.file_offset + second),
         Target::virtual_address(&pie, alpha.symbol.address),
-        Target::symbol(&pie, "deregister_tm_clones").at_offset(7),
+        Target::symbol(&pie, "deregister_tm_clones").at_offset(tm_second),
     ])
     .expect("boundaries");
-    assert_eq!(ok[0].offset, alpha.file_offset + 3);
-    assert_eq!(ok[0].symbol.as_deref(), Some("fx_alpha+0x3"));
+    assert_eq!(ok[0].offset, alpha.file_offset + second);
+    assert_eq!(ok[0].symbol.as_deref(), Some(format!("fx_alpha+{second:#x}").as_str()));
     assert_eq!(ok[1].symbol.as_deref(), Some("fx_alpha"));
     // A size-0 symbol ends at the next function: an offset past it is refused.
     let e = refused(Target::symbol(&pie, "deregister_tm_clones").at_offset(0x1000));

@@ -62,7 +62,7 @@ enum Task {
     },
     /// Run the integration tests on Debian's 5.10 and 6.1 kernels under QEMU.
     Vm {
-        /// 5.10, 6.1 or all.
+        /// 5.10, 6.1, arm64-6.1 or all.
         #[arg(long, default_value = "all")]
         kernel: String,
     },
@@ -89,7 +89,7 @@ fn run() -> Result<()> {
             if no_vm {
                 println!("== kernel matrix skipped (--no-vm)");
             } else {
-                println!("== kernel matrix (5.10, 6.1 under QEMU)");
+                println!("== kernel matrix (x86-64 5.10 and 6.1, arm64 6.1, under QEMU)");
                 vm::setup()?;
                 let (p, f) = vm::run("all")?;
                 passed += p;

@@ -1,9 +1,15 @@
-//! `cargo xtask vm`: the integration tests on older kernels under QEMU (TCG).
+//! `cargo xtask vm`: the integration tests on other kernels and machines under
+//! QEMU (TCG).
 //!
-//! Debian's cloud kernels (bookworm's 6.1, bullseye's 5.10), each fetched through a
-//! private apt configuration under `target/vm/apt-<suite>` (never the system's) and
-//! cached under `target/vm`; an initramfs with busybox, the test binaries
-//! and their shared libraries; one boot per kernel with a hard timeout.
+//! Debian's cloud kernels (bookworm's 6.1, bullseye's 5.10 for x86-64;
+//! bookworm's 6.1 for arm64), each fetched through a private apt
+//! configuration under `target/vm/apt-<suite>[-arm64]` (never the system's)
+//! and cached under `target/vm`; an initramfs with busybox, the test binaries
+//! and their shared libraries; one boot per kernel with a hard timeout. The
+//! arm64 guest runs the same tests cross-built on this machine
+//! (`aarch64-unknown-linux-gnu`, std through `-Z build-std` from the rustc
+//! with library source, Debian's `aarch64-linux-gnu-gcc` as linker), on
+//! `qemu-system-aarch64 -M virt`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -13,6 +19,55 @@ use anyhow::{bail, Context, Result};
 
 use crate::{root, run_cmd};
 
+/// A machine the guests emulate.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Arch {
+    Amd64,
+    Arm64,
+}
+
+impl Arch {
+    /// Debian's name.
+    fn debian(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+
+    /// The Rust target the guest's binaries are built for, when not the host's.
+    fn cross_target(self) -> Option<&'static str> {
+        match self {
+            Arch::Amd64 => None,
+            Arch::Arm64 => Some("aarch64-unknown-linux-gnu"),
+        }
+    }
+
+    /// Cargo's target directory for the guest's binaries.
+    fn target_dir(self) -> PathBuf {
+        match self {
+            Arch::Amd64 => root().join("target"),
+            Arch::Arm64 => root().join("target/aarch64"),
+        }
+    }
+
+    /// Where cargo puts the guest's binaries.
+    fn out_dir(self) -> PathBuf {
+        match self.cross_target() {
+            None => self.target_dir().join("debug"),
+            Some(t) => self.target_dir().join(t).join("debug"),
+        }
+    }
+
+    /// Prefix of the target's binutils.
+    fn tool_prefix(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "",
+            Arch::Arm64 => "aarch64-linux-gnu-",
+        }
+    }
+}
+
 /// A kernel of the matrix.
 struct Kernel {
     name: &'static str,
@@ -20,18 +75,27 @@ struct Kernel {
     suite: &'static str,
     /// Metapackage that depends on the current image.
     meta: &'static str,
+    arch: Arch,
 }
 
-const KERNELS: [Kernel; 2] = [
+const KERNELS: [Kernel; 3] = [
     Kernel {
         name: "5.10",
         suite: "bullseye",
         meta: "linux-image-cloud-amd64",
+        arch: Arch::Amd64,
     },
     Kernel {
         name: "6.1",
         suite: "bookworm",
         meta: "linux-image-cloud-amd64",
+        arch: Arch::Amd64,
+    },
+    Kernel {
+        name: "arm64-6.1",
+        suite: "bookworm",
+        meta: "linux-image-cloud-arm64",
+        arch: Arch::Arm64,
     },
 ];
 
@@ -41,8 +105,11 @@ fn vm_dir() -> PathBuf {
     root().join("target/vm")
 }
 
-fn apt_options(suite: &str) -> Result<Vec<String>> {
-    let d = vm_dir().join(format!("apt-{suite}"));
+fn apt_options(suite: &str, arch: Arch) -> Result<Vec<String>> {
+    let d = match arch {
+        Arch::Amd64 => vm_dir().join(format!("apt-{suite}")),
+        other => vm_dir().join(format!("apt-{suite}-{}", other.debian())),
+    };
     for sub in ["etc/preferences.d", "state/lists/partial", "cache/archives/partial"] {
         std::fs::create_dir_all(d.join(sub))?;
     }
@@ -55,6 +122,10 @@ fn apt_options(suite: &str) -> Result<Vec<String>> {
     )?;
     let p = |s: &str| d.join(s).display().to_string();
     Ok(vec![
+        "-o".into(),
+        format!("APT::Architecture={}", arch.debian()),
+        "-o".into(),
+        format!("APT::Architectures={}", arch.debian()),
         "-o".into(),
         format!("Dir::Etc::SourceList={}", p("etc/sources.list")),
         "-o".into(),
@@ -88,7 +159,7 @@ fn fetch_kernel(k: &Kernel) -> Result<PathBuf> {
         return Ok(v);
     }
     std::fs::create_dir_all(&dir)?;
-    let opts = apt_options(k.suite)?;
+    let opts = apt_options(k.suite, k.arch)?;
     println!("vm: apt-get update ({}, private configuration)", k.suite);
     run_cmd(Command::new("apt-get").args(&opts).args(["update", "-qq"]))?;
     let deps = output(Command::new("apt-cache").args(&opts).args(["depends", k.meta]))?;
@@ -98,19 +169,26 @@ fn fetch_kernel(k: &Kernel) -> Result<PathBuf> {
         .find(|d| d.starts_with("linux-image-"))
         .context("the metapackage names no kernel image")?
         .to_string();
-    println!("vm: downloading {image}");
+    // Another machine's guest also needs that machine's busybox.
+    let mut packages = vec![image.as_str()];
+    if k.arch != Arch::Amd64 {
+        packages.push("busybox-static");
+    }
+    println!("vm: downloading {}", packages.join(" "));
     run_cmd(
         Command::new("apt-get")
             .args(&opts)
-            .args(["download", "-qq", &image])
+            .args(["download", "-qq"])
+            .args(&packages)
             .current_dir(&dir),
     )?;
-    let deb = std::fs::read_dir(&dir)?
+    for deb in std::fs::read_dir(&dir)?
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .context("no .deb downloaded")?;
-    run_cmd(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(dir.join("root")))?;
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+    {
+        run_cmd(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(dir.join("root")))?;
+    }
     find_vmlinuz(&dir).context("no vmlinuz in the package")
 }
 
@@ -125,18 +203,41 @@ fn find_vmlinuz(dir: &Path) -> Option<PathBuf> {
         })
 }
 
+/// A cargo command building for `arch`: the host's toolchain for the host;
+/// for another machine, its target with std built from source (the rustc
+/// with library source, `RUSTC_BOOTSTRAP`), Debian's cross gcc as linker and
+/// C compiler, in its own target directory.
+fn cargo_for(arch: Arch, args: &[&str]) -> Result<Command> {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root()).args(args);
+    if let Some(target) = arch.cross_target() {
+        let rustc =
+            crate::setup::rustc_with_source().context("no rustc with library source: run `cargo xtask setup`")?;
+        let gcc = format!("{}gcc", arch.tool_prefix());
+        cmd.args(["--target", target, "-Z", "build-std"])
+            .env("RUSTC_BOOTSTRAP", "1")
+            .env("RUSTC", rustc)
+            .env(format!("CC_{}", target.replace('-', "_")), &gcc)
+            .env(
+                format!("CARGO_TARGET_{}_LINKER", target.to_uppercase().replace('-', "_")),
+                &gcc,
+            )
+            .env("CARGO_TARGET_DIR", arch.target_dir());
+    }
+    Ok(cmd)
+}
+
 /// Builds the test binaries (and the `sonde` and `target-app` binaries the guest
-/// runs beside them) and returns the test binaries' paths.
-fn test_binaries() -> Result<Vec<PathBuf>> {
-    run_cmd(
-        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .current_dir(root())
-            .args(["build", "-p", "sonde-cli", "-p", "sonde-tests", "--bins"]),
-    )?;
+/// runs beside them) for `arch` and returns the test binaries' paths.
+fn test_binaries(arch: Arch) -> Result<Vec<PathBuf>> {
+    run_cmd(&mut cargo_for(
+        arch,
+        &["build", "-p", "sonde-cli", "-p", "sonde-tests", "--bins"],
+    )?)?;
     let out = output(
-        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .current_dir(root())
-            .args([
+        cargo_for(
+            arch,
+            &[
                 "test",
                 "-p",
                 "sonde-tests",
@@ -146,8 +247,9 @@ fn test_binaries() -> Result<Vec<PathBuf>> {
                 "sonde-cli",
                 "--no-run",
                 "--message-format=json",
-            ])
-            .stderr(Stdio::inherit()),
+            ],
+        )?
+        .stderr(Stdio::inherit()),
     )?;
     let mut bins = Vec::new();
     for line in out.lines() {
@@ -169,24 +271,71 @@ fn test_binaries() -> Result<Vec<PathBuf>> {
 
 /// Drops the DWARF of a debug build copied into the guest (symbols stay): the
 /// test binaries are most of the initramfs, which the guest must unpack in RAM.
-fn strip_debug(path: &Path) -> Result<()> {
-    run_cmd(Command::new("objcopy").arg("--strip-debug").arg(path))
+fn strip_debug(arch: Arch, path: &Path) -> Result<()> {
+    run_cmd(
+        Command::new(format!("{}objcopy", arch.tool_prefix()))
+            .arg("--strip-debug")
+            .arg(path),
+    )
 }
 
-fn copy_with_libs(src: &Path, dst: &Path, rootfs: &Path) -> Result<()> {
+/// The shared libraries `path` needs, as paths on this machine: `ldd` for the
+/// host's binaries; for another machine's, their `NEEDED` entries (and those
+/// of the libraries found) in Debian's cross root `/usr/<triplet>/lib`.
+fn libraries(arch: Arch, path: &Path) -> Result<Vec<PathBuf>> {
+    if arch == Arch::Amd64 {
+        let ldd = Command::new("ldd").arg(path).output()?;
+        return Ok(String::from_utf8_lossy(&ldd.stdout)
+            .lines()
+            .filter_map(|line| line.split_whitespace().find(|w| w.starts_with('/')).map(PathBuf::from))
+            .collect());
+    }
+    let cross = Path::new("/usr/aarch64-linux-gnu/lib");
+    let mut found: Vec<PathBuf> = Vec::new();
+    let mut todo = vec![path.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let d = Command::new("readelf").arg("-dlW").arg(&p).output()?;
+        for line in String::from_utf8_lossy(&d.stdout).lines() {
+            let name = if let Some(rest) = line.split("Shared library: [").nth(1) {
+                rest.trim_end_matches(']')
+            } else if let Some(rest) = line.split("program interpreter: ").nth(1) {
+                rest.trim_end_matches(']').rsplit('/').next().unwrap_or_default()
+            } else {
+                continue;
+            };
+            let lib = cross.join(name);
+            // Libraries beside the binary ($ORIGIN: the fixtures' own) are copied with it.
+            if lib.exists() && !found.contains(&lib) {
+                found.push(lib.clone());
+                todo.push(lib);
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn copy_with_libs(arch: Arch, src: &Path, dst: &Path, rootfs: &Path) -> Result<()> {
     if let Some(p) = dst.parent() {
         std::fs::create_dir_all(p)?;
     }
     std::fs::copy(src, dst).with_context(|| format!("copy {}", src.display()))?;
-    let ldd = Command::new("ldd").arg(src).output()?;
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        let path = line.split_whitespace().find(|w| w.starts_with('/')).map(PathBuf::from);
-        if let Some(lib) = path {
-            let to = rootfs.join(lib.strip_prefix("/")?);
-            if !to.exists() {
-                std::fs::create_dir_all(to.parent().context("lib dir")?)?;
-                std::fs::copy(&lib, &to).with_context(|| format!("copy {}", lib.display()))?;
+    for lib in libraries(arch, src)? {
+        // Another machine's libraries go where its loader looks: the loader
+        // in /lib, the others in /lib/<triplet>.
+        let to = match arch {
+            Arch::Amd64 => rootfs.join(lib.strip_prefix("/")?),
+            Arch::Arm64 => {
+                let name = lib.file_name().context("library name")?;
+                if name.to_string_lossy().starts_with("ld-linux") {
+                    rootfs.join("lib").join(name)
+                } else {
+                    rootfs.join("lib/aarch64-linux-gnu").join(name)
+                }
             }
+        };
+        if !to.exists() {
+            std::fs::create_dir_all(to.parent().context("lib dir")?)?;
+            std::fs::copy(&lib, &to).with_context(|| format!("copy {}", lib.display()))?;
         }
     }
     Ok(())
@@ -215,8 +364,8 @@ echo "SONDE-VM done"
 poweroff -f
 "#;
 
-fn build_initramfs(bins: &[PathBuf]) -> Result<PathBuf> {
-    let rootfs = vm_dir().join("rootfs");
+fn build_initramfs(arch: Arch, bins: &[PathBuf], busybox: &Path) -> Result<PathBuf> {
+    let rootfs = vm_dir().join(format!("rootfs-{}", arch.debian()));
     let _ = std::fs::remove_dir_all(&rootfs);
     for d in [
         "bin",
@@ -230,21 +379,22 @@ fn build_initramfs(bins: &[PathBuf]) -> Result<PathBuf> {
     ] {
         std::fs::create_dir_all(rootfs.join(d))?;
     }
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).context("busybox-static is not installed")?;
+    std::fs::copy(busybox, rootfs.join("bin/busybox"))
+        .with_context(|| format!("no busybox at {} (busybox-static)", busybox.display()))?;
     std::fs::write(rootfs.join("init"), INIT)?;
     run_cmd(Command::new("chmod").arg("+x").arg(rootfs.join("init")))?;
     for b in bins {
         let name = b.file_name().context("binary name")?;
         let dst = rootfs.join("t/deps").join(name);
-        copy_with_libs(b, &dst, &rootfs)?;
-        strip_debug(&dst)?;
+        copy_with_libs(arch, b, &dst, &rootfs)?;
+        strip_debug(arch, &dst)?;
     }
-    let target_app = root().join("target/debug/target-app");
-    copy_with_libs(&target_app, &rootfs.join("t/target-app"), &rootfs)?;
-    copy_fixtures(&rootfs.join("t/fixtures"), &rootfs)?;
-    copy_with_libs(&root().join("target/debug/sonde"), &rootfs.join("t/sonde"), &rootfs)?;
-    strip_debug(&rootfs.join("t/sonde"))?;
-    let image = vm_dir().join("initramfs.cpio.gz");
+    let out = arch.out_dir();
+    copy_with_libs(arch, &out.join("target-app"), &rootfs.join("t/target-app"), &rootfs)?;
+    copy_fixtures(arch, &rootfs.join("t/fixtures"), &rootfs)?;
+    copy_with_libs(arch, &out.join("sonde"), &rootfs.join("t/sonde"), &rootfs)?;
+    strip_debug(arch, &rootfs.join("t/sonde"))?;
+    let image = vm_dir().join(format!("initramfs-{}.cpio.gz", arch.debian()));
     run_cmd(Command::new("sh").current_dir(&rootfs).arg("-c").arg(format!(
         "find . | cpio -o -H newc --quiet | gzip -1 > {}",
         image.display()
@@ -252,10 +402,10 @@ fn build_initramfs(bins: &[PathBuf]) -> Result<PathBuf> {
     Ok(image)
 }
 
-/// The probe-target fixtures sonde-tests' build script compiled (the newest
-/// build directory), copied with the libraries they need.
-fn copy_fixtures(dst: &Path, rootfs: &Path) -> Result<()> {
-    let build = root().join("target/debug/build");
+/// The probe-target fixtures sonde-tests' build script compiled for `arch`
+/// (the newest build directory), copied with the libraries they need.
+fn copy_fixtures(arch: Arch, dst: &Path, rootfs: &Path) -> Result<()> {
+    let build = arch.out_dir().join("build");
     let src = std::fs::read_dir(&build)?
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().starts_with("sonde-tests-"))
@@ -273,7 +423,9 @@ fn copy_fixtures(dst: &Path, rootfs: &Path) -> Result<()> {
         "fixture-semaphore",
         "fixture-hostile",
     ] {
-        copy_with_libs(&src.join(exe), &dst.join(exe), rootfs)?;
+        if src.join(exe).exists() {
+            copy_with_libs(arch, &src.join(exe), &dst.join(exe), rootfs)?;
+        }
     }
     Ok(())
 }
@@ -292,16 +444,28 @@ struct Report {
     log: String,
 }
 
-fn boot(name: &str, vmlinuz: &Path, initramfs: &Path) -> Result<Report> {
+fn boot(k: &Kernel, vmlinuz: &Path, initramfs: &Path) -> Result<Report> {
+    let name = k.name;
     let start = Instant::now();
-    let mut child = Command::new("qemu-system-x86_64")
+    // arm64: QEMU's `virt` board with a Cortex-A72 (ARMv8.0: no pointer
+    // authentication to emulate), its PL011 UART as console.
+    let (qemu, machine, console): (&str, &[&str], &str) = match k.arch {
+        Arch::Amd64 => ("qemu-system-x86_64", &[], "console=ttyS0"),
+        Arch::Arm64 => (
+            "qemu-system-aarch64",
+            &["-M", "virt", "-cpu", "cortex-a72"],
+            "console=ttyAMA0",
+        ),
+    };
+    let mut child = Command::new(qemu)
+        .args(machine)
         // One host thread runs both vCPUs (`thread=single`): with multi-threaded
         // TCG a vCPU can run stale translated code of the uprobe XOL page after
         // the kernel rewrote a slot for another thread's single-step, which
         // crashes traced multi-threaded programs in the guest only (measured: a
         // C program whose threads single-step different instructions crashed
         // 6 of 6 runs on 5.10 and 6.1 with MTTCG, 0 of 6 with thread=single,
-        // -smp 1, or on hardware).
+        // -smp 1, or on hardware). The same for both machines.
         .args([
             "-accel",
             "tcg,thread=single",
@@ -316,12 +480,12 @@ fn boot(name: &str, vmlinuz: &Path, initramfs: &Path) -> Result<Report> {
         .arg(vmlinuz)
         .arg("-initrd")
         .arg(initramfs)
-        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .args(["-append", &format!("{console} panic=-1 quiet")])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .context("cannot start qemu-system-x86_64")?;
+        .with_context(|| format!("cannot start {qemu}"))?;
     let stdout = child.stdout.take().context("qemu stdout")?;
     let reader = std::thread::spawn(move || {
         use std::io::Read;
@@ -396,29 +560,45 @@ fn boot(name: &str, vmlinuz: &Path, initramfs: &Path) -> Result<Report> {
     Ok(r)
 }
 
-/// Runs the matrix for `which` ("5.10", "6.1" or "all"); returns the tests passed
-/// and failed in all guests.
+/// Runs the matrix for `which` ("5.10", "6.1", "arm64-6.1" or "all"); returns
+/// the tests passed and failed in all guests.
 pub fn run(which: &str) -> Result<(u64, u64)> {
     let kernels: Vec<&Kernel> = KERNELS.iter().filter(|k| which == "all" || k.name == which).collect();
     if kernels.is_empty() {
-        bail!("unknown kernel {which}: use 5.10, 6.1 or all");
+        bail!("unknown kernel {which}: use 5.10, 6.1, arm64-6.1 or all");
     }
-    let bins = test_binaries()?;
-    let initramfs = build_initramfs(&bins)?;
     let start = Instant::now();
     let mut reports = Vec::new();
+    let mut built: Option<(Arch, PathBuf)> = None;
     for k in kernels {
         let vmlinuz = fetch_kernel(k)?;
+        let initramfs = match &built {
+            Some((arch, image)) if *arch == k.arch => image.clone(),
+            _ => {
+                let bins = test_binaries(k.arch)?;
+                let busybox = match k.arch {
+                    Arch::Amd64 => PathBuf::from("/bin/busybox"),
+                    _ => vmlinuz
+                        .parent()
+                        .and_then(Path::parent)
+                        .context("kernel root")?
+                        .join("bin/busybox"),
+                };
+                let image = build_initramfs(k.arch, &bins, &busybox)?;
+                built = Some((k.arch, image.clone()));
+                image
+            }
+        };
         println!("vm: booting {} ({})", k.name, vmlinuz.display());
-        reports.push(boot(k.name, &vmlinuz, &initramfs)?);
+        reports.push(boot(k, &vmlinuz, &initramfs)?);
     }
     println!(
-        "\n{:<8} {:<28} {:>7} {:>7} {:>7} {:<10} {:>8}",
+        "\n{:<10} {:<28} {:>7} {:>7} {:>7} {:<10} {:>8}",
         "kernel", "release", "passed", "failed", "skipped", "tier", "seconds"
     );
     for r in &reports {
         println!(
-            "{:<8} {:<28} {:>7} {:>7} {:>7} {:<10} {:>8.1}",
+            "{:<10} {:<28} {:>7} {:>7} {:>7} {:<10} {:>8.1}",
             r.kernel,
             r.release,
             r.passed,
@@ -451,10 +631,14 @@ pub fn run(which: &str) -> Result<(u64, u64)> {
     ))
 }
 
-/// Installs QEMU, busybox-static and cpio if missing.
+/// Installs QEMU (both machines), busybox-static, cpio and the arm64 cross
+/// compilers if missing.
 pub fn setup() -> Result<()> {
     let missing: Vec<&str> = [
         ("qemu-system-x86_64", "qemu-system-x86"),
+        ("qemu-system-aarch64", "qemu-system-arm"),
+        ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
+        ("aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu"),
         ("/bin/busybox", "busybox-static"),
         ("cpio", "cpio"),
     ]
