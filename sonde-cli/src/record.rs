@@ -474,7 +474,8 @@ pub const CGROUP_IDS: u32 = 4096;
 /// Stacks taken at a function's first instruction miss its direct caller:
 /// the kernel walks frame pointers, and the function has not pushed its own
 /// frame yet, so the walk goes from the caller's frame to the caller's caller.
-/// The program keeps the return address at the stack pointer as `caller - ip`;
+/// The program keeps the return address (at the stack pointer on x86-64, in
+/// the link register on arm64) as `caller - ip`;
 /// when the caller is in the probed function's own file (the common case),
 /// its file offset is frame 0's plus that: the same in every process, with
 /// no process maps needed after the process exits. `None` without a delta.

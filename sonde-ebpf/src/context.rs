@@ -22,6 +22,9 @@ mod regs {
     pub const RETURN_SP_DELTA: u64 = 0;
     /// Go's current goroutine (`g`) under its register ABI: R28.
     pub const G: usize = 28;
+    /// Where a function's return address is at its first instruction: the
+    /// link register, x30.
+    pub const LINK: Option<usize> = Some(30);
 }
 
 /// Register slots (in u64 units) of the kernel's saved user registers.
@@ -44,6 +47,9 @@ mod regs {
     pub const RETURN_SP_DELTA: u64 = 8;
     /// Go's current goroutine (`g`) under its register ABI (Go 1.17+): R14.
     pub const G: usize = 1;
+    /// Where a function's return address is at its first instruction: on the
+    /// stack, at the stack pointer (`call` pushed it); no register.
+    pub const LINK: Option<usize> = None;
 }
 
 /// The stack pointer a function had at its entry, from registers saved at its
@@ -225,6 +231,22 @@ pub struct ProbeContext {
 
 impl ProbeContext {
     common_context!();
+
+    /// At a function's first instruction, the address it will return to:
+    /// the word at the stack pointer on x86-64 (`call` pushed it), the link
+    /// register (x30) on arm64. What a stack walk by frame pointers misses
+    /// there (the function has not saved its frame yet). `None` when the
+    /// stack cannot be read. Elsewhere in a function, not its return address.
+    ///
+    /// Kernel: Linux 5.5 (`bpf_probe_read_user`; arm64: any).
+    #[inline(always)]
+    pub fn entry_return_address(&self) -> Option<u64> {
+        match regs::LINK {
+            Some(link) => Some(read_reg(self.regs, link)),
+            // SAFETY: the helper reads user memory and fails softly.
+            None => unsafe { helpers::probe_read_user(self.sp() as usize as *const u64) }.ok(),
+        }
+    }
 
     /// The first six register arguments, raw, each read at its constant
     /// offset. To pick one by a run-time index, pick from this array: the

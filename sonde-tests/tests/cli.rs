@@ -340,3 +340,42 @@ fn check_intervals(out: &str) {
     assert_eq!(sums, totals);
     assert_eq!(totals.get("fx_sleep_ms"), Some(&3));
 }
+
+/// #31, #30: the static binary `cargo xtask dist` makes for this machine
+/// (`SONDE_DIST_BIN`: the guests carry it; x86-64's also runs alone in an
+/// empty root during dist) counts exactly, on every tier this kernel has, and
+/// leaves nothing attached.
+#[test]
+fn the_static_dist_binary_counts_exactly_on_every_tier() {
+    let _s = serial();
+    require_root();
+    let Some(bin) = std::env::var_os("SONDE_DIST_BIN") else {
+        sonde_tests::skip(
+            "the dist binary",
+            "SONDE_DIST_BIN is unset (the guests set it; on the host dist checks its own run)",
+        );
+        return;
+    };
+    let before = link_count();
+    let pie = fixture_arg("fixture-pie");
+    for tier in Tier::ALL.into_iter().filter(|t| tier_supported(*t)) {
+        let mut child = Command::new(&bin)
+            .args(["count", "--json", "--tier", tier.name(), &pie, "fx_*", "--", &pie])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the dist binary");
+        let _ = std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), b"go\n");
+        let out = child.wait_with_output().expect("wait");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{tier}: {stderr}");
+        let report = json(&stdout);
+        assert_eq!(report["tier"], tier.name(), "{report}");
+        assert_eq!(counts(&report), owned(&FX_COUNTS), "{tier}: {report}");
+    }
+    assert_eq!(link_count(), before, "every link detached");
+}

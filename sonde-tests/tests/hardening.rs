@@ -116,12 +116,21 @@ fn resolving_while_a_symlink_flips_pairs_each_path_with_its_own_offsets() {
                 std::os::unix::fs::symlink(to, &tmp).expect("symlink");
                 std::fs::rename(&tmp, &link).expect("rename");
                 n += 1;
+                // Never starve the resolver (in a guest the vCPUs share one
+                // host thread).
+                std::thread::yield_now();
             }
             n
         })
     };
     let mut seen = BTreeMap::<PathBuf, u32>::new();
-    for _ in 0..1_500 {
+    // Emulated guests resolve ~10x slower: fewer rounds there.
+    let rounds = if std::env::var_os("SONDE_GUEST").is_some() {
+        200
+    } else {
+        1_500
+    };
+    for _ in 0..rounds {
         let set = fx(&link);
         let offsets: Vec<u64> = set.iter().map(|f| f.file_offset).collect();
         let want = truth
@@ -233,8 +242,14 @@ fn every_location_kind_is_proven_to_start_an_instruction() {
     let e = refused(Target::symbol(&pie, "deregister_tm_clones").at_offset(0x1000));
     assert!(matches!(e, TargetError::OffsetOutsideSymbol { .. }), "{e}");
     // Not code at all (the ELF header), or code no symbol covers (the PLT).
+    // (arm64's linker maps the ELF header into the executable segment: there
+    // it is code no symbol covers, refused as unverifiable.)
     let e = refused(Target::file_offset(&pie, 0));
-    assert!(matches!(e, TargetError::NotCode { .. }), "{e}");
+    assert!(
+        matches!(e, TargetError::NotCode { .. })
+            || cfg!(target_arch = "aarch64") && matches!(e, TargetError::Unverifiable { .. }),
+        "{e}"
+    );
     let plt = plt_offset(&pie) + 16;
     let e = refused(Target::file_offset(&pie, plt));
     assert!(matches!(e, TargetError::Unverifiable { .. }), "{e}");

@@ -176,6 +176,12 @@ fn go_programs_never_get_a_return_probe() {
         let mut full = args.clone();
         full.extend(["--", go.as_str()]);
         let (code, out, err) = run_sonde(&full);
+        if cfg!(target_arch = "aarch64") {
+            // arm64: refused by name (data between Go's instructions).
+            assert!(code != 0 && err.contains("not found on arm64"), "{args:?}: {err}");
+            assert_eq!(link_count(), before, "{args:?}");
+            continue;
+        }
         assert_eq!(code, 0, "{args:?}: {err}");
         assert!(
             out.lines().any(|l| l.trim() == "4024"),

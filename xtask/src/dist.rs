@@ -2,7 +2,8 @@
 //! binary (release, static: musl, no interpreter, no shared library, so it
 //! runs on any distribution, glibc 2.31 included), its man pages and shell
 //! completions, a tarball of them with the systemd unit and example config,
-//! and a Debian package that lintian accepts without errors.
+//! and a Debian package that lintian accepts without errors; the same for
+//! arm64 (`target/dist/arm64/sonde`, `sonde_VERSION_arm64.deb`), cross-built.
 //!
 //! The static build: std for `x86_64-unknown-linux-musl` is built from the
 //! library source of the eBPF build's rustc (`-Z build-std`), linked by
@@ -106,34 +107,118 @@ pub fn run() -> Result<()> {
     run_cmd(Command::new("strip").arg("--strip-unneeded").arg(&binary))?;
     check_alone(&binary, &dist)?;
 
-    // Man pages and completions, from the binary's own clap definitions.
+    // Man pages and completions, from the binary's own clap definitions (the
+    // same for every machine: made once, by the binary that runs here).
     let man = dist.join("man");
     run_cmd(Command::new(&binary).arg("man").arg(&man))?;
-    let completion = |shell: &str| -> Result<Vec<u8>> {
+    let mut completions = Vec::new();
+    for (shell, path) in [
+        ("bash", "share/bash-completion/completions/sonde"),
+        ("zsh", "share/zsh/vendor-completions/_sonde"),
+        ("fish", "share/fish/vendor_completions.d/sonde.fish"),
+    ] {
         let out = Command::new(&binary).args(["completions", shell]).output()?;
         if !out.status.success() {
             bail!("sonde completions {shell} failed");
         }
-        Ok(out.stdout)
-    };
-    let completions = [
-        ("bash", "share/bash-completion/completions/sonde"),
-        ("zsh", "share/zsh/vendor-completions/_sonde"),
-        ("fish", "share/fish/vendor_completions.d/sonde.fish"),
-    ];
+        completions.push((path, out.stdout));
+    }
     let mut pages: Vec<PathBuf> = std::fs::read_dir(&man)?.flatten().map(|e| e.path()).collect();
     pages.sort();
+    let extras = Extras { pages, completions };
 
+    let (tarball, deb) = package(&dist, &version, &binary, Machine::X86_64, &extras)?;
+    let size = std::fs::metadata(&binary)?.len();
+    let needs = depends(&binary)?;
+    println!(
+        "dist: {} ({:.1} MiB, {}), {}, {}",
+        binary.display(),
+        size as f64 / (1 << 20) as f64,
+        if needs.is_empty() {
+            "static: needs no shared library".to_string()
+        } else {
+            format!("needs {needs}")
+        },
+        tarball.display(),
+        deb.display(),
+    );
+
+    // arm64: the same, cross-built (its run is checked in the arm64 guest,
+    // `cargo xtask vm --kernel arm64-6.1`, which carries it).
+    let arm = static_binary_arm64()?;
+    let arm_dir = dist.join("arm64");
+    std::fs::create_dir_all(&arm_dir)?;
+    let arm_binary = arm_dir.join("sonde");
+    std::fs::copy(&arm, &arm_binary)?;
+    run_cmd(
+        Command::new("aarch64-linux-gnu-strip")
+            .arg("--strip-unneeded")
+            .arg(&arm_binary),
+    )?;
+    let (tarball, deb) = package(&dist, &version, &arm_binary, Machine::Arm64, &extras)?;
+    println!(
+        "dist: {} ({:.1} MiB, static), {}, {}; all in {:.0} s",
+        arm_binary.display(),
+        std::fs::metadata(&arm_binary)?.len() as f64 / (1 << 20) as f64,
+        tarball.display(),
+        deb.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A machine sonde is packaged for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Machine {
+    X86_64,
+    Arm64,
+}
+
+impl Machine {
+    /// The name in the tarball's (Rust's).
+    fn rust(self) -> &'static str {
+        match self {
+            Machine::X86_64 => "x86_64",
+            Machine::Arm64 => "aarch64",
+        }
+    }
+
+    /// Debian's.
+    fn debian(self) -> &'static str {
+        match self {
+            Machine::X86_64 => "amd64",
+            Machine::Arm64 => "arm64",
+        }
+    }
+
+    /// How the binary is static, for lintian's override.
+    fn libc(self) -> &'static str {
+        match self {
+            Machine::X86_64 => "musl",
+            Machine::Arm64 => "glibc, static",
+        }
+    }
+}
+
+/// What every package holds beside the binary.
+struct Extras {
+    pages: Vec<PathBuf>,
+    completions: Vec<(&'static str, Vec<u8>)>,
+}
+
+/// The tarball and the Debian package of `binary` for `machine`, checked
+/// (the package's files by dpkg, the package by lintian).
+fn package(dist: &Path, version: &str, binary: &Path, machine: Machine, extras: &Extras) -> Result<(PathBuf, PathBuf)> {
     // The tree both the tarball and the package hold, under a prefix.
     let lay_out = |prefix: &Path, etc: &Path| -> Result<()> {
-        write(&prefix.join("bin/sonde"), &std::fs::read(&binary)?, 0o755)?;
-        for page in &pages {
+        write(&prefix.join("bin/sonde"), &std::fs::read(binary)?, 0o755)?;
+        for page in &extras.pages {
             let name = page.file_name().context("page name")?.to_string_lossy().into_owned();
             let gz = gzip(&std::fs::read(page)?)?;
             write(&prefix.join("share/man/man1").join(format!("{name}.gz")), &gz, 0o644)?;
         }
-        for (shell, path) in completions {
-            write(&prefix.join(path), &completion(shell)?, 0o644)?;
+        for (path, script) in &extras.completions {
+            write(&prefix.join(path), script, 0o644)?;
         }
         let doc = prefix.join("share/doc/sonde");
         write(
@@ -151,8 +236,7 @@ pub fn run() -> Result<()> {
     };
 
     // The tarball: sonde-VERSION-x86_64/{bin,share,lib}.
-    let arch = std::env::consts::ARCH;
-    let name = format!("sonde-{version}-{arch}");
+    let name = format!("sonde-{version}-{}", machine.rust());
     let tree = dist.join(&name);
     lay_out(&tree, &tree.join("lib"))?;
     write(
@@ -166,17 +250,13 @@ pub fn run() -> Result<()> {
             .args(["--owner=0", "--group=0", "-czf"])
             .arg(&tarball)
             .arg("-C")
-            .arg(&dist)
+            .arg(dist)
             .arg(&name),
     )?;
 
     // The Debian package.
-    let deb_arch = match arch {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    let staging = dist.join("deb");
+    let deb_arch = machine.debian();
+    let staging = dist.join(format!("deb-{deb_arch}"));
     lay_out(&staging.join("usr"), &staging.join("usr/lib"))?;
     let changelog = format!(
         "sonde ({version}) unstable; urgency=medium\n\n  * Built by cargo xtask dist.\n\n -- sonde developers <sonde@example.invalid>  Fri, 04 Dec 2026 00:00:00 +0000\n"
@@ -189,8 +269,12 @@ pub fn run() -> Result<()> {
     // Static on purpose: one binary for every distribution, glibc 2.31 too.
     write(
         &staging.join("usr/share/lintian/overrides/sonde"),
-        b"# One static binary (musl) that runs on every distribution sonde supports.\n\
-          sonde: statically-linked-binary [usr/bin/sonde]\n",
+        format!(
+            "# One static binary ({}) that runs on every distribution sonde supports.\n\
+             sonde: statically-linked-binary [usr/bin/sonde]\n",
+            machine.libc()
+        )
+        .as_bytes(),
         0o644,
     )?;
     let size_kib = dir_size(&staging.join("usr"))? / 1024;
@@ -203,7 +287,7 @@ pub fn run() -> Result<()> {
          Go) with one eBPF program attached to many functions, told apart by BPF\n \
          cookies, on the best mechanism the kernel has (Linux 5.10 and later). It\n \
          includes a Prometheus exporter (sonde serve) for fleets.\n",
-        depends = match depends(&binary)? {
+        depends = match depends(binary)? {
             d if d.is_empty() => String::new(),
             d => format!("Depends: {d}\n"),
         },
@@ -247,22 +331,37 @@ pub fn run() -> Result<()> {
     if !lintian.status.success() {
         bail!("lintian found errors in {}", deb.display());
     }
-    let size = std::fs::metadata(&binary)?.len();
-    let needs = depends(&binary)?;
-    println!(
-        "dist: {} ({:.1} MiB, {}), {}, {} in {:.0} s",
-        binary.display(),
-        size as f64 / (1 << 20) as f64,
-        if needs.is_empty() {
-            "static: needs no shared library".to_string()
-        } else {
-            format!("needs {needs}")
-        },
-        tarball.display(),
-        deb.display(),
-        start.elapsed().as_secs_f64()
-    );
-    Ok(())
+    Ok((tarball, deb))
+}
+
+/// The arm64 binary: `aarch64-unknown-linux-gnu` with std built from source
+/// and glibc linked statically (`+crt-static`: a static PIE, no interpreter;
+/// Debian has no arm64 musl cross compiler), by `aarch64-linux-gnu-gcc`.
+/// sonde calls nothing of glibc that needs its shared objects at run time
+/// (no NSS, no `dlopen` reached: the ifunc lookup asks only libraries mapped
+/// in sonde itself, and a static sonde maps none).
+fn static_binary_arm64() -> Result<PathBuf> {
+    let rustc = crate::setup::rustc_with_source().context("no rustc with library source: run `cargo xtask setup`")?;
+    let target = "aarch64-unknown-linux-gnu";
+    let target_dir = root().join("target/aarch64-dist");
+    run_cmd(
+        cargo()
+            .args(["build", "--release", "-p", "sonde-cli", "--target", target])
+            .args(["-Z", "build-std=std,panic_abort"])
+            .env("RUSTC_BOOTSTRAP", "1")
+            .env("RUSTC", &rustc)
+            .env("CC_aarch64_unknown_linux_gnu", "aarch64-linux-gnu-gcc")
+            .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER", "aarch64-linux-gnu-gcc")
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .env("CARGO_TARGET_DIR", &target_dir),
+    )?;
+    let built = target_dir.join(target).join("release/sonde");
+    let headers = Command::new("readelf").arg("-ld").arg(&built).output()?;
+    let headers = String::from_utf8_lossy(&headers.stdout);
+    if headers.contains("INTERP") || headers.contains("(NEEDED)") {
+        bail!("{} is not static:\n{headers}", built.display());
+    }
+    Ok(built)
 }
 
 /// The musl target sonde is built for, for this machine's architecture.

@@ -99,7 +99,17 @@ const KERNELS: [Kernel; 3] = [
     },
 ];
 
-const TIMEOUT: Duration = Duration::from_secs(900);
+impl Arch {
+    /// The longest one guest may run: TCG emulating arm64 on x86-64 is
+    /// several times slower than emulating x86-64 (measured: the same tests
+    /// 4-5x slower in debug builds).
+    fn timeout(self) -> Duration {
+        match self {
+            Arch::Amd64 => Duration::from_secs(900),
+            Arch::Arm64 => Duration::from_secs(2400),
+        }
+    }
+}
 
 fn vm_dir() -> PathBuf {
     root().join("target/vm")
@@ -222,7 +232,11 @@ fn cargo_for(arch: Arch, args: &[&str]) -> Result<Command> {
                 format!("CARGO_TARGET_{}_LINKER", target.to_uppercase().replace('-', "_")),
                 &gcc,
             )
-            .env("CARGO_TARGET_DIR", arch.target_dir());
+            .env("CARGO_TARGET_DIR", arch.target_dir())
+            // Emulated arm64 runs several times slower than emulated x86-64:
+            // optimised code (std included, which `-Z build-std` otherwise
+            // builds unoptimised) keeps the guest's run within its budget.
+            .env("CARGO_PROFILE_DEV_OPT_LEVEL", "1");
     }
     Ok(cmd)
 }
@@ -352,6 +366,8 @@ mount -t bpf bpf /sys/fs/bpf 2>/dev/null
 # Loopback up: `sonde serve`'s tests talk HTTP on 127.0.0.1.
 ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
 export SONDE_FIXTURES=/t/fixtures SONDE_BIN=/t/sonde SONDE_GUEST=1
+# The static binary `cargo xtask dist` made for this machine, when it did.
+[ -x /t/sonde-dist ] && export SONDE_DIST_BIN=/t/sonde-dist
 # The guest emulates every instruction (TCG): a tenth of the host's fuzz budget.
 export SONDE_FUZZ_INPUTS=2000
 echo "SONDE-VM release $(uname -r)"
@@ -394,6 +410,15 @@ fn build_initramfs(arch: Arch, bins: &[PathBuf], busybox: &Path) -> Result<PathB
     copy_fixtures(arch, &rootfs.join("t/fixtures"), &rootfs)?;
     copy_with_libs(arch, &out.join("sonde"), &rootfs.join("t/sonde"), &rootfs)?;
     strip_debug(arch, &rootfs.join("t/sonde"))?;
+    // `cargo xtask test` runs dist before the guests: its static binary for
+    // this machine is checked in them (sonde-tests' cli.rs).
+    let dist = match arch {
+        Arch::Amd64 => root().join("target/dist/sonde"),
+        Arch::Arm64 => root().join("target/dist/arm64/sonde"),
+    };
+    if dist.exists() {
+        std::fs::copy(&dist, rootfs.join("t/sonde-dist"))?;
+    }
     let image = vm_dir().join(format!("initramfs-{}.cpio.gz", arch.debian()));
     run_cmd(Command::new("sh").current_dir(&rootfs).arg("-c").arg(format!(
         "find . | cpio -o -H newc --quiet | gzip -1 > {}",
@@ -487,11 +512,22 @@ fn boot(k: &Kernel, vmlinuz: &Path, initramfs: &Path) -> Result<Report> {
         .spawn()
         .with_context(|| format!("cannot start {qemu}"))?;
     let stdout = child.stdout.take().context("qemu stdout")?;
+    // The guest's output, kept as it comes in target/vm/<kernel>.log (to
+    // follow a long run: `tail -f`) and returned whole at the end.
+    let live = vm_dir().join(format!("{name}.log"));
     let reader = std::thread::spawn(move || {
-        use std::io::Read;
+        use std::io::{BufRead, Write};
         let mut s = String::new();
-        let mut r = stdout;
-        let _ = r.read_to_string(&mut s);
+        let mut file = std::fs::File::create(&live).ok();
+        let mut r = std::io::BufReader::new(stdout);
+        let mut buf = Vec::new();
+        while r.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+            if let Some(f) = file.as_mut() {
+                let _ = f.write_all(&buf);
+            }
+            s.push_str(&String::from_utf8_lossy(&buf));
+            buf.clear();
+        }
         s
     });
     let mut timed_out = false;
@@ -499,7 +535,7 @@ fn boot(k: &Kernel, vmlinuz: &Path, initramfs: &Path) -> Result<Report> {
         if child.try_wait()?.is_some() {
             break;
         }
-        if start.elapsed() > TIMEOUT {
+        if start.elapsed() > k.arch.timeout() {
             let _ = child.kill();
             let _ = child.wait();
             timed_out = true;
@@ -553,7 +589,7 @@ fn boot(k: &Kernel, vmlinuz: &Path, initramfs: &Path) -> Result<Report> {
     }
     r.ok &= done && r.failed == 0 && r.passed > 0;
     if timed_out {
-        r.log = format!("timed out after {TIMEOUT:?}\n{log}");
+        r.log = format!("timed out after {:?}\n{log}", k.arch.timeout());
     } else {
         r.log = log;
     }
@@ -567,14 +603,16 @@ pub fn run(which: &str) -> Result<(u64, u64)> {
     if kernels.is_empty() {
         bail!("unknown kernel {which}: use 5.10, 6.1, arm64-6.1 or all");
     }
-    let start = Instant::now();
-    let mut reports = Vec::new();
-    let mut built: Option<(Arch, PathBuf)> = None;
-    for k in kernels {
+    // Every guest's kernel and initramfs first (one initramfs per machine),
+    // then each machine's guests one after another, the machines side by
+    // side: each guest runs on one host thread (`thread=single`), so the
+    // arm64 guests take the second core while the x86-64 ones run.
+    let mut booted: Vec<(&Kernel, PathBuf, PathBuf)> = Vec::new();
+    for k in &kernels {
         let vmlinuz = fetch_kernel(k)?;
-        let initramfs = match &built {
-            Some((arch, image)) if *arch == k.arch => image.clone(),
-            _ => {
+        let initramfs = match booted.iter().find(|(o, _, _)| o.arch == k.arch) {
+            Some((_, _, image)) => image.clone(),
+            None => {
                 let bins = test_binaries(k.arch)?;
                 let busybox = match k.arch {
                     Arch::Amd64 => PathBuf::from("/bin/busybox"),
@@ -584,14 +622,34 @@ pub fn run(which: &str) -> Result<(u64, u64)> {
                         .context("kernel root")?
                         .join("bin/busybox"),
                 };
-                let image = build_initramfs(k.arch, &bins, &busybox)?;
-                built = Some((k.arch, image.clone()));
-                image
+                build_initramfs(k.arch, &bins, &busybox)?
             }
         };
-        println!("vm: booting {} ({})", k.name, vmlinuz.display());
-        reports.push(boot(k, &vmlinuz, &initramfs)?);
+        booted.push((k, vmlinuz, initramfs));
     }
+    let start = Instant::now();
+    let mut reports: Vec<Report> = std::thread::scope(|s| {
+        let per_arch: Vec<_> = [Arch::Amd64, Arch::Arm64]
+            .into_iter()
+            .map(|arch| {
+                let mine: Vec<&(&Kernel, PathBuf, PathBuf)> = booted.iter().filter(|b| b.0.arch == arch).collect();
+                s.spawn(move || -> Result<Vec<Report>> {
+                    let mut out = Vec::new();
+                    for (k, vmlinuz, initramfs) in mine {
+                        println!("vm: booting {} ({})", k.name, vmlinuz.display());
+                        out.push(boot(k, vmlinuz, initramfs)?);
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for h in per_arch {
+            all.extend(h.join().map_err(|_| anyhow::anyhow!("a guest thread panicked"))??);
+        }
+        Ok::<_, anyhow::Error>(all)
+    })?;
+    reports.sort_by_key(|r| KERNELS.iter().position(|k| k.name == r.kernel));
     println!(
         "\n{:<10} {:<28} {:>7} {:>7} {:>7} {:<10} {:>8}",
         "kernel", "release", "passed", "failed", "skipped", "tier", "seconds"

@@ -443,14 +443,14 @@ fn key_text(text: &mut [u64; BY_TEXT / 8], p: u64) -> u64 {
     }
 }
 
-/// The return address at the stack pointer less the probed address (see
+/// The return address at a function's entry (at the stack pointer on x86-64,
+/// in the link register on arm64) less the probed address (see
 /// `record::caller_frame`), 0 when unreadable.
 #[inline(always)]
 fn caller_delta(ctx: &ProbeContext) -> u64 {
-    // SAFETY: the helper checks the user address.
-    match unsafe { sonde_ebpf::helpers::probe_read_user(ctx.sp() as *const u64) } {
-        Ok(ret) => ret.wrapping_sub(ctx.ip()),
-        Err(_) => 0,
+    match ctx.entry_return_address() {
+        Some(ret) => ret.wrapping_sub(ctx.ip()),
+        None => 0,
     }
 }
 
