@@ -173,7 +173,7 @@ impl EbpfCrate {
         println!("cargo:rerun-if-env-changed=SONDE_BPF_RUSTC");
         let toolchain = Toolchain::find()?;
         let target_dir = shared_target_dir(&out_dir).join("bpf");
-        let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into());
+        let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| std::env::consts::ARCH.into());
         let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
 
         let mut cmd = Command::new(cargo);

@@ -105,6 +105,7 @@ fn resolving_while_a_symlink_flips_pairs_each_path_with_its_own_offsets() {
     let link = dir.join("app");
     std::os::unix::fs::symlink(&pie, &link).expect("symlink");
     let stop = Arc::new(AtomicBool::new(false));
+    let guest = std::env::var_os("SONDE_GUEST").is_some();
     let flipper = {
         let (stop, link, dir) = (Arc::clone(&stop), link.clone(), dir.clone());
         std::thread::spawn(move || {
@@ -116,20 +117,21 @@ fn resolving_while_a_symlink_flips_pairs_each_path_with_its_own_offsets() {
                 std::os::unix::fs::symlink(to, &tmp).expect("symlink");
                 std::fs::rename(&tmp, &link).expect("rename");
                 n += 1;
-                // Never starve the resolver (in a guest the vCPUs share one
-                // host thread).
-                std::thread::yield_now();
+                // In a guest both vCPUs share one host thread: a rename
+                // preempted mid-way holds the resolver's path walk until the
+                // flipper's vCPU runs again (measured on arm64: 200
+                // resolutions of 0.1 s each not done in 3 minutes with
+                // back-to-back flips). A pause per flip there; none on the host.
+                if guest {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
             }
             n
         })
     };
     let mut seen = BTreeMap::<PathBuf, u32>::new();
     // Emulated guests resolve ~10x slower: fewer rounds there.
-    let rounds = if std::env::var_os("SONDE_GUEST").is_some() {
-        200
-    } else {
-        1_500
-    };
+    let rounds = if guest { 200 } else { 1_500 };
     for _ in 0..rounds {
         let set = fx(&link);
         let offsets: Vec<u64> = set.iter().map(|f| f.file_offset).collect();

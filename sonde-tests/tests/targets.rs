@@ -162,7 +162,17 @@ fn demangled_names_cpp_overloads_and_rust_v0_and_legacy() {
         .resolve()
         .expect("legacy");
     assert_eq!(names(&legacy), ["target_app::workload::Counter::bump"]);
-    assert!(legacy.iter().all(|f| f.name.starts_with("_ZN")), "legacy manglings");
+    // target-app is mangled as its compiler chooses: legacy with this host's
+    // rustup stable; the arm64 cross build's rustc (1.96, rustc-web) mangles
+    // v0, which fixture-rs covers.
+    if legacy.iter().all(|f| f.name.starts_with("_R")) {
+        sonde_tests::skip(
+            "legacy Rust manglings",
+            "target-app was built with v0 manglings (this rustc's default)",
+        );
+    } else {
+        assert!(legacy.iter().all(|f| f.name.starts_with("_ZN")), "legacy manglings");
+    }
 }
 
 #[test]

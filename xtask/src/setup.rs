@@ -167,6 +167,11 @@ pub fn run() -> Result<()> {
         // one static binary is linked against musl by musl-gcc.
         ("/usr/bin/lintian", "lintian"),
         ("/usr/bin/musl-gcc", "musl-tools"),
+        // arm64: the cross compilers (dist's static arm64 binary, the arm64
+        // guest's tests and fixtures) and the emulator the guest boots on.
+        ("/usr/bin/aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
+        ("/usr/bin/aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu"),
+        ("/usr/bin/qemu-system-aarch64", "qemu-system-arm"),
     ];
     let missing: Vec<&str> = peer_tools
         .iter()

@@ -186,6 +186,11 @@ pub(super) fn check_usdt_site(table: &SymbolTable, u: &usdt::UsdtProbe) -> Resul
         binary: table.path().to_path_buf(),
         reason,
     };
+    // Inside an instruction first: the more basic fault, and on arm64 (fixed
+    // 4-byte instructions) a site that is not aligned cannot hold the nop.
+    if let Some((f, extent)) = table.function_holding(u.address) {
+        check_boundary(table, f, extent, u.address - f.address).map_err(|e| refuse(e.to_string()))?;
+    }
     let nop = host::USDT_NOP;
     match table.bytes_at(u.file_offset, nop.len() as u64) {
         Some(b) if b == nop => {}
@@ -201,9 +206,6 @@ pub(super) fn check_usdt_site(table: &SymbolTable, u: &usdt::UsdtProbe) -> Resul
                 u.file_offset
             )))
         }
-    }
-    if let Some((f, extent)) = table.function_holding(u.address) {
-        check_boundary(table, f, extent, u.address - f.address).map_err(|e| refuse(e.to_string()))?;
     }
     if let Some(sem) = u.semaphore {
         if sem.saturating_add(2) > table.file_size() {
