@@ -52,27 +52,36 @@ pub(crate) fn c_entry_skip(code: &[u8], address: u64) -> u64 {
     if !matches!(rest, [0x50..=0x57, ..] | [0x41, 0x50..=0x57, ..]) && !rest.starts_with(&NOP5) {
         return 0;
     }
-    let landing = address + 1..=address + ENDBR64.len() as u64;
+    if branch_lands(code, address, address + 1..=address + ENDBR64.len() as u64, true) {
+        return 0;
+    }
+    ENDBR64.len() as u64
+}
+
+/// Whether a branch of `code` (a function's body at `address`) may land in
+/// `landing`: a direct branch (jmp, jcc, call, loop, jrcxz: they carry their
+/// target) that does, any indirect jump when `indirect` (its targets are not
+/// in the code), or bytes that do not decode (unproven is refused).
+fn branch_lands(code: &[u8], address: u64, landing: std::ops::RangeInclusive<u64>, indirect: bool) -> bool {
     let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
     let mut insn = iced_x86::Instruction::default();
     while decoder.can_decode() {
         decoder.decode_out(&mut insn);
         if insn.is_invalid() {
-            return 0;
+            return true;
         }
-        // Direct branches (jmp, jcc, call, loop, jrcxz) carry their target.
         let direct = matches!(
             insn.op0_kind(),
             OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
         );
         if direct && landing.contains(&insn.near_branch_target()) {
-            return 0;
+            return true;
         }
-        if !direct && insn.mnemonic() == Mnemonic::Jmp {
-            return 0;
+        if indirect && !direct && insn.mnemonic() == Mnemonic::Jmp {
+            return true;
         }
     }
-    ENDBR64.len() as u64
+    false
 }
 
 /// Bytes an entry probe of a Go function skips (x86-64): its stack check,
@@ -148,20 +157,8 @@ pub(crate) fn go_entry_skip(code: &[u8], address: u64) -> u64 {
         }
     }
     let Some(after) = after else { return 0 };
-    let landing = address + 1..=after;
-    let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
-    while decoder.can_decode() {
-        decoder.decode_out(&mut insn);
-        let direct = matches!(
-            insn.op0_kind(),
-            OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
-        );
-        if direct && landing.contains(&insn.near_branch_target()) {
-            return 0;
-        }
-        if !direct && insn.mnemonic() == Mnemonic::Jmp {
-            return 0;
-        }
+    if branch_lands(code, address, address + 1..=after, true) {
+        return 0;
     }
     after - address
 }
@@ -228,22 +225,7 @@ fn gpr64(r: iced_x86::Register) -> bool {
 /// Whether a direct branch (jmp, jcc, call, loop, jrcxz) of `code` (at
 /// `address`) lands on `target`, or `code` cannot be decoded.
 pub(crate) fn direct_branch_to(code: &[u8], address: u64, target: u64) -> bool {
-    let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
-    let mut insn = iced_x86::Instruction::default();
-    while decoder.can_decode() {
-        decoder.decode_out(&mut insn);
-        if insn.is_invalid() {
-            return true;
-        }
-        let direct = matches!(
-            insn.op0_kind(),
-            OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
-        );
-        if direct && insn.near_branch_target() == target {
-            return true;
-        }
-    }
-    false
+    branch_lands(code, address, target..=target, false)
 }
 
 /// Why the kernel's x86-64 uprobe code would refuse the instruction at the
