@@ -45,11 +45,34 @@ fn expected() -> BTreeMap<String, u64> {
 }
 
 /// A scratch directory under the fixtures (same filesystem: hard links work).
-fn scratch(name: &str) -> PathBuf {
+/// A scratch directory beside the fixtures (hard links to them need the same
+/// file system), removed when the test ends, passed or not: nothing is left
+/// in the fixtures (the guests' initramfs copies them).
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // The whole tree made for it (a name with `/` makes several levels).
+        if let Ok(rest) = self.0.strip_prefix(fixtures()) {
+            if let Some(top) = rest.components().next() {
+                let _ = std::fs::remove_dir_all(fixtures().join(top));
+            }
+        }
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     let d = fixtures().join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("scratch dir");
-    d
+    Scratch(d)
 }
 
 #[test]
@@ -107,7 +130,7 @@ fn resolving_while_a_symlink_flips_pairs_each_path_with_its_own_offsets() {
     let stop = Arc::new(AtomicBool::new(false));
     let guest = std::env::var_os("SONDE_GUEST").is_some();
     let flipper = {
-        let (stop, link, dir) = (Arc::clone(&stop), link.clone(), dir.clone());
+        let (stop, link, dir) = (Arc::clone(&stop), link.clone(), dir.to_path_buf());
         std::thread::spawn(move || {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -440,5 +463,4 @@ fn the_symbol_cache_stays_bounded() {
     // The most recent table is still cached and answers the same.
     let last = dir.join(format!("app-{}", sonde::resolve::cache::CAPACITY + 7));
     assert_eq!(fx(&last).len(), CALLS.len());
-    let _ = std::fs::remove_dir_all(&dir);
 }
