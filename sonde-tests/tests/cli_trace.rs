@@ -372,30 +372,47 @@ fn count_by_stack_writes_folded_stacks_and_a_flame_graph() {
     std::fs::create_dir_all(&dir).expect("dir");
     let (folded, svg) = (dir.join("stacks.folded"), dir.join("stacks.svg"));
     let (f, s) = (folded.to_string_lossy(), svg.to_string_lossy());
-    let (code, _, err) = sonde(&[
-        "count",
-        "--by",
-        "stack",
-        "--folded",
-        &f,
-        "--flamegraph",
-        &s,
-        &app,
-        "stack_*",
-        "--",
-        &app,
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let text = std::fs::read_to_string(&folded).expect("folded");
-    // Below main: the C runtime's frames, whatever this libc names them.
-    let mut lines: Vec<String> = text
-        .lines()
-        .map(|l| {
-            l.split_once(";main;")
-                .map_or(l.to_string(), |(_, rest)| format!("main;{rest}"))
-        })
-        .collect();
-    lines.sort();
+    // The kernel may refuse a stack now and then (its stack map answers
+    // EEXIST on a bucket taken by another stack, EFAULT when its callchain
+    // buffer is busy); sonde then says `[stack not captured]`. Seen once in
+    // the emulated arm64 guest: there, up to three runs, each reported, one
+    // of which must be exact; on the host, one.
+    let tries = if std::env::var_os("SONDE_GUEST").is_some() {
+        3
+    } else {
+        1
+    };
+    let (mut text, mut lines) = (String::new(), Vec::new());
+    for attempt in 1..=tries {
+        let (code, _, err) = sonde(&[
+            "count",
+            "--by",
+            "stack",
+            "--folded",
+            &f,
+            "--flamegraph",
+            &s,
+            &app,
+            "stack_*",
+            "--",
+            &app,
+        ]);
+        assert_eq!(code, 0, "{err}");
+        text = std::fs::read_to_string(&folded).expect("folded");
+        // Below main: the C runtime's frames, whatever this libc names them.
+        lines = text
+            .lines()
+            .map(|l| {
+                l.split_once(";main;")
+                    .map_or(l.to_string(), |(_, rest)| format!("main;{rest}"))
+            })
+            .collect();
+        lines.sort();
+        if !text.contains("[stack not captured]") {
+            break;
+        }
+        println!("run {attempt}: the kernel refused a stack: {text}");
+    }
     assert_eq!(
         lines,
         [
