@@ -171,6 +171,8 @@ pub fn run() -> Result<()> {
         // guest's tests and fixtures) and the emulator the guest boots on.
         ("/usr/bin/aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
         ("/usr/bin/aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu"),
+        // arm64's C library to link against (only recommended by the cross gcc).
+        ("/usr/aarch64-linux-gnu/lib/crt1.o", "libc6-dev-arm64-cross"),
         ("/usr/bin/qemu-system-aarch64", "qemu-system-arm"),
     ];
     let missing: Vec<&str> = peer_tools
