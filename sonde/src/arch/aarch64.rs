@@ -158,15 +158,25 @@ pub(crate) fn entry_skip(code: &[u8], address: u64, go: bool) -> u64 {
         }
         _ => return 0,
     };
-    let landing = address + 1..=address + after;
+    if branch_lands(code, address, address + 1..=address + after, true) {
+        return 0;
+    }
+    after
+}
+
+/// Whether a branch of `code` (a function's body at `address`) may land in
+/// `landing`: a direct branch that does, or any indirect branch when
+/// `indirect` (its targets are not in the code).
+fn branch_lands(code: &[u8], address: u64, landing: std::ops::RangeInclusive<u64>, indirect: bool) -> bool {
     let mut at = 0;
     while let Some(w) = word(code, at) {
-        if indirect_branch(w) || branch_target(w, address + at as u64).is_some_and(|t| landing.contains(&t)) {
-            return 0;
+        if indirect && indirect_branch(w) || branch_target(w, address + at as u64).is_some_and(|t| landing.contains(&t))
+        {
+            return true;
         }
         at += 4;
     }
-    after
+    false
 }
 
 /// Go return instructions are not found on arm64: Go's arm64 assembler
@@ -180,14 +190,7 @@ pub(crate) fn go_return_sites(_code: &[u8], _base: u64) -> Result<Vec<u64>, &'st
 /// Whether a direct branch of `code` (at `address`) lands on `target`: only
 /// asked about x86-64's 5-byte nops.
 pub(crate) fn direct_branch_to(code: &[u8], address: u64, target: u64) -> bool {
-    let mut at = 0;
-    while let Some(w) = word(code, at) {
-        if branch_target(w, address + at as u64) == Some(target) {
-            return true;
-        }
-        at += 4;
-    }
-    false
+    branch_lands(code, address, target..=target, false)
 }
 
 /// A USDT argument's operand as GCC writes it for arm64: `x0`, `w1`, `sp`,

@@ -240,12 +240,11 @@ pub(super) fn usdt_nop5(table: &SymbolTable, u: &usdt::UsdtProbe) -> Option<u64>
         return None;
     }
     // An argument read relative to the instruction pointer would move too.
-    const PT_REGS_IP: u16 = host::PT_REGS_IP;
     let reads_ip = u.args.as_ref().is_ok_and(|args| {
         args.iter().any(|a| {
             matches!(a.location,
                 usdt::UsdtArgLocation::Reg { pt_regs_offset } | usdt::UsdtArgLocation::Mem { pt_regs_offset, .. }
-                    if pt_regs_offset == PT_REGS_IP)
+                    if pt_regs_offset == host::PT_REGS_IP)
         })
     });
     if reads_ip {

@@ -240,10 +240,13 @@ fn parse_arg(spec: &str, operand: fn(&str) -> Result<Operand, String>) -> Result
 mod tests {
     use super::*;
 
+    /// `parse_args` with one machine's operand syntax.
+    fn parse_as(text: &str, operand: fn(&str) -> Result<Operand, String>) -> Result<Vec<UsdtArg>, String> {
+        specs(text).map(|s| parse_arg(s, operand)).collect()
+    }
+
     fn parse_x86(text: &str) -> Result<Vec<UsdtArg>, String> {
-        specs(text)
-            .map(|s| parse_arg(s, crate::arch::x86_64::usdt_operand))
-            .collect()
+        parse_as(text, crate::arch::x86_64::usdt_operand)
     }
 
     #[test]
@@ -282,11 +285,7 @@ mod tests {
 
     #[test]
     fn arm64_arg_specs() {
-        let parse = |text: &str| -> Result<Vec<UsdtArg>, String> {
-            specs(text)
-                .map(|s| parse_arg(s, crate::arch::aarch64::usdt_operand))
-                .collect()
-        };
+        let parse = |text: &str| parse_as(text, crate::arch::aarch64::usdt_operand);
         // As GCC writes them for <sys/sdt.h> on arm64 (and libbpf's tests).
         let args = parse("-4@w0 8@[x29, -16] 4@5 -8@[sp, 12] 8@x1").expect("parses");
         assert_eq!(
