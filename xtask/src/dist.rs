@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{cargo, root, run_cmd};
+use crate::{root, run_cmd};
 
 /// The package's version: the workspace's.
 fn version() -> Result<String> {
@@ -341,19 +341,17 @@ fn package(dist: &Path, version: &str, binary: &Path, machine: Machine, extras: 
 /// (no NSS, no `dlopen` reached: the ifunc lookup asks only libraries mapped
 /// in sonde itself, and a static sonde maps none).
 fn static_binary_arm64() -> Result<PathBuf> {
-    let rustc = crate::setup::rustc_with_source().context("no rustc with library source: run `cargo xtask setup`")?;
     let target = "aarch64-unknown-linux-gnu";
     let target_dir = root().join("target/aarch64-dist");
     run_cmd(
-        cargo()
-            .args(["build", "--release", "-p", "sonde-cli", "--target", target])
-            .args(["-Z", "build-std=std,panic_abort"])
-            .env("RUSTC_BOOTSTRAP", "1")
-            .env("RUSTC", &rustc)
-            .env("CC_aarch64_unknown_linux_gnu", "aarch64-linux-gnu-gcc")
-            .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER", "aarch64-linux-gnu-gcc")
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .env("CARGO_TARGET_DIR", &target_dir),
+        crate::cross_cargo(
+            &["build", "--release", "-p", "sonde-cli"],
+            target,
+            "build-std=std,panic_abort",
+            "aarch64-linux-gnu-gcc",
+            &target_dir,
+        )?
+        .env("RUSTFLAGS", "-C target-feature=+crt-static"),
     )?;
     let built = target_dir.join(target).join("release/sonde");
     let headers = Command::new("readelf").arg("-ld").arg(&built).output()?;
@@ -428,28 +426,25 @@ fn musl_link_dir() -> Result<PathBuf> {
 
 /// Builds the static `sonde` (see the module) and returns its path.
 fn static_binary() -> Result<PathBuf> {
-    let rustc = crate::setup::rustc_with_source().context("no rustc with library source: run `cargo xtask setup`")?;
     let link = musl_link_dir()?;
     let target = musl_target();
-    let target_env = target.to_uppercase().replace('-', "_");
     let target_dir = root().join("target/musl");
     run_cmd(
-        cargo()
-            .args(["build", "--release", "-p", "sonde-cli", "--target", &target])
-            .args(["-Z", "build-std=std,panic_abort"])
-            .env("RUSTC_BOOTSTRAP", "1")
-            .env("RUSTC", &rustc)
-            .env(format!("CC_{}", target.replace('-', "_")), "musl-gcc")
-            .env(format!("CARGO_TARGET_{target_env}_LINKER"), "musl-gcc")
-            .env(
-                "RUSTFLAGS",
-                format!(
-                    "-C link-self-contained=no -C relocation-model=static -C target-feature=+crt-static \
+        crate::cross_cargo(
+            &["build", "--release", "-p", "sonde-cli"],
+            &target,
+            "build-std=std,panic_abort",
+            "musl-gcc",
+            &target_dir,
+        )?
+        .env(
+            "RUSTFLAGS",
+            format!(
+                "-C link-self-contained=no -C relocation-model=static -C target-feature=+crt-static \
                      -L {} -l static=sonde_fortify",
-                    link.display()
-                ),
-            )
-            .env("CARGO_TARGET_DIR", &target_dir),
+                link.display()
+            ),
+        ),
     )?;
     let built = target_dir.join(&target).join("release/sonde");
     // Static means no interpreter and no shared library: checked, not assumed.

@@ -66,6 +66,16 @@ impl Arch {
             Arch::Arm64 => "aarch64-linux-gnu-",
         }
     }
+
+    /// The longest one guest may run: TCG emulating arm64 on x86-64 is
+    /// several times slower than emulating x86-64 (measured: the same tests
+    /// 4-5x slower in debug builds).
+    fn timeout(self) -> Duration {
+        match self {
+            Arch::Amd64 => Duration::from_secs(900),
+            Arch::Arm64 => Duration::from_secs(2400),
+        }
+    }
 }
 
 /// A kernel of the matrix.
@@ -98,18 +108,6 @@ const KERNELS: [Kernel; 3] = [
         arch: Arch::Arm64,
     },
 ];
-
-impl Arch {
-    /// The longest one guest may run: TCG emulating arm64 on x86-64 is
-    /// several times slower than emulating x86-64 (measured: the same tests
-    /// 4-5x slower in debug builds).
-    fn timeout(self) -> Duration {
-        match self {
-            Arch::Amd64 => Duration::from_secs(900),
-            Arch::Arm64 => Duration::from_secs(2400),
-        }
-    }
-}
 
 fn vm_dir() -> PathBuf {
     root().join("target/vm")
@@ -218,26 +216,17 @@ fn find_vmlinuz(dir: &Path) -> Option<PathBuf> {
 /// with library source, `RUSTC_BOOTSTRAP`), Debian's cross gcc as linker and
 /// C compiler, in its own target directory.
 fn cargo_for(arch: Arch, args: &[&str]) -> Result<Command> {
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(root()).args(args);
-    if let Some(target) = arch.cross_target() {
-        let rustc =
-            crate::setup::rustc_with_source().context("no rustc with library source: run `cargo xtask setup`")?;
-        let gcc = format!("{}gcc", arch.tool_prefix());
-        cmd.args(["--target", target, "-Z", "build-std"])
-            .env("RUSTC_BOOTSTRAP", "1")
-            .env("RUSTC", rustc)
-            .env(format!("CC_{}", target.replace('-', "_")), &gcc)
-            .env(
-                format!("CARGO_TARGET_{}_LINKER", target.to_uppercase().replace('-', "_")),
-                &gcc,
-            )
-            .env("CARGO_TARGET_DIR", arch.target_dir())
-            // Emulated arm64 runs several times slower than emulated x86-64:
-            // optimised code (std included, which `-Z build-std` otherwise
-            // builds unoptimised) keeps the guest's run within its budget.
-            .env("CARGO_PROFILE_DEV_OPT_LEVEL", "1");
-    }
+    let Some(target) = arch.cross_target() else {
+        let mut cmd = crate::cargo();
+        cmd.args(args);
+        return Ok(cmd);
+    };
+    let gcc = format!("{}gcc", arch.tool_prefix());
+    let mut cmd = crate::cross_cargo(args, target, "build-std", &gcc, &arch.target_dir())?;
+    // Emulated arm64 runs several times slower than emulated x86-64:
+    // optimised code (std included, which `-Z build-std` otherwise builds
+    // unoptimised) keeps the guest's run within its budget.
+    cmd.env("CARGO_PROFILE_DEV_OPT_LEVEL", "1");
     Ok(cmd)
 }
 
