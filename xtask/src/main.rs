@@ -13,6 +13,7 @@
 mod bench;
 mod dist;
 mod setup;
+mod userland;
 mod vm;
 
 use std::path::{Path, PathBuf};

@@ -365,6 +365,134 @@ pub fn report_output(common: &Common) -> Result<Box<dyn std::io::Write>, CliErro
                 .map_err(|e| CliError::new(format!("cannot write the report to {}: {e}", path.display())))?;
             Box::new(std::io::BufWriter::new(file))
         }
-        None => Box::new(std::io::stdout().lock()),
+        None => Box::new(WholeLines::new(std::io::stdout().lock())),
     })
+}
+
+/// Lines written whole, in writes of at most `PIPE_BUF` bytes where they fit:
+/// a pipe takes such a write atomically, so the output of the command sonde
+/// runs (the same terminal or pipe, e.g. `sonde trace ... -- cmd | less`)
+/// never lands inside one of sonde's lines. A line longer than that goes in
+/// one write of its own. What follows the last newline waits for the next
+/// write or `flush`.
+pub struct WholeLines<W: std::io::Write> {
+    inner: W,
+    buf: Vec<u8>,
+}
+
+impl<W: std::io::Write> WholeLines<W> {
+    /// The atomic size of a pipe write (POSIX: at least 512; Linux: 4096).
+    const ATOMIC: usize = libc::PIPE_BUF;
+
+    pub fn new(inner: W) -> WholeLines<W> {
+        WholeLines {
+            inner,
+            buf: Vec::with_capacity(2 * Self::ATOMIC),
+        }
+    }
+
+    /// Writes complete lines while a full atomic write's worth is waiting
+    /// (every complete line when `all`).
+    fn drain(&mut self, all: bool) -> std::io::Result<()> {
+        let mut start = 0;
+        while let Some(last_nl) = self.buf[start..].iter().rposition(|&b| b == b'\n') {
+            let complete = &self.buf[start..start + last_nl + 1];
+            if !all && complete.len() < Self::ATOMIC {
+                break;
+            }
+            // The most whole lines that fit one atomic write; else one line.
+            let cut = match complete[..complete.len().min(Self::ATOMIC)]
+                .iter()
+                .rposition(|&b| b == b'\n')
+            {
+                Some(i) => i + 1,
+                None => complete
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(complete.len(), |i| i + 1),
+            };
+            self.inner.write_all(&complete[..cut])?;
+            start += cut;
+        }
+        self.buf.drain(..start);
+        Ok(())
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for WholeLines<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        self.drain(false)?;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.drain(true)?;
+        // A last line without its newline (the end of the output).
+        if !self.buf.is_empty() {
+            self.inner.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        self.inner.flush()
+    }
+}
+
+impl<W: std::io::Write> Drop for WholeLines<W> {
+    fn drop(&mut self) {
+        let _ = std::io::Write::flush(self);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::WholeLines;
+
+    /// Each write the inner writer received.
+    #[derive(Default)]
+    struct Writes(Vec<Vec<u8>>);
+
+    impl Write for &mut Writes {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            self.0.push(data.to_vec());
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_go_out_whole_in_atomic_writes() {
+        let mut writes = Writes::default();
+        let mut text = Vec::new();
+        {
+            let mut out = WholeLines::new(&mut writes);
+            // 2,000 lines of varied length, written in pieces that cut them
+            // anywhere (as a BufWriter's flushes do), one line far longer
+            // than a pipe's atomic write, and a last line without newline.
+            for i in 0..2000 {
+                let line = format!("{i:>8} {}\n", "x".repeat(i % 97));
+                text.extend_from_slice(line.as_bytes());
+            }
+            text.extend_from_slice(format!("{}\n", "y".repeat(10_000)).as_bytes());
+            text.extend_from_slice(b"end");
+            for piece in text.chunks(8191) {
+                out.write_all(piece).expect("write");
+            }
+        }
+        assert_eq!(writes.0.concat(), text, "every byte, in order");
+        let last = writes.0.len() - 1;
+        for (i, w) in writes.0.iter().enumerate() {
+            if i == last {
+                assert_eq!(w, b"end");
+                continue;
+            }
+            assert_eq!(w.last(), Some(&b'\n'), "write {i} ends a line");
+            let lines = w.iter().filter(|&&b| b == b'\n').count();
+            assert!(w.len() <= libc::PIPE_BUF || lines == 1, "write {i}: {} bytes", w.len());
+        }
+        assert!(writes.0.len() < 100, "batched: {} writes", writes.0.len());
+    }
 }
