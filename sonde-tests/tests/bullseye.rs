@@ -93,6 +93,21 @@ fn ok(root: &Path, args: &[&str], stdin: &str) -> (String, String) {
     (o, e)
 }
 
+/// Polls the agent's /metrics until `good` (at most 30 s).
+fn scrape_until(port: u16, what: &str, good: impl Fn(&[(String, f64)]) -> bool) -> Vec<(String, f64)> {
+    let start = std::time::Instant::now();
+    loop {
+        let s = get(port, "/metrics", "*/*")
+            .map(|(_, b)| samples(&b))
+            .unwrap_or_default();
+        if good(&s) {
+            return s;
+        }
+        assert!(start.elapsed().as_secs() < 30, "the agent never showed {what}: {s:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn the_debian_package_installs_and_traces_exactly_in_a_bullseye_root() {
     require_root();
@@ -223,29 +238,16 @@ fn the_debian_package_installs_and_traces_exactly_in_a_bullseye_root() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("sonde serve");
-    let scrape_until = |what: &str, good: &dyn Fn(&[(String, f64)]) -> bool| {
-        let start = std::time::Instant::now();
-        loop {
-            let s = get(port, "/metrics", "*/*")
-                .map(|(_, b)| samples(&b))
-                .unwrap_or_default();
-            if good(&s) {
-                return s;
-            }
-            assert!(start.elapsed().as_secs() < 30, "the agent never showed {what}: {s:?}");
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-    };
     let value = |s: &[(String, f64)], metric: &str, f: &str| {
         s.iter()
             .find(|(k, _)| k.starts_with(&format!("{metric}{{")) && k.contains(&format!("function=\"{f}\"")))
             .map_or(0.0, |(_, v)| *v)
     };
-    scrape_until("its configuration applied", &|s| {
+    scrape_until(port, "its configuration applied", |s| {
         s.iter().any(|(k, v)| k == "sonde_configuration_applied" && *v == 1.0)
     });
     ok(&root, &[OLDLAND], "go\n");
-    let s = scrape_until("5 calls of ol_tick", &|s| {
+    let s = scrape_until(port, "5 calls of ol_tick", |s| {
         value(s, "sonde_calls_total", "ol_tick") >= 5.0
     });
     assert_eq!(value(&s, "sonde_calls_total", "ol_tick"), 5.0);
