@@ -35,6 +35,11 @@ fn version() -> Result<String> {
         .context("no version in [workspace.package]")
 }
 
+/// Where dist puts the `.deb` for Debian architecture `arch` (`amd64`, `arm64`).
+pub fn deb_path(arch: &str) -> Result<PathBuf> {
+    Ok(root().join(format!("target/dist/sonde_{}_{arch}.deb", version()?)))
+}
+
 /// Writes `text` to `path`, its directories made, mode `mode`.
 fn write(path: &Path, text: &[u8], mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -293,7 +298,7 @@ fn package(dist: &Path, version: &str, binary: &Path, machine: Machine, extras: 
         },
     );
     write(&staging.join("DEBIAN/control"), control.as_bytes(), 0o644)?;
-    let deb = dist.join(format!("sonde_{version}_{deb_arch}.deb"));
+    let deb = deb_path(deb_arch)?;
     run_cmd(
         Command::new("dpkg-deb")
             .args(["--root-owner-group", "-Zxz", "--build"])

@@ -87,6 +87,10 @@ fn run() -> Result<()> {
             failed += f;
             println!("== cargo xtask dist (binary, man pages, completions, tarball, lintian-checked .deb)");
             dist::run()?;
+            println!("== the .deb in a Debian 11 root (bullseye, glibc 2.31) on this kernel");
+            let (p, f) = userland_test("bullseye")?;
+            passed += p;
+            failed += f;
             if no_vm {
                 println!("== kernel matrix skipped (--no-vm)");
             } else {
@@ -272,6 +276,21 @@ fn cargo_test(cmd: &mut Command) -> Result<(u64, u64)> {
     let status = child.wait()?;
     if !status.success() && failed == 0 {
         bail!("{cmd:?} failed with {status}");
+    }
+    Ok((passed, failed))
+}
+
+/// sonde-tests' `userland.rs` on this kernel, in Debian `suite`'s root.
+fn userland_test(suite: &str) -> Result<(u64, u64)> {
+    let root_fs = userland::prepare(suite)?;
+    let (passed, failed) = cargo_test(
+        cargo()
+            .args(["test", "-p", "sonde-tests", "--test", "userland"])
+            .env("SONDE_USERLAND_ROOT", root_fs)
+            .env("SONDE_DEB", dist::deb_path("amd64")?),
+    )?;
+    if failed > 0 || passed == 0 {
+        bail!("the .deb in {suite}'s root failed");
     }
     Ok((passed, failed))
 }

@@ -1,9 +1,11 @@
-//! A real old Debian userland for the 5.10 guest: a bullseye (Debian 11,
-//! glibc 2.31) root filesystem made by `debootstrap` from Debian's packages,
-//! cached under `target/vm/bullseye`, with the old-userland fixture compiled
-//! against its own C library. The guest unpacks it at `/bullseye`; sonde-tests'
-//! `bullseye.rs` installs the dist `.deb` there with `dpkg -i`, reads
-//! `man sonde`, and traces the fixture with the installed `sonde`.
+//! Real Debian userlands for the packaged `sonde`: root filesystems made by
+//! `debootstrap` from Debian's packages (bullseye: Debian 11, glibc 2.31;
+//! bookworm: Debian 12, glibc 2.36), cached under `target/userland/<suite>`,
+//! each with the old-userland fixture compiled against its own C library.
+//! sonde-tests' `userland.rs` installs the dist `.deb` in one with `dpkg -i`,
+//! reads `man sonde`, and traces the fixture with the installed `sonde`: on
+//! the host (`cargo xtask test`, after dist) and in the guests, which unpack
+//! the root at `/<suite>` (bullseye on 5.10, bookworm on 6.1).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,36 +14,42 @@ use anyhow::{Context, Result};
 
 use crate::{root, run_cmd};
 
-/// The suite, and the archive key its Release file is signed with
-/// (Debian's `debian-archive-keyring`).
-const SUITE: &str = "bullseye";
-const KEYRING: &str = "/usr/share/keyrings/debian-archive-bullseye-stable.gpg";
 /// Beyond `minbase`: `man` for the package's man pages, the C library's
 /// headers and start files to build the fixture against.
 const INCLUDE: &str = "man-db,libc6-dev";
 /// Written last: a root without it is an interrupted debootstrap, made again.
 const COMPLETE: &str = ".sonde-complete";
+/// Where the fixture is installed in a root.
+pub const FIXTURE: &str = "opt/oldland/oldland";
 
-/// `target/vm/bullseye`: the directory the archive is packed from; the root
-/// itself is its `bullseye` subdirectory (the guest's `/bullseye`).
+/// `target/userland`: roots are its `<suite>` subdirectories (a guest's
+/// `/<suite>`), archives are packed from here.
 fn dir() -> PathBuf {
-    root().join("target/vm/bullseye")
+    root().join("target/userland")
 }
 
-/// The root filesystem, made once.
-fn rootfs() -> Result<PathBuf> {
-    let r = dir().join(SUITE);
+/// The root filesystem of Debian `suite`, made once.
+fn rootfs(suite: &str) -> Result<PathBuf> {
+    let r = dir().join(suite);
+    // A test killed before its guard ran leaves the host's /proc, /sys and
+    // /dev bound here: detached first, so nothing below can reach them.
+    unmount_below(&r)?;
     if r.join(COMPLETE).exists() {
         return Ok(r);
     }
     let _ = std::fs::remove_dir_all(&r);
     std::fs::create_dir_all(&r)?;
-    println!("vm: debootstrap {SUITE} (minbase + {INCLUDE}) into {}", r.display());
+    println!(
+        "userland: debootstrap {suite} (minbase + {INCLUDE}) into {}",
+        r.display()
+    );
     run_cmd(
         Command::new("debootstrap")
             .args(["--variant=minbase", &format!("--include={INCLUDE}")])
-            .arg(format!("--keyring={KEYRING}"))
-            .arg(SUITE)
+            .arg(format!(
+                "--keyring=/usr/share/keyrings/debian-archive-{suite}-stable.gpg"
+            ))
+            .arg(suite)
             .arg(&r)
             .arg("http://deb.debian.org/debian"),
     )
@@ -52,19 +60,47 @@ fn rootfs() -> Result<PathBuf> {
             std::fs::remove_file(e.path())?;
         }
     }
-    // The loader's link is absolute (/lib/x86_64-linux-gnu/ld-2.31.so): the
-    // host's linker, given this root as sysroot, would follow it out of the
-    // root. The same file, named relatively.
-    let ld = r.join("lib64/ld-linux-x86-64.so.2");
-    let _ = std::fs::remove_file(&ld);
-    std::os::unix::fs::symlink("../lib/x86_64-linux-gnu/ld-2.31.so", &ld)?;
+    relative_loader_link(&r)?;
     std::fs::write(r.join(COMPLETE), "")?;
     Ok(r)
 }
 
+/// Detaches (lazily) every mount at or below `dir`, deepest first.
+fn unmount_below(dir: &Path) -> Result<()> {
+    let prefix = dir.display().to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mounts")?;
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|p| *p == prefix || p.starts_with(&format!("{prefix}/")))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        run_cmd(Command::new("umount").args(["-l", p]))?;
+    }
+    Ok(())
+}
+
+/// The loader's link `/lib64/ld-linux-x86-64.so.2` is absolute: the host's
+/// linker, given the root as sysroot, would follow it out of the root. The
+/// same file, named relatively.
+fn relative_loader_link(r: &Path) -> Result<()> {
+    // /lib64 itself may be a (relative) link to usr/lib64.
+    let dir = r.join("lib64").canonicalize().context("the root's /lib64")?;
+    let link = dir.join("ld-linux-x86-64.so.2");
+    let target = std::fs::read_link(&link).context("the root's loader link")?;
+    let Ok(inside) = target.strip_prefix("/") else {
+        return Ok(());
+    };
+    let up = "../".repeat(dir.strip_prefix(r.canonicalize()?)?.components().count());
+    std::fs::remove_file(&link)?;
+    std::os::unix::fs::symlink(Path::new(&up).join(inside), &link)?;
+    Ok(())
+}
+
 /// The fixture `sonde-tests/fixtures/oldland.c`, compiled by this machine's
 /// gcc against the root's headers, start files and C library (so it needs
-/// nothing newer than glibc 2.31), installed as `/opt/oldland/oldland`.
+/// nothing newer than the root's glibc), installed as [`FIXTURE`].
 fn build_fixture(r: &Path) -> Result<()> {
     let include = dir().join("include");
     std::fs::create_dir_all(include.join("sys"))?;
@@ -77,8 +113,8 @@ fn build_fixture(r: &Path) -> Result<()> {
     for h in ["sdt.h", "sdt-config.h"] {
         std::fs::copy(sdt.join(h), include.join("sys").join(h))?;
     }
-    let out = r.join("opt/oldland");
-    std::fs::create_dir_all(&out)?;
+    let out = r.join(FIXTURE);
+    std::fs::create_dir_all(out.parent().context("fixture dir")?)?;
     let lib = r.join("usr/lib/x86_64-linux-gnu");
     run_cmd(
         Command::new("gcc")
@@ -89,20 +125,28 @@ fn build_fixture(r: &Path) -> Result<()> {
             .arg("-isystem")
             .arg(&include)
             .args(["-O1", "-g", "-static-libgcc", "-o"])
-            .arg(out.join("oldland"))
+            .arg(&out)
             .arg(root().join("sonde-tests/fixtures/oldland.c")),
     )
-    .context("compiling the old-userland fixture against bullseye's C library")
+    .with_context(|| format!("compiling the old-userland fixture against {}'s C library", r.display()))
 }
 
-/// The root packed as a gzip'd cpio archive of `bullseye/…`, to be appended
-/// to a guest's initramfs (the kernel unpacks concatenated archives in turn).
-pub fn image() -> Result<PathBuf> {
-    let r = rootfs()?;
+/// The root of `suite`, made if needed, with the fixture built: for the
+/// host's run of sonde-tests' `userland.rs`.
+pub fn prepare(suite: &str) -> Result<PathBuf> {
+    let r = rootfs(suite)?;
     build_fixture(&r)?;
-    let image = root().join("target/vm/bullseye.cpio.gz");
+    Ok(r)
+}
+
+/// The root of `suite` packed as a gzip'd cpio archive of `<suite>/…`, to be
+/// appended to a guest's initramfs (the kernel unpacks concatenated archives
+/// in turn).
+pub fn image(suite: &str) -> Result<PathBuf> {
+    prepare(suite)?;
+    let image = dir().join(format!("{suite}.cpio.gz"));
     run_cmd(Command::new("sh").current_dir(dir()).arg("-c").arg(format!(
-        "find {SUITE} | cpio -o -H newc --quiet | gzip -1 > {}",
+        "find {suite} | cpio -o -H newc --quiet | gzip -1 > {}",
         image.display()
     )))?;
     Ok(image)

@@ -9,9 +9,9 @@
 //! arm64 guest runs the same tests cross-built on this machine
 //! (`aarch64-unknown-linux-gnu`, std through `-Z build-std` from the rustc
 //! with library source, Debian's `aarch64-linux-gnu-gcc` as linker), on
-//! `qemu-system-aarch64 -M virt`. The 5.10 guest also unpacks a Debian 11
-//! root filesystem at `/bullseye` (`userland.rs`), a second archive after the
-//! initramfs.
+//! `qemu-system-aarch64 -M virt`. The x86-64 guests also unpack a Debian
+//! root filesystem (`userland.rs`: bullseye on 5.10, bookworm on 6.1), a
+//! second archive after the initramfs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -88,9 +88,9 @@ struct Kernel {
     /// Metapackage that depends on the current image.
     meta: &'static str,
     arch: Arch,
-    /// Whether the guest also unpacks a Debian 11 root filesystem at
-    /// `/bullseye` (see `userland.rs`).
-    old_userland: bool,
+    /// The Debian userland the guest also unpacks at `/<suite>`, where the
+    /// dist `.deb` is installed and run (see `userland.rs`).
+    userland: Option<&'static str>,
 }
 
 const KERNELS: [Kernel; 3] = [
@@ -99,21 +99,21 @@ const KERNELS: [Kernel; 3] = [
         suite: "bullseye",
         meta: "linux-image-cloud-amd64",
         arch: Arch::Amd64,
-        old_userland: true,
+        userland: Some("bullseye"),
     },
     Kernel {
         name: "6.1",
         suite: "bookworm",
         meta: "linux-image-cloud-amd64",
         arch: Arch::Amd64,
-        old_userland: false,
+        userland: Some("bookworm"),
     },
     Kernel {
         name: "arm64-6.1",
         suite: "bookworm",
         meta: "linux-image-cloud-arm64",
         arch: Arch::Arm64,
-        old_userland: false,
+        userland: None,
     },
 ];
 
@@ -366,8 +366,8 @@ export SONDE_FIXTURES=/t/fixtures SONDE_BIN=/t/sonde SONDE_GUEST=1
 # The static binary `cargo xtask dist` made for this machine, when it did.
 [ -x /t/sonde-dist ] && export SONDE_DIST_BIN=/t/sonde-dist
 [ -f /t/sonde.deb ] && export SONDE_DEB=/t/sonde.deb
-# A Debian 11 root filesystem, on the guests that unpack one (bullseye.rs).
-[ -d /bullseye ] && export SONDE_BULLSEYE_ROOT=/bullseye
+# A Debian root filesystem, on the guests that unpack one (userland.rs).
+for d in /bullseye /bookworm; do [ -d $d ] && export SONDE_USERLAND_ROOT=$d; done
 # The guest emulates every instruction (TCG): a tenth of the host's fuzz budget.
 export SONDE_FUZZ_INPUTS=2000
 echo "SONDE-VM release $(uname -r)"
@@ -412,15 +412,16 @@ fn build_initramfs(arch: Arch, bins: &[PathBuf], busybox: &Path) -> Result<PathB
     strip_debug(arch, &rootfs.join("t/sonde"))?;
     // `cargo xtask test` runs dist before the guests: its static binary for
     // this machine is checked in them (sonde-tests' cli.rs).
-    let (dist, deb) = match arch {
-        Arch::Amd64 => ("target/dist/sonde", "target/dist/sonde_0.1.0_amd64.deb"),
-        Arch::Arm64 => ("target/dist/arm64/sonde", "target/dist/sonde_0.1.0_arm64.deb"),
+    let dist = match arch {
+        Arch::Amd64 => root().join("target/dist/sonde"),
+        Arch::Arm64 => root().join("target/dist/arm64/sonde"),
     };
-    if root().join(dist).exists() {
-        std::fs::copy(root().join(dist), rootfs.join("t/sonde-dist"))?;
+    if dist.exists() {
+        std::fs::copy(&dist, rootfs.join("t/sonde-dist"))?;
     }
-    if root().join(deb).exists() {
-        std::fs::copy(root().join(deb), rootfs.join("t/sonde.deb"))?;
+    let deb = crate::dist::deb_path(arch.debian())?;
+    if deb.exists() {
+        std::fs::copy(&deb, rootfs.join("t/sonde.deb"))?;
     }
     let image = vm_dir().join(format!("initramfs-{}.cpio.gz", arch.debian()));
     run_cmd(Command::new("sh").current_dir(&rootfs).arg("-c").arg(format!(
@@ -458,9 +459,9 @@ fn copy_fixtures(arch: Arch, dst: &Path, rootfs: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `initramfs` followed by the bullseye root's archive, for guest `k`.
-fn with_old_userland(k: &Kernel, initramfs: &Path) -> Result<PathBuf> {
-    let old = crate::userland::image()?;
+/// `initramfs` followed by the archive of Debian `suite`'s root, for guest `k`.
+fn with_userland(k: &Kernel, suite: &str, initramfs: &Path) -> Result<PathBuf> {
+    let old = crate::userland::image(suite)?;
     let both = vm_dir().join(format!("initramfs-{}.cpio.gz", k.name));
     let mut out = std::fs::File::create(&both)?;
     for part in [initramfs, old.as_path()] {
@@ -639,10 +640,9 @@ pub fn run(which: &str) -> Result<(u64, u64)> {
                 build_initramfs(k.arch, &bins, &busybox)?
             }
         };
-        let initramfs = if k.old_userland {
-            with_old_userland(k, &initramfs)?
-        } else {
-            initramfs
+        let initramfs = match k.userland {
+            Some(suite) => with_userland(k, suite, &initramfs)?,
+            None => initramfs,
         };
         booted.push((k, vmlinuz, initramfs));
     }
