@@ -422,7 +422,11 @@ impl<W: std::io::Write> WholeLines<W> {
 impl<W: std::io::Write> std::io::Write for WholeLines<W> {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         self.buf.extend_from_slice(data);
-        self.drain(false)?;
+        // Only a newline in what came now can complete a line (a JSON report
+        // is one long line written in many small pieces: no rescan per piece).
+        if data.contains(&b'\n') {
+            self.drain(false)?;
+        }
         Ok(data.len())
     }
 
@@ -494,5 +498,21 @@ mod tests {
             assert!(w.len() <= libc::PIPE_BUF || lines == 1, "write {i}: {} bytes", w.len());
         }
         assert!(writes.0.len() < 100, "batched: {} writes", writes.0.len());
+    }
+
+    #[test]
+    fn one_long_line_in_small_pieces_costs_its_length() {
+        // A JSON report of 100,000 functions: ~10 MB on one line, written a
+        // few bytes at a time (a rescan per piece took minutes).
+        let mut writes = Writes::default();
+        {
+            let mut out = WholeLines::new(&mut writes);
+            for _ in 0..1_000_000 {
+                out.write_all(b"0123456789").expect("write");
+            }
+            out.write_all(b"\n").expect("newline");
+        }
+        assert_eq!(writes.0.len(), 1, "one line, one write");
+        assert_eq!(writes.0[0].len(), 10_000_001);
     }
 }
