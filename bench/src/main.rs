@@ -41,6 +41,13 @@ fn main() -> Result<()> {
     // For a profiler (`perf record -g -- sonde-bench --attach-loop N ROUNDS EXE [names]`):
     // sonde's multi attach and detach of the first N functions (by offsets, or
     // by names resolved cold each round), ROUNDS times.
+    // The same for loading the cookie program (`--load-loop N ROUNDS`: its
+    // counter map sized N), against libbpf's load of the peer program.
+    if let [flag, n, rounds, only @ ..] = all.as_slice() {
+        if flag == "--load-loop" {
+            return peers::load_loop(n.parse()?, rounds.parse()?, only.first().map(String::as_str));
+        }
+    }
     if let [flag, n, rounds, exe, rest @ ..] = all.as_slice() {
         if flag == "--attach-loop" {
             let names = rest.first().is_some_and(|r| r == "names");

@@ -32,9 +32,8 @@ fn emulation_entries(object: &sonde::Object) -> usize {
         .iter()
         .map(|name| {
             let full = object
-                .maps()
-                .iter()
-                .map(|m| m.name().to_string())
+                .map_names()
+                .map(str::to_string)
                 .find(|m| m.ends_with(name))
                 .unwrap_or_else(|| panic!("{name} in the object"));
             let map = object.map(&full).expect("map");

@@ -37,7 +37,7 @@
 //! | --- | --- | --- |
 //! | 1 | [`sys`], [`process`] | every syscall (errors name the [`sys::Call`]; faults injectable), `/proc` facts |
 //! | 2 | [`object_file`] | the eBPF object parsed: programs, maps, relocations (pure, fuzzed) |
-//! | 3 | [`maps`], [`programs`] | maps created and read; programs loaded per [`Load`] |
+//! | 3 | [`maps`], [`programs`] | maps created when first needed, and read; programs loaded per [`Load`] |
 //! | 4 | [`resolve`] | binaries and names to [`ProbeSite`]s: symbols, debug files, libraries, boundaries |
 //! | 5 | [`features`] | what the kernel can do, probed lazily from a table |
 //! | 6 | [`attach`] | the plan, one file per mechanism, the RAII [`Attachment`] |

@@ -203,12 +203,11 @@ impl LogReader {
     /// A reader of `object`'s log lines; `object_bytes` is the object it was
     /// loaded from (the format strings are there, not in the kernel).
     pub fn new(object_bytes: &[u8], object: &Object) -> Result<LogReader, LogError> {
-        let map = object
-            .maps()
-            .iter()
-            .find(|m| m.name() == LOG_MAP || m.name().ends_with(LOG_MAP))
-            .cloned()
+        let name = object
+            .map_names()
+            .find(|n| *n == LOG_MAP || n.ends_with(LOG_MAP))
             .ok_or(LogError::NoLogMap)?;
+        let map = object.map(name)?;
         Ok(LogReader {
             ring: RingBuf::new(map)?,
             formats: formats(object_bytes)?,

@@ -1,12 +1,11 @@
-//! An eBPF object in the kernel: maps created, programs ready to load on demand.
+//! An eBPF object in the kernel: maps and programs created when first needed.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
 
-use crate::maps::{Map, MapError};
-use crate::object_file::{MapSource, ObjectSpec, ProgramKind, SpecError, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
+use crate::maps::{Map, MapError, ObjectMaps};
+use crate::object_file::{ObjectSpec, ProgramKind, SpecError};
 use crate::programs::{ProgramError, TracePoint, UProbe};
-use crate::sys::bpf;
 
 /// Why an object did not load: the file, a map, or the descriptors for its
 /// maps. Programs load later, when attached.
@@ -47,14 +46,16 @@ pub enum LoadError {
 /// ```
 #[derive(Debug)]
 pub struct Object {
-    maps: Vec<Map>,
+    maps: Arc<ObjectMaps>,
     programs: HashMap<String, UProbe>,
     tracepoints: HashMap<String, TracePoint>,
 }
 
 impl Object {
-    /// Parses `bytes`, creates every map (global data initialised, `.rodata`
-    /// frozen) and prepares the programs (relocated, not loaded).
+    /// Parses `bytes` and prepares the maps and the programs (linked, not
+    /// loaded). A map is created when a program that uses it loads, or when
+    /// asked for ([`Object::map`]): a map the object declares wrongly is
+    /// refused then.
     pub fn load(bytes: &[u8]) -> Result<Object, LoadError> {
         Self::load_with(bytes, &[])
     }
@@ -84,55 +85,19 @@ impl Object {
         // Room for every map first: a limit hit half-way would name one map.
         let needed = file.maps.len() as u64;
         crate::sys::reserve_fds(needed).map_err(|hard_limit| LoadError::FileLimit { needed, hard_limit })?;
-        let mut maps = Vec::with_capacity(file.maps.len());
-        for spec in &file.maps {
-            let mut d = spec.def;
-            // A perf event array declared without a size gets one slot per CPU.
-            if d.map_type == crate::maps::BPF_MAP_TYPE_PERF_EVENT_ARRAY && d.max_entries == 0 {
-                d.max_entries = u32::try_from(crate::maps::possible_cpus()).unwrap_or(u32::MAX);
-            }
-            let read_only = matches!(spec.source, MapSource::Data { read_only: true, .. });
-            let flags = d.map_flags | if read_only { bpf::BPF_F_RDONLY_PROG } else { 0 };
-            let fd = bpf::map_create(d.map_type, d.key_size, d.value_size, d.max_entries, flags, &spec.name).map_err(
-                |source| MapError::Syscall {
-                    name: spec.name.clone(),
-                    source,
-                },
-            )?;
-            let map = Map::new(fd, spec.name.clone(), d);
-            if let MapSource::Data { init, read_only } = &spec.source {
-                let err = |source| MapError::Syscall {
-                    name: spec.name.clone(),
-                    source,
-                };
-                // `.bss` (no bytes): the kernel already zero-filled the value.
-                if !init.is_empty() {
-                    bpf::map_update_elem(map.as_fd(), &0u32.to_ne_bytes(), init, 0).map_err(err)?;
-                }
-                if *read_only {
-                    bpf::map_freeze(map.as_fd()).map_err(err)?;
-                }
-            }
-            maps.push(map);
-        }
+        let maps = Arc::new(ObjectMaps::new(file.maps));
         let mut programs = HashMap::new();
         let mut tracepoints = HashMap::new();
         for p in file.programs {
-            let mut insns = p.insns;
-            for r in &p.relocs {
-                let map = &maps[r.map];
-                let fd = map.as_fd().as_raw_fd();
-                let declared = file.maps[r.map].source == MapSource::Declared;
-                insns[r.insn].set_src(if declared { PSEUDO_MAP_FD } else { PSEUDO_MAP_VALUE });
-                insns[r.insn].imm = fd;
-                insns[r.insn + 1].imm = if declared { 0 } else { r.offset as i32 };
-            }
             match p.kind {
                 ProgramKind::Probe(kind) => {
-                    programs.insert(p.name.clone(), UProbe::new(p.name, kind, insns, file.license.clone()));
+                    let u = UProbe::new(p.name.clone(), kind, p.insns, file.license.clone())
+                        .with_maps(p.relocs, Arc::clone(&maps));
+                    programs.insert(p.name, u);
                 }
                 ProgramKind::Tracepoint { category, event } => {
-                    let t = TracePoint::new(p.name.clone(), category, event, insns, file.license.clone());
+                    let t = TracePoint::new(p.name.clone(), category, event, p.insns, file.license.clone())
+                        .with_maps(p.relocs, Arc::clone(&maps));
                     tracepoints.insert(p.name, t);
                 }
             }
@@ -144,31 +109,35 @@ impl Object {
         })
     }
 
-    /// The map `name` (a cheap handle; make a typed view from it).
+    /// The map `name` (a cheap handle; make a typed view from it), created
+    /// now if no loaded program has needed it yet.
     pub fn map(&self, name: &str) -> Result<Map, MapError> {
-        self.maps
-            .iter()
-            .find(|m| m.name() == name)
-            .cloned()
-            .ok_or_else(|| MapError::NotFound(name.to_string()))
+        let i = self
+            .maps
+            .index(|n| n == name)
+            .ok_or_else(|| MapError::NotFound(name.to_string()))?;
+        self.maps.get(i)
+    }
+
+    /// The names of the object's maps (declared ones first, then global data).
+    pub fn map_names(&self) -> impl Iterator<Item = &str> {
+        self.maps.names()
     }
 
     /// The USDT spec array `#[usdt]` programs read (`sonde_ebpf::usdt::USDT_SPECS`,
     /// in the object when a program reads USDT arguments): write a site's spec
     /// (`UsdtProbe::spec`) at the index used as its attach cookie.
     pub fn usdt_specs(&self) -> Result<crate::maps::Array<sonde_abi::usdt::UsdtSpec>, MapError> {
-        let map = self
+        let i = self
             .maps
-            .iter()
-            .find(|m| m.name().ends_with("USDT_SPECS"))
-            .cloned()
+            .index(|n| n.ends_with("USDT_SPECS"))
             .ok_or_else(|| MapError::NotFound("USDT_SPECS".into()))?;
-        crate::maps::Array::new(map)
+        crate::maps::Array::new(self.maps.get(i)?)
     }
 
-    /// Every map.
-    pub fn maps(&self) -> &[Map] {
-        &self.maps
+    /// Every map, each created now if not yet.
+    pub fn maps(&self) -> Result<Vec<Map>, MapError> {
+        (0..self.maps.len()).map(|i| self.maps.get(i)).collect()
     }
 
     /// The uprobe or uretprobe program `name`.

@@ -293,6 +293,34 @@ pub fn attach_loop(n: usize, rounds: usize, exe: &Path, by_names: bool) -> Resul
     Ok(())
 }
 
+/// `sonde-bench --load-loop N ROUNDS [sonde|libbpf]`: the cookie program
+/// loaded ROUNDS times by sonde, then by libbpf (or only the one named); CPU
+/// time per load of each.
+pub fn load_loop(n: usize, rounds: usize, only: Option<&str>) -> Result<()> {
+    let libs = match only {
+        Some("sonde") => vec![Lib::Sonde],
+        Some("libbpf") => vec![Lib::Libbpf],
+        _ => vec![Lib::Sonde, Lib::Libbpf],
+    };
+    for lib in libs {
+        let start = thread_cpu();
+        for _ in 0..rounds {
+            match lib {
+                Lib::Sonde => {
+                    let mut o = sonde_object(n)?;
+                    o.uprobe(Program::Count.name())?.load(MULTI)?;
+                }
+                _ => drop(libbpf_object(n, "count_multi")?),
+            }
+        }
+        println!(
+            "{lib:?}: {:.3} ms CPU per load",
+            ms(thread_cpu() - start) / rounds as f64
+        );
+    }
+    Ok(())
+}
+
 /// Every peer figure.
 pub fn all(opts: &Opts, exe: &Path, sites: &[ProbeSite]) -> Result<Vec<Figure>> {
     let runs = if opts.quick { 1 } else { 7 };

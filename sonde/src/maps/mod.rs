@@ -7,6 +7,7 @@
 mod array;
 #[cfg(feature = "tokio")]
 mod async_io;
+mod created;
 mod hash_map;
 mod perf_event_array;
 mod ring_buf;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 pub use array::{Array, PerCpuArray};
 #[cfg(feature = "tokio")]
 pub use async_io::{AsyncPerfBuffer, AsyncRingBuf};
+pub(crate) use created::ObjectMaps;
 pub use hash_map::{HashMap, PerCpuHashMap};
 pub use perf_event_array::{PerfBuffer, PerfEventArray, PerfRecord};
 pub use ring_buf::{RingBuf, RingBufItem};

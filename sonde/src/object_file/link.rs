@@ -12,7 +12,9 @@ use super::{MapReloc, SpecError, MAX_PROGRAM_INSNS};
 pub(super) struct CodeSection {
     pub(super) name: String,
     pub(super) insns: Vec<Insn>,
-    pub(super) relocs: HashMap<usize, Target>,
+    /// In instruction order: a function's are walked as one range beside its
+    /// instructions (no lookup per instruction).
+    pub(super) relocs: BTreeMap<usize, Target>,
     /// Function start index to length, from the symbol table.
     pub(super) funcs: BTreeMap<usize, usize>,
 }
@@ -77,10 +79,12 @@ pub(super) fn link(
         let base = out.len();
         placed.insert((sec, start), base);
         out.extend_from_slice(&cs.insns[start..start + len]);
+        let mut in_function = cs.relocs.range(start..start + len).peekable();
         for i in start..start + len {
             let insn = cs.insns[i];
             let pos = base + (i - start);
-            match (cs.relocs.get(&i), insn.is_ld_imm64(), insn.is_pseudo_call()) {
+            let reloc = in_function.next_if(|(at, _)| **at == i).map(|(_, t)| t);
+            match (reloc, insn.is_ld_imm64(), insn.is_pseudo_call()) {
                 (Some(t), true, _) => {
                     if i + 1 >= start + len {
                         return Err(bad(i, "ld_imm64 is missing its second half".into()).into());

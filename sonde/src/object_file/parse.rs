@@ -60,7 +60,7 @@ impl ObjectSpec {
                     CodeSection {
                         name,
                         insns,
-                        relocs: HashMap::new(),
+                        relocs: BTreeMap::new(),
                         funcs: BTreeMap::new(),
                     },
                 );

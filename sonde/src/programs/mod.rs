@@ -43,6 +43,10 @@ pub enum ProgramError {
     /// The object has no program of that name.
     #[error("no program named `{0}` in the object")]
     NotFound(String),
+    /// A map the program uses could not be created (maps are created when
+    /// the first program that uses them loads).
+    #[error(transparent)]
+    Map(#[from] crate::maps::MapError),
     /// A native session load needs kernel functions this kernel's BTF lacks.
     #[error("session program `{name}` cannot load natively: {reason}; attach it with the uprobe_session feature disabled to emulate the session")]
     Kfunc {

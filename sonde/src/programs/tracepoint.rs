@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{AttachType, Cookie, Load, LoadedProgram, ProgramError};
+use crate::maps::ObjectMaps;
+use crate::object_file::MapReloc;
 use crate::sys::{perf, tracefs, SyscallError};
 use sonde_abi::Insn;
 
@@ -58,6 +60,9 @@ pub struct TracePoint {
     event: String,
     insns: Vec<Insn>,
     license: CString,
+    /// Its map references, patched at load (the maps created then).
+    relocs: Vec<MapReloc>,
+    maps: Option<Arc<ObjectMaps>>,
     loaded: Option<Arc<LoadedProgram>>,
 }
 
@@ -88,8 +93,17 @@ impl TracePoint {
             event,
             insns,
             license,
+            relocs: Vec::new(),
+            maps: None,
             loaded: None,
         }
+    }
+
+    /// The program with its map references, resolved against `maps` at load.
+    pub(crate) fn with_maps(mut self, relocs: Vec<MapReloc>, maps: Arc<ObjectMaps>) -> Self {
+        self.relocs = relocs;
+        self.maps = Some(maps);
+        self
     }
 
     /// The program's name.
@@ -118,7 +132,11 @@ impl TracePoint {
             Some(p) => Arc::clone(p),
             None => {
                 let load = Load::new(AttachType::Tracepoint, Cookie::Native);
-                let p = Arc::new(LoadedProgram::load(&self.name, &self.insns, &self.license, load)?);
+                let mut insns = self.insns.clone();
+                if let Some(maps) = &self.maps {
+                    maps.relocate(&mut insns, &self.relocs).map_err(ProgramError::from)?;
+                }
+                let p = Arc::new(LoadedProgram::load(&self.name, &insns, &self.license, load)?);
                 self.loaded = Some(Arc::clone(&p));
                 p
             }

@@ -2,13 +2,14 @@
 
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::{
     bake_cookie, bake_session, session_kfuncs, uses_cookie, uses_session_calls, AttachType, Cookie, Load,
     LoadedProgram, ProgramError, SessionHalf,
 };
-use crate::object_file::ProbeKind;
+use crate::maps::ObjectMaps;
+use crate::object_file::{MapReloc, ProbeKind};
 use sonde_abi::Insn;
 
 /// A uprobe program of an object (`sonde::Object`): entry, return, session or USDT.
@@ -38,23 +39,37 @@ pub struct UProbe {
     kind: ProbeKind,
     insns: Vec<Insn>,
     license: CString,
-    reads_cookie: bool,
+    /// Reads its cookie; found at the first question (an object prepares many
+    /// programs and loads few).
+    reads_cookie: OnceLock<bool>,
     /// Makes session calls (`#[uprobe_session]`): rewritten at every load.
-    session_calls: bool,
+    session_calls: OnceLock<bool>,
+    /// Its map references, patched at load (the maps created then).
+    relocs: Vec<MapReloc>,
+    maps: Option<Arc<ObjectMaps>>,
     loaded: HashMap<Load, Arc<LoadedProgram>>,
 }
 
 impl UProbe {
     pub(crate) fn new(name: String, kind: ProbeKind, insns: Vec<Insn>, license: CString) -> Self {
         UProbe {
-            reads_cookie: uses_cookie(&insns),
-            session_calls: uses_session_calls(&insns),
+            reads_cookie: OnceLock::new(),
+            session_calls: OnceLock::new(),
+            relocs: Vec::new(),
+            maps: None,
             name,
             kind,
             insns,
             license,
             loaded: HashMap::new(),
         }
+    }
+
+    /// The program with its map references, resolved against `maps` at load.
+    pub(crate) fn with_maps(mut self, relocs: Vec<MapReloc>, maps: Arc<ObjectMaps>) -> Self {
+        self.relocs = relocs;
+        self.maps = Some(maps);
+        self
     }
 
     /// The program's name.
@@ -70,10 +85,15 @@ impl UProbe {
     /// Whether the program reads its cookie (if not, one load serves every target
     /// on every tier).
     pub fn reads_cookie(&self) -> bool {
-        self.reads_cookie
+        *self.reads_cookie.get_or_init(|| uses_cookie(&self.insns))
     }
 
-    /// The instructions as loaded in their native form.
+    fn session_calls(&self) -> bool {
+        *self.session_calls.get_or_init(|| uses_session_calls(&self.insns))
+    }
+
+    /// The instructions, callees linked in; map references are patched with
+    /// the maps' descriptors at load.
     pub fn instructions(&self) -> &[Insn] {
         &self.insns
     }
@@ -82,9 +102,9 @@ impl UProbe {
     /// no emulated copy.
     fn normalise(&self, mut load: Load) -> Load {
         // Goroutine frames only change a program that makes session calls.
-        load.go_frames &= self.session_calls;
+        load.go_frames &= self.session_calls();
         match load.cookie {
-            Cookie::Emulated(_) if !self.reads_cookie => Load {
+            Cookie::Emulated(_) if !self.reads_cookie() => Load {
                 cookie: Cookie::Native,
                 ..load
             },
@@ -98,11 +118,14 @@ impl UProbe {
         if let Some(p) = self.loaded.get(&load) {
             return Ok(Arc::clone(p));
         }
-        let mut insns = match load.cookie {
-            Cookie::Emulated(c) => bake_cookie(&self.insns, c),
-            Cookie::Native => self.insns.clone(),
-        };
-        if self.session_calls {
+        let mut insns = self.insns.clone();
+        if let Some(maps) = &self.maps {
+            maps.relocate(&mut insns, &self.relocs)?;
+        }
+        if let Cookie::Emulated(c) = load.cookie {
+            insns = bake_cookie(&insns, c);
+        }
+        if self.session_calls() {
             let native = match load.attach_type {
                 AttachType::UprobeSession => Some(session_kfuncs().map_err(|reason| ProgramError::Kfunc {
                     name: self.name.clone(),
