@@ -174,6 +174,13 @@ pub fn run() -> Result<()> {
         // arm64's C library to link against (only recommended by the cross gcc).
         ("/usr/aarch64-linux-gnu/lib/crt1.o", "libc6-dev-arm64-cross"),
         ("/usr/bin/qemu-system-aarch64", "qemu-system-arm"),
+        // The Debian roots the .deb is installed in (userland.rs): made by
+        // debootstrap, checked against Debian's archive keys.
+        ("/usr/sbin/debootstrap", "debootstrap"),
+        (
+            "/usr/share/keyrings/debian-archive-bullseye-stable.gpg",
+            "debian-archive-keyring",
+        ),
     ];
     let missing: Vec<&str> = peer_tools
         .iter()
