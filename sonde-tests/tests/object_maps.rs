@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use sonde::object_file::{ObjectSpec, ProgramKind};
-use sonde::{AttachType, Cookie, Load, Object};
+use sonde::{AttachType, Cookie, Feature, Features, Load, Object};
 use sonde_tests::{require_root, PROBES};
 
 /// The ids of the BPF maps this process holds a descriptor of.
@@ -56,10 +56,17 @@ fn maps_are_created_when_a_program_or_the_caller_needs_them() {
     let mut object = Object::load(PROBES).expect("load");
     assert_eq!(held_map_ids(), before, "no map before a program loads");
 
+    // Native cookies need 5.15+ (`bpf_get_attach_cookie`); 5.10 loads the
+    // emulated form, which uses the same maps.
+    let first = if Features::current().has(Feature::BpfCookie) {
+        Cookie::Native
+    } else {
+        Cookie::Emulated(3)
+    };
     object
         .uprobe(&program.name)
         .expect("program")
-        .load(Load::new(AttachType::PerfEvent, Cookie::Native))
+        .load(Load::new(AttachType::PerfEvent, first))
         .expect("load the program");
     let after_load = held_map_ids();
     assert_eq!(
