@@ -56,7 +56,7 @@ enum Command {
   sonde count ./app:'handle*' libc:malloc libssl:'SSL_*' -- ./app
                                                several binaries: BINARY:PATTERN each
   sonde count --json ./app 'app::*' -- ./app   one JSON object at the end:
-      {\"tier\": \"multi\", \"functions\": [{\"name\", \"demangled\", \"cookie\", \"count\"}]}")]
+      {\"tier\": \"multi\", \"skipped_hits\": 0, \"functions\": [{\"name\", \"demangled\", \"cookie\", \"count\"}]}")]
     Count(Common),
     /// Time each call: count, min, mean, max (exact) and quantiles per function.
     ///
@@ -69,7 +69,7 @@ enum Command {
   sonde latency libc 'malloc' 'free' -- ./bench
   sonde latency -p 4242 -d 30 ./server 'handle_*'
   sonde latency --json ./app 'app::parse' -- ./app input.txt
-      {\"tier\", \"functions\": [{\"name\", \"cookie\", \"count\", \"timed\", \"untimed\", \"min_ns\",
+      {\"tier\", \"skipped_hits\", \"functions\": [{\"name\", \"cookie\", \"count\", \"timed\", \"untimed\", \"min_ns\",
         \"mean_ns\", \"p50_ns\", \"p90_ns\", \"p99_ns\", \"max_ns\", \"histogram\": [{\"ge_ns\", \"le_ns\", \"count\"}]}]}")]
     Latency(Common),
     /// Print one line per call: time, pid, tid, command, function, arguments.

@@ -79,20 +79,25 @@ struct Report<T> {
     /// For `latency` (a session program): `native` or `emulated`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<&'static str>,
+    /// Hits the kernel skipped (counts are short by this many); `null` where
+    /// the kernel does not count them ([`sonde::Job::skipped_hits`]).
+    pub skipped_hits: Option<u64>,
     /// One row per function.
     pub functions: Vec<T>,
 }
 
-/// Writes `{"tier", "session"?, "functions"}` as one line.
+/// Writes `{"tier", "session"?, "skipped_hits", "functions"}` as one line.
 pub fn write_report<T: serde::Serialize>(
     out: &mut impl std::io::Write,
     tier: Tier,
     session: Option<sonde::SessionMode>,
+    skipped_hits: Option<u64>,
     functions: Vec<T>,
 ) -> Result<(), CliError> {
     let report = Report {
         tier: tier.name().to_string(),
         session: session.map(sonde::SessionMode::short_name),
+        skipped_hits,
         functions,
     };
     serde_json::to_writer(&mut *out, &report).map_err(|e| CliError::new(e.to_string()))?;

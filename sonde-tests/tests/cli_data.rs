@@ -524,3 +524,62 @@ fn by_takes_strings_return_values_and_intervals() {
         assert!(err.contains(why), "{bad}: {err}");
     }
 }
+
+#[test]
+fn every_report_says_how_many_hits_the_kernel_skipped() {
+    let _s = serial();
+    require_root();
+    // A uprobe program on the perf-event path is not run when the CPU's BPF
+    // guard is held (another BPF program, or a map syscall preempted on a
+    // fully preemptible kernel); 6.7+ counts those runs. Reports carry the
+    // count (`null` where the kernel keeps none), and what the program counted
+    // plus what the kernel skipped is every call, on every tier.
+    const CALLS: u64 = 100_000;
+    let pie = fixture_arg("fixture-pie");
+    let calls = CALLS.to_string();
+    let counted_by_kernel = sonde::features::kernel_at_least(6, 7);
+    for tier in Tier::ALL.into_iter().filter(|t| tier_supported(*t)) {
+        let (code, out, err) = sonde(&[
+            "count",
+            "--json",
+            "--tier",
+            tier.name(),
+            &pie,
+            "fx_alpha",
+            "--",
+            &pie,
+            "loop",
+            &calls,
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let report = json(&out);
+        let counted = counts(&report)[0].1;
+        let skipped = &report["skipped_hits"];
+        println!("{tier}: {counted} counted, skipped by the kernel: {skipped}");
+        match skipped.as_u64() {
+            Some(n) => {
+                assert!(
+                    counted_by_kernel || tier == Tier::Multi,
+                    "{tier}: a count this kernel does not keep: {report}"
+                );
+                assert_eq!(counted + n, CALLS, "{tier}: {report}");
+                assert!(
+                    tier != Tier::Multi || n == 0,
+                    "uprobe_multi never skips a hit: {report}"
+                );
+                assert_eq!(
+                    n > 0,
+                    err.contains(&format!("the kernel skipped {n} probe hit")),
+                    "{err}"
+                );
+            }
+            None => {
+                assert!(
+                    skipped.is_null() && !counted_by_kernel && tier != Tier::Multi,
+                    "{tier}: {report}"
+                );
+                assert!(counted <= CALLS, "{tier}: {report}");
+            }
+        }
+    }
+}

@@ -341,13 +341,23 @@ impl Session {
         print: impl FnOnce(&mut dyn std::io::Write, &[T]) -> std::io::Result<()>,
     ) -> Result<i32, CliError> {
         let mut out = report_output(common)?;
+        let skipped = self.job.skipped_hits();
         if common.json {
-            crate::report::write_report(&mut out, self.tier(), self.session_mode(), rows)?;
+            crate::report::write_report(&mut out, self.tier(), self.session_mode(), skipped, rows)?;
         } else {
             print(&mut out, &rows)?;
         }
         out.flush()?;
         drop(out);
+        if let Some(n @ 1..) = skipped {
+            eprintln!(
+                "sonde: the kernel skipped {n} probe hit{}: a BPF map syscall or another BPF program held \
+                 the CPU (tier {} runs programs through the perf-event path, which skips rather than nests; \
+                 the multi tier does not): counts are short by {n}",
+                if n == 1 { "" } else { "s" },
+                self.tier().name(),
+            );
+        }
         self.close();
         Ok(stop.exit_code())
     }

@@ -336,6 +336,19 @@ impl fmt::Display for Features {
     }
 }
 
+/// Whether the running kernel's release is `major.minor` or later (for facts
+/// no probe can ask, such as which counters a kernel keeps); `false` when
+/// `uname -r` does not start with a version.
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    release_version(&kernel_release()).is_some_and(|v| v >= (major, minor))
+}
+
+/// `(major, minor)` of a release such as `6.1.0-27-amd64`.
+fn release_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
 /// `uname -r`.
 pub fn kernel_release() -> String {
     // SAFETY: utsname is plain data; uname fills it.
@@ -353,6 +366,15 @@ pub fn kernel_release() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn release_versions() {
+        assert_eq!(release_version("6.1.0-27-amd64"), Some((6, 1)));
+        assert_eq!(release_version("5.10.0-33-cloud-amd64"), Some((5, 10)));
+        assert_eq!(release_version("6.18.0"), Some((6, 18)));
+        assert_eq!(release_version("unknown"), None);
+        assert_eq!(release_version("6"), None);
+    }
 
     #[test]
     fn names_round_trip() {

@@ -362,6 +362,43 @@ impl Job {
         self.attachments().find_map(Attachment::session)
     }
 
+    /// Hits the kernel skipped on this job's probes: a uprobe program on the
+    /// perf-event path (perf-link, emulated and tracefs tiers) is not run when
+    /// a BPF program or a BPF map syscall already holds its CPU (the kernel's
+    /// per-CPU `bpf_prog_active` guard; a map syscall holds it even while its
+    /// task is preempted, so another process's map reads can cost hits). The
+    /// count and times are then short by this many. The multi tier (6.6+) never
+    /// skips a hit this way (`Some(0)`); the others are counted from Linux 6.7.
+    /// `None` where the kernel skips hits without counting them (a per-target
+    /// tier before 6.7). The programs' counters are the kernel's since load.
+    ///
+    /// ```no_run
+    /// # fn show(job: &sonde::Job) {
+    /// match job.skipped_hits() {
+    ///     Some(0) => {}
+    ///     Some(n) => eprintln!("{n} hits skipped by the kernel: counts are short by {n}"),
+    ///     None => eprintln!("this kernel does not count skipped hits"),
+    /// }
+    /// # }
+    /// ```
+    pub fn skipped_hits(&self) -> Option<u64> {
+        let counted = crate::features::kernel_at_least(6, 7);
+        let mut seen = std::collections::BTreeSet::new();
+        let mut total = 0;
+        for a in self.attachments().filter(|a| a.tier() != Tier::Multi) {
+            if !counted {
+                return None;
+            }
+            for p in a.programs() {
+                let info = p.info().ok()?;
+                if seen.insert(info.id) {
+                    total += info.missed;
+                }
+            }
+        }
+        Some(total)
+    }
+
     /// Every attachment, for plans and kernel ids.
     pub fn attachments(&self) -> impl Iterator<Item = &Attachment> {
         self.groups.values().flat_map(|g| g.attachments.iter())

@@ -164,6 +164,12 @@ pub struct ProgramInfo {
     pub run_time_ns: u64,
     /// Kernel memory charged to the program (`memlock` of its fdinfo), bytes.
     pub memlock: u64,
+    /// Runs the kernel skipped because a BPF program or a BPF map syscall
+    /// already held this CPU (`recursion_misses`). Uprobe programs on the
+    /// perf-event path (perf-link, emulated and tracefs tiers) are counted from
+    /// Linux 6.7; older kernels skip such hits without counting them. The
+    /// uprobe_multi path (6.6+) never skips them. See [`crate::Job::skipped_hits`].
+    pub missed: u64,
 }
 
 impl LoadedProgram {
@@ -253,6 +259,7 @@ impl LoadedProgram {
             run_count: info.run_cnt,
             run_time_ns: info.run_time_ns,
             memlock: fdinfo_memlock(self.fd.as_fd()).unwrap_or(0),
+            missed: info.recursion_misses,
         })
     }
 }
