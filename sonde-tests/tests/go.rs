@@ -188,6 +188,7 @@ fn go_latency_is_exact_across_threads_and_stack_copies() {
             // grow returns unpaired in one run, 6.1 perf-link one entry of
             // 8,004 in another; the host: exact in every run). Open in #29:
             // here, never more than the calls, and the program lives (above).
+            println!("{binary}: {rows:?}");
             for (r, calls) in [(&grow, 4 * 2001), (&nap, 4), (&greet, 3)] {
                 assert!(r.2 <= r.1 && r.1 <= calls, "{binary}: {rows:?}");
             }
