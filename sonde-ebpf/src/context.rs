@@ -65,16 +65,49 @@ pub(crate) fn entry_sp_at_return(regs: *mut c_void) -> u64 {
 /// deep the stack pointer is in that goroutine's stack (`tgid << 32 |
 /// (g.stack.hi - sp)`: `g` addresses repeat across processes, the depth is
 /// unchanged when the runtime copies the stack, and a goroutine stack is at
-/// most 1 GiB deep). `None` when `g` cannot be read.
+/// most 1 GiB deep).
+///
+/// `g.stack` is read from the program's memory, which the kernel may have
+/// unmapped for a moment (a page being migrated by compaction or collapsed
+/// into a huge page: a BPF read cannot wait for it and fails). The bounds
+/// last read for each goroutine are kept in [`GO_STACKS`] and used then, when
+/// the stack pointer lies inside them (a goroutine's stack pointer is always
+/// in its current stack). `None` when neither gives the bounds.
 #[inline(always)]
 pub(crate) fn go_frame(regs: *mut c_void) -> Option<(u64, u64)> {
     let g = read_reg(regs, regs::G);
+    let sp = sp_of(regs);
     // `g.stack` is `{lo, hi uintptr}`, the first field of `runtime.g`.
     // SAFETY: the helper reads user memory and fails softly.
-    let hi: u64 = unsafe { helpers::probe_read_user((g.wrapping_add(8)) as usize as *const u64) }.ok()?;
-    let depth = hi.wrapping_sub(sp_of(regs)) & 0xffff_ffff;
+    let hi = match unsafe { helpers::probe_read_user(g as usize as *const [u64; 2]) } {
+        Ok(stack) => {
+            let known = GO_STACKS.get(&g).unwrap_or([0, 0]);
+            if known[0] != stack[0] || known[1] != stack[1] {
+                let _ = GO_STACKS.insert(&g, &stack, 0);
+            }
+            stack[1]
+        }
+        Err(_) => {
+            let known = GO_STACKS.get(&g).unwrap_or([0, 0]);
+            if sp < known[0] || sp >= known[1] {
+                return None;
+            }
+            known[1]
+        }
+    };
+    let depth = hi.wrapping_sub(sp) & 0xffff_ffff;
     Some((g, (helpers::current_pid_tgid() >> 32) << 32 | depth))
 }
+
+/// Each goroutine's stack bounds (`g.stack`: lo, hi) as last read, by `g`:
+/// what [`ProbeContext::go_frame`] uses when the goroutine's memory cannot be
+/// read for a moment. In the object only when a program reads Go frames;
+/// goroutines not seen for long age out.
+///
+/// Kernel: 4.10 (LRU hash).
+#[doc(hidden)]
+#[link_section = "maps"]
+pub static GO_STACKS: crate::maps::LruHashMap<u64, [u64; 2]> = crate::maps::LruHashMap::with_max_entries(8192);
 
 /// The stack pointer in saved registers.
 #[inline(always)]

@@ -22,6 +22,7 @@
 //! | `CGROUPS` | every uprobe | `--cgroup` | `record::CGROUP_IDS` cgroups |
 //! | `USDT_SPECS` | every uprobe | `usdt:` patterns | one per function |
 //! | `SESSION_SLOTS` | latency | emulated sessions | 64k calls in flight |
+//! | `GO_STACKS` | latency, trace | Go functions | 8k goroutines |
 
 mod read;
 
@@ -139,13 +140,16 @@ pub enum Map {
     UsdtSpecs,
     /// Emulated session slots (calls in flight).
     SessionSlots,
+    /// Go goroutines' stack bounds, for pairing Go calls when the program's
+    /// memory cannot be read for a moment (`sonde_ebpf`'s `GO_STACKS`).
+    GoStacks,
     /// The job's settings (`record::Settings`), a global-data map.
     Settings,
 }
 
 impl Map {
     /// Every map.
-    pub const ALL: [Map; 19] = [
+    pub const ALL: [Map; 20] = [
         Map::Counts,
         Map::Hist,
         Map::Stats,
@@ -164,6 +168,7 @@ impl Map {
         Map::Cgroups,
         Map::UsdtSpecs,
         Map::SessionSlots,
+        Map::GoStacks,
         Map::Settings,
     ];
 
@@ -188,6 +193,7 @@ impl Map {
             Map::Cgroups => "CGROUPS",
             Map::UsdtSpecs => "USDT_SPECS",
             Map::SessionSlots => "SESSION_SLOTS",
+            Map::GoStacks => "GO_STACKS",
             Map::Settings => crate::record::SETTINGS_SECTION,
         }
     }
@@ -205,6 +211,7 @@ impl Map {
             | Map::Stacks
             | Map::UsdtSpecs
             | Map::SessionSlots
+            | Map::GoStacks
             | Map::Saved => Some(1),
             Map::Events => Some(4096),
             _ => None,

@@ -191,7 +191,7 @@ impl Agent {
                         // and always where Go may come (its sessions are
                         // emulated on every kernel; this job serves every
                         // binary of the scope, now and after reloads).
-                        let mut used = vec![Map::SessionSlots];
+                        let mut used = vec![Map::SessionSlots, Map::GoStacks];
                         if scope.cgroup.is_some() {
                             used.push(Map::Cgroups);
                         }

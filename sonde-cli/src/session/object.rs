@@ -91,6 +91,7 @@ pub(super) fn attach_all(
         (Map::Stacks, common.by.as_ref().is_some_and(|b| b.has(By::Stack))),
         (Map::UsdtSpecs, usdt),
         (Map::SessionSlots, emulated),
+        (Map::GoStacks, sets.iter().any(FunctionSet::is_go)),
     ];
     let used: Vec<Map> = used.iter().filter(|(_, u)| *u).map(|(m, _)| *m).collect();
     let builder = Job::builder(OBJECT).capacity(n.max(1), &[]).options(options);
