@@ -225,11 +225,7 @@ pub fn tier_supported(tier: sonde::Tier) -> bool {
 
 /// `(major, minor)` of the running kernel.
 pub fn kernel_version() -> (u32, u32) {
-    let rel = sonde::features::kernel_release();
-    let mut parts = rel
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|p| p.parse::<u32>().ok());
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+    sonde::features::kernel_version().unwrap_or((0, 0))
 }
 
 /// Every record in the object's `EVENTS` ring buffer, in order.

@@ -340,7 +340,13 @@ impl fmt::Display for Features {
 /// no probe can ask, such as which counters a kernel keeps); `false` when
 /// `uname -r` does not start with a version.
 pub fn kernel_at_least(major: u32, minor: u32) -> bool {
-    release_version(&kernel_release()).is_some_and(|v| v >= (major, minor))
+    kernel_version().is_some_and(|v| v >= (major, minor))
+}
+
+/// `(major, minor)` of the running kernel; `None` when `uname -r` does not
+/// start with a version.
+pub fn kernel_version() -> Option<(u32, u32)> {
+    release_version(&kernel_release())
 }
 
 /// `(major, minor)` of a release such as `6.1.0-27-amd64`.
