@@ -38,7 +38,7 @@ fn main() -> Result<()> {
             return peers::first_attach_child(lib, std::path::Path::new(exe));
         }
     }
-    // For a profiler (`perf record -g -- sonde-bench --attach-loop N ROUNDS EXE [names]`):
+    // For a profiler (`perf record -g -- sonde-bench --attach-loop N ROUNDS EXE [names] [quiet] [libbpf]`):
     // sonde's multi attach and detach of the first N functions (by offsets, or
     // by names resolved cold each round), ROUNDS times.
     // The same for loading the cookie program (`--load-loop N ROUNDS`: its
@@ -50,8 +50,7 @@ fn main() -> Result<()> {
     }
     if let [flag, n, rounds, exe, rest @ ..] = all.as_slice() {
         if flag == "--attach-loop" {
-            let names = rest.first().is_some_and(|r| r == "names");
-            return peers::attach_loop(n.parse()?, rounds.parse()?, std::path::Path::new(exe), names);
+            return peers::attach_loop(n.parse()?, rounds.parse()?, std::path::Path::new(exe), rest);
         }
     }
     let mut opts = Opts {

@@ -12,7 +12,7 @@ use serde_json::Value;
 use sonde::Tier;
 use sonde_tests::{
     finish_within, fixture_arg, fixtures, link_count, require_root, run_sonde, sonde_bin, spawn_fixture,
-    tier_supported, until_attached, wait_exited,
+    tier_supported, until_attached,
 };
 
 /// Tests here count links and tracefs entries: one at a time.
@@ -146,47 +146,86 @@ fn per_target_tier() -> Option<Tier> {
         .find(|t| tier_supported(*t))
 }
 
+/// 100 per-target probes on every per-target tier the kernel has: `sonde`
+/// prints its summary and exits without the kernel's detach (about 0.1 s a
+/// probe on recent kernels), which a background process finishes: at its end
+/// nothing is left attached, no link and no tracefs entry. Prints how long
+/// sonde took to exit after SIGINT and how long the kernel's detach took (the
+/// figures the performance notes quote for the guests); asserts only a hang
+/// guard on the first, never a speed.
 #[test]
 fn a_slow_detach_is_left_to_a_background_process_at_exit() {
     let _s = serial();
     require_root();
-    let Some(tier) = per_target_tier() else { return };
-    let before = link_count();
-    // 50 per-target probes: about 5 s in the kernel's detach on recent kernels.
-    let mut child = Command::new(sonde_bin())
-        .args([
-            "count",
-            "--tier",
-            tier.name(),
-            &fixture_arg("libmany.so"),
-            "many_000[0-4]?",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sonde");
-    let err = until_attached(&mut child);
-    // SAFETY: signals our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    // sonde exits without the kernel's wait: far sooner than the 5 s of the detach.
-    let (code, out, rest) = finish_within(&mut child, err, Duration::from_secs(3));
-    assert_eq!(code, Some(130), "{rest}");
-    assert!(out.contains("many_00000"), "the summary came first: {out}");
-    let pid = rest
-        .split("process ")
-        .nth(1)
-        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|p| p.parse::<u32>().ok())
-        .unwrap_or_else(|| panic!("names the process that detaches: {rest}"));
-    assert!(
-        rest.contains("50 probes detach in the background") && rest.contains("in about"),
-        "says what is happening and how long: {rest}"
-    );
-    assert!(
-        wait_exited(pid, Duration::from_secs(60)),
-        "{pid} still detaching after 60 s"
-    );
-    assert_eq!(link_count(), before, "everything detached in the end");
+    for tier in [Tier::PerfLink, Tier::Emulated, Tier::Tracefs] {
+        if !tier_supported(tier) {
+            continue;
+        }
+        let before = link_count();
+        let mut child = Command::new(sonde_bin())
+            .args([
+                "count",
+                "--tier",
+                tier.name(),
+                &fixture_arg("libmany.so"),
+                "many_000[0-9]?",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sonde");
+        let err = until_attached(&mut child);
+        let interrupted = std::time::Instant::now();
+        // SAFETY: signals our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        // The exit, to the millisecond (the summary of 100 lines fits the pipe).
+        let exited = loop {
+            if child.try_wait().expect("try_wait").is_some() {
+                break interrupted.elapsed();
+            }
+            assert!(
+                interrupted.elapsed() < Duration::from_secs(10),
+                "{tier}: sonde still running 10 s after SIGINT"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let (code, out, rest) = finish_within(&mut child, err, Duration::from_secs(3));
+        assert_eq!(code, Some(130), "{tier}: {rest}");
+        assert!(
+            out.contains("many_00000") && out.contains("many_00099"),
+            "{tier}: the summary came first: {out}"
+        );
+        let pid = rest
+            .split("process ")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|p| p.parse::<u32>().ok())
+            .unwrap_or_else(|| panic!("{tier}: names the process that detaches: {rest}"));
+        assert!(
+            rest.contains("100 probes detach in the background") && rest.contains("in about"),
+            "{tier}: says what is happening and how long: {rest}"
+        );
+        let detached = loop {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+            if state.is_none_or(|s| s.rsplit_once(") ").is_none_or(|(_, r)| r.starts_with(['Z', 'X']))) {
+                break interrupted.elapsed();
+            }
+            assert!(
+                interrupted.elapsed() < Duration::from_secs(120),
+                "{tier}: {pid} still detaching after 120 s"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        println!(
+            "detach of 100 per-target probes, {tier}, Linux {}: sonde exited {:.1} ms after SIGINT; \
+             the kernel's detach took {:.0} ms (background process {pid})",
+            sonde::features::kernel_version().map_or("?".into(), |(a, b)| format!("{a}.{b}")),
+            exited.as_secs_f64() * 1e3,
+            detached.as_secs_f64() * 1e3,
+        );
+        assert_eq!(link_count(), before, "{tier}: everything detached in the end");
+        assert!(ours_in_tracefs().is_empty(), "{tier}: no tracefs entry left");
+    }
 }
 
 #[test]

@@ -262,34 +262,79 @@ pub fn first_attach_child(lib: &str, exe: &Path) -> Result<()> {
     Ok(())
 }
 
-/// sonde's multi attach and detach of `f0..f<n-1>` of `exe`, `rounds` times:
-/// a loop to profile (`--attach-loop`); prints the CPU time per attach.
-pub fn attach_loop(n: usize, rounds: usize, exe: &Path, by_names: bool) -> Result<()> {
+/// The multi attach and detach of `f0..f<n-1>` of `exe`, `rounds` times: a
+/// loop to profile (`--attach-loop`). `flags`: `names` (resolved cold each
+/// round), `quiet` (a quiet period before each attach, as the bench does),
+/// `libbpf` (libbpf's attach instead of sonde's), `both` (sonde and libbpf
+/// alternating, each first every other round). Prints the median CPU time per attach.
+pub fn attach_loop(n: usize, rounds: usize, exe: &Path, flags: &[String]) -> Result<()> {
+    let has = |f: &str| flags.iter().any(|x| x == f);
+    let (by_names, pause) = (has("names"), has("quiet"));
+    let libs: &[Lib] = match (has("both"), has("libbpf")) {
+        (true, _) => &[Lib::Sonde, Lib::Libbpf],
+        (false, true) => &[Lib::Libbpf],
+        (false, false) => &[Lib::Sonde],
+    };
     let sites = resolve_numbered(exe)?;
     let sites = &sites[..n.min(sites.len())];
     let names: Vec<String> = (0..n).map(|i| format!("f{i}")).collect();
     let mut o = sonde_object(n)?;
     let p = o.uprobe(Program::Count.name())?;
     p.load(MULTI)?;
-    let mut cpu = Duration::ZERO;
-    for _ in 0..rounds {
-        if by_names {
-            sonde::resolve::cache::clear();
+    let obj = libbpf_object(n, "count_multi")?;
+    let lp = libbpf_prog(&obj, "count_multi")?;
+    let mut cpu = [Vec::new(), Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        // Each library goes first every other round.
+        for &lib in libs.iter().cycle().skip(round % libs.len()).take(libs.len()) {
+            if pause {
+                quiet();
+            }
+            if by_names {
+                sonde::resolve::cache::clear();
+            }
+            let start = thread_cpu();
+            if lib == Lib::Libbpf {
+                let opts = if by_names {
+                    libbpf_rs::UprobeMultiOpts {
+                        syms: names.clone(),
+                        cookies: (0..n as u64).collect(),
+                        ..Default::default()
+                    }
+                } else {
+                    libbpf_rs::UprobeMultiOpts {
+                        offsets: sites.iter().map(|s| s.offset as usize).collect(),
+                        cookies: sites.iter().map(|s| s.attach_cookie).collect(),
+                        ..Default::default()
+                    }
+                };
+                let link = lp.attach_uprobe_multi_with_opts(-1, exe, "", opts)?;
+                cpu[lib as usize].push(thread_cpu() - start);
+                drop(link);
+                continue;
+            }
+            let sites = if by_names {
+                Functions::in_binary(exe)
+                    .patterns(names.iter().cloned())
+                    .resolve()?
+                    .targets()
+            } else {
+                sites.to_vec()
+            };
+            let att = p.attach_sites(sites, &AttachOptions::default().tier(sonde::Tier::Multi))?;
+            cpu[lib as usize].push(thread_cpu() - start);
+            drop(att);
         }
-        let start = thread_cpu();
-        let sites = if by_names {
-            Functions::in_binary(exe)
-                .patterns(names.iter().cloned())
-                .resolve()?
-                .targets()
-        } else {
-            sites.to_vec()
-        };
-        let att = p.attach_sites(sites, &AttachOptions::default().tier(sonde::Tier::Multi))?;
-        cpu += thread_cpu() - start;
-        drop(att);
     }
-    println!("{:.3} ms CPU per attach of {n}", ms(cpu) / rounds as f64);
+    for &lib in libs {
+        let c = &mut cpu[lib as usize];
+        c.sort_unstable();
+        let median = c.get(c.len() / 2).copied().unwrap_or_default();
+        println!(
+            "{lib:?}: {:.3} ms CPU per attach of {n} (median of {rounds})",
+            ms(median)
+        );
+    }
     Ok(())
 }
 

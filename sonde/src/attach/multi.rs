@@ -90,6 +90,7 @@ impl Mechanism for Multi {
                 .any(|s| s.ref_ctr_offset.is_some())
                 .then(|| group.iter().map(|s| s.ref_ctr_offset.unwrap_or(0)).collect());
             let path = binary.kernel_path();
+            let path = path.as_c_str();
             let request = bpf::UprobeMulti {
                 attach_type,
                 path,
@@ -114,6 +115,12 @@ impl Mechanism for Multi {
 
 /// The sites grouped by binary (the file itself, not its name), in the caller's order.
 fn by_binary(sites: &[ProbeSite]) -> Vec<(&BinaryFile, Vec<&ProbeSite>)> {
+    // Most attachments name one binary: one group, sized once.
+    if let Some(first) = sites.first() {
+        if sites.iter().all(|s| std::sync::Arc::ptr_eq(&s.binary, &first.binary)) {
+            return vec![(&*first.binary, sites.iter().collect())];
+        }
+    }
     let mut groups: Vec<(&BinaryFile, Vec<&ProbeSite>)> = Vec::new();
     for s in sites {
         match groups.iter_mut().find(|(b, _)| **b == *s.binary) {

@@ -79,7 +79,14 @@ impl AttachOptions {
         self
     }
 
-    pub(crate) fn features(&self) -> Features {
-        Features::current().without(&self.disabled_features)
+    /// The running kernel's features less those these options disable (no
+    /// copy when they disable none).
+    pub(crate) fn features(&self) -> std::borrow::Cow<'static, Features> {
+        let current = Features::current();
+        if self.disabled_features.is_empty() {
+            std::borrow::Cow::Borrowed(current)
+        } else {
+            std::borrow::Cow::Owned(current.without(&self.disabled_features))
+        }
     }
 }

@@ -158,7 +158,7 @@ impl Mechanism for Tracefs {
                 std::process::id(),
                 NEXT.fetch_add(1, Ordering::Relaxed)
             );
-            // The kernel resolves `/proc/self/fd/N` in this process: the file the
+            // The kernel resolves `/proc/PID/fd/N` of this process: the file the
             // offset was computed from, and a name the line syntax always carries
             // (the real path may hold spaces or newlines). A USDT semaphore follows
             // the offset as `(0xREF)`.

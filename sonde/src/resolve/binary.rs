@@ -20,7 +20,7 @@ use super::TargetError;
 /// have been reused). The descriptor lives as long as the targets resolved from
 /// it, and is the file the kernel attaches to.
 ///
-/// The kernel is handed `/proc/self/fd/N` of this very file (see
+/// The kernel is handed `/proc/PID/fd/N` of this very file (see
 /// [`BinaryFile::kernel_path`]): a magic link the kernel follows to the open
 /// file itself, never to whatever the original path names by then. That path is
 /// also plain ASCII, so it fits tracefs' `uprobe_events` syntax whatever the
@@ -31,8 +31,25 @@ pub struct BinaryFile {
     path: PathBuf,
     fingerprint: Fingerprint,
     go: std::sync::OnceLock<bool>,
-    /// `/proc/self/fd/N` of `file`, made once.
-    kernel_path: CString,
+}
+
+/// This process's number in the pid namespace of the `/proc` mounted here
+/// (`/proc/self` names it), read once per process: a child forked later
+/// reads its own. `None` when `/proc/self` cannot be read.
+fn proc_pid() -> Option<u32> {
+    // (getpid, the number /proc gives it), packed; 0: not read yet.
+    static CACHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let me = std::process::id();
+    let cached = CACHED.load(std::sync::atomic::Ordering::Relaxed);
+    if cached != 0 && (cached >> 32) as u32 == me {
+        return Some(cached as u32);
+    }
+    let pid: u32 = std::fs::read_link("/proc/self").ok()?.to_str()?.parse().ok()?;
+    CACHED.store(
+        (u64::from(me) << 32) | u64::from(pid),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    Some(pid)
 }
 
 /// What identifies a file's contents for caching: device, inode, mtime, size.
@@ -99,7 +116,6 @@ impl BinaryFile {
         Ok(BinaryFile {
             path: real,
             fingerprint: Fingerprint::of(&meta),
-            kernel_path: CString::new(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap_or_default(),
             file,
             go: std::sync::OnceLock::new(),
         })
@@ -110,10 +126,19 @@ impl BinaryFile {
         &self.path
     }
 
-    /// The path the kernel is given: `/proc/self/fd/N` of this open file, which
-    /// names this inode and no other, and needs no escaping.
-    pub fn kernel_path(&self) -> &std::ffi::CStr {
-        &self.kernel_path
+    /// The path the kernel is given: `/proc/PID/fd/N` of this open file, which
+    /// names this inode and no other, and needs no escaping. `PID` is this
+    /// process as `/proc` numbers it (read from `/proc/self`, so a `/proc` of
+    /// another pid namespace still names this process); the kernel walks it
+    /// faster than `/proc/self/fd/N`, whose `self` is one more link to follow.
+    pub fn kernel_path(&self) -> CString {
+        let fd = self.file.as_raw_fd();
+        let path = match proc_pid() {
+            Some(pid) => format!("/proc/{pid}/fd/{fd}"),
+            None => format!("/proc/self/fd/{fd}"),
+        };
+        // Digits and slashes only: no interior NUL.
+        CString::new(path).unwrap_or_default()
     }
 
     /// Device and inode of the open file.
