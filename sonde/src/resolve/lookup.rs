@@ -46,14 +46,23 @@ impl SymbolTable {
     /// [`SymbolTable::function`], as the function's index in
     /// [`SymbolTable::functions`] (one hash lookup for a plain name).
     pub fn function_index(&self, name: &str) -> Result<usize, TargetError> {
+        self.function_index_among(name, &mut Vec::new())
+    }
+
+    /// [`SymbolTable::function_index`], leaving in `named` every function
+    /// named or aliased as `name` without its version (one hash lookup serves
+    /// both).
+    pub(super) fn function_index_among(&self, name: &str, named: &mut Vec<usize>) -> Result<usize, TargetError> {
         let (plain, version) = match name.split_once('@') {
             Some((n, v)) => (n, Some(v.strip_prefix('@').map_or((v, false), |v| (v, true)))),
             None => (name, None),
         };
+        named.clear();
+        named.extend(self.named(plain));
         // One pass over the functions of that name: the version asked for; with
         // none asked, the default version, else an unversioned one, else any.
         let mut best: Option<(u8, usize)> = None;
-        for i in self.named(plain) {
+        for &i in named.iter() {
             let f = &self.functions[i];
             let rank = match version {
                 Some((v, true)) if f.version.as_deref() == Some(v) && f.default_version => 0,

@@ -199,6 +199,16 @@ pub(super) fn parse_symbols_keeping(path: &Path, data: &[u8], keep: Keep<'_>) ->
     .map_err(|e| not_elf(e.to_string()))
 }
 
+/// How many entries `.symtab` and `.dynsym` hold together (0 when `data` is
+/// not an ELF file): read from the section headers, no symbol looked at.
+pub(super) fn symbol_count(data: &[u8]) -> usize {
+    match object::File::parse(data) {
+        Ok(object::File::Elf64(elf)) => elf.elf_symbol_table().len() + elf.elf_dynamic_symbol_table().len(),
+        Ok(object::File::Elf32(elf)) => elf.elf_symbol_table().len() + elf.elf_dynamic_symbol_table().len(),
+        _ => 0,
+    }
+}
+
 /// The machine uprobes here can probe: the one this library was built for.
 fn host_architecture() -> object::Architecture {
     crate::arch::host::MACHINE
