@@ -70,7 +70,9 @@ pub struct SymbolTable {
     pub(super) looked_for_debug: Vec<PathBuf>,
     symbols_read: usize,
     pub(super) stripped: bool,
-    pub(super) demangled: Vec<OnceLock<Option<String>>>,
+    /// Each function's demangled name, made on first use (the list itself
+    /// too: most lookups never demangle).
+    pub(super) demangled: OnceLock<Vec<OnceLock<Option<String>>>>,
     segments: Vec<Segment>,
     /// Address ranges of executable sections (`SHF_EXECINSTR`), sorted: a symbol
     /// of size 0 is taken to end at its section's end at the latest.
@@ -185,7 +187,7 @@ impl SymbolTable {
             looked_for_debug,
             symbols_read: syms.count,
             stripped: !syms.has_symtab,
-            demangled: Vec::new(),
+            demangled: OnceLock::new(),
             segments: syms.segments,
             code_sections: syms.code_sections,
             by_address: OnceLock::new(),
@@ -200,14 +202,14 @@ impl SymbolTable {
         by_address.reserve(raw.len());
         self.by_name.reserve(raw.len());
         self.functions.reserve(raw.len());
-        self.demangled.reserve(raw.len());
         for s in raw {
             let Some(file_offset) = self.file_offset_of(s.address) else {
                 continue;
             };
             let hash = name_hash(&s.name);
-            let idx = match by_address.get(&s.address) {
-                Some(&i) => {
+            let idx = match by_address.entry(s.address) {
+                std::collections::hash_map::Entry::Occupied(o) => {
+                    let i = *o.get();
                     let f = &mut self.functions[i];
                     if f.name != s.name && !f.aliases.contains(&s.name) {
                         // The public-looking, shorter name is the one shown:
@@ -234,7 +236,7 @@ impl SymbolTable {
                     f.size = f.size.max(s.size);
                     i
                 }
-                None => {
+                std::collections::hash_map::Entry::Vacant(v) => {
                     let (version, default_version) = match s.version {
                         Some((v, d)) => (Some(v), d),
                         None => (None, false),
@@ -249,8 +251,7 @@ impl SymbolTable {
                         file_offset,
                         ifunc: s.ifunc,
                     });
-                    self.demangled.push(OnceLock::new());
-                    by_address.insert(s.address, self.functions.len() - 1);
+                    v.insert(self.functions.len() - 1);
                     self.functions.len() - 1
                 }
             };

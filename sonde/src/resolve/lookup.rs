@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use std::sync::OnceLock;
+
 use super::elf::name_hash;
 use super::names::{self, Pattern};
 use super::{FunctionSymbol, SymbolTable, TargetError};
@@ -32,7 +34,9 @@ impl SymbolTable {
     /// computed on first use and kept.
     pub fn demangled(&self, index: usize) -> Option<&str> {
         let f = self.functions.get(index)?;
-        self.demangled[index]
+        self.demangled
+            .get_or_init(|| (0..self.functions.len()).map(|_| OnceLock::new()).collect())
+            .get(index)?
             .get_or_init(|| super::demangle(&f.name))
             .as_deref()
     }
