@@ -157,13 +157,14 @@ impl Functions {
             }
         }
         // Functions whose first instruction the kernel's uprobes refuse: an error
-        // for a name asked for exactly, left out (and listed) for a glob.
+        // for a name asked for exactly, left out (and listed) for a glob. The
+        // others are the set, numbered in order (one pass).
         let mut skipped = Vec::new();
-        let mut kept = Vec::with_capacity(chosen.len());
+        let mut functions: Vec<FunctionMatch> = Vec::with_capacity(chosen.len());
         for (i, exact) in chosen {
             let f = &table.functions()[i];
             match table.refusal_at(f.file_offset) {
-                None => kept.push((i, exact)),
+                None => {}
                 Some(reason) if exact => {
                     return Err(TargetError::NotProbeable {
                         symbol: f.name.to_string(),
@@ -171,11 +172,34 @@ impl Functions {
                         reason,
                     })
                 }
-                Some(reason) => skipped.push((f.name.to_string(), reason)),
+                Some(reason) => {
+                    skipped.push((f.name.to_string(), reason));
+                    continue;
+                }
             }
+            let implementation = if f.ifunc {
+                self.implementation(&binary, &table, f)
+            } else {
+                None
+            };
+            // An ifunc's implementation keeps its entry (its size may be unknown).
+            let entry_skip = match implementation {
+                Some(_) => 0,
+                None => table.entry_skip_at(f.file_offset, f.size, binary.is_go()),
+            };
+            functions.push(FunctionMatch {
+                cookie: functions.len() as u64,
+                name: f.name.clone(),
+                index: i,
+                symbol: f.clone(),
+                file_offset: implementation.as_ref().map_or(f.file_offset, |m| m.file_offset),
+                entry_skip,
+                implementation,
+                usdt: None,
+                nop5_offset: None,
+            });
         }
-        chosen = kept;
-        if chosen.is_empty() {
+        if functions.is_empty() {
             if let Some((name, reason)) = skipped.first() {
                 return Err(TargetError::NotProbeable {
                     symbol: name.to_string(),
@@ -184,35 +208,6 @@ impl Functions {
                 });
             }
         }
-        let functions: Vec<FunctionMatch> = chosen
-            .into_iter()
-            .enumerate()
-            .map(|(cookie, (i, _))| {
-                let f = &table.functions()[i];
-                let implementation = if f.ifunc {
-                    self.implementation(&binary, &table, f)
-                } else {
-                    None
-                };
-                // An ifunc's implementation keeps its entry (its size may be unknown).
-                let entry_skip = match implementation {
-                    Some(_) => 0,
-                    None => table.entry_skip_at(f.file_offset, f.size, binary.is_go()),
-                };
-                FunctionMatch {
-                    cookie: cookie as u64,
-                    name: f.name.clone(),
-                    index: i,
-                    symbol: f.clone(),
-                    file_offset: implementation.as_ref().map_or(f.file_offset, |m| m.file_offset),
-                    entry_skip,
-                    implementation,
-                    usdt: None,
-                    nop5_offset: None,
-                }
-            })
-            .collect();
-        let mut functions = functions;
         self.add_usdt(&binary, &table, &mut functions)?;
         Ok(FunctionSet {
             binary,
