@@ -20,24 +20,12 @@ use sonde::resolve::watch::{Change, FileWatch, Fingerprint};
 use sonde::{GroupId, SessionMode, Tier};
 
 use super::config::{Config, Probe, Scope};
-use super::metrics::Carried;
+use super::series::{Carried, Jobs, SelfTimings};
 use super::shared::{Place, Shared};
 
-/// The jobs of one scope.
-pub struct Jobs {
-    /// `cgroup = ...`: the programs' cgroup sets, kept up to date (one per job).
-    pub(super) cgroups: Vec<crate::scope::CgroupWatch>,
-    /// `container_labels`: the counting program keys calls by (cookie,
-    /// caller's cgroup).
-    pub containers: bool,
-    /// `containers`: counting cookies of functions detached; when one counts
-    /// another function, rows a last call left under it are cleared.
-    pub(super) retired: BTreeSet<u32>,
-    /// `count` on every function.
-    pub count: Shared,
-    /// `latency` (a session program) on the functions of `latency = true`
-    /// probes; built on first use.
-    pub latency: Option<Shared>,
+/// The agent, also after a panicking holder (the state stays usable).
+pub fn lock(agent: &std::sync::Mutex<Agent>) -> std::sync::MutexGuard<'_, Agent> {
+    agent.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// One function of a probe as its series are read at each scrape: its label
@@ -109,7 +97,7 @@ pub struct Agent {
     /// entry per function ever detached (a few hundred bytes each).
     pub carried: BTreeMap<(Scope, String, String), Carried>,
     /// The agent's own timings (attach, detach, scrape), for its self-metrics.
-    pub timings: super::metrics::SelfTimings,
+    pub timings: SelfTimings,
     /// Cgroup paths by id (`container_labels`), a removed one's kept.
     pub names: sonde::cgroup::Names,
 }
@@ -360,7 +348,7 @@ impl Agent {
             if !count && timing.is_none() {
                 continue;
             }
-            let now = super::metrics::read_series(jobs, count.then_some(f.count_cookie), timing, &mut self.names);
+            let now = super::series::read_series(jobs, count.then_some(f.count_cookie), timing, &mut self.names);
             if count && jobs.containers {
                 retired.push(f.count_cookie);
             }

@@ -7,8 +7,9 @@ use std::time::Instant;
 use sonde::command::ProcessWatch;
 use sonde::{AttachOptions, FunctionSet, Job, SessionMode};
 
-use super::agent::{Agent, Attached, Jobs, Series, State};
+use super::agent::{Agent, Attached, Series, State};
 use super::config::{Probe, Scope};
+use super::series::Jobs;
 use super::shared::{Place, Shared};
 use crate::probes::{shrink_unused, Map, Program, OBJECT};
 use crate::record::LATENCY_BUCKETS;
@@ -170,7 +171,7 @@ impl Agent {
                 })
                 .unwrap_or_default();
             if !cookies.is_empty() {
-                super::metrics::clear_container_rows(jobs, &cookies);
+                super::series::clear_container_rows(jobs, &cookies);
                 jobs.retired.retain(|c| !cookies.contains(c));
             }
         }

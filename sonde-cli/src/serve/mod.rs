@@ -7,7 +7,8 @@
 //! | probes attached, pending, retried, replaced; jobs per scope | `agent` |
 //! | attaching a resolved batch, all or nothing | `attach` |
 //! | a job shared by the probes of a scope, groups counted | `shared` |
-//! | reading the maps into metrics at each scrape | `metrics` |
+//! | a scope's jobs and their maps read as series; what a detached function carries | `series` |
+//! | the metrics: the jobs' series, labelled and encoded at each scrape | `metrics` |
 //! | the HTTP endpoint and its limits | `http` |
 //! | the loop: signals, reloads | here |
 //!
@@ -21,6 +22,7 @@ mod attach;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod series;
 mod shared;
 pub mod web;
 
@@ -29,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use agent::Agent;
+use agent::{lock, Agent};
 use config::Config;
 
 use crate::error::CliError;
@@ -150,11 +152,6 @@ fn apply(agent: &Mutex<Agent>, config: Config, stop: &AtomicBool) -> (usize, usi
     let detached = a.retire(&gone);
     a.applied = true;
     (attached, detached, a.pending())
-}
-
-/// The agent, also after a panicking holder (the state stays usable).
-pub fn lock(agent: &Mutex<Agent>) -> std::sync::MutexGuard<'_, Agent> {
-    agent.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
