@@ -81,22 +81,31 @@ impl Mechanism for Multi {
             ProbeKind::Session => (sonde_abi::program::BPF_TRACE_UPROBE_SESSION, 0),
         };
         let mut links = Vec::new();
+        let request = |group: &[&ProbeSite], arrays: &mut Vec<u64>| {
+            // Offsets, then cookies, then (when some site has one) one semaphore
+            // per offset, 0 for none: one allocation.
+            let n = group.len();
+            let semaphores = group.iter().any(|s| s.ref_ctr_offset.is_some());
+            arrays.clear();
+            arrays.reserve(if semaphores { 3 * n } else { 2 * n });
+            arrays.extend(group.iter().map(|s| s.offset));
+            arrays.extend(group.iter().map(|s| s.attach_cookie));
+            if semaphores {
+                arrays.extend(group.iter().map(|s| s.ref_ctr_offset.unwrap_or(0)));
+            }
+            semaphores
+        };
+        let mut arrays = Vec::new();
         for (binary, group) in by_binary(sites) {
-            let offsets: Vec<u64> = group.iter().map(|s| s.offset).collect();
-            let cookies: Vec<u64> = group.iter().map(|s| s.attach_cookie).collect();
-            // One semaphore per offset (0: none), only when some site has one.
-            let ref_ctrs: Option<Vec<u64>> = group
-                .iter()
-                .any(|s| s.ref_ctr_offset.is_some())
-                .then(|| group.iter().map(|s| s.ref_ctr_offset.unwrap_or(0)).collect());
+            let n = group.len();
+            let semaphores = request(&group, &mut arrays);
             let path = binary.kernel_path();
-            let path = path.as_c_str();
             let request = bpf::UprobeMulti {
                 attach_type,
-                path,
-                offsets: &offsets,
-                ref_ctr_offsets: ref_ctrs.as_deref(),
-                cookies: &cookies,
+                path: path.as_c_str(),
+                offsets: &arrays[..n],
+                ref_ctr_offsets: semaphores.then(|| &arrays[2 * n..3 * n]),
+                cookies: &arrays[n..2 * n],
                 flags,
                 pid: scope.pid().unwrap_or(0),
             };

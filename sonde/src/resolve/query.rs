@@ -275,7 +275,7 @@ impl Functions {
                 });
             }
             for u in hits {
-                if functions.iter().any(|f| f.usdt.as_deref() == Some(u)) {
+                if functions.iter().any(|f| f.usdt.as_ref() == Some(u)) {
                     continue;
                 }
                 super::check_usdt_site(table, u)?;
@@ -297,7 +297,7 @@ impl Functions {
                     file_offset: u.file_offset,
                     entry_skip: 0,
                     implementation: None,
-                    usdt: Some(Box::new(u.clone())),
+                    usdt: Some(u.clone()),
                     nop5_offset,
                     index: usize::MAX,
                 });

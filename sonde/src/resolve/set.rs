@@ -37,7 +37,7 @@ pub struct FunctionMatch {
     /// semaphore is set through the attachment, the arguments are read as
     /// its specs say). Boxed: most matches are functions, and a set can
     /// hold 100k of them.
-    pub usdt: Option<Box<super::usdt::UsdtProbe>>,
+    pub usdt: Option<super::usdt::UsdtProbe>,
     /// For a USDT site written `nop; nop5` (as libbpf's `usdt.h` writes them):
     /// the file offset of the 5-byte nop after its 1-byte nop, where the
     /// attachment moves the probe on kernels that turn a uprobe on a 5-byte
