@@ -274,6 +274,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_kernel_path_names_the_open_file_even_after_the_name_moves() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("sonde-kpath-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let exe = dir.join("exe");
+        std::fs::copy(std::env::current_exe().expect("own path"), &exe).expect("copy");
+        let binary = BinaryFile::open(&exe).expect("open");
+        // Another file takes the name: the kernel path still names the one opened.
+        std::fs::rename(&exe, dir.join("old")).expect("rename");
+        std::fs::write(&exe, b"not it").expect("write");
+        let path = binary.kernel_path();
+        let text = path.to_str().expect("ascii");
+        assert!(
+            text.starts_with(&format!("/proc/{}/fd/", proc_pid().expect("/proc/self"))),
+            "{text}"
+        );
+        let named = std::fs::metadata(text).expect("stat the kernel path");
+        assert_eq!((named.dev(), named.ino()), binary.inode());
+        assert_ne!(std::fs::metadata(&exe).expect("stat").ino(), named.ino());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_program_holding_the_go_magic_as_a_constant_is_not_go() {
         // This test binary holds GO_BUILDINFO_MAGIC in its .rodata (maybe
         // 16-byte aligned): its section headers say it is not Go.
