@@ -38,9 +38,9 @@ fn main() -> Result<()> {
             return peers::first_attach_child(lib, std::path::Path::new(exe));
         }
     }
-    // For a profiler (`perf record -g -- sonde-bench --attach-loop N ROUNDS EXE [names] [quiet] [libbpf]`):
-    // sonde's multi attach and detach of the first N functions (by offsets, or
-    // by names resolved cold each round), ROUNDS times.
+    // For a profiler (`perf record -g -- sonde-bench --attach-loop N ROUNDS EXE [names] [quiet] [libbpf|both]`):
+    // the multi attach and detach of the first N functions (by offsets, or by
+    // names resolved cold each round), ROUNDS times (`peers::attach_loop`).
     // The same for loading the cookie program (`--load-loop N ROUNDS`: its
     // counter map sized N), against libbpf's load of the peer program.
     if let [flag, n, rounds, only @ ..] = all.as_slice() {

@@ -370,6 +370,11 @@ pub fn finish_within(
 /// Waits until process `pid` has exited (gone, or a zombie nobody reaped yet),
 /// at most `limit`; returns whether it did.
 pub fn wait_exited(pid: u32, limit: std::time::Duration) -> bool {
+    wait_exited_polling(pid, limit, std::time::Duration::from_millis(20))
+}
+
+/// [`wait_exited`], looking every `every` (1 ms: to time an exit).
+pub fn wait_exited_polling(pid: u32, limit: std::time::Duration, every: std::time::Duration) -> bool {
     let start = std::time::Instant::now();
     loop {
         let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| {
@@ -382,6 +387,6 @@ pub fn wait_exited(pid: u32, limit: std::time::Duration) -> bool {
         if start.elapsed() > limit {
             return false;
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(every);
     }
 }

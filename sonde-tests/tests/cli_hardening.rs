@@ -12,7 +12,7 @@ use serde_json::Value;
 use sonde::Tier;
 use sonde_tests::{
     finish_within, fixture_arg, fixtures, link_count, require_root, run_sonde, sonde_bin, spawn_fixture,
-    tier_supported, until_attached,
+    tier_supported, until_attached, wait_exited_polling,
 };
 
 /// Tests here count links and tracefs entries: one at a time.
@@ -205,17 +205,15 @@ fn a_slow_detach_is_left_to_a_background_process_at_exit() {
             rest.contains("100 probes detach in the background") && rest.contains("in about"),
             "{tier}: says what is happening and how long: {rest}"
         );
-        let detached = loop {
-            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
-            if state.is_none_or(|s| s.rsplit_once(") ").is_none_or(|(_, r)| r.starts_with(['Z', 'X']))) {
-                break interrupted.elapsed();
-            }
-            assert!(
-                interrupted.elapsed() < Duration::from_secs(120),
-                "{tier}: {pid} still detaching after 120 s"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        };
+        assert!(
+            wait_exited_polling(
+                pid,
+                Duration::from_secs(120).saturating_sub(interrupted.elapsed()),
+                Duration::from_millis(1)
+            ),
+            "{tier}: {pid} still detaching after 120 s"
+        );
+        let detached = interrupted.elapsed();
         println!(
             "detach of 100 per-target probes, {tier}, Linux {}: sonde exited {:.1} ms after SIGINT; \
              the kernel's detach took {:.0} ms (background process {pid})",

@@ -81,24 +81,10 @@ impl Mechanism for Multi {
             ProbeKind::Session => (sonde_abi::program::BPF_TRACE_UPROBE_SESSION, 0),
         };
         let mut links = Vec::new();
-        let request = |group: &[&ProbeSite], arrays: &mut Vec<u64>| {
-            // Offsets, then cookies, then (when some site has one) one semaphore
-            // per offset, 0 for none: one allocation.
-            let n = group.len();
-            let semaphores = group.iter().any(|s| s.ref_ctr_offset.is_some());
-            arrays.clear();
-            arrays.reserve(if semaphores { 3 * n } else { 2 * n });
-            arrays.extend(group.iter().map(|s| s.offset));
-            arrays.extend(group.iter().map(|s| s.attach_cookie));
-            if semaphores {
-                arrays.extend(group.iter().map(|s| s.ref_ctr_offset.unwrap_or(0)));
-            }
-            semaphores
-        };
         let mut arrays = Vec::new();
         for (binary, group) in by_binary(sites) {
             let n = group.len();
-            let semaphores = request(&group, &mut arrays);
+            let semaphores = fill_arrays(&group, &mut arrays);
             let path = binary.kernel_path();
             let request = bpf::UprobeMulti {
                 attach_type,
@@ -122,13 +108,27 @@ impl Mechanism for Multi {
     }
 }
 
+/// Fills `arrays` with `group`'s offsets, then its cookies, then (when some
+/// site has one) one semaphore per offset, 0 for none: one allocation for the
+/// whole request. Returns whether the semaphores are there.
+fn fill_arrays(group: &[&ProbeSite], arrays: &mut Vec<u64>) -> bool {
+    let n = group.len();
+    let semaphores = group.iter().any(|s| s.ref_ctr_offset.is_some());
+    arrays.clear();
+    arrays.reserve(if semaphores { 3 * n } else { 2 * n });
+    arrays.extend(group.iter().map(|s| s.offset));
+    arrays.extend(group.iter().map(|s| s.attach_cookie));
+    if semaphores {
+        arrays.extend(group.iter().map(|s| s.ref_ctr_offset.unwrap_or(0)));
+    }
+    semaphores
+}
+
 /// The sites grouped by binary (the file itself, not its name), in the caller's order.
 fn by_binary(sites: &[ProbeSite]) -> Vec<(&BinaryFile, Vec<&ProbeSite>)> {
     // Most attachments name one binary: one group, sized once.
-    if let Some(first) = sites.first() {
-        if sites.iter().all(|s| std::sync::Arc::ptr_eq(&s.binary, &first.binary)) {
-            return vec![(&*first.binary, sites.iter().collect())];
-        }
+    if let Some(binary) = super::plan::single_binary(sites) {
+        return vec![(binary, sites.iter().collect())];
     }
     let mut groups: Vec<(&BinaryFile, Vec<&ProbeSite>)> = Vec::new();
     for s in sites {

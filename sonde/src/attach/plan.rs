@@ -201,11 +201,22 @@ pub(crate) fn make(
     }
 }
 
-/// How many distinct binaries (device and inode) `sites` are in: one for the
-/// usual attachment, told without sorting.
+/// The binary every site is in, when they share one opened file (the usual
+/// attachment): told without sorting or grouping.
+pub(super) fn single_binary(sites: &[ProbeSite]) -> Option<&crate::resolve::BinaryFile> {
+    let first = sites.first()?;
+    sites
+        .iter()
+        .all(|s| std::sync::Arc::ptr_eq(&s.binary, &first.binary))
+        .then_some(&*first.binary)
+}
+
+/// How many distinct binaries (device and inode) `sites` are in.
 fn distinct_binaries(sites: &[ProbeSite]) -> usize {
-    let Some(first) = sites.first() else { return 0 };
-    if sites.iter().all(|s| std::sync::Arc::ptr_eq(&s.binary, &first.binary)) {
+    if sites.is_empty() {
+        return 0;
+    }
+    if single_binary(sites).is_some() {
         return 1;
     }
     let mut inodes: Vec<(u64, u64)> = sites.iter().map(|s| s.binary.inode()).collect();

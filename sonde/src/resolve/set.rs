@@ -35,8 +35,7 @@ pub struct FunctionMatch {
     pub implementation: Option<Implementation>,
     /// For a USDT probe point (pattern `usdt:PROVIDER:NAME`): its note (the
     /// semaphore is set through the attachment, the arguments are read as
-    /// its specs say). Boxed: most matches are functions, and a set can
-    /// hold 100k of them.
+    /// its specs say).
     pub usdt: Option<super::usdt::UsdtProbe>,
     /// For a USDT site written `nop; nop5` (as libbpf's `usdt.h` writes them):
     /// the file offset of the 5-byte nop after its 1-byte nop, where the
