@@ -38,7 +38,7 @@ fn main() -> Result<()> {
             return peers::first_attach_child(lib, std::path::Path::new(exe));
         }
     }
-    // For a profiler (`perf record -g -- sonde-bench --attach-loop N ROUNDS EXE [names] [quiet] [libbpf|both]`):
+    // For a profiler (`perf record -g -- sonde-bench --attach-loop N ROUNDS EXE [names] [quiet] [libbpf|both] [phases] [resolve-only]`):
     // the multi attach and detach of the first N functions (by offsets, or by
     // names resolved cold each round), ROUNDS times (`peers::attach_loop`).
     // The same for loading the cookie program (`--load-loop N ROUNDS`: its

@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use serde::Serialize;
+use sonde::resolve::FunctionSymbol;
 use sonde::{Feature, Features, Functions, Scope, Tier};
 
 use crate::error::CliError;
@@ -50,17 +51,26 @@ pub fn list(target: &str, patterns: &[String], pid: Option<u32>, json: bool) -> 
         if json {
             let functions: Vec<Listed> = set
                 .iter()
-                .map(|f| Listed {
-                    name: &f.name,
-                    demangled: set.demangled(f),
-                    version: f.symbol.version.as_ref().map(|_| f.symbol.versioned_name()),
-                    cookie: first_cookie + f.cookie,
-                    address: f.symbol.address,
-                    file_offset: f.file_offset,
-                    probe_offset: f.probe_offset(),
-                    size: f.symbol.size,
-                    ifunc: f.symbol.ifunc,
-                    implementation: f.implementation.as_ref().map(|m| m.label()),
+                .map(|f| {
+                    let symbol = set.symbol(f);
+                    Listed {
+                        name: &f.name,
+                        demangled: set.demangled(f),
+                        version: symbol
+                            .filter(|s| s.version.is_some())
+                            .map(FunctionSymbol::versioned_name),
+                        cookie: first_cookie + f.cookie,
+                        // A USDT point's own address.
+                        address: symbol
+                            .map(|s| s.address)
+                            .or(f.usdt.as_ref().map(|u| u.address))
+                            .unwrap_or_default(),
+                        file_offset: f.file_offset,
+                        probe_offset: f.probe_offset(),
+                        size: symbol.map_or(0, |s| s.size),
+                        ifunc: symbol.is_some_and(|s| s.ifunc),
+                        implementation: f.implementation.as_ref().map(|m| m.label()),
+                    }
                 })
                 .collect();
             let listing = Listing {
@@ -72,13 +82,13 @@ pub fn list(target: &str, patterns: &[String], pid: Option<u32>, json: bool) -> 
         } else {
             writeln!(out, "{:>6} {:>12} {:>7}  FUNCTION", "COOKIE", "OFFSET", "SIZE")?;
             for f in set.iter() {
-                let name = match &f.symbol.version {
-                    Some(_) => f.symbol.versioned_name(),
+                let symbol = set.symbol(f);
+                let name = match symbol.filter(|s| s.version.is_some()) {
+                    Some(s) => s.versioned_name(),
                     None => set.display_name(f).to_string(),
                 };
-                let note = match (&f.implementation, f.symbol.ifunc) {
-                    _ if f.usdt.is_some() => {
-                        let u = f.usdt.as_ref().expect("checked");
+                let note = match (&f.implementation, symbol.is_some_and(|s| s.ifunc), &f.usdt) {
+                    (_, _, Some(u)) => {
                         let nop5 = match f.nop5_offset {
                             None => "",
                             Some(_) if sonde::Features::current().has(sonde::Feature::UprobeNop5) => {
@@ -92,22 +102,25 @@ pub fn list(target: &str, patterns: &[String], pid: Option<u32>, json: bool) -> 
                             u.semaphore.map_or(String::new(), |s| format!("; semaphore at {s:#x}"))
                         )
                     }
-                    (Some(m), _) => format!("  [ifunc: calls reach {}, probed there]", m.label()),
-                    (None, true) => {
+                    (Some(m), _, None) => format!("  [ifunc: calls reach {}, probed there]", m.label()),
+                    (None, true, None) => {
                         "  [ifunc resolver: runs once per binding; implementation unknown here]".to_string()
                     }
-                    (None, false) if f.entry_skip > 0 && set.is_go() => format!(
+                    (None, false, None) if f.entry_skip > 0 && set.is_go() => format!(
                         "  [probed at +{}, past Go's stack check: a call that grows its stack is seen once]",
                         f.entry_skip
                     ),
-                    (None, false) if f.entry_skip > 0 => format!(
+                    (None, false, None) if f.entry_skip > 0 => format!(
                         "  [probed at +{}, past endbr64 (which the kernel single-steps): one trap a hit, not two]",
                         f.entry_skip
                     ),
-                    (None, false) => String::new(),
+                    (None, false, None) => String::new(),
                 };
                 // The size of what is probed: the implementation's for an ifunc.
-                let size = f.implementation.as_ref().map_or(f.symbol.size, |m| m.size);
+                let size = f
+                    .implementation
+                    .as_ref()
+                    .map_or(symbol.map_or(0, |s| s.size), |m| m.size);
                 writeln!(
                     out,
                     "{:>6} {:>#12x} {:>7}  {}{}",

@@ -52,7 +52,10 @@ impl FunctionId {
         FunctionId {
             name: f.function.name.to_string(),
             demangled: set.demangled(f.function).map(str::to_string),
-            version: f.function.symbol.version.as_deref().map(str::to_string),
+            version: set
+                .symbol(f.function)
+                .and_then(|s| s.version.as_deref())
+                .map(str::to_string),
             label: match &binary {
                 Some(_) => format!(
                     "{}:{label}",

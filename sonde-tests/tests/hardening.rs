@@ -229,11 +229,9 @@ fn plt_offset(binary: &Path) -> u64 {
 #[test]
 fn every_location_kind_is_proven_to_start_an_instruction() {
     let pie = fixtures().join("fixture-pie");
-    let alpha = fx(&pie)
-        .iter()
-        .find(|f| &*f.name == "fx_alpha")
-        .cloned()
-        .expect("fx_alpha");
+    let set = fx(&pie);
+    let alpha = set.iter().find(|f| &*f.name == "fx_alpha").cloned().expect("fx_alpha");
+    let alpha_address = set.symbol(&alpha).expect("a symbol").address;
     // fx_alpha is `lea 0x1(%rdi),%eax` (3 bytes), then `ret` (arm64: `add w0,
     // w0, #1`, 4 bytes); crtstuff's size-0 deregister_tm_clones starts with
     // `lea 0x..(%rip),%rdi`, 7 bytes (arm64: two 4-byte instructions).
@@ -245,7 +243,7 @@ fn every_location_kind_is_proven_to_start_an_instruction() {
     for t in [
         Target::file_offset(&pie, alpha.file_offset + 1),
         Target::file_offset(&pie, alpha.file_offset + 2),
-        Target::virtual_address(&pie, alpha.symbol.address + 1),
+        Target::virtual_address(&pie, alpha_address + 1),
         Target::symbol(&pie, "fx_alpha").at_offset(2),
         // A symbol of size 0 (crtstuff's, `lea 0x..(%rip),%rdi` is 7 bytes).
         Target::symbol(&pie, "deregister_tm_clones").at_offset(3),
@@ -257,7 +255,7 @@ fn every_location_kind_is_proven_to_start_an_instruction() {
     // Boundaries resolve, named by the function that holds them.
     let ok = sonde::resolve::sites(&[
         Target::file_offset(&pie, alpha.file_offset + second),
-        Target::virtual_address(&pie, alpha.symbol.address),
+        Target::virtual_address(&pie, alpha_address),
         Target::symbol(&pie, "deregister_tm_clones").at_offset(tm_second),
     ])
     .expect("boundaries");

@@ -37,8 +37,8 @@ fn count(fixture: &str, sets: &[&FunctionSet]) -> BTreeMap<String, u64> {
     let mut label = Vec::new();
     for set in sets {
         for (t, f) in set.targets().into_iter().zip(set.iter()) {
-            label.push(match &f.symbol.version {
-                Some(_) => f.symbol.versioned_name(),
+            label.push(match set.symbol(f).filter(|s| s.version.is_some()) {
+                Some(s) => s.versioned_name(),
                 None => set.display_name(f).to_string(),
             });
             let cookie = targets.len() as u64;
@@ -91,7 +91,12 @@ fn globs_select_exactly_the_expected_functions_and_fold_aliases() {
     );
     let alpha = all.iter().find(|f| &*f.name == "fx_alpha").expect("fx_alpha");
     assert_eq!(
-        alpha.symbol.aliases.iter().map(|a| &**a).collect::<Vec<_>>(),
+        all.symbol(alpha)
+            .expect("a symbol")
+            .aliases
+            .iter()
+            .map(|a| &**a)
+            .collect::<Vec<_>>(),
         ["fx_alpha_alias"],
         "the alias is folded into one function"
     );
@@ -351,15 +356,16 @@ fn locations_symbol_offset_file_offset_and_virtual_address() {
         .resolve()
         .expect("fx_beta");
     let beta = table.iter().next().expect("one").clone();
+    let beta_address = table.symbol(&beta).expect("a symbol").address;
     let resolved = sonde::resolve::sites(&[
         Target::symbol(&bin, "fx_beta"),
-        Target::virtual_address(&bin, beta.symbol.address),
+        Target::virtual_address(&bin, beta_address),
         Target::file_offset(&bin, beta.file_offset),
     ])
     .expect("resolve");
     assert!(resolved.iter().all(|r| r.offset == beta.file_offset), "{resolved:?}");
     // Non-PIE: addresses are absolute, offsets are not.
-    assert_ne!(beta.symbol.address, beta.file_offset);
+    assert_ne!(beta_address, beta.file_offset);
 }
 
 #[test]
@@ -512,4 +518,39 @@ fn a_usdt_site_written_nop_nop5_is_probed_on_its_nop5_where_the_kernel_optimises
             "this kernel does not optimise uprobes on a nop5 (x86-64 6.18+)",
         );
     }
+}
+
+#[test]
+fn sets_of_one_file_absorb_each_other_whatever_table_each_came_from() {
+    let _serial = serial();
+    // A copy only this test reads: no other test's cached table of it.
+    let dir = std::env::temp_dir().join(format!("sonde-absorb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let bin = dir.join("fixture-pie");
+    std::fs::copy(fixtures().join("fixture-pie"), &bin).expect("copy");
+    let resolve = |name: &str, whole: bool| {
+        let q = Functions::in_binary(&bin).pattern(name);
+        let q = if whole { q.whole_table() } else { q };
+        q.resolve().unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    // A few exact names of a file not read yet: a table of just those each.
+    let (alpha, beta) = (resolve("fx_alpha", false), resolve("fx_beta", false));
+    assert!(
+        alpha.symbols().functions().len() < 4,
+        "a table of fx_alpha and its aliases only"
+    );
+    let mut partial = alpha.clone();
+    assert!(!partial.absorb(&beta), "fx_alpha's table does not number fx_beta");
+    assert_eq!(names(&partial), ["fx_alpha"], "nothing added");
+    // A set of the whole table absorbs any set of the file, each function
+    // renumbered into its table.
+    let mut whole = resolve("fx_gamma", true);
+    assert!(whole.absorb(&alpha) && whole.absorb(&beta));
+    assert_eq!(names(&whole), ["fx_alpha", "fx_beta", "fx_gamma"]);
+    for (cookie, f) in whole.iter().enumerate() {
+        assert_eq!(f.cookie, cookie as u64);
+        let s = whole.symbol(f).expect("a symbol");
+        assert_eq!((&*s.name, s.file_offset), (&*f.name, f.file_offset), "{f:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

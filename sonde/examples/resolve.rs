@@ -16,7 +16,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let again = Functions::in_binary(&binary).patterns(&patterns).resolve()?;
     let warm = warm.elapsed();
     for f in set.iter().take(20) {
-        let ver = f.symbol.version.as_deref().map(|v| format!("@{v}")).unwrap_or_default();
+        let ver = set
+            .symbol(f)
+            .and_then(|s| s.version.as_deref())
+            .map(|v| format!("@{v}"))
+            .unwrap_or_default();
         let dem = set.demangled(f).map(|d| format!("  {d}")).unwrap_or_default();
         println!("{:>6} {:#010x} {}{ver}{dem}", f.cookie, f.file_offset, f.name);
     }

@@ -266,10 +266,14 @@ pub fn first_attach_child(lib: &str, exe: &Path) -> Result<()> {
 /// loop to profile (`--attach-loop`). `flags`: `names` (resolved cold each
 /// round), `quiet` (a quiet period before each attach, as the bench does),
 /// `libbpf` (libbpf's attach instead of sonde's), `both` (sonde and libbpf
-/// alternating, each first every other round). Prints the median CPU time per attach.
+/// alternating, each first every other round), `phases` (by names: each
+/// round's resolve and targets CPU time), `resolve-only` (by names: no attach,
+/// the resolve alone, as it runs without the kernel's work in between).
+/// Prints the median CPU time per attach.
 pub fn attach_loop(n: usize, rounds: usize, exe: &Path, flags: &[String]) -> Result<()> {
     let has = |f: &str| flags.iter().any(|x| x == f);
     let (by_names, pause) = (has("names"), has("quiet"));
+    let (phases, resolve_only) = (has("phases"), has("resolve-only"));
     let libs: &[Lib] = match (has("both"), has("libbpf")) {
         (true, _) => &[Lib::Sonde, Lib::Libbpf],
         (false, true) => &[Lib::Libbpf],
@@ -316,13 +320,26 @@ pub fn attach_loop(n: usize, rounds: usize, exe: &Path, flags: &[String]) -> Res
                 continue;
             }
             let sites = if by_names {
-                Functions::in_binary(exe)
-                    .patterns(names.iter().cloned())
-                    .resolve()?
-                    .targets()
+                let set = Functions::in_binary(exe).patterns(names.iter().cloned()).resolve()?;
+                let resolved = thread_cpu() - start;
+                let targets = set.targets();
+                drop(set);
+                if phases {
+                    eprintln!(
+                        "resolve {:.3} ms, with targets {:.3} ms",
+                        ms(resolved),
+                        ms(thread_cpu() - start)
+                    );
+                }
+                targets
             } else {
                 copied
             };
+            if resolve_only {
+                // The figure is the resolve and targets alone.
+                cpu[lib as usize].push(thread_cpu() - start);
+                continue;
+            }
             let att = p.attach_sites(sites, &AttachOptions::default().tier(sonde::Tier::Multi))?;
             cpu[lib as usize].push(thread_cpu() - start);
             drop(att);

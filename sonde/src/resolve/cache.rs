@@ -67,6 +67,16 @@ pub fn symbols(path: &Path, debug_root: &Path) -> Result<Arc<SymbolTable>, Targe
 /// The symbol table of a binary already opened: read from it, or the cached
 /// table of the same file (same device, inode, mtime and size).
 pub fn symbols_of(binary: &BinaryFile, debug_root: &Path) -> Result<Arc<SymbolTable>, TargetError> {
+    symbols_of_mapped(binary, debug_root, None)
+}
+
+/// [`symbols_of`], reading from `data` (the binary's mapping, when the caller
+/// has one) on a miss.
+pub(crate) fn symbols_of_mapped(
+    binary: &BinaryFile,
+    debug_root: &Path,
+    data: Option<memmap2::Mmap>,
+) -> Result<Arc<SymbolTable>, TargetError> {
     let key = (binary.id(), debug_root.to_path_buf());
     if let Some(t) = cache().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
         // Same device, inode, mtime and size: the cached table's mapping is of
@@ -74,7 +84,11 @@ pub fn symbols_of(binary: &BinaryFile, debug_root: &Path) -> Result<Arc<SymbolTa
         return Ok(t);
     }
     // Read outside the lock: two threads may read the same file once each.
-    let table = Arc::new(SymbolTable::from_binary(binary, debug_root)?);
+    let data = match data {
+        Some(d) => d,
+        None => binary.map()?,
+    };
+    let table = Arc::new(SymbolTable::from_mapped(binary, data, debug_root)?);
     cache()
         .lock()
         .unwrap_or_else(|e| e.into_inner())

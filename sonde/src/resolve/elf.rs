@@ -13,7 +13,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::binary::BinaryFile;
 use super::debuginfo::{self, DebugFile};
-use super::read::{parse_symbols, parse_symbols_keeping, Keep, RawSym, Segment};
+use super::read::{parse_symbols, parse_symbols_into, parse_symbols_keeping, Keep, RawSym, Segment};
 use super::TargetError;
 
 /// A function defined in a binary.
@@ -81,6 +81,116 @@ pub struct SymbolTable {
     by_address: OnceLock<Vec<usize>>,
 }
 
+/// File offset of virtual address `addr`, through the `PT_LOAD` segment that
+/// holds it (an executable one first).
+fn file_offset_in(segments: &[Segment], addr: u64) -> Option<u64> {
+    let hit = |s: &&Segment| addr >= s.vaddr && addr < s.vaddr + s.filesz;
+    segments
+        .iter()
+        .filter(|s| s.exec)
+        .find(hit)
+        .or_else(|| segments.iter().find(hit))
+        .map(|s| addr - s.vaddr + s.offset)
+}
+
+/// Raw symbols folded into functions as they are read: one per address,
+/// aliases kept, and the name index.
+struct Fold {
+    functions: Vec<FunctionSymbol>,
+    by_name: HashMap<u64, u32>,
+    by_name_more: Vec<(u64, u32)>,
+    by_address: HashMap<u64, usize>,
+}
+
+impl Fold {
+    fn with_capacity(n: usize) -> Fold {
+        let mut by_name = HashMap::default();
+        let mut by_address = HashMap::default();
+        by_name.reserve(n);
+        by_address.reserve(n);
+        Fold {
+            functions: Vec::with_capacity(n),
+            by_name,
+            by_name_more: Vec::new(),
+            by_address,
+        }
+    }
+
+    /// Adds one symbol, placed through `segments` (one outside every segment
+    /// is left out).
+    fn add(&mut self, segments: &[Segment], s: RawSym) {
+        let Some(file_offset) = file_offset_in(segments, s.address) else {
+            return;
+        };
+        let hash = name_hash(&s.name);
+        let idx = match self.by_address.entry(s.address) {
+            std::collections::hash_map::Entry::Occupied(o) => {
+                let i = *o.get();
+                let f = &mut self.functions[i];
+                if f.name != s.name && !f.aliases.contains(&s.name) {
+                    // The public-looking, shorter name is the one shown:
+                    // `malloc` over `__libc_malloc`, `f` over `f_alias`.
+                    let rank = |n: &str| (n.starts_with('_'), n.len());
+                    if rank(&s.name) < rank(&f.name) {
+                        let old = std::mem::replace(&mut f.name, s.name.clone());
+                        f.aliases.push(old);
+                        f.ifunc |= s.ifunc;
+                        (f.version, f.default_version) = match &s.version {
+                            Some((v, d)) => (Some(v.clone()), *d),
+                            None => (None, false),
+                        };
+                    } else {
+                        f.aliases.push(s.name.clone());
+                    }
+                }
+                if f.version.is_none() && f.name == s.name {
+                    if let Some((v, d)) = s.version {
+                        f.version = Some(v);
+                        f.default_version = d;
+                    }
+                }
+                f.size = f.size.max(s.size);
+                i
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let (version, default_version) = match s.version {
+                    Some((v, d)) => (Some(v), d),
+                    None => (None, false),
+                };
+                self.functions.push(FunctionSymbol {
+                    name: s.name,
+                    version,
+                    default_version,
+                    aliases: Vec::new(),
+                    address: s.address,
+                    size: s.size,
+                    file_offset,
+                    ifunc: s.ifunc,
+                });
+                v.insert(self.functions.len() - 1);
+                self.functions.len() - 1
+            }
+        };
+        let idx = idx as u32;
+        match self.by_name.entry(hash) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(idx);
+            }
+            std::collections::hash_map::Entry::Occupied(o) if *o.get() != idx => {
+                self.by_name_more.push((hash, idx));
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {}
+        }
+    }
+
+    /// Done: the name index's overflow sorted for its lookups.
+    fn finish(mut self) -> Fold {
+        self.by_name_more.sort_unstable();
+        self.by_name_more.dedup();
+        self
+    }
+}
+
 /// A name's hash for the name index (FxHash: fast, collisions resolved by a
 /// string compare).
 pub(super) fn name_hash(name: &str) -> u64 {
@@ -103,16 +213,20 @@ impl SymbolTable {
         Self::from_binary(&BinaryFile::open(path)?, debug_root)
     }
 
-    /// A table of only the functions named `names` (and their aliases), read
-    /// in two scans that allocate only for those: what a few exact names of a
-    /// large binary cost. `None` for a stripped binary (its debug file has the
-    /// symbols; the full read finds it).
-    /// Also `None` when the names are a quarter of the symbols or more: the
-    /// whole table costs less then (every symbol is kept either way).
-    pub(crate) fn named_only(binary: &BinaryFile, names: &[&str]) -> Result<Option<Self>, TargetError> {
-        let data = binary.map()?;
+    /// A table of only the functions named `names` (and their aliases) of
+    /// `binary`, mapped as `data`, read in two scans that allocate only for
+    /// those: what a few exact names of a large binary cost. The mapping back
+    /// (for the whole table) for a stripped binary (its debug file has the
+    /// symbols; the full read finds it), and when the names are a quarter of
+    /// the symbols or more: the whole table costs less then (every symbol is
+    /// kept either way).
+    pub(crate) fn named_only(
+        binary: &BinaryFile,
+        data: memmap2::Mmap,
+        names: &[&str],
+    ) -> Result<Result<Self, memmap2::Mmap>, TargetError> {
         if names.len().saturating_mul(4) >= super::read::symbol_count(&data) {
-            return Ok(None);
+            return Ok(Err(data));
         }
         let wanted: rustc_hash::FxHashSet<&[u8]> = names
             .iter()
@@ -120,17 +234,32 @@ impl SymbolTable {
             .collect();
         let first = parse_symbols_keeping(binary.path(), &data, Keep::Named(&wanted))?;
         if !first.has_symtab {
-            return Ok(None);
+            return Ok(Err(data));
         }
         let addresses: rustc_hash::FxHashSet<u64> = first.defined.iter().map(|s| s.address).collect();
-        let syms = parse_symbols_keeping(binary.path(), &data, Keep::At(&addresses))?;
-        Ok(Some(Self::assemble(binary, data, syms, None, Vec::new())))
+        let mut fold = Fold::with_capacity(first.defined.len());
+        let syms = parse_symbols_into(binary.path(), &data, Keep::At(&addresses), &mut |segments, s| {
+            fold.add(segments, s)
+        })?;
+        Ok(Ok(Self::assemble(binary, data, syms, fold, None, Vec::new())))
     }
 
     /// Reads the symbols of a binary already opened.
     pub fn from_binary(binary: &BinaryFile, debug_root: &Path) -> Result<Self, TargetError> {
-        let data = binary.map()?;
-        let mut syms = parse_symbols(binary.path(), &data)?;
+        Self::from_mapped(binary, binary.map()?, debug_root)
+    }
+
+    /// [`SymbolTable::from_binary`], of the binary mapped as `data`.
+    pub(crate) fn from_mapped(
+        binary: &BinaryFile,
+        data: memmap2::Mmap,
+        debug_root: &Path,
+    ) -> Result<Self, TargetError> {
+        // Folded as they are read (both tables' entries: an upper bound).
+        let mut fold = Fold::with_capacity(super::read::symbol_count(&data));
+        let mut syms = parse_symbols_into(binary.path(), &data, Keep::All, &mut |segments, s| {
+            fold.add(segments, s)
+        })?;
         let mut debug_file = None;
         let mut looked_for_debug = Vec::new();
         if !syms.has_symtab {
@@ -144,7 +273,10 @@ impl SymbolTable {
                     let dbg = parse_symbols(&found, &dbg_data)?;
                     syms.count += dbg.count;
                     syms.has_symtab = dbg.has_symtab;
-                    syms.defined.extend(dbg.defined);
+                    // Placed through the binary's own segments.
+                    for s in dbg.defined {
+                        fold.add(&syms.segments, s);
+                    }
                     debug_file = Some(found);
                 }
                 DebugFile::Missing(looked) => looked_for_debug = looked,
@@ -156,32 +288,42 @@ impl SymbolTable {
             if let Some(go) = super::gopclntab::from_elf(&data) {
                 syms.count += go.len();
                 syms.has_symtab = !go.is_empty();
-                syms.defined.extend(go.into_iter().map(|f| RawSym {
-                    name: f.name,
-                    version: None,
-                    address: f.address,
-                    size: f.size,
-                    ifunc: false,
-                }));
+                for f in go {
+                    let raw = RawSym {
+                        name: f.name,
+                        version: None,
+                        address: f.address,
+                        size: f.size,
+                        ifunc: false,
+                    };
+                    fold.add(&syms.segments, raw);
+                }
                 looked_for_debug.clear();
             }
         }
-        Ok(Self::assemble(binary, data, syms, debug_file, looked_for_debug))
+        Ok(Self::assemble(binary, data, syms, fold, debug_file, looked_for_debug))
     }
 
     fn assemble(
         binary: &BinaryFile,
         data: memmap2::Mmap,
         syms: super::read::Symbols,
+        fold: Fold,
         debug_file: Option<PathBuf>,
         looked_for_debug: Vec<PathBuf>,
     ) -> Self {
-        let mut table = SymbolTable {
+        let Fold {
+            functions,
+            by_name,
+            by_name_more,
+            ..
+        } = fold.finish();
+        SymbolTable {
             path: binary.path().to_path_buf(),
             data,
-            functions: Vec::new(),
-            by_name: HashMap::default(),
-            by_name_more: Vec::new(),
+            functions,
+            by_name,
+            by_name_more,
             imported: syms.imported.into_iter().collect(),
             debug_file,
             looked_for_debug,
@@ -191,95 +333,13 @@ impl SymbolTable {
             segments: syms.segments,
             code_sections: syms.code_sections,
             by_address: OnceLock::new(),
-        };
-        table.fold(syms.defined);
-        table
-    }
-
-    /// Folds raw symbols into functions: one per address, aliases kept.
-    fn fold(&mut self, raw: Vec<RawSym>) {
-        let mut by_address: HashMap<u64, usize> = HashMap::default();
-        by_address.reserve(raw.len());
-        self.by_name.reserve(raw.len());
-        self.functions.reserve(raw.len());
-        for s in raw {
-            let Some(file_offset) = self.file_offset_of(s.address) else {
-                continue;
-            };
-            let hash = name_hash(&s.name);
-            let idx = match by_address.entry(s.address) {
-                std::collections::hash_map::Entry::Occupied(o) => {
-                    let i = *o.get();
-                    let f = &mut self.functions[i];
-                    if f.name != s.name && !f.aliases.contains(&s.name) {
-                        // The public-looking, shorter name is the one shown:
-                        // `malloc` over `__libc_malloc`, `f` over `f_alias`.
-                        let rank = |n: &str| (n.starts_with('_'), n.len());
-                        if rank(&s.name) < rank(&f.name) {
-                            let old = std::mem::replace(&mut f.name, s.name.clone());
-                            f.aliases.push(old);
-                            f.ifunc |= s.ifunc;
-                            (f.version, f.default_version) = match &s.version {
-                                Some((v, d)) => (Some(v.clone()), *d),
-                                None => (None, false),
-                            };
-                        } else {
-                            f.aliases.push(s.name.clone());
-                        }
-                    }
-                    if f.version.is_none() && f.name == s.name {
-                        if let Some((v, d)) = s.version {
-                            f.version = Some(v);
-                            f.default_version = d;
-                        }
-                    }
-                    f.size = f.size.max(s.size);
-                    i
-                }
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    let (version, default_version) = match s.version {
-                        Some((v, d)) => (Some(v), d),
-                        None => (None, false),
-                    };
-                    self.functions.push(FunctionSymbol {
-                        name: s.name,
-                        version,
-                        default_version,
-                        aliases: Vec::new(),
-                        address: s.address,
-                        size: s.size,
-                        file_offset,
-                        ifunc: s.ifunc,
-                    });
-                    v.insert(self.functions.len() - 1);
-                    self.functions.len() - 1
-                }
-            };
-            let idx = idx as u32;
-            match self.by_name.entry(hash) {
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(idx);
-                }
-                std::collections::hash_map::Entry::Occupied(o) if *o.get() != idx => {
-                    self.by_name_more.push((hash, idx));
-                }
-                std::collections::hash_map::Entry::Occupied(_) => {}
-            }
         }
-        self.by_name_more.sort_unstable();
-        self.by_name_more.dedup();
     }
 
     /// File offset of virtual address `addr`, through the `PT_LOAD` segment that
     /// holds it (an executable one first).
     pub fn file_offset_of(&self, addr: u64) -> Option<u64> {
-        let hit = |s: &&Segment| addr >= s.vaddr && addr < s.vaddr + s.filesz;
-        self.segments
-            .iter()
-            .filter(|s| s.exec)
-            .find(hit)
-            .or_else(|| self.segments.iter().find(hit))
-            .map(|s| addr - s.vaddr + s.offset)
+        file_offset_in(&self.segments, addr)
     }
 
     /// Path of the binary (as opened, symlinks resolved).

@@ -93,17 +93,17 @@ impl Functions {
         let path = find_binary(&self.binary, self.pid)?;
         let binary = Arc::new(BinaryFile::open(&path)?);
         let table = self.table(&binary)?;
-        let mut chosen: Vec<(usize, bool)> = Vec::new();
+        let mut chosen: Vec<(usize, bool)> = Vec::with_capacity(self.patterns.len());
         let mut seen = vec![false; table.functions().len()];
         let mut named = Vec::new();
+        // What one pattern selects (one buffer for all: 10,000 exact names
+        // make no 10,000 vectors).
+        let mut hits: Vec<usize> = Vec::new();
         for text in self.patterns.iter().filter(|p| !is_usdt(p)) {
             let glob = Pattern::is_glob_text(text);
-            let hits: Vec<usize> = if glob {
-                table
-                    .matching(&Pattern::new(text)?)
-                    .into_iter()
-                    .map(|(i, _)| i)
-                    .collect()
+            hits.clear();
+            if glob {
+                hits.extend(table.matching(&Pattern::new(text)?).into_iter().map(|(i, _)| i));
             } else {
                 // An exact name: one lookup (versions, aliases, demangled names);
                 // a C++ name without parameters selects its overloads.
@@ -113,7 +113,7 @@ impl Functions {
                     Ok(i) => {
                         let all = table.functions();
                         let f = &all[i];
-                        let mut v = vec![i];
+                        hits.push(i);
                         if f.version.is_none() {
                             // Through the name index (a scan of every function
                             // per name made 3,000 names of a 100k-function
@@ -123,26 +123,24 @@ impl Functions {
                                 named.clear();
                                 named.extend(table.named(&f.name));
                             }
-                            v.extend(
+                            hits.extend(
                                 named
                                     .iter()
                                     .copied()
                                     .filter(|&j| j != i && all[j].name == f.name && all[j].version.is_none()),
                             );
                         }
-                        v
                     }
                     Err(e @ TargetError::NoSymbol { .. }) => {
                         let pattern = Pattern::new(text)?;
-                        let overloads: Vec<usize> = table.matching(&pattern).into_iter().map(|(i, _)| i).collect();
-                        if overloads.is_empty() {
+                        hits.extend(table.matching(&pattern).into_iter().map(|(i, _)| i));
+                        if hits.is_empty() {
                             return Err(e);
                         }
-                        overloads
                     }
                     Err(e) => return Err(e),
                 }
-            };
+            }
             if hits.is_empty() {
                 return Err(TargetError::NoMatch {
                     pattern: text.clone(),
@@ -150,7 +148,7 @@ impl Functions {
                     hint: table.hint(text.trim_matches(['*', '?'])),
                 });
             }
-            for i in hits {
+            for &i in &hits {
                 if !std::mem::replace(&mut seen[i], true) {
                     chosen.push((i, !glob));
                 }
@@ -191,7 +189,7 @@ impl Functions {
                 cookie: functions.len() as u64,
                 name: f.name.clone(),
                 index: i,
-                symbol: f.clone(),
+                size: f.size,
                 file_offset: implementation.as_ref().map_or(f.file_offset, |m| m.file_offset),
                 entry_skip,
                 implementation,
@@ -275,31 +273,21 @@ impl Functions {
                 });
             }
             for u in hits {
-                if functions.iter().any(|f| f.usdt.as_ref() == Some(u)) {
+                if functions.iter().any(|f| f.usdt.as_deref() == Some(u)) {
                     continue;
                 }
                 super::check_usdt_site(table, u)?;
                 let nop5_offset = super::usdt_nop5(table, u);
-                let name: Arc<str> = Arc::from(u.label());
                 functions.push(FunctionMatch {
                     cookie: functions.len() as u64,
-                    name: Arc::clone(&name),
-                    symbol: FunctionSymbol {
-                        name,
-                        version: None,
-                        default_version: false,
-                        aliases: Vec::new(),
-                        address: u.address,
-                        size: 0,
-                        file_offset: u.file_offset,
-                        ifunc: false,
-                    },
+                    name: Arc::from(u.label()),
                     file_offset: u.file_offset,
                     entry_skip: 0,
                     implementation: None,
-                    usdt: Some(u.clone()),
+                    usdt: Some(Box::new(u.clone())),
                     nop5_offset,
                     index: usize::MAX,
+                    size: 0,
                 });
             }
         }
@@ -337,14 +325,16 @@ impl Functions {
             && !self.patterns.is_empty()
             && self.patterns.len() <= FEW_NAMES
             && self.patterns.iter().all(|p| !Pattern::is_glob_text(p));
+        let mut data = None;
         if exact {
             let names: Vec<&str> = self.patterns.iter().map(String::as_str).collect();
-            if let Some(t) = SymbolTable::named_only(binary, &names)? {
-                if names.iter().all(|n| t.function_index(n).is_ok()) {
-                    return Ok(Arc::new(t));
-                }
+            // One mapping serves the scan and, when it declines, the whole read.
+            match SymbolTable::named_only(binary, binary.map()?, &names)? {
+                Ok(t) if names.iter().all(|n| t.function_index(n).is_ok()) => return Ok(Arc::new(t)),
+                Ok(_) => {}
+                Err(mapped) => data = Some(mapped),
             }
         }
-        cache::symbols_of(binary, &self.debug_root)
+        cache::symbols_of_mapped(binary, &self.debug_root, data)
     }
 }

@@ -53,10 +53,15 @@ pub(super) struct Symbols {
     pub count: usize,
 }
 
+/// Where each defined function symbol goes as it is read, with the file's
+/// `PT_LOAD` segments (to place it): folded into a table at once, or kept.
+pub(super) type Sink<'a> = &'a mut dyn FnMut(&[Segment], RawSym);
+
 fn read_elf<Elf: FileHeader<Endian = object::Endianness>>(
     elf: &ElfFile<'_, Elf>,
     data: &[u8],
     keep: Keep<'_>,
+    sink: Sink<'_>,
 ) -> object::Result<Symbols> {
     let e = elf.endian();
     let mut out = Symbols {
@@ -93,9 +98,6 @@ fn read_elf<Elf: FileHeader<Endian = object::Endianness>>(
             out.has_symtab = true;
         }
         out.count += table.len();
-        if matches!(keep, Keep::All) {
-            out.defined.reserve(table.len());
-        }
         let strings = table.strings();
         for (index, sym) in table.enumerate() {
             let kind = sym.st_type();
@@ -153,24 +155,43 @@ fn read_elf<Elf: FileHeader<Endian = object::Endianness>>(
                     (Arc::from(&*raw), v)
                 }
             };
-            out.defined.push(RawSym {
-                name,
-                version,
-                address: sym.st_value(e).into(),
-                size: sym.st_size(e).into(),
-                ifunc: kind == STT_GNU_IFUNC,
-            });
+            sink(
+                &out.segments,
+                RawSym {
+                    name,
+                    version,
+                    address: sym.st_value(e).into(),
+                    size: sym.st_size(e).into(),
+                    ifunc: kind == STT_GNU_IFUNC,
+                },
+            );
         }
     }
     Ok(out)
 }
 
+/// Every defined function of `data` kept in [`Symbols::defined`].
 pub(super) fn parse_symbols(path: &Path, data: &[u8]) -> Result<Symbols, TargetError> {
     parse_symbols_keeping(path, data, Keep::All)
 }
 
 /// [`parse_symbols`], keeping only some defined functions (imports always).
 pub(super) fn parse_symbols_keeping(path: &Path, data: &[u8], keep: Keep<'_>) -> Result<Symbols, TargetError> {
+    let mut defined = Vec::new();
+    let mut syms = parse_symbols_into(path, data, keep, &mut |_, s| defined.push(s))?;
+    syms.defined = defined;
+    Ok(syms)
+}
+
+/// [`parse_symbols_keeping`], each defined function handed to `sink` as it is
+/// read instead of kept (a table folds them at once: no list of every symbol
+/// made first).
+pub(super) fn parse_symbols_into(
+    path: &Path,
+    data: &[u8],
+    keep: Keep<'_>,
+    sink: Sink<'_>,
+) -> Result<Symbols, TargetError> {
     let not_elf = |reason: String| TargetError::NotElf {
         path: path.to_path_buf(),
         reason,
@@ -192,8 +213,8 @@ pub(super) fn parse_symbols_keeping(path: &Path, data: &[u8], keep: Keep<'_>) ->
         });
     }
     match &file {
-        object::File::Elf64(elf) => read_elf(elf, data, keep),
-        object::File::Elf32(elf) => read_elf(elf, data, keep),
+        object::File::Elf64(elf) => read_elf(elf, data, keep, sink),
+        object::File::Elf32(elf) => read_elf(elf, data, keep, sink),
         _ => return Err(not_elf("not an ELF file".into())),
     }
     .map_err(|e| not_elf(e.to_string()))

@@ -14,8 +14,6 @@ pub struct FunctionMatch {
     /// Raw symbol name (without version); its demangled form is
     /// [`FunctionSet::demangled`] (computed on demand: a set can hold 100k names).
     pub name: Arc<str>,
-    /// The symbol as found (version, aliases, address, size, offset, ifunc).
-    pub symbol: FunctionSymbol,
     /// File offset of its entry (for an ifunc whose implementation is known,
     /// the implementation's entry): its identity.
     pub file_offset: u64,
@@ -36,7 +34,9 @@ pub struct FunctionMatch {
     /// For a USDT probe point (pattern `usdt:PROVIDER:NAME`): its note (the
     /// semaphore is set through the attachment, the arguments are read as
     /// its specs say).
-    pub usdt: Option<super::usdt::UsdtProbe>,
+    /// Boxed: most functions are not USDT points, and a set of 10,000
+    /// functions should not carry 10,000 empty notes.
+    pub usdt: Option<Box<super::usdt::UsdtProbe>>,
     /// For a USDT site written `nop; nop5` (as libbpf's `usdt.h` writes them):
     /// the file offset of the 5-byte nop after its 1-byte nop, where the
     /// attachment moves the probe on kernels that turn a uprobe on a 5-byte
@@ -44,7 +44,13 @@ pub struct FunctionMatch {
     /// 6.18+). `None` for other sites, and for a site whose arguments read
     /// `%rip` (it would see the other address).
     pub nop5_offset: Option<u64>,
+    /// Its index in the set's symbol table ([`FunctionSet::symbol`]);
+    /// `usize::MAX` for a USDT point.
     pub(super) index: usize,
+    /// Its symbol's size in bytes (0 unknown, and for a USDT point): the
+    /// extent [`FunctionSet::targets`] hands on, kept here so that making
+    /// targets reads no symbol table.
+    pub(super) size: u64,
 }
 
 impl FunctionMatch {
@@ -128,19 +134,33 @@ impl FunctionSet {
 
     /// Adds the functions of `other` (a set of the same opened file) that are
     /// not here yet, by file offset; `false` (nothing added) when `other` was
-    /// read from another file.
+    /// read from another file, or when the two sets were resolved from two
+    /// partial tables of it (a few exact names each, see
+    /// [`Functions::whole_table`](super::Functions::whole_table)) and this
+    /// one's lacks a function of `other`.
     pub fn absorb(&mut self, other: &FunctionSet) -> bool {
         if self.fingerprint() != other.fingerprint() {
             return false;
         }
         let mut have: rustc_hash::FxHashSet<u64> = self.functions.iter().map(|f| f.file_offset).collect();
+        let mut added = Vec::new();
         for f in &other.functions {
-            if have.insert(f.file_offset) {
-                let mut f = f.clone();
-                f.cookie = self.functions.len() as u64;
-                self.functions.push(f);
+            if !have.insert(f.file_offset) {
+                continue;
             }
+            let mut f = f.clone();
+            // Its symbol, as this set's table numbers it.
+            if let Some(s) = other.symbol(&f).filter(|_| !Arc::ptr_eq(&self.table, &other.table)) {
+                let functions = self.table.functions();
+                match self.table.named(&s.name).find(|&i| functions[i].address == s.address) {
+                    Some(i) => f.index = i,
+                    None => return false,
+                }
+            }
+            f.cookie = (self.functions.len() + added.len()) as u64;
+            added.push(f);
         }
+        self.functions.extend(added);
         self.names = std::sync::OnceLock::new();
         true
     }
@@ -163,6 +183,12 @@ impl FunctionSet {
     /// The function with this cookie.
     pub fn get(&self, cookie: u64) -> Option<&FunctionMatch> {
         self.functions.get(usize::try_from(cookie).ok()?)
+    }
+
+    /// The symbol `f` was found as (version, aliases, address, size, file
+    /// offset, ifunc); `None` for a USDT point, which is no symbol.
+    pub fn symbol(&self, f: &FunctionMatch) -> Option<&FunctionSymbol> {
+        self.table.functions().get(f.index)
     }
 
     /// The demangled name of `f` (Rust legacy and v0, C++), if mangled.
@@ -201,16 +227,13 @@ impl FunctionSet {
             names
         });
         let twin = names.get(name).is_some_and(|&n| n > 1);
+        let versioned = self.symbol(f).filter(|s| twin && s.version.is_some());
         if let Some(m) = &f.implementation {
             // `strlen (→ __strlen_evex)`: the calls counted are the implementation's.
-            let base = if twin && f.symbol.version.is_some() {
-                f.symbol.versioned_name()
-            } else {
-                name.to_string()
-            };
+            let base = versioned.map_or_else(|| name.to_string(), FunctionSymbol::versioned_name);
             format!("{base} (→ {})", m.label())
-        } else if twin && f.symbol.version.is_some() {
-            f.symbol.versioned_name()
+        } else if let Some(s) = versioned {
+            s.versioned_name()
         } else if let Some(variant) = twin.then(|| super::names::structor_variant(&f.name)).flatten() {
             // `Sq::~Sq()` twice: the complete- and base-object destructors.
             format!("{name} [{variant}]")
@@ -239,8 +262,10 @@ impl FunctionSet {
                 value: f.cookie,
                 symbol: Some(f.name.clone()),
                 nop5_offset: f.nop5_offset,
-                function: (f.usdt.is_none() && f.implementation.is_none() && f.symbol.size > 0)
-                    .then_some((f.symbol.file_offset, f.symbol.size)),
+                // A function's own entry (not an ifunc's implementation, not
+                // a USDT point) and extent.
+                function: (f.implementation.is_none() && f.usdt.is_none() && f.size > 0)
+                    .then_some((f.file_offset, f.size)),
             })
             .collect()
     }
