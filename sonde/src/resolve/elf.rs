@@ -13,7 +13,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::binary::BinaryFile;
 use super::debuginfo::{self, DebugFile};
-use super::read::{parse_symbols, parse_symbols_into, parse_symbols_keeping, Keep, RawSym, Segment};
+use super::read::{parse_symbols_into, parse_symbols_keeping, Keep, RawSym, Segment};
 use super::TargetError;
 
 /// A function defined in a binary.
@@ -270,13 +270,11 @@ impl SymbolTable {
                 debug_root,
             ) {
                 DebugFile::Found(found, dbg_data) => {
-                    let dbg = parse_symbols(&found, &dbg_data)?;
+                    // Folded as read too, placed through the binary's own segments.
+                    let segments = &syms.segments;
+                    let dbg = parse_symbols_into(&found, &dbg_data, Keep::All, &mut |_, s| fold.add(segments, s))?;
                     syms.count += dbg.count;
                     syms.has_symtab = dbg.has_symtab;
-                    // Placed through the binary's own segments.
-                    for s in dbg.defined {
-                        fold.add(&syms.segments, s);
-                    }
                     debug_file = Some(found);
                 }
                 DebugFile::Missing(looked) => looked_for_debug = looked,

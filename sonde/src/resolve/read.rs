@@ -170,12 +170,8 @@ fn read_elf<Elf: FileHeader<Endian = object::Endianness>>(
     Ok(out)
 }
 
-/// Every defined function of `data` kept in [`Symbols::defined`].
-pub(super) fn parse_symbols(path: &Path, data: &[u8]) -> Result<Symbols, TargetError> {
-    parse_symbols_keeping(path, data, Keep::All)
-}
-
-/// [`parse_symbols`], keeping only some defined functions (imports always).
+/// The symbols of `data`, keeping the defined functions `keep` accepts in
+/// [`Symbols::defined`] (imports always).
 pub(super) fn parse_symbols_keeping(path: &Path, data: &[u8], keep: Keep<'_>) -> Result<Symbols, TargetError> {
     let mut defined = Vec::new();
     let mut syms = parse_symbols_into(path, data, keep, &mut |_, s| defined.push(s))?;
