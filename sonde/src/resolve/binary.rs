@@ -155,6 +155,12 @@ impl BinaryFile {
             .get_or_init(|| self.map().is_ok_and(|data| go_build_info(&data)))
     }
 
+    /// [`BinaryFile::is_go`], told from `data`: this file's contents, mapped
+    /// already (a resolve reads them once; no second mapping).
+    pub(crate) fn is_go_in(&self, data: &[u8]) -> bool {
+        *self.go.get_or_init(|| go_build_info(data))
+    }
+
     /// What the file's contents were when it was opened: a write in place
     /// (`cp new old`) changes the size or the change time, which no user can
     /// set back.

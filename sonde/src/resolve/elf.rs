@@ -282,7 +282,7 @@ impl SymbolTable {
         }
         // A Go program stripped of its symbols keeps the runtime's own table
         // of function names and entries.
-        if !syms.has_symtab && binary.is_go() {
+        if !syms.has_symtab && binary.is_go_in(&data) {
             if let Some(go) = super::gopclntab::from_elf(&data) {
                 syms.count += go.len();
                 syms.has_symtab = !go.is_empty();
@@ -348,6 +348,11 @@ impl SymbolTable {
     /// Size of the file in bytes.
     pub fn file_size(&self) -> u64 {
         self.data.len() as u64
+    }
+
+    /// The whole file, as mapped when the table was read.
+    pub(crate) fn contents(&self) -> &[u8] {
+        &self.data
     }
 
     /// Up to `len` bytes of the file from `offset` (fewer at its end).

@@ -159,6 +159,8 @@ impl Functions {
         // others are the set, numbered in order (one pass).
         let mut skipped = Vec::new();
         let mut functions: Vec<FunctionMatch> = Vec::with_capacity(chosen.len());
+        // Told from the mapping the table holds: the file is not mapped again.
+        let go = binary.is_go_in(table.contents());
         for (i, exact) in chosen {
             let f = &table.functions()[i];
             match table.refusal_at(f.file_offset) {
@@ -183,7 +185,7 @@ impl Functions {
             // An ifunc's implementation keeps its entry (its size may be unknown).
             let entry_skip = match implementation {
                 Some(_) => 0,
-                None => table.entry_skip_at(f.file_offset, f.size, binary.is_go()),
+                None => table.entry_skip_at(f.file_offset, f.size, go),
             };
             functions.push(FunctionMatch {
                 cookie: functions.len() as u64,
