@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+use crate::machine::Machine;
 use crate::{root, run_cmd};
 
 /// The package's version: the workspace's.
@@ -172,30 +173,8 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-/// A machine sonde is packaged for.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Machine {
-    X86_64,
-    Arm64,
-}
-
+/// What a machine means to its package.
 impl Machine {
-    /// The name in the tarball's (Rust's).
-    fn rust(self) -> &'static str {
-        match self {
-            Machine::X86_64 => "x86_64",
-            Machine::Arm64 => "aarch64",
-        }
-    }
-
-    /// Debian's.
-    fn debian(self) -> &'static str {
-        match self {
-            Machine::X86_64 => "amd64",
-            Machine::Arm64 => "arm64",
-        }
-    }
-
     /// How the binary is static, for lintian's override.
     fn libc(self) -> &'static str {
         match self {

@@ -12,6 +12,7 @@
 
 mod bench;
 mod dist;
+mod machine;
 mod setup;
 mod userland;
 mod vm;

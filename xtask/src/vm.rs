@@ -19,37 +19,24 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::machine::Machine;
 use crate::{root, run_cmd};
 
-/// A machine the guests emulate.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Arch {
-    Amd64,
-    Arm64,
-}
-
-impl Arch {
-    /// Debian's name.
-    fn debian(self) -> &'static str {
-        match self {
-            Arch::Amd64 => "amd64",
-            Arch::Arm64 => "arm64",
-        }
-    }
-
+/// What a machine means to its guests: its toolchain, its binaries, its time.
+impl Machine {
     /// The Rust target the guest's binaries are built for, when not the host's.
     fn cross_target(self) -> Option<&'static str> {
         match self {
-            Arch::Amd64 => None,
-            Arch::Arm64 => Some("aarch64-unknown-linux-gnu"),
+            Machine::X86_64 => None,
+            Machine::Arm64 => Some("aarch64-unknown-linux-gnu"),
         }
     }
 
     /// Cargo's target directory for the guest's binaries.
     fn target_dir(self) -> PathBuf {
         match self {
-            Arch::Amd64 => root().join("target"),
-            Arch::Arm64 => root().join("target/aarch64"),
+            Machine::X86_64 => root().join("target"),
+            Machine::Arm64 => root().join("target/aarch64"),
         }
     }
 
@@ -64,8 +51,8 @@ impl Arch {
     /// Prefix of the target's binutils.
     fn tool_prefix(self) -> &'static str {
         match self {
-            Arch::Amd64 => "",
-            Arch::Arm64 => "aarch64-linux-gnu-",
+            Machine::X86_64 => "",
+            Machine::Arm64 => "aarch64-linux-gnu-",
         }
     }
 
@@ -74,8 +61,8 @@ impl Arch {
     /// 4-5x slower in debug builds).
     fn timeout(self) -> Duration {
         match self {
-            Arch::Amd64 => Duration::from_secs(900),
-            Arch::Arm64 => Duration::from_secs(2400),
+            Machine::X86_64 => Duration::from_secs(900),
+            Machine::Arm64 => Duration::from_secs(2400),
         }
     }
 }
@@ -87,7 +74,7 @@ struct Kernel {
     suite: &'static str,
     /// Metapackage that depends on the current image.
     meta: &'static str,
-    arch: Arch,
+    arch: Machine,
     /// The Debian userland the guest also unpacks at `/<suite>`, where the
     /// dist `.deb` is installed and run (see `userland.rs`).
     userland: Option<&'static str>,
@@ -98,21 +85,21 @@ const KERNELS: [Kernel; 3] = [
         name: "5.10",
         suite: "bullseye",
         meta: "linux-image-cloud-amd64",
-        arch: Arch::Amd64,
+        arch: Machine::X86_64,
         userland: Some("bullseye"),
     },
     Kernel {
         name: "6.1",
         suite: "bookworm",
         meta: "linux-image-cloud-amd64",
-        arch: Arch::Amd64,
+        arch: Machine::X86_64,
         userland: Some("bookworm"),
     },
     Kernel {
         name: "arm64-6.1",
         suite: "bookworm",
         meta: "linux-image-cloud-arm64",
-        arch: Arch::Arm64,
+        arch: Machine::Arm64,
         userland: None,
     },
 ];
@@ -121,9 +108,9 @@ fn vm_dir() -> PathBuf {
     root().join("target/vm")
 }
 
-fn apt_options(suite: &str, arch: Arch) -> Result<Vec<String>> {
+fn apt_options(suite: &str, arch: Machine) -> Result<Vec<String>> {
     let d = match arch {
-        Arch::Amd64 => vm_dir().join(format!("apt-{suite}")),
+        Machine::X86_64 => vm_dir().join(format!("apt-{suite}")),
         other => vm_dir().join(format!("apt-{suite}-{}", other.debian())),
     };
     for sub in ["etc/preferences.d", "state/lists/partial", "cache/archives/partial"] {
@@ -187,7 +174,7 @@ fn fetch_kernel(k: &Kernel) -> Result<PathBuf> {
         .to_string();
     // Another machine's guest also needs that machine's busybox.
     let mut packages = vec![image.as_str()];
-    if k.arch != Arch::Amd64 {
+    if k.arch != Machine::X86_64 {
         packages.push("busybox-static");
     }
     println!("vm: downloading {}", packages.join(" "));
@@ -223,7 +210,7 @@ fn find_vmlinuz(dir: &Path) -> Option<PathBuf> {
 /// for another machine, its target with std built from source (the rustc
 /// with library source, `RUSTC_BOOTSTRAP`), Debian's cross gcc as linker and
 /// C compiler, in its own target directory.
-fn cargo_for(arch: Arch, args: &[&str]) -> Result<Command> {
+fn cargo_for(arch: Machine, args: &[&str]) -> Result<Command> {
     let Some(target) = arch.cross_target() else {
         let mut cmd = crate::cargo();
         cmd.args(args);
@@ -240,7 +227,7 @@ fn cargo_for(arch: Arch, args: &[&str]) -> Result<Command> {
 
 /// Builds the test binaries (and the `sonde` and `target-app` binaries the guest
 /// runs beside them) for `arch` and returns the test binaries' paths.
-fn test_binaries(arch: Arch) -> Result<Vec<PathBuf>> {
+fn test_binaries(arch: Machine) -> Result<Vec<PathBuf>> {
     run_cmd(&mut cargo_for(
         arch,
         &["build", "-p", "sonde-cli", "-p", "sonde-tests", "--bins"],
@@ -282,7 +269,7 @@ fn test_binaries(arch: Arch) -> Result<Vec<PathBuf>> {
 
 /// Drops the DWARF of a debug build copied into the guest (symbols stay): the
 /// test binaries are most of the initramfs, which the guest must unpack in RAM.
-fn strip_debug(arch: Arch, path: &Path) -> Result<()> {
+fn strip_debug(arch: Machine, path: &Path) -> Result<()> {
     run_cmd(
         Command::new(format!("{}objcopy", arch.tool_prefix()))
             .arg("--strip-debug")
@@ -293,8 +280,8 @@ fn strip_debug(arch: Arch, path: &Path) -> Result<()> {
 /// The shared libraries `path` needs, as paths on this machine: `ldd` for the
 /// host's binaries; for another machine's, their `NEEDED` entries (and those
 /// of the libraries found) in Debian's cross root `/usr/<triplet>/lib`.
-fn libraries(arch: Arch, path: &Path) -> Result<Vec<PathBuf>> {
-    if arch == Arch::Amd64 {
+fn libraries(arch: Machine, path: &Path) -> Result<Vec<PathBuf>> {
+    if arch == Machine::X86_64 {
         let ldd = Command::new("ldd").arg(path).output()?;
         return Ok(String::from_utf8_lossy(&ldd.stdout)
             .lines()
@@ -325,7 +312,7 @@ fn libraries(arch: Arch, path: &Path) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-fn copy_with_libs(arch: Arch, src: &Path, dst: &Path, rootfs: &Path) -> Result<()> {
+fn copy_with_libs(arch: Machine, src: &Path, dst: &Path, rootfs: &Path) -> Result<()> {
     if let Some(p) = dst.parent() {
         std::fs::create_dir_all(p)?;
     }
@@ -334,8 +321,8 @@ fn copy_with_libs(arch: Arch, src: &Path, dst: &Path, rootfs: &Path) -> Result<(
         // Another machine's libraries go where its loader looks: the loader
         // in /lib, the others in /lib/<triplet>.
         let to = match arch {
-            Arch::Amd64 => rootfs.join(lib.strip_prefix("/")?),
-            Arch::Arm64 => {
+            Machine::X86_64 => rootfs.join(lib.strip_prefix("/")?),
+            Machine::Arm64 => {
                 let name = lib.file_name().context("library name")?;
                 if name.to_string_lossy().starts_with("ld-linux") {
                     rootfs.join("lib").join(name)
@@ -380,7 +367,7 @@ echo "SONDE-VM done"
 poweroff -f
 "#;
 
-fn build_initramfs(arch: Arch, bins: &[PathBuf], busybox: &Path) -> Result<PathBuf> {
+fn build_initramfs(arch: Machine, bins: &[PathBuf], busybox: &Path) -> Result<PathBuf> {
     let rootfs = vm_dir().join(format!("rootfs-{}", arch.debian()));
     let _ = std::fs::remove_dir_all(&rootfs);
     for d in [
@@ -413,8 +400,8 @@ fn build_initramfs(arch: Arch, bins: &[PathBuf], busybox: &Path) -> Result<PathB
     // `cargo xtask test` runs dist before the guests: its static binary for
     // this machine is checked in them (sonde-tests' cli.rs).
     let dist = match arch {
-        Arch::Amd64 => root().join("target/dist/sonde"),
-        Arch::Arm64 => root().join("target/dist/arm64/sonde"),
+        Machine::X86_64 => root().join("target/dist/sonde"),
+        Machine::Arm64 => root().join("target/dist/arm64/sonde"),
     };
     if dist.exists() {
         std::fs::copy(&dist, rootfs.join("t/sonde-dist"))?;
@@ -433,7 +420,7 @@ fn build_initramfs(arch: Arch, bins: &[PathBuf], busybox: &Path) -> Result<PathB
 
 /// The probe-target fixtures sonde-tests' build script compiled for `arch`
 /// (the newest build directory), copied with the libraries they need.
-fn copy_fixtures(arch: Arch, dst: &Path, rootfs: &Path) -> Result<()> {
+fn copy_fixtures(arch: Machine, dst: &Path, rootfs: &Path) -> Result<()> {
     let build = arch.out_dir().join("build");
     let src = std::fs::read_dir(&build)?
         .filter_map(|e| e.ok())
@@ -490,8 +477,8 @@ fn boot(k: &Kernel, vmlinuz: &Path, initramfs: &Path) -> Result<Report> {
     // arm64: QEMU's `virt` board with a Cortex-A72 (ARMv8.0: no pointer
     // authentication to emulate), its PL011 UART as console.
     let (qemu, machine, console): (&str, &[&str], &str) = match k.arch {
-        Arch::Amd64 => ("qemu-system-x86_64", &[], "console=ttyS0"),
-        Arch::Arm64 => (
+        Machine::X86_64 => ("qemu-system-x86_64", &[], "console=ttyS0"),
+        Machine::Arm64 => (
             "qemu-system-aarch64",
             &["-M", "virt", "-cpu", "cortex-a72"],
             "console=ttyAMA0",
@@ -630,7 +617,7 @@ pub fn run(which: &str) -> Result<(u64, u64)> {
             None => {
                 let bins = test_binaries(k.arch)?;
                 let busybox = match k.arch {
-                    Arch::Amd64 => PathBuf::from("/bin/busybox"),
+                    Machine::X86_64 => PathBuf::from("/bin/busybox"),
                     _ => vmlinuz
                         .parent()
                         .and_then(Path::parent)
@@ -648,7 +635,7 @@ pub fn run(which: &str) -> Result<(u64, u64)> {
     }
     let start = Instant::now();
     let mut reports: Vec<Report> = std::thread::scope(|s| {
-        let per_arch: Vec<_> = [Arch::Amd64, Arch::Arm64]
+        let per_arch: Vec<_> = [Machine::X86_64, Machine::Arm64]
             .into_iter()
             .map(|arch| {
                 let mine: Vec<&(&Kernel, PathBuf, PathBuf)> = booted.iter().filter(|b| b.0.arch == arch).collect();
