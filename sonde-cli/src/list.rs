@@ -3,7 +3,6 @@
 use std::io::Write;
 
 use serde::Serialize;
-use sonde::resolve::FunctionSymbol;
 use sonde::{Feature, Features, Functions, Scope, Tier};
 
 use crate::error::CliError;
@@ -56,9 +55,7 @@ pub fn list(target: &str, patterns: &[String], pid: Option<u32>, json: bool) -> 
                     Listed {
                         name: &f.name,
                         demangled: set.demangled(f),
-                        version: symbol
-                            .filter(|s| s.version.is_some())
-                            .map(FunctionSymbol::versioned_name),
+                        version: set.versioned_name(f),
                         cookie: first_cookie + f.cookie,
                         // A USDT point's own address.
                         address: symbol
@@ -83,10 +80,7 @@ pub fn list(target: &str, patterns: &[String], pid: Option<u32>, json: bool) -> 
             writeln!(out, "{:>6} {:>12} {:>7}  FUNCTION", "COOKIE", "OFFSET", "SIZE")?;
             for f in set.iter() {
                 let symbol = set.symbol(f);
-                let name = match symbol.filter(|s| s.version.is_some()) {
-                    Some(s) => s.versioned_name(),
-                    None => set.display_name(f).to_string(),
-                };
+                let name = set.versioned_name(f).unwrap_or_else(|| set.display_name(f).to_string());
                 let note = match (&f.implementation, symbol.is_some_and(|s| s.ifunc), &f.usdt) {
                     (_, _, Some(u)) => {
                         let nop5 = match f.nop5_offset {

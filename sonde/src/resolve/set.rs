@@ -191,6 +191,15 @@ impl FunctionSet {
         self.table.functions().get(f.index)
     }
 
+    /// `f`'s name with its symbol's version (`memcpy@@GLIBC_2.14`,
+    /// `memcpy@GLIBC_2.2.5`), when the symbol has one; `None` for an
+    /// unversioned symbol and a USDT point.
+    pub fn versioned_name(&self, f: &FunctionMatch) -> Option<String> {
+        self.symbol(f)
+            .filter(|s| s.version.is_some())
+            .map(FunctionSymbol::versioned_name)
+    }
+
     /// The demangled name of `f` (Rust legacy and v0, C++), if mangled.
     pub fn demangled(&self, f: &FunctionMatch) -> Option<&str> {
         if f.usdt.is_some() {
@@ -227,13 +236,13 @@ impl FunctionSet {
             names
         });
         let twin = names.get(name).is_some_and(|&n| n > 1);
-        let versioned = self.symbol(f).filter(|s| twin && s.version.is_some());
+        let versioned = twin.then(|| self.versioned_name(f)).flatten();
         if let Some(m) = &f.implementation {
             // `strlen (→ __strlen_evex)`: the calls counted are the implementation's.
-            let base = versioned.map_or_else(|| name.to_string(), FunctionSymbol::versioned_name);
+            let base = versioned.unwrap_or_else(|| name.to_string());
             format!("{base} (→ {})", m.label())
-        } else if let Some(s) = versioned {
-            s.versioned_name()
+        } else if let Some(v) = versioned {
+            v
         } else if let Some(variant) = twin.then(|| super::names::structor_variant(&f.name)).flatten() {
             // `Sq::~Sq()` twice: the complete- and base-object destructors.
             format!("{name} [{variant}]")
