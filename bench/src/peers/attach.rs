@@ -117,9 +117,12 @@ pub(crate) fn attach_names(runs: usize, exe: &Path, names: &[String], slow: &mut
                 let p = o.uprobe(Program::Count.name())?;
                 p.load(MULTI)?;
                 sonde::resolve::cache::clear();
+                // The names as the API takes them, made before the clock as
+                // libbpf's `syms` are.
+                let patterns = names.to_vec();
                 quiet();
                 let t = Started::now();
-                let set = Functions::in_binary(exe).patterns(names.iter().cloned()).resolve()?;
+                let set = Functions::in_binary(exe).patterns(patterns).resolve()?;
                 let att = p.attach_sites(set.targets(), &AttachOptions::default().tier(Tier::Multi))?;
                 let d = t.stop();
                 drop(att);

@@ -222,7 +222,7 @@ pub fn first_attach_child(lib: &str, exe: &Path) -> Result<()> {
         }
         "sonde" => {
             let mut o = sonde_object(10)?;
-            let set = Functions::in_binary(exe).patterns(names.iter().cloned()).resolve()?;
+            let set = Functions::in_binary(exe).patterns(names).resolve()?;
             let att = o
                 .uprobe(Program::Count.name())?
                 .attach_sites(set.targets(), &AttachOptions::default())?;
@@ -297,30 +297,37 @@ pub fn attach_loop(n: usize, rounds: usize, exe: &Path, flags: &[String]) -> Res
             if by_names {
                 sonde::resolve::cache::clear();
             }
-            // By offsets, the sites are the caller's (copied before the clock starts).
+            // Each library's input, in the form its API takes, is made before
+            // the clock starts: by offsets the sites (sonde) or the offsets and
+            // cookies (libbpf), by names the names.
             let copied = if by_names { Vec::new() } else { sites.to_vec() };
+            let patterns = if by_names && lib == Lib::Sonde {
+                names.clone()
+            } else {
+                Vec::new()
+            };
+            let opts = match (lib, by_names) {
+                (Lib::Libbpf, true) => libbpf_rs::UprobeMultiOpts {
+                    syms: names.clone(),
+                    cookies: (0..n as u64).collect(),
+                    ..Default::default()
+                },
+                (Lib::Libbpf, false) => libbpf_rs::UprobeMultiOpts {
+                    offsets: sites.iter().map(|s| s.offset as usize).collect(),
+                    cookies: sites.iter().map(|s| s.attach_cookie).collect(),
+                    ..Default::default()
+                },
+                _ => libbpf_rs::UprobeMultiOpts::default(),
+            };
             let start = thread_cpu();
             if lib == Lib::Libbpf {
-                let opts = if by_names {
-                    libbpf_rs::UprobeMultiOpts {
-                        syms: names.clone(),
-                        cookies: (0..n as u64).collect(),
-                        ..Default::default()
-                    }
-                } else {
-                    libbpf_rs::UprobeMultiOpts {
-                        offsets: sites.iter().map(|s| s.offset as usize).collect(),
-                        cookies: sites.iter().map(|s| s.attach_cookie).collect(),
-                        ..Default::default()
-                    }
-                };
                 let link = lp.attach_uprobe_multi_with_opts(-1, exe, "", opts)?;
                 cpu[lib as usize].push(thread_cpu() - start);
                 drop(link);
                 continue;
             }
             let sites = if by_names {
-                let set = Functions::in_binary(exe).patterns(names.iter().cloned()).resolve()?;
+                let set = Functions::in_binary(exe).patterns(patterns).resolve()?;
                 let resolved = thread_cpu() - start;
                 let targets = set.targets();
                 drop(set);
