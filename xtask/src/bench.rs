@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{cargo, root, run_cmd};
+use crate::cmd::{cargo, root, run_cmd};
 
 fn build() -> Result<()> {
     if !Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").exists() && Path::new("/usr/bin/apt-get").exists()

@@ -19,8 +19,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+use crate::cmd::{root, run_cmd};
 use crate::machine::Machine;
-use crate::{root, run_cmd};
 
 /// The package's version: the workspace's.
 fn version() -> Result<String> {
@@ -328,7 +328,7 @@ fn static_binary_arm64() -> Result<PathBuf> {
     let target = "aarch64-unknown-linux-gnu";
     let target_dir = root().join("target/aarch64-dist");
     run_cmd(
-        crate::cross_cargo(
+        crate::setup::cross_cargo(
             &["build", "--release", "-p", "sonde-cli"],
             target,
             "build-std=std,panic_abort",
@@ -414,7 +414,7 @@ fn static_binary() -> Result<PathBuf> {
     let target = musl_target();
     let target_dir = root().join("target/musl");
     run_cmd(
-        crate::cross_cargo(
+        crate::setup::cross_cargo(
             &["build", "--release", "-p", "sonde-cli"],
             &target,
             "build-std=std,panic_abort",
@@ -445,7 +445,7 @@ fn static_binary() -> Result<PathBuf> {
 /// mounted, in a private mount namespace that goes with the run. It must count
 /// the program's one call of `main` exactly, as root on this kernel.
 fn check_alone(binary: &Path, dist: &Path) -> Result<()> {
-    if !crate::is_root() {
+    if !crate::cmd::is_root() {
         println!("dist: not root: the static binary's run in an empty root is not checked");
         return Ok(());
     }

@@ -11,17 +11,19 @@
 //!   one program, three functions, three cookies.
 
 mod bench;
+mod cmd;
 mod dist;
 mod machine;
 mod setup;
 mod userland;
 mod vm;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+
+use cmd::{cargo, is_root, root, run_cmd};
 
 #[derive(Parser)]
 #[command(about = "sonde developer tasks")]
@@ -150,58 +152,6 @@ fn run() -> Result<()> {
             Ok(())
         }
     }
-}
-
-/// The workspace root.
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask sits in the workspace")
-        .to_path_buf()
-}
-
-/// Runs a command, failing with its name if it fails.
-pub fn run_cmd(cmd: &mut Command) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed with {status}");
-    }
-    Ok(())
-}
-
-pub fn cargo() -> Command {
-    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    c.current_dir(root());
-    c
-}
-
-/// `cargo ARGS` for another target (`target`), in its own `target_dir`: std
-/// built from source by the rustc with library source (`-Z BUILD_STD`, e.g.
-/// `build-std` or `build-std=std,panic_abort`; `RUSTC_BOOTSTRAP`), `cc` as
-/// the target's C compiler and linker. What the static musl build, the static
-/// arm64 build and the arm64 guest's build share; each adds its own flags.
-pub fn cross_cargo(args: &[&str], target: &str, build_std: &str, cc: &str, target_dir: &Path) -> Result<Command> {
-    let rustc = setup::rustc_with_source().context("no rustc with library source: run `cargo xtask setup`")?;
-    let mut c = cargo();
-    c.args(args)
-        .args(["--target", target, "-Z", build_std])
-        .env("RUSTC_BOOTSTRAP", "1")
-        .env("RUSTC", rustc)
-        .env(format!("CC_{}", target.replace('-', "_")), cc)
-        .env(
-            format!("CARGO_TARGET_{}_LINKER", target.to_uppercase().replace('-', "_")),
-            cc,
-        )
-        .env("CARGO_TARGET_DIR", target_dir);
-    Ok(c)
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
 }
 
 fn test(extra: &[String]) -> Result<(u64, u64)> {

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::run_cmd;
+use crate::cmd::{cargo, run_cmd};
 
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -212,4 +212,25 @@ fn manual_route() -> ! {
          or set SONDE_BPF_RUSTC to a rustc whose sysroot has the library source."
     );
     std::process::exit(1);
+}
+
+/// `cargo ARGS` for another target (`target`), in its own `target_dir`: std
+/// built from source by the rustc with library source (`-Z BUILD_STD`, e.g.
+/// `build-std` or `build-std=std,panic_abort`; `RUSTC_BOOTSTRAP`), `cc` as
+/// the target's C compiler and linker. What the static musl build, the static
+/// arm64 build and the arm64 guest's build share; each adds its own flags.
+pub fn cross_cargo(args: &[&str], target: &str, build_std: &str, cc: &str, target_dir: &Path) -> Result<Command> {
+    let rustc = rustc_with_source().context("no rustc with library source: run `cargo xtask setup`")?;
+    let mut c = cargo();
+    c.args(args)
+        .args(["--target", target, "-Z", build_std])
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("RUSTC", rustc)
+        .env(format!("CC_{}", target.replace('-', "_")), cc)
+        .env(
+            format!("CARGO_TARGET_{}_LINKER", target.to_uppercase().replace('-', "_")),
+            cc,
+        )
+        .env("CARGO_TARGET_DIR", target_dir);
+    Ok(c)
 }

@@ -12,7 +12,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use crate::{root, run_cmd};
+use crate::cmd::{root, run_cmd};
 
 /// Beyond `minbase`: `man` for the package's man pages, the C library's
 /// headers and start files to build the fixture against.

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::cmd::{root, run_cmd};
 use crate::machine::Machine;
-use crate::{root, run_cmd};
 
 /// What a machine means to its guests: its toolchain, its binaries, its time.
 impl Machine {
@@ -212,12 +212,12 @@ fn find_vmlinuz(dir: &Path) -> Option<PathBuf> {
 /// C compiler, in its own target directory.
 fn cargo_for(arch: Machine, args: &[&str]) -> Result<Command> {
     let Some(target) = arch.cross_target() else {
-        let mut cmd = crate::cargo();
+        let mut cmd = crate::cmd::cargo();
         cmd.args(args);
         return Ok(cmd);
     };
     let gcc = format!("{}gcc", arch.tool_prefix());
-    let mut cmd = crate::cross_cargo(args, target, "build-std", &gcc, &arch.target_dir())?;
+    let mut cmd = crate::setup::cross_cargo(args, target, "build-std", &gcc, &arch.target_dir())?;
     // Emulated arm64 runs several times slower than emulated x86-64:
     // optimised code (std included, which `-Z build-std` otherwise builds
     // unoptimised) keeps the guest's run within its budget.
