@@ -225,8 +225,9 @@ pub(crate) fn attach_perf_links(runs: usize, exe: &Path, sites: &[ProbeSite]) ->
 
 /// The first attach of a fresh process, feature probing included: a child
 /// process per run (`sonde-bench --first-attach LIB EXE`).
-pub(crate) fn first_attach(runs: usize, exe: &Path) -> Result<Figure> {
+pub(crate) fn first_attach(runs: usize, exe: &Path) -> Result<[Figure; 2]> {
     let me = std::env::current_exe()?;
+    let mut cpu = [Vec::new(), Vec::new(), Vec::new()];
     let s = interleaved(runs, |lib| {
         let name = match lib {
             Lib::Sonde => "sonde",
@@ -244,15 +245,17 @@ pub(crate) fn first_attach(runs: usize, exe: &Path) -> Result<Figure> {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
+        // "WALL CPU", in milliseconds.
         let text = String::from_utf8_lossy(&out.stdout);
-        Ok(Some(text.trim().parse::<f64>().context("first-attach output")?))
+        let mut v = text.split_whitespace().map(str::parse::<f64>);
+        let (Some(Ok(wall)), Some(Ok(c))) = (v.next(), v.next()) else {
+            return Err(anyhow!("first attach ({name}): output {text:?}"));
+        };
+        cpu[lib as usize].push(c);
+        Ok(Some(wall))
     })?;
-    Ok(figure(
-        "first attach of a process, feature probing included (10 functions)",
-        10,
-        "ms",
-        s,
-    ))
+    let name = "first attach of a process, feature probing included (10 functions)";
+    Ok([figure(name, 10, "ms", s), figure(&cpu_name(name), 10, "ms", stats(cpu))])
 }
 
 /// What sonde's feature probing adds to a first attach: the probes a multi plan

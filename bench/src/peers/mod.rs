@@ -208,16 +208,21 @@ pub(crate) fn aya_prog(ebpf: &mut aya::Ebpf) -> Result<&mut aya::programs::UProb
 }
 
 /// The child side of [`first_attach`]: loads and attaches to `f0..f9` of `exe`
-/// with `lib`, printing the milliseconds from the first library call.
+/// with `lib`, printing the milliseconds from the first library call: wall
+/// time, then this thread's CPU time (`probe`: wall time only).
 pub fn first_attach_child(lib: &str, exe: &Path) -> Result<()> {
     let names: Vec<String> = (0..10).map(|i| format!("f{i}")).collect();
-    let t = Instant::now();
+    let t = Started::now();
+    let report = |t: &Started| {
+        let d = t.stop();
+        println!("{:.3} {:.3}", ms(d.wall), ms(d.cpu));
+    };
     match lib {
         "probe" => {
             let f = sonde::Features::current();
             let plan_needs = [sonde::Feature::UprobeMulti, sonde::Feature::BpfCookie];
             let all = plan_needs.iter().all(|x| f.has(*x));
-            println!("{:.3}", ms(t.elapsed()));
+            println!("{:.3}", ms(t.stop().wall));
             std::hint::black_box(all);
         }
         "sonde" => {
@@ -226,7 +231,7 @@ pub fn first_attach_child(lib: &str, exe: &Path) -> Result<()> {
             let att = o
                 .uprobe(Program::Count.name())?
                 .attach_sites(set.targets(), &AttachOptions::default())?;
-            println!("{:.3}", ms(t.elapsed()));
+            report(&t);
             drop(att);
         }
         "libbpf" => {
@@ -238,7 +243,7 @@ pub fn first_attach_child(lib: &str, exe: &Path) -> Result<()> {
                 ..Default::default()
             };
             let link = p.attach_uprobe_multi_with_opts(-1, exe, "", opts)?;
-            println!("{:.3}", ms(t.elapsed()));
+            report(&t);
             drop(link);
         }
         _ => {
@@ -253,7 +258,7 @@ pub fn first_attach_child(lib: &str, exe: &Path) -> Result<()> {
                 })
                 .collect();
             let ids = aya_attach_each(p, points, exe, UProbeScope::AllProcesses)?;
-            println!("{:.3}", ms(t.elapsed()));
+            report(&t);
             for id in ids {
                 p.detach(id)?;
             }
@@ -415,7 +420,7 @@ pub fn all(opts: &Opts, exe: &Path, sites: &[ProbeSite]) -> Result<Vec<Figure>> 
     out.extend(detach_per_target(runs.min(3), exe, &sites[..n.min(sites.len())])?);
     let calls = if opts.quick { 10_000 } else { 1_000_000 };
     out.extend(per_hit(runs, calls, &dir)?);
-    out.push(first_attach(runs, exe)?);
+    out.extend(first_attach(runs, exe)?);
     out.push(probing_cost(runs)?);
     out.push(registration_after_idle(runs, sites)?);
     Ok(out)
