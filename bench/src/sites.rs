@@ -33,5 +33,5 @@ pub fn resolve_numbered(exe: &Path) -> Result<Vec<ProbeSite>> {
 /// only the counter.
 pub(crate) fn sonde_object(n: usize) -> Result<Object> {
     let sizes = [(Map::Counts, n.max(1) as u32), (Map::Hist, 1), (Map::Stats, 1)];
-    Ok(Object::load_with(OBJECT, &load_sizes(&sizes, true))?)
+    Ok(Object::load_static_with(OBJECT, &load_sizes(&sizes, true))?)
 }

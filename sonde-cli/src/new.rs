@@ -160,7 +160,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let set = functions.resolve()?;
     let slots = u32::try_from(set.len())?.max(1);
-    let mut object = Object::load_with(PROBES, &[("COUNTS", slots)])?;
+    let mut object = Object::load_static_with(PROBES, &[("COUNTS", slots)])?;
     // One program, one cookie per function (its index in the set).
     let attachment = object.uprobe("count")?.attach_sites(set.targets(), &options)?;
     eprintln!("attached to {} functions ({})", set.len(), attachment.plan());

@@ -141,3 +141,55 @@ fn many_entry_points_link_in_bounded_memory() {
         Err(SpecError::ObjectTooLarge { limit }) if limit == sonde::object_file::MAX_OBJECT_INSNS
     ));
 }
+
+#[test]
+fn an_object_links_each_program_when_asked_for_and_refuses_a_malformed_one_then() {
+    // One program's map reference points at a symbol that is no map: the
+    // object loads (programs link when first asked for), that program is
+    // refused by the name of its section, and the others link and stay usable.
+    let mut bytes = PROBES.to_vec();
+    let (off, _) = section_range(".reluprobe/count_calls");
+    let info = u64::from_le_bytes(bytes[off + 8..off + 16].try_into().unwrap());
+    let patched = (1u64 << 32) | (info & 0xffff_ffff);
+    bytes[off + 8..off + 16].copy_from_slice(&patched.to_le_bytes());
+    let copied = sonde::Object::load(&bytes).expect("the maps and entries parse");
+    let embedded = sonde::Object::load_static(Box::leak(bytes.into_boxed_slice())).expect("as embedded");
+    for mut object in [copied, embedded] {
+        assert!(object.program_names().contains(&"count_calls"));
+        match object.uprobe("count_calls") {
+            Err(sonde::ProgramError::Link(SpecError::BadRelocation { section, .. })) => {
+                assert_eq!(section, "uprobe/count_calls")
+            }
+            other => panic!("unexpected: {other:?}"),
+        }
+        let p = object.uprobe("record_calls").expect("another program links");
+        assert_eq!(p.name(), "record_calls");
+        assert!(matches!(
+            object.uprobe("no_such_program"),
+            Err(sonde::ProgramError::NotFound(_))
+        ));
+        // A uprobe is not a tracepoint.
+        assert!(matches!(
+            object.tracepoint("record_calls"),
+            Err(sonde::ProgramError::NotFound(_))
+        ));
+    }
+}
+
+#[test]
+fn programs_linked_one_by_one_are_held_to_the_object_limit() {
+    // Entry points that each claim the rest of the section: the object loads,
+    // and linking them one after another stops at MAX_OBJECT_INSNS.
+    let bytes = crafted::many_entries(120_000, 2_000, |_, rest| rest);
+    let mut object = sonde::Object::load(&bytes).expect("parses");
+    let names: Vec<String> = object.program_names().iter().map(|s| s.to_string()).collect();
+    assert_eq!(names.len(), 2_000);
+    let refused = names
+        .iter()
+        .find_map(|n| object.uprobe(n).err())
+        .expect("the limit is reached");
+    assert!(
+        matches!(refused, sonde::ProgramError::Link(SpecError::ObjectTooLarge { limit }) if limit == sonde::object_file::MAX_OBJECT_INSNS),
+        "{refused:?}"
+    );
+}

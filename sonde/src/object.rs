@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::maps::{Map, MapError, ObjectMaps};
-use crate::object_file::{ObjectSpec, ProgramKind, SpecError};
+use crate::object_file::{ProgramKind, ProgramSpec, SpecError, Unlinked};
 use crate::programs::{ProgramError, TracePoint, UProbe};
 
 /// Why an object did not load: the file, a map, or the descriptors for its
@@ -34,8 +34,8 @@ pub enum LoadError {
     },
 }
 
-/// An object whose maps exist in the kernel and whose programs load when first
-/// attached.
+/// An object whose maps exist in the kernel when first needed and whose
+/// programs are linked when first asked for and loaded when first attached.
 ///
 /// ```no_run
 /// # fn main() -> Result<(), sonde::Error> {
@@ -44,18 +44,33 @@ pub enum LoadError {
 /// let probe = object.uprobe("generic_probe")?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
 pub struct Object {
     maps: Arc<ObjectMaps>,
+    /// The code and every program's entry; each program is linked from it
+    /// when first asked for.
+    code: Unlinked<'static>,
+    /// Instructions linked so far (at most [`crate::object_file::MAX_OBJECT_INSNS`]).
+    linked: usize,
     programs: HashMap<String, UProbe>,
     tracepoints: HashMap<String, TracePoint>,
 }
 
+impl std::fmt::Debug for Object {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Object")
+            .field("maps", &self.maps)
+            .field("programs", &self.program_names())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Object {
-    /// Parses `bytes` and prepares the maps and the programs (linked, not
-    /// loaded). A map is created when a program that uses it loads, or when
-    /// asked for ([`Object::map`]): a map the object declares wrongly is
-    /// refused then.
+    /// Parses `bytes` and prepares the maps and the programs. Only the code
+    /// sections of `bytes` are kept (copied); a program is linked when first
+    /// asked for ([`Object::uprobe`], [`Object::tracepoint`]), where a
+    /// malformed one is refused, and loaded when first attached. A map is
+    /// created when a program that uses it loads, or when asked for
+    /// ([`Object::map`]): a map the object declares wrongly is refused then.
     pub fn load(bytes: &[u8]) -> Result<Object, LoadError> {
         Self::load_with(bytes, &[])
     }
@@ -72,9 +87,35 @@ impl Object {
     /// # Ok(()) }
     /// ```
     pub fn load_with(bytes: &[u8], max_entries: &[(&str, u32)]) -> Result<Object, LoadError> {
-        let mut file = ObjectSpec::parse(bytes)?;
+        Self::prepare(Unlinked::parse(bytes)?.into_owned(), max_entries)
+    }
+
+    /// [`Object::load`] for an object embedded in the program
+    /// (`include_bytes!`): see [`Object::load_static_with`].
+    pub fn load_static(bytes: &'static [u8]) -> Result<Object, LoadError> {
+        Self::load_static_with(bytes, &[])
+    }
+
+    /// [`Object::load_with`] for an object embedded in the program
+    /// (`include_bytes!`): its code is read where it is, never copied, and
+    /// only the programs asked for are linked (an object of many programs
+    /// costs what the ones used cost).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), sonde::Error> {
+    /// # static PROBES: &[u8] = &[];
+    /// // static PROBES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/probes.bpf.o"));
+    /// let mut object = sonde::Object::load_static_with(PROBES, &[("COUNTS", 5000)])?;
+    /// let probe = object.uprobe("count")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn load_static_with(bytes: &'static [u8], max_entries: &[(&str, u32)]) -> Result<Object, LoadError> {
+        Self::prepare(Unlinked::parse(bytes)?, max_entries)
+    }
+
+    fn prepare(mut code: Unlinked<'static>, max_entries: &[(&str, u32)]) -> Result<Object, LoadError> {
         for (name, n) in max_entries {
-            let spec = file
+            let spec = code
                 .maps
                 .iter_mut()
                 .find(|m| m.name == *name)
@@ -83,30 +124,25 @@ impl Object {
         }
         crate::sys::lift_memlock();
         // Room for every map first: a limit hit half-way would name one map.
-        let needed = file.maps.len() as u64;
+        let needed = code.maps.len() as u64;
         crate::sys::reserve_fds(needed).map_err(|hard_limit| LoadError::FileLimit { needed, hard_limit })?;
-        let maps = Arc::new(ObjectMaps::new(file.maps));
-        let mut programs = HashMap::new();
-        let mut tracepoints = HashMap::new();
-        for p in file.programs {
-            match p.kind {
-                ProgramKind::Probe(kind) => {
-                    let u = UProbe::new(p.name.clone(), kind, p.insns, file.license.clone())
-                        .with_maps(p.relocs, Arc::clone(&maps));
-                    programs.insert(p.name, u);
-                }
-                ProgramKind::Tracepoint { category, event } => {
-                    let t = TracePoint::new(p.name.clone(), category, event, p.insns, file.license.clone())
-                        .with_maps(p.relocs, Arc::clone(&maps));
-                    tracepoints.insert(p.name, t);
-                }
-            }
-        }
+        let maps = Arc::new(ObjectMaps::new(std::mem::take(&mut code.maps)));
         Ok(Object {
             maps,
-            programs,
-            tracepoints,
+            code,
+            linked: 0,
+            programs: HashMap::new(),
+            tracepoints: HashMap::new(),
         })
+    }
+
+    /// Links the program `name` if it is of the kind `want` takes; `None`
+    /// when the object has no such program.
+    fn link(&mut self, name: &str, want: fn(&ProgramKind) -> bool) -> Result<Option<ProgramSpec>, ProgramError> {
+        let Some(entry) = self.code.entries.iter().find(|e| e.name == name && want(&e.kind)) else {
+            return Ok(None);
+        };
+        Ok(Some(self.code.link(entry, &mut self.linked)?))
     }
 
     /// The map `name` (a cheap handle; make a typed view from it), created
@@ -140,15 +176,33 @@ impl Object {
         (0..self.maps.len()).map(|i| self.maps.get(i)).collect()
     }
 
-    /// The uprobe or uretprobe program `name`.
+    /// The uprobe or uretprobe program `name`, linked now if not yet.
     pub fn uprobe(&mut self, name: &str) -> Result<&mut UProbe, ProgramError> {
+        if !self.programs.contains_key(name) {
+            if let Some(p) = self.link(name, |k| matches!(k, ProgramKind::Probe(_)))? {
+                if let ProgramKind::Probe(kind) = p.kind {
+                    let u = UProbe::new(p.name.clone(), kind, p.insns, self.code.license.clone())
+                        .with_maps(p.relocs, Arc::clone(&self.maps));
+                    self.programs.insert(p.name, u);
+                }
+            }
+        }
         self.programs
             .get_mut(name)
             .ok_or_else(|| ProgramError::NotFound(name.to_string()))
     }
 
-    /// The tracepoint program `name` (Linux 4.7+).
+    /// The tracepoint program `name` (Linux 4.7+), linked now if not yet.
     pub fn tracepoint(&mut self, name: &str) -> Result<&mut TracePoint, ProgramError> {
+        if !self.tracepoints.contains_key(name) {
+            if let Some(p) = self.link(name, |k| matches!(k, ProgramKind::Tracepoint { .. }))? {
+                if let ProgramKind::Tracepoint { category, event } = p.kind {
+                    let t = TracePoint::new(p.name.clone(), category, event, p.insns, self.code.license.clone())
+                        .with_maps(p.relocs, Arc::clone(&self.maps));
+                    self.tracepoints.insert(p.name, t);
+                }
+            }
+        }
         self.tracepoints
             .get_mut(name)
             .ok_or_else(|| ProgramError::NotFound(name.to_string()))
@@ -156,13 +210,7 @@ impl Object {
 
     /// Names of the programs (uprobe and tracepoint), sorted.
     pub fn program_names(&self) -> Vec<&str> {
-        let mut v: Vec<&str> = self
-            .programs
-            .keys()
-            .chain(self.tracepoints.keys())
-            .map(String::as_str)
-            .collect();
-        v.sort_unstable();
-        v
+        // Entries are kept sorted by name.
+        self.code.entries.iter().map(|e| e.name.as_str()).collect()
     }
 }

@@ -120,7 +120,7 @@ impl Agent {
         let jobs = match self.jobs.entry(scope.clone()) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
-                let mut builder = Job::builder(OBJECT)
+                let mut builder = Job::builder_static(OBJECT)
                     .capacity(max, &[Map::Counts.name()])
                     .options(options(pid));
                 let mut used = Vec::new();
@@ -183,7 +183,7 @@ impl Agent {
                 let shared = match &mut jobs.latency {
                     Some(s) => s,
                     empty => {
-                        let builder = Job::builder(OBJECT)
+                        let builder = Job::builder_static(OBJECT)
                             .capacity(max_latency, &[Map::Stats.name(), Map::Counts.name()])
                             .per_cookie_slots(Map::Hist.name(), LATENCY_BUCKETS)
                             .program(Program::Latency.name())

@@ -94,7 +94,7 @@ pub(super) fn attach_all(
         (Map::GoStacks, sets.iter().any(FunctionSet::is_go)),
     ];
     let used: Vec<Map> = used.iter().filter(|(_, u)| *u).map(|(m, _)| *m).collect();
-    let builder = Job::builder(OBJECT).capacity(n.max(1), &[]).options(options);
+    let builder = Job::builder_static(OBJECT).capacity(n.max(1), &[]).options(options);
     let mut builder = shrink_unused(builder, &used);
     for (map, entries) in sizes(n) {
         builder = builder.map_size(map.name(), entries);

@@ -43,12 +43,20 @@ use crate::resolve::{FunctionSet, Functions};
 /// What a job was built with: the object, capacity, programs and options.
 #[derive(Debug)]
 pub struct JobBuilder<'a> {
-    bytes: &'a [u8],
+    bytes: ObjectBytes<'a>,
     capacity: u32,
     per_cookie: Vec<(String, u32)>,
     sizes: Vec<(String, u32)>,
     programs: Vec<String>,
     options: AttachOptions,
+}
+
+/// The object's bytes: read where they are when static (linked per program
+/// asked for, [`Object::load_static_with`]), or their code copied.
+#[derive(Debug, Clone, Copy)]
+enum ObjectBytes<'a> {
+    Borrowed(&'a [u8]),
+    Static(&'static [u8]),
 }
 
 impl<'a> JobBuilder<'a> {
@@ -102,7 +110,10 @@ impl<'a> JobBuilder<'a> {
             sizes.push((m.clone(), capacity.saturating_mul(*slots)));
         }
         let sizes: Vec<(&str, u32)> = sizes.iter().map(|(m, n)| (m.as_str(), *n)).collect();
-        let mut object = Object::load_with(bytes, &sizes)?;
+        let mut object = match bytes {
+            ObjectBytes::Borrowed(bytes) => Object::load_with(bytes, &sizes)?,
+            ObjectBytes::Static(bytes) => Object::load_static_with(bytes, &sizes)?,
+        };
         for p in &programs {
             object.uprobe(p)?;
         }
@@ -168,6 +179,17 @@ impl std::fmt::Debug for Job {
 impl Job {
     /// Starts a job over the eBPF object `bytes`.
     pub fn builder(bytes: &[u8]) -> JobBuilder<'_> {
+        Self::builder_of(ObjectBytes::Borrowed(bytes))
+    }
+
+    /// [`Job::builder`] for an object embedded in the program
+    /// (`include_bytes!`): its code is read where it is and only the
+    /// programs the job runs are linked ([`Object::load_static_with`]).
+    pub fn builder_static(bytes: &'static [u8]) -> JobBuilder<'static> {
+        Self::builder_of(ObjectBytes::Static(bytes))
+    }
+
+    fn builder_of(bytes: ObjectBytes<'_>) -> JobBuilder<'_> {
         JobBuilder {
             bytes,
             capacity: 1,

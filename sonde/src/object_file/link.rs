@@ -1,22 +1,113 @@
 //! Linking one program: its entry function, then every function it calls,
 //! appended, with call offsets fixed and map references collected.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::CString;
 
 use object::SectionIndex;
 use sonde_abi::Insn;
 
-use super::{MapReloc, SpecError, MAX_PROGRAM_INSNS};
+use super::{MapReloc, MapSpec, ProgramKind, ProgramSpec, SpecError, MAX_OBJECT_INSNS, MAX_PROGRAM_INSNS};
 
-/// A code section: its instructions and relocations by instruction index.
-pub(super) struct CodeSection {
+/// An object parsed but not linked: its maps, its code sections and the
+/// entry of each program, linked one program at a time when asked for
+/// ([`Unlinked::link`]). An object loaded from static bytes borrows its code;
+/// otherwise the code sections alone are copied ([`Unlinked::into_owned`]).
+pub(crate) struct Unlinked<'a> {
+    /// The `license` section.
+    pub(crate) license: CString,
+    /// Maps, declared ones first.
+    pub(crate) maps: Vec<MapSpec>,
+    pub(super) code: HashMap<SectionIndex, CodeSection<'a>>,
+    /// Declared maps by symbol.
+    pub(super) map_by_symbol: HashMap<String, usize>,
+    /// The `maps` section and its maps by offset (local maps are reached
+    /// through the section's symbol).
+    pub(super) maps_at: (Option<SectionIndex>, HashMap<u64, usize>),
+    /// Global-data maps by section.
+    pub(super) data_maps: HashMap<SectionIndex, usize>,
+    /// Programs by name.
+    pub(crate) entries: Vec<ProgramEntry>,
+}
+
+/// Where a program starts: a function symbol in a program section.
+pub(crate) struct ProgramEntry {
+    /// Function name.
+    pub(crate) name: String,
+    pub(super) section: SectionIndex,
+    /// Instruction index in the section.
+    pub(super) start: usize,
+    /// From the section name.
+    pub(crate) kind: ProgramKind,
+}
+
+impl Unlinked<'_> {
+    /// The same object owning its code sections (a copy of those alone).
+    pub(crate) fn into_owned(self) -> Unlinked<'static> {
+        let code = self
+            .code
+            .into_iter()
+            .map(|(i, cs)| {
+                let code = Cow::Owned(cs.code.into_owned());
+                (i, CodeSection { code, ..cs })
+            })
+            .collect();
+        Unlinked { code, ..self }
+    }
+
+    /// Links the program `entry`; `linked` counts the instructions linked so
+    /// far, held to [`MAX_OBJECT_INSNS`].
+    pub(crate) fn link(&self, entry: &ProgramEntry, linked: &mut usize) -> Result<ProgramSpec, SpecError> {
+        let (insns, relocs) = link(self, entry.section, entry.start).map_err(|e| match e {
+            LinkError::Obj(e) => e,
+            LinkError::TooLarge => SpecError::ProgramTooLarge {
+                program: entry.name.clone(),
+                limit: MAX_PROGRAM_INSNS,
+            },
+        })?;
+        *linked = linked.saturating_add(insns.len());
+        if *linked > MAX_OBJECT_INSNS {
+            return Err(SpecError::ObjectTooLarge {
+                limit: MAX_OBJECT_INSNS,
+            });
+        }
+        Ok(ProgramSpec {
+            name: entry.name.clone(),
+            section: self.code[&entry.section].name.clone(),
+            kind: entry.kind.clone(),
+            insns,
+            relocs,
+        })
+    }
+}
+
+/// A code section: its instructions (the object's own bytes, decoded as a
+/// program is linked: only the code a program reaches is copied) and
+/// relocations by instruction index.
+pub(super) struct CodeSection<'a> {
     pub(super) name: String,
-    pub(super) insns: Vec<Insn>,
+    /// Whole instructions (checked when parsed).
+    pub(super) code: Cow<'a, [u8]>,
     /// In instruction order: a function's are walked as one range beside its
     /// instructions (no lookup per instruction).
     pub(super) relocs: BTreeMap<usize, Target>,
     /// Function start index to length, from the symbol table.
     pub(super) funcs: BTreeMap<usize, usize>,
+}
+
+impl CodeSection<'_> {
+    /// Instructions in the section.
+    pub(super) fn len(&self) -> usize {
+        self.code.len() / 8
+    }
+
+    /// The instructions `range` (within the section).
+    fn insns(&self, range: std::ops::Range<usize>) -> impl Iterator<Item = Insn> + '_ {
+        self.code[range.start * 8..range.end * 8]
+            .chunks_exact(8)
+            .map(|c| Insn::from_bytes(c.try_into().expect("chunks of 8")))
+    }
 }
 
 /// What a relocation points at.
@@ -27,7 +118,7 @@ pub(super) struct Target {
     pub(super) name: String,
 }
 
-pub(super) enum LinkError {
+enum LinkError {
     Obj(SpecError),
     TooLarge,
 }
@@ -41,14 +132,18 @@ impl From<SpecError> for LinkError {
 /// Builds one program: the entry function, then every function it calls
 /// (transitively) appended, with call offsets fixed and map references collected.
 /// Stops at [`MAX_PROGRAM_INSNS`].
-pub(super) fn link(
-    code: &HashMap<SectionIndex, CodeSection>,
-    map_by_symbol: &HashMap<String, usize>,
-    maps_at: (Option<SectionIndex>, &HashMap<u64, usize>),
-    data_maps: &HashMap<SectionIndex, usize>,
+fn link(
+    object: &Unlinked<'_>,
     entry_sec: SectionIndex,
     entry_start: usize,
 ) -> Result<(Vec<Insn>, Vec<MapReloc>), LinkError> {
+    let Unlinked {
+        code,
+        map_by_symbol,
+        maps_at,
+        data_maps,
+        ..
+    } = object;
     let mut out: Vec<Insn> = Vec::new();
     let mut relocs = Vec::new();
     let mut placed: HashMap<(SectionIndex, usize), usize> = HashMap::new();
@@ -70,7 +165,7 @@ pub(super) fn link(
             .funcs
             .get(&start)
             .ok_or_else(|| bad(start, "call target is not the start of a function".into()))?;
-        if start.checked_add(len).is_none_or(|end| end > cs.insns.len()) || len == 0 {
+        if start.checked_add(len).is_none_or(|end| end > cs.len()) || len == 0 {
             return Err(bad(start, "function extends past its section".into()).into());
         }
         if out.len() + len > MAX_PROGRAM_INSNS {
@@ -78,10 +173,9 @@ pub(super) fn link(
         }
         let base = out.len();
         placed.insert((sec, start), base);
-        out.extend_from_slice(&cs.insns[start..start + len]);
+        out.extend(cs.insns(start..start + len));
         let mut in_function = cs.relocs.range(start..start + len).peekable();
-        for i in start..start + len {
-            let insn = cs.insns[i];
+        for (i, insn) in (start..start + len).zip(cs.insns(start..start + len)) {
             let pos = base + (i - start);
             let reloc = in_function.next_if(|(at, _)| **at == i).map(|(_, t)| t);
             match (reloc, insn.is_ld_imm64(), insn.is_pseudo_call()) {

@@ -11,6 +11,7 @@ use std::ffi::CString;
 
 pub use sonde_abi::insn::Insn;
 
+pub(crate) use link::Unlinked;
 pub(crate) use sonde_abi::insn::{PSEUDO_CALL, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
 
 use object::Architecture;

@@ -9,12 +9,30 @@ use object::{
     SectionKind, SymbolKind, SymbolSection,
 };
 
-use super::link::{link, CodeSection, LinkError, Target};
+use super::link::{CodeSection, ProgramEntry, Target, Unlinked};
 use super::*;
 
 impl ObjectSpec {
-    /// Parses an object.
+    /// Parses an object and links every program.
     pub fn parse(data: &[u8]) -> Result<Self, SpecError> {
+        let mut unlinked = Unlinked::parse(data)?;
+        let mut linked = 0usize;
+        let mut programs = Vec::with_capacity(unlinked.entries.len());
+        for entry in &unlinked.entries {
+            programs.push(unlinked.link(entry, &mut linked)?);
+        }
+        Ok(ObjectSpec {
+            license: std::mem::take(&mut unlinked.license),
+            maps: std::mem::take(&mut unlinked.maps),
+            programs,
+        })
+    }
+}
+
+impl<'a> Unlinked<'a> {
+    /// Parses an object: its maps, its code (borrowed from `data`) with
+    /// relocations and function boundaries, and its programs' entries.
+    pub(crate) fn parse(data: &'a [u8]) -> Result<Self, SpecError> {
         let file = object::File::parse(data)?;
         if file.architecture() != Architecture::Bpf || !file.is_little_endian() || !file.is_64() {
             return Err(SpecError::NotBpf(file.architecture()));
@@ -51,15 +69,11 @@ impl ObjectSpec {
                 if name != ".text" && ProgramKind::of_section(&name).is_none() {
                     return Err(SpecError::UnknownSection(name));
                 }
-                let insns = bytes
-                    .chunks_exact(8)
-                    .map(|c| Insn::from_bytes(c.try_into().expect("chunks of 8")))
-                    .collect();
                 code.insert(
                     section.index(),
                     CodeSection {
                         name,
-                        insns,
+                        code: bytes.into(),
                         relocs: BTreeMap::new(),
                         funcs: BTreeMap::new(),
                     },
@@ -127,7 +141,7 @@ impl ObjectSpec {
             let starts: Vec<usize> = cs.funcs.keys().copied().collect();
             for (i, start) in starts.iter().enumerate() {
                 if cs.funcs[start] == 0 {
-                    let end = starts.get(i + 1).copied().unwrap_or(cs.insns.len());
+                    let end = starts.get(i + 1).copied().unwrap_or(cs.len());
                     cs.funcs.insert(*start, end.saturating_sub(*start));
                 }
             }
@@ -151,7 +165,7 @@ impl ObjectSpec {
                     insn,
                     reason: reason.to_string(),
                 };
-                if offset % 8 != 0 || insn >= cs.insns.len() {
+                if offset % 8 != 0 || insn >= cs.len() {
                     return Err(bad("offset outside the section's instructions"));
                 }
                 let RelocationTarget::Symbol(si) = rel.target() else {
@@ -179,66 +193,35 @@ impl ObjectSpec {
             }
         }
 
-        // Programs: function symbols in program sections.
-        let mut programs = Vec::new();
-        let mut entries: Vec<(SectionIndex, usize, String)> = Vec::new();
+        // Programs: function symbols in program sections, by name.
+        let mut entries = Vec::new();
         for sym in file.symbols() {
             if sym.kind() != SymbolKind::Text {
                 continue;
             }
-            let SymbolSection::Section(sec) = sym.section() else {
+            let SymbolSection::Section(section) = sym.section() else {
                 continue;
             };
-            if let Some(cs) = code.get(&sec) {
-                if cs.name != ".text" {
-                    entries.push((
-                        sec,
-                        (sym.address() / 8) as usize,
-                        sym.name().unwrap_or_default().to_string(),
-                    ));
-                }
-            }
-        }
-        entries.sort_by(|a, b| a.2.cmp(&b.2));
-        let mut linked = 0usize;
-        for (sec, start, name) in entries {
-            let cs = &code[&sec];
-            let Some(kind) = ProgramKind::of_section(&cs.name) else {
-                continue; // only program sections have entries
+            // Only program sections have entries.
+            let Some(kind) = code.get(&section).and_then(|cs| ProgramKind::of_section(&cs.name)) else {
+                continue;
             };
-            let (insns, relocs) = link(
-                &code,
-                &map_by_symbol,
-                (maps_section, &map_by_offset),
-                &data_maps,
-                sec,
-                start,
-            )
-            .map_err(|e| match e {
-                LinkError::Obj(e) => e,
-                LinkError::TooLarge => SpecError::ProgramTooLarge {
-                    program: name.clone(),
-                    limit: MAX_PROGRAM_INSNS,
-                },
-            })?;
-            linked = linked.saturating_add(insns.len());
-            if linked > MAX_OBJECT_INSNS {
-                return Err(SpecError::ObjectTooLarge {
-                    limit: MAX_OBJECT_INSNS,
-                });
-            }
-            programs.push(ProgramSpec {
-                name,
-                section: cs.name.clone(),
+            entries.push(ProgramEntry {
+                name: sym.name().unwrap_or_default().to_string(),
+                section,
+                start: (sym.address() / 8) as usize,
                 kind,
-                insns,
-                relocs,
             });
         }
-        Ok(ObjectSpec {
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Unlinked {
             license,
             maps,
-            programs,
+            code,
+            map_by_symbol,
+            maps_at: (maps_section, map_by_offset),
+            data_maps,
+            entries,
         })
     }
 }

@@ -43,6 +43,11 @@ pub enum ProgramError {
     /// The object has no program of that name.
     #[error("no program named `{0}` in the object")]
     NotFound(String),
+    /// The program could not be linked: the object is malformed where this
+    /// program or a function it calls is (programs are linked when first
+    /// asked for, [`crate::Object::uprobe`]).
+    #[error(transparent)]
+    Link(#[from] crate::object_file::SpecError),
     /// A map the program uses could not be created (maps are created when
     /// the first program that uses them loads).
     #[error(transparent)]

@@ -16,7 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(USAGE.into());
     }
     let mut command = Command::spawn(command)?;
-    let mut object = Object::load(PROBES)?;
+    let mut object = Object::load_static(PROBES)?;
     let offset = TracePoint::field_offset("sched", "sched_process_fork", "child_pid")?;
     Array::<u32>::new(object.map("CHILD_PID_OFFSET")?)?.set(0, &offset)?;
     let _link = object.tracepoint("forks")?.attach()?;

@@ -19,7 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .pattern(pattern)
         .pid(command.pid())
         .resolve()?;
-    let mut object = Object::load(PROBES)?;
+    let mut object = Object::load_static(PROBES)?;
     let _attachment = object
         .uprobe("logged")?
         .attach_sites(set.targets(), &AttachOptions::default().pid(command.pid()))?;

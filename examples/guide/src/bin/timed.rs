@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .pattern(pattern)
         .pid(command.pid())
         .resolve()?;
-    let mut object = Object::load(PROBES)?;
+    let mut object = Object::load_static(PROBES)?;
     let attachment = object
         .uprobe("timed")?
         .attach_sites(set.targets(), &AttachOptions::default().pid(command.pid()))?;

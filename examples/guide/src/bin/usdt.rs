@@ -24,7 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .pattern(pattern)
         .pid(command.pid())
         .resolve()?;
-    let mut object = Object::load(PROBES)?;
+    let mut object = Object::load_static(PROBES)?;
     // Each site's argument spec, at its attach cookie.
     let specs = object.usdt_specs()?;
     for f in set.iter() {

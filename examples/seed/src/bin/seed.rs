@@ -40,7 +40,7 @@ fn print_counts(object: &Object) -> Result<()> {
 }
 
 fn with_cookies(target: &PathBuf) -> Result<Cost> {
-    let mut object = Object::load(OBJECT)?;
+    let mut object = Object::load_static(OBJECT)?;
     let probe = object.uprobe("generic_probe")?;
     let targets: Vec<Target> = FUNCTIONS
         .iter()
@@ -70,7 +70,7 @@ fn with_cookies(target: &PathBuf) -> Result<Cost> {
 }
 
 fn one_program_per_function(target: &PathBuf) -> Result<Cost> {
-    let mut object = Object::load(OBJECT)?;
+    let mut object = Object::load_static(OBJECT)?;
     let mut attachments = Vec::new();
     let mut cost = Cost {
         programs: 0,
