@@ -13,6 +13,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::binary::BinaryFile;
 use super::debuginfo::{self, DebugFile};
+use super::name::{Name, NameBuffer};
 use super::read::{parse_symbols_into, parse_symbols_keeping, Keep, RawSym, Segment};
 use super::TargetError;
 
@@ -20,14 +21,14 @@ use super::TargetError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionSymbol {
     /// Name as in the symbol table, without a version suffix.
-    pub name: Arc<str>,
+    pub name: Name,
     /// Symbol version (`GLIBC_2.2.5`), when the symbol has one.
     pub version: Option<Arc<str>>,
     /// Whether that version is the default one (`name@@VER`) rather than a
     /// compatibility one (`name@VER`).
     pub default_version: bool,
     /// Other names at the same address (probed once, under the first name).
-    pub aliases: Vec<Arc<str>>,
+    pub aliases: Vec<Name>,
     /// Virtual address (`st_value`).
     pub address: u64,
     /// Size in bytes (0 if unknown).
@@ -97,6 +98,8 @@ fn file_offset_in(segments: &[Segment], addr: u64) -> Option<u64> {
 /// aliases kept, and the name index.
 struct Fold {
     functions: Vec<FunctionSymbol>,
+    /// Every function's names, in one buffer bound at [`Fold::finish`].
+    names: NameBuffer,
     by_name: HashMap<u64, u32>,
     by_name_more: Vec<(u64, u32)>,
     by_address: HashMap<u64, usize>,
@@ -110,6 +113,7 @@ impl Fold {
         by_address.reserve(n);
         Fold {
             functions: Vec::with_capacity(n),
+            names: NameBuffer::with_capacity(n.saturating_mul(8)),
             by_name,
             by_name_more: Vec::new(),
             by_address,
@@ -118,21 +122,25 @@ impl Fold {
 
     /// Adds one symbol, placed through `segments` (one outside every segment
     /// is left out).
-    fn add(&mut self, segments: &[Segment], s: RawSym) {
+    fn add(&mut self, segments: &[Segment], s: RawSym<'_>) {
         let Some(file_offset) = file_offset_in(segments, s.address) else {
             return;
         };
-        let hash = name_hash(&s.name);
+        let hash = name_hash(s.name);
+        let names = &mut self.names;
         let idx = match self.by_address.entry(s.address) {
             std::collections::hash_map::Entry::Occupied(o) => {
                 let i = *o.get();
                 let f = &mut self.functions[i];
-                if f.name != s.name && !f.aliases.contains(&s.name) {
+                let known = names.text(&f.name) == s.name || f.aliases.iter().any(|a| names.text(a) == s.name);
+                if !known {
                     // The public-looking, shorter name is the one shown:
                     // `malloc` over `__libc_malloc`, `f` over `f_alias`.
                     let rank = |n: &str| (n.starts_with('_'), n.len());
-                    if rank(&s.name) < rank(&f.name) {
-                        let old = std::mem::replace(&mut f.name, s.name.clone());
+                    let shown = rank(s.name) < rank(names.text(&f.name));
+                    let added = names.add(s.name);
+                    if shown {
+                        let old = std::mem::replace(&mut f.name, added);
                         f.aliases.push(old);
                         f.ifunc |= s.ifunc;
                         (f.version, f.default_version) = match &s.version {
@@ -140,10 +148,10 @@ impl Fold {
                             None => (None, false),
                         };
                     } else {
-                        f.aliases.push(s.name.clone());
+                        f.aliases.push(added);
                     }
                 }
-                if f.version.is_none() && f.name == s.name {
+                if f.version.is_none() && names.text(&f.name) == s.name {
                     if let Some((v, d)) = s.version {
                         f.version = Some(v);
                         f.default_version = d;
@@ -158,7 +166,7 @@ impl Fold {
                     None => (None, false),
                 };
                 self.functions.push(FunctionSymbol {
-                    name: s.name,
+                    name: names.add(s.name),
                     version,
                     default_version,
                     aliases: Vec::new(),
@@ -183,8 +191,14 @@ impl Fold {
         }
     }
 
-    /// Done: the name index's overflow sorted for its lookups.
+    /// Done: the names bound to their buffer, the name index's overflow
+    /// sorted for its lookups.
     fn finish(mut self) -> Fold {
+        std::mem::take(&mut self.names).finish(
+            self.functions
+                .iter_mut()
+                .flat_map(|f| std::iter::once(&mut f.name).chain(f.aliases.iter_mut())),
+        );
         self.by_name_more.sort_unstable();
         self.by_name_more.dedup();
         self
@@ -236,7 +250,7 @@ impl SymbolTable {
         if !first.has_symtab {
             return Ok(Err(data));
         }
-        let addresses: rustc_hash::FxHashSet<u64> = first.defined.iter().map(|s| s.address).collect();
+        let addresses: rustc_hash::FxHashSet<u64> = first.defined.iter().copied().collect();
         let mut fold = Fold::with_capacity(first.defined.len());
         let syms = parse_symbols_into(binary.path(), &data, Keep::At(&addresses), &mut |segments, s| {
             fold.add(segments, s)
@@ -288,7 +302,7 @@ impl SymbolTable {
                 syms.has_symtab = !go.is_empty();
                 for f in go {
                     let raw = RawSym {
-                        name: f.name,
+                        name: &f.name,
                         version: None,
                         address: f.address,
                         size: f.size,

@@ -33,6 +33,7 @@ mod gopclntab;
 mod ifunc;
 pub mod libpath;
 mod lookup;
+mod name;
 mod names;
 mod query;
 mod read;
@@ -50,6 +51,7 @@ pub use demangle::demangle;
 pub use elf::{FunctionSymbol, SymbolTable};
 pub use error::{shorten, TargetError};
 pub use libpath::find_binary;
+pub use name::Name;
 pub use names::Pattern;
 pub use query::Functions;
 pub use request::{Location, Target};
@@ -95,7 +97,7 @@ pub fn sites(targets: &[Target]) -> Result<Vec<ProbeSite>, TargetError> {
             ref_ctr_offset: t.ref_ctr_offset(),
             attach_cookie: t.cookie_value(),
             value: t.cookie_value(),
-            symbol: symbol.map(Arc::from),
+            symbol: symbol.map(Name::from),
             nop5_offset: None,
             function: None,
         });

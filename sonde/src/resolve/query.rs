@@ -1,6 +1,7 @@
 //! Patterns over a binary's functions: the one way the CLI and library users say
 //! "these functions of that binary". What a query finds is a [`FunctionSet`].
 
+use super::name::Name;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -282,7 +283,7 @@ impl Functions {
                 let nop5_offset = super::usdt_nop5(table, u);
                 functions.push(FunctionMatch {
                     cookie: functions.len() as u64,
-                    name: Arc::from(u.label()),
+                    name: Name::from(u.label()),
                     file_offset: u.file_offset,
                     entry_skip: 0,
                     implementation: None,

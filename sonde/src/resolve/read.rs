@@ -19,9 +19,10 @@ pub(super) struct Segment {
     pub exec: bool,
 }
 
-/// One symbol as read, before aliases are folded.
-pub(super) struct RawSym {
-    pub name: Arc<str>,
+/// One symbol as read, before aliases are folded: its name borrowed from
+/// the file (or from a lossy copy of it) for as long as the sink runs.
+pub(super) struct RawSym<'a> {
+    pub name: &'a str,
     pub version: Option<(Arc<str>, bool)>,
     pub address: u64,
     pub size: u64,
@@ -43,7 +44,8 @@ pub(super) enum Keep<'a> {
 /// What one ELF file's symbol tables hold.
 #[derive(Default)]
 pub(super) struct Symbols {
-    pub defined: Vec<RawSym>,
+    /// The addresses of the defined functions kept ([`parse_symbols_keeping`]).
+    pub defined: Vec<u64>,
     pub code_sections: Vec<(u64, u64)>,
     pub imported: Vec<String>,
     pub has_symtab: bool,
@@ -55,7 +57,7 @@ pub(super) struct Symbols {
 
 /// Where each defined function symbol goes as it is read, with the file's
 /// `PT_LOAD` segments (to place it): folded into a table at once, or kept.
-pub(super) type Sink<'a> = &'a mut dyn FnMut(&[Segment], RawSym);
+pub(super) type Sink<'a> = &'a mut dyn FnMut(&[Segment], RawSym<'_>);
 
 fn read_elf<Elf: FileHeader<Endian = object::Endianness>>(
     elf: &ElfFile<'_, Elf>,
@@ -137,8 +139,8 @@ fn read_elf<Elf: FileHeader<Endian = object::Endianness>>(
             let at = raw.as_bytes().iter().position(|&b| b == b'@');
             let (name, version) = match at.map(|i| (&raw[..i], &raw[i + 1..])) {
                 Some((n, v)) => match v.strip_prefix('@') {
-                    Some(v) => (Arc::from(n), Some((Arc::from(v), true))),
-                    None => (Arc::from(n), Some((Arc::from(v), false))),
+                    Some(v) => (n, Some((Arc::from(v), true))),
+                    None => (n, Some((Arc::from(v), false))),
                 },
                 None => {
                     let v = match (&versions, dynamic) {
@@ -152,7 +154,7 @@ fn read_elf<Elf: FileHeader<Endian = object::Endianness>>(
                         }
                         _ => None,
                     };
-                    (Arc::from(&*raw), v)
+                    (&*raw, v)
                 }
             };
             sink(
@@ -174,7 +176,7 @@ fn read_elf<Elf: FileHeader<Endian = object::Endianness>>(
 /// [`Symbols::defined`] (imports always).
 pub(super) fn parse_symbols_keeping(path: &Path, data: &[u8], keep: Keep<'_>) -> Result<Symbols, TargetError> {
     let mut defined = Vec::new();
-    let mut syms = parse_symbols_into(path, data, keep, &mut |_, s| defined.push(s))?;
+    let mut syms = parse_symbols_into(path, data, keep, &mut |_, s| defined.push(s.address))?;
     syms.defined = defined;
     Ok(syms)
 }

@@ -1,6 +1,7 @@
 //! What a query found: the functions of one binary file, each with its
 //! cookie, and the table they were read from.
 
+use super::name::Name;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ pub struct FunctionMatch {
     pub cookie: u64,
     /// Raw symbol name (without version); its demangled form is
     /// [`FunctionSet::demangled`] (computed on demand: a set can hold 100k names).
-    pub name: Arc<str>,
+    pub name: Name,
     /// File offset of its entry (for an ifunc whose implementation is known,
     /// the implementation's entry): its identity.
     pub file_offset: u64,
@@ -66,7 +67,7 @@ impl FunctionMatch {
 pub struct Implementation {
     /// Its name (`__strlen_evex`), when the symbol table has one (libc's
     /// implementations are named in its debug file: Debian's `libc6-dbg`).
-    pub name: Option<Arc<str>>,
+    pub name: Option<Name>,
     /// File offset of its entry.
     pub file_offset: u64,
     /// Its size in bytes (0 when unnamed or unknown).

@@ -1,5 +1,6 @@
 //! A probe site: what every attach mechanism needs, resolved and proven.
 
+use super::name::Name;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -29,7 +30,7 @@ pub struct ProbeSite {
     /// The caller's value.
     pub value: u64,
     /// The symbol, when resolved from one (`name` or `name+0x..`).
-    pub symbol: Option<Arc<str>>,
+    pub symbol: Option<Name>,
     /// A second place for the same probe, cheaper where the kernel has
     /// [`crate::Feature::UprobeNop5`]: the 5-byte nop right after a USDT site's
     /// 1-byte nop ([`crate::resolve::FunctionMatch::nop5_offset`]). The attach
