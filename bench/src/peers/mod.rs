@@ -420,7 +420,9 @@ pub fn all(opts: &Opts, exe: &Path, sites: &[ProbeSite]) -> Result<Vec<Figure>> 
     out.extend(detach_per_target(runs.min(3), exe, &sites[..n.min(sites.len())])?);
     let calls = if opts.quick { 10_000 } else { 1_000_000 };
     out.extend(per_hit(runs, calls, &dir)?);
-    out.extend(first_attach(runs, exe)?);
+    // A fresh process's first attach is ~1 ms of CPU beside a random RCU
+    // wait: three times the runs, as for the attach figures at n = 10.
+    out.extend(first_attach(runs * 3, exe)?);
     out.push(probing_cost(runs)?);
     out.push(registration_after_idle(runs, sites)?);
     Ok(out)
