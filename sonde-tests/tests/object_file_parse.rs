@@ -11,6 +11,17 @@ fn section_range(name: &str) -> (usize, usize) {
     (off as usize, len as usize)
 }
 
+/// The test object with `count_calls`'s first relocation pointed at symbol 1
+/// (a section or file symbol, not a map); its type (r_info's low 32 bits) kept.
+fn count_calls_referring_to_no_map() -> Vec<u8> {
+    let mut bytes = PROBES.to_vec();
+    let (off, _) = section_range(".reluprobe/count_calls");
+    let info = u64::from_le_bytes(bytes[off + 8..off + 16].try_into().unwrap());
+    let patched = (1u64 << 32) | (info & 0xffff_ffff);
+    bytes[off + 8..off + 16].copy_from_slice(&patched.to_le_bytes());
+    bytes
+}
+
 #[test]
 fn parses_the_test_programs() {
     let o = ObjectSpec::parse(PROBES).unwrap();
@@ -81,13 +92,7 @@ fn relocation_outside_the_section_is_an_error() {
 
 #[test]
 fn relocation_to_a_non_map_symbol_is_an_error() {
-    let mut bytes = PROBES.to_vec();
-    let (off, _) = section_range(".reluprobe/count_calls");
-    // r_info: keep the type (low 32 bits), point the symbol at index 1 (a section
-    // or file symbol, not a map).
-    let info = u64::from_le_bytes(bytes[off + 8..off + 16].try_into().unwrap());
-    let patched = (1u64 << 32) | (info & 0xffff_ffff);
-    bytes[off + 8..off + 16].copy_from_slice(&patched.to_le_bytes());
+    let bytes = count_calls_referring_to_no_map();
     assert!(matches!(
         ObjectSpec::parse(&bytes),
         Err(SpecError::BadRelocation { .. })
@@ -147,11 +152,7 @@ fn an_object_links_each_program_when_asked_for_and_refuses_a_malformed_one_then(
     // One program's map reference points at a symbol that is no map: the
     // object loads (programs link when first asked for), that program is
     // refused by the name of its section, and the others link and stay usable.
-    let mut bytes = PROBES.to_vec();
-    let (off, _) = section_range(".reluprobe/count_calls");
-    let info = u64::from_le_bytes(bytes[off + 8..off + 16].try_into().unwrap());
-    let patched = (1u64 << 32) | (info & 0xffff_ffff);
-    bytes[off + 8..off + 16].copy_from_slice(&patched.to_le_bytes());
+    let bytes = count_calls_referring_to_no_map();
     let copied = sonde::Object::load(&bytes).expect("the maps and entries parse");
     let embedded = sonde::Object::load_static(Box::leak(bytes.into_boxed_slice())).expect("as embedded");
     for mut object in [copied, embedded] {
