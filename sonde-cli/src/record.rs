@@ -64,8 +64,15 @@ pub const ARGS: usize = 6;
 /// `EVENTS`' size in bytes (`sonde trace`'s ring buffer).
 pub const EVENTS_BYTES: u32 = 1 << 22;
 
-/// `STACKS`' entries (stacks captured by `trace --stack`, `count --by stack`).
+/// `STACKS`' entries (stacks captured by `trace --stack`, `count --by stack`),
+/// and `STACK_IPS`' (the same number: a stack lands in the same bucket of
+/// both).
 pub const STACK_ENTRIES: u32 = 4096;
+
+/// Set in a stack id when the stack is in `STACK_IPS` (its addresses), not in
+/// `STACKS`: the kernel refused it there because that bucket holds the same
+/// stack resolved differently (`stacks.rs` says when).
+pub const STACK_IPS_TAG: i64 = 1 << 32;
 
 #[cfg(not(target_arch = "bpf"))]
 use sonde::Pod;
@@ -101,7 +108,9 @@ pub struct CallRecord {
     pub kind: u32,
     /// Strings and buffers after the header (0..=[`TEXTS`]).
     pub texts: u32,
-    /// The user stack's id in `STACKS` (`trace --stack`), or negative.
+    /// The user stack's id in `STACKS` (`trace --stack`), or with
+    /// [`STACK_IPS_TAG`] in `STACK_IPS`; negative (the kernel's errno): not
+    /// captured.
     pub stack_id: i64,
     /// With the stack at a function's entry: the return address at the stack
     /// pointer less the probed address (`caller - ip`, the same in every

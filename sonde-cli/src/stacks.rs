@@ -9,7 +9,91 @@ use std::path::{Path, PathBuf};
 
 use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer};
-use sonde::maps::BuildIdFrame;
+use sonde::maps::{BuildIdFrame, MapError, StackTraceMap};
+
+use crate::probes::Map;
+use crate::record::STACK_IPS_TAG;
+
+/// What a report shows for a stack the kernel did not store.
+pub const NOT_CAPTURED: &str = "[stack not captured]";
+
+/// The program's two stack maps: `STACKS` (frames as build id and offset) and
+/// `STACK_IPS`, the stacks `STACKS` refused, as addresses.
+///
+/// `STACKS` refuses a stack (`-EEXIST`) when its bucket holds the same
+/// addresses resolved otherwise: the kernel resolves a whole stack to bare
+/// addresses when it cannot take the process's mmap lock at once, which
+/// another tracer attaching to any file the process maps (libc included)
+/// holds for a moment. Such a stack is kept in `STACK_IPS` (same buckets) and
+/// named here through its twin in `STACKS`.
+pub struct StackMaps {
+    stacks: StackTraceMap,
+    ips: StackTraceMap,
+}
+
+impl StackMaps {
+    /// Both maps of `object`.
+    pub fn of(object: &sonde::Object) -> Result<StackMaps, MapError> {
+        Ok(StackMaps {
+            stacks: StackTraceMap::new(Map::Stacks.of(object)?)?,
+            ips: StackTraceMap::new(Map::StackIps.of(object)?)?,
+        })
+    }
+
+    /// The frames of stack `id` as the program recorded it (an id in
+    /// `STACKS`, or one in `STACK_IPS` with `STACK_IPS_TAG`), with the id the
+    /// same stack has in `STACKS` when it is there (else `id`); `None` when it
+    /// was not captured (a negative id: the kernel's errno) or is not there.
+    pub fn frames(&self, id: i64) -> Option<(i64, Vec<BuildIdFrame>)> {
+        let bucket = u32::try_from(id & (STACK_IPS_TAG - 1)).ok()?;
+        match id {
+            ..0 => None,
+            id if id & STACK_IPS_TAG == 0 => Some((id, self.stacks.get_build_ids(bucket).ok()??)),
+            _ => {
+                let ips = self.ips.get(bucket).ok()??;
+                let twin = self.stacks.get_build_ids(bucket).ok().flatten();
+                Some(match same_stack(&ips, twin) {
+                    Ok(frames) => (i64::from(bucket), frames),
+                    Err(bare) => (id, bare),
+                })
+            }
+        }
+    }
+
+    /// Stack `id` named, one line per frame ([`Stacks::describe_with_caller`]),
+    /// or [`NOT_CAPTURED`]; with the id it has in `STACKS` when it is there
+    /// (one stack, one row: see [`StackMaps::frames`]).
+    pub fn describe(&self, known: &Stacks, id: i64, caller_delta: u64) -> (i64, Vec<String>) {
+        match self.frames(id) {
+            Some((id, frames)) => (id, known.describe_with_caller(&frames, caller_delta)),
+            None => (id, vec![NOT_CAPTURED.to_string()]),
+        }
+    }
+}
+
+/// The stack whose addresses are `ips` as (build id, offset) frames, taken
+/// from `twin` (the stack in the same bucket of `STACKS`) when it is the same
+/// stack: as many frames, each either the same address or a (build id,
+/// offset) whose file lies at one load bias (address − offset) for all of
+/// that file's frames (`Ok`). Otherwise the addresses alone (`Err`).
+fn same_stack(ips: &[u64], twin: Option<Vec<BuildIdFrame>>) -> Result<Vec<BuildIdFrame>, Vec<BuildIdFrame>> {
+    let bare = || ips.iter().map(|&ip| BuildIdFrame::Ip(ip)).collect();
+    let Some(twin) = twin.filter(|t| t.len() == ips.len()) else {
+        return Err(bare());
+    };
+    let mut bias: HashMap<&[u8], u64> = HashMap::new();
+    let agrees = ips.iter().zip(&twin).all(|(&ip, frame)| match frame {
+        BuildIdFrame::Ip(at) => *at == ip,
+        BuildIdFrame::Resolved { build_id, offset } => {
+            *bias.entry(build_id.as_slice()).or_insert(ip.wrapping_sub(*offset)) == ip.wrapping_sub(*offset)
+        }
+    });
+    if agrees {
+        Ok(twin)
+    } else {
+        Err(bare())
+    }
+}
 
 /// Maps build ids to files and symbolizes frames.
 pub struct Stacks {
@@ -142,4 +226,48 @@ fn padded(id: &[u8]) -> Vec<u8> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(id: u8, offset: u64) -> BuildIdFrame {
+        BuildIdFrame::Resolved {
+            build_id: vec![id; 20],
+            offset,
+        }
+    }
+
+    #[test]
+    fn a_refused_stack_is_named_by_its_twin_when_every_frame_agrees() {
+        // Binary 1 at bias 0x5000, libc (2) at 0x7f0000: the same stack.
+        let ips = [0x5100, 0x5180, 0x7f0200, 0x7f0300, 0x9999];
+        let twin = vec![
+            at(1, 0x100),
+            at(1, 0x180),
+            at(2, 0x200),
+            at(2, 0x300),
+            BuildIdFrame::Ip(0x9999),
+        ];
+        assert_eq!(same_stack(&ips, Some(twin.clone())), Ok(twin));
+    }
+
+    #[test]
+    fn a_refused_stack_keeps_its_addresses_when_its_twin_is_another_stack() {
+        let bare = |ips: &[u64]| ips.iter().map(|&ip| BuildIdFrame::Ip(ip)).collect::<Vec<_>>();
+        let twin = vec![at(1, 0x100), at(1, 0x180), at(2, 0x200)];
+        // One frame of binary 1 elsewhere: its two frames disagree on the bias.
+        let other = [0x5100, 0x5190, 0x7f0200];
+        assert_eq!(same_stack(&other, Some(twin.clone())), Err(bare(&other)));
+        // Another depth.
+        let shorter = [0x5100, 0x5180];
+        assert_eq!(same_stack(&shorter, Some(twin.clone())), Err(bare(&shorter)));
+        // An address frame that differs.
+        let ips = [0x5100, 0x5180, 0x7f0200];
+        let with_ip = vec![at(1, 0x100), at(1, 0x180), BuildIdFrame::Ip(0x7f0201)];
+        assert_eq!(same_stack(&ips, Some(with_ip)), Err(bare(&ips)));
+        // No twin at all.
+        assert_eq!(same_stack(&ips, None), Err(bare(&ips)));
+    }
 }

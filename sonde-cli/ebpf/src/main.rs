@@ -17,7 +17,7 @@ mod record;
 
 use record::{
     Settings, ByKey, CallRecord, Saved, SCRATCH_BYTES, TEXTS, TEXT_DEFAULT, TEXT_MAX, TEXT_OF_NONE, TEXT_OF_RET, TextRead, SAVED_CALLS, CMP_I32, CMP_I64, CMP_U32, SavedKey, LEN_ARG, LEN_RET, READ_BYTES, READ_BYTES_AT_RETURN, READ_STR, READ_STR_AT_RETURN, TEXT_BYTES, Cond, Filter, Stats, TraceConfig, BUCKETS, BY_KEYS, LATENCY_BUCKETS, latency_bucket, log2, BY_ARG, BY_ARG_STR, BY_CGROUP, BY_COMM, BY_PID, BY_RET, BY_STACK, BY_TEXT, BY_TID, CONDS, ENTRY,
-    FILTER_TEXT, STACK_DEPTH, EVENTS_BYTES, STACK_ENTRIES, CGROUP_IDS,
+    FILTER_TEXT, STACK_DEPTH, EVENTS_BYTES, STACK_ENTRIES, STACK_IPS_TAG, CGROUP_IDS,
     FILTER_PASS, OP_EQ, OP_GE, OP_GT, OP_LE, OP_LT, OP_NE, RETURN, SRC_ARG_TEXT, SRC_COMM, SRC_PID, SRC_RET, SRC_TID, TERMS,
 };
 
@@ -454,12 +454,32 @@ fn caller_delta(ctx: &ProbeContext) -> u64 {
     }
 }
 
-/// This hit's user stack id in `STACKS` (`u64::MAX`: not captured).
+/// This hit's user stack: its id in `STACKS`, or, when the kernel refused it
+/// there, its id in `STACK_IPS` with `STACK_IPS_TAG`; negative (the errno):
+/// not captured.
+///
+/// `STACKS` refuses a stack (`-EEXIST`) whose bucket holds the same addresses
+/// resolved differently: the kernel falls back to bare addresses for a whole
+/// stack when it cannot take the process's mmap lock at once (another tracer
+/// attaching to a file the process maps holds it). `STACK_IPS` stores the
+/// addresses alone, the same every time.
+#[inline(always)]
+fn user_stack(ctx: &ProbeContext) -> i64 {
+    match STACKS.get_stackid(ctx, BPF_F_USER_STACK) {
+        Ok(id) => id,
+        Err(_) => match STACK_IPS.get_stackid(ctx, BPF_F_USER_STACK) {
+            Ok(id) => id | STACK_IPS_TAG,
+            Err(e) => e,
+        },
+    }
+}
+
+/// [`user_stack`] as a `--by stack` key (`u64::MAX`: not captured).
 #[inline(always)]
 fn stack_id(ctx: &ProbeContext) -> u64 {
-    match STACKS.get_stackid(ctx, BPF_F_USER_STACK) {
-        Ok(id) => id as u64,
-        Err(_) => u64::MAX,
+    match user_stack(ctx) {
+        id if id >= 0 => id as u64,
+        _ => u64::MAX,
     }
 }
 
@@ -654,6 +674,11 @@ fn stats_add(p: *mut Stats, delta: u64) {
 /// file offset): named after the process exits.
 #[map]
 static STACKS: StackTrace = StackTrace::with_build_ids(STACK_ENTRIES, STACK_DEPTH);
+
+/// The stacks `STACKS` refused, as addresses (see `user_stack`): as many
+/// buckets as `STACKS`, so a stack's bucket is the same in both.
+#[map]
+static STACK_IPS: StackTrace = StackTrace::with_depth(STACK_ENTRIES, STACK_DEPTH);
 
 /// `sonde trace`'s settings per function (index: cookie), sized to the job.
 #[map]
@@ -918,8 +943,8 @@ fn trace(ctx: ProbeContext) -> u32 {
     }
     let stack = match config.stack {
         0 => (-1, 0),
-        1 => (STACKS.get_stackid(&ctx, BPF_F_USER_STACK).unwrap_or(-1), 0),
-        _ => (STACKS.get_stackid(&ctx, BPF_F_USER_STACK).unwrap_or(-1), caller_delta(&ctx)),
+        1 => (user_stack(&ctx), 0),
+        _ => (user_stack(&ctx), caller_delta(&ctx)),
     };
     let Some(base) = begin(ctx.pid_tgid(), cookie, ENTRY, &args, ctx.comm(), stack) else {
         return 0;

@@ -36,7 +36,7 @@ struct ByReader {
     by: ByKeys,
     ids: std::collections::HashMap<u64, FunctionId>,
     map: sonde::maps::HashMap<ByKey, u64>,
-    stacks: Option<(sonde::maps::StackTraceMap, crate::stacks::Stacks)>,
+    stacks: Option<(crate::stacks::StackMaps, crate::stacks::Stacks)>,
 }
 
 impl ByReader {
@@ -46,7 +46,7 @@ impl ByReader {
                 let paths: Vec<std::path::PathBuf> =
                     session.functions().iter().map(|f| f.set.path().to_path_buf()).collect();
                 Some((
-                    sonde::maps::StackTraceMap::new(Map::Stacks.of(session.object())?)?,
+                    crate::stacks::StackMaps::of(session.object())?,
                     crate::stacks::Stacks::new(paths.iter().map(|p| p.as_path())),
                 ))
             }
@@ -68,15 +68,13 @@ impl ByReader {
             let Some(id) = self.ids.get(&u64::from(key.cookie)) else {
                 continue;
             };
+            let mut key = key;
             let (key_map, shown) = match &self.stacks {
                 Some((map, known)) => {
-                    let frames = match u32::try_from(key.value) {
-                        Ok(id) => match map.get_build_ids(id)? {
-                            Some(f) => known.describe_with_caller(&f, key.value2),
-                            None => vec!["[stack not captured]".into()],
-                        },
-                        Err(_) => vec!["[stack not captured]".into()],
-                    };
+                    // `u64::MAX` (not captured) is negative as an id; a
+                    // stack kept as addresses takes its twin's id.
+                    let (stack, frames) = map.describe(known, key.value as i64, key.value2);
+                    key.value = stack as u64;
                     let shown = frames.join("\n");
                     let mut key_map = serde_json::Map::new();
                     key_map.insert(self.by.name(), serde_json::Value::from(frames));
@@ -91,6 +89,14 @@ impl ByReader {
                 shown,
                 raw: key,
             });
+        }
+        if self.stacks.is_some() {
+            // One row per stack, whichever map the kernel kept it in.
+            rows = crate::report::merge_same(
+                rows,
+                |r| (r.id.cookie, r.raw.value, r.raw.value2),
+                |a, b| a.count += b.count,
+            );
         }
         if self.by.has(By::Container) {
             // One row per container, whatever number of its cgroups called;

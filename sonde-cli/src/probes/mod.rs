@@ -18,6 +18,7 @@
 //! | `BY_KEY`, `BY_LOST` | count, count_ret, latency | `--by` | 16k keys |
 //! | `BY_STATS` | latency | `latency --by` | 16k keys |
 //! | `STACKS` | trace, count | `--stack`, `--by stack` | 4096 stacks |
+//! | `STACK_IPS` | trace, count | `--stack`, `--by stack` | 4096 stacks (those `STACKS` refused, as addresses: `crate::stacks`) |
 //! | `TRACED` | every uprobe, follow_* | `--follow` and `-- COMMAND` | 64k processes |
 //! | `CGROUPS` | every uprobe | `--cgroup` | `record::CGROUP_IDS` cgroups |
 //! | `USDT_SPECS` | every uprobe | `usdt:` patterns | one per function |
@@ -132,6 +133,8 @@ pub enum Map {
     ByLost,
     /// User stacks (`--stack`, `--by stack`).
     Stacks,
+    /// User stacks `Stacks` refused, as addresses (`crate::stacks`).
+    StackIps,
     /// The processes of a followed tree.
     Traced,
     /// The cgroups whose processes count (`--cgroup`).
@@ -149,7 +152,7 @@ pub enum Map {
 
 impl Map {
     /// Every map.
-    pub const ALL: [Map; 20] = [
+    pub const ALL: [Map; 21] = [
         Map::Counts,
         Map::Hist,
         Map::Stats,
@@ -164,6 +167,7 @@ impl Map {
         Map::ByKey,
         Map::ByLost,
         Map::Stacks,
+        Map::StackIps,
         Map::Traced,
         Map::Cgroups,
         Map::UsdtSpecs,
@@ -189,6 +193,7 @@ impl Map {
             Map::ByKey => "BY_KEY",
             Map::ByLost => "BY_LOST",
             Map::Stacks => "STACKS",
+            Map::StackIps => "STACK_IPS",
             Map::Traced => "TRACED",
             Map::Cgroups => "CGROUPS",
             Map::UsdtSpecs => "USDT_SPECS",
@@ -209,6 +214,7 @@ impl Map {
             | Map::ByKey
             | Map::ByStats
             | Map::Stacks
+            | Map::StackIps
             | Map::UsdtSpecs
             | Map::SessionSlots
             | Map::GoStacks

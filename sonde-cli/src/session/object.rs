@@ -84,11 +84,13 @@ pub(super) fn attach_all(
         .iter()
         .chain([&common.target])
         .any(|p| p.contains("usdt:"));
+    let by_stack = common.by.as_ref().is_some_and(|b| b.has(By::Stack));
     let used = [
         (Map::Traced, follow),
         (Map::Cgroups, cgroup.is_some()),
         (Map::ByKey, common.by.is_some()),
-        (Map::Stacks, common.by.as_ref().is_some_and(|b| b.has(By::Stack))),
+        (Map::Stacks, by_stack),
+        (Map::StackIps, by_stack),
         (Map::UsdtSpecs, usdt),
         (Map::SessionSlots, emulated),
         (Map::GoStacks, sets.iter().any(FunctionSet::is_go)),

@@ -73,6 +73,7 @@ fn start(
         let mut sizes = vec![(Map::TraceConfig, n.max(1)), (Map::Events, crate::record::EVENTS_BYTES)];
         if stack {
             sizes.push((Map::Stacks, crate::record::STACK_ENTRIES));
+            sizes.push((Map::StackIps, crate::record::STACK_ENTRIES));
         }
         if specs.any_at_return() {
             sizes.push((Map::Saved, crate::record::SAVED_CALLS));
@@ -271,7 +272,7 @@ pub fn run(
     }
     let mut ring = RingBuf::new(Map::Events.of(session.object())?)?;
     let stacks = if stack {
-        let map = sonde::maps::StackTraceMap::new(Map::Stacks.of(session.object())?)?;
+        let map = crate::stacks::StackMaps::of(session.object())?;
         let paths: Vec<std::path::PathBuf> = session.functions().iter().map(|f| f.set.path().to_path_buf()).collect();
         let known = crate::stacks::Stacks::new(paths.iter().map(|p| p.as_path()));
         Some((map, RefCell::new(known)))

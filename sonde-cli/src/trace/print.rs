@@ -176,7 +176,7 @@ pub struct Function {
 }
 
 /// Stacks: the map the program writes them to, and the files their build ids name.
-pub type StackSource = (sonde::maps::StackTraceMap, RefCell<crate::stacks::Stacks>);
+pub type StackSource = (crate::stacks::StackMaps, RefCell<crate::stacks::Stacks>);
 
 /// Writes one line per call (or one JSON object).
 pub struct Printer {
@@ -336,10 +336,7 @@ impl Printer {
         self.stacks.as_ref().map(|(map, known)| {
             let mut known = known.borrow_mut();
             known.learn_pid((entry.pid_tgid >> 32) as u32);
-            match u32::try_from(entry.stack_id).ok().map(|id| map.get_build_ids(id)) {
-                Some(Ok(Some(f))) => known.describe_with_caller(&f, entry.caller_delta),
-                _ => vec!["[stack not captured]".to_string()],
-            }
+            map.describe(&known, entry.stack_id, entry.caller_delta).1
         })
     }
 }

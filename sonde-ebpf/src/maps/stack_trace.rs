@@ -64,6 +64,16 @@ impl StackTrace {
         }
     }
 
+    /// A map with room for `max_entries` distinct stacks of `depth` frames
+    /// (instruction addresses).
+    ///
+    /// Kernel: Linux 4.6.
+    pub const fn with_depth(max_entries: u32, depth: usize) -> Self {
+        StackTrace {
+            def: DefCell::new(BPF_MAP_TYPE_STACK_TRACE, 4, depth * 8, max_entries, 0),
+        }
+    }
+
     /// A map whose frames the kernel stores as (build id, file offset) of the
     /// file mapped there, `depth` frames a stack: user space can name the
     /// functions of processes that have exited since (user stacks only).
