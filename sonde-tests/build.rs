@@ -138,6 +138,12 @@ fn main() {
         .arg(src.join("stack.c"))
         .arg("-o")
         .arg(o("fixture-stack")));
+    // The same with no build id (the kernel leaves its frames as addresses).
+    run(gcc()
+        .args(["-fPIE", "-pie", "-fno-omit-frame-pointer", "-Wl,--build-id=none"])
+        .arg(src.join("stack.c"))
+        .arg("-o")
+        .arg(o("fixture-stack-noid")));
     // The same built as Ubuntu and Fedora build everything (CET): every
     // function starts with endbr64, then push %rbp (arm64: with branch
     // protection, `paciasp`/`bti c` first).

@@ -29,15 +29,94 @@ pub const NOT_CAPTURED: &str = "[stack not captured]";
 pub struct StackMaps {
     stacks: StackTraceMap,
     ips: StackTraceMap,
+    /// Per cookie, where its probe lies ([`Anchor`]).
+    anchors: HashMap<u64, Anchor>,
+}
+
+/// Where a traced function's probe lies in its file. A stack taken at a
+/// probe starts at the probe itself, so for a stack the kernel left as
+/// addresses, `address − probe offset` of frame 0 is the file's load bias in
+/// that process: every frame in the same segment is named by it, exactly.
+struct Anchor {
+    build_id: Vec<u8>,
+    probe_offset: u64,
+    /// File offsets of the segment holding the probe.
+    segment: std::ops::Range<u64>,
+}
+
+impl Anchor {
+    /// Names `frames`' addresses in the probe's segment, when frame 0 (the
+    /// probe) is an address.
+    fn name(&self, frames: &mut [BuildIdFrame]) {
+        let Some(&BuildIdFrame::Ip(first)) = frames.first() else {
+            return;
+        };
+        let bias = first.wrapping_sub(self.probe_offset);
+        for frame in frames.iter_mut() {
+            if let BuildIdFrame::Ip(ip) = *frame {
+                let offset = ip.wrapping_sub(bias);
+                if self.segment.contains(&offset) {
+                    *frame = BuildIdFrame::Resolved {
+                        build_id: self.build_id.clone(),
+                        offset,
+                    };
+                }
+            }
+        }
+    }
 }
 
 impl StackMaps {
-    /// Both maps of `object`.
-    pub fn of(object: &sonde::Object) -> Result<StackMaps, MapError> {
+    /// Both maps of `object`, and the probes of `functions`.
+    /// A file with no build id is named in `known` by a key of its path.
+    pub fn of(
+        object: &sonde::Object,
+        functions: &[crate::report::SessionFunction<'_>],
+        known: &mut Stacks,
+    ) -> Result<StackMaps, MapError> {
+        let mut files: HashMap<&Path, Option<(Vec<u8>, Vec<std::ops::Range<u64>>)>> = HashMap::new();
+        let mut anchors = HashMap::new();
+        for f in functions {
+            // An ifunc's implementation and a `nop; nop5` site are probed
+            // elsewhere than the probe offset says.
+            if f.function.implementation.is_some() || f.function.nop5_offset.is_some() {
+                continue;
+            }
+            let path = f.set.path();
+            let Some((key, segments)) = files.entry(path).or_insert_with(|| {
+                let (build_id, segments) = file_segments(path)?;
+                Some((
+                    build_id.map_or_else(|| known.path_key(path), |id| padded(&id)),
+                    segments,
+                ))
+            }) else {
+                continue;
+            };
+            let probe_offset = f.function.probe_offset();
+            if let Some(segment) = segments.iter().find(|r| r.contains(&probe_offset)) {
+                anchors.insert(
+                    f.cookie,
+                    Anchor {
+                        build_id: key.clone(),
+                        probe_offset,
+                        segment: segment.clone(),
+                    },
+                );
+            }
+        }
         Ok(StackMaps {
             stacks: StackTraceMap::new(Map::Stacks.of(object)?)?,
             ips: StackTraceMap::new(Map::StackIps.of(object)?)?,
+            anchors,
         })
+    }
+
+    /// Names the frames left as addresses that lie in the segment of
+    /// `cookie`'s probe (see [`Anchor`]), when frame 0 is an address.
+    fn anchored(&self, cookie: u64, frames: &mut [BuildIdFrame]) {
+        if let Some(a) = self.anchors.get(&cookie) {
+            a.name(frames);
+        }
     }
 
     /// The frames of stack `id` as the program recorded it (an id in
@@ -60,12 +139,16 @@ impl StackMaps {
         }
     }
 
-    /// Stack `id` named, one line per frame ([`Stacks::describe_with_caller`]),
-    /// or [`NOT_CAPTURED`]; with the id it has in `STACKS` when it is there
-    /// (one stack, one row: see [`StackMaps::frames`]).
-    pub fn describe(&self, known: &Stacks, id: i64, caller_delta: u64) -> (i64, Vec<String>) {
+    /// Stack `id` of a call of `cookie` named, one line per frame
+    /// ([`Stacks::describe_with_caller`]), or [`NOT_CAPTURED`]; with the id
+    /// it has in `STACKS` when it is there (one stack, one row: see
+    /// [`StackMaps::frames`]).
+    pub fn describe(&self, known: &Stacks, cookie: u64, id: i64, caller_delta: u64) -> (i64, Vec<String>) {
         match self.frames(id) {
-            Some((id, frames)) => (id, known.describe_with_caller(&frames, caller_delta)),
+            Some((id, mut frames)) => {
+                self.anchored(cookie, &mut frames);
+                (id, known.describe_with_caller(&frames, caller_delta))
+            }
             None => (id, vec![NOT_CAPTURED.to_string()]),
         }
     }
@@ -138,6 +221,19 @@ impl Stacks {
                 self.add_file(Path::new(path));
             }
         }
+    }
+
+    /// The key frames of `path` carry when it has no build id (see
+    /// [`Anchor`]): twelve zero bytes and a hash of the path, which no
+    /// kernel-reported build id is.
+    fn path_key(&mut self, path: &Path) -> Vec<u8> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        path.hash(&mut h);
+        let mut key = vec![0u8; 12];
+        key.extend_from_slice(&h.finish().to_be_bytes());
+        self.files.insert(key.clone(), path.to_path_buf());
+        key
     }
 
     /// Learns the files process `pid` maps (once per pid; nothing if it exited).
@@ -217,6 +313,25 @@ impl Stacks {
     }
 }
 
+/// `path`'s build id, if it has one, and the file ranges of its loadable
+/// segments; `None` when it is not an ELF file it can read.
+fn file_segments(path: &Path) -> Option<(Option<Vec<u8>>, Vec<std::ops::Range<u64>>)> {
+    use ::object::{Object, ObjectSegment};
+    let build_id = blazesym::helper::read_elf_build_id(&path)
+        .ok()?
+        .map(|id| id.into_owned());
+    let cache = ::object::ReadCache::new(std::fs::File::open(path).ok()?);
+    let elf = ::object::File::parse(&cache).ok()?;
+    let segments = elf
+        .segments()
+        .map(|s| {
+            let (start, len) = s.file_range();
+            start..start.saturating_add(len)
+        })
+        .collect();
+    Some((build_id, segments))
+}
+
 /// A build id as the kernel reports it: 20 bytes, zero-padded.
 fn padded(id: &[u8]) -> Vec<u8> {
     let mut v = id.to_vec();
@@ -251,6 +366,38 @@ mod tests {
             BuildIdFrame::Ip(0x9999),
         ];
         assert_eq!(same_stack(&ips, Some(twin.clone())), Ok(twin));
+    }
+
+    #[test]
+    fn frames_left_as_addresses_are_named_from_the_probe_in_its_segment() {
+        // Probe at file offset 0x1159 of a binary whose text is 0x1000..0x2000,
+        // mapped at bias 0x5555_5555_4000 (frame 0 is the probe).
+        let anchor = Anchor {
+            build_id: vec![7; 20],
+            probe_offset: 0x1159,
+            segment: 0x1000..0x2000,
+        };
+        let bias = 0x5555_5555_4000;
+        let mut frames = vec![
+            BuildIdFrame::Ip(bias + 0x1159),
+            BuildIdFrame::Ip(bias + 0x1180),
+            BuildIdFrame::Ip(0x7f00_0000_1234), // libc: left as it is
+            BuildIdFrame::Ip(bias + 0x2000),    // past the segment: left
+        ];
+        anchor.name(&mut frames);
+        assert_eq!(
+            frames,
+            [
+                at(7, 0x1159),
+                at(7, 0x1180),
+                BuildIdFrame::Ip(0x7f00_0000_1234),
+                BuildIdFrame::Ip(bias + 0x2000)
+            ]
+        );
+        // Frame 0 resolved already: nothing to anchor on, nothing changed.
+        let mut resolved = vec![at(1, 0x10), BuildIdFrame::Ip(bias + 0x1180)];
+        anchor.name(&mut resolved);
+        assert_eq!(resolved, [at(1, 0x10), BuildIdFrame::Ip(bias + 0x1180)]);
     }
 
     #[test]

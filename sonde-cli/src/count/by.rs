@@ -45,10 +45,9 @@ impl ByReader {
             true => {
                 let paths: Vec<std::path::PathBuf> =
                     session.functions().iter().map(|f| f.set.path().to_path_buf()).collect();
-                Some((
-                    crate::stacks::StackMaps::of(session.object())?,
-                    crate::stacks::Stacks::new(paths.iter().map(|p| p.as_path())),
-                ))
+                let mut known = crate::stacks::Stacks::new(paths.iter().map(|p| p.as_path()));
+                let maps = crate::stacks::StackMaps::of(session.object(), &session.functions(), &mut known)?;
+                Some((maps, known))
             }
             false => None,
         };
@@ -73,7 +72,7 @@ impl ByReader {
                 Some((map, known)) => {
                     // `u64::MAX` (not captured) is negative as an id; a
                     // stack kept as addresses takes its twin's id.
-                    let (stack, frames) = map.describe(known, key.value as i64, key.value2);
+                    let (stack, frames) = map.describe(known, u64::from(key.cookie), key.value as i64, key.value2);
                     key.value = stack as u64;
                     let shown = frames.join("\n");
                     let mut key_map = serde_json::Map::new();

@@ -336,7 +336,7 @@ impl Printer {
         self.stacks.as_ref().map(|(map, known)| {
             let mut known = known.borrow_mut();
             known.learn_pid((entry.pid_tgid >> 32) as u32);
-            map.describe(&known, entry.stack_id, entry.caller_delta).1
+            map.describe(&known, entry.cookie, entry.stack_id, entry.caller_delta).1
         })
     }
 }
