@@ -5,6 +5,7 @@
 //! information exists.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use blazesym::symbolize::source::{Elf, Source};
@@ -41,7 +42,7 @@ struct Anchor {
     build_id: Vec<u8>,
     probe_offset: u64,
     /// File offsets of the segment holding the probe.
-    segment: std::ops::Range<u64>,
+    segment: Range<u64>,
 }
 
 impl Anchor {
@@ -74,7 +75,7 @@ impl StackMaps {
         functions: &[crate::report::SessionFunction<'_>],
         known: &mut Stacks,
     ) -> Result<StackMaps, MapError> {
-        let mut files: HashMap<&Path, Option<(Vec<u8>, Vec<std::ops::Range<u64>>)>> = HashMap::new();
+        let mut files: HashMap<&Path, Option<(Vec<u8>, Vec<Range<u64>>)>> = HashMap::new();
         let mut anchors = HashMap::new();
         for f in functions {
             // An ifunc's implementation and a `nop; nop5` site are probed
@@ -315,7 +316,7 @@ impl Stacks {
 
 /// `path`'s build id, if it has one, and the file ranges of its loadable
 /// segments; `None` when it is not an ELF file it can read.
-fn file_segments(path: &Path) -> Option<(Option<Vec<u8>>, Vec<std::ops::Range<u64>>)> {
+fn file_segments(path: &Path) -> Option<(Option<BuildId>, Vec<Range<u64>>)> {
     use ::object::{Object, ObjectSegment};
     let build_id = blazesym::helper::read_elf_build_id(&path)
         .ok()?
@@ -331,6 +332,9 @@ fn file_segments(path: &Path) -> Option<(Option<Vec<u8>>, Vec<std::ops::Range<u6
         .collect();
     Some((build_id, segments))
 }
+
+/// A file's GNU build id (its bytes).
+type BuildId = Vec<u8>;
 
 /// A build id as the kernel reports it: 20 bytes, zero-padded.
 fn padded(id: &[u8]) -> Vec<u8> {
