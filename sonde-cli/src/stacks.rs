@@ -75,7 +75,7 @@ impl StackMaps {
         functions: &[crate::report::SessionFunction<'_>],
         known: &mut Stacks,
     ) -> Result<StackMaps, MapError> {
-        let mut files: HashMap<&Path, Option<(Vec<u8>, Vec<Range<u64>>)>> = HashMap::new();
+        let mut files: HashMap<&Path, Option<(Vec<u8>, Segments)>> = HashMap::new();
         let mut anchors = HashMap::new();
         for f in functions {
             // An ifunc's implementation and a `nop; nop5` site are probed
@@ -316,7 +316,7 @@ impl Stacks {
 
 /// `path`'s build id, if it has one, and the file ranges of its loadable
 /// segments; `None` when it is not an ELF file it can read.
-fn file_segments(path: &Path) -> Option<(Option<BuildId>, Vec<Range<u64>>)> {
+fn file_segments(path: &Path) -> Option<(Option<BuildId>, Segments)> {
     use ::object::{Object, ObjectSegment};
     let build_id = blazesym::helper::read_elf_build_id(&path)
         .ok()?
@@ -335,6 +335,9 @@ fn file_segments(path: &Path) -> Option<(Option<BuildId>, Vec<Range<u64>>)> {
 
 /// A file's GNU build id (its bytes).
 type BuildId = Vec<u8>;
+
+/// A file's loadable segments, as file offsets.
+type Segments = Vec<Range<u64>>;
 
 /// A build id as the kernel reports it: 20 bytes, zero-padded.
 fn padded(id: &[u8]) -> Vec<u8> {
