@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::maps::{Map, MapError, ObjectMaps};
-use crate::object_file::{ProgramKind, ProgramSpec, SpecError, Unlinked};
+use crate::object_file::{ProgramKind, SpecError, Unlinked};
 use crate::programs::{ProgramError, TracePoint, UProbe};
 
 /// Why an object did not load: the file, a map, or the descriptors for its
@@ -136,13 +136,29 @@ impl Object {
         })
     }
 
-    /// Links the program `name` if it is of the kind `want` takes; `None`
-    /// when the object has no such program.
-    fn link(&mut self, name: &str, want: fn(&ProgramKind) -> bool) -> Result<Option<ProgramSpec>, ProgramError> {
-        let Some(entry) = self.code.entries.iter().find(|e| e.name == name && want(&e.kind)) else {
-            return Ok(None);
+    /// Links the program `name` once, filed by its kind (a uprobe or a
+    /// tracepoint); nothing when the object has no such program.
+    fn link_named(&mut self, name: &str) -> Result<(), ProgramError> {
+        if self.programs.contains_key(name) || self.tracepoints.contains_key(name) {
+            return Ok(());
+        }
+        // Entries are kept sorted by name.
+        let Ok(i) = self.code.entries.binary_search_by(|e| e.name.as_str().cmp(name)) else {
+            return Ok(());
         };
-        Ok(Some(self.code.link(entry, &mut self.linked)?))
+        let p = self.code.link(&self.code.entries[i], &mut self.linked)?;
+        let (license, maps) = (self.code.license.clone(), Arc::clone(&self.maps));
+        match p.kind {
+            ProgramKind::Probe(kind) => {
+                let u = UProbe::new(p.name.clone(), kind, p.insns, license).with_maps(p.relocs, maps);
+                self.programs.insert(p.name, u);
+            }
+            ProgramKind::Tracepoint { category, event } => {
+                let t = TracePoint::new(p.name.clone(), category, event, p.insns, license).with_maps(p.relocs, maps);
+                self.tracepoints.insert(p.name, t);
+            }
+        }
+        Ok(())
     }
 
     /// The map `name` (a cheap handle; make a typed view from it), created
@@ -178,15 +194,7 @@ impl Object {
 
     /// The uprobe or uretprobe program `name`, linked now if not yet.
     pub fn uprobe(&mut self, name: &str) -> Result<&mut UProbe, ProgramError> {
-        if !self.programs.contains_key(name) {
-            if let Some(p) = self.link(name, |k| matches!(k, ProgramKind::Probe(_)))? {
-                if let ProgramKind::Probe(kind) = p.kind {
-                    let u = UProbe::new(p.name.clone(), kind, p.insns, self.code.license.clone())
-                        .with_maps(p.relocs, Arc::clone(&self.maps));
-                    self.programs.insert(p.name, u);
-                }
-            }
-        }
+        self.link_named(name)?;
         self.programs
             .get_mut(name)
             .ok_or_else(|| ProgramError::NotFound(name.to_string()))
@@ -194,15 +202,7 @@ impl Object {
 
     /// The tracepoint program `name` (Linux 4.7+), linked now if not yet.
     pub fn tracepoint(&mut self, name: &str) -> Result<&mut TracePoint, ProgramError> {
-        if !self.tracepoints.contains_key(name) {
-            if let Some(p) = self.link(name, |k| matches!(k, ProgramKind::Tracepoint { .. }))? {
-                if let ProgramKind::Tracepoint { category, event } = p.kind {
-                    let t = TracePoint::new(p.name.clone(), category, event, p.insns, self.code.license.clone())
-                        .with_maps(p.relocs, Arc::clone(&self.maps));
-                    self.tracepoints.insert(p.name, t);
-                }
-            }
-        }
+        self.link_named(name)?;
         self.tracepoints
             .get_mut(name)
             .ok_or_else(|| ProgramError::NotFound(name.to_string()))
