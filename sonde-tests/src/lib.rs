@@ -247,6 +247,14 @@ pub fn fixtures() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(concat!(env!("OUT_DIR"), "/fixtures")))
 }
 
+/// The mounted tracefs (where `uprobe_events` is), if one is.
+pub fn tracefs_root() -> Option<PathBuf> {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("uprobe_events").exists())
+}
+
 /// A fixture's path as a command-line argument.
 pub fn fixture_arg(name: &str) -> String {
     fixtures().join(name).to_string_lossy().into_owned()

@@ -230,11 +230,7 @@ fn a_slow_detach_is_left_to_a_background_process_at_exit() {
 fn every_sonde_start_removes_tracefs_entries_of_dead_sondes_and_keeps_live_ones() {
     let _s = serial();
     require_root();
-    let Some(root) = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
-        .into_iter()
-        .map(std::path::PathBuf::from)
-        .find(|p| p.join("uprobe_events").exists())
-    else {
+    let Some(root) = sonde_tests::tracefs_root() else {
         sonde_tests::skip("tracefs entries", "no tracefs mounted");
         return;
     };

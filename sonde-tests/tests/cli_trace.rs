@@ -208,11 +208,7 @@ fn stacks_name_the_known_callers() {
 fn stacks_stay_named_while_another_tracer_attaches_to_the_binary() {
     let _s = serial();
     require_root();
-    let Some(root) = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
-        .into_iter()
-        .map(std::path::PathBuf::from)
-        .find(|p| p.join("uprobe_events").exists())
-    else {
+    let Some(root) = sonde_tests::tracefs_root() else {
         sonde_tests::skip("stacks under another tracer", "no tracefs mounted");
         return;
     };
