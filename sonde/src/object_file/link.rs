@@ -173,7 +173,7 @@ fn link(
         }
         let base = out.len();
         placed.insert((sec, start), base);
-        out.extend(cs.insns(start..start + len));
+        out.reserve(len);
         let mut in_function = cs.relocs.range(start..start + len).peekable();
         for (i, insn) in (start..start + len).zip(cs.insns(start..start + len)) {
             let pos = base + (i - start);
@@ -229,6 +229,8 @@ fn link(
                 }
                 _ => {}
             }
+            // One pass: copied as it is walked (`pos` is where it lands).
+            out.push(insn);
         }
     }
     for (pos, callee) in calls {
