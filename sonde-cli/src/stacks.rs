@@ -318,11 +318,10 @@ impl Stacks {
 /// segments; `None` when it is not an ELF file it can read.
 fn file_segments(path: &Path) -> Option<(Option<BuildId>, Segments)> {
     use ::object::{Object, ObjectSegment};
-    let build_id = blazesym::helper::read_elf_build_id(&path)
-        .ok()?
-        .map(|id| id.into_owned());
     let cache = ::object::ReadCache::new(std::fs::File::open(path).ok()?);
     let elf = ::object::File::parse(&cache).ok()?;
+    // From the same parse: one open of the file, not two.
+    let build_id = elf.build_id().ok()?.map(<[u8]>::to_vec);
     let segments = elf
         .segments()
         .map(|s| {

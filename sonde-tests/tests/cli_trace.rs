@@ -237,16 +237,16 @@ fn stacks_stay_named_while_another_tracer_attaches_to_the_binary() {
         &format!("p:sondetest/{event} {app}:{leaf:#x}\n"),
     )
     .expect("add the other probe");
-    struct Remove<'a>(&'a dyn Fn());
-    impl Drop for Remove<'_> {
+    // Removed however this ends (a failed assertion too).
+    struct Remove<F: Fn()>(F);
+    impl<F: Fn()> Drop for Remove<F> {
         fn drop(&mut self) {
             (self.0)()
         }
     }
-    let remove = || {
+    let _remove = Remove(|| {
         let _ = write(&root.join("uprobe_events"), &format!("-:sondetest/{event}\n"));
-    };
-    let _remove = Remove(&remove);
+    });
     let enable = root.join(format!("events/sondetest/{event}/enable"));
     let done = std::sync::atomic::AtomicBool::new(false);
     const CALLS: u64 = 100_000;

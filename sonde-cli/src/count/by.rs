@@ -63,11 +63,10 @@ impl ByReader {
     fn rows(&self) -> Result<Vec<ByRow>, CliError> {
         let mut rows = Vec::new();
         for entry in self.map.iter()? {
-            let (key, count) = entry?;
+            let (mut key, count) = entry?;
             let Some(id) = self.ids.get(&u64::from(key.cookie)) else {
                 continue;
             };
-            let mut key = key;
             let (key_map, shown) = match &self.stacks {
                 Some((map, known)) => {
                     // `u64::MAX` (not captured) is negative as an id; a
