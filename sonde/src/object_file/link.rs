@@ -20,8 +20,9 @@ pub(crate) struct Unlinked<'a> {
     /// Maps, declared ones first.
     pub(crate) maps: Vec<MapSpec>,
     pub(super) code: HashMap<SectionIndex, CodeSection<'a>>,
-    /// Declared maps by symbol.
-    pub(super) map_by_symbol: HashMap<String, usize>,
+    /// What relocations point at, one per symbol (code sections' `relocs`
+    /// index it).
+    pub(super) targets: Vec<Target>,
     /// The `maps` section and its maps by offset (local maps are reached
     /// through the section's symbol).
     pub(super) maps_at: (Option<SectionIndex>, HashMap<u64, usize>),
@@ -89,9 +90,10 @@ pub(super) struct CodeSection<'a> {
     pub(super) name: String,
     /// Whole instructions (checked when parsed).
     pub(super) code: Cow<'a, [u8]>,
-    /// In instruction order: a function's are walked as one range beside its
+    /// `(instruction, index in [`Unlinked::targets`])`, one per instruction,
+    /// in instruction order: a function's are walked as one range beside its
     /// instructions (no lookup per instruction).
-    pub(super) relocs: BTreeMap<usize, Target>,
+    pub(super) relocs: Vec<(usize, u32)>,
     /// Function start index to length, from the symbol table.
     pub(super) funcs: BTreeMap<usize, usize>,
 }
@@ -110,11 +112,12 @@ impl CodeSection<'_> {
     }
 }
 
-/// What a relocation points at.
-#[derive(Clone)]
+/// What a relocation points at: a symbol.
 pub(super) struct Target {
     pub(super) section: Option<SectionIndex>,
     pub(super) value: u64,
+    /// The declared map of that name, if any.
+    pub(super) map: Option<usize>,
     pub(super) name: String,
 }
 
@@ -139,7 +142,7 @@ fn link(
 ) -> Result<(Vec<Insn>, Vec<MapReloc>), LinkError> {
     let Unlinked {
         code,
-        map_by_symbol,
+        targets,
         maps_at,
         data_maps,
         ..
@@ -174,10 +177,16 @@ fn link(
         let base = out.len();
         placed.insert((sec, start), base);
         out.reserve(len);
-        let mut in_function = cs.relocs.range(start..start + len).peekable();
+        let first = cs.relocs.partition_point(|&(at, _)| at < start);
+        let mut in_function = cs.relocs[first..]
+            .iter()
+            .take_while(|&&(at, _)| at < start + len)
+            .peekable();
         for (i, insn) in (start..start + len).zip(cs.insns(start..start + len)) {
             let pos = base + (i - start);
-            let reloc = in_function.next_if(|(at, _)| **at == i).map(|(_, t)| t);
+            let reloc = in_function
+                .next_if(|&&(at, _)| at == i)
+                .and_then(|&(_, t)| targets.get(t as usize));
             match (reloc, insn.is_ld_imm64(), insn.is_pseudo_call()) {
                 (Some(t), true, _) => {
                     if i + 1 >= start + len {
@@ -189,7 +198,7 @@ fn link(
                         .then(|| u64::try_from(i128::from(t.value) + i128::from(insn.imm)).ok())
                         .flatten()
                         .and_then(|at| maps_at.1.get(&at));
-                    if let Some(&map) = map_by_symbol.get(&t.name).or(local) {
+                    if let Some(map) = t.map.or(local.copied()) {
                         relocs.push(MapReloc {
                             insn: pos,
                             map,

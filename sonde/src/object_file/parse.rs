@@ -40,7 +40,7 @@ impl<'a> Unlinked<'a> {
 
         let mut license = CString::default();
         let mut maps = Vec::new();
-        let mut map_by_symbol: HashMap<String, usize> = HashMap::new();
+        let mut map_by_symbol: HashMap<&str, usize> = HashMap::new();
         // Map definitions by their offset in `maps` (local maps are reached
         // through the section's symbol).
         let mut map_by_offset: HashMap<u64, usize> = HashMap::new();
@@ -50,9 +50,10 @@ impl<'a> Unlinked<'a> {
         let mut maps_section = None;
 
         for section in file.sections() {
-            let name = section.name().unwrap_or_default().to_string();
+            // Borrowed: most sections (debug info) are only looked at by name.
+            let name = section.name().unwrap_or_default();
             let bad = |reason: String| SpecError::BadSection {
-                section: name.clone(),
+                section: name.to_string(),
                 reason,
             };
             if name == "license" {
@@ -66,19 +67,19 @@ impl<'a> Unlinked<'a> {
                 if bytes.len() % 8 != 0 {
                     return Err(bad(format!("{} bytes is not whole instructions", bytes.len())));
                 }
-                if name != ".text" && ProgramKind::of_section(&name).is_none() {
-                    return Err(SpecError::UnknownSection(name));
+                if name != ".text" && ProgramKind::of_section(name).is_none() {
+                    return Err(SpecError::UnknownSection(name.to_string()));
                 }
                 code.insert(
                     section.index(),
                     CodeSection {
-                        name,
+                        name: name.to_string(),
                         code: bytes.into(),
-                        relocs: BTreeMap::new(),
+                        relocs: Vec::new(),
                         funcs: BTreeMap::new(),
                     },
                 );
-            } else if is_data_section(&name) && section.size() > 0 {
+            } else if is_data_section(name) && section.size() > 0 {
                 // `.bss` has no bytes in the file: the kernel zero-fills the map, so
                 // nothing is allocated for it (a 1 TiB `.bss` costs nothing here and
                 // is refused by its size below).
@@ -96,7 +97,7 @@ impl<'a> Unlinked<'a> {
                 data_specs.push((
                     section.index(),
                     MapSpec {
-                        name: name.clone(),
+                        name: name.to_string(),
                         def: MapDef::new(sonde_abi::MapType::Array, 4, value_size, 1),
                         source: MapSource::Data {
                             init,
@@ -112,18 +113,21 @@ impl<'a> Unlinked<'a> {
             let SymbolSection::Section(sec) = sym.section() else {
                 continue;
             };
-            let name = sym.name().unwrap_or_default().to_string();
-            if Some(sec) == maps_section && !name.is_empty() && sym.kind() != SymbolKind::Section {
+            if Some(sec) == maps_section && sym.kind() != SymbolKind::Section {
+                let name = sym.name().unwrap_or_default();
+                if name.is_empty() {
+                    continue;
+                }
                 let section = file.section_by_index(sec)?;
                 let bytes = section.data()?;
                 let def = usize::try_from(sym.address())
                     .ok()
                     .and_then(|start| MapDef::parse(bytes.get(start..)?))
-                    .ok_or_else(|| SpecError::BadMapDef(name.clone()))?;
-                map_by_symbol.insert(name.clone(), maps.len());
+                    .ok_or_else(|| SpecError::BadMapDef(name.to_string()))?;
+                map_by_symbol.insert(name, maps.len());
                 map_by_offset.insert(sym.address(), maps.len());
                 maps.push(MapSpec {
-                    name: map_name(&name),
+                    name: map_name(name),
                     def,
                     source: MapSource::Declared,
                 });
@@ -153,7 +157,11 @@ impl<'a> Unlinked<'a> {
             maps.push(spec);
         }
 
-        // Relocations of code sections.
+        // Relocations of code sections. A symbol is looked up once, however
+        // many instructions point at it (`targets`, by symbol index).
+        let mut targets: Vec<Target> = Vec::new();
+        // Indexed by symbol index, grown only to indices the symbol table holds.
+        let mut target_of: Vec<Option<u32>> = Vec::new();
         for section in file.sections() {
             let Some(cs) = code.get_mut(&section.index()) else {
                 continue;
@@ -177,20 +185,42 @@ impl<'a> Unlinked<'a> {
                         return Err(bad(&format!("relocation type {r_type} is not supported")));
                     }
                 }
-                let sym = file.symbol_by_index(si).map_err(|_| bad("symbol index out of range"))?;
-                let section_of = match sym.section() {
-                    SymbolSection::Section(s) => Some(s),
-                    _ => None,
+                let target = match target_of.get(si.0).copied().flatten() {
+                    Some(t) => t,
+                    None => {
+                        let sym = file.symbol_by_index(si).map_err(|_| bad("symbol index out of range"))?;
+                        let name = sym.name().unwrap_or_default();
+                        targets.push(Target {
+                            section: match sym.section() {
+                                SymbolSection::Section(s) => Some(s),
+                                _ => None,
+                            },
+                            value: sym.address(),
+                            map: map_by_symbol.get(name).copied(),
+                            name: name.to_string(),
+                        });
+                        let t = u32::try_from(targets.len() - 1).map_err(|_| bad("too many symbols"))?;
+                        if target_of.len() <= si.0 {
+                            target_of.resize(si.0 + 1, None);
+                        }
+                        target_of[si.0] = Some(t);
+                        t
+                    }
                 };
-                cs.relocs.insert(
-                    insn,
-                    Target {
-                        section: section_of,
-                        value: sym.address(),
-                        name: sym.name().unwrap_or_default().to_string(),
-                    },
-                );
+                cs.relocs.push((insn, target));
             }
+        }
+        for cs in code.values_mut() {
+            // In instruction order (stable: of two on one instruction the last
+            // counts, as the ELF order gives them).
+            cs.relocs.sort_by_key(|&(insn, _)| insn);
+            cs.relocs.dedup_by(|later, earlier| {
+                let same = later.0 == earlier.0;
+                if same {
+                    std::mem::swap(later, earlier);
+                }
+                same
+            });
         }
 
         // Programs: function symbols in program sections, by name.
@@ -218,7 +248,7 @@ impl<'a> Unlinked<'a> {
             license,
             maps,
             code,
-            map_by_symbol,
+            targets,
             maps_at: (maps_section, map_by_offset),
             data_maps,
             entries,
@@ -229,7 +259,8 @@ impl<'a> Unlinked<'a> {
 fn is_data_section(name: &str) -> bool {
     [".rodata", ".data", ".bss"]
         .iter()
-        .any(|p| name == *p || name.starts_with(&format!("{p}.")))
+        .filter_map(|p| name.strip_prefix(p))
+        .any(|rest| rest.is_empty() || rest.starts_with('.'))
 }
 
 /// A map's name: its symbol, or for a Rust-mangled one (a map static that is
