@@ -68,29 +68,32 @@ impl Anchor {
 }
 
 impl StackMaps {
-    /// Both maps of `object`, and the probes of `functions`.
-    /// A file with no build id is named in `known` by a key of its path.
+    /// Both maps of `object`, the probes of `functions`, and the files
+    /// their frames name: the traced binaries (each read once, here) and
+    /// every file this process maps (libc, the dynamic linker: the same files
+    /// the traced processes use). A traced file with no build id is named by
+    /// a key of its path.
     pub fn of(
         object: &sonde::Object,
         functions: &[crate::report::SessionFunction<'_>],
-        known: &mut Stacks,
-    ) -> Result<StackMaps, MapError> {
+    ) -> Result<(StackMaps, Stacks), MapError> {
+        let mut known = Stacks {
+            symbolizer: Symbolizer::new(),
+            files: HashMap::new(),
+            seen: HashSet::new(),
+            pids: HashSet::new(),
+        };
         let mut files: HashMap<&Path, Option<(Vec<u8>, Segments)>> = HashMap::new();
         let mut anchors = HashMap::new();
         for f in functions {
+            let path = f.set.path();
+            let file = files.entry(path).or_insert_with(|| known.add_traced(path));
             // An ifunc's implementation and a `nop; nop5` site are probed
             // elsewhere than the probe offset says.
             if f.function.implementation.is_some() || f.function.nop5_offset.is_some() {
                 continue;
             }
-            let path = f.set.path();
-            let Some((key, segments)) = files.entry(path).or_insert_with(|| {
-                let (build_id, segments) = file_segments(path)?;
-                Some((
-                    build_id.map_or_else(|| known.path_key(path), |id| padded(&id)),
-                    segments,
-                ))
-            }) else {
+            let Some((key, segments)) = file else {
                 continue;
             };
             let probe_offset = f.function.probe_offset();
@@ -105,11 +108,13 @@ impl StackMaps {
                 );
             }
         }
-        Ok(StackMaps {
+        known.learn_maps("/proc/self/maps");
+        let maps = StackMaps {
             stacks: StackTraceMap::new(Map::Stacks.of(object)?)?,
             ips: StackTraceMap::new(Map::StackIps.of(object)?)?,
             anchors,
-        })
+        };
+        Ok((maps, known))
     }
 
     /// Names the frames left as addresses that lie in the segment of
@@ -188,20 +193,25 @@ pub struct Stacks {
 }
 
 impl Stacks {
-    /// Knows `binaries` (the traced ones) and every file this process maps
-    /// (libc, the dynamic linker: the same files the traced processes use).
-    pub fn new<'a>(binaries: impl IntoIterator<Item = &'a Path>) -> Stacks {
-        let mut s = Stacks {
-            symbolizer: Symbolizer::new(),
-            files: HashMap::new(),
-            seen: HashSet::new(),
-            pids: HashSet::new(),
+    /// Knows traced binary `path` by its build id (or, with none, by a key of
+    /// its path): its key and the file ranges of its loadable segments, from
+    /// one parse; `None` when `object` cannot read it (then known as
+    /// blazesym reads it, if it can).
+    fn add_traced(&mut self, path: &Path) -> Option<(Vec<u8>, Segments)> {
+        let Some((build_id, segments)) = file_segments(path) else {
+            self.add_file(path);
+            return None;
         };
-        for b in binaries {
-            s.add_file(b);
-        }
-        s.learn_maps("/proc/self/maps");
-        s
+        self.seen.insert(path.to_path_buf());
+        let key = match build_id {
+            Some(id) => {
+                let key = padded(&id);
+                self.files.entry(key.clone()).or_insert_with(|| path.to_path_buf());
+                key
+            }
+            None => self.path_key(path),
+        };
+        Some((key, segments))
     }
 
     fn add_file(&mut self, path: &Path) {

@@ -42,13 +42,7 @@ struct ByReader {
 impl ByReader {
     fn new(session: &Session, by: ByKeys) -> Result<ByReader, CliError> {
         let stacks = match by.has(By::Stack) {
-            true => {
-                let paths: Vec<std::path::PathBuf> =
-                    session.functions().iter().map(|f| f.set.path().to_path_buf()).collect();
-                let mut known = crate::stacks::Stacks::new(paths.iter().map(|p| p.as_path()));
-                let maps = crate::stacks::StackMaps::of(session.object(), &session.functions(), &mut known)?;
-                Some((maps, known))
-            }
+            true => Some(crate::stacks::StackMaps::of(session.object(), &session.functions())?),
             false => None,
         };
         Ok(ByReader {

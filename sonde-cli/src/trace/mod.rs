@@ -272,9 +272,7 @@ pub fn run(
     }
     let mut ring = RingBuf::new(Map::Events.of(session.object())?)?;
     let stacks = if stack {
-        let paths: Vec<std::path::PathBuf> = session.functions().iter().map(|f| f.set.path().to_path_buf()).collect();
-        let mut known = crate::stacks::Stacks::new(paths.iter().map(|p| p.as_path()));
-        let map = crate::stacks::StackMaps::of(session.object(), &session.functions(), &mut known)?;
+        let (map, known) = crate::stacks::StackMaps::of(session.object(), &session.functions())?;
         Some((map, RefCell::new(known)))
     } else {
         None
