@@ -7,31 +7,17 @@ use crate::maps::{Map, MapError, ObjectMaps};
 use crate::object_file::{ProgramKind, SpecError, Unlinked};
 use crate::programs::{ProgramError, TracePoint, UProbe};
 
-/// Why an object did not load: the file, a map, or the descriptors for its
-/// maps. Programs load later, when attached.
+/// Why an object did not load: the file, or a map size given for a map it
+/// does not have. Maps are created, and programs loaded, when first needed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoadError {
     /// The object file is malformed.
     #[error(transparent)]
     Object(#[from] SpecError),
-    /// A map could not be created or initialised (or a size was given for a
-    /// map the object does not have).
+    /// A size was given for a map the object does not have.
     #[error(transparent)]
     Map(#[from] MapError),
-    /// The object's maps need more descriptors than `RLIMIT_NOFILE`'s hard
-    /// limit allows; found before any map was created.
-    #[error(
-        "loading the object needs {needed} file descriptors for its maps, more than RLIMIT_NOFILE's \
-         hard limit ({hard_limit}) allows next to those open: raise it (`ulimit -Hn`, `LimitNOFILE=` in a \
-         systemd unit)"
-    )]
-    FileLimit {
-        /// Descriptors the maps need.
-        needed: u64,
-        /// The hard limit.
-        hard_limit: u64,
-    },
 }
 
 /// An object whose maps exist in the kernel when first needed and whose
@@ -122,10 +108,9 @@ impl Object {
                 .ok_or_else(|| MapError::NotFound(name.to_string()))?;
             spec.def.max_entries = *n;
         }
+        // Nothing is created yet: descriptors are counted, and room made for
+        // them, by the attach that loads a program (its maps included).
         crate::sys::lift_memlock();
-        // Room for every map first: a limit hit half-way would name one map.
-        let needed = code.maps.len() as u64;
-        crate::sys::reserve_fds(needed).map_err(|hard_limit| LoadError::FileLimit { needed, hard_limit })?;
         let maps = Arc::new(ObjectMaps::new(std::mem::take(&mut code.maps)));
         Ok(Object {
             maps,

@@ -167,12 +167,14 @@ fn attach(
         if tier.per_target() && plan.detach_estimate >= Duration::from_secs(1) {
             log::warn!("{plan}");
         }
-        // Room for every descriptor first: a limit hit half-way would look like a
-        // verifier or attach failure.
-        crate::sys::reserve_fds(plan.descriptors).map_err(|hard_limit| AttachError::FileLimit {
+        // Room for every descriptor first (the maps the program's first load
+        // creates included): a limit hit half-way would look like a verifier or
+        // attach failure.
+        let needed = plan.descriptors + probe.maps_to_create();
+        crate::sys::reserve_fds(needed).map_err(|hard_limit| AttachError::FileLimit {
             tier,
             targets: sites.len(),
-            needed: plan.descriptors,
+            needed,
             hard_limit,
         })?;
         // A failed pass drops the links of the passes before it.

@@ -53,6 +53,20 @@ impl ObjectMaps {
         }
     }
 
+    /// How many distinct maps `relocs` reference that do not exist yet: the
+    /// descriptors a load of their program will open for them.
+    pub(crate) fn uncreated(&self, relocs: &[MapReloc]) -> u64 {
+        let created = self.created.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counted = vec![false; created.len()];
+        let mut n = 0;
+        for r in relocs {
+            if let (Some(None), Some(seen)) = (created.get(r.map), counted.get_mut(r.map)) {
+                n += u64::from(!std::mem::replace(seen, true));
+            }
+        }
+        n
+    }
+
     /// `insns` with each reference of `relocs` pointing at its map (created
     /// now if needed).
     pub(crate) fn relocate(&self, insns: &mut [Insn], relocs: &[MapReloc]) -> Result<(), MapError> {

@@ -22,7 +22,7 @@ pub(crate) struct Unlinked<'a> {
     pub(super) code: HashMap<SectionIndex, CodeSection<'a>>,
     /// What relocations point at, one per symbol (code sections' `relocs`
     /// index it).
-    pub(super) targets: Vec<Target>,
+    pub(super) targets: Vec<Target<'a>>,
     /// The `maps` section and its maps by offset (local maps are reached
     /// through the section's symbol).
     pub(super) maps_at: (Option<SectionIndex>, HashMap<u64, usize>),
@@ -51,10 +51,27 @@ impl Unlinked<'_> {
             .into_iter()
             .map(|(i, cs)| {
                 let code = Cow::Owned(cs.code.into_owned());
-                (i, CodeSection { code, ..cs })
+                let name = Cow::Owned(cs.name.into_owned());
+                (i, CodeSection { code, name, ..cs })
             })
             .collect();
-        Unlinked { code, ..self }
+        let targets = self
+            .targets
+            .into_iter()
+            .map(|t| Target {
+                name: Cow::Owned(t.name.into_owned()),
+                ..t
+            })
+            .collect();
+        Unlinked {
+            code,
+            targets,
+            license: self.license,
+            maps: self.maps,
+            maps_at: self.maps_at,
+            data_maps: self.data_maps,
+            entries: self.entries,
+        }
     }
 
     /// Links the program `entry`; `linked` counts the instructions linked so
@@ -75,7 +92,7 @@ impl Unlinked<'_> {
         }
         Ok(ProgramSpec {
             name: entry.name.clone(),
-            section: self.code[&entry.section].name.clone(),
+            section: self.code[&entry.section].name.to_string(),
             kind: entry.kind.clone(),
             insns,
             relocs,
@@ -87,7 +104,8 @@ impl Unlinked<'_> {
 /// program is linked: only the code a program reaches is copied) and
 /// relocations by instruction index.
 pub(super) struct CodeSection<'a> {
-    pub(super) name: String,
+    /// Borrowed from the object's bytes until [`Unlinked::into_owned`].
+    pub(super) name: Cow<'a, str>,
     /// Whole instructions (checked when parsed).
     pub(super) code: Cow<'a, [u8]>,
     /// `(instruction, index in [`Unlinked::targets`])`, one per instruction,
@@ -113,12 +131,13 @@ impl CodeSection<'_> {
 }
 
 /// What a relocation points at: a symbol.
-pub(super) struct Target {
+pub(super) struct Target<'a> {
     pub(super) section: Option<SectionIndex>,
     pub(super) value: u64,
-    /// The declared map of that name, if any.
+    /// The declared map the symbol names, if any.
     pub(super) map: Option<usize>,
-    pub(super) name: String,
+    /// For error messages; borrowed until [`Unlinked::into_owned`].
+    pub(super) name: Cow<'a, str>,
 }
 
 enum LinkError {
@@ -160,7 +179,7 @@ fn link(
         }
         let cs = &code[&sec];
         let bad = |insn: usize, reason: String| SpecError::BadRelocation {
-            section: cs.name.clone(),
+            section: cs.name.to_string(),
             insn,
             reason,
         };

@@ -40,13 +40,13 @@ impl<'a> Unlinked<'a> {
 
         let mut license = CString::default();
         let mut maps = Vec::new();
-        let mut map_by_symbol: HashMap<&str, usize> = HashMap::new();
         // Map definitions by their offset in `maps` (local maps are reached
         // through the section's symbol).
-        let mut map_by_offset: HashMap<u64, usize> = HashMap::new();
+        let mut map_by_offset: HashMap<u64, usize> = HashMap::with_capacity(32);
         // Global-data maps, appended after the declared ones once those are known.
         let mut data_specs: Vec<(SectionIndex, MapSpec)> = Vec::new();
-        let mut code: HashMap<SectionIndex, CodeSection> = HashMap::new();
+        // Sized once (a section count is small): no rehash as sections are filed.
+        let mut code: HashMap<SectionIndex, CodeSection> = HashMap::with_capacity(file.sections().count());
         let mut maps_section = None;
 
         for section in file.sections() {
@@ -73,7 +73,7 @@ impl<'a> Unlinked<'a> {
                 code.insert(
                     section.index(),
                     CodeSection {
-                        name: name.to_string(),
+                        name: name.into(),
                         code: bytes.into(),
                         relocs: Vec::new(),
                         funcs: BTreeMap::new(),
@@ -124,7 +124,6 @@ impl<'a> Unlinked<'a> {
                     .ok()
                     .and_then(|start| MapDef::parse(bytes.get(start..)?))
                     .ok_or_else(|| SpecError::BadMapDef(name.to_string()))?;
-                map_by_symbol.insert(name, maps.len());
                 map_by_offset.insert(sym.address(), maps.len());
                 maps.push(MapSpec {
                     name: map_name(name),
@@ -160,8 +159,9 @@ impl<'a> Unlinked<'a> {
         // Relocations of code sections. A symbol is looked up once, however
         // many instructions point at it (`targets`, by symbol index).
         let mut targets: Vec<Target> = Vec::new();
-        // Indexed by symbol index, grown only to indices the symbol table holds.
-        let mut target_of: Vec<Option<u32>> = Vec::new();
+        // Indexed by symbol index: one slot per entry of the symbol table
+        // (an index past it is refused by `symbol_by_index`).
+        let mut target_of: Vec<Option<u32>> = vec![None; file.symbols().count() + 1];
         for section in file.sections() {
             let Some(cs) = code.get_mut(&section.index()) else {
                 continue;
@@ -169,7 +169,7 @@ impl<'a> Unlinked<'a> {
             for (offset, rel) in section.relocations() {
                 let insn = (offset / 8) as usize;
                 let bad = |reason: &str| SpecError::BadRelocation {
-                    section: cs.name.clone(),
+                    section: cs.name.to_string(),
                     insn,
                     reason: reason.to_string(),
                 };
@@ -189,21 +189,27 @@ impl<'a> Unlinked<'a> {
                     Some(t) => t,
                     None => {
                         let sym = file.symbol_by_index(si).map_err(|_| bad("symbol index out of range"))?;
-                        let name = sym.name().unwrap_or_default();
+                        let section = match sym.section() {
+                            SymbolSection::Section(s) => Some(s),
+                            _ => None,
+                        };
+                        // A declared map: a named symbol in `maps`, found by its
+                        // offset there (the section's own symbol is the local
+                        // maps' base, resolved when linked).
+                        let map = (section.is_some() && section == maps_section && sym.kind() != SymbolKind::Section)
+                            .then(|| map_by_offset.get(&sym.address()).copied())
+                            .flatten();
                         targets.push(Target {
-                            section: match sym.section() {
-                                SymbolSection::Section(s) => Some(s),
-                                _ => None,
-                            },
+                            section,
                             value: sym.address(),
-                            map: map_by_symbol.get(name).copied(),
-                            name: name.to_string(),
+                            map,
+                            name: sym.name().unwrap_or_default().into(),
                         });
                         let t = u32::try_from(targets.len() - 1).map_err(|_| bad("too many symbols"))?;
-                        if target_of.len() <= si.0 {
-                            target_of.resize(si.0 + 1, None);
-                        }
-                        target_of[si.0] = Some(t);
+                        let slot = target_of
+                            .get_mut(si.0)
+                            .ok_or_else(|| bad("symbol index out of range"))?;
+                        *slot = Some(t);
                         t
                     }
                 };
@@ -267,6 +273,10 @@ fn is_data_section(name: &str) -> bool {
 /// not `#[no_mangle]`, such as `sonde_ebpf::session::SESSION_SLOTS`) the
 /// item's own name, `SESSION_SLOTS`.
 fn map_name(symbol: &str) -> String {
+    // Only Rust's manglings (v0 `_R`, legacy `_ZN`) are worth a demangling try.
+    if !(symbol.starts_with("_R") || symbol.starts_with("_ZN")) {
+        return symbol.to_string();
+    }
     match rustc_demangle::try_demangle(symbol) {
         Ok(d) => {
             let path = format!("{d:#}");

@@ -112,6 +112,12 @@ impl UProbe {
         }
     }
 
+    /// Maps this program references that no load has created yet (each a
+    /// descriptor its first load opens).
+    pub(crate) fn maps_to_create(&self) -> u64 {
+        self.maps.as_ref().map_or(0, |m| m.uncreated(&self.relocs))
+    }
+
     /// Loads (or returns the cached) program for `load`.
     pub fn load(&mut self, load: Load) -> Result<Arc<LoadedProgram>, ProgramError> {
         let load = self.normalise(load);

@@ -305,12 +305,16 @@ pub(crate) fn reserve_fds(needed: u64) -> Result<(), u64> {
     Ok(())
 }
 
-/// Kernels before 5.11 charge BPF memory to `RLIMIT_MEMLOCK`: lift it (best effort).
+/// Kernels before 5.11 charge BPF memory to `RLIMIT_MEMLOCK`: lift it (best
+/// effort), once per process (an agent loading objects again pays nothing).
 pub(crate) fn lift_memlock() {
-    let inf = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: valid in-pointer; failure leaves the limit as it was.
-    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &inf) };
+    static LIFTED: std::sync::Once = std::sync::Once::new();
+    LIFTED.call_once(|| {
+        let inf = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: valid in-pointer; failure leaves the limit as it was.
+        unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &inf) };
+    });
 }
