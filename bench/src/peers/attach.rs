@@ -9,7 +9,8 @@ use sonde::{AttachOptions, AttachType, Cookie, Functions, Load, ProbeSite, Tier}
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Loading one cookie program (object, maps, program) of `n` entries.
+/// Loading one cookie program (object, maps, program), its counter of `n`
+/// entries (the figure's n).
 pub(crate) fn load(runs: usize, n: usize) -> Result<[Figure; 2]> {
     let mut cpu = [Vec::new(), Vec::new(), Vec::new()];
     let s = interleaved(runs, |lib| {
@@ -27,8 +28,8 @@ pub(crate) fn load(runs: usize, n: usize) -> Result<[Figure; 2]> {
         Ok(Some(ms(t.wall)))
     })?;
     Ok([
-        figure("load one cookie program", 1, "ms", s),
-        figure(&cpu_name("load one cookie program"), 1, "ms", stats(cpu)),
+        figure("load one cookie program", n, "ms", s),
+        figure(&cpu_name("load one cookie program"), n, "ms", stats(cpu)),
     ])
 }
 

@@ -14,8 +14,8 @@ use crate::sys::perf;
 pub(crate) struct Emulated;
 
 impl Mechanism for Emulated {
-    fn requires(&self, _scope: Scope) -> Vec<Feature> {
-        vec![Feature::UprobePmu, Feature::PmuPermitted]
+    fn requires(&self, _scope: Scope) -> &'static [Feature] {
+        &[Feature::UprobePmu, Feature::PmuPermitted]
     }
 
     fn uses_pmu(&self) -> bool {

@@ -53,7 +53,7 @@ pub(crate) type Held = (Vec<Arc<LoadedProgram>>, Vec<Link>);
 /// kernel object per site, no BPF link.
 pub(crate) trait Mechanism: Sync {
     /// The features it needs for probes in `scope`.
-    fn requires(&self, scope: Scope) -> Vec<Feature>;
+    fn requires(&self, scope: Scope) -> &'static [Feature];
 
     /// The program load one site needs in one pass.
     fn load(&self, part: Part, site: &ProbeSite) -> Load;

@@ -4,6 +4,7 @@
 //! one `BPF_TRACE_UPROBE_SESSION` link (6.13+).
 
 use std::os::fd::AsFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::target_error;
@@ -21,11 +22,11 @@ const LINK_TYPE: u32 = 12;
 pub(crate) struct Multi;
 
 impl Mechanism for Multi {
-    fn requires(&self, scope: Scope) -> Vec<Feature> {
+    fn requires(&self, scope: Scope) -> &'static [Feature] {
         // The multi link's cookies are read through the same helper.
         match scope {
-            Scope::AllProcesses => vec![Feature::UprobeMulti, Feature::BpfCookie],
-            Scope::Process(_) => vec![Feature::UprobeMulti, Feature::UprobeMultiPidFilter, Feature::BpfCookie],
+            Scope::AllProcesses => &[Feature::UprobeMulti, Feature::BpfCookie],
+            Scope::Process(_) => &[Feature::UprobeMulti, Feature::UprobeMultiPidFilter, Feature::BpfCookie],
         }
     }
 
@@ -80,12 +81,10 @@ impl Mechanism for Multi {
             ProbeKind::Return => (bpf::BPF_TRACE_UPROBE_MULTI, bpf::BPF_F_UPROBE_MULTI_RETURN),
             ProbeKind::Session => (sonde_abi::program::BPF_TRACE_UPROBE_SESSION, 0),
         };
-        let mut links = Vec::new();
-        let mut arrays = Vec::new();
-        for (binary, group) in by_binary(sites) {
-            let n = group.len();
-            let semaphores = fill_arrays(&group, &mut arrays);
-            let path = binary.kernel_path();
+        let pid = scope.pid().unwrap_or(0);
+        // One link for the sites of one binary, `arrays` filled for them.
+        let link = |arrays: &[u64], first: &ProbeSite, n: usize, semaphores: bool, made: usize| {
+            let path = first.binary.kernel_path();
             let request = bpf::UprobeMulti {
                 attach_type,
                 path: path.as_c_str(),
@@ -93,16 +92,31 @@ impl Mechanism for Multi {
                 ref_ctr_offsets: semaphores.then(|| &arrays[2 * n..3 * n]),
                 cookies: &arrays[n..2 * n],
                 flags,
-                pid: scope.pid().unwrap_or(0),
+                pid,
             };
-            let link = bpf::link_create_uprobe_multi(prog.as_fd(), &request)
+            let fd = bpf::link_create_uprobe_multi(prog.as_fd(), &request)
                 // The kernel does not say which offset it refused: name the binary and
                 // the first site.
-                .map_err(|e| target_error(tier, group[0], e, links.len(), sites.len()))?;
-            links.push(Link {
-                bpf_link: Some(link),
+                .map_err(|e| target_error(tier, first, e, made, sites.len()))?;
+            Ok::<_, AttachError>(Link {
+                bpf_link: Some(fd),
                 ..Link::default()
-            });
+            })
+        };
+        let mut arrays = Vec::new();
+        // Most attachments name one binary: its request is filled in the same
+        // walk over the sites that finds out (at n = 10,000 a walk over the
+        // sites reads a megabyte); otherwise the sites are grouped first.
+        let mut links = Vec::new();
+        if let Some((n, semaphores)) = fill(sites.iter(), Some(&sites[0].binary), &mut arrays) {
+            links.push(link(&arrays, &sites[0], n, semaphores, 0)?);
+        } else {
+            for group in by_binary(sites) {
+                let Some((n, semaphores)) = fill(group.iter().copied(), None, &mut arrays) else {
+                    continue; // unreachable: no binary to match
+                };
+                links.push(link(&arrays, group[0], n, semaphores, links.len())?);
+            }
         }
         Ok((vec![prog], links))
     }
@@ -110,31 +124,40 @@ impl Mechanism for Multi {
 
 /// Fills `arrays` with `group`'s offsets, then its cookies, then (when some
 /// site has one) one semaphore per offset, 0 for none: one allocation for the
-/// whole request. Returns whether the semaphores are there.
-fn fill_arrays(group: &[&ProbeSite], arrays: &mut Vec<u64>) -> bool {
+/// whole request, one walk over the sites (a second only for semaphores).
+/// Returns how many sites and whether the semaphores are there; `None` when
+/// a site is not in `binary` (if given), `arrays` then to be refilled.
+fn fill<'s>(
+    group: impl ExactSizeIterator<Item = &'s ProbeSite> + Clone,
+    binary: Option<&Arc<BinaryFile>>,
+    arrays: &mut Vec<u64>,
+) -> Option<(usize, bool)> {
     let n = group.len();
-    let semaphores = group.iter().any(|s| s.ref_ctr_offset.is_some());
     arrays.clear();
-    arrays.reserve(if semaphores { 3 * n } else { 2 * n });
-    arrays.extend(group.iter().map(|s| s.offset));
-    arrays.extend(group.iter().map(|s| s.attach_cookie));
-    if semaphores {
-        arrays.extend(group.iter().map(|s| s.ref_ctr_offset.unwrap_or(0)));
+    arrays.resize(2 * n, 0);
+    let (offsets, cookies) = arrays.split_at_mut(n);
+    let mut semaphores = false;
+    for ((s, offset), cookie) in group.clone().zip(offsets).zip(cookies) {
+        if binary.is_some_and(|b| !Arc::ptr_eq(&s.binary, b)) {
+            return None;
+        }
+        *offset = s.offset;
+        *cookie = s.attach_cookie;
+        semaphores |= s.ref_ctr_offset.is_some();
     }
-    semaphores
+    if semaphores {
+        arrays.extend(group.map(|s| s.ref_ctr_offset.unwrap_or(0)));
+    }
+    Some((n, semaphores))
 }
 
 /// The sites grouped by binary (the file itself, not its name), in the caller's order.
-fn by_binary(sites: &[ProbeSite]) -> Vec<(&BinaryFile, Vec<&ProbeSite>)> {
-    // Most attachments name one binary: one group, sized once.
-    if let Some(binary) = super::plan::single_binary(sites) {
-        return vec![(binary, sites.iter().collect())];
-    }
-    let mut groups: Vec<(&BinaryFile, Vec<&ProbeSite>)> = Vec::new();
+fn by_binary(sites: &[ProbeSite]) -> Vec<Vec<&ProbeSite>> {
+    let mut groups: Vec<Vec<&ProbeSite>> = Vec::new();
     for s in sites {
-        match groups.iter_mut().find(|(b, _)| **b == *s.binary) {
-            Some((_, g)) => g.push(s),
-            None => groups.push((&s.binary, vec![s])),
+        match groups.iter_mut().find(|g| *g[0].binary == *s.binary) {
+            Some(g) => g.push(s),
+            None => groups.push(vec![s]),
         }
     }
     groups

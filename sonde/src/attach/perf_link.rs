@@ -16,8 +16,8 @@ const LINK_TYPE: u32 = 7;
 pub(crate) struct PerfLink;
 
 impl Mechanism for PerfLink {
-    fn requires(&self, _scope: Scope) -> Vec<Feature> {
-        vec![
+    fn requires(&self, _scope: Scope) -> &'static [Feature] {
+        &[
             Feature::UprobePmu,
             Feature::PmuPermitted,
             Feature::PerfLink,

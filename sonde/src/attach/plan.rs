@@ -123,12 +123,16 @@ pub(crate) fn choose(
     features: &Features,
     skip_pmu: bool,
 ) -> Result<(Tier, Vec<(Tier, Refusal)>), AttachError> {
-    let candidates: Vec<Tier> = match options.tier {
-        Some(t) => vec![t],
-        None => Tier::ALL.to_vec(),
+    let one;
+    let candidates: &[Tier] = match options.tier {
+        Some(t) => {
+            one = [t];
+            &one
+        }
+        None => &Tier::ALL,
     };
     let mut passed_over = Vec::new();
-    for t in candidates {
+    for &t in candidates {
         let mechanism = t.mechanism();
         let refusal = if options.require_native_cookies && !mechanism.native_cookies() {
             Some(Refusal::EmulatesCookies)
@@ -137,7 +141,8 @@ pub(crate) fn choose(
         } else {
             let missing: Vec<(Feature, bool)> = mechanism
                 .requires(options.scope)
-                .into_iter()
+                .iter()
+                .copied()
                 .filter(|f| !features.has(*f))
                 .map(|f| (f, features.disabled().contains(&f)))
                 .collect();
@@ -160,7 +165,8 @@ pub(crate) fn make(
     passed_over: Vec<(Tier, Refusal)>,
     features: &Features,
 ) -> AttachPlan {
-    let binaries = distinct_binaries(sites);
+    // One walk over the sites for what the plan counts of them.
+    let (binaries, on_nop5) = binaries_and_nop5(sites);
     let mechanism = tier.mechanism();
     let (parts, session) = passes(probe.kind(), tier, features, returns.is_some());
     let sites_of = |p: &super::mechanism::Part| match (returns, p.at_returns) {
@@ -196,33 +202,30 @@ pub(crate) fn make(
             .sum(),
         descriptors,
         session,
-        on_nop5: sites.iter().filter(|s| s.nop5_offset == Some(s.offset)).count(),
+        on_nop5,
         go_return_sites: returns.map(<[ProbeSite]>::len),
     }
 }
 
-/// The binary every site is in, when they share one opened file (the usual
-/// attachment): told without sorting or grouping.
-pub(super) fn single_binary(sites: &[ProbeSite]) -> Option<&crate::resolve::BinaryFile> {
-    let first = sites.first()?;
-    sites
-        .iter()
-        .all(|s| std::sync::Arc::ptr_eq(&s.binary, &first.binary))
-        .then_some(&*first.binary)
-}
-
-/// How many distinct binaries (device and inode) `sites` are in.
-fn distinct_binaries(sites: &[ProbeSite]) -> usize {
-    if sites.is_empty() {
-        return 0;
+/// How many distinct binaries (device and inode) `sites` are in, and how many
+/// sites are probed on their nop5. One walk when they share one opened file
+/// (the usual attachment: no sorting or grouping).
+fn binaries_and_nop5(sites: &[ProbeSite]) -> (usize, usize) {
+    let Some(first) = sites.first() else {
+        return (0, 0);
+    };
+    let (mut single, mut on_nop5) = (true, 0);
+    for s in sites {
+        single &= std::sync::Arc::ptr_eq(&s.binary, &first.binary);
+        on_nop5 += usize::from(s.nop5_offset == Some(s.offset));
     }
-    if single_binary(sites).is_some() {
-        return 1;
+    if single {
+        return (1, on_nop5);
     }
     let mut inodes: Vec<(u64, u64)> = sites.iter().map(|s| s.binary.inode()).collect();
     inodes.sort_unstable();
     inodes.dedup();
-    inodes.len()
+    (inodes.len(), on_nop5)
 }
 
 /// `sites` with each USDT site written `nop; nop5` moved to its nop5 when the

@@ -83,7 +83,7 @@ impl Tier {
     /// assert_eq!(Tier::Tracefs.requires(Scope::AllProcesses), vec![Feature::Tracefs]);
     /// ```
     pub fn requires(self, scope: Scope) -> Vec<Feature> {
-        self.mechanism().requires(scope)
+        self.mechanism().requires(scope).to_vec()
     }
 
     /// The kernel's `bpf_link_info.type` of the links the tier makes (`None`:

@@ -122,8 +122,8 @@ pub fn remove_stale_entries() -> usize {
 pub(crate) struct Tracefs;
 
 impl Mechanism for Tracefs {
-    fn requires(&self, _scope: Scope) -> Vec<Feature> {
-        vec![Feature::Tracefs]
+    fn requires(&self, _scope: Scope) -> &'static [Feature] {
+        &[Feature::Tracefs]
     }
 
     fn load(&self, part: Part, site: &ProbeSite) -> Load {

@@ -52,6 +52,22 @@ fn proc_pid() -> Option<u32> {
     Some(pid)
 }
 
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
 /// What identifies a file's contents for caching: device, inode, mtime, size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct FileId {
@@ -132,11 +148,16 @@ impl BinaryFile {
     /// another pid namespace still names this process); the kernel walks it
     /// faster than `/proc/self/fd/N`, whose `self` is one more link to follow.
     pub fn kernel_path(&self) -> CString {
-        let fd = self.file.as_raw_fd();
-        let path = match proc_pid() {
-            Some(pid) => format!("/proc/{pid}/fd/{fd}"),
-            None => format!("/proc/self/fd/{fd}"),
-        };
+        // Written by hand: the formatting machinery costs more than the rest
+        // of building an attach request.
+        let mut path = Vec::with_capacity(32);
+        path.extend_from_slice(b"/proc/");
+        match proc_pid() {
+            Some(pid) => push_decimal(&mut path, u64::from(pid)),
+            None => path.extend_from_slice(b"self"),
+        }
+        path.extend_from_slice(b"/fd/");
+        push_decimal(&mut path, u64::try_from(self.file.as_raw_fd()).unwrap_or_default());
         // Digits and slashes only: no interior NUL.
         CString::new(path).unwrap_or_default()
     }
@@ -300,6 +321,15 @@ mod tests {
         assert_eq!((named.dev(), named.ino()), binary.inode());
         assert_ne!(std::fs::metadata(&exe).expect("stat").ino(), named.ino());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn decimals_are_written_as_format_writes_them() {
+        for n in [0, 7, 10, 4_294_967_295, u64::MAX] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
     }
 
     #[test]
