@@ -63,6 +63,10 @@ fn sigint_mid_run_prints_the_summary_and_leaves_nothing_attached() {
         .expect("spawn sonde");
     let (_, mut err) = until_attached(&mut child);
     assert!(link_count() > before || sonde::Features::current().kernel_release.starts_with("5."));
+    // Counting in every process (no tree followed, no cgroup), sonde loads the
+    // counter alone: the kernel lists it by name.
+    let names = sonde::inspect::program_names().expect("programs");
+    assert!(names.iter().any(|(_, n)| n == "count_all"), "{names:?}");
     app.run();
     // SAFETY: signals our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };

@@ -47,6 +47,30 @@ pub fn program_ids() -> Result<Vec<u32>, SyscallError> {
     Ok(out)
 }
 
+/// The names of every loaded BPF program in the system, by id (the kernel
+/// keeps a name's first 15 bytes). Any kernel with BPF (4.15+ for names).
+///
+/// ```no_run
+/// for (id, name) in sonde::inspect::program_names()? {
+///     println!("{id} {name}");
+/// }
+/// # Ok::<(), sonde::sys::SyscallError>(())
+/// ```
+pub fn program_names() -> Result<Vec<(u32, String)>, SyscallError> {
+    let mut out = Vec::new();
+    let mut id = 0;
+    while let Some(next) = bpf::prog_get_next_id(id)? {
+        id = next;
+        // Gone since it was listed: skipped.
+        if let Some(fd) = bpf::prog_get_fd_by_id(id)? {
+            let info = bpf::prog_info(fd.as_fd())?;
+            let len = info.name.iter().position(|&b| b == 0).unwrap_or(info.name.len());
+            out.push((id, String::from_utf8_lossy(&info.name[..len]).into_owned()));
+        }
+    }
+    Ok(out)
+}
+
 /// Lines of tracefs `uprobe_events` (empty if tracefs is not mounted).
 pub fn tracefs_uprobes() -> Vec<String> {
     crate::sys::tracefs::root()

@@ -18,7 +18,7 @@ pub(crate) fn cookie_side(all: &[ProbeSite], n: usize) -> Result<Side> {
     let fds0 = open_fds();
     let mut object = load_object(n)?;
     let counts_mem = memlock(Map::Counts.of(&object)?.as_fd().as_raw_fd());
-    let probe = object.uprobe(Program::Count.name())?;
+    let probe = object.uprobe(Program::CountAll.name())?;
     let t = Instant::now();
     let prog = probe.load(Load::new(AttachType::UprobeMulti, Cookie::Native))?;
     let load_ms = ms(t.elapsed());
@@ -50,7 +50,7 @@ pub(crate) fn per_function_side(all: &[ProbeSite], n: usize, attach: bool) -> Re
     let fds0 = open_fds();
     let mut object = load_object(n)?;
     let counts_mem = memlock(Map::Counts.of(&object)?.as_fd().as_raw_fd());
-    let probe = object.uprobe(Program::Count.name())?;
+    let probe = object.uprobe(Program::CountAll.name())?;
     let mut side = Side {
         programs: n,
         memlock_bytes: counts_mem,
@@ -165,7 +165,7 @@ pub(crate) fn tiers(opts: &Opts, exe: &Path) -> Result<Vec<TierRow>> {
             let t = Instant::now();
             let all = resolve_numbered(exe)?;
             let att = object
-                .uprobe(Program::Count.name())?
+                .uprobe(Program::CountAll.name())?
                 .attach_sites(first_targets(&all, n), &AttachOptions::default().tier(Tier::Multi))?;
             a.push(ms(t.elapsed()));
             let t = Instant::now();
@@ -195,7 +195,7 @@ pub(crate) fn tiers(opts: &Opts, exe: &Path) -> Result<Vec<TierRow>> {
             let (mut a, mut d) = (Vec::new(), Vec::new());
             for _ in 0..runs {
                 let mut object = load_object(n)?;
-                let probe = object.uprobe(Program::Count.name())?;
+                let probe = object.uprobe(Program::CountAll.name())?;
                 let t = Instant::now();
                 let att = probe.attach_sites(first_targets(&all, n), &AttachOptions::default().tier(tier))?;
                 a.push(ms(t.elapsed()));
@@ -248,7 +248,7 @@ pub(crate) fn per_hit(opts: &Opts, dir: &Path) -> Result<Vec<HitRow>> {
             for (k, tier) in [Tier::Multi, Tier::Emulated].into_iter().enumerate() {
                 let mut object = load_object(10)?;
                 let app = Running::spawn(&exe, calls, 0, 0)?;
-                let att = object.uprobe(Program::Count.name())?.attach_sites(
+                let att = object.uprobe(Program::CountAll.name())?.attach_sites(
                     first_targets(&all, 1),
                     &AttachOptions::default().tier(tier).pid(app.pid()),
                 )?;

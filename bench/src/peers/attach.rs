@@ -18,7 +18,7 @@ pub(crate) fn load(runs: usize, n: usize) -> Result<[Figure; 2]> {
         match lib {
             Lib::Sonde => {
                 let mut o = sonde_object(n)?;
-                o.uprobe(Program::Count.name())?.load(MULTI)?;
+                o.uprobe(Program::CountAll.name())?.load(MULTI)?;
             }
             Lib::Libbpf => drop(libbpf_object(n, "count_multi")?),
             Lib::Aya => drop(aya_object(n)?),
@@ -37,7 +37,7 @@ pub(crate) fn load(runs: usize, n: usize) -> Result<[Figure; 2]> {
 /// quiet period), and its detach.
 pub(crate) fn sonde_attach_detach(sites: &[ProbeSite], load: Load, tier: Tier) -> Result<(Timed, Duration)> {
     let mut o = sonde_object(sites.len())?;
-    let p = o.uprobe(Program::Count.name())?;
+    let p = o.uprobe(Program::CountAll.name())?;
     p.load(load)?;
     let sites = sites.to_vec();
     quiet();
@@ -115,7 +115,7 @@ pub(crate) fn attach_names(runs: usize, exe: &Path, names: &[String], slow: &mut
         let d = match lib {
             Lib::Sonde => {
                 let mut o = sonde_object(n)?;
-                let p = o.uprobe(Program::Count.name())?;
+                let p = o.uprobe(Program::CountAll.name())?;
                 p.load(MULTI)?;
                 sonde::resolve::cache::clear();
                 // The names as the API takes them, made before the clock as
@@ -294,7 +294,7 @@ pub(crate) fn registration_after_idle(runs: usize, sites: &[ProbeSite]) -> Resul
         // The second attach follows the first at once, both held: it finds the
         // registration path warm.
         for o in &mut objects {
-            let p = o.uprobe(Program::Count.name())?;
+            let p = o.uprobe(Program::CountAll.name())?;
             p.load(MULTI)?;
             let t = Instant::now();
             held.push(p.attach_sites(one.to_vec(), &AttachOptions::default().tier(Tier::Multi))?);
@@ -347,7 +347,7 @@ pub(crate) fn detach_per_target(runs: usize, exe: &Path, sites: &[ProbeSite]) ->
         let (seen, all) = match lib {
             Lib::Sonde => {
                 let mut o = sonde_object(n)?;
-                let p = o.uprobe(Program::Count.name())?;
+                let p = o.uprobe(Program::CountAll.name())?;
                 p.load(Load::new(AttachType::PerfEvent, Cookie::Native))?;
                 let att = p.attach_sites(sites.to_vec(), &AttachOptions::default().tier(Tier::PerfLink))?;
                 let t = Instant::now();

@@ -46,7 +46,7 @@ pub(crate) fn per_hit(runs: usize, calls: u64, dir: &Path) -> Result<Vec<Figure>
                 Lib::Sonde => {
                     let mut o = sonde_object(1)?;
                     let att = o
-                        .uprobe(Program::Count.name())?
+                        .uprobe(Program::CountAll.name())?
                         .attach_sites(vec![f0.clone()], &AttachOptions::default().tier(Tier::Multi).pid(pid))?;
                     let ns = app.go()?;
                     drop(att);

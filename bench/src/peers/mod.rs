@@ -229,7 +229,7 @@ pub fn first_attach_child(lib: &str, exe: &Path) -> Result<()> {
             let mut o = sonde_object(10)?;
             let set = Functions::in_binary(exe).patterns(names).resolve()?;
             let att = o
-                .uprobe(Program::Count.name())?
+                .uprobe(Program::CountAll.name())?
                 .attach_sites(set.targets(), &AttachOptions::default())?;
             report(&t);
             drop(att);
@@ -288,7 +288,7 @@ pub fn attach_loop(n: usize, rounds: usize, exe: &Path, flags: &[String]) -> Res
     let sites = &sites[..n.min(sites.len())];
     let names: Vec<String> = (0..n).map(|i| format!("f{i}")).collect();
     let mut o = sonde_object(n)?;
-    let p = o.uprobe(Program::Count.name())?;
+    let p = o.uprobe(Program::CountAll.name())?;
     p.load(MULTI)?;
     let obj = libbpf_object(n, "count_multi")?;
     let lp = libbpf_prog(&obj, "count_multi")?;
@@ -384,7 +384,7 @@ pub fn load_loop(n: usize, rounds: usize, only: Option<&str>) -> Result<()> {
             match lib {
                 Lib::Sonde => {
                     let mut o = sonde_object(n)?;
-                    o.uprobe(Program::Count.name())?.load(MULTI)?;
+                    o.uprobe(Program::CountAll.name())?.load(MULTI)?;
                 }
                 _ => drop(libbpf_object(n, "count_multi")?),
             }

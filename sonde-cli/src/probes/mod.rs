@@ -37,8 +37,12 @@ pub const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cli-probes.b
 /// A program of the object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Program {
-    /// `sonde count`, and `serve`'s call counters.
+    /// `sonde count`, and `serve`'s call counters, in a followed process
+    /// tree or a cgroup.
     Count,
+    /// `sonde count` and `serve`'s call counters in every process: the
+    /// counter alone ([`Program::for_scope`] picks it).
+    CountAll,
     /// `sonde count --filter` and `--by`.
     CountFiltered,
     /// `sonde count --by ret`, at return.
@@ -64,8 +68,9 @@ pub enum Program {
 impl Program {
     /// Every program.
     #[cfg(test)]
-    pub const ALL: [Program; 11] = [
+    pub const ALL: [Program; 12] = [
         Program::Count,
+        Program::CountAll,
         Program::CountFiltered,
         Program::CountReturn,
         Program::Latency,
@@ -82,6 +87,7 @@ impl Program {
     pub const fn name(self) -> &'static str {
         match self {
             Program::Count => "count",
+            Program::CountAll => "count_all",
             Program::CountFiltered => "count_ex",
             Program::CountReturn => "count_ret",
             Program::Latency => "latency",
@@ -92,6 +98,16 @@ impl Program {
             Program::HistReturn => "hist_ret",
             Program::FollowFork => "follow_fork",
             Program::FollowExit => "follow_exit",
+        }
+    }
+
+    /// `program` as this run loads it: the lean [`Program::Count`] becomes
+    /// [`Program::CountAll`] when no process tree is followed and no cgroup
+    /// scopes the count (`TRACED`, `CGROUPS` and the settings then unread).
+    pub fn for_scope(self, follow: bool, cgroup: bool) -> Program {
+        match self {
+            Program::Count if !follow && !cgroup => Program::CountAll,
+            p => p,
         }
     }
 

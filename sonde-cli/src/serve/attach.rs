@@ -134,7 +134,8 @@ impl Agent {
                         .program(Program::CountFiltered.name())
                         .map_size(Map::ByKey.name(), max_series);
                 } else {
-                    builder = builder.program(Program::Count.name());
+                    let program = Program::Count.for_scope(false, scope.cgroup.is_some());
+                    builder = builder.program(program.name());
                 }
                 let count = shrink_unused(builder, &used).build().map_err(|e| e.to_string())?;
                 let mut cgroups = Vec::new();
