@@ -69,11 +69,13 @@ impl UProbe {
         let features = options.features();
         let (tier, passed_over) = plan::choose(options, &features, false)?;
         let returns = plan::go_returns(self.kind(), sites)?;
-        if sites.iter().any(|s| s.nop5_offset.is_some()) {
-            let placed = plan::place_on_nop5(self.kind(), sites.to_vec(), &features);
+        let survey = plan::Survey::of(sites);
+        if survey.nop5_sites {
+            let (placed, survey) = plan::place_on_nop5(self.kind(), sites.to_vec(), survey, &features);
             return Ok(plan::make(
                 self,
                 &placed,
+                survey,
                 returns.as_deref(),
                 tier,
                 passed_over,
@@ -83,6 +85,7 @@ impl UProbe {
         Ok(plan::make(
             self,
             sites,
+            survey,
             returns.as_deref(),
             tier,
             passed_over,
@@ -159,11 +162,13 @@ fn attach(
     if let Scope::Process(pid) = options.scope {
         crate::process::check(u64::from(pid))?;
     }
-    let sites = plan::place_on_nop5(probe.kind(), sites, features);
+    // One walk over the sites for what the plan counts of them.
+    let survey = plan::Survey::of(&sites);
+    let (sites, survey) = plan::place_on_nop5(probe.kind(), sites, survey, features);
     let mut skip_pmu = false;
     loop {
         let (tier, passed_over) = plan::choose(options, features, skip_pmu)?;
-        let plan = plan::make(probe, &sites, returns.as_deref(), tier, passed_over, features);
+        let plan = plan::make(probe, &sites, survey, returns.as_deref(), tier, passed_over, features);
         if tier.per_target() && plan.detach_estimate >= Duration::from_secs(1) {
             log::warn!("{plan}");
         }

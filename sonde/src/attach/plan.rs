@@ -160,13 +160,13 @@ pub(crate) fn choose(
 pub(crate) fn make(
     probe: &UProbe,
     sites: &[ProbeSite],
+    survey: Survey,
     returns: Option<&[ProbeSite]>,
     tier: Tier,
     passed_over: Vec<(Tier, Refusal)>,
     features: &Features,
 ) -> AttachPlan {
-    // One walk over the sites for what the plan counts of them.
-    let (binaries, on_nop5) = binaries_and_nop5(sites);
+    let Survey { binaries, on_nop5, .. } = survey;
     let mechanism = tier.mechanism();
     let (parts, session) = passes(probe.kind(), tier, features, returns.is_some());
     let sites_of = |p: &super::mechanism::Part| match (returns, p.at_returns) {
@@ -207,41 +207,72 @@ pub(crate) fn make(
     }
 }
 
-/// How many distinct binaries (device and inode) `sites` are in, and how many
-/// sites are probed on their nop5. One walk when they share one opened file
-/// (the usual attachment: no sorting or grouping).
-fn binaries_and_nop5(sites: &[ProbeSite]) -> (usize, usize) {
-    let Some(first) = sites.first() else {
-        return (0, 0);
-    };
-    let (mut single, mut on_nop5) = (true, 0);
-    for s in sites {
-        single &= std::sync::Arc::ptr_eq(&s.binary, &first.binary);
-        on_nop5 += usize::from(s.nop5_offset == Some(s.offset));
+/// What the plan counts of the sites, told in one walk over them (at n =
+/// 10,000 a walk reads a megabyte): sorting only when they are in several
+/// opened files.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Survey {
+    /// Distinct binaries (device and inode).
+    binaries: usize,
+    /// Sites probed on their nop5.
+    on_nop5: usize,
+    /// Whether some site has a nop5 to be moved to.
+    pub(crate) nop5_sites: bool,
+}
+
+impl Survey {
+    pub(crate) fn of(sites: &[ProbeSite]) -> Survey {
+        let Some(first) = sites.first() else {
+            return Survey {
+                binaries: 0,
+                on_nop5: 0,
+                nop5_sites: false,
+            };
+        };
+        let (mut single, mut on_nop5, mut nop5_sites) = (true, 0, false);
+        for s in sites {
+            single &= std::sync::Arc::ptr_eq(&s.binary, &first.binary);
+            on_nop5 += usize::from(s.nop5_offset == Some(s.offset));
+            nop5_sites |= s.nop5_offset.is_some();
+        }
+        let binaries = if single {
+            1
+        } else {
+            let mut inodes: Vec<(u64, u64)> = sites.iter().map(|s| s.binary.inode()).collect();
+            inodes.sort_unstable();
+            inodes.dedup();
+            inodes.len()
+        };
+        Survey {
+            binaries,
+            on_nop5,
+            nop5_sites,
+        }
     }
-    if single {
-        return (1, on_nop5);
-    }
-    let mut inodes: Vec<(u64, u64)> = sites.iter().map(|s| s.binary.inode()).collect();
-    inodes.sort_unstable();
-    inodes.dedup();
-    (inodes.len(), on_nop5)
 }
 
 /// `sites` with each USDT site written `nop; nop5` moved to its nop5 when the
 /// kernel optimises a uprobe there ([`Feature::UprobeNop5`]) and the probe is
 /// an entry or USDT one; the others as they are. Asks for the feature (a
-/// probe, once per process) only when some site has a nop5.
-pub(crate) fn place_on_nop5(kind: ProbeKind, mut sites: Vec<ProbeSite>, features: &Features) -> Vec<ProbeSite> {
+/// probe, once per process) only when some site has a nop5 (`survey`, of
+/// `sites`); returns the survey of the sites returned.
+pub(crate) fn place_on_nop5(
+    kind: ProbeKind,
+    mut sites: Vec<ProbeSite>,
+    survey: Survey,
+    features: &Features,
+) -> (Vec<ProbeSite>, Survey) {
     let entry = matches!(kind, ProbeKind::Entry | ProbeKind::Usdt);
-    if entry && sites.iter().any(|s| s.nop5_offset.is_some()) && features.has(Feature::UprobeNop5) {
-        for s in &mut sites {
-            if let Some(nop5) = s.nop5_offset {
-                s.offset = nop5;
-            }
+    if !(entry && survey.nop5_sites && features.has(Feature::UprobeNop5)) {
+        return (sites, survey);
+    }
+    for s in &mut sites {
+        if let Some(nop5) = s.nop5_offset {
+            s.offset = nop5;
         }
     }
-    sites
+    let survey = Survey::of(&sites);
+    (sites, survey)
 }
 
 /// For a return or session probe on Go functions: the sites at each of their
