@@ -1,9 +1,9 @@
 //! What the kernel lists: BPF links and programs system-wide. Tests use it to check
 //! that nothing stays attached; tools to show what is.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use crate::sys::{bpf, SyscallError};
+use crate::sys::{bpf, SysResult, SyscallError};
 
 /// A BPF link as the kernel lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,33 +18,19 @@ pub struct LinkInfo {
 
 /// Every BPF link in the system.
 pub fn links() -> Result<Vec<LinkInfo>, SyscallError> {
-    let mut out = Vec::new();
-    let mut id = 0;
-    while let Some(next) = bpf::link_get_next_id(id)? {
-        id = next;
-        if let Some(fd) = bpf::link_get_fd_by_id(id)? {
-            let info = bpf::link_info(fd.as_fd())?;
-            out.push(LinkInfo {
-                id: info.id,
-                link_type: info.link_type,
-                prog_id: info.prog_id,
-            });
-        }
-    }
-    Ok(out)
+    listed(bpf::link_get_next_id, bpf::link_get_fd_by_id, |_, fd| {
+        let info = bpf::link_info(fd)?;
+        Ok(LinkInfo {
+            id: info.id,
+            link_type: info.link_type,
+            prog_id: info.prog_id,
+        })
+    })
 }
 
 /// Ids of every loaded BPF program in the system.
 pub fn program_ids() -> Result<Vec<u32>, SyscallError> {
-    let mut out = Vec::new();
-    let mut id = 0;
-    while let Some(next) = bpf::prog_get_next_id(id)? {
-        id = next;
-        if bpf::prog_get_fd_by_id(id)?.is_some() {
-            out.push(id);
-        }
-    }
-    Ok(out)
+    listed(bpf::prog_get_next_id, bpf::prog_get_fd_by_id, |id, _| Ok(id))
 }
 
 /// The names of every loaded BPF program in the system, by id (the kernel
@@ -57,15 +43,26 @@ pub fn program_ids() -> Result<Vec<u32>, SyscallError> {
 /// # Ok::<(), sonde::sys::SyscallError>(())
 /// ```
 pub fn program_names() -> Result<Vec<(u32, String)>, SyscallError> {
+    listed(bpf::prog_get_next_id, bpf::prog_get_fd_by_id, |id, fd| {
+        let info = bpf::prog_info(fd)?;
+        let len = info.name.iter().position(|&b| b == 0).unwrap_or(info.name.len());
+        Ok((id, String::from_utf8_lossy(&info.name[..len]).into_owned()))
+    })
+}
+
+/// Every object the kernel lists by id (`next`), opened by `open` and read by
+/// `read`; one gone since it was listed is skipped.
+fn listed<T>(
+    next: fn(u32) -> SysResult<Option<u32>>,
+    open: fn(u32) -> SysResult<Option<OwnedFd>>,
+    mut read: impl FnMut(u32, BorrowedFd<'_>) -> SysResult<T>,
+) -> Result<Vec<T>, SyscallError> {
     let mut out = Vec::new();
     let mut id = 0;
-    while let Some(next) = bpf::prog_get_next_id(id)? {
-        id = next;
-        // Gone since it was listed: skipped.
-        if let Some(fd) = bpf::prog_get_fd_by_id(id)? {
-            let info = bpf::prog_info(fd.as_fd())?;
-            let len = info.name.iter().position(|&b| b == 0).unwrap_or(info.name.len());
-            out.push((id, String::from_utf8_lossy(&info.name[..len]).into_owned()));
+    while let Some(n) = next(id)? {
+        id = n;
+        if let Some(fd) = open(id)? {
+            out.push(read(id, fd.as_fd())?);
         }
     }
     Ok(out)
