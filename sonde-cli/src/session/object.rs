@@ -101,8 +101,11 @@ pub(super) fn attach_all(
     for (map, entries) in sizes(n) {
         builder = builder.map_size(map.name(), entries);
     }
-    for p in programs {
-        builder = builder.program(p.for_scope(follow, cgroup.is_some()).name());
+    // The programs as this scope loads them (the lean counter alone when
+    // nothing is followed and no cgroup filters).
+    let programs: Vec<Program> = programs.iter().map(|p| p.for_scope(follow, cgroup.is_some())).collect();
+    for p in &programs {
+        builder = builder.program(p.name());
     }
     let mut job = builder.build()?;
     // Before any probe attaches: only the cgroup's processes count from the first hit.
@@ -121,10 +124,7 @@ pub(super) fn attach_all(
         (Some(root), true) => follow_tree(&mut job, root, child.is_none())?,
         _ => Vec::new(),
     };
-    let names: Vec<&str> = programs
-        .iter()
-        .map(|p| p.for_scope(follow, cgroup_watch.is_some()).name())
-        .collect();
+    let names: Vec<&str> = programs.iter().map(|p| p.name()).collect();
     spinner.set_message(format!("attaching {} to {total} functions", names.join(", ")));
     let mut groups = Vec::with_capacity(sets.len());
     for set in sets {

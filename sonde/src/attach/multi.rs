@@ -13,7 +13,7 @@ use super::{AttachError, Link, Scope};
 use crate::features::{Feature, Features};
 use crate::object_file::ProbeKind;
 use crate::programs::{AttachType, Cookie, Load, UProbe};
-use crate::resolve::{BinaryFile, ProbeSite};
+use crate::resolve::ProbeSite;
 use crate::sys::bpf;
 
 /// `BPF_LINK_TYPE_UPROBE_MULTI`.
@@ -106,15 +106,15 @@ impl Mechanism for Multi {
         let mut arrays = Vec::new();
         // Most attachments name one binary: its request is filled in the same
         // walk over the sites that finds out (at n = 10,000 a walk over the
-        // sites reads a megabyte); otherwise the sites are grouped first.
+        // sites reads a megabyte); otherwise the sites are grouped and each
+        // group's request filled again.
         let mut links = Vec::new();
-        if let Some((n, semaphores)) = fill(sites.iter(), Some(&sites[0].binary), &mut arrays) {
+        let (n, semaphores, one_file) = fill(sites.iter(), &mut arrays);
+        if one_file {
             links.push(link(&arrays, &sites[0], n, semaphores, 0)?);
         } else {
             for group in by_binary(sites) {
-                let Some((n, semaphores)) = fill(group.iter().copied(), None, &mut arrays) else {
-                    continue; // unreachable: no binary to match
-                };
+                let (n, semaphores, _) = fill(group.iter().copied(), &mut arrays);
                 links.push(link(&arrays, group[0], n, semaphores, links.len())?);
             }
         }
@@ -125,22 +125,17 @@ impl Mechanism for Multi {
 /// Fills `arrays` with `group`'s offsets, then its cookies, then (when some
 /// site has one) one semaphore per offset, 0 for none: one allocation for the
 /// whole request, one walk over the sites (a second only for semaphores).
-/// Returns how many sites and whether the semaphores are there; `None` when
-/// a site is not in `binary` (if given), `arrays` then to be refilled.
-fn fill<'s>(
-    group: impl ExactSizeIterator<Item = &'s ProbeSite> + Clone,
-    binary: Option<&Arc<BinaryFile>>,
-    arrays: &mut Vec<u64>,
-) -> Option<(usize, bool)> {
+/// Returns how many sites, whether the semaphores are there, and whether
+/// every site is in the first one's opened file (told in the same walk).
+fn fill<'s>(group: impl ExactSizeIterator<Item = &'s ProbeSite> + Clone, arrays: &mut Vec<u64>) -> (usize, bool, bool) {
     let n = group.len();
     arrays.clear();
     arrays.resize(2 * n, 0);
     let (offsets, cookies) = arrays.split_at_mut(n);
-    let mut semaphores = false;
+    let (mut semaphores, mut one_file, mut first) = (false, true, None);
     for ((s, offset), cookie) in group.clone().zip(offsets).zip(cookies) {
-        if binary.is_some_and(|b| !Arc::ptr_eq(&s.binary, b)) {
-            return None;
-        }
+        let first = first.get_or_insert(&s.binary);
+        one_file &= Arc::ptr_eq(&s.binary, first);
         *offset = s.offset;
         *cookie = s.attach_cookie;
         semaphores |= s.ref_ctr_offset.is_some();
@@ -148,7 +143,7 @@ fn fill<'s>(
     if semaphores {
         arrays.extend(group.map(|s| s.ref_ctr_offset.unwrap_or(0)));
     }
-    Some((n, semaphores))
+    (n, semaphores, one_file)
 }
 
 /// The sites grouped by binary (the file itself, not its name), in the caller's order.
