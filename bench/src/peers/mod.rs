@@ -1,7 +1,7 @@
 //! sonde beside libbpf (libbpf-rs, its vendored libbpf) and aya, in one run, on
 //! the same targets with the same eBPF logic: a per-CPU counter indexed by the
-//! attach cookie (sonde's `count`; `peer/count.bpf.c` for the peers, compiled by
-//! clang). Runs are interleaved (sonde, libbpf, aya, sonde, ...) and each figure
+//! attach cookie (sonde's `count_all`; `peer/count.bpf.c` for the peers, compiled by
+//! clang). Runs are interleaved, each library first in turn, and each figure
 //! keeps the median with min and max.
 
 use crate::opts::Opts;
@@ -117,8 +117,12 @@ impl Started {
 pub(crate) fn interleaved(runs: usize, mut f: impl FnMut(Lib) -> Result<Option<f64>>) -> Result<[Option<Stat>; 3]> {
     let mut v: [Vec<f64>; 3] = Default::default();
     let mut can = [true; 3];
-    for _ in 0..runs {
-        for (i, lib) in LIBS.into_iter().enumerate() {
+    for run in 0..runs {
+        // Each library goes first in turn: no library always follows the same
+        // one's detach.
+        for k in 0..LIBS.len() {
+            let i = (run + k) % LIBS.len();
+            let lib = LIBS[i];
             if !can[i] {
                 continue;
             }

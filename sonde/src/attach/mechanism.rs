@@ -34,6 +34,37 @@ impl Part {
     }
 }
 
+/// The passes of one attach, at most two (an emulated session's halves):
+/// kept inline, an attach allocates nothing for them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Parts {
+    parts: [Part; 2],
+    len: usize,
+}
+
+impl Parts {
+    fn one(part: Part) -> Parts {
+        Parts {
+            parts: [part; 2],
+            len: 1,
+        }
+    }
+
+    fn two(first: Part, second: Part) -> Parts {
+        Parts {
+            parts: [first, second],
+            len: 2,
+        }
+    }
+}
+
+impl std::ops::Deref for Parts {
+    type Target = [Part];
+    fn deref(&self) -> &[Part] {
+        &self.parts[..self.len]
+    }
+}
+
 /// What one pass works on.
 pub(crate) struct Pass<'a> {
     /// The tier running (errors name it).
@@ -111,7 +142,7 @@ pub(crate) fn load(attach_type: AttachType, cookie: Cookie, part: Part) -> Load 
 /// having had the chance to be pushed. For Go functions (`go`), returns are
 /// entry probes at each return instruction, and sessions always emulated (a
 /// native session's return half is a uretprobe).
-pub(crate) fn passes(kind: ProbeKind, tier: Tier, features: &Features, go: bool) -> (Vec<Part>, Option<SessionMode>) {
+pub(crate) fn passes(kind: ProbeKind, tier: Tier, features: &Features, go: bool) -> (Parts, Option<SessionMode>) {
     let at_return = |half| Part {
         kind: ProbeKind::Entry,
         half,
@@ -119,12 +150,12 @@ pub(crate) fn passes(kind: ProbeKind, tier: Tier, features: &Features, go: bool)
         go,
     };
     match kind {
-        ProbeKind::Return if go => return (vec![at_return(None)], None),
+        ProbeKind::Return if go => return (Parts::one(at_return(None)), None),
         ProbeKind::Session => {}
-        _ => return (vec![Part::plain(kind)], None),
+        _ => return (Parts::one(Part::plain(kind)), None),
     }
     if !go && tier.mechanism().native_session(features) {
-        return (vec![Part::plain(kind)], Some(SessionMode::Native));
+        return (Parts::one(Part::plain(kind)), Some(SessionMode::Native));
     }
     let returns = if go {
         at_return(Some(SessionHalf::Return))
@@ -139,5 +170,5 @@ pub(crate) fn passes(kind: ProbeKind, tier: Tier, features: &Features, go: bool)
         go,
         ..Part::plain(ProbeKind::Entry)
     };
-    (vec![returns, entries], Some(SessionMode::Emulated))
+    (Parts::two(returns, entries), Some(SessionMode::Emulated))
 }

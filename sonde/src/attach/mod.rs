@@ -185,7 +185,7 @@ fn attach(
         // A failed pass drops the links of the passes before it.
         let result = (|| {
             let (mut programs, mut links) = (Vec::new(), Vec::new());
-            for part in passes(probe.kind(), tier, features, returns.is_some()).0 {
+            for &part in passes(probe.kind(), tier, features, returns.is_some()).0.iter() {
                 let pass = Pass {
                     tier,
                     sites: match (&returns, part.at_returns) {

@@ -139,14 +139,18 @@ pub(crate) fn choose(
         } else if skip_pmu && mechanism.uses_pmu() {
             Some(Refusal::PmuPermission)
         } else {
-            let missing: Vec<(Feature, bool)> = mechanism
-                .requires(options.scope)
-                .iter()
-                .copied()
-                .filter(|f| !features.has(*f))
-                .map(|f| (f, features.disabled().contains(&f)))
-                .collect();
-            (!missing.is_empty()).then_some(Refusal::Missing(missing))
+            let required = mechanism.requires(options.scope);
+            // The list of what is missing is made only for a refusal.
+            (!required.iter().all(|f| features.has(*f))).then(|| {
+                Refusal::Missing(
+                    required
+                        .iter()
+                        .copied()
+                        .filter(|f| !features.has(*f))
+                        .map(|f| (f, features.disabled().contains(&f)))
+                        .collect(),
+                )
+            })
         };
         match refusal {
             None => return Ok((t, passed_over)),

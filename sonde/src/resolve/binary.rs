@@ -35,20 +35,30 @@ pub struct BinaryFile {
 
 /// This process's number in the pid namespace of the `/proc` mounted here
 /// (`/proc/self` names it), read once per process: a child forked later
-/// reads its own. `None` when `/proc/self` cannot be read.
+/// reads its own (a `pthread_atfork` handler forgets the number in the
+/// child), and no attach pays a `getpid`. `None` when `/proc/self` cannot be
+/// read.
 fn proc_pid() -> Option<u32> {
-    // (getpid, the number /proc gives it), packed; 0: not read yet.
-    static CACHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let me = std::process::id();
-    let cached = CACHED.load(std::sync::atomic::Ordering::Relaxed);
-    if cached != 0 && (cached >> 32) as u32 == me {
-        return Some(cached as u32);
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // The number /proc gives this process; 0: not read yet (or forked since).
+    static CACHED: AtomicU32 = AtomicU32::new(0);
+    static FORGET_IN_CHILD: std::sync::Once = std::sync::Once::new();
+    extern "C" fn forget() {
+        CACHED.store(0, Ordering::Relaxed);
+    }
+    // Registered before the first number is kept, so no fork can copy a
+    // number without the child forgetting it.
+    FORGET_IN_CHILD.call_once(|| {
+        // SAFETY: registers a handler that only stores to an atomic (async-signal
+        // safe, as a child of a multithreaded parent needs).
+        unsafe { libc::pthread_atfork(None, None, Some(forget)) };
+    });
+    let cached = CACHED.load(Ordering::Relaxed);
+    if cached != 0 {
+        return Some(cached);
     }
     let pid: u32 = std::fs::read_link("/proc/self").ok()?.to_str()?.parse().ok()?;
-    CACHED.store(
-        (u64::from(me) << 32) | u64::from(pid),
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    CACHED.store(pid, Ordering::Relaxed);
     Some(pid)
 }
 
@@ -321,6 +331,32 @@ mod tests {
         assert_eq!((named.dev(), named.ino()), binary.inode());
         assert_ne!(std::fs::metadata(&exe).expect("stat").ino(), named.ino());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_forked_child_names_its_own_descriptors() {
+        // The parent's number is kept; the child must not reuse it (its
+        // /proc/PARENT/fd/N would name the parent's table).
+        let parent = proc_pid().expect("/proc/self");
+        // SAFETY: the child only reads /proc/self and leaves with _exit.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork");
+        if child == 0 {
+            let own = std::fs::read_link("/proc/self")
+                .ok()
+                .and_then(|p| p.to_str()?.parse::<u32>().ok());
+            let ok = proc_pid().is_some_and(|p| Some(p) == own && p != parent);
+            // SAFETY: leaves the child without running the test harness's exit.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child just forked.
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child named {parent}'s descriptors"
+        );
+        assert_eq!(proc_pid(), Some(parent));
     }
 
     #[test]
