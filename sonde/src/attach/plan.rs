@@ -139,18 +139,15 @@ pub(crate) fn choose(
         } else if skip_pmu && mechanism.uses_pmu() {
             Some(Refusal::PmuPermission)
         } else {
-            let required = mechanism.requires(options.scope);
-            // The list of what is missing is made only for a refusal.
-            (!required.iter().all(|f| features.has(*f))).then(|| {
-                Refusal::Missing(
-                    required
-                        .iter()
-                        .copied()
-                        .filter(|f| !features.has(*f))
-                        .map(|f| (f, features.disabled().contains(&f)))
-                        .collect(),
-                )
-            })
+            // Collecting nothing allocates nothing: the list costs only a refusal.
+            let missing: Vec<(Feature, bool)> = mechanism
+                .requires(options.scope)
+                .iter()
+                .copied()
+                .filter(|f| !features.has(*f))
+                .map(|f| (f, features.disabled().contains(&f)))
+                .collect();
+            (!missing.is_empty()).then_some(Refusal::Missing(missing))
         };
         match refusal {
             None => return Ok((t, passed_over)),
