@@ -275,7 +275,8 @@ pub fn first_attach_child(lib: &str, exe: &Path) -> Result<()> {
 /// loop to profile (`--attach-loop`). `flags`: `names` (resolved cold each
 /// round), `quiet` (a quiet period before each attach, as the bench does),
 /// `libbpf` (libbpf's attach instead of sonde's), `both` (sonde and libbpf
-/// alternating, each first every other round), `phases` (by names: each
+/// alternating, each first every other round), `proc-path` (libbpf given
+/// sonde's `/proc/PID/fd/N` name of the file instead of its path), `phases` (by names: each
 /// round's resolve and targets CPU time), `resolve-only` (by names: no attach,
 /// the resolve alone, as it runs without the kernel's work in between).
 /// Prints the median CPU time per attach.
@@ -290,6 +291,8 @@ pub fn attach_loop(n: usize, rounds: usize, exe: &Path, flags: &[String]) -> Res
     };
     let sites = resolve_numbered(exe)?;
     let sites = &sites[..n.min(sites.len())];
+    let proc_path = sonde_path(sites);
+    let libbpf_exe = if has("proc-path") { proc_path.as_path() } else { exe };
     let names: Vec<String> = (0..n).map(|i| format!("f{i}")).collect();
     let mut o = sonde_object(n)?;
     let p = o.uprobe(Program::CountAll.name())?;
@@ -330,7 +333,7 @@ pub fn attach_loop(n: usize, rounds: usize, exe: &Path, flags: &[String]) -> Res
             };
             let start = thread_cpu();
             if lib == Lib::Libbpf {
-                let link = lp.attach_uprobe_multi_with_opts(-1, exe, "", opts)?;
+                let link = lp.attach_uprobe_multi_with_opts(-1, libbpf_exe, "", opts)?;
                 cpu[lib as usize].push(thread_cpu() - start);
                 drop(link);
                 continue;
