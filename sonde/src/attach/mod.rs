@@ -197,8 +197,17 @@ fn attach(
                     features,
                 };
                 let (p, l) = tier.mechanism().attach(&pass, probe)?;
-                programs.extend(p);
-                links.extend(l);
+                // One pass (most attaches): its vectors, not copies of them.
+                if programs.is_empty() {
+                    programs = p;
+                } else {
+                    programs.extend(p);
+                }
+                if links.is_empty() {
+                    links = l;
+                } else {
+                    links.extend(l);
+                }
             }
             Ok::<_, AttachError>((programs, links))
         })();

@@ -84,7 +84,7 @@ impl Mechanism for Multi {
         let pid = scope.pid().unwrap_or(0);
         // One link for the sites of one binary, `arrays` filled for them.
         let link = |arrays: &[u64], first: &ProbeSite, n: usize, semaphores: bool, made: usize| {
-            let path = first.binary.kernel_path();
+            let path = first.binary.kernel_name();
             let request = bpf::UprobeMulti {
                 attach_type,
                 path: path.as_c_str(),
@@ -103,21 +103,23 @@ impl Mechanism for Multi {
                 ..Link::default()
             })
         };
-        let mut arrays = Vec::new();
+        // Offsets and cookies, and room for semaphores: one allocation.
+        let mut arrays = Vec::with_capacity(3 * sites.len());
         // Most attachments name one binary: its request is filled in the same
         // walk over the sites that finds out (at n = 10,000 a walk over the
         // sites reads a megabyte); otherwise the sites are grouped and each
         // group's request filled again.
-        let mut links = Vec::new();
         let (n, semaphores, one_file) = fill(sites.iter(), &mut arrays);
-        if one_file {
-            links.push(link(&arrays, &sites[0], n, semaphores, 0)?);
+        let links = if one_file {
+            vec![link(&arrays, &sites[0], n, semaphores, 0)?]
         } else {
+            let mut links = Vec::new();
             for group in by_binary(sites) {
                 let (n, semaphores, _) = fill(group.iter().copied(), &mut arrays);
                 links.push(link(&arrays, group[0], n, semaphores, links.len())?);
             }
-        }
+            links
+        };
         Ok((vec![prog], links))
     }
 }

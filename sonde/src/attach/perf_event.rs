@@ -41,7 +41,7 @@ pub(super) fn attach(
     let mut links = Vec::with_capacity(sites.len());
     for (s, &pi) in sites.iter().zip(&which) {
         let prog: &Arc<LoadedProgram> = &programs[pi];
-        let path = s.binary.kernel_path();
+        let path = s.binary.kernel_name();
         let path = path.as_c_str();
         let perf = perf::open_uprobe(pmu, retprobe_bit, path, s.offset, s.ref_ctr_offset, scope.pid())
             .map_err(|e| target_error(tier, s, e, links.len(), sites.len()))?;

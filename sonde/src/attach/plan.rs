@@ -138,8 +138,9 @@ pub(crate) fn choose(
             Some(Refusal::EmulatesCookies)
         } else if skip_pmu && mechanism.uses_pmu() {
             Some(Refusal::PmuPermission)
+        } else if mechanism.requires(options.scope).iter().all(|f| features.has(*f)) {
+            None
         } else {
-            // Collecting nothing allocates nothing: the list costs only a refusal.
             let missing: Vec<(Feature, bool)> = mechanism
                 .requires(options.scope)
                 .iter()

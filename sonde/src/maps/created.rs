@@ -57,6 +57,11 @@ impl ObjectMaps {
     /// descriptors a load of their program will open for them.
     pub(crate) fn uncreated(&self, relocs: &[MapReloc]) -> u64 {
         let created = self.created.lock().unwrap_or_else(|e| e.into_inner());
+        // Every attach asks; after the first load the answer is 0, told
+        // without the allocation the count below makes.
+        if !relocs.iter().any(|r| matches!(created.get(r.map), Some(None))) {
+            return 0;
+        }
         let mut counted = vec![false; created.len()];
         let mut n = 0;
         for r in relocs {

@@ -1,6 +1,6 @@
 //! The uprobe program handle: instructions kept, loads made on demand.
 
-use std::collections::HashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::ffi::CString;
 use std::sync::{Arc, OnceLock};
 
@@ -47,7 +47,9 @@ pub struct UProbe {
     /// Its map references, patched at load (the maps created then).
     relocs: Vec<MapReloc>,
     maps: Option<Arc<ObjectMaps>>,
-    loaded: HashMap<Load, Arc<LoadedProgram>>,
+    /// By load: a few keys, looked up at every attach (FxHash: a tenth of
+    /// SipHash's instructions for a key this small).
+    loaded: FxHashMap<Load, Arc<LoadedProgram>>,
 }
 
 impl UProbe {
@@ -61,7 +63,7 @@ impl UProbe {
             kind,
             insns,
             license,
-            loaded: HashMap::new(),
+            loaded: FxHashMap::default(),
         }
     }
 
@@ -175,13 +177,21 @@ impl UProbe {
 
     /// How many programs `loads` need (distinct loads after normalising).
     pub fn loads_needed(&self, loads: impl IntoIterator<Item = Load>) -> usize {
-        let mut seen: Vec<Load> = Vec::new();
+        // Native cookies: one load per pass, the same for every site; the
+        // first distinct load is kept aside, so the common attach allocates
+        // nothing here, and an emulated one (a load per cookie) hashes.
+        let mut first: Option<Load> = None;
+        let mut others: FxHashSet<Load> = FxHashSet::default();
         for l in loads.into_iter().map(|l| self.normalise(l)) {
-            if !seen.contains(&l) {
-                seen.push(l);
+            match first {
+                None => first = Some(l),
+                Some(f) if f == l => {}
+                Some(_) => {
+                    others.insert(l);
+                }
             }
         }
-        seen.len()
+        usize::from(first.is_some()) + others.len()
     }
 
     /// Every program loaded so far.

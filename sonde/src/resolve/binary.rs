@@ -4,7 +4,7 @@
 //! two looks (a symlink flipped, a file replaced) cannot pair one file's offsets
 //! with another file's code.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -62,20 +62,45 @@ fn proc_pid() -> Option<u32> {
     Some(pid)
 }
 
-/// Appends `n` in decimal.
-fn push_decimal(out: &mut Vec<u8>, n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+/// `/proc/PID/fd/N` of an open file, NUL-terminated, built on the stack (an
+/// attach names its binary to the kernel once per link: no allocation).
+pub(crate) struct KernelPath {
+    /// `/proc/` (6) + a pid or `self` (at most 10) + `/fd/` (4) + a
+    /// descriptor (at most 10) + NUL: 31 bytes at most.
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl KernelPath {
+    fn push(&mut self, bytes: &[u8]) {
+        // Never past the end: the longest name fits, as counted above.
+        let end = (self.len + bytes.len()).min(self.buf.len() - 1);
+        let n = end - self.len;
+        self.buf[self.len..end].copy_from_slice(&bytes[..n]);
+        self.len = end;
     }
-    out.extend_from_slice(&digits[i..]);
+
+    /// Appends `n` in decimal.
+    fn push_decimal(&mut self, n: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        let mut n = n;
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.push(&digits[i..]);
+    }
+
+    /// The name, as the kernel takes it.
+    pub(crate) fn as_c_str(&self) -> &CStr {
+        // The byte after the last one pushed is still the array's zero.
+        CStr::from_bytes_until_nul(&self.buf[..=self.len]).unwrap_or_default()
+    }
 }
 
 /// What identifies a file's contents for caching: device, inode, mtime, size.
@@ -158,18 +183,20 @@ impl BinaryFile {
     /// another pid namespace still names this process); the kernel walks it
     /// faster than `/proc/self/fd/N`, whose `self` is one more link to follow.
     pub fn kernel_path(&self) -> CString {
-        // Written by hand: the formatting machinery costs more than the rest
-        // of building an attach request.
-        let mut path = Vec::with_capacity(32);
-        path.extend_from_slice(b"/proc/");
+        self.kernel_name().as_c_str().to_owned()
+    }
+
+    /// [`BinaryFile::kernel_path`] without an allocation.
+    pub(crate) fn kernel_name(&self) -> KernelPath {
+        let mut path = KernelPath { buf: [0; 32], len: 0 };
+        path.push(b"/proc/");
         match proc_pid() {
-            Some(pid) => push_decimal(&mut path, u64::from(pid)),
-            None => path.extend_from_slice(b"self"),
+            Some(pid) => path.push_decimal(u64::from(pid)),
+            None => path.push(b"self"),
         }
-        path.extend_from_slice(b"/fd/");
-        push_decimal(&mut path, u64::try_from(self.file.as_raw_fd()).unwrap_or_default());
-        // Digits and slashes only: no interior NUL.
-        CString::new(path).unwrap_or_default()
+        path.push(b"/fd/");
+        path.push_decimal(u64::try_from(self.file.as_raw_fd()).unwrap_or_default());
+        path
     }
 
     /// Device and inode of the open file.
@@ -360,12 +387,18 @@ mod tests {
     }
 
     #[test]
-    fn decimals_are_written_as_format_writes_them() {
+    fn decimals_are_written_as_format_writes_them_and_never_overflow() {
         for n in [0, 7, 10, 4_294_967_295, u64::MAX] {
-            let mut out = b"x".to_vec();
-            push_decimal(&mut out, n);
-            assert_eq!(out, format!("x{n}").into_bytes());
+            let mut out = KernelPath { buf: [0; 32], len: 0 };
+            out.push(b"x");
+            out.push_decimal(n);
+            assert_eq!(out.as_c_str().to_bytes(), format!("x{n}").as_bytes());
         }
+        // Past the room (never reached by a pid and a descriptor): cut, not a panic.
+        let mut out = KernelPath { buf: [0; 32], len: 0 };
+        out.push_decimal(u64::MAX);
+        out.push_decimal(u64::MAX);
+        assert_eq!(out.as_c_str().to_bytes().len(), 31);
     }
 
     #[test]
