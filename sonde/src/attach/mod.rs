@@ -145,6 +145,16 @@ impl SessionMode {
     }
 }
 
+/// `more` after `all`: moved whole when `all` is empty (one pass, most
+/// attaches), not copied.
+fn join<T>(all: &mut Vec<T>, more: Vec<T>) {
+    if all.is_empty() {
+        *all = more;
+    } else {
+        all.extend(more);
+    }
+}
+
 /// Attaches `probe` to `sites` on the best tier `features` allow, falling
 /// back past the PMU tiers when the PMU refuses permission.
 fn attach(
@@ -197,17 +207,8 @@ fn attach(
                     features,
                 };
                 let (p, l) = tier.mechanism().attach(&pass, probe)?;
-                // One pass (most attaches): its vectors, not copies of them.
-                if programs.is_empty() {
-                    programs = p;
-                } else {
-                    programs.extend(p);
-                }
-                if links.is_empty() {
-                    links = l;
-                } else {
-                    links.extend(l);
-                }
+                join(&mut programs, p);
+                join(&mut links, l);
             }
             Ok::<_, AttachError>((programs, links))
         })();

@@ -57,16 +57,18 @@ impl ObjectMaps {
     /// descriptors a load of their program will open for them.
     pub(crate) fn uncreated(&self, relocs: &[MapReloc]) -> u64 {
         let created = self.created.lock().unwrap_or_else(|e| e.into_inner());
-        // Every attach asks; after the first load the answer is 0, told
-        // without the allocation the count below makes.
-        if !relocs.iter().any(|r| matches!(created.get(r.map), Some(None))) {
-            return 0;
-        }
-        let mut counted = vec![false; created.len()];
+        // Every attach asks, and after the first load the answer is 0: the
+        // list of maps counted is made only when a map is missing.
+        let mut counted: Vec<bool> = Vec::new();
         let mut n = 0;
         for r in relocs {
-            if let (Some(None), Some(seen)) = (created.get(r.map), counted.get_mut(r.map)) {
-                n += u64::from(!std::mem::replace(seen, true));
+            if let Some(None) = created.get(r.map) {
+                if counted.is_empty() {
+                    counted = vec![false; created.len()];
+                }
+                if let Some(seen) = counted.get_mut(r.map) {
+                    n += u64::from(!std::mem::replace(seen, true));
+                }
             }
         }
         n
